@@ -1,0 +1,21 @@
+"""Python faces of lnl's kernels. Each op dispatches to the compiled ``lnl._C`` kernel for the
+inputs' device when it was built, else to its pure-PyTorch reference (same signature), with a
+one-time warning. ``backend()`` says what was compiled; each op's ``choose_backend`` says why."""
+
+from __future__ import annotations
+
+from lnl import _ext
+from lnl.ops.knn import KnnResult, knn_graph, knn_labels, knn_labels_reference
+
+OPS = ("knn_labels",)
+
+
+def backend() -> tuple[str, ...]:
+    """The compiled backends: ``("cpu", "cuda")``, ``("cpu",)``, or ``()`` without ``lnl._C``."""
+    if not _ext.available():
+        return ()
+    compiled = [b for b in ("cpu", "cuda") if any(_ext.has_kernel(op, b.upper()) for op in OPS)]
+    return tuple(compiled)
+
+
+__all__ = ["backend", "KnnResult", "knn_labels", "knn_labels_reference", "knn_graph"]

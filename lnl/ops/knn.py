@@ -1,0 +1,192 @@
+"""Exact k-nearest-neighbour label retrieval: ``knn_labels`` and the self-kNN ``knn_graph``.
+
+For each query row, the ``k`` best keys under ``metric`` (ties broken by the lower key index), their
+scores, and the histogram of their labels over ``num_classes`` classes. LRA-Diffusion draws one label
+per sample from its neighbours' noisy labels plus its own (specs/lra_dmlp.md §A.5,
+specs/kernels_and_anchors.md §1). Equivalent PyTorch for ``metric="cosine"``::
+
+    s = F.normalize(queries) @ F.normalize(keys).T          # Tensor[Q, N], never built whole
+    scores, indices = s.sort(dim=1, descending=True, stable=True)[..., :k]
+    votes = F.one_hot(key_labels[indices], num_classes).sum(1).float()
+
+Metrics: ``cosine`` and ``ip`` rank by similarity (descending); ``l2`` ranks by the Euclidean
+distance (ascending, as ``torch.cdist`` in the original's ``knn()``), and ``scores`` are distances.
+Validation reads every value (NaN/inf check), which synchronises with the device once per call.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+from lnl import _ext
+from lnl.ops import _dispatch
+
+OP = "knn_labels"
+METRICS = ("cosine", "ip", "l2")
+# Scores agree with the float64 oracle to float32 rounding of a dot product of unit vectors.
+ATOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+RTOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 1e-2}
+# Query rows per block when chunk is not given: keeps each Q-block × N score tile near 64 MB.
+_TILE_ELEMENTS = 1 << 24
+
+
+class KnnResult(NamedTuple):
+    indices: torch.Tensor  # Tensor[Q, k] int64
+    scores: torch.Tensor  # Tensor[Q, k] float
+    votes: torch.Tensor  # Tensor[Q, C] float32
+
+
+def check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk) -> None:
+    """Raise ``ValueError`` naming the first problem with the arguments of ``knn_labels``."""
+    if queries.dim() != 2 or keys.dim() != 2:
+        raise ValueError(f"queries and keys must be 2-D, got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    if queries.shape[1] != keys.shape[1]:
+        raise ValueError(f"queries have D={queries.shape[1]} but keys have D={keys.shape[1]}")
+    if key_labels.dim() != 1 or key_labels.shape[0] != keys.shape[0]:
+        raise ValueError(f"key_labels must be Tensor[N={keys.shape[0]}], got {tuple(key_labels.shape)}")
+    if key_labels.dtype.is_floating_point or key_labels.dtype == torch.bool:
+        raise ValueError(f"key_labels must be an integer tensor, got {key_labels.dtype}")
+    if not queries.dtype.is_floating_point or not keys.dtype.is_floating_point:
+        raise ValueError(f"queries and keys must be floating point, got {queries.dtype}, {keys.dtype}")
+    if metric not in METRICS:
+        raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
+    n_avail = keys.shape[0] - (1 if exclude_self else 0)
+    if not 1 <= k <= n_avail:
+        raise ValueError(f"k={k} must be in [1, {n_avail}] (N={keys.shape[0]} keys, exclude_self={exclude_self})")
+    if exclude_self and queries.shape[0] != keys.shape[0]:
+        raise ValueError(f"exclude_self needs query i to be key i: Q={queries.shape[0]} != N={keys.shape[0]}")
+    if chunk is not None and chunk < 1:
+        raise ValueError(f"chunk must be a positive number of query rows, got {chunk}")
+    if key_labels.numel() and (int(key_labels.min()) < 0 or int(key_labels.max()) >= num_classes):
+        raise ValueError(
+            f"key_labels must lie in [0, num_classes={num_classes}), got range "
+            f"[{int(key_labels.min())}, {int(key_labels.max())}]"
+        )
+    for name, t in (("queries", queries), ("keys", keys)):
+        if not bool(torch.isfinite(t).all()):
+            raise ValueError(f"{name} contains NaN or inf")
+
+
+def _block_rows(chunk: int | None, n_keys: int) -> int:
+    return chunk if chunk else max(1, _TILE_ELEMENTS // max(n_keys, 1))
+
+
+def knn_labels_reference(queries, keys, key_labels, k, num_classes, *, metric="cosine",
+                         exclude_self=False, chunk=None) -> KnnResult:
+    """Pure-PyTorch ``knn_labels``: blocks of query rows, a stable sort per row (exact tie order).
+
+    Computes in the inputs' promoted dtype (at least float32). Memory is one block × N scores.
+    """
+    dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+    q, kk = queries.to(dtype), keys.to(dtype)
+    if metric == "cosine":
+        q, kk = F.normalize(q, dim=1), F.normalize(kk, dim=1)
+    rows = _block_rows(chunk, kk.shape[0])
+    out_idx, out_scores = [], []
+    for start in range(0, q.shape[0], rows):
+        block = q[start : start + rows]
+        if metric == "l2":
+            s = torch.cdist(block.unsqueeze(0), kk.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist")[0]
+        else:
+            s = block @ kk.T
+        if exclude_self:
+            fill = float("inf") if metric == "l2" else float("-inf")
+            diag = torch.arange(start, start + block.shape[0], device=s.device)
+            s[torch.arange(block.shape[0], device=s.device), diag] = fill
+        vals, idx = s.sort(dim=1, descending=metric != "l2", stable=True)
+        out_idx.append(idx[:, :k])
+        out_scores.append(vals[:, :k])
+    indices = torch.cat(out_idx) if out_idx else torch.empty(0, k, dtype=torch.long, device=q.device)
+    scores = torch.cat(out_scores) if out_scores else torch.empty(0, k, dtype=dtype, device=q.device)
+    return KnnResult(indices, scores, votes_from_indices(indices, key_labels, num_classes))
+
+
+def votes_from_indices(indices: torch.Tensor, key_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """Histogram of the neighbours' labels: Tensor[Q, C] float32 from indices Tensor[Q, k]."""
+    labels = key_labels.to(indices.device).long()[indices]
+    votes = torch.zeros(indices.shape[0], num_classes, dtype=torch.float32, device=indices.device)
+    return votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float32))
+
+
+if _ext.has_op(OP):
+
+    @torch.library.register_fake(f"lnl::{OP}")
+    def _knn_labels_fake(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk):
+        q = queries.shape[0]
+        score_dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+        return (
+            queries.new_empty((q, k), dtype=torch.int64),
+            queries.new_empty((q, k), dtype=score_dtype),
+            queries.new_empty((q, num_classes), dtype=torch.float32),
+        )
+
+
+def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) -> list[str]:
+    """Why ``backend`` cannot run these inputs (empty when it can)."""
+    reasons = _dispatch.compiled_reasons(OP, backend, queries.device)
+    if backend == "reference":
+        return reasons
+    if keys.device != queries.device or key_labels.device != queries.device:
+        reasons.append("queries, keys and key_labels are on different devices")
+    if backend == "cpu" and queries.dtype not in (torch.float32, torch.float64):
+        reasons.append(f"the CPU kernel takes float32/float64, got {queries.dtype}")
+    return reasons
+
+
+def choose_backend(queries, keys, key_labels, k, metric="cosine", requested="auto") -> tuple[str, dict[str, list[str]]]:
+    """The backend ``knn_labels`` would use, and why each higher-priority one was skipped."""
+    reasons = {b: not_supported_reasons(b, queries, keys, key_labels, k, metric) for b in _dispatch.PRIORITY}
+    inputs = _dispatch.describe(queries=queries, keys=keys, key_labels=key_labels)
+    return _dispatch.choose(OP, requested, reasons, inputs), reasons
+
+
+def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor, k: int,
+               num_classes: int, *, metric: str = "cosine", exclude_self: bool = False,
+               chunk: int | None = None, backend: str = "auto") -> KnnResult:
+    """Exact kNN of each query among the keys, with the neighbours' label histogram.
+
+    Args:
+        queries: Tensor[Q, D] float.
+        keys: Tensor[N, D] float, same D and device.
+        key_labels: Tensor[N] integer labels in [0, num_classes).
+        k: neighbours per query, 1 <= k <= N (N - 1 with exclude_self).
+        num_classes: C, the histogram width.
+        metric: "cosine" (inputs normalised once), "ip" or "l2" (Euclidean distance, ascending).
+        exclude_self: query i never matches key i (self-kNN; needs Q == N).
+        chunk: query rows per block; None picks a block of about 16M scores.
+        backend: "auto", "cuda", "cpu" or "reference" (see ``choose_backend``).
+
+    Returns:
+        KnnResult(indices Tensor[Q, k] int64, scores Tensor[Q, k], votes Tensor[Q, C] float32),
+        best first, ties broken by the lower key index.
+    """
+    check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk)
+    chosen, _ = choose_backend(queries, keys, key_labels, k, metric, backend)
+    if chosen == "reference":
+        return knn_labels_reference(queries, keys, key_labels, k, num_classes, metric=metric,
+                                    exclude_self=exclude_self, chunk=chunk)
+    out = torch.ops.lnl.knn_labels(queries.contiguous(), keys.contiguous(), key_labels.contiguous().long(),
+                                   k, num_classes, metric, exclude_self, int(chunk or 0))
+    return KnnResult(*out)
+
+
+def knn_graph(features: torch.Tensor, labels: torch.Tensor, k: int, *, num_classes: int | None = None,
+              metric: str = "cosine", chunk: int | None = None, backend: str = "auto") -> KnnResult:
+    """Self-kNN over a feature set, excluding each point itself (LRA-Diffusion's retrieval graph).
+
+    Args:
+        features: Tensor[N, D] float.
+        labels: Tensor[N] integer (noisy) labels.
+        k: neighbours per point, k <= N - 1.
+        num_classes: C; defaults to labels.max() + 1.
+
+    Returns:
+        KnnResult with indices Tensor[N, k], scores Tensor[N, k], votes Tensor[N, C].
+    """
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1 if labels.numel() else 1
+    return knn_labels(features, features, labels, k, num_classes, metric=metric, exclude_self=True,
+                      chunk=chunk, backend=backend)
