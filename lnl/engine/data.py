@@ -1,0 +1,66 @@
+"""From flags to batches: the dataset, its noisy labels (generated or read from a file, and saved in
+the run folder) and GPU-resident loaders. Every method's entry point calls ``build_noisy_data``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from lnl.data import get_dataset
+from lnl.data.gpu import GPULoader
+from lnl.data.noise import NoisyLabels, load_noise_file, make_noise, save_noise_file
+from lnl.engine import comm
+
+
+@dataclass
+class NoisyData:
+    train: object  # the training dataset (clean labels in .targets)
+    test: object
+    noisy: NoisyLabels
+    num_classes: int
+    train_loader: GPULoader
+    test_loader: GPULoader
+
+
+def noise_name(args: argparse.Namespace) -> str:
+    """A short name of the noise setting, e.g. ``sym0.4`` or the noise file's stem."""
+    if getattr(args, "noise_file", None):
+        return Path(args.noise_file).stem
+    return f"{args.noise_mode}{args.r:g}"
+
+
+def noisy_labels_for(args: argparse.Namespace, targets: torch.Tensor, num_classes: int) -> NoisyLabels:
+    """Read ``--noise_file`` when given, else generate ``--noise_mode`` at rate ``--r`` with ``--seed``."""
+    if getattr(args, "noise_file", None):
+        noisy = load_noise_file(args.noise_file)
+        if noisy.labels.shape[0] != targets.shape[0]:
+            raise ValueError(f"--noise_file {args.noise_file} has {noisy.labels.shape[0]} labels but "
+                             f"the {args.dataset} training split has {targets.shape[0]} images")
+        return noisy
+    return make_noise(targets, args.noise_mode, args.r, num_classes=num_classes, seed=args.seed,
+                      dataset=args.dataset)
+
+
+def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None) -> NoisyData:
+    """Load ``--dataset`` from ``--data_path``, apply the noise, save it as ``<out>/noisy_labels.npz``.
+
+    The loaders keep the uint8 data on ``args.device`` and draw epoch ``e``'s batches and
+    augmentations from ``(seed, e)`` only, so a resumed run sees the batches an uninterrupted one saw.
+    """
+    train = get_dataset(args.dataset, args.data_path, "train")
+    test = get_dataset(args.dataset, args.data_path, "test")
+    noisy = noisy_labels_for(args, train.targets, train.num_classes)
+    if comm.is_main_process():
+        save_noise_file(Path(args.out) / "noisy_labels.npz", noisy)
+    if log is not None:
+        actual = float((noisy.labels != train.targets).float().mean())
+        log.info("%s: %d train / %d test, noise %s, measured noise rate %.4f", args.dataset, len(train),
+                 len(test), noise_name(args), actual)
+    common = dict(mean=train.mean, std=train.std, device=args.device)
+    train_loader = GPULoader(train.images, noisy.labels, args.batch_size, train=True, seed=args.seed, **common)
+    test_loader = GPULoader(test.images, test.targets, max(args.batch_size, 256), train=False, **common)
+    return NoisyData(train, test, noisy, train.num_classes, train_loader, test_loader)

@@ -1,0 +1,76 @@
+"""``default_setup(args)``: the first call of every entry point (detectron2's ``default_setup``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import yaml
+
+from lnl.engine import comm
+from lnl.engine.seed import seed_everything
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def resolve_device(name: str | None) -> torch.device:
+    """``None`` means CUDA when available, else CPU; an unavailable CUDA request is an error."""
+    if name is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    return device
+
+
+def git_sha() -> str:
+    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def _logger(run_dir: Path) -> logging.Logger:
+    log = logging.getLogger("lnl")
+    log.setLevel(logging.INFO)
+    if not log.handlers:
+        fmt = logging.Formatter(f"[%(asctime)s r{comm.get_rank()}] %(message)s", "%H:%M:%S")
+        stream = logging.StreamHandler(sys.stderr)
+        stream.setFormatter(fmt)
+        log.addHandler(stream)
+        if comm.is_main_process():
+            fh = logging.FileHandler(run_dir / "log.txt")
+            fh.setFormatter(fmt)
+            log.addHandler(fh)
+    return log
+
+
+def default_setup(args: argparse.Namespace) -> logging.Logger:
+    """Create the run folder, logger and reports, seed with ``seed + rank`` and set backend flags.
+
+    Writes ``args.yaml``, ``env.txt`` (``python -m lnl.info``'s report plus the git SHA) in
+    ``args.out``; sets ``args.device`` to a ``torch.device``. cuDNN benchmark stays off and TF32 is
+    set explicitly (off: the originals ran in full fp32), never at import time.
+
+    Returns:
+        The ``lnl`` logger.
+    """
+    from lnl.info import report
+
+    run_dir = Path(args.out)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    args.device = resolve_device(args.device if not isinstance(args.device, torch.device) else str(args.device))
+    log = _logger(run_dir)
+    if comm.is_main_process():
+        plain = {k: (str(v) if isinstance(v, (torch.device, Path)) else v) for k, v in vars(args).items()}
+        (run_dir / "args.yaml").write_text(yaml.safe_dump(plain, sort_keys=True))
+        (run_dir / "env.txt").write_text(f"git: {git_sha()}\n{report()}\n")
+    seed_everything(int(getattr(args, "seed", 0)) + comm.get_rank())
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    log.info("run folder %s, device %s, args %s", run_dir, args.device, json.dumps(vars(args), default=str))
+    return log

@@ -1,0 +1,93 @@
+"""Small training-loop pieces (no monolithic ``train()``): one supervised epoch, evaluation, the
+epoch loop with checkpoint/resume, and an AMP context. Methods compose these with their own steps."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Any, Callable, Iterable
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from lnl.engine import comm
+
+
+def autocast(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA when ``enabled`` (``--amp``); a no-op elsewhere."""
+    if enabled and device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def progress(iterable: Iterable, *, desc: str, total: int | None = None, leave: bool = False):
+    """A tqdm bar on rank 0 (to stderr), silent on other ranks."""
+    return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True,
+                disable=not comm.is_main_process(), mininterval=1.0)
+
+
+def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, *,
+                    device: torch.device, epoch: int, amp: bool = False,
+                    loss_fn: Callable[..., torch.Tensor] = F.cross_entropy) -> dict[str, float]:
+    """One pass of supervised training on ``(images, labels, indices)`` batches.
+
+    Returns:
+        ``{"loss": mean loss, "acc": accuracy against the (noisy) training labels}``.
+    """
+    model.train()
+    loss_sum = torch.zeros((), device=device)
+    correct = torch.zeros((), device=device, dtype=torch.long)
+    seen = 0
+    for images, labels, _ in progress(loader, desc=f"epoch {epoch}", total=len(loader)):
+        images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+        with autocast(device, amp):
+            logits = model(images)
+            loss = loss_fn(logits, labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach() * labels.shape[0]
+        correct += (logits.argmax(1) == labels).sum()
+        seen += labels.shape[0]
+    # One host sync per epoch, not per step.
+    return {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool = False) -> dict[str, float]:
+    """Top-1 accuracy and mean cross-entropy on ``(images, labels, indices)`` batches."""
+    model.eval()
+    loss_sum, correct, seen = 0.0, 0, 0
+    for images, labels, _ in loader:
+        images, labels = images.to(device), labels.to(device)
+        with autocast(device, amp):
+            logits = model(images).float()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        correct += int((logits.argmax(1) == labels).sum())
+        seen += labels.shape[0]
+    return {"acc": correct / max(seen, 1), "loss": loss_sum / max(seen, 1)}
+
+
+class Stopwatch:
+    """Wall time that survives resumes: ``elapsed`` adds the seconds stored in the checkpoint."""
+
+    def __init__(self, previous: float = 0.0):
+        self.previous = previous
+        self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        return self.previous + time.perf_counter() - self.start
+
+
+def run_epochs(first_epoch: int, num_epochs: int, step: Callable[[int], dict[str, Any]],
+               after_epoch: Iterable[Callable[[int, dict[str, Any]], None]] = ()) -> None:
+    """Call ``step(epoch)`` for each remaining epoch, then each hook with the epoch's metrics.
+
+    Hooks run in order; put the checkpoint hook last so a checkpoint covers the whole epoch.
+    """
+    for epoch in range(first_epoch, num_epochs):
+        metrics = step(epoch)
+        for hook in after_epoch:
+            hook(epoch, metrics)

@@ -1,0 +1,1 @@
+"""Entry points of each method, named and flagged like the original repositories."""

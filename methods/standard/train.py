@@ -1,0 +1,105 @@
+"""Plain cross-entropy training under label noise: the baseline every method is compared with
+(IEG's ``--method=supervised``). Example::
+
+    python methods/standard/train.py --dataset cifar10 --data_path ../shared/data/cifar10 \\
+        --noise_mode sym --r 0.5 --num_epochs 200 --out runs/standard/c10-sym50
+
+Resumes from ``<out>/last.pth`` by default (``--resume auto``); writes ``eval.jsonl`` per epoch and
+one line to ``<out>/results.jsonl`` at the end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
+                        find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.engine.train_loop import Stopwatch, evaluate, run_epochs, train_one_epoch
+from lnl.models import create_model
+from lnl.engine.data import build_noisy_data, noise_name
+
+METHOD = "standard"
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("Cross-entropy baseline under label noise",
+                                parents=[default_argument_parser()])
+    p.add_argument("--dataset", default="cifar10", help="a name from lnl.data.list_datasets()")
+    p.add_argument("--data_path", default=None, help="the dataset's folder (default: $LNL_DATA/<dataset>)")
+    p.add_argument("--noise_mode", default="sym", help="sym, sym_flip, asym, ... (lnl.data.noise)")
+    p.add_argument("--r", type=float, default=0.5, help="noise rate")
+    p.add_argument("--noise_file", default=None, help="a noise-label file (DivideMix JSON, LRA .npy, .npz)")
+    p.add_argument("--arch", default=None, help="model name (default: small_cnn for digits, else preact_resnet18)")
+    p.add_argument("--num_epochs", type=int, default=200)
+    p.add_argument("--batch_size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--momentum", type=float, default=0.9)
+    p.add_argument("--weight_decay", type=float, default=5e-4)
+    p.add_argument("--seed", type=int, default=123)
+    return p
+
+
+def _default_out(args: argparse.Namespace) -> str:
+    return f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train, evaluate every epoch, checkpoint every epoch; returns the results record."""
+    args.out = args.out or _default_out(args)
+    log = default_setup(args)
+    data = build_noisy_data(args, log)
+    arch = args.arch or ("small_cnn" if args.dataset == "digits" else "preact_resnet18")
+    model = create_model(arch, num_classes=data.num_classes).to(args.device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
+                                weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.num_epochs)
+    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0}
+    resume = find_resume_path(args.out, args.resume)
+    if resume is not None:
+        ckpt = load_checkpoint(resume, models={"model": model}, optimizers={"opt": optimizer},
+                               schedulers={"sched": scheduler})
+        state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
+        log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
+    clock = Stopwatch(state["seconds"])
+    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
+                          wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
+                          resume_step=state["first_epoch"])
+
+    def step(epoch: int) -> dict:
+        data.train_loader.set_epoch(epoch)
+        train = train_one_epoch(model, data.train_loader, optimizer, device=args.device,
+                                epoch=epoch, amp=args.amp)
+        scheduler.step()
+        test = evaluate(model, data.test_loader, device=args.device, amp=args.amp)
+        state["best_acc"] = max(state["best_acc"], test["acc"])
+        return {"train_loss": train["loss"], "train_acc": train["acc"], "test_loss": test["loss"],
+                "test_acc": test["acc"], "lr": scheduler.get_last_lr()[0]}
+
+    def record(epoch: int, metrics: dict) -> None:
+        state["last_acc"] = metrics["test_acc"]
+        logger.log(epoch, {**metrics, "seconds": clock.elapsed}, stream="eval")
+
+    def checkpoint(epoch: int, metrics: dict) -> None:
+        state["seconds"] = clock.elapsed
+        save_checkpoint(args.out, epoch=epoch, models={"model": model}, optimizers={"opt": optimizer},
+                        schedulers={"sched": scheduler}, method_state=state, args=vars(args))
+
+    run_epochs(state["first_epoch"], args.num_epochs, step, after_epoch=[record, checkpoint])
+    logger.close()
+    result = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed,
+              "epochs": args.num_epochs, "test_acc": state.get("last_acc"),
+              "best_acc": state["best_acc"], "seconds": round(clock.elapsed, 2), "run_dir": args.out}
+    append_jsonl(Path(args.out) / "results.jsonl", result)
+    log.info("result %s", result)
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_with_config(get_args_parser()))

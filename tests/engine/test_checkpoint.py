@@ -1,0 +1,110 @@
+"""Checkpoints: atomic writes, a full state round trip, and a real kill-and-resume of a training run
+that must end with exactly the weights of an uninterrupted run."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from lnl.engine import (LAST_CHECKPOINT, find_resume_path, load_checkpoint, read_jsonl,
+                        save_checkpoint)
+from lnl.engine.checkpoint import atomic_save
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class _Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("disk full (simulated)")
+
+
+def test_atomic_save_keeps_the_previous_file_when_writing_fails(tmp_path):
+    path = tmp_path / LAST_CHECKPOINT
+    atomic_save({"epoch": 3}, path)
+    with pytest.raises(RuntimeError, match="disk full"):
+        atomic_save({"epoch": 4, "bad": _Unpicklable()}, path)
+    assert torch.load(path)["epoch"] == 3
+    assert [p.name for p in tmp_path.iterdir()] == [LAST_CHECKPOINT]  # no temp file left behind
+
+
+def _objects(seed: int):
+    torch.manual_seed(seed)
+    model = torch.nn.Linear(4, 3)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.StepLR(opt, 2)
+    return model, opt, sched
+
+
+def test_round_trip_restores_model_optimizer_scheduler_rng_and_method_state(tmp_path):
+    model, opt, sched = _objects(0)
+    model(torch.randn(8, 4)).sum().backward()
+    opt.step()
+    sched.step()
+    save_checkpoint(tmp_path, epoch=5, models={"m": model}, optimizers={"o": opt},
+                    schedulers={"s": sched}, method_state={"history": [1, 2]}, args={"lr": 0.1})
+    expected = (random.random(), np.random.rand(), torch.rand(1))
+
+    fresh_model, fresh_opt, fresh_sched = _objects(1)
+    state = load_checkpoint(find_resume_path(tmp_path, "auto"), models={"m": fresh_model},
+                            optimizers={"o": fresh_opt}, schedulers={"s": fresh_sched})
+    assert state["epoch"] == 5 and state["method_state"] == {"history": [1, 2]}
+    assert torch.equal(fresh_model.weight, model.weight)
+    assert fresh_sched.last_epoch == 1
+    assert torch.equal(fresh_opt.state_dict()["state"][0]["momentum_buffer"],
+                       opt.state_dict()["state"][0]["momentum_buffer"])
+    assert (random.random(), np.random.rand(), torch.rand(1)) == expected
+
+
+def test_find_resume_path(tmp_path):
+    assert find_resume_path(tmp_path, "auto") is None
+    assert find_resume_path(tmp_path, "none") is None
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        find_resume_path(tmp_path, str(tmp_path / "missing.pth"))
+
+
+def _train_cmd(out: Path, epochs: int) -> list[str]:
+    return [sys.executable, str(REPO / "methods/standard/train.py"), "--dataset", "digits",
+            "--noise_mode", "sym", "--r", "0.4", "--num_epochs", str(epochs), "--batch_size", "32",
+            "--device", "cpu", "--seed", "7", "--out", str(out), "--no-tensorboard"]
+
+
+def _env() -> dict:
+    return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+
+
+def _final_weights(out: Path) -> dict:
+    return torch.load(out / LAST_CHECKPOINT, weights_only=False)["models"]["model"]
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
+    epochs = 6
+    subprocess.run(_train_cmd(tmp_path / "whole", epochs), check=True, env=_env(), capture_output=True)
+
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(_train_cmd(out, epochs), env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while len(read_jsonl(out / "eval.jsonl")) < 2 and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = torch.load(out / LAST_CHECKPOINT, weights_only=False)["epoch"]
+    assert killed_at < epochs - 1, "the run finished before it could be killed"
+
+    subprocess.run(_train_cmd(out, epochs), check=True, env=_env(), capture_output=True)
+    whole, resumed = _final_weights(tmp_path / "whole"), _final_weights(out)
+    assert whole.keys() == resumed.keys()
+    for name in whole:
+        assert torch.equal(whole[name], resumed[name]), name
+    # Every epoch is logged exactly once, even the one that was cut off.
+    assert [r["step"] for r in read_jsonl(out / "eval.jsonl")] == list(range(epochs))

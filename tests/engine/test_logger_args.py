@@ -1,0 +1,47 @@
+"""MetricLogger fan-out (JSON lines + TensorBoard), resume truncation, and YAML config defaults."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from lnl.engine import MetricLogger, default_argument_parser, parse_with_config, read_jsonl
+
+
+def test_logger_writes_jsonl_and_tensorboard(tmp_path, capsys):
+    logger = MetricLogger(tmp_path, tensorboard=True)
+    for step in range(3):
+        logger.log(step, {"test_acc": 0.5 + step / 10, "loss": 1.0}, stream="eval")
+    logger.close()
+    rows = read_jsonl(tmp_path / "eval.jsonl")
+    assert [r["step"] for r in rows] == [0, 1, 2] and rows[2]["test_acc"] == pytest.approx(0.7)
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    assert "test_acc" in capsys.readouterr().out
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [e.value for e in acc.Scalars("eval/test_acc")] == pytest.approx([0.5, 0.6, 0.7])
+
+
+def test_resume_drops_rows_logged_after_the_checkpoint(tmp_path):
+    logger = MetricLogger(tmp_path, tensorboard=False, stdout=False)
+    for step in range(4):
+        logger.log(step, {"x": step}, stream="eval")
+    MetricLogger(tmp_path, tensorboard=False, stdout=False, resume_step=2)
+    assert [r["step"] for r in read_jsonl(tmp_path / "eval.jsonl")] == [0, 1]
+
+
+def test_yaml_config_sets_defaults_and_command_line_wins(tmp_path):
+    parser = argparse.ArgumentParser(parents=[default_argument_parser()])
+    parser.add_argument("--lr", type=float, default=0.1)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("lr: 0.5\nseed_typo: 3\n")
+    with pytest.raises(ValueError, match="unknown keys \\['seed_typo'\\]"):
+        parse_with_config(parser, ["--config", str(cfg)])
+    cfg.write_text("lr: 0.5\n")
+    assert parse_with_config(parser, ["--config", str(cfg)]).lr == 0.5
+    parser.set_defaults(lr=0.1)
+    assert parse_with_config(parser, ["--config", str(cfg), "--lr", "0.2"]).lr == 0.2

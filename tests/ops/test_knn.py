@@ -1,0 +1,134 @@
+"""knn_labels / knn_graph: the reference against independent oracles (float64 numpy brute force,
+faiss-cpu), the compiled CPU kernel against the reference, and input validation."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from lnl import _ext
+from lnl.ops import knn
+
+METRICS = ("cosine", "ip", "l2")
+
+
+def brute_force(q: np.ndarray, k_: np.ndarray, k: int, metric: str, exclude_self=False):
+    """Float64 oracle: full score matrix, stable sort (ties by lower index)."""
+    q, k_ = q.astype(np.float64), k_.astype(np.float64)
+    if metric == "cosine":
+        q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
+        k_ = k_ / np.maximum(np.linalg.norm(k_, axis=1, keepdims=True), 1e-12)
+    if metric == "l2":
+        s = np.sqrt(((q[:, None, :] - k_[None, :, :]) ** 2).sum(-1))
+    else:
+        s = q @ k_.T
+    if exclude_self:
+        np.fill_diagonal(s, np.inf if metric == "l2" else -np.inf)
+    order = np.argsort(s if metric == "l2" else -s, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(s, order, 1)
+
+
+def data(n_q=37, n_k=203, d=9, c=7, seed=0, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n_q, d, generator=g, dtype=dtype), torch.randn(n_k, d, generator=g, dtype=dtype),
+            torch.randint(0, c, (n_k,), generator=g))
+
+
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("k", [1, 5, 202])
+def test_reference_equals_float64_brute_force(metric, k):
+    q, keys, labels = data()
+    res = knn.knn_labels_reference(q, keys, labels, k, 7, metric=metric, chunk=8)
+    idx, scores = brute_force(q.numpy(), keys.numpy(), k, metric)
+    np.testing.assert_array_equal(res.indices.numpy(), idx)
+    np.testing.assert_allclose(res.scores.numpy(), scores, rtol=1e-10, atol=1e-10)
+    expected_votes = np.stack([np.bincount(labels.numpy()[row], minlength=7) for row in idx])
+    np.testing.assert_array_equal(res.votes.numpy(), expected_votes)
+
+
+@pytest.mark.parametrize("metric", METRICS)
+def test_reference_matches_faiss(metric):
+    faiss = pytest.importorskip("faiss")
+    q, keys, labels = data(n_q=64, n_k=500, d=16, dtype=torch.float32)
+    res = knn.knn_labels_reference(q, keys, labels, 10, 7, metric=metric)
+    qn, kn = q.numpy().copy(), keys.numpy().copy()
+    if metric == "cosine":
+        faiss.normalize_L2(qn)
+        faiss.normalize_L2(kn)
+    index = faiss.IndexFlatL2(16) if metric == "l2" else faiss.IndexFlatIP(16)
+    index.add(kn)
+    dist, idx = index.search(qn, 10)
+    expected = np.sqrt(np.maximum(dist, 0)) if metric == "l2" else dist
+    np.testing.assert_allclose(res.scores.numpy(), expected, rtol=1e-4, atol=1e-4)
+    # Random float data has no ties: the neighbour sets agree exactly.
+    assert (np.sort(res.indices.numpy(), 1) == np.sort(idx, 1)).all()
+
+
+def test_ties_break_by_lower_index_and_graph_excludes_self():
+    base = torch.randn(10, 4, dtype=torch.float64)
+    points = torch.cat([base, base, base])  # every point has two exact duplicates
+    labels = torch.arange(30) % 3
+    res = knn.knn_graph(points, labels, 2, backend="reference")
+    for i in range(30):
+        twins = [j for j in (i % 10, i % 10 + 10, i % 10 + 20) if j != i]
+        assert res.indices[i].tolist() == twins
+    assert not (res.indices == torch.arange(30)[:, None]).any()
+
+
+def test_chunking_does_not_change_the_result():
+    q, keys, labels = data(dtype=torch.float32)
+    a = knn.knn_labels_reference(q, keys, labels, 6, 7, chunk=1)
+    b = knn.knn_labels_reference(q, keys, labels, 6, 7)
+    # BLAS may block the product differently per chunk size: scores agree to rounding.
+    assert torch.equal(a.indices, b.indices)
+    torch.testing.assert_close(a.scores, b.scores)
+
+
+needs_cpu_kernel = pytest.mark.skipif(not _ext.has_kernel("knn_labels", "CPU"),
+                                      reason="lnl._C CPU kernel not built")
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("metric", METRICS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_compiled_cpu_matches_reference(metric, dtype):
+    q, keys, labels = data(n_q=300, n_k=5000, d=24, dtype=dtype)
+    a = knn.knn_labels(q, keys, labels, 10, 7, metric=metric, backend="cpu")
+    b = knn.knn_labels(q, keys, labels, 10, 7, metric=metric, backend="reference")
+    torch.testing.assert_close(a.scores, b.scores, atol=knn.ATOL[dtype], rtol=knn.RTOL[dtype])
+    assert torch.equal(a.indices, b.indices)
+    assert torch.equal(a.votes, b.votes)
+
+
+@needs_cpu_kernel
+def test_compiled_cpu_opcheck():
+    q, keys, labels = data(dtype=torch.float32)
+    torch.library.opcheck(torch.ops.lnl.knn_labels.default, (q, keys, labels, 3, 7, "cosine", False, 0))
+
+
+def test_forced_unavailable_backend_lists_its_reasons():
+    q, keys, labels = data(dtype=torch.float32)
+    with pytest.raises(ValueError, match="backend 'cuda' cannot run inputs.*queries=\\(37, 9\\)"):
+        knn.knn_labels(q, keys, labels, 3, 7, backend="cuda")
+    chosen, reasons = knn.choose_backend(q, keys, labels, 3)
+    assert chosen in ("cpu", "reference") and reasons["cuda"]
+
+
+@pytest.mark.parametrize("bad, match", [
+    (dict(queries=torch.randn(5)), "must be 2-D"),
+    (dict(keys=torch.randn(20, 3)), "D=4 but keys have D=3"),
+    (dict(k=21), "k=21 must be in"),
+    (dict(k=0), "k=0 must be in"),
+    (dict(num_classes=3), "key_labels must lie in"),
+    (dict(queries=torch.full((5, 4), float("nan"))), "NaN"),
+    (dict(metric="cos"), "unknown metric"),
+    (dict(key_labels=torch.zeros(19, dtype=torch.long)), "key_labels must be"),
+    (dict(exclude_self=True), "exclude_self needs"),
+])
+def test_bad_input_raises_value_error(bad, match):
+    kwargs = dict(queries=torch.randn(5, 4), keys=torch.randn(20, 4),
+                  key_labels=torch.arange(20) % 5, k=3, num_classes=5)
+    kwargs.update(bad)
+    with pytest.raises(ValueError, match=match):
+        knn.knn_labels(**kwargs)
