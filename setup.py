@@ -119,7 +119,7 @@ setup(
     description="Learning with noisy labels: LRA-Diffusion, PLReMix/DivideMix, DMLP, IEG, NMTune "
     "on shared C++/CUDA kernels",
     packages=find_packages(include=["lnl", "lnl.*"]),
-    package_data={"lnl": ["_build_info.json"]},
+    package_data={"lnl": ["_build_info.json", "presets/*.yaml"]},
     python_requires=">=3.10",
     ext_modules=ext_modules,
     cmdclass=cmdclass,
