@@ -87,7 +87,8 @@ def run_epochs(first_epoch: int, num_epochs: int, step: Callable[[int], dict[str
 
     Hooks run in order; put the checkpoint hook last so a checkpoint covers the whole epoch.
     """
-    for epoch in range(first_epoch, num_epochs):
+    epochs = range(first_epoch, num_epochs)
+    for epoch in progress(epochs, desc="epochs", total=len(epochs), leave=True):
         metrics = step(epoch)
         for hook in after_epoch:
             hook(epoch, metrics)
