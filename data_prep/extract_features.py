@@ -1,0 +1,186 @@
+"""Encode a dataset split with a frozen encoder into float16 features for LRA-Diffusion / DMLP.
+
+Writes ``<out>_features.npy`` (float16 ``[N, D]``) and ``<out>_labels.npy`` (int64 ``[N]``, the
+dataset's ``targets``; also ``<out>_noisy_labels.npy`` when the dataset has its own noisy labels),
+in dataset order, and prints their sha256.
+
+Encoders (``--encoder``):
+
+* ``resnet50``: torchvision ResNet-50 with the classifier removed (2048-d). ``--weights`` is a local
+  state-dict file, ``IMAGENET1K_V1``/``IMAGENET1K_V2`` (downloaded by torchvision) or ``none``
+  (random init, for tests). Images are resized to ``--image-size`` (224) with ImageNet
+  normalisation.
+* ``open_clip``: ``--model`` (e.g. ``ViT-L-14``, LRA's f_p encoder) with ``--pretrained`` (a tag
+  such as ``openai``, a local checkpoint path, or ``none``), through ``encode_image`` with the
+  model's own preprocessing. Features are L2-normalised unless ``--no-normalize``.
+* ``simclr``: a ResNet (``--arch``) backbone from a SimCLR checkpoint (``--weights``). Wrapper keys
+  (``state_dict``, ``model``) and prefixes (``module.``, ``encoder.``, ``backbone.``, ``f.``) are
+  stripped and projection-head keys dropped; ``--cifar-stem`` selects the 3x3 stride-1 stem without
+  max-pool used by CIFAR SimCLR models. Images keep their size, with the dataset's normalisation.
+
+Weights are never available offline (lra_dmlp.md §A.8); the tests use random initialisation.
+
+Example:
+    python data_prep/extract_features.py --dataset cifar10 --root ../shared/data/cifar10 --split
+    train \
+        --encoder open_clip --model ViT-L-14 --pretrained openai --out features/cifar10_train_clip
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from _common import report
+from tqdm import tqdm
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+_PREFIXES = ("module.", "encoder.", "backbone.", "f.", "model.")
+_HEAD_KEYS = ("fc.", "head.", "projector.", "projection_head.", "g.")
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The script's flags."""
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", required=True)
+    p.add_argument("--root", type=Path, default=None)
+    p.add_argument("--split", default="train")
+    p.add_argument("--encoder", choices=("resnet50", "open_clip", "simclr"), required=True)
+    p.add_argument("--weights", default="none", help="state dict path, torchvision tag or 'none'")
+    p.add_argument("--model", default="ViT-L-14", help="open_clip model name")
+    p.add_argument(
+        "--pretrained", default="openai", help="open_clip tag, checkpoint path or 'none'"
+    )
+    p.add_argument("--arch", choices=("resnet18", "resnet34", "resnet50"), default="resnet50")
+    p.add_argument("--cifar-stem", action="store_true", help="SimCLR CIFAR stem (3x3, no max-pool)")
+    p.add_argument("--image-size", type=int, default=224, help="resnet50 input size")
+    p.add_argument("--no-normalize", action="store_true", help="keep raw open_clip features")
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--num-workers", type=int, default=4)
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--limit", type=int, default=None, help="encode only the first N images")
+    p.add_argument("--out", type=Path, required=True, help="output prefix")
+    return p
+
+
+def clean_state_dict(raw: dict) -> dict:
+    """Unwrap a checkpoint and strip wrapper prefixes and projection-head keys."""
+    for key in ("state_dict", "model", "net"):
+        if isinstance(raw.get(key), dict):
+            raw = raw[key]
+    out = {}
+    for k, v in raw.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in _PREFIXES:
+                if k.startswith(prefix):
+                    k, changed = k[len(prefix) :], True
+        if not k.startswith(_HEAD_KEYS):
+            out[k] = v
+    return out
+
+
+def build_resnet(arch: str, weights: str, cifar_stem: bool) -> torch.nn.Module:
+    """A torchvision ResNet backbone (fc = identity) with the requested weights."""
+    import torchvision
+
+    tags = ("IMAGENET1K_V1", "IMAGENET1K_V2", "DEFAULT")
+    net = getattr(torchvision.models, arch)(weights=weights if weights in tags else None)
+    if cifar_stem:
+        net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        net.maxpool = torch.nn.Identity()
+    net.fc = torch.nn.Identity()
+    if weights not in tags and weights.lower() != "none":
+        state = clean_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        result = net.load_state_dict(state, strict=False)
+        if result.missing_keys:
+            raise SystemExit(f"{weights}: missing backbone keys {result.missing_keys[:5]} ...")
+        if result.unexpected_keys:
+            print(
+                f"ignored {len(result.unexpected_keys)} unexpected keys, "
+                f"e.g. {result.unexpected_keys[:3]}"
+            )
+    return net
+
+
+def build_encoder(args: argparse.Namespace, ds):
+    """(module whose forward gives features, PIL transform for the dataset images)."""
+    import torchvision.transforms as T
+
+    if args.encoder == "open_clip":
+        import open_clip
+
+        pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+        model, _, preprocess = open_clip.create_model_and_transforms(
+            args.model, pretrained=pretrained
+        )
+
+        class ClipImage(torch.nn.Module):
+            def __init__(self, m):
+                super().__init__()
+                self.m = m
+
+            def forward(self, x):
+                return self.m.encode_image(x, normalize=not args.no_normalize)
+
+        return ClipImage(model), preprocess
+    if args.encoder == "resnet50":
+        tf = T.Compose(
+            [
+                T.Resize((args.image_size, args.image_size)),
+                T.ToTensor(),
+                T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ]
+        )
+        return build_resnet("resnet50", args.weights, False), tf
+    if args.weights.lower() == "none":
+        print("warning: simclr without --weights gives a random encoder")
+    tf = T.Compose([T.ToTensor(), T.Normalize(ds.mean, ds.std)])
+    return build_resnet(args.arch, args.weights, args.cifar_stem), tf
+
+
+@torch.no_grad()
+def encode(model: torch.nn.Module, ds, args: argparse.Namespace) -> np.ndarray:
+    """Run the encoder over the dataset in order; return float16 ``[N, D]``."""
+    subset = (
+        ds if args.limit is None else torch.utils.data.Subset(ds, range(min(args.limit, len(ds))))
+    )
+    loader = torch.utils.data.DataLoader(
+        subset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers
+    )
+    model = model.to(args.device).eval()
+    chunks = []
+    for images, _ in tqdm(loader, desc=f"encoding {ds.name}/{ds.split}", unit="batch"):
+        chunks.append(model(images.to(args.device)).float().cpu().numpy().astype(np.float16))
+    return np.concatenate(chunks)
+
+
+def main(args: argparse.Namespace) -> None:
+    """Encode and write features and labels."""
+    from lnl.data import get_dataset
+
+    ds = get_dataset(args.dataset, args.root, args.split)
+    model, tf = build_encoder(args, ds)
+    ds.transform = tf
+    feats = encode(model, ds, args)
+    n = len(feats)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    written = {"features": feats, "labels": ds.targets[:n].numpy()}
+    if ds.noisy_targets is not None:
+        written["noisy_labels"] = ds.noisy_targets[:n].numpy()
+    paths = []
+    for name, arr in written.items():
+        path = args.out.with_name(f"{args.out.name}_{name}.npy")
+        np.save(path, arr)
+        paths.append(path)
+    print(f"{n} images -> features {feats.shape} float16")
+    report(paths)
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

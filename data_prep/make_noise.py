@@ -1,0 +1,137 @@
+"""Generate a noisy-label file for a dataset's training labels (see ``lnl.data.noise``).
+
+The clean labels come from ``get_dataset(--dataset, --root, "train")`` (for a partial CIFAR-100
+train split, all 50,000 labels from ``train_labels_full.npz``, since noise files index official
+positions), or from ``--labels`` (a ``.npy`` or JSON list). The output format follows the extension
+of ``--out``: ``.json`` (DivideMix/PLReMix list), ``.npy`` (LRA int64 array) or ``.npz`` (labels
+plus metadata).
+
+``--seed 123`` with ``sym``/``asym`` reproduces the shipped DivideMix/PLReMix CIFAR files bit for
+bit. PMD types need ``--probs`` (``[N, C]`` probabilities of a clean-trained classifier, ``.npy``);
+``idn`` uses the flattened images scaled to [0, 1] as features unless ``--features`` is given.
+
+Example:
+    python data_prep/make_noise.py --dataset cifar10 --root ../shared/data/cifar10 \
+        --noise sym --rate 0.5 --seed 123 --out noise/cifar10/0.50.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import _common  # noqa: F401  (puts the repository root on sys.path)
+import numpy as np
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    """The script's flags."""
+    from lnl.data.noise import NOISE_TYPES
+
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--dataset", default=None, help="registry name; also selects the asym map")
+    p.add_argument("--root", type=Path, default=None, help="dataset folder")
+    p.add_argument("--labels", type=Path, default=None, help="clean labels (.npy or .json) instead")
+    p.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
+    p.add_argument("--noise", required=True, choices=NOISE_TYPES)
+    p.add_argument("--rate", type=float, required=True)
+    p.add_argument("--seed", type=int, default=123)
+    p.add_argument(
+        "--first", type=int, default=None, help="keep only the first N labels (LRA: 45000)"
+    )
+    p.add_argument(
+        "--probs", type=Path, default=None, help="[N, C] probabilities (.npy), PMD types"
+    )
+    p.add_argument("--features", type=Path, default=None, help="[N, D] features (.npy), idn")
+    p.add_argument("--pmd-type", type=int, default=1, choices=(1, 2, 3))
+    p.add_argument("--pmd-factor", type=float, default=None)
+    p.add_argument("--pmd-level", type=float, default=0.35, help="PMD level under pmd+U / pmd+A")
+    p.add_argument("--pmd-anchor", choices=("top1", "label"), default="top1")
+    p.add_argument("--asym-procedure", choices=("subset", "per_sample"), default=None)
+    p.add_argument("--out", type=Path, required=True)
+    return p
+
+
+def clean_labels(args: argparse.Namespace):
+    """(labels [N], num_classes, dataset or None, images or None)."""
+    if args.labels is not None:
+        raw = (
+            np.load(args.labels)
+            if args.labels.suffix == ".npy"
+            else json.loads(args.labels.read_text())
+        )
+        y = np.asarray(raw, dtype=np.int64)
+        return y, args.num_classes or int(y.max()) + 1, args.dataset, None
+    if args.dataset is None:
+        raise SystemExit("give --dataset (and --root) or --labels")
+    from lnl.data import get_dataset
+
+    ds = get_dataset(args.dataset, args.root, "train")
+    full = getattr(ds, "full_targets", None)
+    if full is not None and len(full) != len(ds):
+        print(
+            f"note: {args.dataset} train split is partial ({len(ds)}); using all {len(full)} labels"
+        )
+        return full.numpy(), ds.num_classes, args.dataset, None
+    return (
+        ds.targets.numpy(),
+        args.num_classes or ds.num_classes,
+        args.dataset,
+        getattr(ds, "images", None),
+    )
+
+
+def options(args: argparse.Namespace, images) -> dict:
+    """Generator options for ``make_noise`` from the flags."""
+    if args.noise.startswith("pmd"):
+        opts = {
+            "pmd_type": args.pmd_type,
+            "pmd_factor": args.pmd_factor,
+            "pmd_anchor": args.pmd_anchor,
+        }
+        if args.noise != "pmd":
+            opts["pmd_level"] = args.pmd_level
+        return opts
+    if args.noise == "idn":
+        if args.features is not None:
+            return {"features": np.load(args.features)}
+        if images is None:
+            raise SystemExit("idn needs --features or a dataset with in-memory images")
+        return {"features": images.reshape(len(images), -1).float().numpy() / 255.0}
+    if args.noise.startswith("asym") and args.asym_procedure:
+        return {"asym_procedure": args.asym_procedure}
+    return {}
+
+
+def main(args: argparse.Namespace) -> None:
+    """Generate, write, and print the measured rate and the file's sha256."""
+    from lnl.data.noise import make_noise, save_noise_file
+
+    y, num_classes, dataset, images = clean_labels(args)
+    if args.first is not None:
+        y = y[: args.first]
+        images = None if images is None else images[: args.first]
+    probs = np.load(args.probs) if args.probs is not None else None
+    noisy = make_noise(
+        y,
+        args.noise,
+        args.rate,
+        num_classes=num_classes,
+        seed=args.seed,
+        dataset=dataset,
+        probs=probs,
+        **options(args, images),
+    )
+    digest = save_noise_file(args.out, noisy)
+    print(
+        f"{args.noise} rate {args.rate} seed {args.seed}: {len(y)} labels, actual noise rate "
+        f"{noisy.meta['actual_noise_rate']:.4f}"
+    )
+    print(f"{digest}  {args.out}")
+
+
+if __name__ == "__main__":
+    main(get_args_parser().parse_args())

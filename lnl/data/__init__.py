@@ -1,0 +1,29 @@
+"""lnl.data: datasets, noise models and the GPU-resident data pipeline.
+
+* :func:`get_dataset` / :func:`list_datasets`: the dataset registry (:mod:`lnl.data.datasets`).
+* :mod:`lnl.data.noise`: synthetic label-noise generators and noise-file readers/writers.
+* :mod:`lnl.data.gpu`: :class:`~lnl.data.gpu.GPULoader`, batches and augmentation on the device.
+* :mod:`lnl.data.loaders`: ``DataLoader`` helpers for file-list datasets (Clothing1M subsets).
+"""
+
+from lnl.data.datasets import (
+    DATA_PREP_HINT,
+    DatasetNotFoundError,
+    FileListDataset,
+    InMemoryDataset,
+    dataset_info,
+    get_dataset,
+    list_datasets,
+    register_dataset,
+)
+
+__all__ = [
+    "DATA_PREP_HINT",
+    "DatasetNotFoundError",
+    "FileListDataset",
+    "InMemoryDataset",
+    "dataset_info",
+    "get_dataset",
+    "list_datasets",
+    "register_dataset",
+]

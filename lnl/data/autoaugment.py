@@ -1,0 +1,290 @@
+"""Per-sample AutoAugment (CIFAR-10 policy) and RandAugment on uint8 batches.
+
+Each image draws its own sub-policy (AutoAugment) or its own ops (RandAugment), its own
+application coin flips and its own magnitude signs, exactly like applying torchvision's
+``AutoAugment(AutoAugmentPolicy.CIFAR10)`` / ``RandAugment`` to every image separately, but batched:
+for each op slot the batch is sorted by op id and every op runs once on its contiguous segment (one
+host sync per slot to read the segment sizes, instead of one per sample). The five geometric ops
+(ShearX/Y, TranslateX/Y, Rotate) share one warp.
+
+Magnitudes are torchvision's (``autoaugment.py`` @ 0.29): 10 bins for AutoAugment, 31 for
+RandAugment; ShearX/Y up to 0.3, TranslateX/Y up to 150/331 of the image size (truncated to whole
+pixels), Rotate up to 30°, Brightness/Color/Contrast/Sharpness factor ``1 ± 0.9``, Posterize 8..4
+bits, Solarize threshold 255..0. PLReMix's ``CIFAR10Policy`` (a PIL port) has the same 25
+sub-policies and ranges; it pads geometric ops with grey 128, hence ``fill=128`` by default here
+(torchvision's default fills 0, pass ``fill=0`` for that).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from lnl.data import augment as A
+
+#: Op ids; the geometric ops are consecutive (1..5) so that they form one segment per slot.
+OPS = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+)
+OP_ID = {name: i for i, name in enumerate(OPS)}
+_GEOMETRIC = range(OP_ID["ShearX"], OP_ID["Rotate"] + 1)
+_SIGNED = {
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+}
+
+#: AutoAugment's CIFAR-10 policy (Cubuk et al. 2019): 25 sub-policies of two (op, probability,
+#: magnitude bin) triples; magnitude None for ops without one.
+CIFAR10_POLICY = (
+    (("Invert", 0.1, None), ("Contrast", 0.2, 6)),
+    (("Rotate", 0.7, 2), ("TranslateX", 0.3, 9)),
+    (("Sharpness", 0.8, 1), ("Sharpness", 0.9, 3)),
+    (("ShearY", 0.5, 8), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.5, None), ("Equalize", 0.9, None)),
+    (("ShearY", 0.2, 7), ("Posterize", 0.3, 7)),
+    (("Color", 0.4, 3), ("Brightness", 0.6, 7)),
+    (("Sharpness", 0.3, 9), ("Brightness", 0.7, 9)),
+    (("Equalize", 0.6, None), ("Equalize", 0.5, None)),
+    (("Contrast", 0.6, 7), ("Sharpness", 0.6, 5)),
+    (("Color", 0.7, 7), ("TranslateX", 0.5, 8)),
+    (("Equalize", 0.3, None), ("AutoContrast", 0.4, None)),
+    (("TranslateY", 0.4, 3), ("Sharpness", 0.2, 6)),
+    (("Brightness", 0.9, 6), ("Color", 0.2, 8)),
+    (("Solarize", 0.5, 2), ("Invert", 0.0, None)),
+    (("Equalize", 0.2, None), ("AutoContrast", 0.6, None)),
+    (("Equalize", 0.2, None), ("Equalize", 0.6, None)),
+    (("Color", 0.9, 9), ("Equalize", 0.6, None)),
+    (("AutoContrast", 0.8, None), ("Solarize", 0.2, 8)),
+    (("Brightness", 0.1, 3), ("Color", 0.7, 0)),
+    (("Solarize", 0.4, 5), ("AutoContrast", 0.9, None)),
+    (("TranslateY", 0.9, 9), ("TranslateY", 0.7, 9)),
+    (("AutoContrast", 0.9, None), ("Solarize", 0.8, 3)),
+    (("Equalize", 0.8, None), ("Invert", 0.1, None)),
+    (("TranslateY", 0.7, 9), ("AutoContrast", 0.9, None)),
+)
+
+#: RandAugment's op set (torchvision order).
+RANDAUG_OPS = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "AutoContrast",
+    "Equalize",
+)
+
+
+def magnitude_table(num_bins: int, height: int, width: int) -> Tensor:
+    """``Tensor[len(OPS), num_bins]`` float64: the unsigned magnitude of every op at every bin.
+
+    Built with ``torch.linspace`` in float32, like torchvision, then widened, so values match
+    exactly.
+    """
+    table = torch.zeros(len(OPS), num_bins, dtype=torch.float64)
+
+    def lin(lo: float, hi: float) -> Tensor:
+        return torch.linspace(lo, hi, num_bins).to(torch.float64)
+
+    table[OP_ID["ShearX"]] = table[OP_ID["ShearY"]] = lin(0.0, 0.3)
+    table[OP_ID["TranslateX"]] = lin(0.0, 150.0 / 331.0 * width)
+    table[OP_ID["TranslateY"]] = lin(0.0, 150.0 / 331.0 * height)
+    table[OP_ID["Rotate"]] = lin(0.0, 30.0)
+    for name in ("Brightness", "Color", "Contrast", "Sharpness"):
+        table[OP_ID[name]] = lin(0.0, 0.9)
+    table[OP_ID["Posterize"]] = (
+        8 - (torch.arange(num_bins) / ((num_bins - 1) / 4)).round().int()
+    ).double()
+    table[OP_ID["Solarize"]] = lin(255.0, 0.0)
+    return table
+
+
+_SIGNED_MASK = torch.tensor([name in _SIGNED for name in OPS])
+
+
+def _geometric(x: Tensor, op: Tensor, mag: Tensor, fill: int) -> Tensor:
+    """Apply ShearX/ShearY/TranslateX/TranslateY/Rotate, one per sample, in one warp."""
+    _, _, h, w = x.shape
+    trunc = torch.trunc(mag)  # torchvision translates by int(magnitude)
+    zero = torch.zeros_like(mag)
+    candidates = torch.stack(
+        [
+            A.shear_x_matrix(mag, w, h),
+            A.shear_y_matrix(mag, w, h),
+            A.translate_matrix(trunc, zero),
+            A.translate_matrix(zero, trunc),
+            A.rotate_matrix(mag),
+        ]
+    )  # [5, B, 2, 3]
+    pick = (op - OP_ID["ShearX"]).view(1, -1, 1, 1).expand(1, -1, 2, 3)
+    return A.affine_nearest(x, candidates.gather(0, pick)[0], fill)
+
+
+def _apply_one(x: Tensor, name: str, mag: Tensor) -> Tensor:
+    """Apply a non-geometric op with per-sample magnitudes ``mag``."""
+    if name in ("Brightness", "Color", "Contrast", "Sharpness"):
+        fn = {
+            "Brightness": A.adjust_brightness,
+            "Color": A.adjust_saturation,
+            "Contrast": A.adjust_contrast,
+            "Sharpness": A.adjust_sharpness,
+        }[name]
+        return fn(x, 1.0 + mag)
+    if name == "Posterize":
+        return A.posterize(x, mag.to(torch.int64))
+    if name == "Solarize":
+        return A.solarize(x, mag)
+    if name == "AutoContrast":
+        return A.autocontrast(x)
+    if name == "Equalize":
+        return A.equalize(x)
+    if name == "Invert":
+        return A.invert(x)
+    return x
+
+
+def apply_ops(x: Tensor, op: Tensor, mag: Tensor, fill: int = 128) -> Tensor:
+    """Apply op ``op[b]`` with signed magnitude ``mag[b]`` to image ``b``.
+
+    Args:
+        x: ``Tensor[B, 3, H, W]`` uint8.
+        op: ``Tensor[B]`` int64 indices into :data:`OPS` (0 = Identity).
+        mag: ``Tensor[B]`` float64 magnitudes (already signed).
+        fill: fill value of geometric ops.
+
+    Returns:
+        ``Tensor[B, 3, H, W]`` uint8.
+    """
+    order = torch.argsort(op, stable=True)
+    counts = torch.bincount(op, minlength=len(OPS)).tolist()  # the slot's one host sync
+    xs, ops, mags = x[order], op[order], mag[order]
+    out = torch.empty_like(xs)
+    start = 0
+    geo_start, geo_end = sum(counts[: _GEOMETRIC.start]), sum(counts[: _GEOMETRIC.stop])
+    if geo_end > geo_start:
+        out[geo_start:geo_end] = _geometric(
+            xs[geo_start:geo_end], ops[geo_start:geo_end], mags[geo_start:geo_end], fill
+        )
+    for i, n in enumerate(counts):
+        if n and i not in _GEOMETRIC:
+            out[start : start + n] = _apply_one(
+                xs[start : start + n], OPS[i], mags[start : start + n]
+            )
+        start += n
+    result = torch.empty_like(x)
+    result[order] = out
+    return result
+
+
+def _signed(op: Tensor, mag: Tensor, generator: torch.Generator) -> Tensor:
+    """Negate the magnitude of signed ops with probability 0.5."""
+    flip = torch.rand(op.shape, device=op.device, generator=generator) < 0.5
+    signed = _SIGNED_MASK.to(op.device)[op] & flip
+    return torch.where(signed, -mag, mag)
+
+
+def _as_uint8(x: Tensor) -> Tensor:
+    """Float images in [0, 1] to uint8 (rounded); uint8 passes through."""
+    if x.dtype == torch.uint8:
+        return x
+    if not x.is_floating_point():
+        raise ValueError(f"images must be uint8 or float in [0, 1], got {x.dtype}")
+    return (x.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _like(out: Tensor, x: Tensor) -> Tensor:
+    """Return ``out`` (uint8) in the dtype of the input ``x`` (float results in [0, 1])."""
+    return out if x.dtype == torch.uint8 else (out.to(x.dtype) / 255)
+
+
+def auto_augment(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tensor:
+    """AutoAugment with the CIFAR-10 policy, a random sub-policy per image.
+
+    The ops work on uint8 pixels (as torchvision's do); float input in [0, 1] is quantised to uint8
+    first and returned as float in [0, 1].
+
+    Args:
+        x: ``Tensor[B, 3, H, W]`` uint8, or float in [0, 1].
+        generator: random source on ``x.device``.
+        fill: fill value of geometric ops, in uint8 units (PLReMix: 128).
+
+    Returns:
+        ``Tensor[B, 3, H, W]`` of the input dtype.
+    """
+    x_in, x = x, _as_uint8(x)
+    b, _, h, w = x.shape
+    dev = x.device
+    table = magnitude_table(10, h, w).to(dev)
+    ids = torch.tensor([[OP_ID[o] for o, _, _ in sp] for sp in CIFAR10_POLICY], device=dev)
+    probs = torch.tensor([[p for _, p, _ in sp] for sp in CIFAR10_POLICY], device=dev)
+    bins = torch.tensor([[m or 0 for _, _, m in sp] for sp in CIFAR10_POLICY], device=dev)
+    policy = torch.randint(0, len(CIFAR10_POLICY), (b,), device=dev, generator=generator)
+    for slot in range(2):
+        op = ids[policy, slot]
+        applied = torch.rand(b, device=dev, generator=generator) <= probs[policy, slot]
+        mag = _signed(op, table[op, bins[policy, slot]], generator)
+        x = apply_ops(x, torch.where(applied, op, 0), mag, fill)
+    return _like(x, x_in)
+
+
+def rand_augment(
+    x: Tensor,
+    generator: torch.Generator,
+    num_ops: int = 2,
+    magnitude: int = 9,
+    num_bins: int = 31,
+    fill: int = 128,
+) -> Tensor:
+    """RandAugment: ``num_ops`` ops drawn uniformly per image, each at ``magnitude`` (of
+    ``num_bins``).
+
+    Args:
+        x: ``Tensor[B, 3, H, W]`` uint8, or float in [0, 1] (quantised as in :func:`auto_augment`).
+        generator: random source on ``x.device``.
+        num_ops: ops per image (torchvision default 2; PLReMix passes 4 with magnitude 6).
+        magnitude: magnitude bin in ``[0, num_bins)``.
+        num_bins: number of magnitude bins.
+        fill: fill value of geometric ops, in uint8 units.
+
+    Returns:
+        ``Tensor[B, 3, H, W]`` of the input dtype.
+    """
+    if not 0 <= magnitude < num_bins:
+        raise ValueError(f"magnitude must be in [0, {num_bins}), got {magnitude}")
+    x_in, x = x, _as_uint8(x)
+    b, _, h, w = x.shape
+    dev = x.device
+    table = magnitude_table(num_bins, h, w).to(dev)
+    choices = torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=dev)
+    for _ in range(num_ops):
+        op = choices[torch.randint(0, len(choices), (b,), device=dev, generator=generator)]
+        x = apply_ops(x, op, _signed(op, table[op, magnitude], generator), fill)
+    return _like(x, x_in)

@@ -1,0 +1,181 @@
+"""Batched augmentations against torchvision's per-image functional ops on fixed parameters."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from lnl.data import augment as A
+from lnl.data.autoaugment import (
+    CIFAR10_POLICY,
+    OP_ID,
+    OPS,
+    apply_ops,
+    auto_augment,
+    magnitude_table,
+    rand_augment,
+)
+
+NEAREST = InterpolationMode.NEAREST
+
+
+@pytest.fixture(scope="module")
+def batch(cifar10_test) -> torch.Tensor:
+    """48 real CIFAR-10 test images, ``[B, 3, 32, 32]`` uint8."""
+    return cifar10_test.images[:48].permute(0, 3, 1, 2).contiguous()
+
+
+def reference(op: str, img: torch.Tensor, m: float, fill: int) -> torch.Tensor:
+    """torchvision's AutoAugment ``_apply_op`` for one image, spelled out with public functions."""
+    f = [float(fill)] * 3
+    if op == "ShearX":
+        return TF.affine(
+            img, 0.0, [0, 0], 1.0, [math.degrees(math.atan(m)), 0.0], NEAREST, f, [0, 0]
+        )
+    if op == "ShearY":
+        return TF.affine(
+            img, 0.0, [0, 0], 1.0, [0.0, math.degrees(math.atan(m))], NEAREST, f, [0, 0]
+        )
+    if op == "TranslateX":
+        return TF.affine(img, 0.0, [int(m), 0], 1.0, [0.0, 0.0], NEAREST, f)
+    if op == "TranslateY":
+        return TF.affine(img, 0.0, [0, int(m)], 1.0, [0.0, 0.0], NEAREST, f)
+    if op == "Rotate":
+        return TF.rotate(img, m, NEAREST, fill=f)
+    simple = {
+        "Brightness": lambda: TF.adjust_brightness(img, 1 + m),
+        "Color": lambda: TF.adjust_saturation(img, 1 + m),
+        "Contrast": lambda: TF.adjust_contrast(img, 1 + m),
+        "Sharpness": lambda: TF.adjust_sharpness(img, 1 + m),
+        "Posterize": lambda: TF.posterize(img, int(m)),
+        "Solarize": lambda: TF.solarize(img, m),
+        "AutoContrast": lambda: TF.autocontrast(img),
+        "Equalize": lambda: TF.equalize(img),
+        "Invert": lambda: TF.invert(img),
+        "Identity": lambda: img,
+    }
+    return simple[op]()
+
+
+def test_crop_flip_equals_torchvision_for_every_offset(batch):
+    x = batch[:4]
+    for top in range(9):
+        for left in range(9):
+            for flip in (False, True):
+                b = len(x)
+                out = A.crop_flip(
+                    x,
+                    torch.full((b,), top),
+                    torch.full((b,), left),
+                    torch.full((b,), flip),
+                    padding=4,
+                )
+                for i in range(b):
+                    ref = TF.crop(TF.pad(x[i], [4]), top, left, 32, 32)
+                    ref = TF.hflip(ref) if flip else ref
+                    assert torch.equal(out[i], ref), (top, left, flip)
+
+
+def test_crop_flip_mixed_parameters_and_fill(batch):
+    g = torch.Generator().manual_seed(0)
+    b = len(batch)
+    top, left = torch.randint(0, 9, (b,), generator=g), torch.randint(0, 9, (b,), generator=g)
+    flip = torch.rand(b, generator=g) < 0.5
+    out = A.crop_flip(batch, top, left, flip, padding=4, fill=77)
+    for i in range(b):
+        ref = TF.crop(TF.pad(batch[i], [4], fill=77), int(top[i]), int(left[i]), 32, 32)
+        assert torch.equal(out[i], TF.hflip(ref) if flip[i] else ref)
+
+
+def test_normalize_matches_to_tensor_and_normalize(batch):
+    mean, std = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
+    out = A.normalize(batch, mean, std)
+    ref = TF.normalize(batch.float() / 255, mean, std)
+    assert out.dtype == torch.float32 and torch.allclose(out, ref, atol=1e-6)
+    bf = A.normalize(batch, mean, std, torch.bfloat16, channels_last=True)
+    assert bf.dtype == torch.bfloat16 and bf.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(bf.float(), ref, atol=0.02)
+
+
+@pytest.mark.parametrize("fill", [0, 128])
+@pytest.mark.parametrize("op", [o for o in OPS if o != "Identity"])
+def test_each_op_equals_torchvision(batch, op, fill):
+    table = magnitude_table(10, 32, 32)
+    g = torch.Generator().manual_seed(OP_ID[op])
+    b = len(batch)
+    mag = table[OP_ID[op], torch.randint(0, 10, (b,), generator=g)]
+    if op in (
+        "ShearX",
+        "ShearY",
+        "TranslateX",
+        "TranslateY",
+        "Rotate",
+        "Brightness",
+        "Color",
+        "Contrast",
+        "Sharpness",
+    ):
+        mag = torch.where(torch.rand(b, generator=g) < 0.5, -mag, mag)
+    out = apply_ops(batch, torch.full((b,), OP_ID[op]), mag, fill=fill)
+    ref = torch.stack([reference(op, batch[i], mag[i].item(), fill) for i in range(b)])
+    assert out.dtype == torch.uint8 and out.shape == batch.shape
+    assert torch.equal(out, ref)
+
+
+def test_mixed_ops_in_one_batch_equal_per_image_ops(batch):
+    """Sorting by op, applying per segment and scattering back keeps every image in place."""
+    g = torch.Generator().manual_seed(1)
+    b = len(batch)
+    op = torch.randint(0, len(OPS), (b,), generator=g)
+    table = magnitude_table(31, 32, 32)
+    mag = table[op, torch.randint(0, 31, (b,), generator=g)]
+    out = apply_ops(batch, op, mag, fill=128)
+    for i in range(b):
+        assert torch.equal(out[i], reference(OPS[int(op[i])], batch[i], mag[i].item(), 128)), OPS[
+            int(op[i])
+        ]
+
+
+def test_magnitude_tables_match_torchvision():
+    import torchvision.transforms as T
+
+    for cls, bins in ((T.AutoAugment(), 10), (T.RandAugment(), 31)):
+        space = cls._augmentation_space(bins, (32, 32))
+        table = magnitude_table(bins, 32, 32)
+        for name, (mags, _) in space.items():
+            if mags.ndim:
+                assert torch.equal(table[OP_ID[name]].float(), mags.float()), name
+    assert len(CIFAR10_POLICY) == 25
+    assert CIFAR10_POLICY == tuple(
+        tuple(sp) for sp in T.AutoAugment()._get_policies(T.AutoAugmentPolicy.CIFAR10)
+    )
+
+
+def test_policies_are_random_per_image_and_seeded(batch):
+    x = batch.repeat(4, 1, 1, 1)  # 192 images, 4 copies of each
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    a, b = auto_augment(x, g1), auto_augment(x, g2)
+    assert torch.equal(a, b) and a.dtype == torch.uint8 and a.shape == x.shape
+    copies = a.view(4, 48, 3, 32, 32)
+    differs = (copies[0] != copies[1]).flatten(1).any(1)
+    assert differs.float().mean() > 0.3  # copies of an image get different sub-policies
+    r = rand_augment(x, torch.Generator().manual_seed(0), num_ops=2, magnitude=9)
+    assert r.shape == x.shape and (r != x).flatten(1).any(1).float().mean() > 0.5
+    with pytest.raises(ValueError, match="magnitude must be in"):
+        rand_augment(x, torch.Generator(), magnitude=31)
+
+
+def test_float_input_takes_the_uint8_path(batch):
+    f = batch.float() / 255
+    for fn in (auto_augment, rand_augment):
+        out_u8 = fn(batch, torch.Generator().manual_seed(2))
+        out_f = fn(f, torch.Generator().manual_seed(2))
+        assert out_f.dtype == torch.float32 and torch.equal(
+            (out_f * 255).round().to(torch.uint8), out_u8
+        )
+    with pytest.raises(ValueError, match="uint8 or float"):
+        auto_augment(batch.to(torch.int32), torch.Generator())
