@@ -39,6 +39,7 @@ demo: build
 	$(PY) -m lnl.demo --out results/demo
 
 test: build
+	bash launchers/install_slurm.sh
 	$(PY) -m pytest -q tests
 
 bench: build

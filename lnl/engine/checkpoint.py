@@ -15,6 +15,7 @@ from typing import Any, Mapping
 
 import torch
 
+from lnl.engine import comm
 from lnl.engine.seed import get_rng_state, set_rng_state
 
 LAST_CHECKPOINT = "last.pth"
@@ -62,8 +63,11 @@ def save_checkpoint(run_dir: str | os.PathLike, *, epoch: int, models: Mapping[s
         args: the run's arguments (a namespace or dict), kept for inspection.
 
     Returns:
-        The checkpoint path.
+        The checkpoint path (written by rank 0 only; other ranks return it without writing).
     """
+    path = Path(run_dir) / LAST_CHECKPOINT
+    if not comm.is_main_process():
+        return path
     state = {
         "epoch": epoch,
         "models": {name: _unwrap(m).state_dict() for name, m in models.items()},
@@ -74,7 +78,7 @@ def save_checkpoint(run_dir: str | os.PathLike, *, epoch: int, models: Mapping[s
         "method_state": method_state,
         "args": vars(args) if hasattr(args, "__dict__") else args,
     }
-    return atomic_save(state, Path(run_dir) / LAST_CHECKPOINT)
+    return atomic_save(state, path)
 
 
 def find_resume_path(run_dir: str | os.PathLike, resume: str | None) -> Path | None:

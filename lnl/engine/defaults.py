@@ -49,7 +49,8 @@ def _logger(run_dir: Path) -> logging.Logger:
 
 
 def default_setup(args: argparse.Namespace) -> logging.Logger:
-    """Create the run folder, logger and reports, seed with ``seed + rank`` and set backend flags.
+    """Join the process group (when launched as several tasks), create the run folder, logger and
+    reports, seed with ``seed + rank`` and set backend flags.
 
     Writes ``args.yaml``, ``env.txt`` (``python -m lnl.info``'s report plus the git SHA) in
     ``args.out``; sets ``args.device`` to a ``torch.device``. cuDNN benchmark stays off and TF32 is
@@ -60,6 +61,7 @@ def default_setup(args: argparse.Namespace) -> logging.Logger:
     """
     from lnl.info import report
 
+    comm.init_distributed()  # torchrun or a multi-task submitit job; a no-op for one process
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
     args.device = resolve_device(args.device if not isinstance(args.device, torch.device) else str(args.device))

@@ -19,7 +19,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
+from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.engine.train_loop import Stopwatch, evaluate, run_epochs, train_one_epoch
 from lnl.models import create_model
@@ -67,6 +67,7 @@ def main(args: argparse.Namespace) -> dict:
                                schedulers={"sched": scheduler})
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
+    net, train_loader = comm.ddp(model, args.device), comm.shard(data.train_loader)  # DDP when >1 rank
     clock = Stopwatch(state["seconds"])
     logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
                           wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
@@ -74,7 +75,7 @@ def main(args: argparse.Namespace) -> dict:
 
     def step(epoch: int) -> dict:
         data.train_loader.set_epoch(epoch)
-        train = train_one_epoch(model, data.train_loader, optimizer, device=args.device,
+        train = train_one_epoch(net, train_loader, optimizer, device=args.device,
                                 epoch=epoch, amp=args.amp)
         scheduler.step()
         test = evaluate(model, data.test_loader, device=args.device, amp=args.amp)

@@ -1,0 +1,134 @@
+"""Gather every run's ``results.jsonl`` under one or more folders into one table (CSV + Markdown):
+one row per (method, dataset, noise), test accuracy as mean ± std over seeds, and the paper's number
+beside it (``launchers/paper_numbers.yaml``, from ``../shared/specs/paper_numbers.md``). Example::
+
+    python launchers/collect.py runs            # writes runs/results.csv and runs/results.md
+
+A run folder's ``results.jsonl`` gets one line per finished run; the last line counts (a run that
+was finished again after a resume is not counted twice).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import yaml  # noqa: E402
+
+from lnl.engine.logger import read_jsonl  # noqa: E402
+
+PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
+COLUMNS = ("method", "dataset", "noise", "seeds", "epochs", "test_acc", "test_std", "best_acc", "best_std",
+           "paper_best", "paper_last", "seconds", "paper_source")
+
+
+def find_results(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
+    """The last record of every ``results.jsonl`` below ``roots`` (each with its ``run_dir``)."""
+    records = []
+    for root in roots:
+        for path in sorted(Path(root).rglob("results.jsonl")):
+            rows = read_jsonl(path)
+            if rows:
+                records.append({**rows[-1], "run_dir": str(path.parent)})
+    return records
+
+
+def load_paper_numbers(path: Path = PAPER_NUMBERS) -> list[dict[str, Any]]:
+    return yaml.safe_load(path.read_text()) or []
+
+
+def paper_number(paper: Sequence[dict], method: str, dataset: str, noise: str) -> dict[str, Any]:
+    """The paper row for this setting; a row without ``noise`` matches any noise of its dataset."""
+    for row in paper:
+        if row["method"] == method and row["dataset"] == dataset and row.get("noise", noise) == noise:
+            return row
+    return {}
+
+
+def _mean_std(values: list[float]) -> tuple[float, float | None]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, None
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def _pct(x: float | None) -> float | None:
+    return None if x is None else round(100 * x, 2)
+
+
+def summarize(records: Sequence[dict], paper: Sequence[dict] = ()) -> list[dict[str, Any]]:
+    """One row per (method, dataset, noise): accuracies in %, mean and sample std over seeds."""
+    groups: dict[tuple, list[dict]] = defaultdict(list)
+    for r in records:
+        groups[(r["method"], r["dataset"], str(r["noise"]))].append(r)
+    rows = []
+    for (method, dataset, noise), runs in sorted(groups.items()):
+        test = _mean_std([r["test_acc"] for r in runs if r.get("test_acc") is not None] or [math.nan])
+        best = _mean_std([r["best_acc"] for r in runs if r.get("best_acc") is not None] or [math.nan])
+        ref = paper_number(paper, method, dataset, noise)
+        rows.append({
+            "method": method, "dataset": dataset, "noise": noise,
+            "seeds": " ".join(sorted((str(r.get("seed", "?")) for r in runs), key=lambda s: (len(s), s))),
+            "epochs": "/".join(sorted({str(r.get("epochs", "?")) for r in runs})),
+            "test_acc": _pct(test[0]), "test_std": _pct(test[1]), "best_acc": _pct(best[0]),
+            "best_std": _pct(best[1]), "paper_best": ref.get("best"), "paper_last": ref.get("last"),
+            "seconds": round(sum(r.get("seconds", 0.0) for r in runs) / len(runs), 1),
+            "paper_source": ref.get("source", ""),
+        })
+    return rows
+
+
+def _cell(mean: float | None, std: float | None) -> str:
+    if mean is None or (isinstance(mean, float) and math.isnan(mean)):
+        return "—"
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(rows: Sequence[dict]) -> str:
+    """A Markdown table: measured last/best accuracy (mean ± std over seeds) beside the paper's."""
+    lines = ["| method | dataset | noise | seeds | epochs | test acc (%) | best acc (%) | paper best | "
+             "paper last | s/run |", "|" + "---|" * 10]
+    for r in rows:
+        paper = [("—" if r[k] is None else f"{r[k]:.2f}") for k in ("paper_best", "paper_last")]
+        lines.append(f"| {r['method']} | {r['dataset']} | {r['noise']} | {r['seeds']} | {r['epochs']} | "
+                     f"{_cell(r['test_acc'], r['test_std'])} | {_cell(r['best_acc'], r['best_std'])} | "
+                     f"{paper[0]} | {paper[1]} | {r['seconds']} |")
+    sources = sorted({r["paper_source"] for r in rows if r["paper_source"]})
+    lines += [""] + [f"Paper numbers: {s}" for s in sources] if sources else []
+    return "\n".join(lines) + "\n"
+
+
+def write_csv(rows: Sequence[dict], path: Path) -> None:
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def main(argv: Sequence[str] | None = None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("roots", nargs="+",
+                   help="folders searched for results.jsonl (e.g. the launcher's --output_dir)")
+    p.add_argument("--out", default=None, help="output prefix (default: FIRST_ROOT/results -> .csv and .md)")
+    args = p.parse_args(argv)
+    rows = summarize(find_results(args.roots), load_paper_numbers())
+    prefix = Path(args.out) if args.out else Path(args.roots[0]) / "results"
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    write_csv(rows, prefix.with_suffix(".csv"))
+    markdown = to_markdown(rows)
+    prefix.with_suffix(".md").write_text(markdown)
+    print(markdown + f"\nwrote {prefix.with_suffix('.csv')} and {prefix.with_suffix('.md')}")
+    return rows
+
+
+if __name__ == "__main__":
+    main()
