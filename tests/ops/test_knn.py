@@ -65,15 +65,19 @@ def test_reference_matches_faiss(metric):
     assert (np.sort(res.indices.numpy(), 1) == np.sort(idx, 1)).all()
 
 
-def test_ties_break_by_lower_index_and_graph_excludes_self():
-    base = torch.randn(10, 4, dtype=torch.float64)
+@pytest.mark.parametrize("backend", ["reference", "auto"])
+def test_ties_break_by_lower_index_and_graph_excludes_self(backend):
+    # Integer coordinates make every distance exact, so the twins tie bit for bit.
+    base = torch.randint(-5, 6, (10, 4), generator=torch.Generator().manual_seed(0)).double()
+    base[:, 0] += 20 * torch.arange(10)  # distinct points, far apart
     points = torch.cat([base, base, base])  # every point has two exact duplicates
     labels = torch.arange(30) % 3
-    res = knn.knn_graph(points, labels, 2, backend="reference")
+    res = knn.knn_graph(points, labels, 2, metric="l2", backend=backend)
     for i in range(30):
         twins = [j for j in (i % 10, i % 10 + 10, i % 10 + 20) if j != i]
         assert res.indices[i].tolist() == twins
     assert not (res.indices == torch.arange(30)[:, None]).any()
+    assert (res.scores == 0).all()
 
 
 def test_chunking_does_not_change_the_result():

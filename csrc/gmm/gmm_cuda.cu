@@ -1,0 +1,166 @@
+// CUDA batched GMM EM and k-means init (specs/plremix_dividemix.md §11.1); device code in
+// gmm_kernels.cuh. Problems with N <= kSmallN run one block each for the whole fit (one launch);
+// larger ones split every pass over up to kMaxBlocks blocks per problem, with a per-problem update
+// kernel after each pass (2 launches per EM iteration, all queued without a host synchronisation;
+// finished problems return at once). k-means runs one block per problem whatever N.
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "gmm/gmm.h"
+#include "gmm/gmm_kernels.cuh"
+
+namespace lnl {
+namespace {
+
+using gmm_cuda::kThreads;
+constexpr int64_t kSmallN = 65536;
+constexpr int64_t kPointsPerBlock = 8192;
+constexpr int64_t kMaxBlocks = 1024;
+constexpr int kUpdateThreads = 128;
+
+template <typename F>
+void dispatch_d(int64_t d, const F& f) {
+  if (d == 1) f(std::integral_constant<int, 1>{});
+  else f(std::integral_constant<int, 2>{});
+}
+
+template <typename scalar_t>
+gmm_cuda::EmArgs<scalar_t> make_args(const at::Tensor& x, const at::Tensor& len, const at::Tensor* init,
+                                     int mode, std::vector<at::Tensor>& out, int64_t K, int64_t max_iter,
+                                     double tol, double reg) {
+  gmm_cuda::EmArgs<scalar_t> a{};
+  a.x = x.data_ptr<scalar_t>();
+  a.lengths = len.data_ptr<int64_t>();
+  if (mode == 0) a.labels = init[0].data_ptr<int64_t>();
+  if (mode == 1) a.resp0 = init[0].data_ptr<scalar_t>();
+  if (mode == 2) {
+    a.w0 = init[0].data_ptr<scalar_t>();
+    a.mu0 = init[1].data_ptr<scalar_t>();
+    a.cov0 = init[2].data_ptr<scalar_t>();
+  }
+  a.w = out[0].data_ptr<scalar_t>();
+  a.mu = out[1].data_ptr<scalar_t>();
+  a.cov = out[2].data_ptr<scalar_t>();
+  a.resp = out[3].data_ptr<scalar_t>();
+  a.lower_bound = out[4].data_ptr<scalar_t>();
+  a.n_iter = out[5].data_ptr<int64_t>();
+  a.converged = out[6].data_ptr<bool>();
+  a.status = out[7].data_ptr<int64_t>();
+  a.N = x.size(1);
+  a.K = static_cast<int>(K);
+  a.mode = mode;
+  a.max_iter = max_iter;
+  a.tol = tol;
+  a.reg = reg;
+  a.eps10 = 10.0 * std::numeric_limits<scalar_t>::epsilon();
+  return a;
+}
+
+// The multi-block path: state buffers on the device, 2 launches per EM iteration.
+template <typename scalar_t, int D>
+void em_multiblock(const gmm_cuda::EmArgs<scalar_t>& a, int64_t G, const at::Tensor& x,
+                   cudaStream_t stream) {
+  TORCH_CHECK(G <= 65535, "gmm_em (CUDA): at most 65535 problems with N > ", kSmallN, ", got G=", G);
+  const int blocks = static_cast<int>(std::min(kMaxBlocks, (a.N + kPointsPerBlock - 1) / kPointsPerBlock));
+  const auto dopt = x.options().dtype(at::kDouble);
+  const int64_t model_doubles = sizeof(gmm::Model) / sizeof(double);
+  at::Tensor models = at::empty({G, model_doubles}, dopt);
+  at::Tensor lb = at::empty({G}, dopt);
+  at::Tensor active = at::ones({G}, x.options().dtype(at::kInt));
+  at::Tensor ok = at::ones({G}, x.options().dtype(at::kInt));
+  at::Tensor partial = at::empty({G, blocks, gmm::kNumStats}, dopt);
+  gmm_cuda::EmState st{reinterpret_cast<gmm::Model*>(models.data_ptr<double>()), lb.data_ptr<double>(),
+                       active.data_ptr<int>(), ok.data_ptr<int>(), partial.data_ptr<double>(), blocks};
+  const dim3 grid(blocks, static_cast<unsigned>(G));
+  const int upd = static_cast<int>((G + kUpdateThreads - 1) / kUpdateThreads);
+  if (a.mode != 2) {
+    gmm_cuda::em_partial_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st, 1);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  gmm_cuda::em_update_kernel<scalar_t, D><<<upd, kUpdateThreads, 0, stream>>>(a, st, G, 0);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  for (int64_t it = 1; it <= a.max_iter; ++it) {
+    gmm_cuda::em_partial_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st, 0);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+    gmm_cuda::em_update_kernel<scalar_t, D><<<upd, kUpdateThreads, 0, stream>>>(a, st, G, it);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  }
+  gmm_cuda::em_resp_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  gmm_cuda::em_store_kernel<scalar_t, D><<<upd, kUpdateThreads, 0, stream>>>(a, st, G);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+at::Tensor gmm_kmeans_cuda(const at::Tensor& x_in, const at::Tensor& lengths, const at::Tensor& uniforms,
+                           int64_t n_components) {
+  check_kmeans_inputs(x_in, lengths, uniforms, n_components);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), len = lengths.contiguous(), u = uniforms.contiguous();
+  const int64_t G = x.size(0), N = x.size(1);
+  at::Tensor labels = at::empty({G, N}, x.options().dtype(at::kLong));
+  if (G == 0 || N == 0) return labels.zero_();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_kmeans_cuda", [&] {
+    dispatch_d(x.size(2), [&](auto dc) {
+      constexpr int D = decltype(dc)::value;
+      gmm_cuda::kmeans_block_kernel<scalar_t, D><<<G, kThreads, 0, stream>>>(
+          x.data_ptr<scalar_t>(), len.data_ptr<int64_t>(), u.data_ptr<double>(), u.size(1),
+          labels.data_ptr<int64_t>(), N, static_cast<int>(n_components));
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+  return labels;
+}
+
+GmmOut gmm_em_cuda(const at::Tensor& x_in, const at::Tensor& lengths,
+                   const std::optional<at::Tensor>& init_labels, const std::optional<at::Tensor>& init_resp,
+                   const std::optional<at::Tensor>& weights, const std::optional<at::Tensor>& means,
+                   const std::optional<at::Tensor>& covs, int64_t n_components, int64_t max_iter,
+                   double tol, double reg_covar) {
+  // lengths (and init_labels) are not read back here: the Python layer validates them.
+  const int mode = check_gmm_inputs(x_in, lengths, init_labels, init_resp, weights, means, covs,
+                                    n_components, max_iter, tol, reg_covar);
+  const c10::cuda::CUDAGuard guard(x_in.device());
+  const at::Tensor x = x_in.contiguous(), len = lengths.contiguous();
+  const int64_t G = x.size(0), N = x.size(1), D = x.size(2), K = n_components;
+  at::Tensor init[3];
+  if (mode == 0) init[0] = init_labels->contiguous();
+  if (mode == 1) init[0] = init_resp->contiguous();
+  if (mode == 2) init[0] = weights->contiguous(), init[1] = means->contiguous(), init[2] = covs->contiguous();
+  const auto opt = x.options();
+  std::vector<at::Tensor> out = {
+      at::empty({G, K}, opt), at::empty({G, K, D}, opt), at::empty({G, K, D, D}, opt),
+      at::empty({G, N, K}, opt), at::empty({G}, opt), at::empty({G}, opt.dtype(at::kLong)),
+      at::empty({G}, opt.dtype(at::kBool)), at::empty({G}, opt.dtype(at::kLong))};
+  if (G > 0 && N > 0) {
+    cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_em_cuda", [&] {
+      const auto a = make_args<scalar_t>(x, len, init, mode, out, K, max_iter, tol, reg_covar);
+      dispatch_d(D, [&](auto dc) {
+        constexpr int DD = decltype(dc)::value;
+        if (N <= kSmallN) {
+          gmm_cuda::em_block_kernel<scalar_t, DD><<<G, kThreads, 0, stream>>>(a);
+          C10_CUDA_KERNEL_LAUNCH_CHECK();
+        } else {
+          em_multiblock<scalar_t, DD>(a, G, x, stream);
+        }
+      });
+    });
+  }
+  return {out[0], out[1], out[2], out[3], out[4], out[5], out[6], out[7]};
+}
+
+TORCH_LIBRARY_IMPL(lnl, CUDA, m) {
+  m.impl("gmm_kmeans", &gmm_kmeans_cuda);
+  m.impl("gmm_em", &gmm_em_cuda);
+}
+
+}  // namespace lnl

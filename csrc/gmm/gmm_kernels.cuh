@@ -1,0 +1,427 @@
+// Device code of the CUDA GMM EM and k-means init (included by gmm_cuda.cu only).
+// One block per problem keeps a problem's whole EM loop on chip (small N: per-class fits, 50k
+// points); the multi-block path splits a large problem's points over many blocks per pass and
+// finishes each M-step in a one-thread-per-problem kernel, so nothing returns to the host until
+// the result. Statistics are float64 and reduced in a fixed order (deterministic for a given grid).
+#pragma once
+#include <cuda_runtime.h>
+
+#include <cstdint>
+
+#include "gmm/gmm_common.h"
+
+namespace lnl {
+namespace gmm_cuda {
+
+using gmm::kMaxK;
+using gmm::kNumStats;
+constexpr int kThreads = 512;
+constexpr int kWarps = kThreads / 32;
+constexpr int kLloydStats = kMaxK * (gmm::kMaxD + 1) + 1;  // counts, sums, #changed labels
+
+template <typename scalar_t>
+struct EmArgs {
+  const scalar_t* x;
+  const int64_t* lengths;
+  const int64_t* labels;  // mode 0
+  const scalar_t* resp0;  // mode 1
+  const scalar_t* w0;     // mode 2
+  const scalar_t* mu0;
+  const scalar_t* cov0;
+  scalar_t* w;
+  scalar_t* mu;
+  scalar_t* cov;
+  scalar_t* resp;
+  scalar_t* lower_bound;
+  int64_t* n_iter;
+  bool* converged;
+  int64_t* status;
+  int64_t N;
+  int K, mode;
+  int64_t max_iter;
+  double tol, reg, eps10;
+};
+
+__device__ __forceinline__ double warp_sum(double v) {
+  for (int o = 16; o > 0; o >>= 1) v += __shfl_down_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// Sums v[NV] over the block (every thread gets the totals). smem: kWarps * NV doubles.
+template <int NV>
+__device__ void block_sum(double (&v)[NV], double* smem) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int j = 0; j < NV; ++j) {
+    const double s = warp_sum(v[j]);
+    if (lane == 0) smem[warp * NV + j] = s;
+  }
+  __syncthreads();
+  if (warp == 0) {
+#pragma unroll
+    for (int j = 0; j < NV; ++j) {
+      const double s = warp_sum(lane < kWarps ? smem[lane * NV + j] : 0.0);
+      if (lane == 0) smem[j] = s;
+    }
+  }
+  __syncthreads();
+#pragma unroll
+  for (int j = 0; j < NV; ++j) v[j] = smem[j];
+  __syncthreads();
+}
+
+template <typename scalar_t, int D>
+__device__ __forceinline__ void load(const scalar_t* x, int64_t i, double& x0, double& x1) {
+  x0 = static_cast<double>(x[i * D]);
+  x1 = D == 2 ? static_cast<double>(x[i * D + 1]) : 0.0;
+}
+
+// Adds points [lo, hi) (stride step from lo) to s: initial responsibilities when init, else the
+// E-step under m plus the log-likelihood.
+template <typename scalar_t, int D>
+__device__ void stats_range(const EmArgs<scalar_t>& a, int64_t g, const gmm::Model& m, bool init,
+                            int64_t lo, int64_t hi, int64_t step, const double* shift,
+                            double (&s)[kNumStats]) {
+  const scalar_t* x = a.x + g * a.N * D;
+  double r[kMaxK], x0, x1, best;
+  for (int64_t i = lo; i < hi; i += step) {
+    load<scalar_t, D>(x, i, x0, x1);
+    if (init) {
+      for (int k = 0; k < a.K; ++k)
+        r[k] = a.mode == 0 ? double(a.labels[g * a.N + i] == k)
+                           : static_cast<double>(a.resp0[(g * a.N + i) * a.K + k]);
+    } else {
+      const double sum = gmm::e_point<D>(m, a.K, x0, x1, r, best);
+      s[kNumStats - 1] += best + log(sum);
+    }
+    gmm::accumulate<D>(s, a.K, r, x0 - shift[0], x1 - shift[1]);
+  }
+}
+
+// Writes resp rows [lo, hi) (stride step): the final E-step, or zeros on padding / failure.
+template <typename scalar_t, int D>
+__device__ void resp_range(const EmArgs<scalar_t>& a, int64_t g, const gmm::Model& m, bool ok,
+                           int64_t n, int64_t lo, int64_t hi, int64_t step) {
+  const scalar_t* x = a.x + g * a.N * D;
+  scalar_t* out = a.resp + g * a.N * a.K;
+  double r[kMaxK], x0, x1, best;
+  for (int64_t i = lo; i < hi; i += step) {
+    if (ok && i < n) {
+      load<scalar_t, D>(x, i, x0, x1);
+      gmm::e_point<D>(m, a.K, x0, x1, r, best);
+      for (int k = 0; k < a.K; ++k) out[i * a.K + k] = static_cast<scalar_t>(r[k]);
+    } else {
+      for (int k = 0; k < a.K; ++k) out[i * a.K + k] = scalar_t(0);
+    }
+  }
+}
+
+template <typename scalar_t, int D>
+__device__ bool load_given(const EmArgs<scalar_t>& a, int64_t g, gmm::Model& m) {
+  const int K = a.K;
+  for (int k = 0; k < K; ++k) {
+    m.w[k] = a.w0[g * K + k];
+    for (int d = 0; d < D; ++d) m.mean[k][d] = a.mu0[(g * K + k) * D + d];
+    const scalar_t* c = a.cov0 + (g * K + k) * D * D;
+    m.cov[k][0] = c[0];
+    if (D == 2) m.cov[k][1] = c[1], m.cov[k][2] = c[3];
+  }
+  return gmm::finish_model(m, K, D);
+}
+
+template <typename scalar_t, int D>
+__device__ void store_outputs(const EmArgs<scalar_t>& a, int64_t g, const gmm::Model& m, double lb,
+                              int64_t it, bool conv, bool ok) {
+  const int K = a.K;
+  for (int k = 0; k < K; ++k) {
+    a.w[g * K + k] = m.w[k];
+    for (int d = 0; d < D; ++d) a.mu[(g * K + k) * D + d] = m.mean[k][d];
+    scalar_t* c = a.cov + (g * K + k) * D * D;
+    c[0] = m.cov[k][0];
+    if (D == 2) c[1] = c[2] = m.cov[k][1], c[3] = m.cov[k][2];
+  }
+  a.lower_bound[g] = lb;
+  a.n_iter[g] = it;
+  a.converged[g] = conv;
+  a.status[g] = ok ? gmm::kOk : gmm::kNotPositiveDefinite;
+}
+
+// Small problems: one block runs one problem's whole EM (init M-step, iterations, final E-step).
+template <typename scalar_t, int D>
+__global__ void __launch_bounds__(kThreads) em_block_kernel(EmArgs<scalar_t> a) {
+  __shared__ gmm::Model model;
+  __shared__ double smem[kWarps * kNumStats];
+  __shared__ int s_stop, s_ok;
+  const int64_t g = blockIdx.x, n = a.lengths[g];
+  const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
+  double s[kNumStats];
+  if (a.mode == 2) {
+    if (threadIdx.x == 0) s_ok = load_given<scalar_t, D>(a, g, model);
+  } else {
+    for (int j = 0; j < kNumStats; ++j) s[j] = 0;
+    stats_range<scalar_t, D>(a, g, model, true, threadIdx.x, n, kThreads, shift, s);
+    block_sum(s, smem);
+    if (threadIdx.x == 0) s_ok = gmm::m_step(s, shift, a.K, D, double(n), a.reg, a.eps10, true, model);
+  }
+  __syncthreads();
+  double lb = -INFINITY;
+  int64_t it = 0;
+  bool conv = false;
+  for (int64_t i = 1; s_ok && i <= a.max_iter; ++i) {
+    for (int j = 0; j < kNumStats; ++j) s[j] = 0;
+    stats_range<scalar_t, D>(a, g, model, false, threadIdx.x, n, kThreads, shift, s);
+    block_sum(s, smem);  // ends with a barrier: every thread is done reading model
+    const double next = s[kNumStats - 1] / double(n);
+    it = i;
+    conv = fabs(next - lb) < a.tol;
+    lb = next;
+    if (threadIdx.x == 0) {
+      s_ok = gmm::m_step(s, shift, a.K, D, double(n), a.reg, a.eps10, false, model);
+      s_stop = conv || !s_ok;
+    }
+    __syncthreads();
+    if (s_stop) break;
+  }
+  resp_range<scalar_t, D>(a, g, model, s_ok, n, threadIdx.x, a.N, kThreads);
+  if (threadIdx.x == 0) store_outputs<scalar_t, D>(a, g, model, lb, it, conv, s_ok);
+}
+
+// ---- multi-block path: per-pass partial statistics, then a per-problem update ----
+
+struct EmState {
+  gmm::Model* models;  // [G]
+  double* lb;          // [G]
+  int* active;         // [G]: 1 while EM runs
+  int* ok;             // [G]
+  double* partial;     // [G, blocks, kNumStats]
+  int blocks;
+};
+
+template <typename scalar_t, int D>
+__global__ void __launch_bounds__(kThreads) em_partial_kernel(EmArgs<scalar_t> a, EmState st, int init) {
+  __shared__ double smem[kWarps * kNumStats];
+  const int64_t g = blockIdx.y, b = blockIdx.x, n = a.lengths[g];
+  if (!st.active[g]) return;  // uniform over the block
+  const int64_t per = (a.N + st.blocks - 1) / st.blocks;
+  const int64_t lo = b * per, hi = min(n, lo + per);
+  const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
+  double s[kNumStats];
+  for (int j = 0; j < kNumStats; ++j) s[j] = 0;
+  stats_range<scalar_t, D>(a, g, st.models[g], init, lo + threadIdx.x, hi, kThreads, shift, s);
+  block_sum(s, smem);
+  if (threadIdx.x == 0)
+    for (int j = 0; j < kNumStats; ++j) st.partial[(g * st.blocks + b) * kNumStats + j] = s[j];
+}
+
+// One thread per problem: initial state (iter = 0) or one M-step + the convergence test.
+template <typename scalar_t, int D>
+__global__ void em_update_kernel(EmArgs<scalar_t> a, EmState st, int64_t G, int64_t iter) {
+  const int64_t g = blockIdx.x * blockDim.x + threadIdx.x;
+  if (g >= G || !st.active[g]) return;
+  const int64_t n = a.lengths[g];
+  const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
+  gmm::Model& m = st.models[g];
+  if (iter == 0 && a.mode == 2) {
+    st.ok[g] = load_given<scalar_t, D>(a, g, m);
+    st.lb[g] = -INFINITY;
+    a.n_iter[g] = 0, a.converged[g] = false;
+    st.active[g] = st.ok[g];
+    return;
+  }
+  double s[kNumStats];
+  for (int j = 0; j < kNumStats; ++j) s[j] = 0;
+  for (int b = 0; b < st.blocks; ++b)
+    for (int j = 0; j < kNumStats; ++j) s[j] += st.partial[(g * st.blocks + b) * kNumStats + j];
+  const bool ok = gmm::m_step(s, shift, a.K, D, double(n), a.reg, a.eps10, iter == 0, m);
+  st.ok[g] = ok;
+  if (iter == 0) {
+    st.lb[g] = -INFINITY;
+    a.n_iter[g] = 0, a.converged[g] = false;
+    st.active[g] = ok;
+    return;
+  }
+  const double next = s[kNumStats - 1] / double(n);
+  const bool conv = fabs(next - st.lb[g]) < a.tol;
+  st.lb[g] = next;
+  a.n_iter[g] = iter;
+  a.converged[g] = conv;
+  st.active[g] = ok && !conv;
+}
+
+template <typename scalar_t, int D>
+__global__ void __launch_bounds__(kThreads) em_resp_kernel(EmArgs<scalar_t> a, EmState st) {
+  const int64_t g = blockIdx.y, n = a.lengths[g];
+  const int64_t per = (a.N + gridDim.x - 1) / gridDim.x;
+  const int64_t lo = blockIdx.x * per, hi = min(a.N, lo + per);
+  resp_range<scalar_t, D>(a, g, st.models[g], st.ok[g], n, lo + threadIdx.x, hi, kThreads);
+}
+
+template <typename scalar_t, int D>
+__global__ void em_store_kernel(EmArgs<scalar_t> a, EmState st, int64_t G) {
+  const int64_t g = blockIdx.x * blockDim.x + threadIdx.x;
+  if (g >= G) return;
+  store_outputs<scalar_t, D>(a, g, st.models[g], st.lb[g], a.n_iter[g], a.converged[g], st.ok[g]);
+}
+
+}  // namespace gmm_cuda
+}  // namespace lnl
+
+namespace lnl {
+namespace gmm_cuda {
+
+template <typename scalar_t, int D>
+__device__ __forceinline__ double sqdist(const scalar_t* x, int64_t i, const double* c) {
+  double x0, x1;
+  load<scalar_t, D>(x, i, x0, x1);
+  return (x0 - c[0]) * (x0 - c[0]) + (D == 2 ? (x1 - c[1]) * (x1 - c[1]) : 0.0);
+}
+
+// Squared distance to the nearest of the first nc centres (k-means++ recomputes instead of storing).
+template <typename scalar_t, int D>
+__device__ __forceinline__ double closest(const scalar_t* x, int64_t i, const double (*c)[2], int nc) {
+  double best = sqdist<scalar_t, D>(x, i, c[0]);
+  for (int k = 1; k < nc; ++k) best = fmin(best, sqdist<scalar_t, D>(x, i, c[k]));
+  return best;
+}
+
+// sklearn's greedy k-means++ with the host's uniforms; thread t owns the contiguous points
+// [lo, hi) so that the cumulative-sum search is a block prefix sum plus one thread's scan.
+template <typename scalar_t, int D>
+__device__ void kmeanspp_block(const scalar_t* x, int64_t n, int K, const double* u, double (*c)[2],
+                               double* tsum, double* smem, int64_t* cand) {
+  const int tid = threadIdx.x, trials = 2 + static_cast<int>(log(static_cast<double>(K)));
+  if (tid == 0) load<scalar_t, D>(x, min(static_cast<int64_t>(floor(u[0] * n)), n - 1), c[0][0], c[0][1]);
+  __syncthreads();
+  const int64_t per = (n + kThreads - 1) / kThreads, lo = min(n, tid * per), hi = min(n, lo + per);
+  for (int cc = 1; cc < K; ++cc) {
+    double mine = 0;
+    for (int64_t i = lo; i < hi; ++i) mine += closest<scalar_t, D>(x, i, c, cc);
+    tsum[tid] = mine;
+    __syncthreads();
+    if (tid == 0) {  // exclusive prefix of the thread sums; tsum[kThreads] = potential
+      double run = 0;
+      for (int t = 0; t < kThreads; ++t) {
+        const double v = tsum[t];
+        tsum[t] = run;
+        run += v;
+      }
+      tsum[kThreads] = run;
+      for (int t = 0; t < trials; ++t) cand[t] = n - 1;  // np.clip for rounding past the end
+    }
+    __syncthreads();
+    for (int t = 0; t < trials; ++t) {
+      const double target = u[1 + (cc - 1) * trials + t] * tsum[kThreads];
+      if (target <= 0) {
+        if (tid == 0) cand[t] = 0;
+      } else if (tsum[tid] < target && target <= tsum[tid] + mine) {
+        double cum = tsum[tid];
+        int64_t found = hi - 1;  // rounding may leave cum just short of target at the range end
+        for (int64_t i = lo; i < hi; ++i) {
+          cum += closest<scalar_t, D>(x, i, c, cc);
+          if (cum >= target) {
+            found = i;
+            break;
+          }
+        }
+        cand[t] = found;
+      }
+    }
+    __syncthreads();
+    double pots[4] = {0, 0, 0, 0}, cx[4][2];
+    for (int t = 0; t < trials; ++t) load<scalar_t, D>(x, cand[t], cx[t][0], cx[t][1]);
+    for (int64_t i = tid; i < n; i += kThreads) {
+      const double d = closest<scalar_t, D>(x, i, c, cc);
+      for (int t = 0; t < trials; ++t) pots[t] += fmin(d, sqdist<scalar_t, D>(x, i, cx[t]));
+    }
+    block_sum(pots, smem);
+    if (tid == 0) {
+      int best = 0;
+      for (int t = 1; t < trials; ++t)
+        if (pots[t] < pots[best]) best = t;
+      c[cc][0] = cx[best][0], c[cc][1] = cx[best][1];
+    }
+    __syncthreads();
+  }
+}
+
+// One Lloyd pass over the problem: labels by nearest centre (first on ties), then per-cluster
+// counts and sums and the number of changed labels, summed over the block.
+template <typename scalar_t, int D>
+__device__ void lloyd_block(const scalar_t* x, int64_t n, int K, const double (*c)[2], int64_t* labels,
+                            bool first, double (&v)[kLloydStats], double* smem) {
+  for (int j = 0; j < kLloydStats; ++j) v[j] = 0;
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    int best = 0;
+    double bd = sqdist<scalar_t, D>(x, i, c[0]);
+    for (int k = 1; k < K; ++k) {
+      const double dk = sqdist<scalar_t, D>(x, i, c[k]);
+      if (dk < bd) bd = dk, best = k;
+    }
+    if (first || labels[i] != best) v[kLloydStats - 1] += 1;
+    labels[i] = best;
+    double x0, x1;
+    load<scalar_t, D>(x, i, x0, x1);
+    v[best * (D + 1)] += 1;
+    v[best * (D + 1) + 1] += x0;
+    if (D == 2) v[best * (D + 1) + 2] += x1;
+  }
+  block_sum(v, smem);
+}
+
+// sklearn's KMeans(K, n_init=1) for one problem per block: k-means++, then Lloyd until labels stop
+// changing or the total squared centre shift is <= 1e-4 * mean feature variance (300 at most).
+template <typename scalar_t, int D>
+__global__ void __launch_bounds__(kThreads) kmeans_block_kernel(const scalar_t* X, const int64_t* lengths,
+                                                                const double* uniforms, int64_t ustride,
+                                                                int64_t* labels_all, int64_t N, int K) {
+  __shared__ double c[kMaxK][2];
+  __shared__ double tsum[kThreads + 1];
+  __shared__ double smem[kWarps * kLloydStats];
+  __shared__ int64_t cand[4];
+  __shared__ int s_stop;
+  const int64_t g = blockIdx.x, n = lengths[g];
+  const scalar_t* x = X + g * N * D;
+  int64_t* labels = labels_all + g * N;
+  if (threadIdx.x < kMaxK) c[threadIdx.x][0] = c[threadIdx.x][1] = 0;
+  __syncthreads();
+  kmeanspp_block<scalar_t, D>(x, n, K, uniforms + g * ustride, c, tsum, smem, cand);
+  double m[4] = {0, 0, 0, 0};
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    double x0, x1;
+    load<scalar_t, D>(x, i, x0, x1);
+    m[0] += x0, m[1] += x1;
+  }
+  block_sum(m, smem);
+  const double mean0 = m[0] / double(n), mean1 = m[1] / double(n);
+  double var[4] = {0, 0, 0, 0};
+  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+    double x0, x1;
+    load<scalar_t, D>(x, i, x0, x1);
+    var[0] += (x0 - mean0) * (x0 - mean0) + (D == 2 ? (x1 - mean1) * (x1 - mean1) : 0.0);
+  }
+  block_sum(var, smem);
+  const double tol = var[0] / double(n) / D * 1e-4;
+  double v[kLloydStats];
+  for (int it = 0; it < 300; ++it) {
+    lloyd_block<scalar_t, D>(x, n, K, c, labels, it == 0, v, smem);
+    if (threadIdx.x == 0) {
+      double shift = 0;
+      for (int k = 0; k < K; ++k) {
+        const double cnt = v[k * (D + 1)];
+        for (int d = 0; d < D; ++d) {
+          const double moved = cnt > 0 ? v[k * (D + 1) + 1 + d] / cnt : c[k][d];
+          shift += (moved - c[k][d]) * (moved - c[k][d]);
+          c[k][d] = moved;
+        }
+      }
+      s_stop = v[kLloydStats - 1] == 0 ? 2 : (shift <= tol ? 1 : 0);
+    }
+    __syncthreads();
+    if (s_stop) break;
+  }
+  if (s_stop != 2) lloyd_block<scalar_t, D>(x, n, K, c, labels, false, v, smem);  // final relabel
+  for (int64_t i = n + threadIdx.x; i < N; i += kThreads) labels[i] = 0;
+}
+
+}  // namespace gmm_cuda
+}  // namespace lnl
