@@ -5,9 +5,11 @@ one-time warning. ``backend()`` says what was compiled; each op's ``choose_backe
 from __future__ import annotations
 
 from lnl import _ext
+from lnl.ops.gmm import GMMParams, GMMResult, gmm_clean_prob, gmm_fit, gmm_fit_reference
 from lnl.ops.knn import KnnResult, knn_graph, knn_labels, knn_labels_reference
+from lnl.ops.plr import PlrStats, plr_loss, plr_loss_reference, plr_mask, plr_mask_reference
 
-OPS = ("knn_labels",)
+OPS = ("knn_labels", "gmm_em", "plr_loss", "plr_mask")
 
 
 def backend() -> tuple[str, ...]:
@@ -18,4 +20,6 @@ def backend() -> tuple[str, ...]:
     return tuple(compiled)
 
 
-__all__ = ["backend", "KnnResult", "knn_labels", "knn_labels_reference", "knn_graph"]
+__all__ = ["backend", "KnnResult", "knn_labels", "knn_labels_reference", "knn_graph", "PlrStats",
+           "plr_loss", "plr_loss_reference", "plr_mask", "plr_mask_reference",
+           "GMMParams", "GMMResult", "gmm_fit", "gmm_fit_reference", "gmm_clean_prob"]

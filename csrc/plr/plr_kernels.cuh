@@ -1,0 +1,273 @@
+// Device code of the CUDA PLR loss (specs/plremix_dividemix.md §11.2), fp32 SIMT path.
+// One CTA of 256 threads owns a 64-row block of the N = V*B view-major rows and sweeps every 64-column
+// block of S = F F^T (D in chunks of 32 through shared memory; each thread a 4 x 4 micro-tile, rows
+// ty + 16 i, columns tx + 16 j). Pair kinds come from the candidate bitsets (AND of ceil(C/64) words),
+// so no B x B or N x N tensor exists. Forward: an online log-sum-exp per row over its allowed
+// columns, reduced over the 16 lanes that share a row. Backward: the tile becomes H = G + G^T in
+// shared memory (both directions of a pair are known from the saved row lse), and dF_rows += H F_cols
+// goes into a float32 accumulator owned by this CTA's threads only: no atomics, deterministic.
+#pragma once
+#include <cstdint>
+
+#include "plr/plr_common.h"
+
+namespace lnl {
+namespace plr_cuda {
+
+constexpr int kTile = 64;     // rows and columns per tile
+constexpr int kChunk = 32;    // feature dimensions per shared-memory chunk
+constexpr int kThreads = 256;
+constexpr int kSub = 4;       // micro-tile: kSub x kSub pairs per thread
+constexpr int kLanes = 16;    // threads sharing a row (tx = 0..15)
+
+// dst[k][m] = F[row0 + m, k0 + k] (zero outside), coalesced along the feature dimension.
+template <typename scalar_t>
+__device__ __forceinline__ void load_chunk(const scalar_t* __restrict__ f, int64_t n, int64_t d,
+                                           int64_t row0, int64_t k0, float (*dst)[kTile + 1]) {
+  for (int idx = threadIdx.x; idx < kTile * kChunk; idx += kThreads) {
+    const int m = idx / kChunk, k = idx % kChunk;
+    const int64_t row = row0 + m, col = k0 + k;
+    dst[k][m] = (row < n && col < d) ? static_cast<float>(f[row * d + col]) : 0.f;
+  }
+}
+
+// acc[i][j] = S[r0 + ty + 16 i, c0 + tx + 16 j] in fp32.
+template <typename scalar_t>
+__device__ __forceinline__ void tile_dots(const scalar_t* __restrict__ f, int64_t n, int64_t d,
+                                          int64_t r0, int64_t c0, float (*as)[kTile + 1],
+                                          float (*bs)[kTile + 1], float acc[kSub][kSub]) {
+  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+#pragma unroll
+  for (int i = 0; i < kSub; ++i)
+#pragma unroll
+    for (int j = 0; j < kSub; ++j) acc[i][j] = 0.f;
+  for (int64_t k0 = 0; k0 < d; k0 += kChunk) {
+    __syncthreads();  // the previous chunk (or tile) is no longer read
+    load_chunk(f, n, d, r0, k0, as);
+    load_chunk(f, n, d, c0, k0, bs);
+    __syncthreads();
+#pragma unroll 8
+    for (int k = 0; k < kChunk; ++k) {
+      float a[kSub], b[kSub];
+#pragma unroll
+      for (int i = 0; i < kSub; ++i) a[i] = as[k][ty + kLanes * i];
+#pragma unroll
+      for (int j = 0; j < kSub; ++j) b[j] = bs[k][tx + kLanes * j];
+#pragma unroll
+      for (int i = 0; i < kSub; ++i)
+#pragma unroll
+        for (int j = 0; j < kSub; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
+    }
+  }
+}
+
+// bits[i] = set of sample i: cand[i, :max(kappa, 1)] plus labels[i] when kappa >= 1. Classes
+// outside [0, C) are skipped (the Python face validates them; a device-side check would sync).
+__global__ void build_bits_kernel(const int64_t* __restrict__ cand, const int64_t* __restrict__ labels,
+                                  int64_t batch, int64_t width, int64_t kappa, int64_t num_classes,
+                                  int64_t words, uint64_t* __restrict__ bits) {
+  const int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (i >= batch) return;
+  uint64_t* out = bits + i * words;
+  for (int64_t w = 0; w < words; ++w) out[w] = 0;
+  const int64_t used = kappa > 0 ? kappa : 1;
+  for (int64_t j = 0; j <= used; ++j) {
+    const int64_t cls = j < used ? cand[i * width + j] : (kappa >= 1 ? labels[i] : -1);
+    if (cls >= 0 && cls < num_classes) out[cls / 64] |= uint64_t(1) << (cls % 64);
+  }
+}
+
+__global__ void mask_kernel(const uint64_t* __restrict__ bits, int64_t batch, int64_t words,
+                            int8_t* __restrict__ mask) {
+  const int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x;
+  if (idx >= batch * batch) return;
+  const int64_t i = idx / batch, j = idx % batch;
+  const bool dis = plr::disjoint(bits + i * words, bits + j * words, words);
+  mask[idx] = i == j ? int8_t(1) : (dis ? int8_t(-1) : int8_t(0));
+}
+
+struct FwdParams {
+  int64_t n, d, batch, words;
+  float inv_tau, inv_pos, loss_scale;  // 1/tau, 1/(V-1), tau/tau_b
+  bool flat;
+};
+
+// Reduces each row's state over its 16 lanes (a half-warp) and writes the row outputs.
+__device__ __forceinline__ void finish_rows(const FwdParams& p, const int64_t row[kSub],
+                                            plr::OnlineLse<float> st[kSub], float pos[kSub],
+                                            int nneg[kSub], float* __restrict__ lse_out,
+                                            int* __restrict__ nneg_out, float* __restrict__ row_obj,
+                                            float* __restrict__ row_val) {
+  const int tx = threadIdx.x % kLanes;
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) {
+    for (int off = kLanes / 2; off > 0; off /= 2) {  // butterfly: every lane ends with the total
+      const float om = __shfl_xor_sync(0xffffffffu, st[i].m, off);
+      const float os = __shfl_xor_sync(0xffffffffu, st[i].s, off);
+      st[i].merge(om, os);
+      pos[i] += __shfl_xor_sync(0xffffffffu, pos[i], off);
+      nneg[i] += __shfl_xor_sync(0xffffffffu, nneg[i], off);
+    }
+    if (tx != 0 || row[i] >= p.n) continue;
+    const float lse = st[i].value();
+    lse_out[row[i]] = lse;
+    nneg_out[row[i]] = nneg[i];
+    if (p.flat) {
+      const float v = nneg[i] > 0 ? lse - pos[i] * p.inv_tau : 0.f;
+      row_obj[row[i]] = v;
+      row_val[row[i]] = nneg[i] > 0 ? fmaxf(v, 0.f) + log1pf(expf(-fabsf(v))) : 0.f;
+    } else {
+      const float l = p.loss_scale * (lse - pos[i] * p.inv_tau * p.inv_pos);
+      row_obj[row[i]] = l;
+      row_val[row[i]] = l;
+    }
+  }
+}
+
+// Per row: lse, |N(a)|, and row terms (flat: v_a and softplus(v_a) when N(a) is non-empty, else 0;
+// SupCon: the row loss twice). The host reduces them with ATen (no synchronisation).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
+                   float* __restrict__ lse_out, int* __restrict__ nneg_out,
+                   float* __restrict__ row_obj, float* __restrict__ row_val) {
+  __shared__ float as[kChunk][kTile + 1];
+  __shared__ float bs[kChunk][kTile + 1];
+  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+  const int64_t r0 = int64_t(blockIdx.x) * kTile;
+  int64_t row[kSub], rs[kSub];
+  plr::OnlineLse<float> st[kSub];
+  float pos[kSub];
+  int nneg[kSub];
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) {
+    row[i] = r0 + ty + kLanes * i;
+    rs[i] = row[i] % p.batch;
+    st[i].init();
+    pos[i] = 0.f;
+    nneg[i] = 0;
+  }
+  for (int64_t c0 = 0; c0 < p.n; c0 += kTile) {
+    float acc[kSub][kSub];
+    tile_dots(f, p.n, p.d, r0, c0, as, bs, acc);
+#pragma unroll
+    for (int j = 0; j < kSub; ++j) {
+      const int64_t col = c0 + tx + kLanes * j, cs = col % p.batch;
+      if (col >= p.n) continue;
+#pragma unroll
+      for (int i = 0; i < kSub; ++i) {
+        if (row[i] >= p.n) continue;
+        const bool dis =
+            rs[i] != cs && plr::disjoint(bits + rs[i] * p.words, bits + cs * p.words, p.words);
+        const int kind = plr::pair_kind(row[i], col, rs[i], cs, dis);
+        if (kind == plr::kPositive) pos[i] += acc[i][j];
+        if (kind == plr::kNegative) ++nneg[i];
+        if (plr::in_lse(kind, p.flat)) st[i].add(acc[i][j] * p.inv_tau);
+      }
+    }
+  }
+  finish_rows(p, row, st, pos, nneg, lse_out, nneg_out, row_obj, row_val);
+}
+
+// hs = the 64 x 64 tile of H = G + G^T (plr::pair_grad) from the dot products acc.
+__device__ __forceinline__ void fill_h(const uint64_t* __restrict__ bits, const FwdParams& p,
+                                       const float* __restrict__ lse, int64_t c0,
+                                       const int64_t row[kSub], const int64_t rs[kSub],
+                                       const float lse_a[kSub], const bool valid[kSub], float coef,
+                                       const float acc[kSub][kSub], float (*hs)[kTile + 1]) {
+  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+#pragma unroll
+  for (int j = 0; j < kSub; ++j) {
+    const int64_t col = c0 + tx + kLanes * j, cs = col % p.batch;
+    const float lse_b = col < p.n ? lse[col] : 0.f;
+#pragma unroll
+    for (int i = 0; i < kSub; ++i) {
+      float h = 0.f;
+      if (row[i] < p.n && col < p.n) {
+        const bool dis =
+            rs[i] != cs && plr::disjoint(bits + rs[i] * p.words, bits + cs * p.words, p.words);
+        const int kind = plr::pair_kind(row[i], col, rs[i], cs, dis);
+        float e_a = 0.f, e_b = 0.f;
+        if (plr::in_lse(kind, p.flat)) {
+          const float x = acc[i][j] * p.inv_tau;
+          e_a = expf(x - lse_a[i]);
+          e_b = expf(x - lse_b);
+        }
+        h = plr::pair_grad(kind, p.flat, valid[i], e_a, e_b, coef, p.inv_pos);
+      }
+      hs[ty + kLanes * i][tx + kLanes * j] = h;
+    }
+  }
+}
+
+// grad_acc[rows] += hs F[c0 : c0 + 64], D in chunks of 32 through fc; each (row, dim) has one owner.
+template <typename scalar_t>
+__device__ __forceinline__ void accumulate_hf(const scalar_t* __restrict__ f, const FwdParams& p,
+                                              int64_t c0, const int64_t row[kSub],
+                                              const float (*hs)[kTile + 1], float (*fc)[kChunk],
+                                              float* __restrict__ grad_acc) {
+  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+  for (int64_t d0 = 0; d0 < p.d; d0 += kChunk) {
+    __syncthreads();  // hs is complete; fc is no longer read
+    for (int idx = threadIdx.x; idx < kTile * kChunk; idx += kThreads) {
+      const int c = idx / kChunk, k = idx % kChunk;
+      const int64_t col = c0 + c, dim = d0 + k;
+      fc[c][k] = (col < p.n && dim < p.d) ? static_cast<float>(f[col * p.d + dim]) : 0.f;
+    }
+    __syncthreads();
+    float out[kSub][2] = {};
+    for (int c = 0; c < kTile; ++c) {
+      const float f0 = fc[c][tx], f1 = fc[c][tx + kLanes];
+#pragma unroll
+      for (int i = 0; i < kSub; ++i) {
+        const float h = hs[ty + kLanes * i][c];
+        out[i][0] = fmaf(h, f0, out[i][0]);
+        out[i][1] = fmaf(h, f1, out[i][1]);
+      }
+    }
+#pragma unroll
+    for (int i = 0; i < kSub; ++i) {
+      if (row[i] >= p.n) continue;
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {
+        const int64_t dim = d0 + tx + kLanes * j;
+        if (dim < p.d) grad_acc[row[i] * p.d + dim] += out[i][j];
+      }
+    }
+  }
+}
+
+// dF = H F with H = G + G^T (plr::pair_grad), scaled by *coef; grad_acc is float32 [N, D], zeroed.
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    backward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
+                    const float* __restrict__ lse, const int* __restrict__ nneg,
+                    const float* __restrict__ coef_ptr, float* __restrict__ grad_acc) {
+  __shared__ float as[kChunk][kTile + 1];
+  __shared__ float bs[kChunk][kTile + 1];
+  __shared__ float hs[kTile][kTile + 1];
+  __shared__ float fc[kTile][kChunk];
+  const int ty = threadIdx.x / kLanes;
+  const int64_t r0 = int64_t(blockIdx.x) * kTile;
+  const float coef = *coef_ptr;
+  int64_t row[kSub], rs[kSub];
+  float lse_a[kSub];
+  bool valid[kSub];
+#pragma unroll
+  for (int i = 0; i < kSub; ++i) {
+    row[i] = r0 + ty + kLanes * i;
+    rs[i] = row[i] % p.batch;
+    lse_a[i] = row[i] < p.n ? lse[row[i]] : 0.f;
+    valid[i] = row[i] < p.n && nneg[row[i]] > 0;
+  }
+  for (int64_t c0 = 0; c0 < p.n; c0 += kTile) {
+    float acc[kSub][kSub];
+    tile_dots(f, p.n, p.d, r0, c0, as, bs, acc);
+    fill_h(bits, p, lse, c0, row, rs, lse_a, valid, coef, acc, hs);
+    accumulate_hf(f, p, c0, row, hs, fc, grad_acc);
+    __syncthreads();  // every thread is done with hs before the next tile overwrites it
+  }
+}
+
+}  // namespace plr_cuda
+}  // namespace lnl
