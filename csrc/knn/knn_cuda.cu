@@ -1,0 +1,146 @@
+// CUDA kNN label retrieval (Python face: lnl/ops/knn.py; device code: knn_kernels.cuh).
+//  * k <= 256 and float32/float16/bfloat16 inputs: knn_tile_kernel, a fused tiled fp32 GEMM with a
+//    running top-k per query row in shared memory, streaming the keys (no Q x N buffer, any N).
+//  * k > 256 or float64: blocks of query rows through at::mm on the device, ranks, a stable
+//    descending at::sort of each block (ties by the lower index), the first k columns kept.
+// Both then run knn_finish_kernel (exact l2 distances of the returned pairs, label votes).
+// No host synchronisation: a key label outside [0, num_classes) adds no vote instead of being
+// checked here (the Python face lnl.ops.knn_labels rejects such labels before calling the op).
+#include <ATen/ATen.h>
+#include <c10/cuda/CUDAStream.h>
+#include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <limits>
+
+#include "knn/knn.h"
+#include "knn/knn_kernels.cuh"
+
+namespace lnl {
+namespace {
+
+using knn_cuda::kBQ;
+using knn_cuda::kMaxFastK;
+using knn_cuda::kThreads;
+
+// Rows per fallback block when chunk is 0: a block of scores near 64M elements.
+constexpr int64_t kFallbackElements = int64_t(1) << 26;
+
+void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& half_sq,
+                     int64_t k, bool exclude_self, at::Tensor& rank, at::Tensor& indices) {
+  const int64_t nq = q.size(0), nk = keys.size(0), d = q.size(1);
+  const size_t smem = knn_cuda::tile_kernel_smem(static_cast<int>(k));
+  const dim3 grid(static_cast<unsigned>((nq + kBQ - 1) / kBQ));
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
+  const auto dtype = q.scalar_type();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "knn_tile_kernel", [&] {
+    auto kernel = knn_cuda::knn_tile_kernel<scalar_t>;
+    // Lists of up to 32 x 256 entries exceed the default 48 KB of dynamic shared memory.
+    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                        static_cast<int>(smem)));
+    kernel<<<grid, kThreads, smem, stream>>>(
+        q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, static_cast<int>(nq),
+        static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k), exclude_self,
+        rank.data_ptr<float>(), indices.data_ptr<int64_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
+}
+
+// Query blocks through at::mm (float32 or float64 math), stable descending sort, first k kept.
+void run_sort_fallback(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& half_sq,
+                       int64_t k, bool exclude_self, int64_t chunk, at::Tensor& rank,
+                       at::Tensor& indices) {
+  const int64_t nq = q.size(0), nk = keys.size(0);
+  const auto math = rank.scalar_type();
+  const at::Tensor kk = keys.to(math);
+  const int64_t rows = chunk > 0 ? chunk : std::max<int64_t>(1, kFallbackElements / nk);
+  for (int64_t r0 = 0; r0 < nq; r0 += rows) {
+    const int64_t n = std::min(rows, nq - r0);
+    at::Tensor s = at::mm(q.narrow(0, r0, n).to(math), kk.t());
+    if (half_sq.defined()) s.sub_(half_sq.to(math).unsqueeze(0));
+    if (exclude_self) {  // query r0 + i is key r0 + i
+      s.diagonal(/*offset=*/r0, 0, 1).fill_(-std::numeric_limits<double>::infinity());
+    }
+    auto sorted = at::sort(s, /*stable=*/true, /*dim=*/1, /*descending=*/true);
+    rank.narrow(0, r0, n).copy_(std::get<0>(sorted).narrow(1, 0, k));
+    indices.narrow(0, r0, n).copy_(std::get<1>(sorted).narrow(1, 0, k));
+  }
+}
+
+void run_finish_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& labels,
+                       bool l2, const at::Tensor& indices, at::Tensor& scores, at::Tensor& votes) {
+  const int64_t pairs = indices.numel();
+  if (pairs == 0) return;
+  const int threads = 256;
+  const dim3 grid(static_cast<unsigned>((pairs + threads - 1) / threads));
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "knn_finish", [&] {
+    using input_t = scalar_t;
+    AT_DISPATCH_FLOATING_TYPES(scores.scalar_type(), "knn_finish_scores", [&] {
+      knn_cuda::knn_finish_kernel<input_t, scalar_t><<<grid, threads, 0, stream>>>(
+          q.data_ptr<input_t>(), keys.data_ptr<input_t>(), labels.data_ptr<int64_t>(), q.size(0),
+          static_cast<int>(q.size(1)), static_cast<int>(indices.size(1)), votes.size(1), l2,
+          indices.data_ptr<int64_t>(), scores.data_ptr<scalar_t>(), votes.data_ptr<float>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  });
+}
+
+void check_device_inputs(const at::Tensor& queries, const at::Tensor& keys,
+                         const at::Tensor& labels) {
+  TORCH_CHECK(queries.is_cuda() && keys.device() == queries.device() &&
+                  labels.device() == queries.device(),
+              "knn_labels (CUDA): queries, keys and key_labels must be on one CUDA device, got ",
+              queries.device(), ", ", keys.device(), ", ", labels.device());
+  TORCH_CHECK(keys.size(0) < std::numeric_limits<int>::max() &&
+                  queries.size(0) < std::numeric_limits<int>::max(),
+              "knn_labels (CUDA): N=", keys.size(0), " and Q=", queries.size(0),
+              " must be below 2^31");
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk) {
+  const KnnMetric m =
+      check_knn_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self);
+  const auto dtype = queries.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble || dtype == at::kHalf ||
+                  dtype == at::kBFloat16,
+              "knn_labels (CUDA): queries must be float32/float64/float16/bfloat16, got ", dtype);
+  TORCH_CHECK(chunk >= 0, "knn_labels: chunk must be >= 0, got ", chunk);
+  const c10::cuda::OptionalCUDAGuard guard(queries.device());
+  const at::Tensor labels = key_labels.contiguous();
+  check_device_inputs(queries, keys, labels);
+  at::Tensor q = queries.contiguous(), kk = keys.contiguous();
+  if (m == KnnMetric::kCosine) {  // F.normalize in at least float32, then back to the input dtype
+    const auto math = dtype == at::kDouble ? at::kDouble : at::kFloat;
+    q = q.to(math), kk = kk.to(math);
+    q = (q / q.norm(2, 1, true).clamp_min(1e-12).expand_as(q)).to(dtype);
+    kk = (kk / kk.norm(2, 1, true).clamp_min(1e-12).expand_as(kk)).to(dtype);
+  }
+  const auto score_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const bool l2 = m == KnnMetric::kL2;
+  // l2 ranks by q.k - |k|^2/2: the distance order for a fixed query row.
+  const at::Tensor half_sq = l2 ? kk.to(score_dtype).pow(2).sum(1).mul_(0.5) : at::Tensor();
+  const int64_t nq = q.size(0);
+  at::Tensor indices = at::empty({nq, k}, q.options().dtype(at::kLong));
+  at::Tensor scores = at::empty({nq, k}, q.options().dtype(score_dtype));
+  at::Tensor votes = at::zeros({nq, num_classes}, q.options().dtype(at::kFloat));
+  if (nq == 0) return {indices, scores, votes};
+  if (k <= kMaxFastK && dtype != at::kDouble) {
+    run_tile_kernel(q, kk, half_sq, k, exclude_self, scores, indices);
+  } else {
+    run_sort_fallback(q, kk, half_sq, k, exclude_self, chunk, scores, indices);
+  }
+  run_finish_kernel(q, kk, labels, l2, indices, scores, votes);
+  return {indices, scores, votes};
+}
+
+TORCH_LIBRARY_IMPL(lnl, CUDA, m) { m.impl("knn_labels", &knn_labels_cuda); }
+
+}  // namespace lnl
