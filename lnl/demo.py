@@ -20,12 +20,19 @@ from lnl.engine.logger import read_jsonl
 DEMO_RUNS: dict[str, tuple[str, list[str]]] = {
     "standard": ("methods.standard.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
                                             "--batch_size", "64", "--lr", "0.05"]),
+    "dividemix": ("methods.dividemix.Train_cifar", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
+                                                    "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
+                                                    "--lambda_u", "0"]),
+    "plremix": ("methods.plremix.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
+                                          "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
+                                          "--lambda_u", "0"]),
     # DMLP purifies the labels on fixed features (8x8 pixels here); its test_acc is its linear head's.
     "dmlp": ("methods.dmlp.DMLP", ["--dataset", "digits", "--feature_file", "pixels", "--noise_mode", "sym",
                                    "--r", "0.4", "--meta_size", "100", "--batch", "200", "--batch_fc", "64",
                                    "--fix_all"]),
 }
-DEFAULT_EPOCHS = {"standard": 30, "dmlp": 100}
+# DivideMix and PLReMix run epochs 0..num_epochs inclusive, as their originals do.
+DEFAULT_EPOCHS = {"standard": 30, "dividemix": 9, "plremix": 9, "dmlp": 100}
 
 
 def run_method(method: str, out: Path, epochs: int | None, device: str | None, seed: int) -> dict:

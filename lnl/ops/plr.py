@@ -58,16 +58,18 @@ CUDA_MAX_CLASSES = 1024  # bitsets of at most 16 words live in registers/shared 
 CUDA_MAX_DIM = 1024
 
 
-def _check_index(name: str, t: torch.Tensor, num_classes: int) -> None:
+def _check_index(name: str, t: torch.Tensor, num_classes: int, values: bool = True) -> None:
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {t.dtype}")
-    if t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
+    if values and t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
         raise ValueError(f"{name} must lie in [0, num_classes={num_classes}), got range "
                          f"[{int(t.min())}, {int(t.max())}]")
 
 
-def check_mask_inputs(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int) -> None:
-    """Raise ``ValueError`` naming the first problem with the candidate sets."""
+def check_mask_inputs(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int,
+                      values: bool = True) -> None:
+    """Raise ``ValueError`` naming the first problem with the candidate sets; ``values=False``
+    checks shapes and dtypes only (no host sync)."""
     if cand.dim() != 2 or cand.shape[1] < 1:
         raise ValueError(f"cand must be Tensor[B, κ'] with κ' >= 1, got {tuple(cand.shape)}")
     if labels.dim() != 1 or labels.shape[0] != cand.shape[0]:
@@ -80,12 +82,14 @@ def check_mask_inputs(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if labels.device != cand.device:
         raise ValueError(f"cand is on {cand.device} but labels on {labels.device}")
-    _check_index("cand", candidate_columns(cand, kappa), num_classes)
-    _check_index("labels", labels, num_classes)
+    _check_index("cand", candidate_columns(cand, kappa), num_classes, values)
+    _check_index("labels", labels, num_classes, values)
 
 
-def check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature) -> None:
-    """Raise ``ValueError`` naming the first problem with the arguments of ``plr_loss``."""
+def check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
+                 values: bool = True) -> None:
+    """Raise ``ValueError`` naming the first problem with the arguments of ``plr_loss``;
+    ``values=False`` skips the checks that read tensor values (ranges, NaN/inf: host syncs)."""
     if features.dim() != 2 or not features.dtype.is_floating_point:
         raise ValueError(f"features must be a floating Tensor[V*B, D], got {tuple(features.shape)} "
                          f"{features.dtype}")
@@ -98,10 +102,10 @@ def check_inputs(features, cand, labels, kappa, num_classes, temperature, base_t
         raise ValueError(f"need at least 2 views per sample, got V={features.shape[0] // batch}")
     if features.device != cand.device:
         raise ValueError(f"features are on {features.device} but cand on {cand.device}")
-    check_mask_inputs(cand, labels, kappa, num_classes)
+    check_mask_inputs(cand, labels, kappa, num_classes, values)
     if not temperature > 0 or not base_temperature > 0:
         raise ValueError(f"temperatures must be > 0, got {temperature}, {base_temperature}")
-    if not bool(torch.isfinite(features).all()):
+    if values and not bool(torch.isfinite(features).all()):
         raise ValueError("features contain NaN or inf")
 
 
@@ -194,7 +198,7 @@ def plr_mask(cand: torch.Tensor, labels: torch.Tensor, kappa: int, *, num_classe
 
 def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *, kappa: int,
              temperature: float = 1.0, base_temperature: float = 1.0, flat: bool = True,
-             num_classes: int | None = None, return_stats: bool = False,
+             num_classes: int | None = None, return_stats: bool = False, validate: bool = True,
              backend: str = "auto") -> torch.Tensor | PlrStats:
     """PLR contrastive loss with candidate-set relaxed negatives (see the module docstring).
 
@@ -207,6 +211,8 @@ def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *
         flat: FlatNCE form (True, CIFAR) or SupCon form (False, Clothing1M/WebVision).
         num_classes: C; defaults to max(used candidates, labels) + 1 (one host sync).
         return_stats: also return the explicit value, per-row lse/n_neg, R and ``no_negatives``.
+        validate: check label ranges and NaN/inf (reads the tensors: a host sync). Training loops
+            that pass ``num_classes`` and ``validate=False`` run without any host sync.
         backend: "auto", "cuda", "cpu" or "reference" (see ``choose_backend``).
 
     Returns:
@@ -215,7 +221,8 @@ def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *
     if num_classes is None:
         check_mask_inputs(cand, labels, kappa, 1 << 62)
         num_classes = default_num_classes(cand, labels, kappa)
-    check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature)
+    check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
+                 values=validate)
     chosen, _ = choose_backend(features, cand, labels, num_classes, backend)
     if chosen == "reference":
         return plr_loss_reference(features, cand, labels, kappa=kappa, temperature=temperature,

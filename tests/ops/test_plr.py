@@ -332,3 +332,18 @@ def test_cuda_vs_float64_oracle(batch, views, classes, kappa, flat):
 def test_opcheck_cuda():
     for args in sample_inputs("cuda", True):
         torch.library.opcheck(torch.ops.lnl.plr_loss.default, args)
+
+
+@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=pytest.mark.skipif(
+    not _ext.has_kernel("plr_loss", "CPU"), reason="lnl._C CPU kernel not built"))])
+def test_validate_false_skips_the_value_checks_only(backend):
+    feats = F.normalize(torch.randn(8, 4), dim=1)
+    feats[0, 0] = float("nan")
+    cand, labels = torch.tensor([[0], [1], [2], [3]]), torch.tensor([0, 1, 2, 3])
+    with pytest.raises(ValueError, match="NaN"):
+        plr_loss(feats, cand, labels, kappa=1, num_classes=4, backend=backend)
+    out = plr_loss(feats, cand, labels, kappa=1, num_classes=4, validate=False, backend=backend,
+                   return_stats=True)
+    assert torch.isnan(out.value)  # the NaN flows through: nothing was read on the host
+    with pytest.raises(ValueError, match="cand must be"):  # shapes are still checked
+        plr_loss(feats, cand[:, 0], labels, kappa=1, num_classes=4, validate=False, backend=backend)

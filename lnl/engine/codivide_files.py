@@ -1,0 +1,146 @@
+"""Co-divide on file-list datasets (Clothing1M, WebVision): PIL transforms decoded in ``DataLoader``
+workers instead of the GPU-resident pipeline, per-epoch class-balanced subsets, and the originals'
+evaluation protocols (specs/plremix_dividemix.md §4.2, §5.10, §5.11, §6.3).
+
+``FileListMixin`` overrides ``CoDivide``'s loader hooks; combine it with ``CoDivide`` (DivideMix) or
+``PLReMix``: ``class C1M(FileListMixin, PLReMix)``. Every subset and shuffle is a pure function of
+``(seed, epoch, net)`` (the originals redraw with unseeded RNGs, P7/P13), so resumes are exact up to
+the nondeterminism of decoding workers (none: each item is a pure function of its index and the
+torch seed of its worker, which ``DataLoader`` derives from the loader's generator).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.utils.data import SubsetRandomSampler
+
+from lnl.data.loaders import build_file_loader, class_balanced_subset
+
+IMAGENET_POLICY = "imagenet"
+
+
+@dataclass
+class Recipe:
+    """Image sizes and subset sizes of one dataset's recipe."""
+
+    resize: int  # Resize before the crops
+    crop: int  # RandomCrop / CenterCrop size
+    mcrop_large: tuple[int, float, float]  # (size, scale_min, scale_max) of the 2 large crops
+    mcrop_small: tuple[int, float, float]  # same for the 6 small crops
+    warmup_samples: int | None  # class-balanced warm-up subset (None: all samples)
+    eval_samples: int | None  # class-balanced eval subset per net (None: all samples)
+    random_resized_crop: bool = False  # DivideMix WebVision's train crop (d9d3058)
+
+
+CLOTHING1M = Recipe(256, 224, (196, 0.7, 1.0), (120, 0.4, 0.7), 64_000, 64_000)
+WEBVISION = Recipe(320, 299, (224, 0.14, 1.0), (128, 0.05, 0.14), None, None)
+
+
+def transforms_for(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> dict[str, Callable]:
+    """``weak``, ``strong`` (+ ImageNet AutoAugment), ``val``, ``large`` and ``small`` crops (PIL in,
+    normalised tensor out), as torchvision transforms."""
+    import torchvision.transforms as T
+
+    norm = [T.ToTensor(), T.Normalize(mean, std)]
+    crop = (T.RandomResizedCrop(recipe.crop) if recipe.random_resized_crop else T.RandomCrop(recipe.crop))
+    base = [T.Resize(recipe.resize), crop, T.RandomHorizontalFlip()]
+    policy = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET)
+
+    def rrc(size, lo, hi):
+        return T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(), policy, *norm])
+
+    return {"weak": T.Compose(base + norm), "strong": T.Compose(base + [policy] + norm),
+            "val": T.Compose([T.Resize(recipe.resize), T.CenterCrop(recipe.crop)] + norm),
+            "large": rrc(*recipe.mcrop_large), "small": rrc(*recipe.mcrop_small)}
+
+
+class MultiView:
+    """A transform returning a tuple of views; names repeat a draw with ``"="`` (``"=0"``: view 0 again).
+
+    Args:
+        tf: ``transforms_for`` output.
+        names: e.g. ``("weak", "weak", "strong", "strong")`` or ``("large", "=0", "large", "small", ...)``.
+    """
+
+    def __init__(self, tf: dict[str, Callable], names: Sequence[str]):
+        self.tf, self.names = tf, tuple(names)
+
+    def __call__(self, img):
+        out: list = []
+        for name in self.names:
+            out.append(out[int(name[1:])] if name.startswith("=") else self.tf[name](img))
+        return tuple(out) if len(out) > 1 else out[0]
+
+
+class DeviceLoader:
+    """Moves ``(views, labels, indices)`` batches of a ``DataLoader`` to ``device``; exposes
+    ``indices`` and ``batch_size`` like ``GPULoader`` (``semi_epoch`` sizes its λ_u ramp with them)."""
+
+    def __init__(self, loader, device: torch.device, indices: Tensor):
+        self.loader, self.device, self.indices, self.batch_size = loader, device, indices, loader.batch_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for views, labels, idx in self.loader:
+            if isinstance(views, (tuple, list)):
+                views = tuple(v.to(self.device, non_blocking=True) for v in views)
+            else:
+                views = views.to(self.device, non_blocking=True)
+            yield views, labels.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+
+
+class FileListMixin:
+    """Loader hooks of ``CoDivide`` for file-list data. The subclass sets ``recipe``, ``warmup_names``,
+    ``semi_names`` and provides ``self.train_set`` (a ``FileListDataset``) and ``self.tf``."""
+
+    recipe: Recipe = CLOTHING1M
+    warmup_names: tuple[str, ...] = ("weak",)
+    semi_names: tuple[str, ...] = ("weak", "weak")
+    eval_batch_size = 256
+
+    def _gen(self, epoch: int, tag: int) -> torch.Generator:
+        return torch.Generator().manual_seed((int(self.args.seed) * 1_000_003 + epoch * 100 + tag) % 2**63)
+
+    def _subset(self, samples: int | None, epoch: int, tag: int) -> Tensor:
+        targets = self.noisy.cpu()
+        if samples is None:
+            return torch.arange(len(targets))
+        return class_balanced_subset(targets, samples, num_classes=self.num_classes, seed=int(self.args.seed),
+                                     epoch=epoch * 100 + tag)
+
+    def _file_loader(self, indices: Tensor, names, batch_size: int, epoch: int, tag: int, shuffle: bool,
+                     drop_last: bool):
+        indices = indices.cpu()
+        sampler = SubsetRandomSampler(indices.tolist(), generator=self._gen(epoch, tag)) if shuffle else indices.tolist()
+        loader = build_file_loader(self.train_set, MultiView(self.tf, names), batch_size, sampler=sampler,
+                                   labels=self.noisy.cpu(), num_workers=self.args.num_workers, drop_last=drop_last,
+                                   seed=(int(self.args.seed) + epoch * 100 + tag) % 2**63)
+        return DeviceLoader(loader, self.args.device, indices.to(self.args.device))
+
+    def warmup_loader(self, epoch: int, k: int):
+        idx = self._subset(self.recipe.warmup_samples, epoch, 10 + k)
+        return self._file_loader(idx, self.warmup_names, 2 * self.args.batch_size, epoch, 10 + k, True, self.drop_last)
+
+    def eval_loader(self, epoch: int, k: int):
+        idx = self._subset(self.recipe.eval_samples, epoch, 20 + k)
+        loader = self._file_loader(idx, ("val",), self.eval_batch_size, epoch, 20 + k, False, False)
+        return loader, idx.to(self.args.device)
+
+    def semi_loaders(self, epoch: int, k: int, labeled: Tensor, unlabeled: Tensor):
+        bs = self.args.batch_size
+        lab = self._file_loader(labeled, self.semi_names, bs, epoch, 30 + k, True, self.drop_last)
+        unl = self._file_loader(unlabeled if len(unlabeled) else labeled, self.semi_names, bs, epoch, 40 + k, True,
+                                self.drop_last)
+        return lab, unl
+
+
+def eval_file_loader(dataset, transform: Callable, batch_size: int, num_workers: int, device: torch.device):
+    """An in-order loader over a whole evaluation split, moved to ``device``."""
+    loader = build_file_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers)
+    return DeviceLoader(loader, device, torch.arange(len(dataset), device=device))
