@@ -16,7 +16,7 @@ def test_every_entry_has_flags_and_a_source(method):
 def test_specific_entries_override_general_ones():
     digits = get_preset("standard", dataset="digits")
     cifar = get_preset("standard", dataset="cifar10", noise_mode="sym", r=0.5)
-    assert digits.flags["num_epochs"] == 10 and cifar.flags["num_epochs"] == 200
+    assert digits.flags["num_epochs"] == 30 and cifar.flags["num_epochs"] == 200
     assert "digits" in digits.sources["lr"]
 
 
