@@ -12,6 +12,8 @@ torch seed of its worker, which ``DataLoader`` derives from the loader's generat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Callable, Sequence
 
 import torch
@@ -144,3 +146,33 @@ def eval_file_loader(dataset, transform: Callable, batch_size: int, num_workers:
     """An in-order loader over a whole evaluation split, moved to ``device``."""
     loader = build_file_loader(dataset, transform, batch_size, shuffle=False, num_workers=num_workers)
     return DeviceLoader(loader, device, torch.arange(len(dataset), device=device))
+
+
+def file_data(train_set):
+    """The ``data`` object ``CoDivide`` reads, for a file-list training set (labels are the noisy ones)."""
+    return SimpleNamespace(num_classes=train_set.num_classes, train=train_set, train_loader=None,
+                           noisy=SimpleNamespace(labels=train_set.targets))
+
+
+def webvision_tests(root: Path, tf: dict, args) -> dict:
+    """Loaders of WebVision val and ILSVRC12 val (first 50 classes), in order, on the device."""
+    from lnl.data import get_dataset
+
+    bs = 2 * args.batch_size
+    wv = get_dataset("webvision", root, "val")
+    imagenet = get_dataset("ilsvrc12_val", root / "imagenet", "val")  # class c: c-th WNID (synsets order)
+    return {name: eval_file_loader(ds, tf["val"], bs, args.num_workers, args.device)
+            for name, ds in (("val", wv), ("imagenet_val", imagenet))}
+
+
+def topk_tests(method, loaders: dict) -> Callable[[], dict]:
+    """A ``test()`` for ``fit``: top-1/top-5 of ``method`` on each loader; ``test_acc`` is val top-1."""
+
+    def test() -> dict:
+        out = {}
+        for name, loader in loaders.items():
+            res = method.test(loader, topk=(1, 5))
+            out[f"{name}_top1"], out[f"{name}_top5"] = res["top1"], res["top5"]
+        return {"test_acc": out["val_top1"], **out}
+
+    return test

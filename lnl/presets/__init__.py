@@ -74,3 +74,17 @@ def get_preset(method: str, **setting: Any) -> Preset:
             preset.flags.update(entry["flags"])
             preset.sources.update({k: entry["source"] for k in entry["flags"]})
     return preset
+
+
+def parse_with_preset(parser, method: str, argv=None):
+    """Parse ``argv`` (with ``--config`` defaults); when ``--preset`` is given, the preset of the
+    parsed setting (``dataset``, ``noise_mode``, ``r``) becomes the defaults and the command line is
+    parsed again, so flags given explicitly still win."""
+    from lnl.engine.args import parse_with_config
+
+    args = parse_with_config(parser, argv)
+    if getattr(args, "preset", False):
+        preset = get_preset(method, dataset=args.dataset, noise_mode=args.noise_mode, r=args.r)
+        parser.set_defaults(**preset.flags)
+        args = parse_with_config(parser, argv)
+    return args

@@ -24,11 +24,11 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
+from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import CoDivide, fit
 from lnl.engine.data import build_noisy_data, noise_name
 from lnl.models import create_model
-from lnl.presets import get_preset
+from lnl.presets import parse_with_preset
 
 METHOD = "dividemix"
 WARM_UP = {"cifar10": 10, "cifar100": 30, "digits": 3}  # Train_cifar.py @ d9d3058; digits: lnl
@@ -62,13 +62,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; with ``--preset`` the setting's preset values become defaults first."""
-    parser = get_args_parser()
-    args = parse_with_config(parser, argv)
-    if args.preset:
-        preset = get_preset(METHOD, dataset=args.dataset, noise_mode=args.noise_mode, r=args.r)
-        parser.set_defaults(**preset.flags)
-        args = parse_with_config(parser, argv)
-    return args
+    return parse_with_preset(get_args_parser(), METHOD, argv)
 
 
 def default_noise_file(args: argparse.Namespace) -> str | None:

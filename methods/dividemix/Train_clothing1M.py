@@ -24,10 +24,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import eval_file_loader, transforms_for
+from lnl.engine.codivide_files import eval_file_loader, file_data, transforms_for
 from lnl.engine.cotrain import fit
 from methods.dividemix import dividemix_lib as lib
-from methods.plremix.plremix_lib import file_data
 
 METHOD = "dividemix"
 

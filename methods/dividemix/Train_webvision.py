@@ -21,11 +21,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import transforms_for
+from lnl.engine.codivide_files import file_data, topk_tests, transforms_for, webvision_tests
 from lnl.engine.cotrain import fit
 from methods.dividemix import dividemix_lib as lib
-from methods.plremix.plremix_lib import file_data
-from methods.plremix.train_webvision import webvision_tests
 
 METHOD = "dividemix"
 
@@ -69,15 +67,8 @@ def main(args: argparse.Namespace) -> dict:
                                milestone=40, penalty=False, labeled_only=False, tf=tf)
     loaders = webvision_tests(root, tf, args)
 
-    def test() -> dict:
-        out = {}
-        for name, loader in loaders.items():
-            res = method.test(loader, topk=(1, 5))
-            out[f"{name}_top1"], out[f"{name}_top5"] = res["top1"], res["top5"]
-        return {"test_acc": out["val_top1"], **out}
-
     record = {"method": METHOD, "dataset": "webvision", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=test, result=record)
+    return fit(args, method, log, test=topk_tests(method, loaders), result=record)
 
 
 if __name__ == "__main__":

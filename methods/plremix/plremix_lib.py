@@ -368,11 +368,3 @@ class FilePLReMix(FileListMixin, PLReMix):
             p[lst] = torch.arange(len(lst), device=lst.device)
             pos.append(p)
         return lambda idx, n_x: torch.cat([pos[0][idx[:n_x]], pos[1][idx[n_x:]]])
-
-
-def file_data(train_set):
-    """The ``data`` object ``CoDivide`` reads, for a file-list training set (labels are the noisy ones)."""
-    from types import SimpleNamespace
-
-    return SimpleNamespace(num_classes=train_set.num_classes, train=train_set, train_loader=None,
-                           noisy=SimpleNamespace(labels=train_set.targets))

@@ -22,10 +22,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
+from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import fit
 from lnl.engine.data import build_noisy_data, noise_name
-from lnl.presets import get_preset
+from lnl.presets import parse_with_preset
 from methods.plremix import plremix_lib as lib
 
 METHOD = "plremix"
@@ -43,13 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse the command line; with ``--preset`` the setting's preset values become defaults first."""
-    parser = get_args_parser()
-    args = parse_with_config(parser, argv)
-    if args.preset:
-        preset = get_preset(METHOD, dataset=args.dataset, noise_mode=args.noise_mode, r=args.r)
-        parser.set_defaults(**preset.flags)
-        args = parse_with_config(parser, argv)
-    return args
+    return parse_with_preset(get_args_parser(), METHOD, argv)
 
 
 def main(args: argparse.Namespace) -> dict:

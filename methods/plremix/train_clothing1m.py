@@ -22,7 +22,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import CLOTHING1M, eval_file_loader, transforms_for
+from lnl.engine.codivide_files import CLOTHING1M, eval_file_loader, file_data, transforms_for
 from lnl.engine.cotrain import fit
 from methods.plremix import plremix_lib as lib
 
@@ -55,7 +55,7 @@ def main(args: argparse.Namespace) -> dict:
     val_set, test_set = get_dataset("clothing1m", root, "val"), get_dataset("clothing1m", root, "test")
     tf = transforms_for(CLOTHING1M, train_set.mean, train_set.std)
     nets, optimizers = lib.build_nets(args, 14)
-    method = lib.FilePLReMix(args, nets, optimizers, lib.file_data(train_set), log, recipe=CLOTHING1M,
+    method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=CLOTHING1M,
                              milestones=MILESTONES, penalty=True, tf=tf)
     bs = 2 * args.batch_size
     val = eval_file_loader(val_set, tf["val"], bs, args.num_workers, args.device)

@@ -20,7 +20,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import WEBVISION, eval_file_loader, transforms_for
+from lnl.engine.codivide_files import WEBVISION, file_data, topk_tests, transforms_for, webvision_tests
 from lnl.engine.cotrain import fit
 from methods.plremix import plremix_lib as lib
 
@@ -41,15 +41,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     return parse_with_config(get_args_parser(), argv)
 
 
-def webvision_tests(root: Path, tf: dict, args) -> dict:
-    """Loaders of WebVision val and ILSVRC12 val (first 50 classes), in order, on the device."""
-    bs = 2 * args.batch_size
-    wv = get_dataset("webvision", root, "val")
-    imagenet = get_dataset("ilsvrc12_val", root / "imagenet", "val")  # class c: c-th WNID (synsets order)
-    return {name: eval_file_loader(ds, tf["val"], bs, args.num_workers, args.device)
-            for name, ds in (("val", wv), ("imagenet_val", imagenet))}
-
-
 def main(args: argparse.Namespace) -> dict:
     """Train, test both validation sets every epoch; returns the results record."""
     lib.resolve_fixes(args)
@@ -60,19 +51,12 @@ def main(args: argparse.Namespace) -> dict:
     train_set = get_dataset("webvision", root, "train")
     tf = transforms_for(WEBVISION, train_set.mean, train_set.std)
     nets, optimizers = lib.build_nets(args, 50)
-    method = lib.FilePLReMix(args, nets, optimizers, lib.file_data(train_set), log, recipe=WEBVISION,
+    method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=WEBVISION,
                              milestones=MILESTONES, penalty=False, tf=tf)
     loaders = webvision_tests(root, tf, args)
 
-    def test() -> dict:
-        out = {}
-        for name, loader in loaders.items():
-            res = method.test(loader, topk=(1, 5))
-            out[f"{name}_top1"], out[f"{name}_top5"] = res["top1"], res["top5"]
-        return {"test_acc": out["val_top1"], **out}
-
     record = {"method": METHOD, "dataset": "webvision", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=test, result=record)
+    return fit(args, method, log, test=topk_tests(method, loaders), result=record)
 
 
 if __name__ == "__main__":
