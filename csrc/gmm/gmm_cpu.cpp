@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "gmm/gmm.h"
+#include "gmm/gmm_cpu_k2.h"
 
 namespace lnl {
 namespace {
@@ -71,12 +72,38 @@ void em_pass_k(const scalar_t* x, int64_t n, const gmm::Model& m, const double* 
   });
 }
 
+// K = 2 (DivideMix, PLReMix): whole lane groups through the SIMD pass of gmm_cpu_k2.h, the last
+// < kLanes points of a chunk through the scalar e_point.
+template <typename scalar_t, int D>
+void em_pass_k2(const scalar_t* x, int64_t n, const gmm::Model& m, const double* shift, double* stats,
+                scalar_t* resp) {
+  const gmm_k2::Components comps(m, D);
+  chunked_sum(n, kNumStats, stats, [&](int64_t lo, int64_t hi, double* s) {
+    const int64_t groups = (hi - lo) / gmm_k2::kLanes;
+    double ll = resp != nullptr
+                    ? gmm_k2::e_groups_dispatch<scalar_t, D, true>(x, lo, groups, comps, shift, s, resp)
+                    : gmm_k2::e_groups_dispatch<scalar_t, D, false>(x, lo, groups, comps, shift, s, resp);
+    double r[kMaxK], x0, x1, best;
+    for (int64_t i = lo + groups * gmm_k2::kLanes; i < hi; ++i) {
+      load<scalar_t, D>(x, i, x0, x1);
+      const double sum = gmm::e_point<D>(m, 2, x0, x1, r, best);
+      ll += best + std::log(sum);
+      if (resp != nullptr) {
+        resp[i * 2] = static_cast<scalar_t>(r[0]), resp[i * 2 + 1] = static_cast<scalar_t>(r[1]);
+      } else {
+        gmm::accumulate<D>(s, 2, r, x0 - shift[0], x1 - shift[1]);
+      }
+    }
+    s[kNumStats - 1] = ll;
+  });
+}
+
 template <typename scalar_t, int D>
 void em_pass(const scalar_t* x, int64_t n, int K, const gmm::Model& m, const double* shift,
              double* stats, scalar_t* resp) {
   switch (K) {
     case 1: return em_pass_k<scalar_t, D, 1>(x, n, m, shift, stats, resp);
-    case 2: return em_pass_k<scalar_t, D, 2>(x, n, m, shift, stats, resp);
+    case 2: return em_pass_k2<scalar_t, D>(x, n, m, shift, stats, resp);
     case 3: return em_pass_k<scalar_t, D, 3>(x, n, m, shift, stats, resp);
     default: return em_pass_k<scalar_t, D, 4>(x, n, m, shift, stats, resp);
   }
@@ -229,6 +256,12 @@ template <typename scalar_t, int D>
 void lloyd_pass(const scalar_t* x, int64_t n, int K, const double (*c)[2], int64_t* labels,
                 bool update, double* acc) {
   chunked_sum(n, K * (D + 1) + 1, acc, [&](int64_t lo, int64_t hi, double* s) {
+    if (K == 2) {  // whole lane groups through the SIMD pass, the rest below
+      const int64_t groups = (hi - lo) / gmm_k2::kLanes;
+      if (update) gmm_k2::lloyd_groups_dispatch<scalar_t, D, true>(x, lo, groups, c, labels, s);
+      else gmm_k2::lloyd_groups_dispatch<scalar_t, D, false>(x, lo, groups, c, labels, s);
+      lo += groups * gmm_k2::kLanes;
+    }
     for (int64_t i = lo; i < hi; ++i) {
       int best = 0;
       double bd = sqdist<scalar_t, D>(x, i, c[0]);

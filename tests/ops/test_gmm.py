@@ -306,6 +306,22 @@ def test_cpu_kmeans_and_em_match_reference_any_k(k, d):
 
 
 @pytest.mark.skipif(not HAS_CPU, reason="lnl._C has no CPU kernel for gmm_em")
+@pytest.mark.parametrize("d", [1, 2])
+def test_cpu_k2_simd_path_tails_and_underflow_match_reference(d):
+    # K = 2 runs through 8-lane SIMD groups plus a scalar tail per chunk: lengths around multiples of 8
+    # exercise both; clusters 40 standard deviations apart drive exp(-|delta|) below its -708 clamp.
+    rng = np.random.default_rng(d)
+    for n in (5, 8, 9, 23, 64, 16384 + 13):
+        x = np.concatenate([rng.normal(0.0, 1.0, (n - n // 2, d)), rng.normal(40.0, 1.0, (n // 2, d))])
+        xx = torch.from_numpy(rng.permutation(x))[None]
+        for dtype in (torch.float64, torch.float32):
+            got = gmm_fit(xx.to(dtype), backend="cpu", **DIVIDEMIX)
+            want = gmm_fit_reference(xx.to(dtype), **DIVIDEMIX)
+            for a, b in zip(got, want):
+                torch.testing.assert_close(a, b, atol=gmm_mod.ATOL[dtype], rtol=gmm_mod.RTOL[dtype])
+
+
+@pytest.mark.skipif(not HAS_CPU, reason="lnl._C has no CPU kernel for gmm_em")
 def test_cpu_kernel_degenerate_and_opcheck():
     x = torch.full((1, 50, 1), 0.3, dtype=torch.float64)
     res = gmm_fit(x, backend="cpu", **DIVIDEMIX)
