@@ -12,37 +12,52 @@ import argparse
 import importlib
 import json
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from lnl.engine.logger import read_jsonl
 
-# method -> (entry-point module, flags). Every run gets --out, --device, --seed and --resume none.
-DEMO_RUNS: dict[str, tuple[str, list[str]]] = {
-    "standard": ("methods.standard.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
-                                            "--batch_size", "64", "--lr", "0.05"]),
-    "dividemix": ("methods.dividemix.Train_cifar", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
-                                                    "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
-                                                    "--lambda_u", "0"]),
-    "plremix": ("methods.plremix.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
-                                          "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
-                                          "--lambda_u", "0"]),
+@dataclass(frozen=True)
+class DemoRun:
+    """One method's demo run: its entry point, its flags, and the flag that sets its length.
+
+    ``length`` counts ``length_flag`` units; ``units_per_epoch`` converts the demo's ``--epochs``
+    override for methods counted in iterations (IEG's ``--max_iteration``)."""
+
+    module: str
+    flags: list[str]
+    length: int
+    length_flag: str = "--num_epochs"
+    units_per_epoch: int = 1
+
+
+# Every run also gets --out, --device, --seed and --resume none.
+DEMO_RUNS: dict[str, DemoRun] = {
+    # CE: the same 10 epochs as the co-divide methods run (their originals run epochs 0..num_epochs).
+    "standard": DemoRun("methods.standard.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
+                                                   "--batch_size", "64", "--lr", "0.05"], length=10),
+    "dividemix": DemoRun("methods.dividemix.Train_cifar", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
+                                                           "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
+                                                           "--lambda_u", "0"], length=9),
+    "plremix": DemoRun("methods.plremix.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
+                                                 "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
+                                                 "--lambda_u", "0"], length=9),
     # DMLP purifies the labels on fixed features (8x8 pixels here); its test_acc is its linear head's.
-    "dmlp": ("methods.dmlp.DMLP", ["--dataset", "digits", "--feature_file", "pixels", "--noise_mode", "sym",
-                                   "--r", "0.4", "--meta_size", "100", "--batch", "200", "--batch_fc", "64",
-                                   "--fix_all"]),
+    "dmlp": DemoRun("methods.dmlp.DMLP", ["--dataset", "digits", "--feature_file", "pixels", "--noise_mode", "sym",
+                                          "--r", "0.4", "--meta_size", "100", "--batch", "200", "--batch_fc", "64",
+                                          "--fix_all"], length=100),
 }
-# DivideMix and PLReMix run epochs 0..num_epochs inclusive, as their originals do.
-DEFAULT_EPOCHS = {"standard": 10, "dividemix": 9, "plremix": 9, "dmlp": 100}  # CE: the same 10 epochs
 
 
 def run_method(method: str, out: Path, epochs: int | None, device: str | None, seed: int) -> dict:
     """Run one method's real ``main(args)`` in this process and return its results record."""
-    module_name, flags = DEMO_RUNS[method]
-    module = importlib.import_module(module_name)
+    run = DEMO_RUNS[method]
+    module = importlib.import_module(run.module)
     run_dir = out / method
     shutil.rmtree(run_dir, ignore_errors=True)  # a demo always starts fresh
-    argv = flags + ["--out", str(run_dir), "--resume", "none", "--seed", str(seed),
-                    "--num_epochs", str(epochs or DEFAULT_EPOCHS[method])]
+    length = run.length if epochs is None else epochs * run.units_per_epoch
+    argv = run.flags + ["--out", str(run_dir), "--resume", "none", "--seed", str(seed),
+                        run.length_flag, str(length)]
     if device:
         argv += ["--device", device]
     return module.main(module.get_args_parser().parse_args(argv))

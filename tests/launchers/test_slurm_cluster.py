@@ -67,14 +67,8 @@ def method_skip_reason(method: str) -> str | None:
 
 
 def method_argv(method: str, root: Path) -> list[str]:
-    """The method's demo flags (lnl.demo.DEMO_RUNS, minus any epoch count) for 2 epochs."""
-    flags, demo = [], list(DEMO_RUNS[method][1])
-    while demo:
-        flag = demo.pop(0)
-        if flag in ("--num_epochs", "--epochs", "--nepoch"):
-            demo.pop(0)
-        else:
-            flags.append(flag)
+    """The method's demo flags (lnl.demo.DEMO_RUNS, whose length flag the launcher sets) for 2 epochs."""
+    flags = DEMO_RUNS[method].flags
     return ["--method", method, "--dataset", "digits", "--epochs", "2", "--output_dir", str(root),
             "--job_dir", str(root / "jobs" / "%j"), "--", *flags, *FAST]
 
@@ -105,7 +99,7 @@ def test_method_runs_on_slurm_and_is_collected(early, slurm_cluster, method):
         pytest.skip(run)
     if isinstance(run, Exception):
         pytest.fail(f"the launcher refused {method}: {run}")
-    assert slurm.METHODS[method].module_for("digits") == DEMO_RUNS[method][0], "launcher and demo disagree"
+    assert slurm.METHODS[method].module_for("digits") == DEMO_RUNS[method].module, "launcher and demo disagree"
     results, failures = finish(run, slurm_cluster)
     assert not failures, failures
     (spec,) = run.specs
