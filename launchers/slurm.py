@@ -80,6 +80,7 @@ METHODS: dict[str, Entry] = {
     "dmlp": Entry("methods.dmlp.DMLP"),
     "ieg": Entry("methods.ieg.main"),
     "nmtune": Entry("methods.nmtune.nml_tune"),
+    "linear-probe": Entry("methods.nmtune.finetune"),  # NMTune's baseline (finetune.py --freeze-encoder)
 }
 
 # Launcher setting -> the entry point's flag (first candidate its parser has).

@@ -14,7 +14,7 @@ from launchers import collect, slurm
 from lnl.engine import LAST_CHECKPOINT, comm, find_resume_path, save_checkpoint
 from lnl.engine.data import noise_name
 
-ALL_METHODS = {"standard", "plremix", "dividemix", "lra", "dmlp", "ieg", "nmtune"}
+ALL_METHODS = {"standard", "plremix", "dividemix", "lra", "dmlp", "ieg", "nmtune", "linear-probe"}
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:

@@ -1,0 +1,130 @@
+"""Linear probing (``--freeze-encoder``) and full fine-tuning of a pre-trained encoder: NMTune's
+baseline, ``src/finetune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce (ieg_nmtune.md B5).
+
+The README's command runs as written (``--num-shots=None`` and ``--results`` included)::
+
+    python methods/nmtune/finetune.py --seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 \\
+        --model=resnet50_noise_5 --model_source=timm --epochs=30 --lr=0.01 --wd=0.0001 \\
+        --batch-size=64 --save SAVE_PATH --results SAVE_PATH/results.jsonl --data-location=DATA_DIR \\
+        --freeze-encoder --template=simple_template --load-zero-shot-classifier False --num-shots=None
+
+Linear probe: the train split is encoded once with the val pipeline (the original re-encoded it
+every epoch without ``--cache-dir``: same features, 30x the work) and the head is trained on those
+features, on the device. ``--cache-dir`` also keeps them on disk. Without ``--freeze-encoder`` the
+encoder and head train end to end on the train pipeline. Writes ``last.pth`` (resume),
+``eval.jsonl`` and the original's per-epoch ``results.jsonl`` lines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lnl.engine import default_setup, parse_with_config
+from lnl.engine.train_loop import autocast, progress
+from methods.nmtune import nmtune_lib as L
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = L.get_args_parser("Linear probing / fine-tuning (NMTune's finetune.py)", lr=0.01,
+                          template="simple_template")
+    p.add_argument("--ls", type=float, default=0.0, help="label smoothing")
+    return p
+
+
+def _train_loop(args, optimizer, batches, loss_of, epoch: int, desc: str) -> dict:
+    """One epoch over ``batches`` with the per-step cosine schedule; ``loss_of(idx)`` gives the loss."""
+    nb = len(batches)
+    total = args.epochs * nb
+    loss_sum = torch.zeros((), device=args.device)
+    for i, idx in enumerate(progress(batches, desc=f"{desc} {epoch}", total=nb)):
+        L.set_lr(optimizer, L.cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
+        loss = loss_of(idx)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        loss_sum += loss.detach()
+    return {"train_loss": float(loss_sum) / nb, "lr": optimizer.param_groups[0]["lr"]}
+
+
+def linear_probe_job(args, encoder: L.ImageEncoder, head: torch.nn.Linear, data: L.Downstream) -> L.Job:
+    """Train ``head`` on cached frozen features."""
+    feats = L.cached_features(args, encoder, data.train, data.keep)
+    evals = {name: (L.cached_features(args, encoder, s), s.labels.to(args.device))
+             for name, s in data.evals.items()}
+    optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.wd)
+
+    def train_epoch(epoch: int) -> dict:
+        head.train()
+        g = L.epoch_generator(args.device, args.seed, epoch)
+        order = L.batches(len(feats), args.batch_size, g)
+        return _train_loop(args, optimizer, order, lambda idx: F.cross_entropy(
+            head(feats[idx]), data.labels[idx], label_smoothing=args.ls), epoch, "probe")
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        head.eval()
+        return {name: L.top1(head(f), y) for name, (f, y) in evals.items()}
+
+    return L.Job("linear-probe", {"head": head}, optimizer, train_epoch, evaluate, "", 0.0)
+
+
+def finetune_job(args, encoder: L.ImageEncoder, head: torch.nn.Linear, data: L.Downstream) -> L.Job:
+    """Train encoder and head end to end on the train pipeline (BN in train mode, as the original)."""
+    images = data.train.images[data.keep.cpu()].to(args.device).permute(0, 3, 1, 2)
+    params = list(encoder.parameters()) + list(head.parameters())
+    optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
+
+    def loss_of(idx, g):
+        x = L.train_view(images[idx], encoder.preprocess, g)
+        with autocast(args.device, args.amp):
+            logits = head(encoder(x)).float()
+        return F.cross_entropy(logits, data.labels[idx], label_smoothing=args.ls)
+
+    def train_epoch(epoch: int) -> dict:
+        encoder.train(), head.train()
+        g = L.epoch_generator(args.device, args.seed, epoch)
+        order = L.batches(len(images), args.batch_size, g)
+        return _train_loop(args, optimizer, order, lambda idx: loss_of(idx, g), epoch, "finetune")
+
+    @torch.no_grad()
+    def evaluate() -> dict:
+        head.eval()
+        out = {}
+        for name, split in data.evals.items():
+            f = L.encode_split(encoder, split.images, args.device, max(args.batch_size, 256), args.amp)
+            out[name] = L.top1(head(f), split.labels.to(args.device))
+        return out
+
+    return L.Job("finetune", {"encoder": encoder, "head": head}, optimizer, train_epoch, evaluate, "", 0.0)
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Probe or fine-tune, evaluating and checkpointing every epoch; returns the results record."""
+    started = time.perf_counter()
+    L.resolve_paths(args, "linear-probe" if args.freeze_encoder else "finetune")
+    log = default_setup(args)
+    L.ensure_pretrained(args, log)
+    encoder = L.build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
+    encoder.requires_grad_(not args.freeze_encoder)
+    data = L.load_downstream(args, log)
+    head = L.make_head(encoder.num_features, data.train.num_classes).to(args.device)
+    job = (linear_probe_job if args.freeze_encoder else finetune_job)(args, encoder, head, data)
+    job.noise = L.noise_label(args, encoder)
+    job.setup_seconds = time.perf_counter() - started
+    log.info("%s: %d-d features, %d steps per epoch", job.method, encoder.num_features,
+             math.ceil(len(data.keep) / args.batch_size))
+    return L.run_job(args, log, job)
+
+
+if __name__ == "__main__":
+    main(parse_with_config(get_args_parser()))

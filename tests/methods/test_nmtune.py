@@ -1,0 +1,329 @@
+"""NMTune (methods/nmtune): regularisers against float64 oracles, the residual MLP, preprocessing
+against torch's interpolate, flag parsing of the README commands, results.jsonl schema, exact
+resume, clear errors, and (slow) linear probe vs NMTune on a noisily pre-trained digits encoder."""
+
+from __future__ import annotations
+
+import math
+import shlex
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from lnl.data import DatasetNotFoundError
+from lnl.engine import read_jsonl
+from methods.nmtune import finetune, nml_tune
+from methods.nmtune import nmtune_lib as L
+
+torch.set_num_threads(1)
+FAST = ["--train-dataset", "digits", "--model", "test_resnet", "--device", "cpu", "--no-tensorboard",
+        "--batch-size", "64"]
+
+
+@pytest.fixture(scope="module")
+def encoder(tmp_path_factory):
+    """A timm test_resnet pre-trained for one epoch on digits with 30% noise (32x32 inputs)."""
+    from data_prep.pretrain_noisy import pretrain
+
+    path = tmp_path_factory.mktemp("encoder") / "digits_sym0.3.pth"
+    pretrain(dataset="digits", rate=0.3, out=path, epochs=1, device="cpu")
+    return str(path)
+
+
+def _run(module, tmp_path, *extra, pretrained="none"):
+    args = module.get_args_parser().parse_args(
+        ["--out", str(tmp_path), *FAST, "--pretrained", pretrained, *extra])
+    return module.main(args)
+
+
+# ----------------------------------------------------------------------------- regularisers
+
+
+def _cov_oracle(z: torch.Tensor) -> torch.Tensor:
+    """float64, the explicit D×D covariance matrix and its off-diagonal squares."""
+    z = z.double()
+    n, d = z.shape
+    zc = z - z.mean(0)
+    cov = zc.T @ zc / (n - 1)
+    off = cov[~torch.eye(d, dtype=torch.bool)]
+    return off.pow(2).sum() / d
+
+
+def _svd_oracle(z: torch.Tensor, k: int = 5) -> torch.Tensor:
+    s = torch.linalg.svd(z.double(), full_matrices=False).S
+    return (s / s.sum())[:k].mean()
+
+
+@pytest.mark.parametrize("n,d", [(16, 40), (48, 12)])
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_covariance_loss_matches_float64_covariance_matrix(n, d, use_gram):
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(n + d)) * torch.linspace(0.5, 2, d)
+    z.requires_grad_(True)
+    loss = L.covariance_loss(z, use_gram)
+    (grad,) = torch.autograd.grad(loss, z)
+    z64 = z.detach().double().requires_grad_(True)
+    ref = _cov_oracle(z64)
+    (ref_grad,) = torch.autograd.grad(ref, z64)
+    torch.testing.assert_close(loss.double(), ref, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-3, atol=1e-6)
+
+
+@pytest.mark.parametrize("n,d", [(16, 40), (48, 12)])
+@pytest.mark.parametrize("use_gram", [True, False])
+def test_top_singular_share_matches_float64_svd(n, d, use_gram):
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(7 * n + d)) + 0.3  # uncentred
+    z.requires_grad_(True)
+    share = L.top_singular_share(z, 5, use_gram)
+    (grad,) = torch.autograd.grad(share, z)
+    z64 = z.detach().double().requires_grad_(True)
+    ref = _svd_oracle(z64)
+    (ref_grad,) = torch.autograd.grad(ref, z64)
+    torch.testing.assert_close(share.double(), ref, rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(grad.double(), ref_grad, rtol=1e-3, atol=1e-6)
+
+
+def test_gram_singular_values_are_the_svd_ones():
+    z = torch.randn(10, 64, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(L.singular_values(z, use_gram=True).double(),
+                               torch.linalg.svdvals(z.double()), rtol=1e-5, atol=1e-6)
+
+
+def test_mse_consistency_is_normalised_rows_squared_error_and_stops_the_target_gradient():
+    g = torch.Generator().manual_seed(1)
+    zs, fw = torch.randn(6, 9, generator=g, requires_grad=True), torch.randn(6, 9, generator=g, requires_grad=True)
+    loss = L.mse_consistency_loss(zs, fw)
+    a, b = zs.detach().double(), fw.detach().double()
+    ref = ((a / a.norm(dim=1, keepdim=True) - b / b.norm(dim=1, keepdim=True)) ** 2).mean()
+    torch.testing.assert_close(loss.double(), ref)
+    loss.backward()
+    assert fw.grad is None and zs.grad.abs().sum() > 0
+
+
+def test_objective_is_ce_plus_weighted_terms_and_zero_weights_skip():
+    g = torch.Generator().manual_seed(2)
+    feats, z = torch.randn(8, 12, generator=g), torch.randn(8, 12, generator=g)
+    logits = torch.randn(8, 3, generator=g)
+    y = torch.tensor([0, 1, 2, 1])
+    loss, parts = L.nmtune_objective(feats, z, logits, y, L.LossWeights(1.0, 0.04, 0.001))
+    ce = F.cross_entropy(logits, torch.cat([y, y]))
+    hand = (ce + L.mse_consistency_loss(z[4:], feats[:4]) + 0.04 * _cov_oracle(z).float()
+            - 0.001 * _svd_oracle(z).float())
+    torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-6)
+    only_ce, parts = L.nmtune_objective(feats, z, logits, y, L.LossWeights(0.0, 0.0, 0.0))
+    assert set(parts) == {"ce"} and torch.equal(only_ce, ce)
+
+
+# ----------------------------------------------------------------------------- modules
+
+
+def test_residual_mlp_with_zero_scale_is_the_identity_map():
+    mlp = L.ResidualMLP(16, ratio=4, layers=1, residual=True, res_scale_init=0.0)
+    f = torch.randn(10, 16)
+    assert torch.equal(mlp(f), f)  # train mode (BN on batch statistics)
+    mlp.eval()
+    assert torch.equal(mlp(f), f)
+
+
+def test_residual_mlp_shapes_parameters_and_plain_variant():
+    d = 8
+    mlp = L.ResidualMLP(d, ratio=4, layers=1, residual=True, res_scale_init=0.5)
+    expected = (d * 4 * d + 4 * d) + 2 * 4 * d + (4 * d * d + d) + d  # Linear, BN, Linear, scale
+    assert sum(p.numel() for p in mlp.parameters()) == expected
+    assert torch.equal(mlp.scale_after, torch.full((1, d), 0.5))
+    plain = L.ResidualMLP(d, ratio=2, layers=2, residual=False)
+    f = torch.randn(5, d)
+    assert plain.scale_after is None and torch.equal(plain(f), plain.mlp_after(f))
+    assert [m.out_features for m in plain.mlp_after if isinstance(m, torch.nn.Linear)] == [16, 16, 8]
+
+
+def test_head_is_kaiming_uniform_with_zero_bias():
+    torch.manual_seed(0)
+    head = L.make_head(512, 10)
+    bound = math.sqrt(6 / 512)  # kaiming_uniform_(a=0): gain √2 · √(3 / fan_in)
+    assert torch.equal(head.bias, torch.zeros(10))
+    assert head.weight.abs().max() <= bound and head.weight.abs().max() > 0.95 * bound
+
+
+# ----------------------------------------------------------------------------- preprocessing
+
+
+def test_val_view_is_resize_then_centre_crop():
+    prep = L.Preprocess(24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0))
+    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    resized = F.interpolate(x.float(), size=(32, 32), mode="bilinear", align_corners=False)  # ceil(24/0.75)
+    ref = resized[:, :, 4:28, 4:28] / 255
+    mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
+    torch.testing.assert_close(L.val_view(x, prep), (ref - mean) / std, rtol=1e-5, atol=1e-4)
+
+
+def test_train_view_full_crop_is_the_image_or_its_mirror():
+    prep = L.Preprocess(8, 1.0, (0.0,) * 3, (1.0,) * 3, "bilinear", (1.0, 1.0))
+    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    out = L.train_view(x, prep, torch.Generator().manual_seed(0)) * 255
+    # scale 1: no aspect ratio but 1 fits, so (as torchvision) the whole image, flipped half the time.
+    same = (out - x.float()).abs().amax((1, 2, 3)) < 1e-3
+    mirrored = (out - x.float().flip(-1)).abs().amax((1, 2, 3)) < 1e-3
+    assert out.shape == (64, 3, 8, 8) and bool((same | mirrored).all())
+    assert 16 < int(mirrored.sum()) < 48
+
+
+def test_few_shot_fraction_and_downstream_noise():
+    labels = torch.arange(10).repeat_interleave(30)
+    keep = L.few_shot_indices(labels, 0.2, seed=0)
+    assert torch.equal(torch.bincount(labels[keep]), torch.full((10,), 6))
+    noisy = L.downstream_noise(labels, 0.5, 10, seed=0)
+    changed = int((noisy != labels).sum())
+    assert 0.5 * 300 * 0.8 < changed <= 150 and int(noisy.max()) < 10  # ⌈0.5·N⌉ redrawn, self possible
+
+
+def test_torchvision_dataset_is_decoded_to_store_size(tmp_path):
+    """A tiny DTD in torchvision's layout (grey and RGB files of several sizes)."""
+    from PIL import Image
+
+    data = tmp_path / "dtd" / "dtd"
+    lines = {"train": [], "test": []}
+    for c, name in enumerate(["banded", "dotted"]):
+        (data / "images" / name).mkdir(parents=True)
+        for i in range(3):
+            mode, size = ("L", (40, 30)) if i == 0 else ("RGB", (30, 50))
+            Image.new(mode, size, color=60 * c + 10 * i if mode == "L" else (60 * c, 10 * i, 5)).save(
+                data / "images" / name / f"{name}_{i}.jpg")
+            lines["train" if i < 2 else "test"].append(f"{name}/{name}_{i}.jpg")
+    (data / "labels").mkdir()
+    for split, rows in lines.items():
+        (data / "labels" / f"{split}1.txt").write_text("\n".join(rows) + "\n")
+    train = L.load_split("dtd", str(tmp_path), "train", store_size=24)
+    assert train.images.shape == (4, 24, 24, 3) and train.images.dtype == torch.uint8
+    assert train.labels.tolist() == [0, 0, 1, 1] and train.num_classes == 2
+    assert int(train.images[0, 12, 12, 0]) == int(train.images[0, 12, 12, 2])  # grey file -> RGB
+
+
+# ----------------------------------------------------------------------------- flags and errors
+
+README_LP = ("--seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 --model=resnet50_noise_5 "
+             "--model_source=timm --epochs=30 --lr=0.01 --wd=0.0001 --batch-size=64 --save SAVE_PATH "
+             "--results SAVE_PATH/results.jsonl --data-location=DATA_DIR --freeze-encoder  "
+             "--template=simple_template  --load-zero-shot-classifier False  --num-shots=None")
+README_NMTUNE = ("--seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 --model=RN50_yfcc15m_noise_30 "
+                 "--model_source=open_clip --epochs=30 --lr=0.001 --wd=0.0001 --batch-size=64 --save SAVE_PATH "
+                 "--results  SAVE_PATH/results.jsonl --data-location=DATA_DIR --template=openai_imagenet_template "
+                 "--freeze-encoder --load-zero-shot-classifier False --use-weak-strong=False --mlp-with-res=True "
+                 "--mlp-res-scale-init=1.0 --mlp-after-ratio=4 --mlp-after-layers=1 --mlp-after-layers=1 "
+                 "--mse-loss-weight=1.0 --cov-loss-weight=0.04 --svd-loss-weight=0.001")
+
+
+def test_readme_commands_parse_as_written():
+    lp = finetune.get_args_parser().parse_args(shlex.split(README_LP))
+    assert lp.num_shots is None and lp.results_db == "SAVE_PATH/results.jsonl" and lp.freeze_encoder
+    assert (lp.lr, lp.wd, lp.epochs, lp.load_zero_shot_classifier) == (0.01, 1e-4, 30, False)
+    nm = nml_tune.get_args_parser().parse_args(shlex.split(README_NMTUNE))
+    assert (nm.use_weak_strong, nm.mlp_with_res, nm.mlp_res_scale_init) == (False, True, 1.0)
+    assert (nm.mlp_after_layers, nm.model, nm.model_source) == (1, "RN50_yfcc15m_noise_30", "open_clip")
+    # Defaults are the README values, not the original argparse's (B3).
+    d = nml_tune.get_args_parser().parse_args([])
+    assert (d.use_weak_strong, d.mlp_with_res, d.mlp_res_scale_init, d.wd, d.batch_size, d.epochs, d.seed) == (
+        False, True, 1.0, 1e-4, 64, 30, 3907)
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="not a timm model"):
+        L.build_encoder("timm", "resnet_nope", "none")
+    with pytest.raises(ValueError, match="not an open_clip model"):
+        L.build_encoder("open_clip", "RN51_yfcc15m", "none")
+    with pytest.raises(ValueError, match="--model_source"):
+        L.build_encoder("clip", "RN50", "none")
+    with pytest.raises(ValueError, match="cannot be downloaded.*--pretrained PATH"):
+        L.build_encoder("open_clip", "RN50_yfcc15m_noise_30", None)
+    with pytest.raises(FileNotFoundError, match="r50_in1k_random_noise_5/model.pth.tar"):
+        L.build_encoder("timm", "resnet50_noise_5", None)
+    with pytest.raises(FileNotFoundError, match="no such checkpoint"):
+        L.build_encoder("timm", "test_resnet", str(tmp_path / "missing.pth"))
+    torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, tmp_path / "other.pth")
+    with pytest.raises(ValueError, match="does not (match|fit) timm model test_resnet"):
+        L.build_encoder("timm", "test_resnet", str(tmp_path / "other.pth"))
+    with pytest.raises(ValueError, match="unknown dataset 'CIFAR11'"):
+        L.load_split("CIFAR11", str(tmp_path), "train")
+    with pytest.raises(DatasetNotFoundError, match="Flowers102 not found under --data-location"):
+        L.load_split("Flowers102", str(tmp_path), "test")
+    with pytest.raises(DatasetNotFoundError, match="cifar10"):
+        L.load_split("CIFAR10", str(tmp_path / "nowhere"), "test")
+
+
+# ----------------------------------------------------------------------------- runs
+
+
+def test_linear_probe_writes_the_legacy_results_schema(tmp_path, encoder):
+    result = _run(finetune, tmp_path, "--freeze-encoder", "--epochs", "2", "--lr", "0.01",
+                  "--eval-datasets", "digits", "--cache-dir", str(tmp_path / "cache"), pretrained=encoder)
+    assert result["method"] == "linear-probe" and result["noise"] == "pre-sym0.3"
+    assert 0.5 < result["test_acc"] <= result["best_acc"] <= 1
+    lines = read_jsonl(tmp_path / "results.jsonl")
+    args = finetune.get_args_parser().parse_args([])
+    assert [r["current_epoch"] for r in lines] == [0, 1]
+    for r in lines:  # vars(args) + device + current_epoch + "<Dataset>:top1", as the original
+        assert set(vars(args)) | {"current_epoch", "digits:top1"} == set(r)
+        assert r["device"] == "cpu" and 0 <= r["digits:top1"] <= 1
+    eval_rows = read_jsonl(tmp_path / "eval.jsonl")
+    assert [r["step"] for r in eval_rows] == [0, 1] and eval_rows[-1]["test_acc"] == result["test_acc"]
+    assert len(list((tmp_path / "cache").glob("digits_*.pt"))) == 2  # train and test features
+
+
+def _crash_before_second_checkpoint(first, num_epochs, step, after_epoch):
+    """run_epochs that dies after epoch 1's results line but before its checkpoint."""
+    record, checkpoint = after_epoch
+    for epoch in range(first, num_epochs):
+        metrics = step(epoch)
+        record(epoch, metrics)
+        if epoch == 1:
+            raise KeyboardInterrupt
+        checkpoint(epoch, metrics)
+
+
+def test_interrupted_nmtune_resumes_exactly(tmp_path, encoder, monkeypatch):
+    flags = ["--freeze-encoder", "--num-shots", "0.3", "--batch-size", "32", "--epochs", "3"]
+    straight = _run(nml_tune, tmp_path / "a", *flags, pretrained=encoder)
+    with monkeypatch.context() as m:
+        m.setattr(L, "run_epochs", _crash_before_second_checkpoint)
+        with pytest.raises(KeyboardInterrupt):
+            _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
+    resumed = _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
+    a, b = (torch.load(p / "last.pth", weights_only=False)["models"] for p in (tmp_path / "a", tmp_path / "b"))
+    for name in ("mlp", "head"):
+        for key in a[name]:
+            assert torch.equal(a[name][key], b[name][key]), (name, key)
+    assert resumed["test_acc"] == straight["test_acc"] and resumed["best_acc"] == straight["best_acc"]
+    assert [r["current_epoch"] for r in read_jsonl(tmp_path / "b" / "results.jsonl")] == [0, 1, 2]
+    assert [r["step"] for r in read_jsonl(tmp_path / "b" / "eval.jsonl")] == [0, 1, 2]
+
+
+def test_full_finetune_trains_the_encoder(tmp_path, encoder):
+    result = _run(finetune, tmp_path, "--epochs", "1", "--num-shots", "0.1", "--lr", "0.001",
+                  pretrained=encoder)
+    saved = torch.load(tmp_path / "last.pth", weights_only=False)["models"]
+    before = L.build_encoder("timm", "test_resnet", encoder).net.state_dict()
+    after = {k[len("net."):]: v for k, v in saved["encoder"].items()}
+    assert result["method"] == "finetune"
+    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+
+
+def test_pretrain_if_missing_writes_a_noisy_encoder_that_nmtune_reads(tmp_path):
+    ckpt = tmp_path / "enc.pth"
+    result = _run(nml_tune, tmp_path / "run", "--freeze-encoder", "--epochs", "1", "--num-shots", "0.2",
+                  "--pretrain-if-missing", "digits:0.3:1", pretrained=str(ckpt))
+    assert ckpt.is_file() and result["noise"] == "pre-sym0.3"
+    meta = torch.load(ckpt, weights_only=True)["lnl_pretrain"]
+    assert abs(meta["actual_noise_rate"] - 0.3 * 0.9) < 0.05  # sym noise may redraw the true class
+    for key in ("method", "dataset", "noise", "test_acc", "best_acc", "seconds"):
+        assert key in result
+
+
+@pytest.mark.slow
+def test_nmtune_vs_linear_probe_on_a_noisily_pretrained_digits_encoder(tmp_path):
+    ckpt = tmp_path / "digits_sym0.3.pth"
+    common = ["--freeze-encoder", "--epochs", "10", "--pretrained", str(ckpt),
+              "--pretrain-if-missing", "digits:0.3"]
+    lp = _run(finetune, tmp_path / "lp", *common, "--lr", "0.01")
+    nm = _run(nml_tune, tmp_path / "nm", *common)
+    print("linear probe", lp, "\nnmtune", nm)
+    assert lp["test_acc"] > 0.85 and nm["test_acc"] > 0.85
