@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from lnl.data import get_dataset
+from lnl.data._base import InMemoryDataset
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NoisyLabels, load_noise_file, make_noise, save_noise_file
 from lnl.engine import comm
@@ -45,15 +46,39 @@ def noisy_labels_for(args: argparse.Namespace, targets: torch.Tensor, num_classe
                       dataset=args.dataset)
 
 
+def add_subset_flag(parser: argparse.ArgumentParser) -> None:
+    """``--subset N`` for entry points that load their data through ``build_noisy_data``."""
+    parser.add_argument("--subset", type=int, default=None, metavar="N",
+                        help="train and test on the first N images only (a CPU smoke test of a real dataset)")
+
+
+def first_images(ds: InMemoryDataset, n: int) -> InMemoryDataset:
+    """The split's first ``n`` images (all of them when it has fewer)."""
+    if n >= len(ds):
+        return ds
+    noisy = None if ds.noisy_targets is None else ds.noisy_targets[:n]
+    return InMemoryDataset(ds.name, ds.split, ds.images[:n], ds.targets[:n], ds.num_classes, ds.mean, ds.std,
+                           classes=ds.classes, noisy_targets=noisy, root=ds.root)
+
+
 def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None) -> NoisyData:
     """Load ``--dataset`` from ``--data_path``, apply the noise, save it as ``<out>/noisy_labels.npz``.
 
     The loaders keep the uint8 data on ``args.device`` and draw epoch ``e``'s batches and
     augmentations from ``(seed, e)`` only, so a resumed run sees the batches an uninterrupted one saw.
+    ``--subset N`` keeps the first N training and test images after the noise is drawn over the whole
+    split (a noise file's labels stay aligned with their images): a CPU smoke test of a real dataset.
     """
     train = get_dataset(args.dataset, args.data_path, "train")
     test = get_dataset(args.dataset, args.data_path, "test")
     noisy = noisy_labels_for(args, train.targets, train.num_classes)
+    subset = getattr(args, "subset", None)
+    if subset:
+        if subset < train.num_classes:
+            raise ValueError(f"--subset {subset} keeps fewer images than {args.dataset} has classes "
+                             f"({train.num_classes})")
+        train, test = first_images(train, subset), first_images(test, subset)
+        noisy = NoisyLabels(noisy.labels[:subset], {**noisy.meta, "subset": subset})
     if comm.is_main_process():
         save_noise_file(Path(args.out) / "noisy_labels.npz", noisy)
     if log is not None:

@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import CoDivide, fit
-from lnl.engine.data import build_noisy_data, noise_name
+from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name
 from lnl.models import create_model
 from lnl.presets import parse_with_preset
 
@@ -57,6 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--warm_up", type=int, default=None, help="default: 10 (cifar10) / 30 (cifar100)")
     e.add_argument("--arch", default=None, help="lnl model (default: DivideMix's PreAct ResNet-18)")
     e.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/dividemix.yaml")
+    add_subset_flag(p)
     return p
 
 

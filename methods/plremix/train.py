@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import fit
-from lnl.engine.data import build_noisy_data, noise_name
+from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name
 from lnl.presets import parse_with_preset
 from methods.plremix import plremix_lib as lib
 
@@ -38,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
                          num_classes=10, data_path=None, backbone="preact_resnet18", batch_size=64, lr=0.02,
                          wd=5e-4, num_epochs=400, alpha=4, lambda_u=25, crl="flat_plr")
     p.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/plremix.yaml")
+    add_subset_flag(p)
     return p
 
 

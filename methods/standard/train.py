@@ -23,7 +23,7 @@ from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parse
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.engine.train_loop import Stopwatch, evaluate, run_epochs, train_one_epoch
 from lnl.models import create_model
-from lnl.engine.data import build_noisy_data, noise_name
+from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name
 
 METHOD = "standard"
 
@@ -43,6 +43,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight_decay", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=123)
+    add_subset_flag(p)
     return p
 
 

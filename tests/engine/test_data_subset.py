@@ -1,0 +1,34 @@
+"""``--subset N``: the first N images of a real split, with the noise drawn over the whole split."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+import torch
+
+from lnl.engine.data import add_subset_flag, build_noisy_data
+
+
+def _args(tmp_path, *extra: str) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    add_subset_flag(p)
+    args = p.parse_args(list(extra))
+    args.__dict__.update(dataset="digits", data_path=None, noise_mode="sym", r=0.4, seed=3, out=str(tmp_path),
+                         device="cpu", batch_size=32, noise_file=None)
+    return args
+
+
+def test_subset_keeps_the_first_images_and_their_noisy_labels(tmp_path):
+    full = build_noisy_data(_args(tmp_path / "full"))
+    part = build_noisy_data(_args(tmp_path / "part", "--subset", "100"))
+    assert len(part.train) == 100 and len(part.test) == 100
+    assert torch.equal(part.train.images, full.train.images[:100])
+    assert torch.equal(part.noisy.labels, full.noisy.labels[:100])  # same draw, then cut
+    assert torch.equal(part.test.targets, full.test.targets[:100])
+    assert part.noisy.meta["subset"] == 100 and len(part.train_loader.labels) == 100
+
+
+def test_subset_smaller_than_the_classes_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--subset 5 keeps fewer images than digits has classes"):
+        build_noisy_data(_args(tmp_path, "--subset", "5"))
