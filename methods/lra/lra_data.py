@@ -1,0 +1,248 @@
+"""LRA-Diffusion's data side (specs/lra_dmlp.md §A.3.1, §A.3.2, §A.6): ``--noise_type`` names, the
+splits, the frozen prior features f_p(x) and the loaders.
+
+* ``--noise_type``: an original file stem (``cifar10-1-0.35``, ``cifar100-1-0.35_U_0.3`` …, read from
+  ``--noise_dir``), a generated setting ``<dataset>-<mode>-<rate>`` (``digits-sym-0.4``,
+  ``cifar10-asym-0.4``; modes of ``lnl.data.noise.make_noise`` that need no classifier), a path to
+  a noise file (``.npy``/``.json``/``.npz``, e.g. PMD files from ``data_prep/make_noise.py``; the
+  dataset is then ``--dataset``), or ``real`` (the dataset's own noisy labels: Food-101N,
+  Clothing1M, WebVision).
+* Splits: the first ``N − val_size`` training images are trained on; the last ``val_size`` (5,000 on
+  CIFAR, as the original) keep their clean labels for validation. A 45k-label LRA file over the
+  50k CIFAR images therefore lines up exactly. Web-scale sets use their own val/test splits.
+* Features: ``data_prep/extract_features.py`` prefixes (``<prefix>_features.npy``, one row per
+  image in dataset order; the val/test prefix replaces ``train`` in the name), or ``pixels``
+  (grey-level pixels pooled to 8×8 and standardised: a fixed, label-free encoder for digits).
+  SimCLR features are L2-normalised as the original's encoder does; CLIP and CC features stay raw.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from lnl.data import get_dataset
+from lnl.data.gpu import GPULoader
+from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
+
+REPO = Path(__file__).resolve().parents[2]
+FP_ENCODERS = ("SimCLR", "CLIP", "ResNet", "CC", "pixels")
+LRA_FILE = re.compile(r"^(cifar10|cifar100)-[123]-\d*\.\d+(_[UA]_\d*\.\d+)?$")
+GENERATED = re.compile(r"^(?P<dataset>[a-z0-9_]+)-(?P<mode>[a-z_+]+)-(?P<rate>\d*\.?\d+)$")
+NO_CLASSIFIER_MODES = tuple(m for m in NOISE_TYPES if not m.startswith("pmd"))
+EXTRACT_HINT = {
+    "CLIP": "--encoder open_clip --model ViT-L-14 --pretrained openai --no-normalize",
+    "SimCLR": "--encoder simclr --arch resnet50 --cifar-stem --weights model/SimCLR_128_{dataset}.pt",
+    "ResNet": "--encoder resnet50 --weights IMAGENET1K_V2",
+    "CC": "--encoder resnet50 --weights model/CC_net.pt",
+}
+
+
+@dataclass
+class NoiseSpec:
+    dataset: str
+    kind: str  # "file", "generated" or "real"
+    path: Path | None = None
+    mode: str | None = None
+    rate: float | None = None
+
+
+def noise_dirs(args: argparse.Namespace) -> list[Path]:
+    """Where original noise files are looked up: ``--noise_dir``, ``./noise_label`` (the original's),
+    ``$LNL_DATA/noise_labels/lra_pmd`` and ``../shared/data/noise_labels/lra_pmd``."""
+    if args.noise_dir:
+        return [Path(args.noise_dir)]
+    return [Path("noise_label"), Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd",
+            REPO.parent / "shared" / "data" / "noise_labels" / "lra_pmd"]
+
+
+def parse_noise_type(args: argparse.Namespace) -> NoiseSpec:
+    """Resolve ``--noise_type`` (module docstring).
+
+    Raises:
+        ValueError: an unknown name, mode or rate. FileNotFoundError: an original file not found.
+    """
+    name = args.noise_type
+    if name == "real":
+        return NoiseSpec(args.dataset, "real")
+    if name.endswith((".npy", ".json", ".npz")):
+        if not Path(name).is_file():
+            raise FileNotFoundError(f"--noise_type {name}: no such noise file")
+        return NoiseSpec(args.dataset, "file", path=Path(name))
+    if LRA_FILE.match(name):
+        tried = [d / f"{name}.npy" for d in noise_dirs(args)]
+        for path in tried:
+            if path.is_file():
+                return NoiseSpec(name.split("-")[0], "file", path=path)
+        raise FileNotFoundError(f"--noise_type {name}: not found in {[str(p) for p in tried]} (pass --noise_dir)")
+    m = GENERATED.match(name)
+    if m and m["mode"] in NO_CLASSIFIER_MODES:
+        rate = float(m["rate"])
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"--noise_type {name}: rate {rate} is not in [0, 1]")
+        return NoiseSpec(m["dataset"], "generated", mode=m["mode"], rate=rate)
+    raise ValueError(
+        f"unknown --noise_type {name!r}: expected an original file stem like cifar10-1-0.35 or "
+        f"cifar100-1-0.35_U_0.3, <dataset>-<mode>-<rate> with mode in {NO_CLASSIFIER_MODES} "
+        f"(e.g. digits-sym-0.4), a .npy/.json/.npz noise file, or 'real'")
+
+
+def noisy_labels(spec: NoiseSpec, train, n_train: int, seed: int) -> tuple[torch.Tensor, dict]:
+    """Noisy labels of the first ``n_train`` training images, and their provenance."""
+    if spec.kind == "real":
+        if train.noisy_targets is None:
+            raise ValueError(f"--noise_type real: {spec.dataset} has no noisy labels of its own")
+        return train.noisy_targets[:n_train], {"source": "dataset"}
+    if spec.kind == "generated":
+        noisy = make_noise(train.targets, spec.mode, spec.rate, num_classes=train.num_classes, seed=seed,
+                           dataset=spec.dataset)
+        return noisy.labels[:n_train], noisy.meta
+    noisy = load_noise_file(spec.path, num_classes=train.num_classes)
+    if len(noisy.labels) not in (n_train, len(train)):
+        raise ValueError(f"{spec.path} holds {len(noisy.labels)} labels; {spec.dataset} trains on the first "
+                         f"{n_train} of {len(train)} images (set --val_size to match)")
+    return noisy.labels[:n_train], noisy.meta
+
+
+# ----------------------------------------------------------------------------------------------------
+# Features
+# ----------------------------------------------------------------------------------------------------
+
+
+def pixel_features(images: torch.Tensor, size: int = 8) -> torch.Tensor:
+    """Grey-level pixels average-pooled to ``size × size``, in [0, 1]: Tensor[N, size²]."""
+    x = images.float().mean(-1, keepdim=True).permute(0, 3, 1, 2) / 255.0
+    return F.adaptive_avg_pool2d(x, size).flatten(1)
+
+
+def split_prefix(prefix: str, split: str) -> Path:
+    """The prefix of another split: ``features/cifar10_train_clip`` → ``features/cifar10_test_clip``."""
+    p = Path(prefix[: -len("_features.npy")] if prefix.endswith("_features.npy") else prefix)
+    if split == "train":
+        return p
+    if "train" not in p.name:
+        raise ValueError(f"--feature_file {prefix}: cannot derive the {split} prefix (no 'train' in the name)")
+    return p.with_name(p.name.replace("train", split, 1))
+
+
+def read_features(prefix: Path, split: str, args: argparse.Namespace, n_rows: int) -> torch.Tensor:
+    """``<prefix>_features.npy`` as float32; raises with the command that makes a missing file."""
+    path = prefix.with_name(prefix.name + "_features.npy")
+    if not path.is_file():
+        hint = EXTRACT_HINT.get(args.fp_encoder, "--encoder ...").format(dataset=args.dataset)
+        raise FileNotFoundError(
+            f"no feature file {path}; make it with: python data_prep/extract_features.py --dataset "
+            f"{args.dataset} --root <data folder> --split {split} {hint} --out {prefix}")
+    feats = torch.from_numpy(np.load(path).astype(np.float32))
+    if feats.shape[0] != n_rows:
+        raise ValueError(f"{path} has {feats.shape[0]} rows but the {args.dataset} {split} split has {n_rows}")
+    return feats
+
+
+def prior_features(args: argparse.Namespace, splits: dict[str, object]) -> dict[str, torch.Tensor]:
+    """f_p(x) of every split in ``splits`` (name → dataset), normalised as the original does."""
+    if args.fp_encoder == "pixels":
+        if not all(getattr(ds, "in_memory", False) for ds in splits.values()):
+            raise ValueError("--fp_encoder pixels needs an in-memory dataset (digits, CIFAR)")
+        raw = {s: pixel_features(ds.images) for s, ds in splits.items()}
+        mean, std = raw["train"].mean(0), raw["train"].std(0).clamp_min(1e-3)
+        return {s: (x - mean) / std for s, x in raw.items()}
+    prefix = args.feature_file or f"features/{args.dataset}_train_{args.fp_encoder.lower()}"
+    feats = {s: read_features(split_prefix(prefix, s), s, args, len(ds)) for s, ds in splits.items()}
+    if args.fp_encoder == "SimCLR":  # the original's SimCLR encoder returns normalize(avgpool feature)
+        feats = {s: F.normalize(x, dim=1) for s, x in feats.items()}
+    return feats
+
+
+# ----------------------------------------------------------------------------------------------------
+# Splits and loaders
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LRAData:
+    """Everything a run reads. Feature tables are indexed by dataset index of their split."""
+
+    num_classes: int
+    train_idx: torch.Tensor  # Tensor[n] dataset indices trained on (0..n−1)
+    noisy: torch.Tensor  # Tensor[n] noisy labels of train_idx, on the device
+    features: dict  # split -> Tensor[N_split, d] on the device ("train" covers the held-out rows too)
+    loaders: dict  # "train", "val" (optional), "test"
+    eval_features: dict  # "val"/"test" -> the feature table their loader's indices refer to
+    test_targets: torch.Tensor  # Tensor[N_test] clean test labels (for the kNN-vote reference)
+    noise_meta: dict
+
+
+def _in_memory_loaders(args, train, test, n_train: int, noisy: torch.Tensor, device) -> dict:
+    common = dict(mean=train.mean, std=train.std, device=device)
+    labels = train.targets.clone()
+    labels[:n_train] = noisy.cpu()
+    loaders = {"train": GPULoader(train.images, labels, args.batch_size, train=True, seed=args.seed,
+                                  indices=torch.arange(n_train), **common),
+               "test": GPULoader(test.images, test.targets, args.eval_batch_size, train=False, **common)}
+    if n_train < len(train):  # the held-out rows keep their clean labels
+        loaders["val"] = GPULoader(train.images, train.targets, args.eval_batch_size, train=False,
+                                   indices=torch.arange(n_train, len(train)), **common)
+    return loaders
+
+
+def _file_loaders(args, splits: dict, noisy: torch.Tensor) -> dict:
+    """DataLoaders over file lists (Clothing1M, WebVision, Food-101N), 224 crops as the original;
+    ``--samples_per_class`` draws a fresh class-balanced subset every epoch."""
+    import torchvision.transforms as T
+
+    from lnl.data.loaders import ClassBalancedSampler, build_file_loader
+
+    train = splits["train"]
+    norm = [T.ToTensor(), T.Normalize(train.mean, train.std)]
+    weak = T.Compose([T.Resize(256), T.RandomCrop(224), T.RandomHorizontalFlip(), *norm])
+    plain = T.Compose([T.Resize(256), T.CenterCrop(224), *norm])
+    sampler = None
+    if args.samples_per_class:
+        sampler = ClassBalancedSampler(noisy.cpu(), args.samples_per_class * train.num_classes,
+                                       num_classes=train.num_classes, seed=args.seed)
+    loaders = {"train": build_file_loader(train, weak, args.batch_size, shuffle=True, sampler=sampler,
+                                          labels=noisy.cpu(), num_workers=args.num_workers, seed=args.seed)}
+    for role in ("val", "test"):
+        split = getattr(args, f"{role}_split")
+        if split and split in splits:
+            loaders[role] = build_file_loader(splits[split], plain, args.eval_batch_size,
+                                              num_workers=args.num_workers)
+    return loaders
+
+
+def build_data(args: argparse.Namespace, log=None) -> LRAData:
+    """Datasets, noisy labels, features and loaders for ``args`` (module docstring)."""
+    spec = parse_noise_type(args)
+    args.dataset = spec.dataset
+    splits = {"train": get_dataset(spec.dataset, args.data_path, "train")}
+    for split in {args.val_split, args.test_split} - {None, "holdout"}:
+        splits[split] = get_dataset(spec.dataset, args.data_path, split)
+    train = splits["train"]
+    val_size = 0 if args.val_split != "holdout" else args.val_size
+    if not 0 <= val_size < len(train):
+        raise ValueError(f"--val_size {val_size} must be in [0, {len(train)})")
+    n_train = len(train) - val_size
+    noisy, meta = noisy_labels(spec, train, n_train, args.seed)
+    feats = {s: x.to(args.device) for s, x in prior_features(args, splits).items()}
+    if getattr(train, "in_memory", False):
+        loaders = _in_memory_loaders(args, train, splits[args.test_split], n_train, noisy, args.device)
+    else:
+        loaders = _file_loaders(args, splits, noisy)
+    eval_features = {"test": feats[args.test_split]}
+    if "val" in loaders:
+        eval_features["val"] = feats["train" if args.val_split == "holdout" else args.val_split]
+    if log is not None and spec.kind != "real":
+        clean = train.targets[:n_train]
+        log.info("%s: training on %d images, noise %s, measured noise rate %.4f, %d-d features",
+                 spec.dataset, n_train, args.noise_type, float((noisy != clean).float().mean()),
+                 feats["train"].shape[1])
+    return LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders,
+                   eval_features, splits[args.test_split].targets, meta)
