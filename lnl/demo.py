@@ -47,6 +47,13 @@ DEMO_RUNS: dict[str, DemoRun] = {
     "dmlp": DemoRun("methods.dmlp.DMLP", ["--dataset", "digits", "--feature_file", "pixels", "--noise_mode", "sym",
                                           "--r", "0.4", "--meta_size", "100", "--batch", "200", "--batch_fc", "64",
                                           "--fix_all"], length=100),
+    # IEG holds out 10 clean images per class as its probe set; 26 steps of 50 ~ one CE epoch. The paper's
+    # loss weights (ce_factor 5, consistency_factor 20) collapse small_cnn on digits: 1 and 1 here.
+    "ieg": DemoRun("methods.ieg.main", ["--dataset", "digits_uniform_0.4", "--network_name", "small_cnn",
+                                        "--probe_dataset_hold_ratio", "0.07", "--ce_factor", "1",
+                                        "--consistency_factor", "1", "--batch_size", "50", "--eval_freq", "20",
+                                        "--decay_steps", "100", "--meta_jvp"],
+                   length=100, length_flag="--max_iteration", units_per_epoch=26),
     # LRA-Diffusion retrieves labels among 8x8-pixel neighbours; its denoiser's encoder is linear here.
     "lra": DemoRun("methods.lra.train_CIFAR", ["--noise_type", "digits-sym-0.4", "--fp_encoder", "pixels",
                                                "--diff_encoder", "linear", "--feature_dim", "128", "--batch_size",

@@ -3,6 +3,7 @@
 
 from lnl.models import (  # noqa: F401  (importing a model file registers its models)
     dividemix_resnet,
+    ieg_nets,
     preact_resnet,
     proto_net,
     small_cnn,

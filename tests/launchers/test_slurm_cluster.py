@@ -67,10 +67,14 @@ def method_skip_reason(method: str) -> str | None:
 
 
 def method_argv(method: str, root: Path) -> list[str]:
-    """The method's demo flags (lnl.demo.DEMO_RUNS, whose length flag the launcher sets) for 2 epochs."""
-    flags = DEMO_RUNS[method].flags
-    return ["--method", method, "--dataset", "digits", "--epochs", "2", "--output_dir", str(root),
-            "--job_dir", str(root / "jobs" / "%j"), "--", *flags, *FAST]
+    """The method's demo flags (lnl.demo.DEMO_RUNS) for 2 of CE's epochs: through the launcher's --epochs,
+    or, for a method counted in iterations (IEG), its own length flag after --."""
+    run = DEMO_RUNS[method]
+    length, own = ["--epochs", "2"], []
+    if run.length_flag not in slurm.SETTING_FLAGS["epochs"]:
+        length, own = [], [run.length_flag, str(2 * run.units_per_epoch)]
+    return ["--method", method, "--dataset", "digits", *length, "--output_dir", str(root),
+            "--job_dir", str(root / "jobs" / "%j"), "--", *run.flags, *own, *FAST]
 
 
 @pytest.fixture(scope="module")

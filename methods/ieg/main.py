@@ -1,0 +1,255 @@
+"""IEG (Zhang et al., CVPR 2020), ported from ``google-research/google-research: ieg/main.py`` (TF1):
+``--method ieg`` and the original's baselines ``l2r`` and ``supervised``. Example::
+
+    python -m methods.ieg.main --dataset cifar100_uniform_0.8 --network_name wrn28-10 \\
+        --data_path ../shared/data/cifar100 --checkpoint_path runs/ieg
+
+The run folder is ``--out`` or ``<checkpoint_path>/<dataset>_p<probe ratio>/<network_name>`` (the
+original's layout). Resumes from ``<run>/last.pth`` (``--resume auto``); writes ``eval.jsonl`` and
+``train.jsonl`` at every evaluation, the generated ``noisy_labels.npz``/``probe_indices.npy`` and one
+line to ``results.jsonl``. See methods/ieg/README.md for every flag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from lnl.data import get_dataset, list_datasets
+from lnl.data.gpu import GPULoader
+from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
+                        find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.engine.ema import EMA
+from lnl.engine.threads import cpu_threads, small_run_threads
+from lnl.engine.train_loop import Stopwatch, evaluate, progress
+from methods.ieg import ieg_lib as L
+from methods.ieg.steps import STEPS, StepSetup
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser("IEG / L2R / supervised under label noise",
+                                parents=[default_argument_parser()])
+    a = p.add_argument
+    a("--dataset", default="cifar100_uniform_0.8",
+      help="<cifar10|cifar100|digits>_<uniform|asymmetric>_<ratio>, or webvisionmini")
+    a("--data_path", default=None, help="the base dataset's folder (default: $LNL_DATA/<dataset>)")
+    a("--network_name", default="wrn28-10", help="wrn28-10, resnet29, resnet50 or small_cnn")
+    a("--method", default="ieg", help="ieg, l2r or supervised")
+    a("--mode", default="train", help="train or evaluation")
+    a("--checkpoint_path", default="/tmp/ieg", help="root of the run folder when --out is not given")
+    a("--max_iteration", type=int, default=200000)
+    a("--batch_size", type=int, default=100, help="per replica (as the original)")
+    a("--val_batch_size", type=int, default=100)
+    a("--learning_rate", type=float, default=0.1)
+    a("--momentum", type=float, default=0.9)
+    a("--lr_schedule", default="cosine", help="cosine (cosine_decay_restarts) or custom_step")
+    a("--decay_steps", default="500", help="cosine: first period in steps; custom_step: comma list")
+    a("--decay_rate", type=float, default=0.1)
+    a("--cos_t_mul", type=float, default=1.5)
+    a("--cos_m_mul", type=float, default=0.9)
+    a("--warmup_epochs", type=int, default=0)
+    a("--eval_freq", type=int, default=500)
+    a("--use_ema", type=L.str2bool, default=True)
+    a("--meta_momentum", type=float, default=0.9)
+    a("--meta_stepsize", type=float, default=0.1)
+    a("--ce_factor", type=float, default=5)
+    a("--consistency_factor", type=float, default=20)
+    a("--probe_dataset_hold_ratio", type=float, default=0.02)
+    a("--grad_eps_init", type=float, default=0.9)
+    a("--aug_type", default="autoaug", help="autoaug, randaug or default")
+    a("--post_batch_mode_autoaug", type=L.str2bool, default=True, help="accepted; always on, as in IEG")
+    a("--use_imagenet_as_eval", type=L.str2bool, default=False)
+    a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
+    a("--seed", type=int, default=12345)
+    g = p.add_argument_group("port options (defaults = the original's behaviour)")
+    g.add_argument("--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP")
+    g.add_argument("--detach_pseudo_label", action="store_true", help="stop-gradient on the pseudo-label g")
+    g.add_argument("--threads", type=int, default=None,
+                   help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
+    g.add_argument("--faithful_resnet29", type=L.str2bool, default=True, help="keep the missing-ReLU quirk")
+    return p
+
+
+def run_dir(args: argparse.Namespace) -> str:
+    """``--out``, else the original's ``<checkpoint_path>/<dataset>_p<ratio>/<network_name>``."""
+    folder = f"{args.dataset}_p{args.probe_dataset_hold_ratio}/{args.network_name}"
+    return args.out or f"{args.checkpoint_path}/{folder}"
+
+
+def check_args(args: argparse.Namespace) -> L.DatasetName:
+    """Validate the enumerated flags; returns the parsed ``--dataset``."""
+    choices = (("--method", args.method, L.METHODS), ("--mode", args.mode, ("train", "evaluation")),
+               ("--aug_type", args.aug_type, L.AUG_TYPES),
+               ("--network_name", args.network_name, tuple(L.NETWORKS)),
+               ("--lr_schedule", args.lr_schedule, ("cosine", "custom_step")))
+    for flag, value, valid in choices:
+        if value not in valid:
+            raise ValueError(f"{flag} {value!r}: unknown; choose from {', '.join(valid)}")
+    name = L.parse_dataset(args.dataset, tuple(list_datasets()))
+    if name.base == "webvisionmini":
+        raise ValueError("--dataset webvisionmini: not ported yet (see methods/ieg/README.md, 'Not done')")
+    return name
+
+
+def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, log):
+    """Load the base dataset, then the probe split and noisy labels (read back when resuming)."""
+    train = get_dataset(name.base, args.data_path, "train")
+    test = get_dataset(name.base, args.data_path, "test")
+    clean, out = train.targets.numpy(), Path(args.out)
+    if resumed and (out / "probe_indices.npy").exists():
+        labels = np.load(out / "noisy_labels.npz")["labels"]
+        probe = np.load(out / "probe_indices.npy")
+        rest = np.setdiff1d(np.arange(len(clean)), probe)
+    else:
+        labels, probe, rest = L.make_ieg_labels(clean, name, args.probe_dataset_hold_ratio,
+                                                train.num_classes, args.seed)
+        if comm.is_main_process():
+            L.save_labels(out, clean, labels, probe, name, args.seed)
+    log.info("%s: %d probe (%d/class), %d train, measured noise %.4f", args.dataset, len(probe),
+             len(probe) // train.num_classes, len(rest), float((labels[rest] != clean[rest]).mean()))
+    batches = L.StepBatches(train.images, torch.from_numpy(labels), rest, probe, args.batch_size,
+                            train.mean, train.std, args.device, args.seed, args.aug_type,
+                            comm.get_rank(), comm.get_world_size())
+    test_loader = GPULoader(test.images, test.targets, args.val_batch_size, mean=train.mean,
+                            std=train.std, device=args.device, train=False)
+    return batches, test_loader, train.num_classes, train.targets.to(args.device)
+
+
+def build(args: argparse.Namespace, num_classes: int) -> tuple[StepSetup, EMA]:
+    """The network (same weights on every replica), SGD with its L2 term, and the EMA."""
+    spec = L.NETWORKS[args.network_name]
+    decay = args.l2_weight_decay if args.network_name == "resnet50" else spec.decay
+    probe_decay = args.l2_weight_decay if args.network_name == "resnet50" else spec.probe_decay
+    model = L.build_network(args.network_name, num_classes, args.faithful_resnet29).to(args.device)
+    L.broadcast_from_rank0(model)
+    optimizer = torch.optim.SGD(L.sgd_groups(model, spec, decay), lr=args.learning_rate,
+                                momentum=args.momentum)
+    names = L.decayed(dict(model.named_parameters()), spec.scope)
+    return StepSetup(model, optimizer, num_classes, names, decay, probe_decay, args), EMA(model, 0.999)
+
+
+def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
+    """``--lr_schedule`` at ``step`` (0-based), with the optional linear warmup."""
+    if args.lr_schedule == "custom_step":
+        return L.custom_step_lr(step, args.learning_rate, [int(s) for s in args.decay_steps.split(",")],
+                                args.decay_rate)
+    lr = L.cosine_restarts_lr(step, args.learning_rate, int(args.decay_steps), args.cos_t_mul,
+                              args.cos_m_mul)
+    warmup = args.warmup_epochs * steps_per_epoch
+    return lr * min(1.0, (step + 1) / warmup) if warmup else lr
+
+
+def accuracy(setup: StepSetup, ema: EMA, loader, args) -> dict[str, float]:
+    """Raw and EMA top-1 (the EMA swaps weights only; BN statistics stay the raw model's)."""
+    out = {"raw_acc": evaluate(setup.model, loader, device=args.device)["acc"]}
+    if args.use_ema:
+        with ema.swapped_in(setup.model):
+            out["ema_acc"] = evaluate(setup.model, loader, device=args.device)["acc"]
+    setup.model.train()
+    out["test_acc"] = out.get("ema_acc", out["raw_acc"])
+    return out
+
+
+def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int) -> dict:
+    """One step of ``--method``: scheduled LR, loss, summed gradients, SGD update, EMA update."""
+    lr = learning_rate(args, step, batch["steps_per_epoch"])
+    for group in setup.optimizer.param_groups:
+        group["lr"] = lr
+    generator = L.step_generator(args.device, args.seed, 3, step, comm.get_rank())
+    loss, metrics = STEPS[args.method](setup, batch, generator)
+    setup.optimizer.zero_grad(set_to_none=True)
+    (loss / comm.get_world_size()).backward()
+    L.sync_gradients(setup.model)
+    setup.optimizer.step()
+    ema.decay = min(0.999, (2 + step) / (11 + step))  # TF's num_updates: the global step after the update
+    ema.update(setup.model)
+    return {**metrics, "lr": lr}
+
+
+def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, test_loader, clean, state: dict) -> None:
+    """Steps ``state['step']`` .. ``max_iteration``; evaluate + checkpoint at step 1, every
+    ``eval_freq``, at every cosine-cycle end and at the end."""
+    cosine = args.lr_schedule == "cosine"
+    ends = L.cycle_ends(int(args.decay_steps), args.cos_t_mul, args.max_iteration) if cosine else set()
+    clock = Stopwatch(state["seconds"])
+    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
+                          wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
+                          resume_step=state["step"] + 1)
+    sums, count = {}, 0
+    steps = range(state["step"], args.max_iteration)
+    for step in progress(steps, desc=args.method, total=len(steps), leave=True):
+        batch = batches.get(step, strong=args.method == "ieg")
+        batch.update(y_clean=clean[batch["idx"]], steps_per_epoch=batches.steps_per_epoch)
+        metrics = optimize(args, setup, ema, batch, step)
+        # Metrics stay on the device until an evaluation: one host sync per evaluation.
+        sums, count, done = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}, count + 1, step + 1
+        if done == 1 or done % args.eval_freq == 0 or done in ends or done == args.max_iteration:
+            logger.log(done, {k: float(v) / count for k, v in sums.items()}, stream="train")
+            record(args, setup, ema, test_loader, state, logger, clock, done, done in ends)
+            sums, count = {}, 0
+    logger.close()
+
+
+def record(args, setup, ema, test_loader, state, logger, clock, done: int, cycle_end: bool) -> None:
+    acc = accuracy(setup, ema, test_loader, args)
+    state.update(step=done, seconds=clock.elapsed, last_acc=acc["test_acc"],
+                 best_acc=max(state["best_acc"], acc["test_acc"]))
+    if cycle_end:
+        state["cycle_end_acc"] = acc["test_acc"]
+    logger.log(done, {**acc, "seconds": clock.elapsed}, stream="eval")
+    save_checkpoint(args.out, epoch=done, models={"model": setup.model, "ema": ema},
+                    optimizers={"opt": setup.optimizer}, method_state=state, args=vars(args))
+
+
+def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
+    """Load ``path``; refuse a checkpoint of another method, dataset or network (same folder)."""
+    ckpt = load_checkpoint(path, models={"model": setup.model, "ema": ema},
+                           optimizers={"opt": setup.optimizer})
+    saved = ckpt.get("args") or {}
+    for key in ("method", "dataset", "network_name"):
+        if key in saved and saved[key] != getattr(args, key):
+            raise ValueError(f"{path} was written by a run with {key}={saved[key]!r}, not "
+                             f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume none")
+    return dict(ckpt["method_state"])
+
+
+def main(args: argparse.Namespace) -> dict:
+    """Train (or, with ``--mode evaluation``, evaluate the last checkpoint); returns the result record."""
+    name = check_args(args)
+    args.out = run_dir(args)
+    log = default_setup(args)
+    evaluating = args.mode == "evaluation"
+    resume = find_resume_path(args.out, "auto" if evaluating and args.resume == "none" else args.resume)
+    if evaluating and resume is None:
+        raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
+    batches, test_loader, num_classes, clean = prepare_data(args, name, resume is not None, log)
+    setup, ema = build(args, num_classes)
+    state = {"step": 0, "seconds": 0.0, "best_acc": 0.0}
+    if resume is not None:
+        state = restore(args, setup, ema, resume)
+        log.info("resumed from %s at step %d", resume, state["step"])
+    with cpu_threads(small_run_threads(args.threads, args.device, len(batches.train))):
+        if args.mode == "train":
+            train(args, setup, ema, batches, test_loader, clean, state)
+        else:
+            state["last_acc"] = accuracy(setup, ema, test_loader, args)["test_acc"]
+    method = "ieg" if args.method == "ieg" else f"ieg-{args.method}"
+    result = {"method": method, "dataset": name.base, "noise": name.noise_tag, "ieg_dataset": args.dataset,
+              "network": args.network_name, "seed": args.seed, "steps": state["step"], "mode": args.mode,
+              "test_acc": state.get("last_acc"), "best_acc": state["best_acc"],
+              "cycle_end_acc": state.get("cycle_end_acc"), "seconds": round(state["seconds"], 2),
+              "run_dir": args.out}
+    append_jsonl(Path(args.out) / "results.jsonl", result)
+    log.info("result %s", result)
+    return result
+
+
+if __name__ == "__main__":
+    main(parse_with_config(get_args_parser()))
