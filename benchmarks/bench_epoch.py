@@ -27,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lnl.engine.data as engine_data  # noqa: E402
-from lnl.data import InMemoryDataset, get_dataset  # noqa: E402
+from lnl.data import InMemoryDataset  # noqa: E402
 from lnl.engine import default_setup  # noqa: E402
 from lnl.engine.cotrain import CoDivide  # noqa: E402
 from lnl.engine.defaults import git_sha  # noqa: E402

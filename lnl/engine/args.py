@@ -32,6 +32,21 @@ def default_argument_parser() -> argparse.ArgumentParser:
     return p
 
 
+def str2bool(value: str | bool) -> bool:
+    """Boolean flag values as the originals spell them (absl ``--use_ema=false``, NMTune ``--mlp-with-res=True``).
+
+    Raises:
+        argparse.ArgumentTypeError: anything but true/false, yes/no, t/f, y/n or 1/0 (any case).
+    """
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("true", "t", "yes", "y", "1"):
+        return True
+    if value.lower() in ("false", "f", "no", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected (true/false), got {value!r}")
+
+
 def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse ``argv``; when ``--config FILE`` is given, its keys become defaults first.
 

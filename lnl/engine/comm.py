@@ -144,3 +144,19 @@ class ShardedLoader:
 def shard(loader):
     """``ShardedLoader(loader)`` when distributed, the loader itself otherwise."""
     return ShardedLoader(loader) if get_world_size() > 1 else loader
+
+
+def broadcast_from_rank0(model: torch.nn.Module) -> None:
+    """Start every replica from rank 0's weights (each rank seeds its RNG with ``seed + rank``)."""
+    if get_world_size() > 1:
+        for tensor in [*model.parameters(), *model.buffers()]:
+            torch.distributed.broadcast(tensor.data, 0)
+
+
+def sync_gradients(model: torch.nn.Module) -> None:
+    """Sum the replicas' gradients (each loss is already divided by the world size), as
+    MirroredStrategy does; a no-op for one process."""
+    if get_world_size() > 1:
+        for p in model.parameters():
+            if p.grad is not None:
+                torch.distributed.all_reduce(p.grad)

@@ -17,7 +17,6 @@ Bugs of the original are reproduced by default; ``--fix_*`` flags (``--fix_all``
 from __future__ import annotations
 
 import argparse
-import contextlib
 import sys
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, def
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.data.noise import save_noise_file
 from lnl.engine.data import noise_name
+from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, run_epochs
 from methods.dmlp import dmlp_lib as L
 
@@ -121,22 +121,6 @@ def build_views(args, fs, noisy, train_idx, meta_idx, log) -> tuple[list, list]:
     return [v1, v2], bounds
 
 
-@contextlib.contextmanager
-def cpu_threads(args, fs):
-    """Small CPU runs with one thread: tiny matmuls with several threads on a shared machine were 30x
-    slower here (digits: 0.1 s vs 2.7 s per epoch)."""
-    n = args.threads
-    if n is None and args.device.type == "cpu" and fs.train.numel() < 10_000_000:
-        n = 1
-    before = torch.get_num_threads()
-    if n:
-        torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def _ckpt_objects(views):
     models = {f"{k}_v{i}": getattr(v, k) for i, v in enumerate(views, 1) for k in ("labels", "head")}
     pairs = (("labels", "opt"), ("head", "head_opt"))
@@ -200,7 +184,7 @@ def main(args: argparse.Namespace) -> dict:
         save_checkpoint(args.out, epoch=epoch, models=models, optimizers=opts, method_state=state,
                         args=vars(args))
 
-    with cpu_threads(args, fs):
+    with cpu_threads(small_run_threads(args.threads, args.device, len(fs.train))):
         run_epochs(state["first_epoch"], args.epochs, step, after_epoch=[record, checkpoint])
     logger.close()
     return finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, state, clock)

@@ -9,7 +9,6 @@ step ``s`` sees exactly the batches and draws an uninterrupted run saw.
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 from dataclasses import dataclass
@@ -24,7 +23,6 @@ from torch import Tensor
 from lnl.data import augment as A
 from lnl.data.autoaugment import auto_augment, rand_augment
 from lnl.data.noise import NoisyLabels, make_noise, save_noise_file
-from lnl.engine import comm
 from lnl.models import create_model
 
 NOISE_KINDS = ("uniform", "asymmetric")
@@ -380,26 +378,3 @@ def consistency_loss(z_weak: Tensor, z_strong: Tensor, factor: float) -> Tensor:
 # Flags and replicas
 
 
-def str2bool(value: str) -> bool:
-    """absl-style boolean flag values (``--use_ema=false``, ``--use_imagenet_as_eval=true``)."""
-    if value.lower() in ("true", "1", "yes"):
-        return True
-    if value.lower() in ("false", "0", "no"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true/false, got {value!r}")
-
-
-def broadcast_from_rank0(model: torch.nn.Module) -> None:
-    """Start every replica from rank 0's weights (each rank seeds its RNG with ``seed + rank``)."""
-    if comm.get_world_size() > 1:
-        for tensor in [*model.parameters(), *model.buffers()]:
-            torch.distributed.broadcast(tensor.data, 0)
-
-
-def sync_gradients(model: torch.nn.Module) -> None:
-    """Sum the replicas' gradients (each loss is already divided by the world size), as
-    MirroredStrategy does; a no-op for one process."""
-    if comm.get_world_size() > 1:
-        for p in model.parameters():
-            if p.grad is not None:
-                torch.distributed.all_reduce(p.grad)

@@ -26,6 +26,7 @@ from lnl.data import get_dataset, list_datasets
 from lnl.data.gpu import GPULoader
 from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.engine.args import str2bool
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, evaluate, progress
@@ -56,7 +57,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--cos_m_mul", type=float, default=0.9)
     a("--warmup_epochs", type=int, default=0)
     a("--eval_freq", type=int, default=500)
-    a("--use_ema", type=L.str2bool, default=True)
+    a("--use_ema", type=str2bool, default=True)
     a("--meta_momentum", type=float, default=0.9)
     a("--meta_stepsize", type=float, default=0.1)
     a("--ce_factor", type=float, default=5)
@@ -64,8 +65,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--probe_dataset_hold_ratio", type=float, default=0.02)
     a("--grad_eps_init", type=float, default=0.9)
     a("--aug_type", default="autoaug", help="autoaug, randaug or default")
-    a("--post_batch_mode_autoaug", type=L.str2bool, default=True, help="accepted; always on, as in IEG")
-    a("--use_imagenet_as_eval", type=L.str2bool, default=False)
+    a("--post_batch_mode_autoaug", type=str2bool, default=True, help="accepted; always on, as in IEG")
+    a("--use_imagenet_as_eval", type=str2bool, default=False)
     a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
     a("--seed", type=int, default=12345)
     g = p.add_argument_group("port options (defaults = the original's behaviour)")
@@ -73,7 +74,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--detach_pseudo_label", action="store_true", help="stop-gradient on the pseudo-label g")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
-    g.add_argument("--faithful_resnet29", type=L.str2bool, default=True, help="keep the missing-ReLU quirk")
+    g.add_argument("--faithful_resnet29", type=str2bool, default=True, help="keep the missing-ReLU quirk")
     return p
 
 
@@ -128,7 +129,7 @@ def build(args: argparse.Namespace, num_classes: int) -> tuple[StepSetup, EMA]:
     decay = args.l2_weight_decay if args.network_name == "resnet50" else spec.decay
     probe_decay = args.l2_weight_decay if args.network_name == "resnet50" else spec.probe_decay
     model = L.build_network(args.network_name, num_classes, args.faithful_resnet29).to(args.device)
-    L.broadcast_from_rank0(model)
+    comm.broadcast_from_rank0(model)
     optimizer = torch.optim.SGD(L.sgd_groups(model, spec, decay), lr=args.learning_rate,
                                 momentum=args.momentum)
     names = L.decayed(dict(model.named_parameters()), spec.scope)
@@ -166,7 +167,7 @@ def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int) -> dict:
     loss, metrics = STEPS[args.method](setup, batch, generator)
     setup.optimizer.zero_grad(set_to_none=True)
     (loss / comm.get_world_size()).backward()
-    L.sync_gradients(setup.model)
+    comm.sync_gradients(setup.model)
     setup.optimizer.step()
     ema.decay = min(0.999, (2 + step) / (11 + step))  # TF's num_updates: the global step after the update
     ema.update(setup.model)

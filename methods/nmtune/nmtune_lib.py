@@ -36,6 +36,7 @@ from torch import Tensor
 
 from lnl.engine import (MetricLogger, default_argument_parser, find_resume_path, load_checkpoint,
                         read_jsonl, save_checkpoint)
+from lnl.engine.args import str2bool
 from lnl.engine.checkpoint import atomic_save
 from lnl.engine.train_loop import Stopwatch, autocast, progress, run_epochs
 
@@ -644,16 +645,6 @@ def cached_features(args: argparse.Namespace, encoder: ImageEncoder, split: Spli
 # --------------------------------------------------------------------------------------------
 # Flags, output paths, results.jsonl
 # --------------------------------------------------------------------------------------------
-
-
-def str2bool(value: str | bool) -> bool:
-    if isinstance(value, bool):
-        return value
-    if value.lower() in ("yes", "true", "t", "y", "1"):
-        return True
-    if value.lower() in ("no", "false", "f", "n", "0"):
-        return False
-    raise argparse.ArgumentTypeError(f"boolean value expected, got {value!r}")
 
 
 def optional_float(value: str) -> float | None:

@@ -161,7 +161,7 @@ def test_preemption_and_requeue_resume_from_last_checkpoint(slurm_cluster, tmp_p
                   "--noise", "sym:0.4", "--output_dir", str(tmp_path), "--", "--batch_size", "32", *FAST])
     (spec,), (job,) = run.specs, run.jobs
     out, evals = Path(spec.out), Path(spec.out) / "eval.jsonl"
-    stderr, stdout = Path(job.paths.stderr), Path(job.paths.stdout)
+    stdout = Path(job.paths.stdout)
     lines = lambda: len(read_jsonl(evals)) if evals.exists() else 0  # noqa: E731
     # The run's own log.txt is appended across restarts; SLURM may truncate the job's stderr on requeue.
     run_log = out / "log.txt"

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from lnl import _ext
-from lnl.ops import plr_loss, plr_loss_reference, plr_mask, plr_mask_reference
+from lnl.ops import plr_loss, plr_mask, plr_mask_reference
 from lnl.ops.plr import choose_backend
 from lnl.ops.plr_reference import plr_terms_reference
 
