@@ -13,6 +13,9 @@ pixels), Rotate up to 30°, Brightness/Color/Contrast/Sharpness factor ``1 ± 0.
 bits, Solarize threshold 255..0. PLReMix's ``CIFAR10Policy`` (a PIL port) has the same 25
 sub-policies and ranges; it pads geometric ops with grey 128, hence ``fill=128`` by default here
 (torchvision's default fills 0, pass ``fill=0`` for that).
+
+:func:`auto_augment_imagenet` adds TF's ImageNet policy ``v0`` (IEG's WebVision strong view) with
+TF's level-to-argument mapping (:func:`v0_argument`) on the same batched ops, plus SolarizeAdd.
 """
 
 from __future__ import annotations
@@ -287,4 +290,109 @@ def rand_augment(
     for _ in range(num_ops):
         op = choices[torch.randint(0, len(choices), (b,), device=dev, generator=generator)]
         x = apply_ops(x, op, _signed(op, table[op, magnitude], generator), fill)
+    return _like(x, x_in)
+
+
+#: AutoAugment's ImageNet policy ``v0`` as TF's ``autoaugment.py`` (EfficientNet's, copied into
+#: IEG's ``dataset_utils``) defines it: 25 sub-policies of two (op, probability, level 0..10)
+#: triples. IEG uses it for the strong view of WebVision-mini.
+IMAGENET_POLICY_V0 = (
+    (("Equalize", 0.8, 1), ("ShearY", 0.8, 4)),
+    (("Color", 0.4, 9), ("Equalize", 0.6, 3)),
+    (("Color", 0.4, 1), ("Rotate", 0.6, 8)),
+    (("Solarize", 0.8, 3), ("Equalize", 0.4, 7)),
+    (("Solarize", 0.4, 2), ("Solarize", 0.6, 2)),
+    (("Color", 0.2, 0), ("Equalize", 0.8, 8)),
+    (("Equalize", 0.4, 8), ("SolarizeAdd", 0.8, 3)),
+    (("ShearX", 0.2, 9), ("Rotate", 0.6, 8)),
+    (("Color", 0.6, 1), ("Equalize", 1.0, 2)),
+    (("Invert", 0.4, 9), ("Rotate", 0.6, 0)),
+    (("Equalize", 1.0, 9), ("ShearY", 0.6, 3)),
+    (("Color", 0.4, 7), ("Equalize", 0.6, 0)),
+    (("Posterize", 0.4, 6), ("AutoContrast", 0.4, 7)),
+    (("Solarize", 0.6, 8), ("Color", 0.6, 9)),
+    (("Solarize", 0.2, 4), ("Rotate", 0.8, 9)),
+    (("Rotate", 1.0, 7), ("TranslateY", 0.8, 9)),
+    (("ShearX", 0.0, 0), ("Solarize", 0.8, 4)),
+    (("ShearY", 0.8, 0), ("Color", 0.6, 4)),
+    (("Color", 1.0, 0), ("Rotate", 0.6, 2)),
+    (("Equalize", 0.8, 4), ("Equalize", 0.0, 8)),
+    (("Equalize", 1.0, 4), ("AutoContrast", 0.6, 2)),
+    (("ShearY", 0.4, 7), ("SolarizeAdd", 0.6, 7)),
+    (("Posterize", 0.8, 2), ("Solarize", 0.6, 10)),
+    (("Solarize", 0.6, 8), ("Equalize", 0.6, 1)),
+    (("Color", 0.8, 6), ("Rotate", 0.4, 5)),
+)
+
+#: TF's ``translate_const`` for ImageNet: pixels at level 10 (whatever the image size).
+V0_TRANSLATE_CONST = 250
+#: Only the geometric ops get TF's random sign; enhance factors are not mirrored around 1.
+_V0_SIGNED = {"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"}
+#: SolarizeAdd is not one of :data:`OPS` (torchvision has no such op); it gets the next id.
+_SOLARIZE_ADD = len(OPS)
+
+
+def v0_argument(name: str, level: int) -> float:
+    """TF's ``level_to_arg`` for a v0 op, before the random sign: Rotate degrees, Shear factor,
+    Translate pixels, Color/Contrast/Brightness/Sharpness enhance factor, Posterize bits, Solarize
+    threshold, SolarizeAdd addition; 0 for ops without an argument."""
+    frac = level / 10.0
+    if name == "Rotate":
+        return frac * 30.0
+    if name in ("ShearX", "ShearY"):
+        return frac * 0.3
+    if name in ("TranslateX", "TranslateY"):
+        return frac * float(V0_TRANSLATE_CONST)
+    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
+        return frac * 1.8 + 0.1
+    scale = {"Posterize": 4, "Solarize": 256, "SolarizeAdd": 110}.get(name)
+    return float(int(frac * scale)) if scale else 0.0
+
+
+def _v0_magnitude(name: str, level: int) -> float:
+    """The argument in :func:`apply_ops` units (enhance ops there take ``factor - 1``)."""
+    arg = v0_argument(name, level)
+    return arg - 1.0 if name in ("Color", "Contrast", "Brightness", "Sharpness") else arg
+
+
+def _solarize_add(x: Tensor, addition: Tensor) -> Tensor:
+    """TF's ``solarize_add``: add ``addition[b]`` to pixels below 128, clipped to [0, 255]."""
+    added = (x.to(torch.int16) + addition.to(torch.int16).view(-1, 1, 1, 1)).clamp(0, 255)
+    return torch.where(x < 128, added.to(torch.uint8), x)
+
+
+def auto_augment_imagenet(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tensor:
+    """AutoAugment with the ImageNet policy ``v0`` (TF's), a random sub-policy per image.
+
+    Each op applies with its probability; Rotate/Shear/Translate take a random sign; geometric ops
+    fill with ``fill`` (TF: 128) and translate by whole pixels (up to 250 at level 10).
+
+    Args:
+        x: ``Tensor[B, 3, H, W]`` uint8, or float in [0, 1] (quantised as in :func:`auto_augment`).
+        generator: random source on ``x.device``.
+        fill: fill value of geometric ops, in uint8 units.
+
+    Returns:
+        ``Tensor[B, 3, H, W]`` of the input dtype.
+    """
+    x_in, x = x, _as_uint8(x)
+    b, dev = x.shape[0], x.device
+    table = IMAGENET_POLICY_V0
+    op_id = {**OP_ID, "SolarizeAdd": _SOLARIZE_ADD}
+    ids = torch.tensor([[op_id[o] for o, _, _ in sp] for sp in table], device=dev)
+    probs = torch.tensor([[p for _, p, _ in sp] for sp in table], device=dev)
+    mags = torch.tensor([[_v0_magnitude(o, lv) for o, _, lv in sp] for sp in table],
+                        dtype=torch.float64, device=dev)
+    signs = torch.tensor([[o in _V0_SIGNED for o, _, _ in sp] for sp in table], device=dev)
+    policy = torch.randint(0, len(table), (b,), device=dev, generator=generator)
+    for slot in range(2):
+        op = ids[policy, slot]
+        applied = torch.rand(b, device=dev, generator=generator) <= probs[policy, slot]
+        flip = (torch.rand(b, device=dev, generator=generator) < 0.5) & signs[policy, slot]
+        mag = torch.where(flip, -mags[policy, slot], mags[policy, slot])
+        add = applied & (op == _SOLARIZE_ADD)
+        x = apply_ops(x, torch.where(applied & ~add, op, 0), mag, fill)
+        rows = add.nonzero().squeeze(1)
+        if len(rows):
+            x[rows] = _solarize_add(x[rows], mag[rows])
     return _like(x, x_in)

@@ -39,11 +39,14 @@ CUTOUT = 16
 
 @dataclass(frozen=True)
 class DatasetName:
-    """``<base>_<uniform|asymmetric>_<ratio>`` (e.g. ``cifar100_uniform_0.8``) or ``webvisionmini``."""
+    """``<base>_<uniform|asymmetric>_<ratio>`` (e.g. ``cifar100_uniform_0.8``) or
+    ``webvisionmini[_<probe images per class>]`` (alias ``webvision``, lnl's dataset name; real noise;
+    ``probe_per_class`` defaults to 10)."""
 
     base: str
     noise: str | None
     ratio: float
+    probe_per_class: int = 10
 
     @property
     def noise_tag(self) -> str:
@@ -57,8 +60,12 @@ def parse_dataset(name: str, known_bases: tuple[str, ...]) -> DatasetName:
         ValueError: the string does not follow the schema, names an unknown base dataset, a ratio
             outside [0, 1], or asymmetric noise on a dataset without IEG's class map (CIFAR-10 only).
     """
-    if re.fullmatch(r"webvisionmini(_\d+)?", name):
-        return DatasetName("webvisionmini", None, 0.0)
+    web = re.fullmatch(r"webvision(?:mini)?(?:_(\d+))?", name)  # lnl's name `webvision` is an alias
+    if web:
+        per_class = int(web.group(1) or 10)
+        if per_class < 1:
+            raise ValueError(f"--dataset {name!r}: needs at least one probe image per class")
+        return DatasetName("webvisionmini", None, 0.0, per_class)
     m = re.fullmatch(r"([a-z0-9_]+?)_(uniform|asymmetric)_([0-9.]+)", name)
     if m is None:
         raise ValueError(f"--dataset {name!r}: expected <dataset>_<uniform|asymmetric>_<ratio> "
@@ -238,25 +245,19 @@ def step_generator(device: torch.device, *words: int) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(seed)
 
 
-class StepBatches:
-    """The train and probe batches of step ``s`` as a pure function of ``(seed, s, rank)``.
+class StepOrder:
+    """The train and probe indices of step ``s`` as a pure function of ``(seed, s, rank)``.
 
     Train rows are drawn without replacement within an epoch of ``len(train) // (B·W)`` steps (W:
     world size); rank r takes the r-th slice of B. Probe batches walk the fixed class-interleaved
-    order cyclically, as the original's repeated probe dataset does. Images stay uint8 on the device.
+    order cyclically, as the original's repeated probe dataset does.
     """
 
-    def __init__(self, images: Tensor, labels: Tensor, train: np.ndarray, probe: np.ndarray,
-                 batch_size: int, mean, std, device: torch.device, seed: int, aug_type: str,
-                 rank: int = 0, world: int = 1):
-        if aug_type not in AUG_TYPES:
-            raise ValueError(f"--aug_type {aug_type!r}: choose from {', '.join(AUG_TYPES)}")
-        self.images = images.to(device).permute(0, 3, 1, 2).contiguous()
-        self.labels = labels.to(device)
+    def __init__(self, train: np.ndarray, probe: np.ndarray, batch_size: int, device: torch.device,
+                 seed: int, rank: int = 0, world: int = 1):
         self.train = torch.as_tensor(train, device=device)
         self.probe = torch.as_tensor(probe, device=device)
-        self.batch, self.mean, self.std, self.device = batch_size, mean, std, device
-        self.seed, self.aug_type, self.rank, self.world = seed, aug_type, rank, world
+        self.batch, self.device, self.seed, self.rank, self.world = batch_size, device, seed, rank, world
         self.steps_per_epoch = len(train) // (batch_size * world)
         if self.steps_per_epoch < 1:
             raise ValueError(f"--batch_size {batch_size} × {world} replicas exceeds the {len(train)} "
@@ -279,6 +280,21 @@ class StepBatches:
         start = (step * self.world + self.rank) * self.batch
         pos = torch.arange(start, start + self.batch, device=self.device) % len(self.probe)
         return self.probe[pos]
+
+
+class StepBatches(StepOrder):
+    """In-memory images (CIFAR, digits): :class:`StepOrder`'s indices, augmented on the device.
+    Images stay uint8 on the device."""
+
+    def __init__(self, images: Tensor, labels: Tensor, train: np.ndarray, probe: np.ndarray,
+                 batch_size: int, mean, std, device: torch.device, seed: int, aug_type: str,
+                 rank: int = 0, world: int = 1):
+        if aug_type not in AUG_TYPES:
+            raise ValueError(f"--aug_type {aug_type!r}: choose from {', '.join(AUG_TYPES)}")
+        super().__init__(train, probe, batch_size, device, seed, rank, world)
+        self.images = images.to(device).permute(0, 3, 1, 2).contiguous()
+        self.labels = labels.to(device)
+        self.mean, self.std, self.aug_type = mean, std, aug_type
 
     def get(self, step: int, strong: bool) -> dict[str, Tensor]:
         """``xw``/``y``/``idx`` (train), ``xp``/``yp`` (probe) and, if ``strong``, ``xs``."""

@@ -4,7 +4,8 @@
     python -m methods.ieg.main --dataset cifar100_uniform_0.8 --network_name wrn28-10 \\
         --data_path ../shared/data/cifar100 --checkpoint_path runs/ieg
 
-The run folder is ``--out`` or ``<checkpoint_path>/<dataset>_p<probe ratio>/<network_name>`` (the
+WebVision-mini (``--dataset webvisionmini --network_name resnet50``, ImageNet probe, file lists) is in
+``methods/ieg/webvision.py``. The run folder is ``--out`` or ``<checkpoint_path>/<dataset>_p<probe ratio>/<network_name>`` (the
 original's layout). Resumes from ``<run>/last.pth`` (``--resume auto``); writes ``eval.jsonl`` and
 ``train.jsonl`` at every evaluation, the generated ``noisy_labels.npz``/``probe_indices.npy`` and one
 line to ``results.jsonl``. See methods/ieg/README.md for every flag.
@@ -23,6 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.data import get_dataset, list_datasets
+from lnl.data._registry import dataset_info, default_root
 from lnl.data.gpu import GPULoader
 from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
@@ -31,6 +33,7 @@ from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, evaluate, progress
 from methods.ieg import ieg_lib as L
+from methods.ieg import webvision as W
 from methods.ieg.steps import STEPS, StepSetup
 
 
@@ -39,8 +42,11 @@ def get_args_parser() -> argparse.ArgumentParser:
                                 parents=[default_argument_parser()])
     a = p.add_argument
     a("--dataset", default="cifar100_uniform_0.8",
-      help="<cifar10|cifar100|digits>_<uniform|asymmetric>_<ratio>, or webvisionmini")
+      help="<cifar10|cifar100|digits>_<uniform|asymmetric>_<ratio>, or webvisionmini[_<probe per class>]")
     a("--data_path", default=None, help="the base dataset's folder (default: $LNL_DATA/<dataset>)")
+    a("--imagenet_path", default=None,
+      help="webvisionmini: ImageNet folder with train/<WNID>/ (probe) and val/ (--use_imagenet_as_eval); "
+           "default $LNL_DATA/imagenet")
     a("--network_name", default="wrn28-10", help="wrn28-10, resnet29, resnet50 or small_cnn")
     a("--method", default="ieg", help="ieg, l2r or supervised")
     a("--mode", default="train", help="train or evaluation")
@@ -66,7 +72,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--grad_eps_init", type=float, default=0.9)
     a("--aug_type", default="autoaug", help="autoaug, randaug or default")
     a("--post_batch_mode_autoaug", type=str2bool, default=True, help="accepted; always on, as in IEG")
-    a("--use_imagenet_as_eval", type=str2bool, default=False)
+    a("--use_imagenet_as_eval", type=str2bool, default=False, help="webvisionmini: also ILSVRC12 val")
     a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
     a("--seed", type=int, default=12345)
     g = p.add_argument_group("port options (defaults = the original's behaviour)")
@@ -75,6 +81,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
     g.add_argument("--faithful_resnet29", type=str2bool, default=True, help="keep the missing-ReLU quirk")
+    g.add_argument("--image_size", type=int, default=224, help="webvisionmini: crop size (original 224)")
+    g.add_argument("--workers", type=int, default=8, help="webvisionmini: image-decoding processes")
     return p
 
 
@@ -94,13 +102,19 @@ def check_args(args: argparse.Namespace) -> L.DatasetName:
         if value not in valid:
             raise ValueError(f"{flag} {value!r}: unknown; choose from {', '.join(valid)}")
     name = L.parse_dataset(args.dataset, tuple(list_datasets()))
-    if name.base == "webvisionmini":
-        raise ValueError("--dataset webvisionmini: not ported yet (see methods/ieg/README.md, 'Not done')")
+    if args.use_imagenet_as_eval and name.base != "webvisionmini":
+        raise ValueError(f"--use_imagenet_as_eval: only for --dataset webvisionmini, not {args.dataset!r}")
     return name
 
 
 def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, log):
-    """Load the base dataset, then the probe split and noisy labels (read back when resuming)."""
+    """Load the base dataset, then the probe split and noisy labels (read back when resuming).
+
+    Returns:
+        ``(batches, eval loaders by metric prefix, num_classes, clean train labels or None)``.
+    """
+    if name.base == "webvisionmini":
+        return prepare_webvision(args, name, resumed, log)
     train = get_dataset(name.base, args.data_path, "train")
     test = get_dataset(name.base, args.data_path, "test")
     clean, out = train.targets.numpy(), Path(args.out)
@@ -120,7 +134,27 @@ def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, l
                             comm.get_rank(), comm.get_world_size())
     test_loader = GPULoader(test.images, test.targets, args.val_batch_size, mean=train.mean,
                             std=train.std, device=args.device, train=False)
-    return batches, test_loader, train.num_classes, train.targets.to(args.device)
+    return batches, {"": test_loader}, train.num_classes, train.targets.to(args.device)
+
+
+def prepare_webvision(args: argparse.Namespace, name: L.DatasetName, resumed: bool, log):
+    """WebVision-mini: noisy train labels as given, the ImageNet probe (drawn once, read back when
+    resuming), WebVision val and, with ``--use_imagenet_as_eval``, ILSVRC12 val (``imagenet_``)."""
+    train = get_dataset("webvision", args.data_path, "train")
+    imagenet = Path(args.imagenet_path or default_root(dataset_info("ilsvrc12_val")))
+    probe = W.probe_dataset(imagenet, train.classes, name.probe_per_class, args.seed, Path(args.out),
+                            resumed, comm.is_main_process())
+    log.info("%s: %d probe (%d/class, ImageNet train), %d train (real noise)", args.dataset, len(probe),
+             name.probe_per_class, len(train))
+    batches = W.FileStepBatches(train, probe, args.batch_size, args.device, args.seed, args.aug_type,
+                                args.max_iteration, args.image_size, args.workers, comm.get_rank(),
+                                comm.get_world_size())
+    evals = {"": get_dataset("webvision", args.data_path, "val")}
+    if args.use_imagenet_as_eval:
+        evals["imagenet_"] = get_dataset("ilsvrc12_val", imagenet, "val")
+    loaders = {k: W.eval_loader(ds, args.image_size, args.val_batch_size, args.workers)
+               for k, ds in evals.items()}
+    return batches, loaders, train.num_classes, None
 
 
 def build(args: argparse.Namespace, num_classes: int) -> tuple[StepSetup, EMA]:
@@ -147,14 +181,18 @@ def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> 
     return lr * min(1.0, (step + 1) / warmup) if warmup else lr
 
 
-def accuracy(setup: StepSetup, ema: EMA, loader, args) -> dict[str, float]:
-    """Raw and EMA top-1 (the EMA swaps weights only; BN statistics stay the raw model's)."""
-    out = {"raw_acc": evaluate(setup.model, loader, device=args.device)["acc"]}
-    if args.use_ema:
-        with ema.swapped_in(setup.model):
-            out["ema_acc"] = evaluate(setup.model, loader, device=args.device)["acc"]
+def accuracy(setup: StepSetup, ema: EMA, loaders: dict, args) -> dict[str, float]:
+    """Raw and EMA top-1 on every loader (the EMA swaps weights only; BN statistics stay the raw
+    model's): ``<prefix>raw_acc``, ``<prefix>ema_acc`` and the reported ``test_acc`` (no prefix) or
+    ``<prefix>acc``, EMA when ``--use_ema``."""
+    out = {}
+    for prefix, loader in loaders.items():
+        out[f"{prefix}raw_acc"] = evaluate(setup.model, loader, device=args.device)["acc"]
+        if args.use_ema:
+            with ema.swapped_in(setup.model):
+                out[f"{prefix}ema_acc"] = evaluate(setup.model, loader, device=args.device)["acc"]
+        out[f"{prefix}acc" if prefix else "test_acc"] = out.get(f"{prefix}ema_acc", out[f"{prefix}raw_acc"])
     setup.model.train()
-    out["test_acc"] = out.get("ema_acc", out["raw_acc"])
     return out
 
 
@@ -174,7 +212,7 @@ def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int) -> dict:
     return {**metrics, "lr": lr}
 
 
-def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, test_loader, clean, state: dict) -> None:
+def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders, clean, state: dict) -> None:
     """Steps ``state['step']`` .. ``max_iteration``; evaluate + checkpoint at step 1, every
     ``eval_freq``, at every cosine-cycle end and at the end."""
     cosine = args.lr_schedule == "cosine"
@@ -187,21 +225,22 @@ def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, test_loader,
     steps = range(state["step"], args.max_iteration)
     for step in progress(steps, desc=args.method, total=len(steps), leave=True):
         batch = batches.get(step, strong=args.method == "ieg")
-        batch.update(y_clean=clean[batch["idx"]], steps_per_epoch=batches.steps_per_epoch)
+        batch.update(y_clean=None if clean is None else clean[batch["idx"]],
+                     steps_per_epoch=batches.steps_per_epoch)
         metrics = optimize(args, setup, ema, batch, step)
         # Metrics stay on the device until an evaluation: one host sync per evaluation.
         sums, count, done = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}, count + 1, step + 1
         if done == 1 or done % args.eval_freq == 0 or done in ends or done == args.max_iteration:
             logger.log(done, {k: float(v) / count for k, v in sums.items()}, stream="train")
-            record(args, setup, ema, test_loader, state, logger, clock, done, done in ends)
+            record(args, setup, ema, eval_loaders, state, logger, clock, done, done in ends)
             sums, count = {}, 0
     logger.close()
 
 
-def record(args, setup, ema, test_loader, state, logger, clock, done: int, cycle_end: bool) -> None:
-    acc = accuracy(setup, ema, test_loader, args)
+def record(args, setup, ema, eval_loaders, state, logger, clock, done: int, cycle_end: bool) -> None:
+    acc = accuracy(setup, ema, eval_loaders, args)
     state.update(step=done, seconds=clock.elapsed, last_acc=acc["test_acc"],
-                 best_acc=max(state["best_acc"], acc["test_acc"]))
+                 best_acc=max(state["best_acc"], acc["test_acc"]), imagenet_acc=acc.get("imagenet_acc"))
     if cycle_end:
         state["cycle_end_acc"] = acc["test_acc"]
     logger.log(done, {**acc, "seconds": clock.elapsed}, stream="eval")
@@ -230,7 +269,7 @@ def main(args: argparse.Namespace) -> dict:
     resume = find_resume_path(args.out, "auto" if evaluating and args.resume == "none" else args.resume)
     if evaluating and resume is None:
         raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
-    batches, test_loader, num_classes, clean = prepare_data(args, name, resume is not None, log)
+    batches, eval_loaders, num_classes, clean = prepare_data(args, name, resume is not None, log)
     setup, ema = build(args, num_classes)
     state = {"step": 0, "seconds": 0.0, "best_acc": 0.0}
     if resume is not None:
@@ -238,15 +277,18 @@ def main(args: argparse.Namespace) -> dict:
         log.info("resumed from %s at step %d", resume, state["step"])
     with cpu_threads(small_run_threads(args.threads, args.device, len(batches.train))):
         if args.mode == "train":
-            train(args, setup, ema, batches, test_loader, clean, state)
+            train(args, setup, ema, batches, eval_loaders, clean, state)
         else:
-            state["last_acc"] = accuracy(setup, ema, test_loader, args)["test_acc"]
+            acc = accuracy(setup, ema, eval_loaders, args)
+            state.update(last_acc=acc["test_acc"], imagenet_acc=acc.get("imagenet_acc"))
     method = "ieg" if args.method == "ieg" else f"ieg-{args.method}"
     result = {"method": method, "dataset": name.base, "noise": name.noise_tag, "ieg_dataset": args.dataset,
               "network": args.network_name, "seed": args.seed, "steps": state["step"], "mode": args.mode,
               "test_acc": state.get("last_acc"), "best_acc": state["best_acc"],
               "cycle_end_acc": state.get("cycle_end_acc"), "seconds": round(state["seconds"], 2),
               "run_dir": args.out}
+    if state.get("imagenet_acc") is not None:  # --use_imagenet_as_eval: ILSVRC12 val, 50 classes
+        result["imagenet_acc"] = state["imagenet_acc"]
     append_jsonl(Path(args.out) / "results.jsonl", result)
     log.info("result %s", result)
     return result

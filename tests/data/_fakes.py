@@ -171,3 +171,15 @@ def make_food101n(root: Path) -> list[str]:
         for i in ids:
             save_image(root / "food-101" / "images" / f"{i}.jpg", 50)
     return classes
+
+
+def make_imagenet(root: Path, wnids: list[str], train_per_class: int = 2, val_per_class: int = 1) -> None:
+    """ImageNet folders as lnl reads them: ``train/<WNID>/*.JPEG`` (IEG's WebVision probe),
+    ``val/<WNID>/*.JPEG`` and ``synsets.txt`` (``ilsvrc12_val``); pixel values differ per class."""
+    (root / "synsets.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "synsets.txt").write_text("".join(f"{w} class {c}\n" for c, w in enumerate(wnids)))
+    for c, w in enumerate(wnids):
+        for k in range(train_per_class):
+            save_image(root / "train" / w / f"{w}_{k}.JPEG", (5 * c + k) % 256, size=(10, 12))
+        for k in range(val_per_class):
+            save_image(root / "val" / w / f"ILSVRC2012_val_{c:04d}{k}.JPEG", (5 * c) % 256)

@@ -322,3 +322,117 @@ def test_ieg_beats_supervised_and_l2r_on_digits_with_80_percent_noise(tmp_path):
              "--meta_jvp", "--resume", "none"]
     acc = {m: _run(tmp_path / m, *flags, "--method", m)["test_acc"] for m in ("supervised", "l2r", "ieg")}
     assert acc["ieg"] > max(acc["supervised"], acc["l2r"]) + 0.1, acc
+
+
+# ----------------------------------------------------------------------------------------------
+# WebVision-mini: the ImageNet AutoAugment policy, the file-list data path, the real main()
+
+# The v0 policy as transcribed from TF's autoaugment.py (IEG's dataset_utils): "op prob level" pairs.
+V0_TRANSCRIBED = """Equalize 0.8 1, ShearY 0.8 4 | Color 0.4 9, Equalize 0.6 3 | Color 0.4 1, Rotate 0.6 8
+| Solarize 0.8 3, Equalize 0.4 7 | Solarize 0.4 2, Solarize 0.6 2 | Color 0.2 0, Equalize 0.8 8
+| Equalize 0.4 8, SolarizeAdd 0.8 3 | ShearX 0.2 9, Rotate 0.6 8 | Color 0.6 1, Equalize 1.0 2
+| Invert 0.4 9, Rotate 0.6 0 | Equalize 1.0 9, ShearY 0.6 3 | Color 0.4 7, Equalize 0.6 0
+| Posterize 0.4 6, AutoContrast 0.4 7 | Solarize 0.6 8, Color 0.6 9 | Solarize 0.2 4, Rotate 0.8 9
+| Rotate 1.0 7, TranslateY 0.8 9 | ShearX 0.0 0, Solarize 0.8 4 | ShearY 0.8 0, Color 0.6 4
+| Color 1.0 0, Rotate 0.6 2 | Equalize 0.8 4, Equalize 0.0 8 | Equalize 1.0 4, AutoContrast 0.6 2
+| ShearY 0.4 7, SolarizeAdd 0.6 7 | Posterize 0.8 2, Solarize 0.6 10 | Solarize 0.6 8, Equalize 0.6 1
+| Color 0.8 6, Rotate 0.4 5"""
+
+
+def test_imagenet_v0_policy_table_and_tf_arguments():
+    from lnl.data.autoaugment import IMAGENET_POLICY_V0, v0_argument
+    want = [tuple((o, float(p), int(lv)) for o, p, lv in (op.split() for op in sp.split(",")))
+            for sp in V0_TRANSCRIBED.replace("\n", " ").split("|")]
+    assert [tuple(sp) for sp in IMAGENET_POLICY_V0] == want and len(want) == 25
+    expected = {("Rotate", 8): 24.0, ("ShearY", 4): 0.12, ("TranslateY", 9): 225.0, ("Color", 9): 1.72,
+                ("Color", 0): 0.1, ("Posterize", 6): 2, ("Posterize", 2): 0, ("Solarize", 3): 76,
+                ("Solarize", 10): 256, ("SolarizeAdd", 3): 33, ("SolarizeAdd", 7): 77, ("Equalize", 8): 0}
+    for (op, level), value in expected.items():
+        assert v0_argument(op, level) == pytest.approx(value), (op, level)
+
+
+def test_imagenet_v0_runs_on_uint8_batches_seeded_and_solarize_add_is_tfs():
+    from lnl.data.autoaugment import _solarize_add, auto_augment_imagenet
+    x = torch.randint(0, 256, (32, 3, 24, 24), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    run = lambda seed: auto_augment_imagenet(x, torch.Generator().manual_seed(seed))  # noqa: E731
+    out = run(1)
+    assert out.shape == x.shape and out.dtype == torch.uint8 and torch.equal(out, run(1))
+    changed = (out != x).flatten(1).any(1)
+    assert 0 < int(changed.sum()) < 32 and not torch.equal(out, run(2))  # some images keep p(no op) > 0
+    floats = auto_augment_imagenet(x.float() / 255, torch.Generator().manual_seed(1))
+    torch.testing.assert_close(floats, out.float() / 255)
+    px = torch.tensor([0, 100, 127, 128, 200, 255], dtype=torch.uint8).view(1, 1, 1, 6).expand(2, 3, 1, 6)
+    got = _solarize_add(px, torch.tensor([33.0, 200.0]))
+    assert got[0, 0, 0].tolist() == [33, 133, 160, 128, 200, 255] and got[1, 0, 0].tolist()[:3] == [200, 255, 255]
+
+
+def _fake_webvision(tmp_path):
+    from tests.data._fakes import make_imagenet, make_webvision
+    make_webvision(tmp_path / "wv")
+    wnids = [line.split()[0] for line in (tmp_path / "wv" / "info" / "synsets.txt").read_text().splitlines()[:50]]
+    make_imagenet(tmp_path / "im", wnids)
+    return wnids
+
+
+def test_webvision_probe_crops_and_step_batches(tmp_path):
+    from PIL import Image
+
+    from lnl.data import get_dataset
+    from methods.ieg import webvision as W
+    assert L.parse_dataset("webvisionmini_20", ()) == L.DatasetName("webvisionmini", None, 0.0, 20)
+    default = L.parse_dataset("webvision", ())  # lnl's dataset name is an alias
+    assert default == L.parse_dataset("webvisionmini", ()) and default.probe_per_class == 10
+    with pytest.raises(ValueError, match="at least one probe image"):
+        L.parse_dataset("webvisionmini_0", ())
+    wnids = _fake_webvision(tmp_path)
+    paths, labels = W.draw_probe(tmp_path / "im", wnids, 2, seed=0)
+    assert labels == list(range(50)) * 2 and paths[0].startswith(f"train/{wnids[0]}/") and len(set(paths)) == 100
+    with pytest.raises(DatasetNotFoundError, match=r"ImageNet-2012 \*train\* images") as missing:
+        W.draw_probe(tmp_path / "nowhere", wnids, 2, seed=0)
+    assert "nowhere/train/<WNID>/" in str(missing.value) and "tar -xf ILSVRC2012_img_train.tar" in str(missing.value)
+    with pytest.raises(DatasetNotFoundError, match="the probe needs 3 per class"):
+        W.draw_probe(tmp_path / "im", wnids, 3, seed=0)
+    img = Image.new("RGB", (40, 30))
+    assert W.center_crop(img, 16).size == (16, 16)
+    assert W.inception_crop(img, np.random.default_rng(0), 16).size == (16, 16)
+    train = get_dataset("webvision", tmp_path / "wv", "train")
+    probe = W.probe_dataset(tmp_path / "im", train.classes, 1, 0, tmp_path, resumed=False, write=True)
+    make = lambda workers: W.FileStepBatches(train, probe, 4, torch.device("cpu"), 0, "autoaug", 8, 16,  # noqa: E731
+                                             workers)
+    walked = make(0)
+    for step in range(6):
+        last = walked.get(step, strong=True)
+    jumped = make(2).get(5, strong=True)  # a resumed run: other workers, started at step 5
+    assert all(torch.equal(last[k], jumped[k]) for k in last)
+    assert last["xw"].shape == last["xs"].shape == (4, 3, 16, 16) and last["xp"].shape == (4, 3, 16, 16)
+    assert torch.equal(last["yp"], torch.tensor([20, 21, 22, 23]))  # probe rows 20..23 at step 5
+    assert torch.equal(last["y"], train.targets[last["idx"]])
+
+
+def _webvision_flags(tmp_path):
+    return ["--dataset", "webvisionmini_1", "--data_path", str(tmp_path / "wv"),
+            "--imagenet_path", str(tmp_path / "im"),
+            "--network_name", "small_cnn", "--image_size", "16", "--batch_size", "4", "--val_batch_size", "8",
+            "--workers", "0", "--use_imagenet_as_eval", "true", "--meta_jvp", "--eval_freq", "2"]
+
+
+def test_webvision_mini_trains_evaluates_and_resumes(tmp_path):
+    _fake_webvision(tmp_path)
+    flags = _webvision_flags(tmp_path)
+    straight = _run(tmp_path / "a", *flags, "--max_iteration", "3", "--resume", "none")
+    _run(tmp_path / "b", *flags, "--max_iteration", "2", "--resume", "none")
+    half = torch.load(tmp_path / "b" / "last.pth", weights_only=False)["models"]["model"]
+    halves = _run(tmp_path / "b", *flags, "--max_iteration", "3")
+    a, b = (torch.load(p / "last.pth", weights_only=False)["models"]["model"] for p in (tmp_path / "a", tmp_path / "b"))
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(half["head.weight"], b["head.weight"])
+    losses = [r["loss"] for r in read_jsonl(tmp_path / "a" / "train.jsonl")]
+    assert len(losses) == 3 and all(math.isfinite(v) for v in losses)
+    assert straight["noise"] == "real" and straight["steps"] == halves["steps"] == 3
+    assert 0 <= straight["imagenet_acc"] <= 1 and halves["imagenet_acc"] == straight["imagenet_acc"]
+    rows = read_jsonl(tmp_path / "b" / "eval.jsonl")
+    assert [r["step"] for r in rows] == [1, 2, 3] and {"imagenet_ema_acc", "test_acc"} <= set(rows[-1])
+    assert len((tmp_path / "b" / "probe_files.txt").read_text().splitlines()) == 50
+    evaluated = _run(tmp_path / "b", *flags, "--mode", "evaluation")
+    assert evaluated["test_acc"] == halves["test_acc"]
+    with pytest.raises(ValueError, match="only for --dataset webvisionmini"):
+        _run(tmp_path / "c", *DIGITS, "--use_imagenet_as_eval", "true")
