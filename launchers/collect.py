@@ -31,12 +31,17 @@ COLUMNS = ("method", "dataset", "noise", "seeds", "epochs", "test_acc", "test_st
            "paper_best", "paper_last", "seconds", "paper_source")
 
 
+RECORD_KEYS = {"method", "dataset", "noise"}
+
+
 def find_results(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
-    """The last record of every ``results.jsonl`` below ``roots`` (each with its ``run_dir``)."""
+    """The last lnl record of every ``results.jsonl`` below ``roots`` (each with its ``run_dir``).
+
+    Lines of other schemas are skipped: NMTune's original per-epoch lines can share the file."""
     records = []
     for root in roots:
         for path in sorted(Path(root).rglob("results.jsonl")):
-            rows = read_jsonl(path)
+            rows = [r for r in read_jsonl(path) if RECORD_KEYS <= r.keys()]
             if rows:
                 records.append({**rows[-1], "run_dir": str(path.parent)})
     return records

@@ -34,7 +34,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
-from lnl.engine import (MetricLogger, default_argument_parser, find_resume_path, load_checkpoint,
+from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, find_resume_path, load_checkpoint,
                         read_jsonl, save_checkpoint)
 from lnl.engine.args import str2bool
 from lnl.engine.checkpoint import atomic_save
@@ -819,5 +819,8 @@ def run_job(args: argparse.Namespace, log, job: Job) -> dict:
               "model": args.model, "seed": args.seed, "epochs": args.epochs, "test_acc": state["last_acc"],
               "best_acc": state["best_acc"], "seconds": round(clock.elapsed + job.setup_seconds, 2),
               "run_dir": args.out}
+    # lnl's record, as every entry point writes it (launchers/collect.py reads it); with the README's
+    # `--results <save>/results.jsonl` it follows the original's per-epoch lines in the same file.
+    append_jsonl(Path(args.out) / "results.jsonl", result)
     log.info("result %s", result)
     return result

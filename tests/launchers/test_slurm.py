@@ -173,3 +173,15 @@ def test_collect_mean_std_and_paper_numbers(tmp_path):
     md = (tmp_path / "results.md").read_text()
     assert ("| dividemix | cifar10 | sym0.5 | 1 2 3 | 300 | 85.00 ± 5.00 | 86.00 ± 5.00 | 94.60 | 94.40 |"
             in md)
+
+
+def test_collect_skips_lines_of_other_schemas(tmp_path):
+    # NMTune's original per-epoch lines (vars(args) + current_epoch) may share results.jsonl with lnl's record.
+    legacy = [{"save": "x", "current_epoch": e, "CIFAR10:top1": 0.5} for e in range(2)]
+    rec = {"method": "nmtune", "dataset": "cifar10", "noise": "pre-sym0.3", "seed": 1, "test_acc": 0.7}
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*legacy, rec]))
+    (tmp_path / "b").mkdir()  # a run still going: only the original's lines so far
+    (tmp_path / "b" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
+    (found,) = collect.find_results([tmp_path])
+    assert found == {**rec, "run_dir": str(tmp_path / "a")}

@@ -258,7 +258,8 @@ def test_linear_probe_writes_the_legacy_results_schema(tmp_path, encoder):
                   "--eval-datasets", "digits", "--cache-dir", str(tmp_path / "cache"), pretrained=encoder)
     assert result["method"] == "linear-probe" and result["noise"] == "pre-sym0.3"
     assert 0.5 < result["test_acc"] <= result["best_acc"] <= 1
-    lines = read_jsonl(tmp_path / "results.jsonl")
+    *lines, record = read_jsonl(tmp_path / "results.jsonl")  # the original's lines, then lnl's record
+    assert record == result
     args = finetune.get_args_parser().parse_args([])
     assert [r["current_epoch"] for r in lines] == [0, 1]
     for r in lines:  # vars(args) + device + current_epoch + "<Dataset>:top1", as the original
@@ -293,7 +294,8 @@ def test_interrupted_nmtune_resumes_exactly(tmp_path, encoder, monkeypatch):
         for key in a[name]:
             assert torch.equal(a[name][key], b[name][key]), (name, key)
     assert resumed["test_acc"] == straight["test_acc"] and resumed["best_acc"] == straight["best_acc"]
-    assert [r["current_epoch"] for r in read_jsonl(tmp_path / "b" / "results.jsonl")] == [0, 1, 2]
+    assert [r.get("current_epoch", "record") for r in read_jsonl(tmp_path / "b" / "results.jsonl")] == [
+        0, 1, 2, "record"]
     assert [r["step"] for r in read_jsonl(tmp_path / "b" / "eval.jsonl")] == [0, 1, 2]
 
 
