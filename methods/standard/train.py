@@ -42,6 +42,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--lr", type=float, default=0.02)
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight_decay", type=float, default=5e-4)
+    p.add_argument("--lr_schedule", default="cosine", choices=("cosine", "step"),
+                   help="cosine to 0, or DivideMix/PLReMix's step (LR / 10 from num_epochs // 2): compare "
+                        "those methods with CE on the same schedule")
     p.add_argument("--seed", type=int, default=123)
     add_subset_flag(p)
     return p
@@ -49,6 +52,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def _default_out(args: argparse.Namespace) -> str:
     return f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
+
+
+def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int):
+    """Per-epoch LR: cosine annealing to 0, or one ÷10 step halfway. The co-divide methods run epochs
+    0..E and step at E // 2 (lnl.engine.cotrain); CE's 0..num_epochs-1 with E = num_epochs - 1 match it."""
+    if kind == "step":
+        return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[(num_epochs - 1) // 2], gamma=0.1)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs)
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -60,7 +71,7 @@ def main(args: argparse.Namespace) -> dict:
     model = create_model(arch, num_classes=data.num_classes).to(args.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=args.num_epochs)
+    scheduler = make_scheduler(optimizer, args.lr_schedule, args.num_epochs)
     state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:

@@ -242,5 +242,6 @@ def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch)
     aucs = [min(r["net1_auc"], r["net2_auc"]) for r in rows if "net1_auc" in r]
     assert aucs[-1] >= 0.9 and min(aucs) >= 0.85, aucs  # the issue: the GMM *reaches* AUC >= 0.9
     if res["test_acc"] <= ce["test_acc"]:
-        # Measured 2026-11-21: PLReMix 0.794 vs CE 0.861 (AUC 0.93-0.96); see the issue-7 report.
+        # Measured 2026-11-21: PLReMix 0.794 vs CE 0.781 on the same step schedule (0.861 with cosine): a
+        # margin this small can flip with thread counts; its 30-epoch deficit is open (RESULTS.md).
         pytest.xfail(f"PLReMix {res['test_acc']:.3f} <= CE {ce['test_acc']:.3f} on digits in 10 epochs")
