@@ -16,9 +16,15 @@ ILSVRC2012 val (for the ``ilsvrc12_val`` test set) is regrouped from the flat
 ``synsets.txt`` when ``--root`` is given, else of the sorted WNIDs (the same order); the list is
 copied to ``<imagenet-root>/synsets.txt``.
 
+ILSVRC2012 train (IEG's WebVision-mini probe draws 10 images per class from it) is unpacked with
+``--train-images``: ``ILSVRC2012_img_train.tar`` (a tar of per-class ``<WNID>.tar``), read as a stream
+so only the chosen classes are written, or a folder of ``<WNID>.tar`` files or ``<WNID>/`` folders;
+images land in ``<imagenet-root>/train/<WNID>/`` for the first ``--num-classes`` classes.
+
 Example:
     python data_prep/webvision.py --root data/webvision --imagenet-root data/imagenet \
-        --devkit ILSVRC2012_devkit_t12.tar.gz --val-images ILSVRC2012_img_val.tar
+        --devkit ILSVRC2012_devkit_t12.tar.gz --val-images ILSVRC2012_img_val.tar \
+        --train-images ILSVRC2012_img_train.tar
 """
 
 from __future__ import annotations
@@ -29,6 +35,8 @@ import shutil
 import tarfile
 import tempfile
 from pathlib import Path
+
+from tqdm import tqdm
 
 from _common import extract, place, report, write_text_atomic
 
@@ -48,6 +56,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--val-labels", type=Path, default=None, help="LRA's ILSVRC2012_val_label.txt")
     p.add_argument("--val-images", type=Path, default=None, help="folder or ILSVRC2012_img_val.tar")
+    p.add_argument(
+        "--train-images", type=Path, default=None,
+        help="ILSVRC2012_img_train.tar or a folder of <WNID>.tar / <WNID>/ (writes train/<WNID>/)",
+    )
     p.add_argument("--mode", choices=("copy", "move", "symlink"), default="copy")
     p.add_argument("--check-images", type=int, default=500, help="listed images to check (0: none)")
     return p
@@ -105,6 +117,68 @@ def lra_labels(path: Path) -> tuple[list[str], dict[str, str]]:
     return sorted(set(files.values())), files
 
 
+def synset_lines(args: argparse.Namespace, devkit_wnids: list[str] | None) -> list[str]:
+    """The class order: WebVision's ``info/synsets.txt`` with ``--root``, else the devkit's WNIDs."""
+    synsets_src = args.root / "info" / "synsets.txt" if args.root else None
+    if synsets_src is not None and synsets_src.is_file():
+        return [s for s in synsets_src.read_text().splitlines() if s.strip()]
+    if devkit_wnids is None:
+        raise SystemExit("--train-images needs the class order: --root (WebVision), --devkit or --val-labels")
+    return devkit_wnids
+
+
+def _unpack_class(inner: tarfile.TarFile, folder: Path) -> int:
+    """Write a class tar's images into ``folder`` (base names only: nothing escapes it)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    count = 0
+    for member in inner:
+        if member.isfile():
+            with inner.extractfile(member) as src:
+                (folder / Path(member.name).name).write_bytes(src.read())
+            count += 1
+    return count
+
+
+def unpack_imagenet_train(source: Path, dest: Path, wnids: list[str], mode: str) -> int:
+    """ImageNet train images of ``wnids`` into ``dest/train/<WNID>/``; returns how many."""
+    wanted, count = set(wnids), 0
+    if source.is_file():  # ILSVRC2012_img_train.tar, streamed: 138 GB are never written whole
+        with tarfile.open(source, "r|*") as outer:
+            for member in tqdm(outer, desc=f"reading {source.name}", unit="class"):
+                wnid = Path(member.name).name.removesuffix(".tar")
+                if member.isfile() and member.name.endswith(".tar") and wnid in wanted:
+                    with tarfile.open(fileobj=outer.extractfile(member), mode="r|*") as inner:
+                        count += _unpack_class(inner, dest / "train" / wnid)
+    else:
+        for wnid in wnids:
+            if (source / f"{wnid}.tar").is_file():
+                with tarfile.open(source / f"{wnid}.tar", "r|*") as inner:
+                    count += _unpack_class(inner, dest / "train" / wnid)
+            elif (source / wnid).is_dir():
+                for f in sorted((source / wnid).iterdir()):
+                    place(f, dest / "train" / wnid / f.name, mode)
+                    count += 1
+    missing = [w for w in wnids if not (dest / "train" / w).is_dir()]
+    if missing:
+        raise SystemExit(f"{source}: no train images for {len(missing)} of {len(wnids)} classes "
+                         f"(e.g. {missing[0]}); expected <WNID>.tar members or <WNID>/ folders")
+    return count
+
+
+def prepare_imagenet_train(args: argparse.Namespace) -> list[Path]:
+    """``--train-images``: the first ``--num-classes`` classes into ``train/<WNID>/``."""
+    devkit_wnids = None
+    if args.devkit or args.val_labels:
+        devkit_wnids = (devkit_labels(args.devkit) if args.devkit else lra_labels(args.val_labels))[0]
+    lines = synset_lines(args, devkit_wnids)
+    keep = [line.split()[0] for line in lines[: args.num_classes]]
+    n = unpack_imagenet_train(args.train_images, args.imagenet_root, keep, args.mode)
+    synsets = args.imagenet_root / "synsets.txt"
+    write_text_atomic(synsets, "".join(line + "\n" for line in lines))
+    print(f"imagenet train: {n} images in {len(keep)} classes under {args.imagenet_root / 'train'}")
+    return [synsets]
+
+
 def regroup_imagenet_val(args: argparse.Namespace) -> list[Path]:
     """Place the val images of the first ``--num-classes`` classes into ``val/<WNID>/``."""
     if args.devkit is None and args.val_labels is None:
@@ -112,11 +186,7 @@ def regroup_imagenet_val(args: argparse.Namespace) -> list[Path]:
     if args.val_images is None:
         raise SystemExit("--imagenet-root needs --val-images (folder or ILSVRC2012_img_val.tar)")
     all_wnids, files = devkit_labels(args.devkit) if args.devkit else lra_labels(args.val_labels)
-    synsets_src = args.root / "info" / "synsets.txt" if args.root else None
-    if synsets_src is not None and synsets_src.is_file():
-        lines = [s for s in synsets_src.read_text().splitlines() if s.strip()]
-    else:
-        lines = all_wnids
+    lines = synset_lines(args, all_wnids)
     keep = [line.split()[0] for line in lines[: args.num_classes]]
     chosen = {f: w for f, w in files.items() if w in set(keep)}
     source, staging, mode = args.val_images, None, args.mode
@@ -148,7 +218,9 @@ def main(args: argparse.Namespace) -> None:
     written = []
     if args.root is not None:
         written += check_webvision(args.root, args.num_classes, args.check_images)
-    if args.imagenet_root is not None:
+    if args.imagenet_root is not None and args.train_images is not None:
+        written += prepare_imagenet_train(args)
+    if args.imagenet_root is not None and (args.train_images is None or args.val_images is not None):
         written += regroup_imagenet_val(args)
         from lnl.data import get_dataset
 

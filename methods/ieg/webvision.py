@@ -43,9 +43,8 @@ PROBE_FILE = "probe_files.txt"
 
 def imagenet_train_hint(root: Path) -> str:
     """How to provide the ImageNet train folders the probe is drawn from."""
-    return (f"mkdir -p {root}/train && tar -xf ILSVRC2012_img_train.tar -C {root}/train && "
-            f"(cd {root}/train && for t in n*.tar; do mkdir -p ${{t%.tar}} && tar -xf $t -C ${{t%.tar}} "
-            f"&& rm $t; done)")
+    return (f"python data_prep/webvision.py --root WEBVISION_ROOT --imagenet-root {root} "
+            f"--train-images ILSVRC2012_img_train.tar   # only the 50 WebVision-mini classes are written")
 
 
 def draw_probe(root: Path, wnids: list[str] | None, per_class: int, seed: int) -> tuple[list[str], list[int]]:

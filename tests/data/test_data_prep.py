@@ -424,3 +424,29 @@ def test_extract_features_open_clip_tiny_config(tmp_path):
     feats = np.load(tmp_path / "clip_features.npy").astype(np.float32)
     assert feats.shape == (4, 16)
     assert np.allclose(np.linalg.norm(feats, axis=1), 1.0, atol=1e-2)  # L2-normalised by default
+
+
+def test_imagenet_train_unpacks_only_the_webvision_mini_classes(tmp_path):
+    import io
+    import tarfile
+
+    make_webvision(tmp_path / "wv")  # its synsets.txt: n00001000 ... n00001059, the first 50 are kept
+    wnids = [f"n{1000 + c:08d}" for c in (0, 49, 50)]
+    outer_path = tmp_path / "ILSVRC2012_img_train.tar"
+    with tarfile.open(outer_path, "w") as outer:  # a tar of per-class tars, as ImageNet ships it
+        for c, w in enumerate(wnids):
+            inner_bytes = io.BytesIO()
+            with tarfile.open(fileobj=inner_bytes, mode="w") as inner:
+                for k in range(2):
+                    save_image(tmp_path / "src" / f"{w}_{k}.JPEG", 10 * c + k)
+                    inner.add(tmp_path / "src" / f"{w}_{k}.JPEG", arcname=f"{w}_{k}.JPEG")
+            info = tarfile.TarInfo(f"{w}.tar")
+            info.size = len(inner_bytes.getvalue())
+            outer.addfile(info, io.BytesIO(inner_bytes.getvalue()))
+    with pytest.raises(SystemExit, match="no train images for 48 of 50 classes"):
+        run("webvision", "--root", tmp_path / "wv", "--imagenet-root", tmp_path / "im", "--train-images",
+            outer_path)
+    kept = sorted(p.relative_to(tmp_path / "im").as_posix() for p in (tmp_path / "im" / "train").rglob("*.JPEG"))
+    assert kept == [f"train/{w}/{w}_{k}.JPEG" for w in wnids[:2] for k in range(2)]  # class 50 is not mini
+    assert (tmp_path / "im" / "train" / wnids[0] / f"{wnids[0]}_1.JPEG").read_bytes() == (
+        tmp_path / "src" / f"{wnids[0]}_1.JPEG").read_bytes()

@@ -389,7 +389,7 @@ def test_webvision_probe_crops_and_step_batches(tmp_path):
     assert labels == list(range(50)) * 2 and paths[0].startswith(f"train/{wnids[0]}/") and len(set(paths)) == 100
     with pytest.raises(DatasetNotFoundError, match=r"ImageNet-2012 \*train\* images") as missing:
         W.draw_probe(tmp_path / "nowhere", wnids, 2, seed=0)
-    assert "nowhere/train/<WNID>/" in str(missing.value) and "tar -xf ILSVRC2012_img_train.tar" in str(missing.value)
+    assert "nowhere/train/<WNID>/" in str(missing.value) and "--train-images ILSVRC2012_img_train.tar" in str(missing.value)
     with pytest.raises(DatasetNotFoundError, match="the probe needs 3 per class"):
         W.draw_probe(tmp_path / "im", wnids, 3, seed=0)
     img = Image.new("RGB", (40, 30))
