@@ -12,7 +12,8 @@
 
 #include "gmm/gmm_common.h"
 
-// Every function here is inlined into its caller, so the vector-ABI notes of -Wpsabi do not apply.
+// Every function here is inlined and takes vectors by reference: no vector crosses a call ABI, so
+// -Wpsabi's notes about vector returns do not apply.
 #pragma GCC diagnostic ignored "-Wpsabi"
 
 namespace lnl {
@@ -31,10 +32,10 @@ __attribute__((always_inline)) inline v8d splat(double v) { return v8d{} + v; }
 // exp(t) for t <= 0, relative error ~2e-16: t = n ln2 + f with |f| <= ln2 / 2, exp(f) by its degree-12
 // Taylor polynomial, 2^n written into the exponent bits. Below -708 it returns ~exp(-708) ~ 3e-308,
 // which adds nothing to 1 + e.
-__attribute__((always_inline)) inline v8d exp_nonpositive(v8d t) {
+__attribute__((always_inline)) inline v8d exp_nonpositive(const v8d& t_in) {
   constexpr double kRound = 6755399441055744.0;  // 1.5 * 2^52: t * log2(e) + kRound rounds to an integer
   constexpr int64_t kRoundBits = 0x4338000000000000LL;
-  t = t < -708.0 ? splat(-708.0) : t;
+  const v8d t = t_in < -708.0 ? splat(-708.0) : t_in;
   const v8d y = t * 1.4426950408889634 + kRound;
   const v8d n = y - kRound;
   const v8d f = (t - n * 6.93147180369123816490e-01) - n * 1.90821492927058770002e-10;  // ln2 hi + lo
@@ -79,7 +80,8 @@ struct Components {
 };
 
 template <int D>
-__attribute__((always_inline)) inline v8d log_density(const Components& c, int k, v8d x0, v8d x1) {
+__attribute__((always_inline)) inline v8d log_density(const Components& c, int k, const v8d& x0,
+                                                      const v8d& x1) {
   const v8d d0 = x0 - c.mu0[k], y0 = d0 * c.u00[k];
   v8d q = y0 * y0;
   if constexpr (D == 2) {
