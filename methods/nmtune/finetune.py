@@ -32,6 +32,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 from lnl.engine import default_setup, parse_with_config
 from lnl.engine.train_loop import autocast, progress
 from methods.nmtune import nmtune_lib as L
+from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
+from methods.nmtune.encoders import ImageEncoder, build_encoder
+from methods.nmtune.views import batches, cosine_lr, epoch_generator, set_lr, train_view
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -47,7 +50,7 @@ def _train_loop(args, optimizer, batches, loss_of, epoch: int, desc: str) -> dic
     total = args.epochs * nb
     loss_sum = torch.zeros((), device=args.device)
     for i, idx in enumerate(progress(batches, desc=f"{desc} {epoch}", total=nb)):
-        L.set_lr(optimizer, L.cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
+        set_lr(optimizer, cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
         loss = loss_of(idx)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -56,44 +59,44 @@ def _train_loop(args, optimizer, batches, loss_of, epoch: int, desc: str) -> dic
     return {"train_loss": float(loss_sum) / nb, "lr": optimizer.param_groups[0]["lr"]}
 
 
-def linear_probe_job(args, encoder: L.ImageEncoder, head: torch.nn.Linear, data: L.Downstream) -> L.Job:
+def linear_probe_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downstream) -> L.Job:
     """Train ``head`` on cached frozen features."""
-    feats = L.cached_features(args, encoder, data.train, data.keep)
-    evals = {name: (L.cached_features(args, encoder, s), s.labels.to(args.device))
+    feats = cached_features(args, encoder, data.train, data.keep)
+    evals = {name: (cached_features(args, encoder, s), s.labels.to(args.device))
              for name, s in data.evals.items()}
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.wd)
 
     def train_epoch(epoch: int) -> dict:
         head.train()
-        g = L.epoch_generator(args.device, args.seed, epoch)
-        order = L.batches(len(feats), args.batch_size, g)
+        g = epoch_generator(args.device, args.seed, epoch)
+        order = batches(len(feats), args.batch_size, g)
         return _train_loop(args, optimizer, order, lambda idx: F.cross_entropy(
             head(feats[idx]), data.labels[idx], label_smoothing=args.ls), epoch, "probe")
 
     @torch.no_grad()
     def evaluate() -> dict:
         head.eval()
-        return {name: L.top1(head(f), y) for name, (f, y) in evals.items()}
+        return {name: top1(head(f), y) for name, (f, y) in evals.items()}
 
     return L.Job("linear-probe", {"head": head}, optimizer, train_epoch, evaluate, "", 0.0)
 
 
-def finetune_job(args, encoder: L.ImageEncoder, head: torch.nn.Linear, data: L.Downstream) -> L.Job:
+def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downstream) -> L.Job:
     """Train encoder and head end to end on the train pipeline (BN in train mode, as the original)."""
     images = data.train.images[data.keep.cpu()].to(args.device).permute(0, 3, 1, 2)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
 
     def loss_of(idx, g):
-        x = L.train_view(images[idx], encoder.preprocess, g)
+        x = train_view(images[idx], encoder.preprocess, g)
         with autocast(args.device, args.amp):
             logits = head(encoder(x)).float()
         return F.cross_entropy(logits, data.labels[idx], label_smoothing=args.ls)
 
     def train_epoch(epoch: int) -> dict:
         encoder.train(), head.train()
-        g = L.epoch_generator(args.device, args.seed, epoch)
-        order = L.batches(len(images), args.batch_size, g)
+        g = epoch_generator(args.device, args.seed, epoch)
+        order = batches(len(images), args.batch_size, g)
         return _train_loop(args, optimizer, order, lambda idx: loss_of(idx, g), epoch, "finetune")
 
     @torch.no_grad()
@@ -101,8 +104,8 @@ def finetune_job(args, encoder: L.ImageEncoder, head: torch.nn.Linear, data: L.D
         head.eval()
         out = {}
         for name, split in data.evals.items():
-            f = L.encode_split(encoder, split.images, args.device, max(args.batch_size, 256), args.amp)
-            out[name] = L.top1(head(f), split.labels.to(args.device))
+            f = encode_split(encoder, split.images, args.device, max(args.batch_size, 256), args.amp)
+            out[name] = top1(head(f), split.labels.to(args.device))
         return out
 
     return L.Job("finetune", {"encoder": encoder, "head": head}, optimizer, train_epoch, evaluate, "", 0.0)
@@ -114,10 +117,10 @@ def main(args: argparse.Namespace) -> dict:
     L.resolve_paths(args, "linear-probe" if args.freeze_encoder else "finetune")
     log = default_setup(args)
     L.ensure_pretrained(args, log)
-    encoder = L.build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
+    encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
     encoder.requires_grad_(not args.freeze_encoder)
-    data = L.load_downstream(args, log)
-    head = L.make_head(encoder.num_features, data.train.num_classes).to(args.device)
+    data = load_downstream(args, log)
+    head = L.build_head(args, encoder, data.train, log)
     job = (linear_probe_job if args.freeze_encoder else finetune_job)(args, encoder, head, data)
     job.noise = L.noise_label(args, encoder)
     job.setup_seconds = time.perf_counter() - started

@@ -34,6 +34,10 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 from lnl.engine import default_setup, parse_with_config
 from lnl.engine.train_loop import autocast, progress
 from methods.nmtune import nmtune_lib as L
+from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
+from methods.nmtune.encoders import ImageEncoder, ResidualMLP, build_encoder
+from methods.nmtune.regularisers import LossWeights, nmtune_objective
+from methods.nmtune.views import batches, cosine_lr, epoch_generator, set_lr, train_view
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -45,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 class Tuner(torch.nn.Module):
     """Encoder → residual MLP → head; ``features`` returns ``(F, Z)``."""
 
-    def __init__(self, encoder: L.ImageEncoder, mlp: L.ResidualMLP, head: torch.nn.Linear, frozen: bool):
+    def __init__(self, encoder: ImageEncoder, mlp: ResidualMLP, head: torch.nn.Linear, frozen: bool):
         super().__init__()
         self.encoder, self.mlp, self.head, self.frozen = encoder, mlp, head, frozen
 
@@ -58,22 +62,22 @@ class Tuner(torch.nn.Module):
 
 def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tensor, optimizer):
     """One NMTune epoch: two views per image, the objective of ``nmtune_objective``."""
-    weights = L.LossWeights(args.mse_loss_weight, args.cov_loss_weight, args.svd_loss_weight)
+    weights = LossWeights(args.mse_loss_weight, args.cov_loss_weight, args.svd_loss_weight)
     prep = model.encoder.preprocess
 
     def train_epoch(epoch: int) -> dict:
         model.train()
         model.encoder.eval()  # the original re-sets the backbone to eval mode every epoch
-        g = L.epoch_generator(args.device, args.seed, epoch)
-        order = L.batches(len(images), args.batch_size, g)
+        g = epoch_generator(args.device, args.seed, epoch)
+        order = batches(len(images), args.batch_size, g)
         nb, total = len(order), args.epochs * len(order)
         sums: dict[str, torch.Tensor] = {}
         for i, idx in enumerate(progress(order, desc=f"nmtune {epoch}", total=nb)):
-            L.set_lr(optimizer, L.cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
+            set_lr(optimizer, cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
             x = images[idx]
-            views = torch.cat([L.train_view(x, prep, g), L.train_view(x, prep, g, args.use_weak_strong)])
+            views = torch.cat([train_view(x, prep, g), train_view(x, prep, g, args.use_weak_strong)])
             feats, z = model.features(views, args.amp)
-            loss, parts = L.nmtune_objective(feats, z, model.head(z), labels[idx], weights)
+            loss, parts = nmtune_objective(feats, z, model.head(z), labels[idx], weights)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -85,10 +89,10 @@ def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tenso
     return train_epoch
 
 
-def evaluate_fn(args, model: Tuner, data: L.Downstream):
+def evaluate_fn(args, model: Tuner, data: Downstream):
     """Top-1 on every eval split: frozen encoder → test features encoded once, on the device."""
     bs = max(args.batch_size, 256)
-    cached = {name: (L.cached_features(args, model.encoder, s), s.labels.to(args.device))
+    cached = {name: (cached_features(args, model.encoder, s), s.labels.to(args.device))
               for name, s in data.evals.items()} if model.frozen else {}
 
     @torch.no_grad()
@@ -99,9 +103,9 @@ def evaluate_fn(args, model: Tuner, data: L.Downstream):
             if name in cached:
                 feats, y = cached[name]
             else:
-                feats = L.encode_split(model.encoder, split.images, args.device, bs, args.amp)
+                feats = encode_split(model.encoder, split.images, args.device, bs, args.amp)
                 y = split.labels.to(args.device)
-            out[name] = L.top1(model.head(model.mlp(feats)), y)
+            out[name] = top1(model.head(model.mlp(feats)), y)
         return out
 
     return evaluate
@@ -113,13 +117,13 @@ def main(args: argparse.Namespace) -> dict:
     L.resolve_paths(args, "nmtune")
     log = default_setup(args)
     L.ensure_pretrained(args, log)
-    encoder = L.build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
+    encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
     encoder.requires_grad_(not args.freeze_encoder)
-    data = L.load_downstream(args, log)
+    data = load_downstream(args, log)
     d = encoder.num_features
-    mlp = L.ResidualMLP(d, args.mlp_after_ratio, args.mlp_after_layers, args.mlp_with_res,
+    mlp = ResidualMLP(d, args.mlp_after_ratio, args.mlp_after_layers, args.mlp_with_res,
                         args.mlp_res_scale_init)
-    model = Tuner(encoder, mlp, L.make_head(d, data.train.num_classes), args.freeze_encoder).to(args.device)
+    model = Tuner(encoder, mlp, L.build_head(args, encoder, data.train, log), args.freeze_encoder).to(args.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
     images = data.train.images[data.keep.cpu()].to(args.device).permute(0, 3, 1, 2)

@@ -13,8 +13,12 @@ import torch.nn.functional as F
 
 from lnl.data import DatasetNotFoundError
 from lnl.engine import read_jsonl
-from methods.nmtune import finetune, nml_tune
-from methods.nmtune import nmtune_lib as L
+from methods.nmtune import finetune, nml_tune, nmtune_lib
+from methods.nmtune.downstream import downstream_noise, few_shot_indices, load_split
+from methods.nmtune.encoders import Preprocess, ResidualMLP, build_encoder, make_head
+from methods.nmtune.regularisers import (LossWeights, covariance_loss, mse_consistency_loss, nmtune_objective,
+                                         singular_values, top_singular_share)
+from methods.nmtune.views import train_view, val_view
 
 torch.set_num_threads(1)
 FAST = ["--train-dataset", "digits", "--model", "test_resnet", "--device", "cpu", "--no-tensorboard",
@@ -60,7 +64,7 @@ def _svd_oracle(z: torch.Tensor, k: int = 5) -> torch.Tensor:
 def test_covariance_loss_matches_float64_covariance_matrix(n, d, use_gram):
     z = torch.randn(n, d, generator=torch.Generator().manual_seed(n + d)) * torch.linspace(0.5, 2, d)
     z.requires_grad_(True)
-    loss = L.covariance_loss(z, use_gram)
+    loss = covariance_loss(z, use_gram)
     (grad,) = torch.autograd.grad(loss, z)
     z64 = z.detach().double().requires_grad_(True)
     ref = _cov_oracle(z64)
@@ -74,7 +78,7 @@ def test_covariance_loss_matches_float64_covariance_matrix(n, d, use_gram):
 def test_top_singular_share_matches_float64_svd(n, d, use_gram):
     z = torch.randn(n, d, generator=torch.Generator().manual_seed(7 * n + d)) + 0.3  # uncentred
     z.requires_grad_(True)
-    share = L.top_singular_share(z, 5, use_gram)
+    share = top_singular_share(z, 5, use_gram)
     (grad,) = torch.autograd.grad(share, z)
     z64 = z.detach().double().requires_grad_(True)
     ref = _svd_oracle(z64)
@@ -85,14 +89,14 @@ def test_top_singular_share_matches_float64_svd(n, d, use_gram):
 
 def test_gram_singular_values_are_the_svd_ones():
     z = torch.randn(10, 64, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(L.singular_values(z, use_gram=True).double(),
+    torch.testing.assert_close(singular_values(z, use_gram=True).double(),
                                torch.linalg.svdvals(z.double()), rtol=1e-5, atol=1e-6)
 
 
 def test_mse_consistency_is_normalised_rows_squared_error_and_stops_the_target_gradient():
     g = torch.Generator().manual_seed(1)
     zs, fw = torch.randn(6, 9, generator=g, requires_grad=True), torch.randn(6, 9, generator=g, requires_grad=True)
-    loss = L.mse_consistency_loss(zs, fw)
+    loss = mse_consistency_loss(zs, fw)
     a, b = zs.detach().double(), fw.detach().double()
     ref = ((a / a.norm(dim=1, keepdim=True) - b / b.norm(dim=1, keepdim=True)) ** 2).mean()
     torch.testing.assert_close(loss.double(), ref)
@@ -105,12 +109,12 @@ def test_objective_is_ce_plus_weighted_terms_and_zero_weights_skip():
     feats, z = torch.randn(8, 12, generator=g), torch.randn(8, 12, generator=g)
     logits = torch.randn(8, 3, generator=g)
     y = torch.tensor([0, 1, 2, 1])
-    loss, parts = L.nmtune_objective(feats, z, logits, y, L.LossWeights(1.0, 0.04, 0.001))
+    loss, parts = nmtune_objective(feats, z, logits, y, LossWeights(1.0, 0.04, 0.001))
     ce = F.cross_entropy(logits, torch.cat([y, y]))
-    hand = (ce + L.mse_consistency_loss(z[4:], feats[:4]) + 0.04 * _cov_oracle(z).float()
+    hand = (ce + mse_consistency_loss(z[4:], feats[:4]) + 0.04 * _cov_oracle(z).float()
             - 0.001 * _svd_oracle(z).float())
     torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-6)
-    only_ce, parts = L.nmtune_objective(feats, z, logits, y, L.LossWeights(0.0, 0.0, 0.0))
+    only_ce, parts = nmtune_objective(feats, z, logits, y, LossWeights(0.0, 0.0, 0.0))
     assert set(parts) == {"ce"} and torch.equal(only_ce, ce)
 
 
@@ -118,7 +122,7 @@ def test_objective_is_ce_plus_weighted_terms_and_zero_weights_skip():
 
 
 def test_residual_mlp_with_zero_scale_is_the_identity_map():
-    mlp = L.ResidualMLP(16, ratio=4, layers=1, residual=True, res_scale_init=0.0)
+    mlp = ResidualMLP(16, ratio=4, layers=1, residual=True, res_scale_init=0.0)
     f = torch.randn(10, 16)
     assert torch.equal(mlp(f), f)  # train mode (BN on batch statistics)
     mlp.eval()
@@ -127,11 +131,11 @@ def test_residual_mlp_with_zero_scale_is_the_identity_map():
 
 def test_residual_mlp_shapes_parameters_and_plain_variant():
     d = 8
-    mlp = L.ResidualMLP(d, ratio=4, layers=1, residual=True, res_scale_init=0.5)
+    mlp = ResidualMLP(d, ratio=4, layers=1, residual=True, res_scale_init=0.5)
     expected = (d * 4 * d + 4 * d) + 2 * 4 * d + (4 * d * d + d) + d  # Linear, BN, Linear, scale
     assert sum(p.numel() for p in mlp.parameters()) == expected
     assert torch.equal(mlp.scale_after, torch.full((1, d), 0.5))
-    plain = L.ResidualMLP(d, ratio=2, layers=2, residual=False)
+    plain = ResidualMLP(d, ratio=2, layers=2, residual=False)
     f = torch.randn(5, d)
     assert plain.scale_after is None and torch.equal(plain(f), plain.mlp_after(f))
     assert [m.out_features for m in plain.mlp_after if isinstance(m, torch.nn.Linear)] == [16, 16, 8]
@@ -139,7 +143,7 @@ def test_residual_mlp_shapes_parameters_and_plain_variant():
 
 def test_head_is_kaiming_uniform_with_zero_bias():
     torch.manual_seed(0)
-    head = L.make_head(512, 10)
+    head = make_head(512, 10)
     bound = math.sqrt(6 / 512)  # kaiming_uniform_(a=0): gain √2 · √(3 / fan_in)
     assert torch.equal(head.bias, torch.zeros(10))
     assert head.weight.abs().max() <= bound and head.weight.abs().max() > 0.95 * bound
@@ -149,18 +153,18 @@ def test_head_is_kaiming_uniform_with_zero_bias():
 
 
 def test_val_view_is_resize_then_centre_crop():
-    prep = L.Preprocess(24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0))
+    prep = Preprocess(24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0))
     x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     resized = F.interpolate(x.float(), size=(32, 32), mode="bilinear", align_corners=False)  # ceil(24/0.75)
     ref = resized[:, :, 4:28, 4:28] / 255
     mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
-    torch.testing.assert_close(L.val_view(x, prep), (ref - mean) / std, rtol=1e-5, atol=1e-4)
+    torch.testing.assert_close(val_view(x, prep), (ref - mean) / std, rtol=1e-5, atol=1e-4)
 
 
 def test_train_view_full_crop_is_the_image_or_its_mirror():
-    prep = L.Preprocess(8, 1.0, (0.0,) * 3, (1.0,) * 3, "bilinear", (1.0, 1.0))
+    prep = Preprocess(8, 1.0, (0.0,) * 3, (1.0,) * 3, "bilinear", (1.0, 1.0))
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
-    out = L.train_view(x, prep, torch.Generator().manual_seed(0)) * 255
+    out = train_view(x, prep, torch.Generator().manual_seed(0)) * 255
     # scale 1: no aspect ratio but 1 fits, so (as torchvision) the whole image, flipped half the time.
     same = (out - x.float()).abs().amax((1, 2, 3)) < 1e-3
     mirrored = (out - x.float().flip(-1)).abs().amax((1, 2, 3)) < 1e-3
@@ -170,9 +174,9 @@ def test_train_view_full_crop_is_the_image_or_its_mirror():
 
 def test_few_shot_fraction_and_downstream_noise():
     labels = torch.arange(10).repeat_interleave(30)
-    keep = L.few_shot_indices(labels, 0.2, seed=0)
+    keep = few_shot_indices(labels, 0.2, seed=0)
     assert torch.equal(torch.bincount(labels[keep]), torch.full((10,), 6))
-    noisy = L.downstream_noise(labels, 0.5, 10, seed=0)
+    noisy = downstream_noise(labels, 0.5, 10, seed=0)
     changed = int((noisy != labels).sum())
     assert 0.5 * 300 * 0.8 < changed <= 150 and int(noisy.max()) < 10  # ⌈0.5·N⌉ redrawn, self possible
 
@@ -193,7 +197,7 @@ def test_torchvision_dataset_is_decoded_to_store_size(tmp_path):
     (data / "labels").mkdir()
     for split, rows in lines.items():
         (data / "labels" / f"{split}1.txt").write_text("\n".join(rows) + "\n")
-    train = L.load_split("dtd", str(tmp_path), "train", store_size=24)
+    train = load_split("dtd", str(tmp_path), "train", store_size=24)
     assert train.images.shape == (4, 24, 24, 3) and train.images.dtype == torch.uint8
     assert train.labels.tolist() == [0, 0, 1, 1] and train.num_classes == 2
     assert int(train.images[0, 12, 12, 0]) == int(train.images[0, 12, 12, 2])  # grey file -> RGB
@@ -228,26 +232,120 @@ def test_readme_commands_parse_as_written():
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
     with pytest.raises(ValueError, match="not a timm model"):
-        L.build_encoder("timm", "resnet_nope", "none")
+        build_encoder("timm", "resnet_nope", "none")
     with pytest.raises(ValueError, match="not an open_clip model"):
-        L.build_encoder("open_clip", "RN51_yfcc15m", "none")
+        build_encoder("open_clip", "RN51_yfcc15m", "none")
     with pytest.raises(ValueError, match="--model_source"):
-        L.build_encoder("clip", "RN50", "none")
+        build_encoder("clip", "RN50", "none")
     with pytest.raises(ValueError, match="cannot be downloaded.*--pretrained PATH"):
-        L.build_encoder("open_clip", "RN50_yfcc15m_noise_30", None)
+        build_encoder("open_clip", "RN50_yfcc15m_noise_30", None)
     with pytest.raises(FileNotFoundError, match="r50_in1k_random_noise_5/model.pth.tar"):
-        L.build_encoder("timm", "resnet50_noise_5", None)
+        build_encoder("timm", "resnet50_noise_5", None)
     with pytest.raises(FileNotFoundError, match="no such checkpoint"):
-        L.build_encoder("timm", "test_resnet", str(tmp_path / "missing.pth"))
+        build_encoder("timm", "test_resnet", str(tmp_path / "missing.pth"))
     torch.save({"state_dict": {"conv1.weight": torch.zeros(1)}}, tmp_path / "other.pth")
     with pytest.raises(ValueError, match="does not (match|fit) timm model test_resnet"):
-        L.build_encoder("timm", "test_resnet", str(tmp_path / "other.pth"))
+        build_encoder("timm", "test_resnet", str(tmp_path / "other.pth"))
     with pytest.raises(ValueError, match="unknown dataset 'CIFAR11'"):
-        L.load_split("CIFAR11", str(tmp_path), "train")
+        load_split("CIFAR11", str(tmp_path), "train")
     with pytest.raises(DatasetNotFoundError, match="Flowers102 not found under --data-location"):
-        L.load_split("Flowers102", str(tmp_path), "test")
+        load_split("Flowers102", str(tmp_path), "test")
     with pytest.raises(DatasetNotFoundError, match="cifar10"):
-        L.load_split("CIFAR10", str(tmp_path / "nowhere"), "test")
+        load_split("CIFAR10", str(tmp_path / "nowhere"), "test")
+
+
+# ----------------------------------------------------------------------------- zero-shot head
+
+TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+
+
+@pytest.fixture(scope="module")
+def tiny_clip(tmp_path_factory):
+    """A 1-layer open_clip CLIP registered as ``LnlTinyCLIP`` and its random weights on disk."""
+    import json
+
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("clip")
+    (folder / "LnlTinyCLIP.json").write_text(json.dumps(TINY_CLIP))
+    open_clip.add_model_config(folder / "LnlTinyCLIP.json")
+    torch.manual_seed(0)
+    model = open_clip.create_model("LnlTinyCLIP")
+    torch.save(model.state_dict(), folder / "tiny.pth")
+    return model.eval(), str(folder / "tiny.pth")
+
+
+def _zs_args(ckpt, template):
+    return finetune.get_args_parser().parse_args(
+        ["--model_source", "open_clip", "--model", "LnlTinyCLIP", "--pretrained", ckpt, "--template", template,
+         "--load-zero-shot-classifier", "True", "--train-dataset", "digits"])
+
+
+@torch.no_grad()
+def test_zero_shot_head_gives_clips_own_scaled_cosine_logits(tiny_clip):
+    import open_clip
+
+    from methods.nmtune.encoders import build_zero_shot_head
+
+    model, ckpt = tiny_clip
+    names = ["zero", "one", "two"]
+    head = build_zero_shot_head(_zs_args(ckpt, "simple_template"), names, "cpu")
+    encoder = build_encoder("open_clip", "LnlTinyCLIP", ckpt).eval()
+    images = torch.randint(0, 256, (4, 3, 40, 40), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    x = val_view(images, encoder.preprocess)
+    text = open_clip.get_tokenizer("LnlTinyCLIP")([f"a photo of a {n}." for n in names])
+    image_features, text_features, scale = model(x, text)  # CLIP's forward: unit features, exp(logit_scale)
+    torch.testing.assert_close(head(encoder(x)), scale * image_features @ text_features.T, rtol=1e-4, atol=1e-4)
+
+
+@torch.no_grad()
+def test_zero_shot_head_averages_unit_prompt_embeddings(tiny_clip):
+    import open_clip
+
+    from methods.nmtune.encoders import build_zero_shot_head
+
+    model, ckpt = tiny_clip
+    head = build_zero_shot_head(_zs_args(ckpt, "openai_imagenet_template"), ["cat_dog", "car"], "cpu")
+    prompts = [[t(n) for t in open_clip.OPENAI_IMAGENET_TEMPLATES] for n in ("cat dog", "car")]
+    assert len(prompts[0]) == 80
+    tok = open_clip.get_tokenizer("LnlTinyCLIP")
+    rows = [F.normalize(model.encode_text(tok(p)).double(), dim=1).mean(0) for p in prompts]
+    expected = torch.stack([r / r.norm() for r in rows]) * model.logit_scale.exp().double()
+    torch.testing.assert_close(head.weight.double(), expected, rtol=1e-5, atol=1e-5)
+    assert head.normalize and not head.bias.any()
+
+
+def test_linear_probe_from_a_zero_shot_head_at_lr_0_keeps_clips_accuracy(tmp_path, tiny_clip):
+    from methods.nmtune.encoders import build_zero_shot_head
+
+    _, ckpt = tiny_clip
+    result = finetune.main(finetune.get_args_parser().parse_args(
+        ["--out", str(tmp_path), *FAST, "--model_source", "open_clip", "--model", "LnlTinyCLIP", "--pretrained",
+         ckpt, "--freeze-encoder", "--load-zero-shot-classifier", "True", "--template", "simple_template",
+         "--epochs", "1", "--lr", "0", "--num-shots", "0.2"]))
+    saved = torch.load(tmp_path / "last.pth", weights_only=False)["models"]["head"]
+    zero_shot = build_zero_shot_head(_zs_args(ckpt, "simple_template"), [str(c) for c in range(10)], "cpu")
+    torch.testing.assert_close(saved["weight"], zero_shot.weight)  # lr 0: AdamW changed nothing
+    encoder = build_encoder("open_clip", "LnlTinyCLIP", ckpt).eval()
+    test = load_split("digits", "", "test")
+    with torch.no_grad():
+        logits = zero_shot(encoder(val_view(test.images.permute(0, 3, 1, 2), encoder.preprocess)))
+    expected = float((logits.argmax(1) == test.labels).float().mean())
+    assert abs(result["test_acc"] - expected) <= 1 / len(test.labels)
+
+
+def test_zero_shot_flag_on_timm_keeps_a_fresh_head_and_bad_templates_fail(tmp_path, tiny_clip):
+    from methods.nmtune.encoders import build_zero_shot_head
+
+    _, ckpt = tiny_clip
+    with pytest.raises(ValueError, match="--template 'imagenet': expected one of simple_template"):
+        build_zero_shot_head(_zs_args(ckpt, "imagenet"), ["a"], "cpu")
+    with pytest.raises(ValueError, match="has no class names"):
+        build_zero_shot_head(_zs_args(ckpt, "simple_template"), None, "cpu")
+    result = _run(finetune, tmp_path, "--freeze-encoder", "--epochs", "1", "--num-shots", "0.1",
+                  "--load-zero-shot-classifier", "True")
+    assert result["method"] == "linear-probe"
 
 
 # ----------------------------------------------------------------------------- runs
@@ -285,7 +383,7 @@ def test_interrupted_nmtune_resumes_exactly(tmp_path, encoder, monkeypatch):
     flags = ["--freeze-encoder", "--num-shots", "0.3", "--batch-size", "32", "--epochs", "3"]
     straight = _run(nml_tune, tmp_path / "a", *flags, pretrained=encoder)
     with monkeypatch.context() as m:
-        m.setattr(L, "run_epochs", _crash_before_second_checkpoint)
+        m.setattr(nmtune_lib, "run_epochs", _crash_before_second_checkpoint)
         with pytest.raises(KeyboardInterrupt):
             _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
     resumed = _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
@@ -303,7 +401,7 @@ def test_full_finetune_trains_the_encoder(tmp_path, encoder):
     result = _run(finetune, tmp_path, "--epochs", "1", "--num-shots", "0.1", "--lr", "0.001",
                   pretrained=encoder)
     saved = torch.load(tmp_path / "last.pth", weights_only=False)["models"]
-    before = L.build_encoder("timm", "test_resnet", encoder).net.state_dict()
+    before = build_encoder("timm", "test_resnet", encoder).net.state_dict()
     after = {k[len("net."):]: v for k, v in saved["encoder"].items()}
     assert result["method"] == "finetune"
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
