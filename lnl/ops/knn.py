@@ -12,6 +12,11 @@ specs/kernels_and_anchors.md §1). Equivalent PyTorch for ``metric="cosine"``::
 Metrics: ``cosine`` and ``ip`` rank by similarity (descending); ``l2`` ranks by the Euclidean
 distance (ascending, as ``torch.cdist`` in the original's ``knn()``), and ``scores`` are distances.
 Validation reads every value (NaN/inf check), which synchronises with the device once per call.
+
+Backends: ``cuda`` and ``cpu`` (the compiled kernels, exact) and ``reference`` (pure PyTorch, exact),
+picked by ``auto`` in that order; ``faiss`` (flat indexes: ``faiss.knn_gpu`` for CUDA inputs when the
+installed faiss has GPU support, else ``faiss.knn``) only when asked for: it is exact up to its own
+order among tied scores, and an optional dependency.
 """
 
 from __future__ import annotations
@@ -124,6 +129,45 @@ if _ext.has_op(OP):
         )
 
 
+def knn_labels_faiss(queries, keys, key_labels, k, num_classes, *, metric="cosine",
+                     exclude_self=False) -> KnnResult:
+    """``knn_labels`` through a faiss flat (exhaustive) search, in float32.
+
+    ``exclude_self`` asks faiss for ``k + 1`` neighbours and drops query i's own key (or the last one
+    when a duplicate pushed it out). Scores are similarities (cosine, ip) or distances (l2: the square
+    root of faiss's squared distances). Tied scores come in faiss's order, not by the lower index.
+
+    Raises:
+        ValueError: faiss is not installed.
+    """
+    try:
+        import faiss
+    except ImportError as exc:
+        raise ValueError("knn_labels: backend 'faiss' needs faiss (pip install faiss-cpu; the CUDA Docker image "
+                         f"has faiss-gpu) ({exc})") from exc
+    q, kk = queries.float(), keys.float()
+    if metric == "cosine":
+        q, kk = F.normalize(q, dim=1), F.normalize(kk, dim=1)
+    faiss_metric = faiss.METRIC_L2 if metric == "l2" else faiss.METRIC_INNER_PRODUCT
+    want = k + (1 if exclude_self else 0)
+    if q.is_cuda and hasattr(faiss, "StandardGpuResources"):
+        import faiss.contrib.torch_utils  # noqa: F401  (knn_gpu takes torch tensors)
+
+        scores, indices = faiss.knn_gpu(faiss.StandardGpuResources(), q.contiguous(), kk.contiguous(), want,
+                                        metric=faiss_metric)
+    else:
+        d, i = faiss.knn(q.cpu().numpy(), kk.cpu().numpy(), want, metric=faiss_metric)
+        scores, indices = torch.from_numpy(d).to(q.device), torch.from_numpy(i).to(q.device)
+    indices = indices.long()
+    if exclude_self:  # move the own key (if found) to the end, then keep k
+        own = indices == torch.arange(indices.shape[0], device=indices.device)[:, None]
+        order = own.to(torch.int8).argsort(dim=1, stable=True)
+        indices, scores = indices.gather(1, order)[:, :k], scores.gather(1, order)[:, :k]
+    if metric == "l2":
+        scores = scores.clamp_min(0).sqrt()
+    return KnnResult(indices, scores, votes_from_indices(indices, key_labels, num_classes))
+
+
 def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) -> list[str]:
     """Why ``backend`` cannot run these inputs (empty when it can)."""
     reasons = _dispatch.compiled_reasons(OP, backend, queries.device)
@@ -157,13 +201,16 @@ def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tens
         metric: "cosine" (inputs normalised once), "ip" or "l2" (Euclidean distance, ascending).
         exclude_self: query i never matches key i (self-kNN; needs Q == N).
         chunk: query rows per block; None picks a block of about 16M scores.
-        backend: "auto", "cuda", "cpu" or "reference" (see ``choose_backend``).
+        backend: "auto", "cuda", "cpu", "reference" (see ``choose_backend``) or "faiss" (only when
+            asked for; ties in faiss's order, see ``knn_labels_faiss``).
 
     Returns:
         KnnResult(indices Tensor[Q, k] int64, scores Tensor[Q, k], votes Tensor[Q, C] float32),
         best first, ties broken by the lower key index.
     """
     check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk)
+    if backend == "faiss":
+        return knn_labels_faiss(queries, keys, key_labels, k, num_classes, metric=metric, exclude_self=exclude_self)
     chosen, _ = choose_backend(queries, keys, key_labels, k, metric, backend)
     if chosen == "reference":
         return knn_labels_reference(queries, keys, key_labels, k, num_classes, metric=metric,

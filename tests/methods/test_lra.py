@@ -147,16 +147,19 @@ def _brute_force_candidates(x, labels, k, exclude_self):
     return torch.cat([labels[idx], labels[:, None]], 1)
 
 
+@pytest.mark.parametrize("backend", ["auto", "faiss"])  # --knn-backend
 @pytest.mark.parametrize("exclude_self", [False, True])
-def test_retrieval_table_and_per_batch_mode_match_brute_force(exclude_self):
+def test_retrieval_table_and_per_batch_mode_match_brute_force(exclude_self, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
     g = torch.Generator().manual_seed(0)
     x, labels = torch.randn(60, 5, generator=g), torch.randint(0, 4, (60,), generator=g)
-    table = L.neighbour_candidates(x, labels, 6, 4, exclude_self=exclude_self)
+    table = L.neighbour_candidates(x, labels, 6, 4, exclude_self=exclude_self, backend=backend)
     assert torch.equal(table, _brute_force_candidates(x, labels, 6, exclude_self))
     if not exclude_self:  # the sample is its own nearest neighbour: own label twice (A.9.9)
         assert torch.equal(table[:, 0], labels)
     pos = torch.tensor([3, 17, 42])
-    batch = L.batch_candidates(x[pos], pos, x, labels, 6, 4, exclude_self=exclude_self)
+    batch = L.batch_candidates(x[pos], pos, x, labels, 6, 4, exclude_self=exclude_self, backend=backend)
     assert torch.equal(batch, table[pos])
 
 

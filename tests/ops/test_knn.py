@@ -65,6 +65,45 @@ def test_reference_matches_faiss(metric):
     assert (np.sort(res.indices.numpy(), 1) == np.sort(idx, 1)).all()
 
 
+@pytest.mark.parametrize("metric", METRICS)
+def test_faiss_backend_equals_reference_without_ties(metric):
+    pytest.importorskip("faiss")
+    feats, _, labels = data(n_q=300, n_k=300, d=16, dtype=torch.float32)
+    ref = knn.knn_graph(feats, labels, 8, num_classes=7, metric=metric, backend="reference")
+    out = knn.knn_graph(feats, labels, 8, num_classes=7, metric=metric, backend="faiss")
+    assert torch.equal(out.indices, ref.indices)  # random floats: no ties, the same order
+    torch.testing.assert_close(out.scores, ref.scores, rtol=1e-4, atol=1e-4)
+    assert torch.equal(out.votes, ref.votes)
+    q, keys, key_labels = data(n_q=40, n_k=200, d=16, dtype=torch.float32)
+    ref = knn.knn_labels(q, keys, key_labels, 5, 7, metric=metric, backend="reference")
+    out = knn.knn_labels(q, keys, key_labels, 5, 7, metric=metric, backend="faiss")
+    assert torch.equal(out.indices, ref.indices) and torch.equal(out.votes, ref.votes)
+
+
+def test_faiss_backend_drops_self_even_behind_a_duplicate():
+    pytest.importorskip("faiss")
+    feats = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 1.0]])
+    out = knn.knn_graph(feats, torch.tensor([0, 1, 1, 0]), 2, metric="l2", backend="faiss")
+    for i, row in enumerate(out.indices.tolist()):
+        assert i not in row and len(set(row)) == 2
+    assert set(out.indices[0].tolist()) == {1, 2} and set(out.indices[1].tolist()) == {0, 2}
+    torch.testing.assert_close(out.scores[:, 0], torch.tensor([0.0, 0.0, 17**0.5, 17**0.5]))
+    # three copies and k=1: faiss's 2 results may both be other copies (self pushed out); never self
+    triple = torch.tensor([[1.0, 1.0]] * 3 + [[7.0, 7.0]])
+    out = knn.knn_graph(triple, torch.tensor([0, 0, 0, 1]), 1, metric="l2", backend="faiss")
+    assert [i not in row for i, row in enumerate(out.indices.tolist())] == [True] * 4
+    assert out.indices[:3].lt(3).all() and out.scores[:3].eq(0).all()
+
+
+def test_faiss_backend_without_faiss_says_how_to_install(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
+    feats, _, labels = data(n_q=20, n_k=20, d=4, dtype=torch.float32)
+    with pytest.raises(ValueError, match="backend 'faiss' needs faiss"):
+        knn.knn_graph(feats, labels, 3, num_classes=7, backend="faiss")
+
+
 @pytest.mark.parametrize("backend", ["reference", "auto"])
 def test_ties_break_by_lower_index_and_graph_excludes_self(backend):
     # Integer coordinates make every distance exact, so the twins tie bit for bit.
