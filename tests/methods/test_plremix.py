@@ -85,6 +85,33 @@ def test_multicrop_infonce_puts_other_positives_in_the_denominator():
     torch.testing.assert_close(lib.warmup_crl_loss(z, 4, "supcon"), torch.stack([p[1] for p in per_row]).mean())
 
 
+def test_lambda_warmup_crl_scales_the_warm_up_term_and_its_gradient():
+    import argparse
+    import types
+
+    class Proj(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(12, 8)
+
+        def forward(self, x, mode="proj"):
+            return F.normalize(self.lin(x.flatten(1)), dim=1)
+
+    torch.manual_seed(0)
+    net, x = Proj(), torch.randn(6, 3, 2, 2)
+    views = (x, x + 0.1 * torch.randn_like(x), x - 0.1 * torch.randn_like(x))
+    results = []
+    for weight in (1.0, 0.25):
+        args = argparse.Namespace(lambda_warmup_crl=weight, crl="plr", fix_p8=True)  # InfoNCE: a non-constant value
+        fake = types.SimpleNamespace(args=args, warmup_kind=lambda v: lib.PLReMix.warmup_kind(fake, v))
+        loss = lib.PLReMix.warmup_extra(fake, 0)(net, views, torch.arange(6))
+        (grad,) = torch.autograd.grad(loss, net.lin.weight)
+        results.append((loss, grad))
+    torch.testing.assert_close(results[1][0], 0.25 * results[0][0])
+    torch.testing.assert_close(results[1][1], 0.25 * results[0][1])
+    assert train.get_args_parser().parse_args([]).lambda_warmup_crl == 1.0  # the original's weight by default
+
+
 class _Holder(torch.nn.Module):
     def __init__(self, c, d):
         super().__init__()
@@ -231,17 +258,21 @@ def test_webvision_entry_point_with_mcrop_on_a_fake_file_list_dataset(tmp_path):
 
 @pytest.mark.slow
 def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch):
-    """Issue 7's CPU check: 40 % sym noise on digits; AUC >= 0.9 and test accuracy > CE's (same budget)."""
+    """Issue 7's CPU check: 40 % sym noise on digits; AUC >= 0.9 and test accuracy > CE's (same budget).
+
+    The warm-up contrastive term is weighted 0.1 (``--lambda_warmup_crl``; the original's 1 is the
+    default): at 1 it costs ``small_cnn`` on digits 4 points here and 7 at 30 epochs (RESULTS.md)."""
     from tests.methods.codivide_helpers import INTEGRATION, INTEGRATION_EPOCHS, ce_baseline
 
     ce = ce_baseline(monkeypatch, tmp_path / "ce")
     tiny_digits(monkeypatch, n_train=1437, n_test=360)
     res = run_main(train, tmp_path / "plremix", *INTEGRATION, "--num_epochs", str(INTEGRATION_EPOCHS - 1),
-                   "--warm_up", "4", "--lambda_u", "0")
+                   "--warm_up", "4", "--lambda_u", "0", "--lambda_warmup_crl", "0.1")
     rows = read_jsonl(tmp_path / "plremix" / "eval.jsonl")
     aucs = [min(r["net1_auc"], r["net2_auc"]) for r in rows if "net1_auc" in r]
     assert aucs[-1] >= 0.9 and min(aucs) >= 0.85, aucs  # the issue: the GMM *reaches* AUC >= 0.9
     if res["test_acc"] <= ce["test_acc"]:
-        # Measured 2026-11-21: PLReMix 0.794 vs CE 0.781 on the same step schedule (0.861 with cosine): a
-        # margin this small can flip with thread counts; its 30-epoch deficit is open (RESULTS.md).
+        # Measured 2026-11-21 (RESULTS.md): PLReMix 83.6 / 80.8 / 79.2 % vs CE 78.1 / 85.0 / 80.3 % on seeds
+        # 123 / 0 / 1; DivideMix beats CE on all three. On digits PLReMix's own terms cost accuracy: with
+        # them all off it matches DivideMix (95.6 % at 30 epochs), so the shared co-divide loop is not it.
         pytest.xfail(f"PLReMix {res['test_acc']:.3f} <= CE {ce['test_acc']:.3f} on digits in 10 epochs")
