@@ -22,9 +22,11 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -81,8 +83,10 @@ def linear_probe_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: D
     return L.Job("linear-probe", {"head": head}, optimizer, train_epoch, evaluate, "", 0.0)
 
 
-def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downstream) -> L.Job:
-    """Train encoder and head end to end on the train pipeline (BN in train mode, as the original)."""
+def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downstream, *,
+                 method: str = "finetune", regulariser: Callable[[Tensor], Tensor] | None = None) -> L.Job:
+    """Train encoder and head end to end on the train pipeline (BN in train mode, as the original);
+    ``regulariser(features)`` is added to the CE loss (``nml_finetune.py``'s feature terms)."""
     images = data.train.images[data.keep.cpu()].to(args.device).permute(0, 3, 1, 2)
     params = list(encoder.parameters()) + list(head.parameters())
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
@@ -90,8 +94,9 @@ def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downs
     def loss_of(idx, g):
         x = train_view(images[idx], encoder.preprocess, g)
         with autocast(args.device, args.amp):
-            logits = head(encoder(x)).float()
-        return F.cross_entropy(logits, data.labels[idx], label_smoothing=args.ls)
+            feats = encoder(x).float()
+        loss = F.cross_entropy(head(feats), data.labels[idx], label_smoothing=args.ls)
+        return loss if regulariser is None else loss + regulariser(feats)
 
     def train_epoch(epoch: int) -> dict:
         encoder.train(), head.train()
@@ -108,20 +113,26 @@ def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downs
             out[name] = top1(head(f), split.labels.to(args.device))
         return out
 
-    return L.Job("finetune", {"encoder": encoder, "head": head}, optimizer, train_epoch, evaluate, "", 0.0)
+    return L.Job(method, {"encoder": encoder, "head": head}, optimizer, train_epoch, evaluate, "", 0.0)
 
 
-def main(args: argparse.Namespace) -> dict:
-    """Probe or fine-tune, evaluating and checkpointing every epoch; returns the results record."""
+def main(args: argparse.Namespace, *, method: str | None = None,
+         regulariser: Callable[[Tensor], Tensor] | None = None) -> dict:
+    """Probe or fine-tune, evaluating and checkpointing every epoch; returns the results record.
+    ``method``/``regulariser``: ``nml_finetune.py``'s name and feature terms (full fine-tuning only)."""
     started = time.perf_counter()
-    L.resolve_paths(args, "linear-probe" if args.freeze_encoder else "finetune")
+    method = method or ("linear-probe" if args.freeze_encoder else "finetune")
+    L.resolve_paths(args, method)
     log = default_setup(args)
     L.ensure_pretrained(args, log)
     encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
     encoder.requires_grad_(not args.freeze_encoder)
     data = load_downstream(args, log)
     head = L.build_head(args, encoder, data.train, log)
-    job = (linear_probe_job if args.freeze_encoder else finetune_job)(args, encoder, head, data)
+    if args.freeze_encoder:
+        job = linear_probe_job(args, encoder, head, data)
+    else:
+        job = finetune_job(args, encoder, head, data, method=method, regulariser=regulariser)
     job.noise = L.noise_label(args, encoder)
     job.setup_seconds = time.perf_counter() - started
     log.info("%s: %d-d features, %d steps per epoch", job.method, encoder.num_features,

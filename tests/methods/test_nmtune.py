@@ -407,6 +407,34 @@ def test_full_finetune_trains_the_encoder(tmp_path, encoder):
     assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
 
 
+def test_nml_finetune_regulariser_is_the_weighted_float64_terms():
+    from methods.nmtune.nml_finetune import feature_regulariser
+
+    f = torch.randn(24, 10, generator=torch.Generator().manual_seed(3)) + 0.2
+    got = feature_regulariser(0.04, 0.001)(f)
+    torch.testing.assert_close(got.double(), 0.04 * _cov_oracle(f) - 0.001 * _svd_oracle(f), rtol=1e-4, atol=1e-7)
+    assert feature_regulariser(0.0, 0.0)(f).item() == 0.0
+
+
+def test_nml_finetune_with_zero_weights_is_finetune_and_with_weights_differs(tmp_path, encoder):
+    from methods.nmtune import nml_finetune
+
+    flags = ["--epochs", "1", "--num-shots", "0.1", "--lr", "0.001"]
+    plain = _run(finetune, tmp_path / "ft", *flags, pretrained=encoder)
+    zero = _run(nml_finetune, tmp_path / "zero", *flags, "--cov-loss-weight", "0", "--svd-loss-weight", "0",
+                pretrained=encoder)
+    weighted = _run(nml_finetune, tmp_path / "w", *flags, "--cov-loss-weight", "1", "--svd-loss-weight", "1",
+                    pretrained=encoder)
+    assert zero["method"] == weighted["method"] == "nml-finetune" and zero["test_acc"] == plain["test_acc"]
+    ft, z, w = (torch.load(tmp_path / d / "last.pth", weights_only=False)["models"]["encoder"]
+                for d in ("ft", "zero", "w"))
+    floats = [k for k in ft if ft[k].is_floating_point()]
+    assert all(torch.equal(ft[k], z[k]) for k in floats)
+    assert any(not torch.equal(ft[k], w[k]) for k in floats)
+    with pytest.raises(ValueError, match="use finetune.py --freeze-encoder"):
+        _run(nml_finetune, tmp_path / "frozen", "--freeze-encoder", pretrained=encoder)
+
+
 def test_pretrain_if_missing_writes_a_noisy_encoder_that_nmtune_reads(tmp_path):
     ckpt = tmp_path / "enc.pth"
     result = _run(nml_tune, tmp_path / "run", "--freeze-encoder", "--epochs", "1", "--num-shots", "0.2",
