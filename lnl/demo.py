@@ -40,11 +40,9 @@ DEMO_RUNS: dict[str, DemoRun] = {
     "dividemix": DemoRun("methods.dividemix.Train_cifar", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
                                                            "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
                                                            "--lambda_u", "0"], length=9),
-    # The original weights PLReMix's warm-up contrastive term 1; small_cnn on digits learns ~4-8 points worse
-    # with that than with 0.1 (RESULTS.md), so the demo uses 0.1.
     "plremix": DemoRun("methods.plremix.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
                                                  "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
-                                                 "--lambda_u", "0", "--lambda_warmup_crl", "0.1"], length=9),
+                                                 "--lambda_u", "0"], length=9),
     # DMLP purifies the labels on fixed features (8x8 pixels here); its test_acc is its linear head's.
     "dmlp": DemoRun("methods.dmlp.DMLP", ["--dataset", "digits", "--feature_file", "pixels", "--noise_mode", "sym",
                                           "--r", "0.4", "--meta_size", "100", "--batch", "200", "--batch_fc", "64",
