@@ -1,7 +1,7 @@
 // CUDA kNN label retrieval (Python face: lnl/ops/knn.py; device code: knn_kernels.cuh).
 //  * k <= 256 and float32/float16/bfloat16 inputs: knn_tile_kernel, a fused tiled fp32 GEMM with a
 //    running top-k per query row in shared memory, streaming the keys (no Q x N buffer, any N).
-//  * k > 256 or float64: blocks of query rows through at::mm on the device, ranks, a stable
+//  * k > 256 or float64: blocks of query rows through at::mm in float64 on the device, ranks, a stable
 //    descending at::sort of each block (ties by the lower index), the first k columns kept.
 // Both then run knn_finish_kernel (exact l2 distances of the returned pairs, label votes).
 // No host synchronisation: a key label outside [0, num_classes) adds no vote instead of being
@@ -38,9 +38,10 @@ void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tens
   const auto dtype = q.scalar_type();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "knn_tile_kernel", [&] {
     auto kernel = knn_cuda::knn_tile_kernel<scalar_t>;
-    // Lists of up to 32 x 256 entries exceed the default 48 KB of dynamic shared memory.
+    // Lists of up to 32 x 256 entries exceed the default 48 KB of dynamic shared memory. Always the
+    // largest size, so that host threads launching with different k never lower it under each other.
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(smem)));
+                                        static_cast<int>(knn_cuda::tile_kernel_smem(kMaxFastK))));
     kernel<<<grid, kThreads, smem, stream>>>(
         q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, static_cast<int>(nq),
         static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k), exclude_self,
@@ -49,18 +50,20 @@ void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tens
   });
 }
 
-// Query blocks through at::mm (float32 or float64 math), stable descending sort, first k kept.
+// Query blocks through at::mm in float64 (exact ties for the stable sort, and no TF32 whatever the
+// global matmul setting), stable descending sort, first k kept.
 void run_sort_fallback(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& half_sq,
                        int64_t k, bool exclude_self, int64_t chunk, at::Tensor& rank,
                        at::Tensor& indices) {
   const int64_t nq = q.size(0), nk = keys.size(0);
-  const auto math = rank.scalar_type();
+  const auto math = at::kDouble;
   const at::Tensor kk = keys.to(math);
+  const at::Tensor half_sq64 = half_sq.defined() ? kk.pow(2).sum(1).mul_(0.5) : at::Tensor();
   const int64_t rows = chunk > 0 ? chunk : std::max<int64_t>(1, kFallbackElements / nk);
   for (int64_t r0 = 0; r0 < nq; r0 += rows) {
     const int64_t n = std::min(rows, nq - r0);
     at::Tensor s = at::mm(q.narrow(0, r0, n).to(math), kk.t());
-    if (half_sq.defined()) s.sub_(half_sq.to(math).unsqueeze(0));
+    if (half_sq64.defined()) s.sub_(half_sq64.unsqueeze(0));
     if (exclude_self) {  // query r0 + i is key r0 + i
       s.diagonal(/*offset=*/r0, 0, 1).fill_(-std::numeric_limits<double>::infinity());
     }
@@ -95,10 +98,11 @@ void check_device_inputs(const at::Tensor& queries, const at::Tensor& keys,
                   labels.device() == queries.device(),
               "knn_labels (CUDA): queries, keys and key_labels must be on one CUDA device, got ",
               queries.device(), ", ", keys.device(), ", ", labels.device());
-  TORCH_CHECK(keys.size(0) < std::numeric_limits<int>::max() &&
+  // The tile loop steps int key offsets by kBK: keep the last step below INT_MAX.
+  TORCH_CHECK(keys.size(0) < std::numeric_limits<int>::max() - knn_cuda::kBK &&
                   queries.size(0) < std::numeric_limits<int>::max(),
               "knn_labels (CUDA): N=", keys.size(0), " and Q=", queries.size(0),
-              " must be below 2^31");
+              " must be below 2^31 - ", knn_cuda::kBK);
 }
 
 }  // namespace
@@ -113,9 +117,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
                   dtype == at::kBFloat16,
               "knn_labels (CUDA): queries must be float32/float64/float16/bfloat16, got ", dtype);
   TORCH_CHECK(chunk >= 0, "knn_labels: chunk must be >= 0, got ", chunk);
+  check_device_inputs(queries, keys, key_labels);  // before the guard, which asserts a CUDA device
   const c10::cuda::OptionalCUDAGuard guard(queries.device());
   const at::Tensor labels = key_labels.contiguous();
-  check_device_inputs(queries, keys, labels);
   at::Tensor q = queries.contiguous(), kk = keys.contiguous();
   if (m == KnnMetric::kCosine) {  // F.normalize in at least float32, then back to the input dtype
     const auto math = dtype == at::kDouble ? at::kDouble : at::kFloat;

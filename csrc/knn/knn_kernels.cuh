@@ -269,13 +269,15 @@ __global__ void knn_finish_kernel(const scalar_t* __restrict__ queries,
   const int64_t label = labels[key];
   if (label >= 0 && label < num_classes) atomicAdd(votes + row * num_classes + label, 1.f);
   if (!l2) return;
-  score_t acc = 0;
+  // float64 sum and sqrt, as the CPU twin (and out of --use_fast_math's reach, which only
+  // approximates float32 sqrt): the distance then rounds once, to the score dtype.
+  double acc = 0;
   for (int t = 0; t < d; ++t) {
-    const score_t diff =
-        static_cast<score_t>(queries[row * d + t]) - static_cast<score_t>(keys[key * d + t]);
+    const double diff =
+        static_cast<double>(queries[row * d + t]) - static_cast<double>(keys[key * d + t]);
     acc += diff * diff;
   }
-  scores[pair] = sqrt(acc);
+  scores[pair] = static_cast<score_t>(sqrt(acc));
 }
 
 }  // namespace knn_cuda

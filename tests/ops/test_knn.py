@@ -80,6 +80,36 @@ def test_faiss_backend_equals_reference_without_ties(metric):
     assert torch.equal(out.indices, ref.indices) and torch.equal(out.votes, ref.votes)
 
 
+@pytest.mark.parametrize("offset", [100.0, 1000.0])
+@pytest.mark.parametrize("backend", ["cpu", "faiss"])
+def test_l2_far_from_the_origin_keeps_the_exact_neighbours(backend, offset):
+    """The GEMM form q.k - |k|^2/2 cancels in float32 far from the origin (recall 0.26 at 1000 before
+    the shift): the compiled and faiss backends shift both sets first (``l2_shift``)."""
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    elif not _ext.has_kernel("knn_labels", "CPU"):
+        pytest.skip("no CPU kernel")
+    g = torch.Generator().manual_seed(5)
+    keys = torch.randn(2000, 64, generator=g) + offset
+    queries = torch.randn(200, 64, generator=g) + offset
+    labels = torch.randint(0, 7, (2000,), generator=g)
+    ref = knn.knn_labels(queries.double(), keys.double(), labels, 10, 7, metric="l2", backend="reference")
+    out = knn.knn_labels(queries, keys, labels, 10, 7, metric="l2", backend=backend)
+    assert torch.equal(out.indices, ref.indices)
+    torch.testing.assert_close(out.scores.double(), ref.scores, rtol=1e-5, atol=1e-5)
+    graph = knn.knn_graph(keys, labels, 5, num_classes=7, metric="l2", backend=backend)
+    assert torch.equal(graph.indices, knn.knn_graph(keys.double(), labels, 5, num_classes=7, metric="l2",
+                                                    backend="reference").indices)
+
+
+def test_l2_shift_is_exact_on_integer_data_and_absent_near_the_origin():
+    ints = torch.randint(-3, 4, (50, 6)).float() + torch.tensor([0.0, 0, 0, 500, -800, 0.25])
+    shift = knn.l2_shift(ints)
+    assert torch.equal((ints - shift) + shift, ints)  # exact: no rounding in the shifted data
+    assert shift[3] == 500 and shift[4] == -800 and shift[0].abs() <= 1
+    assert knn.l2_shift(torch.randn(100, 8, generator=torch.Generator().manual_seed(0)) * 5) is None
+
+
 def test_faiss_backend_drops_self_even_behind_a_duplicate():
     pytest.importorskip("faiss")
     feats = torch.tensor([[0.0, 0.0], [0.0, 0.0], [5.0, 0.0], [9.0, 1.0]])
