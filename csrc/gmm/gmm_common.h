@@ -117,15 +117,18 @@ LNL_GMM_HD void accumulate(double* s, int K, const double* r, double z0, double 
 }
 
 // sklearn's _estimate_gaussian_parameters from the statistics: N_k = sum r + 10 eps,
-// mu = sum r x / N_k, Sigma = sum r (x - mu)(x - mu)^T / N_k + reg I (expanded around the shift,
-// which is exact algebra), then weights N_k / n (initial, as _initialize) or N_k / sum N_k.
+// mu = sum r x / N_k, Sigma = sum r (x - mu)(x - mu)^T / N_k + reg I, then weights N_k / n
+// (initial, as _initialize) or N_k / sum N_k. The sums are of z = x - shift, so
+// sum r x = c1 + shift * sum r: mu - shift = (c1 - shift * 10 eps) / N_k. (Dropping the 10 eps term
+// would move an empty component's mean from 0 to the shift.)
 LNL_GMM_HD bool m_step(const double* s, const double* shift, int K, int D, double n, double reg,
                        double eps10, bool initial, Model& m) {
   double total = 0;
   for (int k = 0; k < K; ++k) {
     const double* c = s + k * kPerComp;
     const double r = c[0], nk = c[0] + eps10;
-    const double mz0 = c[1] / nk, mz1 = D == 2 ? c[2] / nk : 0.0;
+    const double mz0 = (c[1] - shift[0] * eps10) / nk;
+    const double mz1 = D == 2 ? (c[2] - shift[1] * eps10) / nk : 0.0;
     m.w[k] = nk;
     total += nk;
     m.mean[k][0] = shift[0] + mz0;

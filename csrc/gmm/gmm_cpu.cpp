@@ -163,7 +163,7 @@ void em_problem(int64_t g, int64_t n, const EmArgs& a, const at::Tensor& x, cons
       m.w[k] = w[k];
       for (int d = 0; d < D; ++d) m.mean[k][d] = mu[k * D + d];
       m.cov[k][0] = c[k * D * D];
-      if (D == 2) m.cov[k][1] = c[k * 4 + 1], m.cov[k][2] = c[k * 4 + 3];
+      if (D == 2) m.cov[k][1] = c[k * 4 + 2], m.cov[k][2] = c[k * 4 + 3];  // lower triangle, as LAPACK
     }
     ok = gmm::finish_model(m, K, D);
   } else {

@@ -66,7 +66,6 @@ gmm_cuda::EmArgs<scalar_t> make_args(const at::Tensor& x, const at::Tensor& len,
 template <typename scalar_t, int D>
 void em_multiblock(const gmm_cuda::EmArgs<scalar_t>& a, int64_t G, const at::Tensor& x,
                    cudaStream_t stream) {
-  TORCH_CHECK(G <= 65535, "gmm_em (CUDA): at most 65535 problems with N > ", kSmallN, ", got G=", G);
   const int blocks = static_cast<int>(std::min(kMaxBlocks, (a.N + kPointsPerBlock - 1) / kPointsPerBlock));
   const auto dopt = x.options().dtype(at::kDouble);
   const int64_t model_doubles = sizeof(gmm::Model) / sizeof(double);
@@ -77,7 +76,7 @@ void em_multiblock(const gmm_cuda::EmArgs<scalar_t>& a, int64_t G, const at::Ten
   at::Tensor partial = at::empty({G, blocks, gmm::kNumStats}, dopt);
   gmm_cuda::EmState st{reinterpret_cast<gmm::Model*>(models.data_ptr<double>()), lb.data_ptr<double>(),
                        active.data_ptr<int>(), ok.data_ptr<int>(), partial.data_ptr<double>(), blocks};
-  const dim3 grid(blocks, static_cast<unsigned>(G));
+  const dim3 grid(static_cast<unsigned>(G), blocks);  // problems on x: no 65535 cap
   const int upd = static_cast<int>((G + kUpdateThreads - 1) / kUpdateThreads);
   if (a.mode != 2) {
     gmm_cuda::em_partial_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st, 1);
@@ -131,6 +130,7 @@ GmmOut gmm_em_cuda(const at::Tensor& x_in, const at::Tensor& lengths,
   const c10::cuda::CUDAGuard guard(x_in.device());
   const at::Tensor x = x_in.contiguous(), len = lengths.contiguous();
   const int64_t G = x.size(0), N = x.size(1), D = x.size(2), K = n_components;
+  TORCH_CHECK(G == 0 || N > 0, "gmm_em (CUDA): problems of N=0 points");
   at::Tensor init[3];
   if (mode == 0) init[0] = init_labels->contiguous();
   if (mode == 1) init[0] = init_resp->contiguous();

@@ -124,7 +124,7 @@ __device__ bool load_given(const EmArgs<scalar_t>& a, int64_t g, gmm::Model& m) 
     for (int d = 0; d < D; ++d) m.mean[k][d] = a.mu0[(g * K + k) * D + d];
     const scalar_t* c = a.cov0 + (g * K + k) * D * D;
     m.cov[k][0] = c[0];
-    if (D == 2) m.cov[k][1] = c[1], m.cov[k][2] = c[3];
+    if (D == 2) m.cov[k][1] = c[2], m.cov[k][2] = c[3];  // lower triangle, as LAPACK
   }
   return gmm::finish_model(m, K, D);
 }
@@ -200,7 +200,8 @@ struct EmState {
 template <typename scalar_t, int D>
 __global__ void __launch_bounds__(kThreads) em_partial_kernel(EmArgs<scalar_t> a, EmState st, int init) {
   __shared__ double smem[kWarps * kNumStats];
-  const int64_t g = blockIdx.y, b = blockIdx.x, n = a.lengths[g];
+  // grid (G, blocks): problems on x (up to 2^31 - 1), a problem's blocks on y (at most kMaxBlocks)
+  const int64_t g = blockIdx.x, b = blockIdx.y, n = a.lengths[g];
   if (!st.active[g]) return;  // uniform over the block
   const int64_t per = (a.N + st.blocks - 1) / st.blocks;
   const int64_t lo = b * per, hi = min(n, lo + per);
@@ -250,9 +251,9 @@ __global__ void em_update_kernel(EmArgs<scalar_t> a, EmState st, int64_t G, int6
 
 template <typename scalar_t, int D>
 __global__ void __launch_bounds__(kThreads) em_resp_kernel(EmArgs<scalar_t> a, EmState st) {
-  const int64_t g = blockIdx.y, n = a.lengths[g];
-  const int64_t per = (a.N + gridDim.x - 1) / gridDim.x;
-  const int64_t lo = blockIdx.x * per, hi = min(a.N, lo + per);
+  const int64_t g = blockIdx.x, n = a.lengths[g];
+  const int64_t per = (a.N + gridDim.y - 1) / gridDim.y;
+  const int64_t lo = blockIdx.y * per, hi = min(a.N, lo + per);
   resp_range<scalar_t, D>(a, g, st.models[g], st.ok[g], n, lo + threadIdx.x, hi, kThreads);
 }
 

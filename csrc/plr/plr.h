@@ -1,6 +1,8 @@
 // PLReMix's pseudo-label-relaxed contrastive loss (specs/plremix_dividemix.md §5.6, §5.7, §11.2).
 // Python face: lnl/ops/plr.py. Candidate sets are bitsets (ceil(C/64) words per sample); no B x B
 // or N x N tensor is ever built by the loss.
+// The CUDA op does not check class indices (a host sync): one outside [0, C) drops out of its
+// sample's set (the CPU op raises). lnl.ops.plr_loss validates them unless validate=False.
 #pragma once
 #include <ATen/ATen.h>
 

@@ -83,6 +83,8 @@ def _check_init(init, g: int, n: int, k: int, d: int) -> None:
             _finite(f"init {name}", t)
         if bool((w <= 0).any()):
             raise ValueError("gmm_fit: init weights must be positive")
+        if not torch.allclose(c, c.transpose(-1, -2)):
+            raise ValueError("gmm_fit: init covs must be symmetric (a covariance matrix)")
 
 
 def check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, values=True) -> torch.Tensor:

@@ -339,6 +339,66 @@ def test_cpu_kernel_degenerate_and_opcheck():
                           (xs, lengths, labels, None, None, None, None, 2, 10, 1e-2, 5e-4))
 
 
+def _compiled_backends():
+    return [pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU, reason="no CPU kernel")),
+            pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA")])]
+
+
+@pytest.mark.parametrize("backend", _compiled_backends())
+def test_compiled_empty_component_keeps_sklearns_mean(backend):
+    """An (almost) empty component: N_k = 10 eps, so sklearn's mean is ~0, not the data. The kernels sum
+    x - shift and must add the shift back with weight sum(r), not N_k (they once put it at x[0])."""
+    dev = "cuda" if backend == "cuda" else "cpu"
+    x = torch.rand(1, 200, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 5
+    resp0 = torch.zeros(1, 200, 2, dtype=torch.float64)
+    resp0[..., 0] = 1
+    for args in ((x, dict(init=resp0, reg_covar=1e-3)), (torch.full((1, 50, 1), 0.3, dtype=torch.float64), DIVIDEMIX)):
+        xx, kw = args
+        kw = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        got = gmm_fit(xx.to(dev), backend=backend, **kw)
+        want = gmm_fit_reference(xx, **{k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
+        for a, b in zip(got, want):
+            torch.testing.assert_close(a.cpu(), b, atol=1e-9, rtol=1e-9)
+
+
+@pytest.mark.parametrize("backend", _compiled_backends())
+def test_compiled_given_covariances_read_as_symmetric_matrices(backend):
+    dev = "cuda" if backend == "cuda" else "cpu"
+    x = torch.from_numpy(synth_losses(500, 2, 3))[None]
+    cov = torch.tensor([[[0.05, 0.02], [0.02, 0.05]], [[0.04, -0.01], [-0.01, 0.06]]], dtype=torch.float64)[None]
+    init = GMMParams(torch.tensor([[0.5, 0.5]], dtype=torch.float64), torch.tensor([[[0.1, 0.1], [0.7, 0.6]]],
+                                                                                   dtype=torch.float64), cov)
+    got = gmm_fit(x.to(dev), init=GMMParams(*(t.to(dev) for t in init)), max_iter=1, backend=backend)
+    want = gmm_fit_reference(x, init=init, max_iter=1)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-9, rtol=1e-9)
+    skew = cov.clone()
+    skew[0, 0, 0, 1] = 0.0
+    with pytest.raises(ValueError, match="symmetric"):
+        gmm_fit(x, init=GMMParams(init.weights, init.means, skew), backend=backend if backend == "cpu" else "reference")
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernel")
+@pytest.mark.parametrize("k, d", [(2, 1), (2, 2), (3, 2)])
+def test_cuda_multiblock_ragged_and_any_k_match_reference(k, d):
+    """N > 65,536 takes the multi-block path; lengths leave padding and a tiny problem."""
+    from lnl.ops import gmm_reference as ref
+
+    rng = np.random.default_rng(10 + k)
+    n = 70_000
+    x = torch.from_numpy(np.concatenate([rng.normal(m, 0.3, (n // k + 1, d)) for m in range(k)])[:n])
+    xx = torch.stack([x[torch.randperm(n)], x.flip(0), x])
+    lengths = torch.tensor([n, 8193, 2 * k])
+    u = torch.as_tensor(ref.kmeans_uniforms(4, k)).expand(3, -1).contiguous()
+    assert torch.equal(torch.ops.lnl.gmm_kmeans(xx.cuda(), lengths.cuda(), u.cuda(), k).cpu(),
+                       ref.kmeans_labels(xx, lengths, k, 4))
+    got = gmm_fit(xx.cuda(), lengths.cuda(), n_components=k, seed=4, backend="cuda", **DIVIDEMIX)
+    want = gmm_fit_reference(xx, lengths, n_components=k, seed=4, **DIVIDEMIX)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-7, rtol=1e-7)
+
+
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernel")
 def test_cuda_kernel_matches_reference():
