@@ -81,25 +81,26 @@ def test_faiss_backend_equals_reference_without_ties(metric):
 
 
 @pytest.mark.parametrize("offset", [100.0, 1000.0])
-@pytest.mark.parametrize("backend", ["cpu", "faiss"])
+@pytest.mark.parametrize("backend", ["cpu", "faiss", pytest.param("cuda", marks=pytest.mark.cuda)])
 def test_l2_far_from_the_origin_keeps_the_exact_neighbours(backend, offset):
     """The GEMM form q.k - |k|^2/2 cancels in float32 far from the origin (recall 0.26 at 1000 before
     the shift): the compiled and faiss backends shift both sets first (``l2_shift``)."""
     if backend == "faiss":
         pytest.importorskip("faiss")
-    elif not _ext.has_kernel("knn_labels", "CPU"):
-        pytest.skip("no CPU kernel")
+    elif not _ext.has_kernel("knn_labels", backend.upper()) or (backend == "cuda" and not torch.cuda.is_available()):
+        pytest.skip(f"no {backend} kernel")
+    dev = "cuda" if backend == "cuda" else "cpu"
     g = torch.Generator().manual_seed(5)
     keys = torch.randn(2000, 64, generator=g) + offset
     queries = torch.randn(200, 64, generator=g) + offset
     labels = torch.randint(0, 7, (2000,), generator=g)
     ref = knn.knn_labels(queries.double(), keys.double(), labels, 10, 7, metric="l2", backend="reference")
-    out = knn.knn_labels(queries, keys, labels, 10, 7, metric="l2", backend=backend)
-    assert torch.equal(out.indices, ref.indices)
-    torch.testing.assert_close(out.scores.double(), ref.scores, rtol=1e-5, atol=1e-5)
-    graph = knn.knn_graph(keys, labels, 5, num_classes=7, metric="l2", backend=backend)
-    assert torch.equal(graph.indices, knn.knn_graph(keys.double(), labels, 5, num_classes=7, metric="l2",
-                                                    backend="reference").indices)
+    out = knn.knn_labels(queries.to(dev), keys.to(dev), labels.to(dev), 10, 7, metric="l2", backend=backend)
+    assert torch.equal(out.indices.cpu(), ref.indices)
+    torch.testing.assert_close(out.scores.double().cpu(), ref.scores, rtol=1e-5, atol=1e-5)
+    graph = knn.knn_graph(keys.to(dev), labels.to(dev), 5, num_classes=7, metric="l2", backend=backend)
+    assert torch.equal(graph.indices.cpu(), knn.knn_graph(keys.double(), labels, 5, num_classes=7, metric="l2",
+                                                          backend="reference").indices)
 
 
 def test_l2_shift_is_exact_on_integer_data_and_absent_near_the_origin():
