@@ -66,6 +66,8 @@ def save_checkpoint(run_dir: str | os.PathLike, *, epoch: int, models: Mapping[s
         The checkpoint path (written by rank 0 only; other ranks return it without writing).
     """
     path = Path(run_dir) / LAST_CHECKPOINT
+    # Every rank's RNG states (ranks are seeded seed + rank): a resumed rank continues its own stream.
+    rng = comm.all_gather_object(get_rng_state())
     if not comm.is_main_process():
         return path
     state = {
@@ -74,7 +76,8 @@ def save_checkpoint(run_dir: str | os.PathLike, *, epoch: int, models: Mapping[s
         "optimizers": _state_dicts(optimizers),
         "schedulers": _state_dicts(schedulers),
         "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": get_rng_state(),
+        "rng": rng[0],
+        "rng_per_rank": rng,
         "method_state": method_state,
         "args": vars(args) if hasattr(args, "__dict__") else args,
     }
@@ -119,5 +122,7 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Mo
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     if restore_rng:
-        set_rng_state(state["rng"])
+        per_rank = state.get("rng_per_rank") or [state["rng"]]
+        rank = comm.get_rank()
+        set_rng_state(per_rank[rank] if rank < len(per_rank) else per_rank[0])
     return state

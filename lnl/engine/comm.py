@@ -1,4 +1,4 @@
-"""Distributed helpers: rank, world size, main process, barrier and gathers (single process safe),
+"""Distributed helpers: rank, world size, main process, barrier and an object gather (single process safe),
 process-group setup from torchrun or a submitit/SLURM job, DDP wrapping and sharded batches."""
 
 from __future__ import annotations
@@ -33,13 +33,13 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_gather_cat(tensor: torch.Tensor) -> torch.Tensor:
-    """Concatenate equally-shaped tensors from every rank along dim 0 (identity when not distributed)."""
+def all_gather_object(obj):
+    """Every rank's picklable ``obj``, in rank order (``[obj]`` when not distributed)."""
     if not is_dist():
-        return tensor
-    parts = [torch.empty_like(tensor) for _ in range(get_world_size())]
-    dist.all_gather(parts, tensor.contiguous())
-    return torch.cat(parts)
+        return [obj]
+    out = [None] * get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -108,3 +108,53 @@ def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
         assert torch.equal(whole[name], resumed[name]), name
     # Every epoch is logged exactly once, even the one that was cut off.
     assert [r["step"] for r in read_jsonl(out / "eval.jsonl")] == list(range(epochs))
+
+
+def _rank_resume(rank: int, world: int, folder: str, port: int, out) -> None:
+    """One gloo rank: seed seed + rank, checkpoint, draw; then restore and draw again."""
+    import os
+    import random
+
+    import torch.distributed as dist
+
+    from lnl.engine import load_checkpoint, save_checkpoint, seed_everything
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        seed_everything(100 + rank)
+        model = torch.nn.Linear(2, 2)
+        save_checkpoint(folder, epoch=0, models={"m": model})
+        first = (random.random(), float(np.random.rand()), float(torch.rand(())))
+        dist.barrier()
+        load_checkpoint(Path(folder) / "last.pth", models={"m": model})
+        again = (random.random(), float(np.random.rand()), float(torch.rand(())))
+        out.put((rank, first, again))
+    finally:
+        dist.destroy_process_group()
+
+
+def test_each_rank_resumes_its_own_rng_streams(tmp_path):
+    """Ranks are seeded seed + rank; rank 0 writes the checkpoint, but every rank gets its own states back."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    out = ctx.Queue()
+    procs = [ctx.Process(target=_rank_resume, args=(r, 2, str(tmp_path), port, out)) for r in range(2)]
+    for p in procs:
+        p.start()
+    results = dict((rank, (first, again)) for rank, first, again in (out.get(timeout=120) for _ in procs))
+    for p in procs:
+        p.join(timeout=60)
+        assert p.exitcode == 0
+    for rank in (0, 1):
+        first, again = results[rank]
+        assert first == again, rank  # the draws after the restore repeat this rank's own stream
+    assert results[0][0] != results[1][0]
+    state = torch.load(tmp_path / "last.pth", weights_only=False)
+    assert len(state["rng_per_rank"]) == 2
