@@ -277,4 +277,5 @@ def diffusion_loss(denoiser: nn.Module, x_embed: torch.Tensor, fp: torch.Tensor,
     t = antithetic_timesteps(y0.shape[0], schedule.num_timesteps, y0.device)
     noise = torch.randn_like(y0)
     eps_hat = denoiser(x_embed, schedule.q_sample(y0, t, noise), t, fp).float()
-    return (weights @ (noise - eps_hat).square()).mean()
+    with torch.autocast(y0.device.type, enabled=False):  # the weighted sum in float32 under --amp
+        return (weights.float() @ (noise.float() - eps_hat).square()).mean()

@@ -32,6 +32,15 @@ FIXES = ("train_encoder", "use_ema", "fix_lr_horizon", "exclude_self", "fix_ddim
          "predict_argmax", "fix_selection")
 
 
+def data_parallel_ids(requested: list[int], device: int, visible: int) -> list[int]:
+    """The GPUs DataParallel may use: the requested ones that exist, the model's device first (it must
+    be device_ids[0]). The scripts' default ``0 1 2 3`` crashed the original on fewer than 4 GPUs."""
+    ids = [i for i in dict.fromkeys(requested) if 0 <= i < visible]
+    if device not in ids:
+        return []
+    return [device] + [i for i in ids if i != device]
+
+
 @dataclass
 class Recipe:
     """One original script's defaults, including the values it hard-codes."""
@@ -173,8 +182,14 @@ class Run:
 
     def parallel(self) -> tuple[nn.Module, nn.Module]:
         """(denoiser, encoder), under DataParallel over ``--gpu_devices`` when several GPUs are given."""
-        ids = getattr(self.args, "gpu_devices", None) or []
-        if self.args.device.type == "cuda" and len(ids) > 1:
+        if self.args.device.type != "cuda":
+            return self.denoiser, self.encoder
+        requested = getattr(self.args, "gpu_devices", None) or []
+        ids = data_parallel_ids(requested, self.args.device.index or 0, torch.cuda.device_count())
+        if ids != list(requested):
+            self.log.info("--gpu_devices %s: DataParallel over %s (visible GPUs: %d, model on cuda:%d)",
+                          requested, ids or "none", torch.cuda.device_count(), self.args.device.index or 0)
+        if len(ids) > 1:
             return nn.DataParallel(self.denoiser, ids), nn.DataParallel(self.encoder, ids)
         return self.denoiser, self.encoder
 
