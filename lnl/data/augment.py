@@ -15,6 +15,7 @@ uncovered area with ``fill`` (PLReMix's CIFAR policy uses 128; torchvision's def
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Sequence
 
@@ -111,12 +112,19 @@ def normalize(
     Returns:
         ``Tensor[B, C, H, W]`` of ``dtype``.
     """
-    dev = images.device
-    m = torch.as_tensor(mean, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
-    s = torch.as_tensor(std, dtype=torch.float32, device=dev).view(1, -1, 1, 1)
+    shift, scale = _normalize_constants(tuple(map(float, mean)), tuple(map(float, std)), images.device)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = images.to(memory_format=fmt).float()
-    return torch.addcmul(-m / s, x, 1.0 / (255.0 * s)).to(dtype=dtype, memory_format=fmt)
+    return torch.addcmul(shift, x, scale).to(dtype=dtype, memory_format=fmt)
+
+
+@functools.lru_cache(maxsize=None)
+def _normalize_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    """``(-mean/std, 1/(255 std))`` as ``[1, C, 1, 1]`` float32 on ``device``, built once: a host-to-device
+    copy per batch would wait for all the work queued on the GPU."""
+    m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (-m / s).to(device), (1.0 / (255.0 * s)).to(device)
 
 
 def _per_sample(values: Tensor, b: int) -> Tensor:

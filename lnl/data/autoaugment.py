@@ -20,6 +20,8 @@ TF's level-to-argument mapping (:func:`v0_argument`) on the same batched ops, pl
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
@@ -207,10 +209,35 @@ def apply_ops(x: Tensor, op: Tensor, mag: Tensor, fill: int = 128) -> Tensor:
     return result
 
 
+# Constant tables, built and copied once per device: a host-to-device copy waits for all the work
+# queued on the GPU, so rebuilding them per batch would stall the pipeline every step.
+@functools.lru_cache(maxsize=None)
+def _signed_mask(device: torch.device) -> Tensor:
+    return _SIGNED_MASK.to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _magnitudes(num_bins: int, h: int, w: int, device: torch.device) -> Tensor:
+    return magnitude_table(num_bins, h, w).to(device)
+
+
+@functools.lru_cache(maxsize=None)
+def _cifar_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """(op ids, probabilities, magnitude bins), each ``[25, 2]``."""
+    return (torch.tensor([[OP_ID[o] for o, _, _ in sp] for sp in CIFAR10_POLICY], device=device),
+            torch.tensor([[p for _, p, _ in sp] for sp in CIFAR10_POLICY], device=device),
+            torch.tensor([[m or 0 for _, _, m in sp] for sp in CIFAR10_POLICY], device=device))
+
+
+@functools.lru_cache(maxsize=None)
+def _randaug_choices(device: torch.device) -> Tensor:
+    return torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=device)
+
+
 def _signed(op: Tensor, mag: Tensor, generator: torch.Generator) -> Tensor:
     """Negate the magnitude of signed ops with probability 0.5."""
     flip = torch.rand(op.shape, device=op.device, generator=generator) < 0.5
-    signed = _SIGNED_MASK.to(op.device)[op] & flip
+    signed = _signed_mask(op.device)[op] & flip
     return torch.where(signed, -mag, mag)
 
 
@@ -245,10 +272,8 @@ def auto_augment(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tens
     x_in, x = x, _as_uint8(x)
     b, _, h, w = x.shape
     dev = x.device
-    table = magnitude_table(10, h, w).to(dev)
-    ids = torch.tensor([[OP_ID[o] for o, _, _ in sp] for sp in CIFAR10_POLICY], device=dev)
-    probs = torch.tensor([[p for _, p, _ in sp] for sp in CIFAR10_POLICY], device=dev)
-    bins = torch.tensor([[m or 0 for _, _, m in sp] for sp in CIFAR10_POLICY], device=dev)
+    table = _magnitudes(10, h, w, dev)
+    ids, probs, bins = _cifar_policy(dev)
     policy = torch.randint(0, len(CIFAR10_POLICY), (b,), device=dev, generator=generator)
     for slot in range(2):
         op = ids[policy, slot]
@@ -285,8 +310,8 @@ def rand_augment(
     x_in, x = x, _as_uint8(x)
     b, _, h, w = x.shape
     dev = x.device
-    table = magnitude_table(num_bins, h, w).to(dev)
-    choices = torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=dev)
+    table = _magnitudes(num_bins, h, w, dev)
+    choices = _randaug_choices(dev)
     for _ in range(num_ops):
         op = choices[torch.randint(0, len(choices), (b,), device=dev, generator=generator)]
         x = apply_ops(x, op, _signed(op, table[op, magnitude], generator), fill)
@@ -361,6 +386,17 @@ def _solarize_add(x: Tensor, addition: Tensor) -> Tensor:
     return torch.where(x < 128, added.to(torch.uint8), x)
 
 
+@functools.lru_cache(maxsize=None)
+def _imagenet_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(op ids, probabilities, float64 magnitudes, signed?), each ``[25, 2]``, of the v0 policy."""
+    table, op_id = IMAGENET_POLICY_V0, {**OP_ID, "SolarizeAdd": _SOLARIZE_ADD}
+    return (torch.tensor([[op_id[o] for o, _, _ in sp] for sp in table], device=device),
+            torch.tensor([[p for _, p, _ in sp] for sp in table], device=device),
+            torch.tensor([[_v0_magnitude(o, lv) for o, _, lv in sp] for sp in table],
+                         dtype=torch.float64, device=device),
+            torch.tensor([[o in _V0_SIGNED for o, _, _ in sp] for sp in table], device=device))
+
+
 def auto_augment_imagenet(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tensor:
     """AutoAugment with the ImageNet policy ``v0`` (TF's), a random sub-policy per image.
 
@@ -377,14 +413,8 @@ def auto_augment_imagenet(x: Tensor, generator: torch.Generator, fill: int = 128
     """
     x_in, x = x, _as_uint8(x)
     b, dev = x.shape[0], x.device
-    table = IMAGENET_POLICY_V0
-    op_id = {**OP_ID, "SolarizeAdd": _SOLARIZE_ADD}
-    ids = torch.tensor([[op_id[o] for o, _, _ in sp] for sp in table], device=dev)
-    probs = torch.tensor([[p for _, p, _ in sp] for sp in table], device=dev)
-    mags = torch.tensor([[_v0_magnitude(o, lv) for o, _, lv in sp] for sp in table],
-                        dtype=torch.float64, device=dev)
-    signs = torch.tensor([[o in _V0_SIGNED for o, _, _ in sp] for sp in table], device=dev)
-    policy = torch.randint(0, len(table), (b,), device=dev, generator=generator)
+    ids, probs, mags, signs = _imagenet_policy(dev)
+    policy = torch.randint(0, len(IMAGENET_POLICY_V0), (b,), device=dev, generator=generator)
     for slot in range(2):
         op = ids[policy, slot]
         applied = torch.rand(b, device=dev, generator=generator) <= probs[policy, slot]

@@ -85,7 +85,9 @@ def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None
         actual = float((noisy.labels != train.targets).float().mean())
         log.info("%s: %d train / %d test, noise %s, measured noise rate %.4f", args.dataset, len(train),
                  len(test), noise_name(args), actual)
-    common = dict(mean=train.mean, std=train.std, device=args.device)
+    # channels_last batches on CUDA, where the networks are channels_last (no layout change per forward)
+    common = dict(mean=train.mean, std=train.std, device=args.device,
+                  channels_last=torch.device(args.device).type == "cuda")
     train_loader = GPULoader(train.images, noisy.labels, args.batch_size, train=True, seed=args.seed, **common)
     test_loader = GPULoader(test.images, test.targets, max(args.batch_size, 256), train=False, **common)
     return NoisyData(train, test, noisy, train.num_classes, train_loader, test_loader)

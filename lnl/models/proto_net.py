@@ -53,7 +53,9 @@ class ProtoNet(nn.Module):
         if mode == "proj":
             return q
         if mode == "all":
-            return self.forward_head(f), q @ self.prototypes.t() / self.temperature, q
+            with torch.autocast(x.device.type, enabled=False):  # the GMM's second column: float32 under --amp
+                proto_logits = q.float() @ self.prototypes.float().t() / self.temperature
+            return self.forward_head(f), proto_logits, q
         raise ValueError(f"ProtoNet: unknown mode {mode!r} (cls, proj, all)")
 
 

@@ -54,29 +54,27 @@ def warmup_crl_loss(z: Tensor, views: int, kind: str, temperature: float = 0.1) 
     Returns:
         The scalar loss.
     """
+    if kind not in ("flat", "flat_lse_all", "infonce", "supcon"):
+        raise ValueError(f"unknown warm-up contrastive loss {kind!r}")
+    if kind == "flat" and views != 2:
+        raise ValueError(f"the FlatNCE warm-up needs 2 views, got {views}")
     n = z.shape[0]
     b = n // views
-    sim = (z.float() @ z.float().t()) / temperature
-    sample = torch.arange(n, device=z.device) % b
-    same = sample[:, None] == sample[None, :]
-    pos = same & ~torch.eye(n, dtype=torch.bool, device=z.device)
-    positives = sim[pos].view(n, views - 1)
-    negatives = sim[~same].view(n, n - views)
+    with torch.autocast(z.device.type, enabled=False):  # similarities / 0.1 in float32, also under --amp
+        sim = (z.float() @ z.float().t()) / temperature
+    # Index arithmetic instead of boolean-mask selection, which would synchronise with the device.
+    rows = torch.arange(n, device=z.device)
+    same = (rows[:, None] % b) == (rows[None, :] % b)
+    pos_cols = ((rows[:, None] + b * torch.arange(1, views, device=z.device)) % n).sort(dim=1).values
+    positives = sim.gather(1, pos_cols)  # [n, V-1], in column order (P10's "column 0" is the first)
     if kind == "flat":
-        if views != 2:
-            raise ValueError(f"the FlatNCE warm-up needs 2 views, got {views}")
-        v = torch.logsumexp(negatives - positives, dim=1)
+        v = torch.logsumexp(sim.masked_fill(same, float("-inf")) - positives, dim=1)
         return torch.exp(v - v.detach()).mean()
-    logits = torch.cat([positives, negatives], dim=1)
+    lse_all = torch.logsumexp(sim.masked_fill(rows[:, None] == rows[None, :], float("-inf")), dim=1)
     if kind == "flat_lse_all":
-        v = torch.logsumexp(logits, dim=1)
-        return torch.exp(v - v.detach()).mean()
-    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
-    if kind == "infonce":
-        return -log_prob[:, 0].mean()
-    if kind == "supcon":
-        return -log_prob[:, : views - 1].mean()
-    raise ValueError(f"unknown warm-up contrastive loss {kind!r}")
+        return torch.exp(lse_all - lse_all.detach()).mean()
+    log_prob = positives - lse_all[:, None]
+    return -(log_prob[:, 0] if kind == "infonce" else log_prob).mean()
 
 
 def project_views(net, views: list[Tensor]) -> Tensor:
