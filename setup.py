@@ -4,7 +4,8 @@ Environment:
     LNL_CUDA=0|1|auto   0: CPU only; 1: CUDA required (fails without a toolkit); auto (default): CUDA
                         when torch has CUDA and a toolkit is found (CUDA_HOME or nvcc on PATH).
     LNL_FORCE_CUDA=1    same as LNL_CUDA=1 (the style guide's name; Docker sets it).
-    TORCH_CUDA_ARCH_LIST  defaults to "8.0;9.0" when no GPU is visible (CI, image builds).
+    TORCH_CUDA_ARCH_LIST  defaults to the visible GPUs' architectures, or "8.0;9.0+PTX" when none is
+                          visible (CI, image builds); entries below 8.0 are dropped (sm_80+ kernels).
     LNL_SKIP_EXT=1      pure-Python install, no extension.
     LNL_DEBUG=1         -O0 -g (and -lineinfo for nvcc).
     MAX_JOBS            parallel compile jobs (ninja).
@@ -30,6 +31,21 @@ def _cuda_mode() -> str:
     if mode not in {"0", "1", "auto"}:
         raise SystemExit(f"LNL_CUDA must be 0, 1 or auto, got {mode!r}")
     return mode
+
+
+def _arch_list(torch, requested: str | None) -> str:
+    """The CUDA architectures to build: ``requested`` (TORCH_CUDA_ARCH_LIST), else the visible GPUs',
+    else A100 + H100 with PTX for newer GPUs. The kernels use bf16 tensor cores and up to 80 KB of
+    shared memory per block, so compute capability 8.0 is the floor: lower entries are dropped with a
+    warning (lnl.ops then runs the CPU kernels or the reference on such GPUs)."""
+    if not requested and torch.cuda.is_available():
+        caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
+        requested = ";".join(f"{a}.{b}" for a, b in sorted(caps))
+    entries = [e for e in (requested or "8.0;9.0+PTX").replace(" ", ";").split(";") if e]
+    kept = [e for e in entries if int(e.split(".")[0]) >= 8]  # "8.6", "9.0a", "9.0+PTX"
+    if len(kept) < len(entries):
+        print(f"lnl setup: dropping CUDA architectures below 8.0 from {entries} (the kernels need sm_80+)")
+    return ";".join(kept) or "8.0;9.0+PTX"
 
 
 def _want_cuda(torch, cpp_extension) -> bool:
@@ -80,8 +96,7 @@ def _extensions():
     extra = {"cxx": cxx}
     ext_cls = cpp_extension.CppExtension
     if with_cuda:
-        if not torch.cuda.is_available() and not os.environ.get("TORCH_CUDA_ARCH_LIST"):
-            os.environ["TORCH_CUDA_ARCH_LIST"] = "8.0;9.0"  # no GPU to detect: build A100 + H100
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list(torch, os.environ.get("TORCH_CUDA_ARCH_LIST"))
         sources += sorted(glob.glob("csrc/*/*_cuda.cu", root_dir=ROOT))
         nvcc = ["-O0", "-g", "-G", "-lineinfo"] if debug else ["-O3", "-lineinfo"]
         extra["nvcc"] = nvcc + ["--use_fast_math", "--expt-relaxed-constexpr"]

@@ -32,6 +32,9 @@ def compiled_reasons(op: str, backend: str, device: torch.device) -> list[str]:
         reasons.append(f"lnl._C has no {key} kernel for lnl::{op}{suffix}")
     if device.type != backend:
         reasons.append(f"inputs are on {device.type}, not {backend}")
+    elif backend == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
+        cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
+        reasons.append(f"the CUDA kernels need compute capability 8.0+, {device} has {cap}")
     return reasons
 
 
