@@ -48,9 +48,23 @@ def _logger(run_dir: Path) -> logging.Logger:
     return log
 
 
-def default_setup(args: argparse.Namespace) -> logging.Logger:
+def check_supported(args: argparse.Namespace, supports: tuple[str, ...]) -> None:
+    """Refuse a shared switch (``--amp``, ``--compile``) that this entry point does not honour,
+    instead of silently running without it.
+
+    Raises:
+        ValueError: naming the switch and the entry point.
+    """
+    for flag in ("amp", "compile"):
+        if getattr(args, flag, False) and flag not in supports:
+            raise ValueError(f"--{flag} is not supported by {Path(sys.argv[0]).name or 'this entry point'}: "
+                             f"drop it (supported here: {', '.join('--' + f for f in supports) or 'neither'})")
+
+
+def default_setup(args: argparse.Namespace, *, supports: tuple[str, ...] = ("amp", "compile")) -> logging.Logger:
     """Join the process group (when launched as several tasks), create the run folder, logger and
-    reports, seed with ``seed + rank`` and set backend flags.
+    reports, seed with ``seed + rank`` and set backend flags. ``supports``: the shared switches this
+    entry point honours (``check_supported``).
 
     Writes ``args.yaml``, ``env.txt`` (``python -m lnl.info``'s report plus the git SHA) in
     ``args.out``; sets ``args.device`` to a ``torch.device``. cuDNN benchmark stays off and TF32 is
@@ -61,6 +75,7 @@ def default_setup(args: argparse.Namespace) -> logging.Logger:
     """
     from lnl.info import report
 
+    check_supported(args, supports)
     comm.init_distributed()  # torchrun or a multi-task submitit job; a no-op for one process
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -134,7 +134,7 @@ def main(args: argparse.Namespace) -> dict:
         for f in FIXES:
             setattr(args, f, True)
     args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
-    log = default_setup(args)
+    log = default_setup(args, supports=())
     fs = L.load_features(args)
     args.num_classes = c = _num_classes(args, fs)
     noisy, noise_meta = L.noisy_labels(args, fs, c)

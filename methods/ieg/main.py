@@ -264,7 +264,7 @@ def main(args: argparse.Namespace) -> dict:
     """Train (or, with ``--mode evaluation``, evaluate the last checkpoint); returns the result record."""
     name = check_args(args)
     args.out = run_dir(args)
-    log = default_setup(args)
+    log = default_setup(args, supports=())
     evaluating = args.mode == "evaluation"
     resume = find_resume_path(args.out, "auto" if evaluating and args.resume == "none" else args.resume)
     if evaluating and resume is None:

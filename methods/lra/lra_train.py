@@ -314,7 +314,7 @@ def main(args: argparse.Namespace) -> dict:
     """Train and evaluate; returns the results record (also appended to ``<out>/results.jsonl``)."""
     resolve(args)
     args.out = args.out or default_out(args)
-    log = default_setup(args)
+    log = default_setup(args, supports=("amp",))
     data = D.build_data(args, log)
     with cpu_threads(small_run_threads(args.threads, args.device, len(data.train_idx))):
         return train_and_report(args, data, log)

@@ -123,7 +123,7 @@ def main(args: argparse.Namespace, *, method: str | None = None,
     started = time.perf_counter()
     method = method or ("linear-probe" if args.freeze_encoder else "finetune")
     L.resolve_paths(args, method)
-    log = default_setup(args)
+    log = default_setup(args, supports=("amp",))
     L.ensure_pretrained(args, log)
     encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
     encoder.requires_grad_(not args.freeze_encoder)

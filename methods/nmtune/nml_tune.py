@@ -115,7 +115,7 @@ def main(args: argparse.Namespace) -> dict:
     """Tune, evaluating and checkpointing every epoch; returns the results record."""
     started = time.perf_counter()
     L.resolve_paths(args, "nmtune")
-    log = default_setup(args)
+    log = default_setup(args, supports=("amp",))
     L.ensure_pretrained(args, log)
     encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
     encoder.requires_grad_(not args.freeze_encoder)

@@ -80,6 +80,7 @@ def main(args: argparse.Namespace) -> dict:
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
     net, train_loader = comm.ddp(model, args.device), comm.shard(data.train_loader)  # DDP when >1 rank
+    net = torch.compile(net) if args.compile else net  # the training forward; evaluation runs eagerly
     clock = Stopwatch(state["seconds"])
     logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
                           wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),

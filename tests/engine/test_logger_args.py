@@ -45,3 +45,14 @@ def test_yaml_config_sets_defaults_and_command_line_wins(tmp_path):
     assert parse_with_config(parser, ["--config", str(cfg)]).lr == 0.5
     parser.set_defaults(lr=0.1)
     assert parse_with_config(parser, ["--config", str(cfg), "--lr", "0.2"]).lr == 0.2
+
+
+def test_entry_points_refuse_shared_switches_they_do_not_honour(tmp_path):
+    from methods.dmlp import DMLP
+    from methods.ieg import main as ieg
+
+    with pytest.raises(ValueError, match="--amp is not supported"):
+        DMLP.main(DMLP.get_args_parser().parse_args(["--out", str(tmp_path / "d"), "--amp", "--device", "cpu"]))
+    with pytest.raises(ValueError, match="--compile is not supported"):
+        ieg.main(ieg.get_args_parser().parse_args(["--out", str(tmp_path / "i"), "--compile", "--device", "cpu"]))
+    assert not (tmp_path / "d").exists() and not (tmp_path / "i").exists()  # refused before any output
