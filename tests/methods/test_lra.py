@@ -328,3 +328,13 @@ DEMO_FLAGS = ["--noise_type", "digits-sym-0.4", "--fp_encoder", "pixels", "--dif
               "--feature_dim", "128", "--batch_size", "64", "--lr", "3e-3", "--eval_freq", "10",
               "--fix_lr_horizon"]
 DEMO_EPOCHS = 150
+
+
+def test_data_parallel_ids_keep_visible_gpus_with_the_model_first():
+    from methods.lra.lra_train import data_parallel_ids
+
+    assert data_parallel_ids([0, 1, 2, 3], 0, 1) == [0]  # the scripts' default on one GPU: no DataParallel
+    assert data_parallel_ids([0, 1, 2, 3], 0, 8) == [0, 1, 2, 3]
+    assert data_parallel_ids([0, 1, 2, 3], 2, 4) == [2, 0, 1, 3]  # device_ids[0] must hold the model
+    assert data_parallel_ids([1, 1, 3], 1, 2) == [1]
+    assert data_parallel_ids([1, 2], 0, 4) == []  # the model's GPU not requested: no DataParallel
