@@ -137,7 +137,7 @@ def l2_shift(keys: torch.Tensor) -> torch.Tensor | None:
     do not change when both sets move by the same vector, so both are moved near the keys' mean
     first. The shift is the mean rounded to a power-of-two grid no coarser than the keys' spread in
     that dimension: integer-valued data stay exact (their ties too), and a dimension whose mean is
-    under its spread is not moved.
+    within half a grid step of 0 is not moved.
     """
     k64 = keys.double()
     mean, spread = k64.mean(0), k64.std(0, correction=0)
