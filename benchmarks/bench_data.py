@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -140,22 +139,18 @@ def device_name(device: torch.device) -> str:
 
 
 def record(rows, args, device) -> None:
-    """Append one line to benchmarks/RESULTS.md."""
-    sha = (
-        subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
-        ).stdout.strip()
-        or "no-commit"
-    )
+    """Append one row to benchmarks/RESULTS.md's table."""
+    from lnl.engine.defaults import git_sha
+
+    sha = git_sha(short=True)
     table = "; ".join(
         f"{name}: GPULoader {g:.0f} img/s, DataLoader {d:.0f} img/s ({g / d:.1f}x)"
         for name, g, d in rows
     )
-    line = (
-        f"- bench_data | {device_name(device)} | {datetime.date.today()} "
-        f"| torch {torch.__version__}"
-        f" | {sha} | CIFAR-10 bs={args.batch_size} workers={args.workers} | "
-        f"`{' '.join(sys.argv)}` | {table}\n"
+    line = (  # a row of RESULTS.md's table: date | device | what | command | numbers
+        f"| {datetime.date.today()} | {device_name(device)}, torch {torch.__version__}, git {sha} "
+        f"| bench_data: GPULoader vs torchvision DataLoader, CIFAR-10 bs={args.batch_size} "
+        f"workers={args.workers} | `{' '.join(sys.argv)}` | {table} |\n"
     )
     with RESULTS.open("a") as fh:
         fh.write(line)

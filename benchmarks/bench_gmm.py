@@ -25,7 +25,7 @@ import argparse
 import datetime
 import platform
 import statistics
-import subprocess
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -35,8 +35,9 @@ import sklearn
 import torch
 from sklearn.mixture import GaussianMixture
 
-from lnl.ops import gmm_fit
-from lnl.ops import gmm as gmm_mod
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
+from lnl.ops import gmm_fit  # noqa: E402
+from lnl.ops import gmm as gmm_mod  # noqa: E402
 
 SETTINGS = dict(max_iter=10, tol=1e-2, reg_covar=5e-4)
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -122,7 +123,9 @@ def device_name() -> str:
 
 def record(rows: list[dict], command: str, cases: list[str]) -> None:
     """Append one row to RESULTS.md's table (date | device | what | command | numbers)."""
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    from lnl.engine.defaults import git_sha
+
+    sha = git_sha(short=True)
     if not RESULTS.exists():
         RESULTS.write_text("# Measured results\n\n| date | device | what | command | numbers |\n|---|---|---|---|---|\n")
     load = open("/proc/loadavg").read().split()[0]

@@ -22,7 +22,6 @@ import argparse
 import datetime
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -218,8 +217,9 @@ def record(rows: list[dict], args) -> None:
     if not RESULTS.exists():
         RESULTS.write_text("# Measured results\n\n| date | device | what | command | numbers |\n"
                            "|---|---|---|---|---|\n")
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                         text=True).stdout.strip()
+    from lnl.engine.defaults import git_sha
+
+    sha = git_sha(short=True)
     gemm = ", ".join(f"{key} GEMM {v / 1e12:.2f} TFLOP/s" for key, v in args.gemm.items())
     numbers = "; ".join(
         f"{r['case']} {r['backend']}: {r['ms']:.1f} ms (x{r['ratio']:.2f}, "
@@ -242,7 +242,7 @@ def main() -> None:
     p.add_argument("--ks", type=int, nargs="+", default=[10, 50])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="CPU-sized: N=20000, D in {128, 512}")
-    p.add_argument("--record", action="store_true", help="append a line to benchmarks/RESULTS.md")
+    p.add_argument("--record", action="store_true", help="append a row per case to benchmarks/RESULTS.md")
     args = p.parse_args()
     if args.sizes is None:
         args.sizes = ["20000x128", "20000x512"] if args.quick else (
@@ -253,14 +253,12 @@ def main() -> None:
     args.device_name = device_name(args.device)
     print(f"# {args.device_name}; " + ", ".join(f"{k} GEMM {v / 1e12:.2f} TFLOP/s"
                                                         for k, v in args.gemm.items()))
-    rows = []
     for size in args.sizes:
         for k in args.ks:
             case = run_case(*parse_size(size), k, args)
             print_rows(case, "anchor")
-            rows += case
-    if args.record:
-        record(rows, args)
+            if args.record:  # a row per case: a run stopped by a time limit keeps what it measured
+                record(case, args)
 
 
 if __name__ == "__main__":

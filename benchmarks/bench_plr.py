@@ -21,7 +21,6 @@ import datetime
 import multiprocessing as mp
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -133,8 +132,9 @@ def device_name(device: str) -> str:
 
 def record(rows, args) -> None:
     """Appends one row to the table of benchmarks/RESULTS.md (created with its header if absent)."""
-    sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
-                         text=True).stdout.strip()
+    from lnl.engine.defaults import git_sha
+
+    sha = git_sha(short=True)
     if not RESULTS.exists():
         RESULTS.write_text("# Measured results\n\n| date | device | what | command | numbers |\n"
                            "|---|---|---|---|---|\n")

@@ -12,15 +12,17 @@
 #   bench    bench_knn, bench_gmm and bench_plr on the GPU, each with --record.
 #   unpack   (needs c1..c3 carried) reassemble and check the chunks into .gpu_data/data (methods does it).
 #   methods  (needs c1..c3 carried) DivideMix, PLReMix and CE on real CIFAR-10 with DivideMix's 50% sym
-#            noise file, 15 epochs each (time-capped); bench_data and bench_epoch. At most 8 files come
-#            back per call: the run folders stay in /tmp, their logs come back as runs.tar.gz.
+#            noise file, 15 epochs each (time-capped; eval.jsonl has each epoch's seconds), plus
+#            bench_data and tests/data's CUDA tests (they need the data). At most 8 files come back per
+#            call: the run folders stay in /tmp, their logs come back as runs.tar.gz.
 #
 # The three calls (names in `carry`; each call also keeps what the last left on the warm machine):
 #   1. carry [.gpu_data/c1]  bash benchmarks/gpu_session.sh build test
 #   2. carry [.gpu_data/c2]  bash benchmarks/gpu_session.sh bench
 #   3. carry [.gpu_data/c3]  bash benchmarks/gpu_session.sh methods
 # Logs, junit and benchmarks/RESULTS.md come back under $OUT; copy the new RESULTS.md rows into the
-# checkout here. The machine is given back 30 s after a call: make the next call at once.
+# checkout here. The machine is given back 30 s after a call: make the next call at once (a fresh
+# machine rebuilds first, ~4 minutes, and has lost the chunks of the earlier calls).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
@@ -54,14 +56,19 @@ stage_build() {
 }
 
 stage_test() {
-    log "test: CUDA tests"
-    $PY -m pytest -q -m cuda tests --junitxml "$OUT/cuda_tests.xml" -p no:cacheprovider 2>&1 \
+    log "test: CUDA tests (tests/data's need the CIFAR-10 of call 3: run there)"
+    $PY -m pytest -q -m cuda tests --ignore=tests/data --junitxml "$OUT/cuda_tests.xml" -p no:cacheprovider 2>&1 \
         | tee "$OUT/cuda_tests.log" | tail -n 25
     log "test: the ops suite (CPU and CUDA backends side by side)"
     $PY -m pytest -q tests/ops -p no:cacheprovider 2>&1 | tee "$OUT/ops_tests.log" | tail -n 5
 }
 
+built() {  # a machine given back between calls comes back bare: build again (costs ~4 minutes)
+    $PY -c 'import lnl._C' 2>/dev/null || { log "lnl._C missing: the machine is a fresh one"; stage_build; }
+}
+
 stage_bench() {  # each capped so that the call ends inside its 10 minutes
+    built
     log "bench: knn (the issue's GPU sizes, 3 repetitions)"
     timeout 270 $PY benchmarks/bench_knn.py --device cuda --reps 3 --record 2>&1 | tee "$OUT/bench_knn.log" | tail -n 15
     log "bench: gmm"
@@ -82,30 +89,31 @@ stage_unpack() {  # reassemble the carried chunks once (they stay on the warm ma
     tar -C "$DATA" -xf .gpu_data/all.tar && rm .gpu_data/all.tar
 }
 
-stage_methods() {
+stage_methods() {  # caps sum to ~480 s: the call's 600 s include the unpacking and the transfers
     stage_unpack || return 1
+    built
     local noise=$DATA/noise_labels/dividemix_json/cifar10/0.50.json
     local runs=/tmp/gpu_runs  # run folders stay here; only their logs come back (8 files a call)
     local common=(--data_path "$DATA/cifar10" --noise_mode sym --r 0.5 --noise_file "$noise" --device cuda
                   --no-tensorboard --resume none)
+    [ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$DATA" ../shared/data; }  # tests/data's path
+    log "test: the CUDA tests of tests/data (GPU loader and augmentation vs the CPU)"
+    timeout 60 $PY -m pytest -q -m cuda tests/data -p no:cacheprovider 2>&1 | tee "$OUT/cuda_data_tests.log" | tail -n 5
     log "bench: data (the GPU loader vs torchvision's)"
-    timeout 120 $PY benchmarks/bench_data.py --device cuda --root "$DATA/cifar10" --record 2>&1 \
-        | tee "$OUT/bench_data.log" | tail -n 10
+    timeout 50 $PY benchmarks/bench_data.py --device cuda --root "$DATA/cifar10" --record 2>&1 \
+        | tee "$OUT/bench_data.log" | tail -n 6
+    cp benchmarks/RESULTS.md "$OUT/RESULTS.md"
     # 15 epochs each (warm-up 10, then 5 co-divide epochs; LR /10 from epoch 7 as the originals' halfway
-    # step), each capped at 170 s so that the call ends in time: eval.jsonl keeps every finished epoch.
+    # step), each capped: eval.jsonl keeps every finished epoch, with its seconds.
     log "methods: DivideMix, epochs 0..14, warm-up 10"
-    timeout 170 $PY methods/dividemix/Train_cifar.py "${common[@]}" --num_epochs 14 --warm_up 10 --lambda_u 25 \
+    timeout 140 $PY methods/dividemix/Train_cifar.py "${common[@]}" --num_epochs 14 --warm_up 10 --lambda_u 25 \
         --amp --out "$runs/dividemix" 2>&1 | grep -v '%|' | tail -n 3
     log "methods: PLReMix, the same schedule"
-    timeout 200 $PY methods/plremix/train.py "${common[@]}" --num_epochs 14 --warm_up 10 --lambda_u 25 \
+    timeout 170 $PY methods/plremix/train.py "${common[@]}" --num_epochs 14 --warm_up 10 --lambda_u 25 \
         --amp --out "$runs/plremix" 2>&1 | grep -v '%|' | tail -n 3
     log "methods: CE baseline, 15 epochs on the same step schedule"
-    timeout 100 $PY methods/standard/train.py --dataset cifar10 "${common[@]}" --num_epochs 15 --lr_schedule step \
+    timeout 60 $PY methods/standard/train.py --dataset cifar10 "${common[@]}" --num_epochs 15 --lr_schedule step \
         --amp --out "$runs/standard" 2>&1 | grep -v '%|' | tail -n 3
-    for m in dividemix plremix; do
-        timeout 60 $PY benchmarks/bench_epoch.py --method $m --data_path "$DATA/cifar10" --repeats 1 -- --amp \
-            2>&1 | tee "$OUT/bench_epoch_$m.log" | tail -n 4
-    done
     cat "$runs"/*/results.jsonl > "$OUT/methods_results.jsonl" 2>/dev/null
     tar -C "$runs" -czf "$OUT/runs.tar.gz" --exclude '*.pth' --exclude '*.npz' .
 }

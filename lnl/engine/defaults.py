@@ -28,8 +28,13 @@ def resolve_device(name: str | None) -> torch.device:
     return device
 
 
-def git_sha() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+def git_sha(short: bool = False) -> str:
+    """The checkout's commit, or ``"unknown"`` (no git on the machine, or no .git copied with the tree)."""
+    try:
+        out = subprocess.run(["git", "rev-parse", *(["--short"] if short else []), "HEAD"], cwd=REPO,
+                             capture_output=True, text=True)
+    except OSError:
+        return "unknown"
     return out.stdout.strip() or "unknown"
 
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from launchers import collect, slurm
+pytest.importorskip("submitit")  # installed by make; absent on bare machines (the lent GPU)
+from launchers import collect, slurm  # noqa: E402
 from lnl.engine import LAST_CHECKPOINT, comm, find_resume_path, save_checkpoint
 from lnl.engine.data import noise_name
 

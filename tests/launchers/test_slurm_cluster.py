@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from launchers import collect, slurm
+pytest.importorskip("submitit")  # installed by make; absent on bare machines (the lent GPU)
+from launchers import collect, slurm  # noqa: E402
 from lnl.demo import DEMO_RUNS
 from lnl.engine import LAST_CHECKPOINT, read_jsonl
 
