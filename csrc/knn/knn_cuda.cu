@@ -29,12 +29,15 @@ using knn_cuda::kThreads;
 constexpr int64_t kFallbackElements = int64_t(1) << 26;
 
 void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& half_sq,
-                     int64_t k, bool exclude_self, at::Tensor& rank, at::Tensor& indices) {
+                     const at::Tensor& inv_qn, const at::Tensor& inv_kn, int64_t k, bool exclude_self,
+                     at::Tensor& rank, at::Tensor& indices) {
   const int64_t nq = q.size(0), nk = keys.size(0), d = q.size(1);
   const size_t smem = knn_cuda::tile_kernel_smem(static_cast<int>(k));
   const dim3 grid(static_cast<unsigned>((nq + kBQ - 1) / kBQ));
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
+  const float* iq = inv_qn.defined() ? inv_qn.data_ptr<float>() : nullptr;
+  const float* ik = inv_kn.defined() ? inv_kn.data_ptr<float>() : nullptr;
   const auto dtype = q.scalar_type();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "knn_tile_kernel", [&] {
     auto kernel = knn_cuda::knn_tile_kernel<scalar_t>;
@@ -43,7 +46,7 @@ void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tens
     C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                         static_cast<int>(knn_cuda::tile_kernel_smem(kMaxFastK))));
     kernel<<<grid, kThreads, smem, stream>>>(
-        q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, static_cast<int>(nq),
+        q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, iq, ik, static_cast<int>(nq),
         static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k), exclude_self,
         rank.data_ptr<float>(), indices.data_ptr<int64_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -121,11 +124,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
   const c10::cuda::OptionalCUDAGuard guard(queries.device());
   const at::Tensor labels = key_labels.contiguous();
   at::Tensor q = queries.contiguous(), kk = keys.contiguous();
-  if (m == KnnMetric::kCosine) {  // F.normalize in at least float32, then back to the input dtype
+  const bool sixteen_bit = dtype == at::kHalf || dtype == at::kBFloat16;
+  const bool fast = k <= kMaxFastK && dtype != at::kDouble;
+  at::Tensor inv_qn, inv_kn;
+  if (m == KnnMetric::kCosine && sixteen_bit && fast) {
+    // The tile kernel scales each dot by both inverse norms (float32, as F.normalize's clamp): the
+    // 16-bit inputs go to the tensor cores as given, not normalised and rounded a second time.
+    inv_qn = q.to(at::kFloat).norm(2, 1).clamp_min(1e-12).reciprocal();
+    inv_kn = kk.to(at::kFloat).norm(2, 1).clamp_min(1e-12).reciprocal();
+  } else if (m == KnnMetric::kCosine) {  // F.normalize in at least float32 (kept there for 16-bit)
     const auto math = dtype == at::kDouble ? at::kDouble : at::kFloat;
     q = q.to(math), kk = kk.to(math);
-    q = (q / q.norm(2, 1, true).clamp_min(1e-12).expand_as(q)).to(dtype);
-    kk = (kk / kk.norm(2, 1, true).clamp_min(1e-12).expand_as(kk)).to(dtype);
+    q = q / q.norm(2, 1, true).clamp_min(1e-12).expand_as(q);
+    kk = kk / kk.norm(2, 1, true).clamp_min(1e-12).expand_as(kk);
+    if (fast) q = q.to(dtype), kk = kk.to(dtype);  // float32 inputs: unchanged dtype
   }
   const auto score_dtype = dtype == at::kDouble ? at::kDouble : at::kFloat;
   const bool l2 = m == KnnMetric::kL2;
@@ -136,8 +148,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
   at::Tensor scores = at::empty({nq, k}, q.options().dtype(score_dtype));
   at::Tensor votes = at::zeros({nq, num_classes}, q.options().dtype(at::kFloat));
   if (nq == 0) return {indices, scores, votes};
-  if (k <= kMaxFastK && dtype != at::kDouble) {
-    run_tile_kernel(q, kk, half_sq, k, exclude_self, scores, indices);
+  if (fast) {
+    run_tile_kernel(q, kk, half_sq, inv_qn, inv_kn, k, exclude_self, scores, indices);
   } else {
     run_sort_fallback(q, kk, half_sq, k, exclude_self, chunk, scores, indices);
   }

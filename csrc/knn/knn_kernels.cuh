@@ -191,13 +191,16 @@ __device__ inline void offer_tile_row(const float* s_row, float* rank, int* inde
   }
 }
 
+// inv_qn Tensor[Q], inv_kn Tensor[N] float or null: cosine of raw 16-bit inputs (the dot times both
+// inverse norms, so the inputs are rounded once, by the caller, not again after normalising).
 // queries Tensor[Q, D], keys Tensor[N, D] (scalar_t), half_sq Tensor[N] float or null (l2 ranks by
 // q.k - |k|^2/2). Writes the k best (rank, index) of each row to out_rank / out_index [Q, k].
 template <typename scalar_t>
 __global__ void __launch_bounds__(kThreads) knn_tile_kernel(
     const scalar_t* __restrict__ queries, const scalar_t* __restrict__ keys,
-    const float* __restrict__ half_sq, int nq, int nk, int d, int k, bool exclude_self,
-    float* __restrict__ out_rank, int64_t* __restrict__ out_index) {
+    const float* __restrict__ half_sq, const float* __restrict__ inv_qn, const float* __restrict__ inv_kn,
+    int nq, int nk, int d, int k, bool exclude_self, float* __restrict__ out_rank,
+    int64_t* __restrict__ out_index) {
   extern __shared__ __align__(128) unsigned char smem[];
   float* s_s = reinterpret_cast<float*>(smem + kStageBytes);             // [kBQ][kLdS]
   float* list_rank = s_s + kBQ * kLdS;                                   // [kBQ][k]
@@ -227,6 +230,7 @@ __global__ void __launch_bounds__(kThreads) knn_tile_kernel(
       const int row = e / kBK, col = e % kBK, key = tile0 + col;
       float v = s_s[row * kLdS + col];
       if (half_sq != nullptr && key < nk) v -= half_sq[key];
+      if (inv_kn != nullptr && key < nk && q0 + row < nq) v *= inv_qn[q0 + row] * inv_kn[key];
       if (key >= nk || (exclude_self && key == q0 + row)) v = -CUDART_INF_F;
       s_s[row * kLdS + col] = v;
     }
