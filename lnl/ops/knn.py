@@ -133,7 +133,7 @@ def l2_shift(keys: torch.Tensor) -> torch.Tensor | None:
     """A per-dimension shift for ``metric="l2"`` on the compiled and faiss backends, or None.
 
     They rank by ``q·k − |k|²/2`` (one GEMM), which cancels catastrophically in float32 when the
-    data sit far from the origin (recall 0.26 at an offset of 1000 on unit-variance data). Distances
+    data sit far from the origin (recall 0.27 at an offset of 1000 on unit-variance data, RESULTS.md). Distances
     do not change when both sets move by the same vector, so both are moved near the keys' mean
     first. The shift is the mean rounded to a power-of-two grid no coarser than the keys' spread in
     that dimension: integer-valued data stay exact (their ties too), and a dimension whose mean is
