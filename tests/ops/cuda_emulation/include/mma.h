@@ -1,0 +1,72 @@
+// Emulation stub of nvcuda::wmma for m16n16k16: each lane holds the whole fragment (the hardware's
+// lane layout is opaque to correct code); load, mma and store are warp collectives (all 32 lanes).
+// mma_sync accumulates in float32 in k order (the hardware's order within a fragment is unspecified).
+#pragma once
+#include "cuda_runtime.h"
+
+namespace nvcuda {
+namespace wmma {
+
+struct matrix_a {};
+struct matrix_b {};
+struct accumulator {};
+struct row_major {};
+struct col_major {};
+enum layout_t { mem_row_major, mem_col_major };
+
+template <typename Use, int M, int N, int K, typename T, typename Layout = void>
+struct fragment {
+  static_assert(M == 16 && N == 16 && K == 16, "emulated wmma: m16n16k16 only");
+  T x[16][16];  // logical [row][col]: matrix_a M x K, matrix_b K x N, accumulator M x N
+};
+
+template <typename T, typename Layout>
+void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
+  __syncwarp();
+  for (int i = 0; i < 16; ++i)
+    for (int k = 0; k < 16; ++k)
+      f.x[i][k] = std::is_same_v<Layout, row_major> ? p[i * ld + k] : p[k * ld + i];
+  __syncwarp();
+}
+
+template <typename T, typename Layout>
+void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
+  __syncwarp();
+  for (int k = 0; k < 16; ++k)
+    for (int j = 0; j < 16; ++j)
+      f.x[k][j] = std::is_same_v<Layout, row_major> ? p[k * ld + j] : p[j * ld + k];
+  __syncwarp();
+}
+
+template <typename T>
+void fill_fragment(fragment<accumulator, 16, 16, 16, T>& f, T v) {
+  for (auto& row : f.x)
+    for (auto& e : row) e = v;
+}
+
+template <typename T, typename LA, typename LB>
+void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix_a, 16, 16, 16, T, LA>& a,
+              const fragment<matrix_b, 16, 16, 16, T, LB>& b, const fragment<accumulator, 16, 16, 16, float>& c) {
+  __syncwarp();
+  float out[16][16];
+  for (int i = 0; i < 16; ++i)
+    for (int j = 0; j < 16; ++j) {
+      float acc = c.x[i][j];
+      for (int k = 0; k < 16; ++k) acc += static_cast<float>(a.x[i][k]) * static_cast<float>(b.x[k][j]);
+      out[i][j] = acc;
+    }
+  std::memcpy(d.x, out, sizeof(out));
+  __syncwarp();
+}
+
+template <typename T>
+void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ld, layout_t layout) {
+  __syncwarp();
+  if (threadIdx.x % 32 == 0)
+    for (int i = 0; i < 16; ++i)
+      for (int j = 0; j < 16; ++j) (layout == mem_row_major ? p[i * ld + j] : p[j * ld + i]) = f.x[i][j];
+  __syncwarp();
+}
+
+}  // namespace wmma
+}  // namespace nvcuda
