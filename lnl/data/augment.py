@@ -214,7 +214,10 @@ def equalize(images: Tensor) -> Tensor:
     n = b * c
     x = images.reshape(n, h * w).to(torch.int64)
     offsets = torch.arange(n, device=images.device).view(n, 1) * 256
-    hist = torch.bincount((x + offsets).reshape(-1), minlength=n * 256).view(n, 256)
+    # a scatter-add, not torch.bincount: on CUDA bincount reads the input's range back to the host
+    flat = (x + offsets).reshape(-1)
+    hist = torch.zeros(n * 256, dtype=torch.int64, device=images.device)
+    hist = hist.scatter_add_(0, flat, torch.ones_like(flat)).view(n, 256)
     # step = (pixels - count of the last non-empty bin) // 255
     last = torch.where(hist > 0, torch.arange(256, device=images.device), -1).amax(1, keepdim=True)
     last_count = hist.gather(1, last.clamp(min=0))

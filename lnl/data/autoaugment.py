@@ -3,9 +3,11 @@
 Each image draws its own sub-policy (AutoAugment) or its own ops (RandAugment), its own
 application coin flips and its own magnitude signs, exactly like applying torchvision's
 ``AutoAugment(AutoAugmentPolicy.CIFAR10)`` / ``RandAugment`` to every image separately, but batched:
-for each op slot the batch is sorted by op id and every op runs once on its contiguous segment (one
-host sync per slot to read the segment sizes, instead of one per sample). The five geometric ops
-(ShearX/Y, TranslateX/Y, Rotate) share one warp.
+on the CPU, for each op slot the batch is sorted by op id and every op runs once on its contiguous
+segment (one host sync per slot to read the segment sizes, instead of one per sample). On CUDA that
+sync would stall the asynchronous queue inside every training step, so there every op the slot may
+use runs on the whole batch and ``torch.where`` picks each image's result (no host sync). The five
+geometric ops (ShearX/Y, TranslateX/Y, Rotate) share one warp.
 
 Magnitudes are torchvision's (``autoaugment.py`` @ 0.29): 10 bins for AutoAugment, 31 for
 RandAugment; ShearX/Y up to 0.3, TranslateX/Y up to 150/331 of the image size (truncated to whole
@@ -21,6 +23,7 @@ TF's level-to-argument mapping (:func:`v0_argument`) on the same batched ops, pl
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor
@@ -176,7 +179,15 @@ def _apply_one(x: Tensor, name: str, mag: Tensor) -> Tensor:
     return x
 
 
-def apply_ops(x: Tensor, op: Tensor, mag: Tensor, fill: int = 128) -> Tensor:
+def apply_ops(
+    x: Tensor,
+    op: Tensor,
+    mag: Tensor,
+    fill: int = 128,
+    *,
+    dense: bool | None = None,
+    may_use: Sequence[int] | None = None,
+) -> Tensor:
     """Apply op ``op[b]`` with signed magnitude ``mag[b]`` to image ``b``.
 
     Args:
@@ -184,10 +195,25 @@ def apply_ops(x: Tensor, op: Tensor, mag: Tensor, fill: int = 128) -> Tensor:
         op: ``Tensor[B]`` int64 indices into :data:`OPS` (0 = Identity).
         mag: ``Tensor[B]`` float64 magnitudes (already signed).
         fill: fill value of geometric ops.
+        dense: ``True`` runs :func:`_apply_ops_dense` (no host sync), ``False``
+            :func:`_apply_ops_sorted` (only the needed work, one host sync); ``None`` picks dense
+            on CUDA, sorted elsewhere. Both give the same images.
+        may_use: the op ids that ``op`` can hold (all of :data:`OPS` if ``None``); the dense path
+            computes only these, images with any other op come back unchanged.
 
     Returns:
         ``Tensor[B, 3, H, W]`` uint8.
     """
+    if dense is None:
+        dense = x.is_cuda
+    if dense:
+        return _apply_ops_dense(x, op, mag, fill, range(len(OPS)) if may_use is None else may_use)
+    return _apply_ops_sorted(x, op, mag, fill)
+
+
+def _apply_ops_sorted(x: Tensor, op: Tensor, mag: Tensor, fill: int) -> Tensor:
+    """Sort the batch by op and run each op on its segment: no wasted work, but reading the segment
+    sizes is a host sync."""
     order = torch.argsort(op, stable=True)
     counts = torch.bincount(op, minlength=len(OPS)).tolist()  # the slot's one host sync
     xs, ops, mags = x[order], op[order], mag[order]
@@ -207,6 +233,33 @@ def apply_ops(x: Tensor, op: Tensor, mag: Tensor, fill: int = 128) -> Tensor:
     result = torch.empty_like(x)
     result[order] = out
     return result
+
+
+def _apply_ops_dense(
+    x: Tensor, op: Tensor, mag: Tensor, fill: int, may_use: Sequence[int]
+) -> Tensor:
+    """Run every op of ``may_use`` on the whole batch and keep each image's own result.
+
+    Sync-free (no data-dependent shapes or host reads), for CUDA: the ops are cheap on small images,
+    so computing ~14 of them per image costs far less than stalling the queue for the op counts.
+    Images whose op is in ``may_use`` get the same pixels as :func:`_apply_ops_sorted` gives.
+    """
+    out = x
+    if any(i in _GEOMETRIC for i in may_use):
+        # _geometric indexes its 5 matrices by op - ShearX: clamp the other ids to a valid index;
+        # their warped images are discarded by the mask.
+        geo_op = op.clamp(_GEOMETRIC.start, _GEOMETRIC.stop - 1)
+        is_geo = (op >= _GEOMETRIC.start) & (op < _GEOMETRIC.stop)
+        out = torch.where(_per_image(is_geo), _geometric(x, geo_op, mag, fill), out)
+    for i in may_use:
+        if i not in _GEOMETRIC and OPS[i] != "Identity":
+            out = torch.where(_per_image(op == i), _apply_one(x, OPS[i], mag), out)
+    return out
+
+
+def _per_image(mask: Tensor) -> Tensor:
+    """``[B]`` to ``[B, 1, 1, 1]``, to select whole images."""
+    return mask.view(-1, 1, 1, 1)
 
 
 # Constant tables, built and copied once per device: a host-to-device copy waits for all the work
@@ -234,6 +287,16 @@ def _randaug_choices(device: torch.device) -> Tensor:
     return torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=device)
 
 
+def _slot_ops(policy: tuple, op_id: dict[str, int], slot: int) -> tuple[int, ...]:
+    """The op ids a policy's ``slot`` can draw (what the dense path of :func:`apply_ops` must run);
+    skipped ops become Identity, which it never needs to run."""
+    return tuple(sorted({op_id[sp[slot][0]] for sp in policy if sp[slot][0] in op_id}))
+
+
+_CIFAR_SLOT_OPS = tuple(_slot_ops(CIFAR10_POLICY, OP_ID, slot) for slot in range(2))
+_RANDAUG_OP_IDS = tuple(OP_ID[o] for o in RANDAUG_OPS)
+
+
 def _signed(op: Tensor, mag: Tensor, generator: torch.Generator) -> Tensor:
     """Negate the magnitude of signed ops with probability 0.5."""
     flip = torch.rand(op.shape, device=op.device, generator=generator) < 0.5
@@ -255,7 +318,9 @@ def _like(out: Tensor, x: Tensor) -> Tensor:
     return out if x.dtype == torch.uint8 else (out.to(x.dtype) / 255)
 
 
-def auto_augment(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tensor:
+def auto_augment(
+    x: Tensor, generator: torch.Generator, fill: int = 128, *, dense: bool | None = None
+) -> Tensor:
     """AutoAugment with the CIFAR-10 policy, a random sub-policy per image.
 
     The ops work on uint8 pixels (as torchvision's do); float input in [0, 1] is quantised to uint8
@@ -265,6 +330,7 @@ def auto_augment(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tens
         x: ``Tensor[B, 3, H, W]`` uint8, or float in [0, 1].
         generator: random source on ``x.device``.
         fill: fill value of geometric ops, in uint8 units (PLReMix: 128).
+        dense: as in :func:`apply_ops` (``None``: sync-free on CUDA, sorted on the CPU).
 
     Returns:
         ``Tensor[B, 3, H, W]`` of the input dtype.
@@ -279,7 +345,8 @@ def auto_augment(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tens
         op = ids[policy, slot]
         applied = torch.rand(b, device=dev, generator=generator) <= probs[policy, slot]
         mag = _signed(op, table[op, bins[policy, slot]], generator)
-        x = apply_ops(x, torch.where(applied, op, 0), mag, fill)
+        op = torch.where(applied, op, 0)
+        x = apply_ops(x, op, mag, fill, dense=dense, may_use=_CIFAR_SLOT_OPS[slot])
     return _like(x, x_in)
 
 
@@ -290,6 +357,8 @@ def rand_augment(
     magnitude: int = 9,
     num_bins: int = 31,
     fill: int = 128,
+    *,
+    dense: bool | None = None,
 ) -> Tensor:
     """RandAugment: ``num_ops`` ops drawn uniformly per image, each at ``magnitude`` (of
     ``num_bins``).
@@ -301,6 +370,7 @@ def rand_augment(
         magnitude: magnitude bin in ``[0, num_bins)``.
         num_bins: number of magnitude bins.
         fill: fill value of geometric ops, in uint8 units.
+        dense: as in :func:`apply_ops`.
 
     Returns:
         ``Tensor[B, 3, H, W]`` of the input dtype.
@@ -314,7 +384,8 @@ def rand_augment(
     choices = _randaug_choices(dev)
     for _ in range(num_ops):
         op = choices[torch.randint(0, len(choices), (b,), device=dev, generator=generator)]
-        x = apply_ops(x, op, _signed(op, table[op, magnitude], generator), fill)
+        mag = _signed(op, table[op, magnitude], generator)
+        x = apply_ops(x, op, mag, fill, dense=dense, may_use=_RANDAUG_OP_IDS)
     return _like(x, x_in)
 
 
@@ -397,7 +468,24 @@ def _imagenet_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tens
             torch.tensor([[o in _V0_SIGNED for o, _, _ in sp] for sp in table], device=device))
 
 
-def auto_augment_imagenet(x: Tensor, generator: torch.Generator, fill: int = 128) -> Tensor:
+_IMAGENET_SLOT_OPS = tuple(_slot_ops(IMAGENET_POLICY_V0, OP_ID, slot) for slot in range(2))
+
+
+def _apply_solarize_add(x: Tensor, add: Tensor, addition: Tensor, dense: bool) -> Tensor:
+    """SolarizeAdd on the images where ``add``: on the CPU only on those rows; dense (CUDA) on all
+    and selected by ``torch.where``, since finding the rows (``nonzero``) is a host sync."""
+    if dense:
+        return torch.where(_per_image(add), _solarize_add(x, addition), x)
+    rows = add.nonzero().squeeze(1)
+    if len(rows):
+        x = x.clone()
+        x[rows] = _solarize_add(x[rows], addition[rows])
+    return x
+
+
+def auto_augment_imagenet(
+    x: Tensor, generator: torch.Generator, fill: int = 128, *, dense: bool | None = None
+) -> Tensor:
     """AutoAugment with the ImageNet policy ``v0`` (TF's), a random sub-policy per image.
 
     Each op applies with its probability; Rotate/Shear/Translate take a random sign; geometric ops
@@ -407,12 +495,14 @@ def auto_augment_imagenet(x: Tensor, generator: torch.Generator, fill: int = 128
         x: ``Tensor[B, 3, H, W]`` uint8, or float in [0, 1] (quantised as in :func:`auto_augment`).
         generator: random source on ``x.device``.
         fill: fill value of geometric ops, in uint8 units.
+        dense: as in :func:`apply_ops` (also for SolarizeAdd).
 
     Returns:
         ``Tensor[B, 3, H, W]`` of the input dtype.
     """
     x_in, x = x, _as_uint8(x)
     b, dev = x.shape[0], x.device
+    dense = x.is_cuda if dense is None else dense
     ids, probs, mags, signs = _imagenet_policy(dev)
     policy = torch.randint(0, len(IMAGENET_POLICY_V0), (b,), device=dev, generator=generator)
     for slot in range(2):
@@ -421,8 +511,7 @@ def auto_augment_imagenet(x: Tensor, generator: torch.Generator, fill: int = 128
         flip = (torch.rand(b, device=dev, generator=generator) < 0.5) & signs[policy, slot]
         mag = torch.where(flip, -mags[policy, slot], mags[policy, slot])
         add = applied & (op == _SOLARIZE_ADD)
-        x = apply_ops(x, torch.where(applied & ~add, op, 0), mag, fill)
-        rows = add.nonzero().squeeze(1)
-        if len(rows):
-            x[rows] = _solarize_add(x[rows], mag[rows])
+        op = torch.where(applied & ~add, op, 0)
+        x = apply_ops(x, op, mag, fill, dense=dense, may_use=_IMAGENET_SLOT_OPS[slot])
+        x = _apply_solarize_add(x, add, mag, dense)
     return _like(x, x_in)

@@ -16,6 +16,7 @@ from lnl.data.autoaugment import (
     OPS,
     apply_ops,
     auto_augment,
+    auto_augment_imagenet,
     magnitude_table,
     rand_augment,
 )
@@ -196,3 +197,137 @@ def test_float_input_takes_the_uint8_path(batch):
         )
     with pytest.raises(ValueError, match="uint8 or float"):
         auto_augment(batch.to(torch.int32), torch.Generator())
+
+
+def _mixed_images(n: int, seed: int) -> torch.Tensor:
+    """``n`` random 16x16 uint8 images, a third of them low-contrast and a few with constant
+    channels (the edge cases of AutoContrast and Equalize)."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, 3, 16, 16), dtype=torch.uint8, generator=g)
+    x[: n // 3] = torch.randint(100, 110, (n // 3, 3, 16, 16), dtype=torch.uint8, generator=g)
+    x[:3, 1] = 77
+    return x
+
+
+def _random_signed_mags(op: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Each image's magnitude from its op's row of the 31-bin table, sign random for every op."""
+    mag = magnitude_table(31, 16, 16)[op, torch.randint(0, 31, op.shape, generator=g)]
+    return torch.where(torch.rand(op.shape, generator=g) < 0.5, -mag, mag)
+
+
+@pytest.mark.parametrize("fill", [0, 128, 255])
+@pytest.mark.parametrize("present", ["all", "some", "identity", "one_geometric"])
+def test_dense_apply_ops_equals_sorted_bitwise(present, fill):
+    """The sync-free CUDA path (every op on the whole batch, selected by masks) gives exactly the
+    sorted path's images, with every op in the batch or only a few."""
+    g = torch.Generator().manual_seed(fill)
+    x = _mixed_images(90, seed=fill)
+    subset = {
+        "all": range(len(OPS)),
+        "some": [OP_ID[o] for o in ("Identity", "TranslateX", "Color", "Equalize", "Posterize")],
+        "identity": [0],
+        "one_geometric": [OP_ID["Rotate"]],
+    }[present]
+    choices = torch.tensor(list(subset))
+    op = choices[torch.randint(0, len(choices), (len(x),), generator=g)]
+    if present == "all":
+        op[: len(OPS) * 2] = torch.arange(len(OPS)).repeat(2)  # every op at least twice
+    mag = _random_signed_mags(op, g)
+    sorted_out = apply_ops(x, op, mag, fill, dense=False)
+    assert torch.equal(apply_ops(x, op, mag, fill, dense=True), sorted_out)
+    assert torch.equal(apply_ops(x, op, mag, fill, dense=True, may_use=subset), sorted_out)
+    assert present == "identity" or not torch.equal(sorted_out, x)
+
+
+@pytest.mark.parametrize("fill", [0, 128])
+@pytest.mark.parametrize(
+    "augment",
+    [
+        auto_augment,
+        auto_augment_imagenet,
+        rand_augment,
+        lambda x, g, fill, dense: rand_augment(x, g, 4, 6, fill=fill, dense=dense),
+    ],
+    ids=["auto_augment", "auto_augment_imagenet", "rand_augment", "rand_augment_4_ops_at_6"],
+)
+def test_dense_public_augments_equal_sorted_bitwise(augment, fill):
+    """Same seed, both paths: the public augments (their per-slot op sets and ImageNet's
+    SolarizeAdd included) give the same images whichever path runs."""
+    x = _mixed_images(200, seed=7)  # 200 images: every sub-policy / op turns up
+    for seed in (0, 1):
+        dense = augment(x, torch.Generator().manual_seed(seed), fill=fill, dense=True)
+        sorted_out = augment(x, torch.Generator().manual_seed(seed), fill=fill, dense=False)
+        assert torch.equal(dense, sorted_out), seed
+        assert (dense != x).flatten(1).any(1).float().mean() > 0.3
+
+
+#: The Python-level ways to wait for a tensor's values on the host (``len()`` only reads the shape:
+#: the sync of ``len(x.nonzero())`` is ``nonzero``).
+_HOST_READS = (
+    "tolist", "item", "nonzero", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"
+)
+
+
+@pytest.fixture
+def no_host_reads(monkeypatch):
+    """Make reading a tensor's values on the host raise: the methods above, ``torch.nonzero`` /
+    ``masked_select`` / ``unique``, and indexing by a boolean mask (a data-dependent shape). A CPU
+    stand-in for CUDA's sync check; syncs inside C++ kernels (e.g. ``torch.bincount`` on CUDA) are
+    not seen here."""
+
+    def forbid(name):
+        def raise_(*args, **kwargs):
+            raise AssertionError(f"host sync: {name}")
+
+        return raise_
+
+    for name in _HOST_READS:
+        monkeypatch.setattr(torch.Tensor, name, forbid(f"Tensor.{name}"))
+    for name in ("nonzero", "masked_select", "unique"):
+        monkeypatch.setattr(torch, name, forbid(f"torch.{name}"))
+
+    def no_mask(method):
+        original = getattr(torch.Tensor, method)
+
+        def checked(self, index, *rest):
+            parts = index if isinstance(index, tuple) else (index,)
+            if any(isinstance(i, torch.Tensor) and i.dtype == torch.bool for i in parts):
+                raise AssertionError(f"host sync: boolean-mask {method}")
+            return original(self, index, *rest)
+
+        monkeypatch.setattr(torch.Tensor, method, checked)
+
+    no_mask("__getitem__")
+    no_mask("__setitem__")
+
+
+def test_dense_path_reads_no_tensor_values_on_the_host(no_host_reads):
+    x = _mixed_images(40, seed=3)
+    op = torch.arange(40) % len(OPS)
+    mag = torch.linspace(-20, 20, 40, dtype=torch.float64)
+    apply_ops(x, op, mag, dense=True)
+    for augment in (auto_augment, auto_augment_imagenet, rand_augment):
+        augment(x, torch.Generator().manual_seed(0), dense=True)
+    with pytest.raises(AssertionError, match="host sync"):  # the guard does catch a sync:
+        apply_ops(x, op, mag)  # the CPU default is the sorted path (bincount().tolist())
+    with pytest.raises(AssertionError, match="host sync"):
+        auto_augment_imagenet(x, torch.Generator().manual_seed(0), dense=False)
+    with pytest.raises(AssertionError, match="boolean-mask"):
+        x[op > 3]
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_augments_on_cuda_do_not_sync():
+    x = _mixed_images(64, seed=4).cuda()
+    g = torch.Generator(device="cuda").manual_seed(0)
+    auto_augment(x, g)  # warm-up: the cached constant tables are copied to the GPU once
+    auto_augment_imagenet(x, g)
+    rand_augment(x, g)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for augment in (auto_augment, auto_augment_imagenet, rand_augment):
+            augment(x, g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
