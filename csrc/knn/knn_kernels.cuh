@@ -35,8 +35,9 @@ constexpr int kMaxFastK = 256;        // larger k takes the sort-based fallback
 constexpr int kSlots = kMaxFastK / 32;
 constexpr unsigned kFull = 0xffffffffu;
 
+constexpr int kBDH = 64;              // dimensions per 16-bit stage: 4 wmma k-steps per barrier pair
 constexpr int kLdS = kBK + 4;         // score tile row stride (wmma float stores: multiple of 4)
-constexpr int kLdH = kBD + 8;         // 16-bit stage row stride (wmma: a multiple of 8)
+constexpr int kLdH = kBDH + 8;        // 16-bit stage row stride (wmma: a multiple of 8)
 constexpr int kHalfStageA = kBQ * kLdH;
 // Stage bytes: the larger of the fp32 stages (a [kBD][kBQ], b [kBD][kBK]) and the 16-bit ones.
 constexpr int kStageBytes = 4 * (kBD * kBQ + kBD * kBK) > 2 * (kBQ + kBK) * kLdH
@@ -44,6 +45,7 @@ constexpr int kStageBytes = 4 * (kBD * kBQ + kBD * kBK) > 2 * (kBQ + kBK) * kLdH
                                 : 2 * (kBQ + kBK) * kLdH;
 static_assert(kStageBytes % 128 == 0 && (kBQ * kLdS * 4) % 128 == 0, "aligned smem regions");
 static_assert(kBQ == 32 && kBK == 64 && kBD == 16 && kThreads == 256, "thread maps assume these");
+static_assert(kBDH % 16 == 0, "whole wmma k-steps per 16-bit stage");
 
 // Shared-memory bytes of knn_tile_kernel for a given k.
 inline size_t tile_kernel_smem(int k) {
@@ -138,9 +140,10 @@ __device__ void simt_tile_dots(const scalar_t* __restrict__ queries,
 }
 
 // Tensor-core path for 16-bit inputs (wmma m16n16k16, fp32 accumulation): the 8 warps tile the
-// 32 x 64 scores as 2 x 4 fragments. Stages hold the raw 16-bit values: a_s row-major [kBQ][kLdH]
-// (matrix_a row_major) and b_s key-major [kBK][kLdH] (matrix_b col_major: element (dd, key) at
-// key * kLdH + dd), zero-padded past Q, N and D.
+// 32 x 64 scores as 2 x 4 fragments. Stages of kBDH dimensions hold the raw 16-bit values: a_s
+// row-major [kBQ][kLdH] (matrix_a row_major) and b_s key-major [kBK][kLdH] (matrix_b col_major:
+// element (dd, key) at key * kLdH + dd), zero-padded past Q, N and D; each warp runs kBDH / 16
+// mma steps per stage, between one pair of barriers.
 template <typename scalar_t, typename mma_t>
 __device__ void wmma_tile_dots(const scalar_t* __restrict__ queries,
                                const scalar_t* __restrict__ keys, int nq, int nk, int d,
@@ -151,23 +154,26 @@ __device__ void wmma_tile_dots(const scalar_t* __restrict__ queries,
   const uint16_t* kb = reinterpret_cast<const uint16_t*>(keys);
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
   wmma::fill_fragment(acc, 0.f);
-  for (int d0 = 0; d0 < d; d0 += kBD) {
-    for (int e = tid; e < kBQ * kBD; e += kThreads) {
-      const int row = e / kBD, dd = e % kBD;
+  for (int d0 = 0; d0 < d; d0 += kBDH) {
+    for (int e = tid; e < kBQ * kBDH; e += kThreads) {
+      const int row = e / kBDH, dd = e % kBDH;
       const bool ok = q0 + row < nq && d0 + dd < d;
       a_s[row * kLdH + dd] = ok ? qb[int64_t(q0 + row) * d + d0 + dd] : uint16_t(0);
     }
-    for (int e = tid; e < kBK * kBD; e += kThreads) {
-      const int key = e / kBD, dd = e % kBD;
+    for (int e = tid; e < kBK * kBDH; e += kThreads) {
+      const int key = e / kBDH, dd = e % kBDH;
       const bool ok = tile0 + key < nk && d0 + dd < d;
       b_s[key * kLdH + dd] = ok ? kb[int64_t(tile0 + key) * d + d0 + dd] : uint16_t(0);
     }
     __syncthreads();
-    wmma::fragment<wmma::matrix_a, 16, 16, 16, mma_t, wmma::row_major> a;
-    wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::col_major> b;
-    wmma::load_matrix_sync(a, reinterpret_cast<const mma_t*>(a_s + wr * 16 * kLdH), kLdH);
-    wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(b_s + wc * 16 * kLdH), kLdH);
-    wmma::mma_sync(acc, a, b, acc);
+    const int steps = min(kBDH, d - d0 + 15) / 16;  // k-steps holding data (the rest are zeros)
+    for (int kk = 0; kk < steps; ++kk) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, mma_t, wmma::row_major> a;
+      wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::col_major> b;
+      wmma::load_matrix_sync(a, reinterpret_cast<const mma_t*>(a_s + wr * 16 * kLdH + kk * 16), kLdH);
+      wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(b_s + wc * 16 * kLdH + kk * 16), kLdH);
+      wmma::mma_sync(acc, a, b, acc);
+    }
     __syncthreads();
   }
   wmma::store_matrix_sync(s_s + wr * 16 * kLdS + wc * 16, acc, kLdS, wmma::mem_row_major);

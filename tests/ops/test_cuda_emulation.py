@@ -78,10 +78,11 @@ def test_knn_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, c, exclude):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-def test_knn_tensor_core_path_exact_on_integers(emu, dtype, metric):
+@pytest.mark.parametrize("d", [40, 150])  # one partial 64-wide stage; three stages, the last partial
+def test_knn_tensor_core_path_exact_on_integers(emu, dtype, metric, d):
     """wmma tiles (16-bit inputs, float32 accumulation): integer data is exact in every format."""
-    keys = _int_points(150, 40, seed=3)  # D = 40: three 16-wide stages, the last one padded
-    queries = _int_points(45, 40, seed=4)
+    keys = _int_points(150, d, seed=3)
+    queries = _int_points(45, d, seed=4)
     labels = torch.randint(0, 4, (150,), generator=torch.Generator().manual_seed(2))
     got = emu.knn_labels(queries.to(dtype), keys.to(dtype), labels, 12, 4, metric, False, 0)
     want = torch.ops.lnl.knn_labels(queries, keys, labels, 12, 4, metric, False, 0)

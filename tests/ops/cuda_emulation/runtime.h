@@ -67,6 +67,7 @@ struct Block {
   ucontext_t scheduler;
   int current = -1;
   std::function<void()> body;
+  std::string error;  // the first misuse a thread reported (thrown by launch after the block)
 };
 
 inline thread_local Block* g_block = nullptr;
@@ -87,6 +88,12 @@ inline void wait(State s, unsigned mask = 0) {
   f.state = s;
   f.mask = mask;
   swapcontext(&f.ctx, &g_block->scheduler);
+}
+
+// A misuse the hardware would fault on (or silently get wrong): reported by launch, not thrown here
+// (an exception cannot leave a fiber).
+inline void fail(const std::string& what) {
+  if (g_block->error.empty()) g_block->error = what;
 }
 
 inline void fiber_entry() {
@@ -222,6 +229,9 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
         blockIdx = dim3(x, y);
         std::memset(g_dynamic_smem, 0xff, std::min(cfg.smem, kDynamicSmemBytes));
         run_block(b, cfg.block, rng);
+        if (!b.error.empty())
+          throw std::runtime_error("cuda emulation: block (" + std::to_string(x) + ", " + std::to_string(y) +
+                                   "): " + b.error);
       }
   } catch (...) {
     g_block = saved;

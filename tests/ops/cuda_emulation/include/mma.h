@@ -7,6 +7,13 @@
 namespace nvcuda {
 namespace wmma {
 
+// The hardware's requirements on wmma pointers and leading dimensions (CUDA C++ guide, wmma).
+template <typename T>
+void check_operand(const T* p, unsigned ld, const char* what) {
+  if (reinterpret_cast<uintptr_t>(p) % 32 != 0) lnl_emu::fail(std::string(what) + ": pointer not 256-bit aligned");
+  if ((ld * sizeof(T)) % 16 != 0) lnl_emu::fail(std::string(what) + ": leading dimension not a multiple of 16 bytes");
+}
+
 struct matrix_a {};
 struct matrix_b {};
 struct accumulator {};
@@ -22,6 +29,7 @@ struct fragment {
 
 template <typename T, typename Layout>
 void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
+  check_operand(p, ld, "wmma::load_matrix_sync (matrix_a)");
   __syncwarp();
   for (int i = 0; i < 16; ++i)
     for (int k = 0; k < 16; ++k)
@@ -31,6 +39,7 @@ void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, Layout>& f, const T* p, 
 
 template <typename T, typename Layout>
 void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
+  check_operand(p, ld, "wmma::load_matrix_sync (matrix_b)");
   __syncwarp();
   for (int k = 0; k < 16; ++k)
     for (int j = 0; j < 16; ++j)
@@ -61,6 +70,7 @@ void mma_sync(fragment<accumulator, 16, 16, 16, float>& d, const fragment<matrix
 
 template <typename T>
 void store_matrix_sync(T* p, const fragment<accumulator, 16, 16, 16, T>& f, unsigned ld, layout_t layout) {
+  check_operand(p, ld, "wmma::store_matrix_sync");
   __syncwarp();
   if (threadIdx.x % 32 == 0)
     for (int i = 0; i < 16; ++i)
