@@ -81,6 +81,7 @@ METHODS: dict[str, Entry] = {
     "ieg": Entry("methods.ieg.main"),
     "nmtune": Entry("methods.nmtune.nml_tune"),
     "linear-probe": Entry("methods.nmtune.finetune"),  # NMTune's baseline (finetune.py --freeze-encoder)
+    "nml-finetune": Entry("methods.nmtune.nml_finetune"),  # NMTune's regularisers in full fine-tuning
 }
 
 # Launcher setting -> the entry point's flag (first candidate its parser has).

@@ -15,7 +15,7 @@ from launchers import collect, slurm  # noqa: E402
 from lnl.engine import LAST_CHECKPOINT, comm, find_resume_path, save_checkpoint
 from lnl.engine.data import noise_name
 
-ALL_METHODS = {"standard", "plremix", "dividemix", "lra", "dmlp", "ieg", "nmtune", "linear-probe"}
+ALL_METHODS = {"standard", "plremix", "dividemix", "lra", "dmlp", "ieg", "nmtune", "linear-probe", "nml-finetune"}
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
