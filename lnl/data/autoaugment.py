@@ -354,7 +354,7 @@ def rand_augment(
     x: Tensor,
     generator: torch.Generator,
     num_ops: int = 2,
-    magnitude: int = 9,
+    magnitude: int | Tensor = 9,
     num_bins: int = 31,
     fill: int = 128,
     *,
@@ -367,7 +367,8 @@ def rand_augment(
         x: ``Tensor[B, 3, H, W]`` uint8, or float in [0, 1] (quantised as in :func:`auto_augment`).
         generator: random source on ``x.device``.
         num_ops: ops per image (torchvision default 2; PLReMix passes 4 with magnitude 6).
-        magnitude: magnitude bin in ``[0, num_bins)``.
+        magnitude: magnitude bin in ``[0, num_bins)``; or a 0-d int64 tensor on ``x.device`` (a bin
+            drawn on the device: not range-checked, since reading it would be a host sync).
         num_bins: number of magnitude bins.
         fill: fill value of geometric ops, in uint8 units.
         dense: as in :func:`apply_ops`.
@@ -375,7 +376,7 @@ def rand_augment(
     Returns:
         ``Tensor[B, 3, H, W]`` of the input dtype.
     """
-    if not 0 <= magnitude < num_bins:
+    if not isinstance(magnitude, Tensor) and not 0 <= magnitude < num_bins:
         raise ValueError(f"magnitude must be in [0, {num_bins}), got {magnitude}")
     x_in, x = x, _as_uint8(x)
     b, _, h, w = x.shape

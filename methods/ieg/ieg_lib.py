@@ -315,7 +315,8 @@ class StepBatches(StepOrder):
         if self.aug_type == "autoaug":
             x = auto_augment(weak_raw, g, fill=128)
         else:  # RandAugment: two ops, one magnitude (1..9 of 10) per batch
-            level = int(torch.randint(1, 10, (1,), generator=g, device=self.device))
+            # the level stays on the device (reading it back would sync every step): 3..27 < 31 bins
+            level = torch.randint(1, 10, (1,), generator=g, device=self.device)[0]
             x = rand_augment(weak_raw, g, num_ops=2, magnitude=3 * level, num_bins=31)
         x = A.random_crop_flip(x, 4, True, g, fill=128)
         return cutout(A.normalize(x, self.mean, self.std), CUTOUT, g)

@@ -5,6 +5,7 @@ RandomResizedCrop / flip / resize-centre-crop as one ``affine_grid`` resample, R
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -23,9 +24,16 @@ def _sample(images: Tensor, theta: Tensor, size: int, prep: Preprocess) -> Tenso
 
 
 def _normalize(x255: Tensor, prep: Preprocess) -> Tensor:
-    mean = torch.tensor(prep.mean, device=x255.device).view(1, 3, 1, 1) * 255
-    std = torch.tensor(prep.std, device=x255.device).view(1, 3, 1, 1) * 255
+    mean, std = _mean_std_255(tuple(prep.mean), tuple(prep.std), x255.device)
     return (x255 - mean) / std
+
+
+# Built once per device: a host-to-device copy waits for the GPU's queue, so making these per batch
+# would stall every step.
+@functools.lru_cache(maxsize=None)
+def _mean_std_255(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+    return (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
+            torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
 
 
 def val_view(images: Tensor, prep: Preprocess) -> Tensor:

@@ -331,3 +331,11 @@ def test_augments_on_cuda_do_not_sync():
             augment(x, g)
     finally:
         torch.cuda.set_sync_debug_mode("default")
+
+
+def test_rand_augment_takes_a_device_magnitude(no_host_reads):
+    """A 0-d tensor magnitude (IEG draws its level on the device) gives the int's images, no sync."""
+    x = _mixed_images(60, seed=5)
+    want = rand_augment(x, torch.Generator().manual_seed(3), num_ops=2, magnitude=12, dense=True)
+    got = rand_augment(x, torch.Generator().manual_seed(3), num_ops=2, magnitude=torch.tensor(12), dense=True)
+    assert torch.equal(got, want) and not torch.equal(got, x)

@@ -436,3 +436,9 @@ def test_webvision_mini_trains_evaluates_and_resumes(tmp_path):
     assert evaluated["test_acc"] == halves["test_acc"]
     with pytest.raises(ValueError, match="only for --dataset webvisionmini"):
         _run(tmp_path / "c", *DIGITS, "--use_imagenet_as_eval", "true")
+
+
+def test_randaug_strong_view_runs_with_its_level_on_the_device(tmp_path):
+    """--aug_type randaug draws one level per batch on the device (no host read) and trains."""
+    result = _run(tmp_path, *DIGITS, "--aug_type", "randaug", "--batch_size", "20", "--max_iteration", "2")
+    assert result["steps"] == 2 and 0 <= result["test_acc"] <= 1
