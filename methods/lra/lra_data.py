@@ -14,6 +14,9 @@ splits, the frozen prior features f_p(x) and the loaders.
   image in dataset order; the val/test prefix replaces ``train`` in the name), or ``pixels``
   (grey-level pixels pooled to 8×8 and standardised: a fixed, label-free encoder for digits).
   SimCLR features are L2-normalised as the original's encoder does; CLIP and CC features stay raw.
+* ``--subset N`` (in-memory datasets only): after the noisy labels are made or read over the whole split,
+  keep the first N images of the training part, the first N of its held-out part, and the first N of
+  every other split; features are then computed, or read from the files' rows, for those images only.
 """
 
 from __future__ import annotations
@@ -29,8 +32,10 @@ import torch
 import torch.nn.functional as F
 
 from lnl.data import get_dataset
+from lnl.data._base import InMemoryDataset
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
+from lnl.engine.data import first_images
 
 REPO = Path(__file__).resolve().parents[2]
 FP_ENCODERS = ("SimCLR", "CLIP", "ResNet", "CC", "pixels")
@@ -132,22 +137,32 @@ def split_prefix(prefix: str, split: str) -> Path:
     return p.with_name(p.name.replace("train", split, 1))
 
 
-def read_features(prefix: Path, split: str, args: argparse.Namespace, n_rows: int) -> torch.Tensor:
-    """``<prefix>_features.npy`` as float32; raises with the command that makes a missing file."""
+def read_features(prefix: Path, split: str, args: argparse.Namespace, n_rows: int,
+                  keep: torch.Tensor | None = None) -> torch.Tensor:
+    """``<prefix>_features.npy`` as float32, only its rows ``keep`` when given (the file must still cover
+    the whole split of ``n_rows`` images, so row i is image i); raises with the command that makes a
+    missing file."""
     path = prefix.with_name(prefix.name + "_features.npy")
     if not path.is_file():
         hint = EXTRACT_HINT.get(args.fp_encoder, "--encoder ...").format(dataset=args.dataset)
         raise FileNotFoundError(
             f"no feature file {path}; make it with: python data_prep/extract_features.py --dataset "
             f"{args.dataset} --root <data folder> --split {split} {hint} --out {prefix}")
-    feats = torch.from_numpy(np.load(path).astype(np.float32))
-    if feats.shape[0] != n_rows:
-        raise ValueError(f"{path} has {feats.shape[0]} rows but the {args.dataset} {split} split has {n_rows}")
-    return feats
+    rows = np.load(path, mmap_mode="r")  # memory-mapped: a subset reads only its rows
+    if rows.shape[0] != n_rows:
+        raise ValueError(f"{path} has {rows.shape[0]} rows but the {args.dataset} {split} split has {n_rows}")
+    if keep is not None:
+        rows = rows[keep.numpy()]
+    return torch.from_numpy(np.array(rows, dtype=np.float32))
 
 
-def prior_features(args: argparse.Namespace, splits: dict[str, object]) -> dict[str, torch.Tensor]:
-    """f_p(x) of every split in ``splits`` (name → dataset), normalised as the original does."""
+def prior_features(args: argparse.Namespace, splits: dict[str, object],
+                   rows: dict[str, tuple[int, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+    """f_p(x) of every split in ``splits`` (name → dataset), normalised as the original does.
+
+    ``rows`` (``--subset``; split → (its full size, the kept images' row indices)): ``splits`` hold the
+    kept images only, and the feature files, which cover the full splits, are read at those rows.
+    """
     if args.fp_encoder == "pixels":
         if not all(getattr(ds, "in_memory", False) for ds in splits.values()):
             raise ValueError("--fp_encoder pixels needs an in-memory dataset (digits, CIFAR)")
@@ -155,7 +170,8 @@ def prior_features(args: argparse.Namespace, splits: dict[str, object]) -> dict[
         mean, std = raw["train"].mean(0), raw["train"].std(0).clamp_min(1e-3)
         return {s: (x - mean) / std for s, x in raw.items()}
     prefix = args.feature_file or f"features/{args.dataset}_train_{args.fp_encoder.lower()}"
-    feats = {s: read_features(split_prefix(prefix, s), s, args, len(ds)) for s, ds in splits.items()}
+    rows = rows or {s: (len(ds), None) for s, ds in splits.items()}
+    feats = {s: read_features(split_prefix(prefix, s), s, args, *rows[s]) for s in splits}
     if args.fp_encoder == "SimCLR":  # the original's SimCLR encoder returns normalize(avgpool feature)
         feats = {s: F.normalize(x, dim=1) for s, x in feats.items()}
     return feats
@@ -164,6 +180,40 @@ def prior_features(args: argparse.Namespace, splits: dict[str, object]) -> dict[
 # ----------------------------------------------------------------------------------------------------
 # Splits and loaders
 # ----------------------------------------------------------------------------------------------------
+
+
+def kept_rows(n: int, n_train: int, subset: int) -> torch.Tensor:
+    """The rows ``--subset`` keeps of a split of ``n`` images trained on up to ``n_train`` (``n`` for
+    test/val splits): the first ``subset`` of [0, n_train) and the first ``subset`` of the held-out
+    [n_train, n). Cutting both parts, not the split's prefix, keeps a validation set."""
+    return torch.cat([torch.arange(min(subset, n_train)), torch.arange(n_train, min(n, n_train + subset))])
+
+
+def _take_rows(ds: InMemoryDataset, rows: torch.Tensor) -> InMemoryDataset:
+    """The images at ``rows`` (``first_images`` takes a prefix only; the training rows skip a gap)."""
+    noisy = None if ds.noisy_targets is None else ds.noisy_targets[rows]
+    return InMemoryDataset(ds.name, ds.split, ds.images[rows], ds.targets[rows], ds.num_classes, ds.mean, ds.std,
+                           classes=ds.classes, noisy_targets=noisy, root=ds.root)
+
+
+def subset_splits(args: argparse.Namespace, splits: dict, n_train: int) -> tuple[dict, dict]:
+    """``--subset N``: the splits cut to their kept images, and split → (full size, kept rows) for
+    reading feature files that cover the full splits.
+
+    Raises:
+        ValueError: N below the number of classes, or a file-list dataset (not supported there).
+    """
+    subset, train = args.subset, splits["train"]
+    if not getattr(train, "in_memory", False):
+        raise ValueError(f"--subset is not supported for {args.dataset} (a file-list dataset); it applies to "
+                         f"the in-memory datasets (CIFAR, digits)")
+    if subset < train.num_classes:
+        raise ValueError(f"--subset {subset} keeps fewer images than {args.dataset} has classes "
+                         f"({train.num_classes})")
+    rows = {s: (len(ds), kept_rows(len(ds), n_train if s == "train" else len(ds), subset))
+            for s, ds in splits.items()}
+    cut = {s: _take_rows(ds, rows[s][1]) if s == "train" else first_images(ds, subset) for s, ds in splits.items()}
+    return cut, rows
 
 
 @dataclass
@@ -231,7 +281,12 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
         raise ValueError(f"--val_size {val_size} must be in [0, {len(train)})")
     n_train = len(train) - val_size
     noisy, meta = noisy_labels(spec, train, n_train, args.seed)
-    feats = {s: x.to(args.device) for s, x in prior_features(args, splits).items()}
+    rows = None
+    if getattr(args, "subset", None):  # cut after the noise: labels drawn/read over the whole split stay aligned
+        splits, rows = subset_splits(args, splits, n_train)
+        train, n_train = splits["train"], min(args.subset, n_train)
+        noisy, meta = noisy[:n_train], {**meta, "subset": args.subset}
+    feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
     if getattr(train, "in_memory", False):
         loaders = _in_memory_loaders(args, train, splits[args.test_split], n_train, noisy, args.device)
     else:
@@ -241,8 +296,8 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
         eval_features["val"] = feats["train" if args.val_split == "holdout" else args.val_split]
     if log is not None and spec.kind != "real":
         clean = train.targets[:n_train]
-        log.info("%s: training on %d images, noise %s, measured noise rate %.4f, %d-d features",
-                 spec.dataset, n_train, args.noise_type, float((noisy != clean).float().mean()),
-                 feats["train"].shape[1])
+        log.info("%s: training on %d images%s, noise %s, measured noise rate %.4f, %d-d features",
+                 spec.dataset, n_train, f" (--subset {args.subset})" if rows else "", args.noise_type,
+                 float((noisy != clean).float().mean()), feats["train"].shape[1])
     return LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders,
                    eval_features, splits[args.test_split].targets, meta)

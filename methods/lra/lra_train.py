@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, save_checkpoint)
+from lnl.engine.data import add_subset_flag
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, autocast, progress, run_epochs
@@ -87,7 +88,9 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     a("--diff_encoder", default=r.diff_encoder, help="resnet18/34/50 (CIFAR), resnet18_l/34_l/50_l, or an lnl model")
     if r.gpu_devices:
         a("--gpu_devices", type=int, nargs="+", default=[0, 1, 2, 3], help="DataParallel over these GPUs")
-    b = p.add_argument_group("lnl additions").add_argument
+    extra = p.add_argument_group("lnl additions")
+    b = extra.add_argument
+    add_subset_flag(extra)  # --subset N (lra_data.subset_splits; CIFAR and digits only)
     b("--dataset", default=r.dataset, help="the dataset of a noise file given by path")
     b("--data_path", default=None, help="the dataset's folder (default: $LNL_DATA/<dataset>)")
     b("--feature_file", default=None, help="extract_features.py train prefix (default: "
@@ -152,7 +155,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def default_out(args: argparse.Namespace) -> str:
-    return f"runs/{METHOD}/{args.noise_type.replace('/', '_')}-{args.fp_encoder}-s{args.seed}"
+    # a subset run gets its own folder: --resume auto must not pick up the full run's last.pth, or vice versa
+    sub = f"-sub{args.subset}" if getattr(args, "subset", None) else ""
+    return f"runs/{METHOD}/{args.noise_type.replace('/', '_')}-{args.fp_encoder}-s{args.seed}{sub}"
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -362,6 +367,8 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
               "epochs": args.nepoch, "fp_encoder": args.fp_encoder, "fixes": [f for f in FIXES if getattr(args, f)],
               "test_acc": state["test_acc"], "best_acc": state["best_acc"], "val_acc": state.get("val_acc"),
               "knn_acc": state["knn_acc"], "seconds": round(clock.elapsed, 2), "run_dir": args.out}
+    if getattr(args, "subset", None):  # only then: a full run's record keeps its fields
+        result["subset"] = args.subset
     append_jsonl(Path(args.out) / "results.jsonl", result)
     log.info("result %s", result)
     return result

@@ -338,3 +338,63 @@ def test_data_parallel_ids_keep_visible_gpus_with_the_model_first():
     assert data_parallel_ids([0, 1, 2, 3], 2, 4) == [2, 0, 1, 3]  # device_ids[0] must hold the model
     assert data_parallel_ids([1, 1, 3], 1, 2) == [1]
     assert data_parallel_ids([1, 2], 0, 4) == []  # the model's GPU not requested: no DataParallel
+
+
+# -------------------------------------------------------------------------------------------------- --subset
+
+
+def _subset_data(out, *extra):
+    args = lra_train.resolve(_args(out, "--noise_type", "digits-sym-0.4", *extra))
+    return D.build_data(args)
+
+
+def test_subset_keeps_the_first_images_labels_and_feature_rows(tmp_path):
+    """--subset cuts after the noise draw (same labels as the full run's first N) and reads the kept
+    images' rows of feature files that cover the whole splits; a 100-image hold-out keeps its first N."""
+    g = np.random.default_rng(0)
+    files = {s: g.normal(size=(n, 6)).astype(np.float32) for s, n in (("train", 1437), ("test", 360))}
+    for s, x in files.items():
+        np.save(tmp_path / f"digits_{s}_clip_features.npy", x)
+    flags = ["--fp_encoder", "CLIP", "--feature_file", str(tmp_path / "digits_train_clip"), "--val_size", "100"]
+    full = _subset_data(tmp_path / "full", *flags)
+    part = _subset_data(tmp_path / "part", *flags, "--subset", "60")
+    n_train = 1437 - 100
+    assert torch.equal(part.train_idx, torch.arange(60))
+    assert torch.equal(part.noisy, full.noisy[:60]) and part.noise_meta["subset"] == 60  # same draw, then cut
+    kept = torch.cat([torch.arange(60), torch.arange(n_train, n_train + 60)])  # 60 trained on, 60 held out
+    train_images = full.loaders["train"].images
+    assert torch.equal(part.loaders["train"].images, train_images[kept])
+    torch.testing.assert_close(part.features["train"], torch.from_numpy(files["train"][kept.numpy()]))
+    val = part.loaders["val"]
+    assert torch.equal(val.images[val.indices], train_images[n_train:n_train + 60])
+    assert torch.equal(val.labels[val.indices], full.loaders["val"].labels[n_train:n_train + 60])  # clean labels
+    torch.testing.assert_close(part.eval_features["val"][val.indices], torch.from_numpy(files["train"][kept[60:]]))
+    assert torch.equal(part.loaders["test"].images, full.loaders["test"].images[:60])
+    assert torch.equal(part.test_targets, full.test_targets[:60])
+    torch.testing.assert_close(part.eval_features["test"], torch.from_numpy(files["test"][:60]))
+
+
+def test_subset_smaller_than_the_classes_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="--subset 5 keeps fewer images than digits has classes"):
+        _subset_data(tmp_path, "--fp_encoder", "pixels", "--subset", "5")
+
+
+def test_subset_is_refused_on_a_file_list_dataset(tmp_path):
+    from methods.lra import train_Clothing1M
+    from tests.methods.codivide_helpers import fake_clothing1m
+
+    fake_clothing1m(tmp_path / "c1m")
+    args = train_Clothing1M.get_args_parser().parse_args(
+        ["--out", str(tmp_path / "run"), "--device", "cpu", "--no-tensorboard", "--resume", "none",
+         "--data_path", str(tmp_path / "c1m"), "--subset", "20"])
+    with pytest.raises(ValueError, match="--subset is not supported for clothing1m"):
+        train_Clothing1M.main(args)
+
+
+def test_digits_run_with_subset_completes_and_records_it(tmp_path):
+    res = train_CIFAR.main(_args(tmp_path / "run", *TINY, "--nepoch", "2", "--subset", "100"))
+    assert res["subset"] == 100 and 0 <= res["test_acc"] <= 1
+    table = torch.load(tmp_path / "run" / "knn_table.pt", weights_only=True)["table"]
+    assert table.shape[0] == 100  # the kNN graph is over the kept images only
+    named = _args(None, *TINY, "--subset", "100")
+    assert lra_train.default_out(named).endswith("-pixels-s123-sub100")  # not the full run's folder (resume)
