@@ -52,6 +52,13 @@ def add_subset_flag(parser: argparse.ArgumentParser) -> None:
                         help="train and test on the first N images only (a CPU smoke test of a real dataset)")
 
 
+def subset_suffix(args: argparse.Namespace) -> str:
+    """``-sub<N>`` for a ``--subset N`` run's default folder: with ``--resume auto`` a subset run and a
+    full run in one folder would resume each other's checkpoint."""
+    subset = getattr(args, "subset", None)
+    return f"-sub{subset}" if subset else ""
+
+
 def first_images(ds: InMemoryDataset, n: int) -> InMemoryDataset:
     """The split's first ``n`` images (all of them when it has fewer)."""
     if n >= len(ds):

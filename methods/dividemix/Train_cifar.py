@@ -26,7 +26,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import CoDivide, fit
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name
+from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
 from lnl.models import create_model
 from lnl.presets import parse_with_preset
 
@@ -89,7 +89,7 @@ def build_nets(args: argparse.Namespace, num_classes: int) -> tuple[list, list]:
 def main(args: argparse.Namespace) -> dict:
     """Train both networks, test the ensemble every epoch, checkpoint every epoch; returns the record."""
     args.noise_file = args.noise_file or default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
     log = default_setup(args)
     args.warm_up = WARM_UP[args.dataset] if args.warm_up is None else args.warm_up
     data = build_noisy_data(args, log)

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import fit
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name
+from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
 from lnl.presets import parse_with_preset
 from methods.plremix import plremix_lib as lib
 
@@ -51,7 +51,7 @@ def main(args: argparse.Namespace) -> dict:
     """Train both networks, test the ensemble every epoch, checkpoint every epoch; returns the record."""
     lib.resolve_fixes(args)
     args.noise_file = args.noise_file or lib.default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
     log = default_setup(args)
     if args.warm_up is None:
         args.warm_up = WARM_UP[args.dataset]

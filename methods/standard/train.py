@@ -23,7 +23,7 @@ from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parse
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.engine.train_loop import Stopwatch, evaluate, run_epochs, train_one_epoch
 from lnl.models import create_model
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name
+from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
 
 METHOD = "standard"
 
@@ -51,7 +51,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def _default_out(args: argparse.Namespace) -> str:
-    return f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
+    return f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int):

@@ -7,7 +7,7 @@ import argparse
 import pytest
 import torch
 
-from lnl.engine.data import add_subset_flag, build_noisy_data
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
 
 
 def _args(tmp_path, *extra: str) -> argparse.Namespace:
@@ -32,3 +32,9 @@ def test_subset_keeps_the_first_images_and_their_noisy_labels(tmp_path):
 def test_subset_smaller_than_the_classes_is_refused(tmp_path):
     with pytest.raises(ValueError, match="--subset 5 keeps fewer images than digits has classes"):
         build_noisy_data(_args(tmp_path, "--subset", "5"))
+
+
+def test_subset_runs_get_their_own_default_folder(tmp_path):
+    """--resume auto must not resume a full run's checkpoint in a subset run (or the reverse)."""
+    assert subset_suffix(_args(tmp_path)) == ""
+    assert subset_suffix(_args(tmp_path, "--subset", "256")) == "-sub256"
