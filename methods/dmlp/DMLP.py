@@ -28,7 +28,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.data.noise import save_noise_file
-from lnl.engine.data import noise_name
+from lnl.engine.data import add_subset_flag, noise_name, subset_suffix
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, run_epochs
 from methods.dmlp import dmlp_lib as L
@@ -77,6 +77,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--ridge", type=float, default=1e-6, help="--fix_solver ridge, relative to mean(diag(XᵀX))")
     a("--fix_softmax", action="store_true",
       help="B.7.5: EAC head returns logits, one softmax (not in --fix_all: retune --weight_prior, e.g. 1)")
+    add_subset_flag(p)
     a("--threads", type=int, default=None,
       help="CPU threads while running (default on CPU: 1 when the features are small, else unchanged)")
     a("--fix_all", action="store_true", help="all of " + ", ".join(FIXES))
@@ -104,6 +105,7 @@ def build_views(args, fs, noisy, train_idx, meta_idx, log) -> tuple[list, list]:
             tr2, _, _ = L.read_prefix(args.feature_file_v2)
             te_spec = L._test_prefix(args.feature_file_v2)
             te2 = L.read_prefix(te_spec)[0] if te_spec else None
+            te2 = None if te2 is None else te2[: args.subset]  # view 1's test rows (fs is cut)
         else:
             log.info("--fix_views without --feature_file_v2: view 2 = fixed random ReLU features of view 1")
             tr2, te2 = L.random_relu_view(fs.train, args.seed + 1, fs.test)
@@ -133,11 +135,14 @@ def main(args: argparse.Namespace) -> dict:
     if args.fix_all:
         for f in FIXES:
             setattr(args, f, True)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}"
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
     log = default_setup(args, supports=())
     fs = L.load_features(args)
     args.num_classes = c = _num_classes(args, fs)
     noisy, noise_meta = L.noisy_labels(args, fs, c)
+    if args.subset is not None:  # cut after the noise is made or read over the whole split
+        fs, noisy = L.first_rows(fs, noisy, args.subset, c, args.meta_size)
+        noise_meta = {**noise_meta, "subset": args.subset}
     save_noise_file(Path(args.out) / "noisy_labels.npz", noisy, {**noise_meta, "num_classes": c})
     n = len(fs.train)
     if fs.meta is not None:
@@ -200,6 +205,8 @@ def finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, sta
     meta = {"type": "dmlp_purified", "method": METHOD, "dataset": args.dataset, "noise": noise_name(args),
             "noise_source": noise_meta.get("source"), "seed": args.seed, "fixes": fixes,
             "features": fs.source, "num_classes": c, "purified_from": args.purified}
+    if args.subset is not None:  # the outputs cover the first N rows only: not labels for a full run
+        meta["subset"] = args.subset
     extra = {"train_idx": train_idx} if meta_idx is None else {"train_idx": train_idx, "meta_idx": meta_idx}
     report.update(meta=meta, last_epoch=state.get("last", {}))
     files = L.write_outputs(Path(args.out), "purified_labels", hard, soft, meta, report, extra)
@@ -209,6 +216,8 @@ def finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, sta
               "best_acc": state["best_acc"], "purified_acc": report.get("purified_acc"),
               "noisy_acc": report.get("noisy_acc"), "seconds": round(clock.elapsed, 2), "run_dir": args.out,
               "files": files}
+    if args.subset is not None:
+        result["subset"] = args.subset
     append_jsonl(Path(args.out) / "results.jsonl", result)
     log.info("result %s", result)
     return result

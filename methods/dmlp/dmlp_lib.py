@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -161,11 +161,32 @@ def noisy_labels(args, fs: FeatureSet, num_classes: int) -> tuple[torch.Tensor, 
     return nl.labels, {**nl.meta, "source": "generated"}
 
 
+def first_rows(fs: FeatureSet, noisy: torch.Tensor, n: int, num_classes: int,
+               meta_size: int) -> tuple[FeatureSet, torch.Tensor]:
+    """``--subset n``: the first ``n`` training rows (features, clean and noisy labels) and test rows.
+
+    ``noisy`` was made or read over the whole split, so row i keeps the full run's label (a noise
+    file stays aligned with its features). The meta set is then held out from within the ``n`` rows;
+    an external ``--meta_feature_file`` set is kept whole.
+    """
+    if n < num_classes:
+        raise ValueError(f"--subset {n} keeps fewer rows than there are classes ({num_classes})")
+    if fs.meta is None and meta_size >= min(n, len(fs.train)):
+        raise ValueError(f"--subset {n} is too small for --meta_size {meta_size}: the meta set is held out "
+                         f"from within the subset, so --subset must exceed --meta_size")
+    cut = lambda t: None if t is None else t[:n]  # noqa: E731
+    fs = replace(fs, train=fs.train[:n], clean=cut(fs.clean), noisy=cut(fs.noisy), test=cut(fs.test),
+                 test_labels=cut(fs.test_labels), source={**fs.source, "subset": n})
+    return fs, noisy[:n]
+
+
 def split_meta(n: int, meta_size: int, seed: int, clean: torch.Tensor | None = None,
                balanced: bool = False, num_classes: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, meta indices). Default: the original's split, ``perm = randperm(n)``, the last
     ``meta_size`` rows are the meta set, drawn here from a seeded generator. ``balanced``: take
     ``meta_size // C`` of each clean class, the first of each class in the permutation."""
+    if not 0 <= meta_size < n:  # a negative slice below would silently give a wrong split
+        raise ValueError(f"--meta_size {meta_size} leaves no noisy-set rows of the {n} training rows")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     if not balanced:
         return perm[: n - meta_size], perm[n - meta_size:]

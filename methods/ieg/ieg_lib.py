@@ -140,12 +140,41 @@ def make_ieg_labels(clean: np.ndarray, name: DatasetName, probe_ratio: float, nu
     return labels, probe, train
 
 
+def subset_ieg_labels(clean: np.ndarray, labels: np.ndarray, n: int, probe_ratio: float, num_classes: int,
+                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``--subset n``: the first ``n`` rows of the whole split's :func:`make_ieg_labels`, with the probe
+    re-drawn class-balanced from within them.
+
+    The labels come from the whole split, so a kept train image has the label the full run gives it.
+    The full run's probe mostly lies beyond row ``n``, hence the new probe (``floor(n·ratio) // C`` per
+    class); its rows get their clean labels back, as the probe is clean by definition.
+
+    Returns:
+        ``(labels, probe, train)`` over the ``n`` kept rows, as :func:`make_ieg_labels`.
+
+    Raises:
+        ValueError: ``n·probe_ratio`` leaves no probe image for some class.
+    """
+    n_probe = int(math.floor(n * probe_ratio))
+    if n_probe // num_classes < 1:
+        raise ValueError(f"--subset {n} with --probe_dataset_hold_ratio {probe_ratio}: {n}·{probe_ratio} = "
+                         f"{n_probe} probe images for {num_classes} classes; need at least one per class "
+                         f"(raise --subset or the ratio)")
+    clean, labels = clean[:n], labels[:n].copy()
+    probe, train = probe_split(clean, probe_ratio, num_classes, np.random.RandomState(seed))
+    labels[probe] = clean[probe]
+    return labels, probe, train
+
+
 def save_labels(out: Path, clean: np.ndarray, labels: np.ndarray, probe: np.ndarray,
-                name: DatasetName, seed: int) -> None:
-    """``noisy_labels.npz`` (lnl format, all N rows; probe rows clean) and ``probe_indices.npy``."""
+                name: DatasetName, seed: int, subset: int | None = None) -> None:
+    """``noisy_labels.npz`` (lnl format, all N rows; probe rows clean) and ``probe_indices.npy``.
+    With ``subset`` the files cover only the first ``subset`` images, and the meta says so."""
     meta = {"type": f"ieg_{name.noise}", "rate": name.ratio, "seed": seed,
             "actual_noise_rate": float((labels != clean).mean()), "probe_size": int(len(probe)),
             "procedure": "probe split then per-example noise, np.random.RandomState(seed)"}
+    if subset:
+        meta["subset"] = subset
     save_noise_file(out / "noisy_labels.npz", NoisyLabels(torch.from_numpy(labels), meta))
     np.save(out / "probe_indices.npy", probe)
 

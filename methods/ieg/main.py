@@ -29,6 +29,7 @@ from lnl.data.gpu import GPULoader
 from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.engine.args import str2bool
+from lnl.engine.data import add_subset_flag, first_images, subset_suffix
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, evaluate, progress
@@ -75,6 +76,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--use_imagenet_as_eval", type=str2bool, default=False, help="webvisionmini: also ILSVRC12 val")
     a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
     a("--seed", type=int, default=12345)
+    add_subset_flag(p)
     g = p.add_argument_group("port options (defaults = the original's behaviour)")
     g.add_argument("--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP")
     g.add_argument("--detach_pseudo_label", action="store_true", help="stop-gradient on the pseudo-label g")
@@ -87,8 +89,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 
 def run_dir(args: argparse.Namespace) -> str:
-    """``--out``, else the original's ``<checkpoint_path>/<dataset>_p<ratio>/<network_name>``."""
-    folder = f"{args.dataset}_p{args.probe_dataset_hold_ratio}/{args.network_name}"
+    """``--out``, else the original's ``<checkpoint_path>/<dataset>_p<ratio>/<network_name>``
+    (``_p<ratio>-sub<N>`` with ``--subset N``: ``--resume auto`` never mixes a subset and a full run)."""
+    folder = f"{args.dataset}_p{args.probe_dataset_hold_ratio}{subset_suffix(args)}/{args.network_name}"
     return args.out or f"{args.checkpoint_path}/{folder}"
 
 
@@ -117,16 +120,11 @@ def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, l
         return prepare_webvision(args, name, resumed, log)
     train = get_dataset(name.base, args.data_path, "train")
     test = get_dataset(name.base, args.data_path, "test")
-    clean, out = train.targets.numpy(), Path(args.out)
-    if resumed and (out / "probe_indices.npy").exists():
-        labels = np.load(out / "noisy_labels.npz")["labels"]
-        probe = np.load(out / "probe_indices.npy")
-        rest = np.setdiff1d(np.arange(len(clean)), probe)
-    else:
-        labels, probe, rest = L.make_ieg_labels(clean, name, args.probe_dataset_hold_ratio,
-                                                train.num_classes, args.seed)
-        if comm.is_main_process():
-            L.save_labels(out, clean, labels, probe, name, args.seed)
+    check_subset(args, train.num_classes)
+    labels, probe, rest = ieg_labels(args, name, train.targets.numpy(), train.num_classes, resumed)
+    if args.subset:
+        train, test = first_images(train, args.subset), first_images(test, args.subset)
+    clean = train.targets.numpy()
     log.info("%s: %d probe (%d/class), %d train, measured noise %.4f", args.dataset, len(probe),
              len(probe) // train.num_classes, len(rest), float((labels[rest] != clean[rest]).mean()))
     batches = L.StepBatches(train.images, torch.from_numpy(labels), rest, probe, args.batch_size,
@@ -137,10 +135,38 @@ def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, l
     return batches, {"": test_loader}, train.num_classes, train.targets.to(args.device)
 
 
+def check_subset(args: argparse.Namespace, num_classes: int) -> None:
+    if args.subset is not None and args.subset < num_classes:
+        raise ValueError(f"--subset {args.subset} keeps fewer images than {args.dataset} has classes "
+                         f"({num_classes})")
+
+
+def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray, num_classes: int,
+               resumed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(labels, probe, train)`` of the run: read back when resuming, else drawn over the whole split
+    (``clean``) and, with ``--subset N``, cut to the first N rows with a probe from within them."""
+    out, n = Path(args.out), min(args.subset or len(clean), len(clean))
+    if resumed and (out / "probe_indices.npy").exists():
+        labels, probe = np.load(out / "noisy_labels.npz")["labels"], np.load(out / "probe_indices.npy")
+        if len(labels) != n:  # a full run's labels under a --subset run (or the reverse)
+            raise ValueError(f"{out / 'noisy_labels.npz'} holds {len(labels)} labels but this run trains "
+                             f"on {n} images (--subset {args.subset}); pass another --out or --resume none")
+        return labels, probe, np.setdiff1d(np.arange(n), probe)
+    ratio = args.probe_dataset_hold_ratio
+    labels, probe, rest = L.make_ieg_labels(clean, name, ratio, num_classes, args.seed)
+    if args.subset:
+        labels, probe, rest = L.subset_ieg_labels(clean, labels, n, ratio, num_classes, args.seed)
+    if comm.is_main_process():
+        L.save_labels(out, clean[:n], labels, probe, name, args.seed, args.subset)
+    return labels, probe, rest
+
+
 def prepare_webvision(args: argparse.Namespace, name: L.DatasetName, resumed: bool, log):
     """WebVision-mini: noisy train labels as given, the ImageNet probe (drawn once, read back when
     resuming), WebVision val and, with ``--use_imagenet_as_eval``, ILSVRC12 val (``imagenet_``)."""
     train = get_dataset("webvision", args.data_path, "train")
+    check_subset(args, train.num_classes)
+    train = W.first_files(train, args.subset)  # real noise: the labels are the file list's, no draw
     imagenet = Path(args.imagenet_path or default_root(dataset_info("ilsvrc12_val")))
     probe = W.probe_dataset(imagenet, train.classes, name.probe_per_class, args.seed, Path(args.out),
                             resumed, comm.is_main_process())
@@ -152,8 +178,8 @@ def prepare_webvision(args: argparse.Namespace, name: L.DatasetName, resumed: bo
     evals = {"": get_dataset("webvision", args.data_path, "val")}
     if args.use_imagenet_as_eval:
         evals["imagenet_"] = get_dataset("ilsvrc12_val", imagenet, "val")
-    loaders = {k: W.eval_loader(ds, args.image_size, args.val_batch_size, args.workers)
-               for k, ds in evals.items()}
+    loaders = {k: W.eval_loader(W.first_files(ds, args.subset), args.image_size, args.val_batch_size,
+                                args.workers) for k, ds in evals.items()}
     return batches, loaders, train.num_classes, None
 
 
@@ -253,7 +279,7 @@ def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
     ckpt = load_checkpoint(path, models={"model": setup.model, "ema": ema},
                            optimizers={"opt": setup.optimizer})
     saved = ckpt.get("args") or {}
-    for key in ("method", "dataset", "network_name"):
+    for key in ("method", "dataset", "network_name", "subset"):
         if key in saved and saved[key] != getattr(args, key):
             raise ValueError(f"{path} was written by a run with {key}={saved[key]!r}, not "
                              f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume none")
@@ -287,6 +313,8 @@ def main(args: argparse.Namespace) -> dict:
               "test_acc": state.get("last_acc"), "best_acc": state["best_acc"],
               "cycle_end_acc": state.get("cycle_end_acc"), "seconds": round(state["seconds"], 2),
               "run_dir": args.out}
+    if args.subset:
+        result["subset"] = args.subset
     if state.get("imagenet_acc") is not None:  # --use_imagenet_as_eval: ILSVRC12 val, 50 classes
         result["imagenet_acc"] = state["imagenet_acc"]
     append_jsonl(Path(args.out) / "results.jsonl", result)

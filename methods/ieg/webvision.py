@@ -94,6 +94,16 @@ def probe_dataset(root: Path, wnids: list[str] | None, per_class: int, seed: int
                            IMAGENET_MEAN, IMAGENET_STD, classes=wnids)
 
 
+def first_files(ds: FileListDataset, n: int | None) -> FileListDataset:
+    """``--subset n``: the file list's first ``n`` rows (all of them when ``n`` is None or too large)."""
+    if n is None or n >= len(ds):
+        return ds
+    cut = lambda t: None if t is None else t[:n]  # noqa: E731
+    return FileListDataset(ds.name, ds.split, ds.root, ds.paths[:n], ds.targets[:n], ds.num_classes, ds.mean,
+                           ds.std, classes=ds.classes, noisy_targets=cut(ds.noisy_targets),
+                           clean_targets=cut(ds.clean_targets), transform=ds.transform)
+
+
 # ----------------------------------------------------------------------------------------------
 # Crops
 

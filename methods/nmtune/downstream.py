@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -147,9 +147,9 @@ def downstream_noise(labels: Tensor, ratio: float | None, num_classes: int, seed
 
 @dataclass
 class Downstream:
-    """The training split (all of it: features are cached per full split), the rows ``keep`` that
-    ``--num-shots`` keeps, their (``--noise-ratio``-noised) ``labels`` on the device, and the
-    evaluation splits by ``--eval-datasets`` name."""
+    """The training split (all of it, or its first ``--subset`` N: features are cached per split), the
+    rows ``keep`` that ``--num-shots`` keeps, their (``--noise-ratio``-noised) ``labels`` on the
+    device, and the evaluation splits by ``--eval-datasets`` name."""
 
     train: Split
     keep: Tensor
@@ -157,12 +157,36 @@ class Downstream:
     evals: dict[str, Split]
 
 
+def first_rows(split: Split, n: int | None) -> Split:
+    """``--subset n``: the split's first ``n`` images (all of them when ``n`` is None or too large).
+    The cut is part of ``source``, so cached features of a subset never stand in for the full split's."""
+    if n is None or n >= len(split.labels):
+        return split
+    return replace(split, images=split.images[:n], labels=split.labels[:n], source=f"{split.source}|first{n}")
+
+
+def subset_rows(train: Split, keep: Tensor, labels: Tensor, n: int,
+                num_shots: float | None) -> tuple[Split, Tensor, Tensor]:
+    """Cut the train split to its first ``n`` images after ``--num-shots`` and ``--noise-ratio`` were
+    drawn over the whole split: a kept image has the full run's label."""
+    if n < train.num_classes:
+        raise ValueError(f"--subset {n} keeps fewer images than {train.name} has classes "
+                         f"({train.num_classes})")
+    inside = keep < n
+    if not bool(inside.any()):
+        raise ValueError(f"--subset {n} with --num-shots {num_shots}: none of the first {n} images is kept")
+    return first_rows(train, n), keep[inside], labels[inside]
+
+
 def load_downstream(args: argparse.Namespace, log) -> Downstream:
-    """Load ``--train-dataset`` (train split) and every ``--eval-datasets`` entry (test split)."""
+    """Load ``--train-dataset`` (train split) and every ``--eval-datasets`` entry (test split);
+    ``--subset N``: their first N images."""
     train = load_split(args.train_dataset, args.data_location, "train", args.store_size)
     keep = few_shot_indices(train.labels, args.num_shots, args.seed)
     labels = downstream_noise(train.labels[keep], args.noise_ratio, train.num_classes, args.seed)
-    evals = {name: load_split(name, args.data_location, "test", args.store_size)
+    if args.subset is not None:
+        train, keep, labels = subset_rows(train, keep, labels, args.subset, args.num_shots)
+    evals = {name: first_rows(load_split(name, args.data_location, "test", args.store_size), args.subset)
              for name in args.eval_datasets}
     log.info("%s: %d of %d train images, %d classes; eval %s", train.name, len(keep), len(train.labels),
              train.num_classes, {k: len(v.labels) for k, v in evals.items()})

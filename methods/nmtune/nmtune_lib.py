@@ -25,6 +25,7 @@ import torch.nn as nn
 from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, find_resume_path, load_checkpoint,
                         read_jsonl, save_checkpoint)
 from lnl.engine.args import str2bool
+from lnl.engine.data import add_subset_flag, subset_suffix
 from lnl.engine.train_loop import Stopwatch, run_epochs
 from methods.nmtune.downstream import Split, dataset_key
 from methods.nmtune.encoders import ClassificationHead, ImageEncoder, build_zero_shot_head, make_head
@@ -64,6 +65,7 @@ def get_args_parser(description: str, **defaults) -> argparse.ArgumentParser:
     a("--load-zero-shot-classifier", type=str2bool, default=False)
     a("--num-shots", type=optional_float, default=None, help="fraction of each class kept")
     a("--noise-ratio", type=float, default=None, help="downstream symmetric label noise")
+    add_subset_flag(p)
     a("--pretrain-if-missing", default=None, metavar="DATASET:RATE[:EPOCHS]",
       help="pre-train --model (timm) on DATASET with RATE symmetric noise into --pretrained (default: "
            "$LNL_CACHE/nmtune/<model>_<dataset>_sym<rate>_e<epochs>.pth) unless that file exists")
@@ -87,7 +89,7 @@ def resolve_paths(args: argparse.Namespace, method: str) -> None:
     """Map lnl's ``--out`` and the original's ``--save``/``--results``: ``--out`` (else ``--save``,
     else ``runs/<method>/<dataset>-<model>-s<seed>``) is the run folder; ``--save`` defaults to it and
     ``--results`` to ``<save>/results.jsonl`` (the original crashed without it, B12)."""
-    default = f"runs/{method}/{dataset_key(args.train_dataset)}-{args.model}-s{args.seed}"
+    default = f"runs/{method}/{dataset_key(args.train_dataset)}-{args.model}-s{args.seed}{subset_suffix(args)}"
     args.out = args.out or args.save or default
     args.save = args.save or args.out
     args.results_db = args.results_db or str(Path(args.save) / "results.jsonl")
@@ -213,6 +215,8 @@ def run_job(args: argparse.Namespace, log, job: Job) -> dict:
               "model": args.model, "seed": args.seed, "epochs": args.epochs, "test_acc": state["last_acc"],
               "best_acc": state["best_acc"], "seconds": round(clock.elapsed + job.setup_seconds, 2),
               "run_dir": args.out}
+    if args.subset is not None:  # trained and tested on the first N images only
+        result["subset"] = args.subset
     # lnl's record, as every entry point writes it (launchers/collect.py reads it); with the README's
     # `--results <save>/results.jsonl` it follows the original's per-epoch lines in the same file.
     append_jsonl(Path(args.out) / "results.jsonl", result)

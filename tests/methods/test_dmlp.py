@@ -213,6 +213,37 @@ def test_unknown_feature_file_is_a_clear_error(tmp_path):
         _run(tmp_path, "--feature_file", str(tmp_path / "nothing"), "--epochs", "1")
 
 
+def test_subset_keeps_the_first_rows_and_the_full_runs_noisy_labels(tmp_path):
+    args = DMLP.get_args_parser().parse_args([*DIGITS])
+    fs = L.load_features(args)
+    noisy, _ = L.noisy_labels(args, fs, 10)
+    part, cut = L.first_rows(fs, noisy, 300, 10, 100)  # noise made over the whole split, then cut
+    assert torch.equal(part.train, fs.train[:300]) and torch.equal(cut, noisy[:300])
+    assert torch.equal(part.clean, fs.clean[:300]) and torch.equal(part.test_labels, fs.test_labels[:300])
+    assert part.source["subset"] == 300 and len(fs.train) == 1437  # the full set is left as it was
+    res = _run(tmp_path / "run", *DIGITS, "--subset", "300", "--epochs", "2")
+    assert res["subset"] == 300 and res["test_acc"] is not None
+    z = np.load(tmp_path / "run" / "purified_labels.npz")
+    assert z["labels"].shape == (300,) and json.loads(str(z["meta"]))["subset"] == 300
+    assert json.loads((tmp_path / "run" / "report.json").read_text())["meta"]["subset"] == 300
+    assert max(z["meta_idx"].max(), z["train_idx"].max()) < 300 and len(z["meta_idx"]) == 100
+    saved = load_noise_file(tmp_path / "run" / "noisy_labels.npz")
+    assert torch.equal(saved.labels, noisy[:300]) and saved.meta["subset"] == 300
+
+
+def test_subset_too_small_is_a_clear_error_and_its_labels_do_not_fit_a_full_run(tmp_path):
+    from lnl.engine.data import noisy_labels_for
+
+    with pytest.raises(ValueError, match="--subset 5 keeps fewer rows than there are classes"):
+        _run(tmp_path / "a", *DIGITS, "--subset", "5")
+    with pytest.raises(ValueError, match="--subset 80 is too small for --meta_size 100"):
+        _run(tmp_path / "a", *DIGITS, "--subset", "80")
+    _run(tmp_path / "b", *DIGITS, "--subset", "250", "--epochs", "1")
+    full = SimpleNamespace(noise_file=str(tmp_path / "b" / "purified_labels.json"), dataset="digits")
+    with pytest.raises(ValueError, match="has 250 labels but the digits training split has 1437 images"):
+        noisy_labels_for(full, torch.zeros(1437, dtype=torch.long), 10)  # DivideMix/CE's --noise_file check
+
+
 # ---------------------------------------------------------------------------------------- integration
 
 

@@ -316,6 +316,39 @@ def test_records_probe_files_and_evaluation_mode(tmp_path):
         _run(tmp_path, *DIGITS, "--method", "supervised", "--max_iteration", "4")
 
 
+def test_subset_keeps_the_first_images_the_full_runs_labels_and_a_probe_from_within(tmp_path):
+    import logging
+
+    args = ieg_main.get_args_parser().parse_args(["--out", str(tmp_path), "--device", "cpu", "--seed", "0",
+                                                  *DIGITS, "--subset", "300", "--batch_size", "20"])
+    batches, loaders, _, clean = ieg_main.prepare_data(args, ieg_main.check_args(args), False,
+                                                       logging.getLogger("test"))
+    full = __import__("lnl.data").data.get_dataset("digits")
+    full_labels, _, _ = L.make_ieg_labels(full.targets.numpy(), L.parse_dataset("digits_uniform_0.8", ("digits",)),
+                                          0.07, 10, 0)
+    probe, rest = np.load(tmp_path / "probe_indices.npy"), batches.train.numpy()
+    assert torch.equal(batches.images, full.images[:300].permute(0, 3, 1, 2)) and torch.equal(clean, full.targets[:300])
+    assert len(probe) == 20 and probe.max() < 300 and sorted(full.targets[probe].tolist()) == sorted(list(range(10)) * 2)
+    assert sorted([*probe, *rest]) == list(range(300))
+    assert (batches.labels.numpy()[rest] == full_labels[rest]).all()  # the whole split's draw, then cut
+    assert (batches.labels.numpy()[probe] == full.targets.numpy()[probe]).all()  # the probe is clean
+    assert len(loaders[""].labels) == 300 and np.load(tmp_path / "noisy_labels.npz")["labels"].shape == (300,)
+    args.out = None  # the default folder keeps a subset run apart from the full run (--resume auto)
+    assert "digits_uniform_0.8_p0.07-sub300/small_cnn" in ieg_main.run_dir(args)
+
+
+def test_subset_too_small_is_a_clear_error_and_a_subset_run_completes(tmp_path):
+    with pytest.raises(ValueError, match="--subset 5 keeps fewer images than digits_uniform_0.8 has classes"):
+        _run(tmp_path / "a", *DIGITS, "--subset", "5")
+    with pytest.raises(ValueError, match=r"--subset 100 with --probe_dataset_hold_ratio 0.07: 100·0.07 = 7 probe"):
+        _run(tmp_path / "a", *DIGITS, "--subset", "100")
+    result = _run(tmp_path / "b", *DIGITS, "--subset", "200", "--batch_size", "20", "--max_iteration", "2",
+                  "--meta_jvp")
+    assert result["subset"] == 200 and result["steps"] == 2 and 0 <= result["test_acc"] <= 1
+    with pytest.raises(ValueError, match="holds 200 labels but this run trains on 1437 images"):
+        _run(tmp_path / "b", *DIGITS, "--batch_size", "20", "--max_iteration", "3")
+
+
 @pytest.mark.slow
 def test_ieg_beats_supervised_and_l2r_on_digits_with_80_percent_noise(tmp_path):
     flags = [*DIGITS, "--batch_size", "50", "--max_iteration", "100", "--eval_freq", "50", "--decay_steps", "100",
@@ -407,6 +440,8 @@ def test_webvision_probe_crops_and_step_batches(tmp_path):
     assert last["xw"].shape == last["xs"].shape == (4, 3, 16, 16) and last["xp"].shape == (4, 3, 16, 16)
     assert torch.equal(last["yp"], torch.tensor([20, 21, 22, 23]))  # probe rows 20..23 at step 5
     assert torch.equal(last["y"], train.targets[last["idx"]])
+    cut = W.first_files(train, 60)  # --subset: the file list's first rows
+    assert cut.paths == train.paths[:60] and torch.equal(cut.targets, train.targets[:60])
 
 
 def _webvision_flags(tmp_path):
@@ -434,6 +469,8 @@ def test_webvision_mini_trains_evaluates_and_resumes(tmp_path):
     assert len((tmp_path / "b" / "probe_files.txt").read_text().splitlines()) == 50
     evaluated = _run(tmp_path / "b", *flags, "--mode", "evaluation")
     assert evaluated["test_acc"] == halves["test_acc"]
+    part = _run(tmp_path / "d", *flags, "--max_iteration", "1", "--subset", "60", "--resume", "none")
+    assert part["subset"] == 60 and part["steps"] == 1
     with pytest.raises(ValueError, match="only for --dataset webvisionmini"):
         _run(tmp_path / "c", *DIGITS, "--use_imagenet_as_eval", "true")
 

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from lnl.data import DatasetNotFoundError
 from lnl.engine import read_jsonl
 from methods.nmtune import finetune, nml_tune, nmtune_lib
-from methods.nmtune.downstream import downstream_noise, few_shot_indices, load_split
+from methods.nmtune.downstream import (downstream_noise, few_shot_indices, first_rows, load_downstream, load_split,
+                                       subset_rows)
 from methods.nmtune.encoders import Preprocess, ResidualMLP, build_encoder, make_head
 from methods.nmtune.regularisers import (LossWeights, covariance_loss, mse_consistency_loss, nmtune_objective,
                                          singular_values, top_singular_share)
@@ -179,6 +180,34 @@ def test_few_shot_fraction_and_downstream_noise():
     noisy = downstream_noise(labels, 0.5, 10, seed=0)
     changed = int((noisy != labels).sum())
     assert 0.5 * 300 * 0.8 < changed <= 150 and int(noisy.max()) < 10  # ⌈0.5·N⌉ redrawn, self possible
+
+
+def _downstream(*extra):
+    import logging
+
+    args = finetune.get_args_parser().parse_args([*FAST, "--eval-datasets", "digits", *extra])
+    return load_downstream(args, logging.getLogger("test"))
+
+
+def test_subset_keeps_the_first_images_and_the_full_runs_shots_and_noisy_labels():
+    flags = ["--num-shots", "0.5", "--noise-ratio", "0.4"]
+    full, part = _downstream(*flags), _downstream(*flags, "--subset", "300")
+    inside = full.keep < 300  # shots and noise drawn over the whole split, then cut
+    assert torch.equal(part.train.images, full.train.images[:300]) and len(part.train.labels) == 300
+    assert torch.equal(part.keep, full.keep[inside]) and torch.equal(part.labels, full.labels[inside])
+    test, cut = full.evals["digits"], part.evals["digits"]
+    assert torch.equal(cut.images, test.images[:300]) and torch.equal(cut.labels, test.labels[:300])
+    # the feature cache is keyed by `source`: a subset's features never stand in for the full split's
+    assert part.train.source != full.train.source and cut.source != test.source
+    assert first_rows(test, 10**6) is test
+
+
+def test_subset_too_small_is_a_clear_error():
+    split = load_split("digits", "~/data", "train")
+    with pytest.raises(ValueError, match="--subset 5 keeps fewer images than digits has classes"):
+        _downstream("--subset", "5")
+    with pytest.raises(ValueError, match="--subset 50 with --num-shots 0.1: none of the first 50 images is kept"):
+        subset_rows(split, torch.tensor([60, 70]), torch.tensor([1, 2]), 50, 0.1)
 
 
 def test_torchvision_dataset_is_decoded_to_store_size(tmp_path):
@@ -395,6 +424,17 @@ def test_interrupted_nmtune_resumes_exactly(tmp_path, encoder, monkeypatch):
     assert [r.get("current_epoch", "record") for r in read_jsonl(tmp_path / "b" / "results.jsonl")] == [
         0, 1, 2, "record"]
     assert [r["step"] for r in read_jsonl(tmp_path / "b" / "eval.jsonl")] == [0, 1, 2]
+
+
+def test_subset_runs_end_to_end_and_caches_apart_from_the_full_split(tmp_path, encoder):
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    probe = _run(finetune, tmp_path / "lp", "--freeze-encoder", "--epochs", "1", "--subset", "200", *cache,
+                 pretrained=encoder)
+    tuned = _run(nml_tune, tmp_path / "nm", "--freeze-encoder", "--epochs", "1", "--subset", "200",
+                 pretrained=encoder)
+    assert probe["subset"] == tuned["subset"] == 200 and 0 <= tuned["test_acc"] <= 1
+    feats = [torch.load(p, weights_only=True)["features"] for p in (tmp_path / "cache").glob("digits_*.pt")]
+    assert sorted(len(f) for f in feats) == [200, 200]  # only the first 200 train and test images
 
 
 def test_full_finetune_trains_the_encoder(tmp_path, encoder):
