@@ -1,6 +1,6 @@
 // CUDA PLR loss: bitset kernel, fused forward (online log-sum-exp over allowed columns) and
-// recompute-in-backward (dF = (G + G^T) F), fp32 SIMT with fp32 accumulation for float32, float16
-// and bfloat16 features (tensor cores are future work). Device code: plr_kernels.cuh.
+// recompute-in-backward (dF = (G + G^T) F); the tiles of F F^T in fp32 SIMT for float32 features and
+// on tensor cores (wmma, fp32 accumulation) for float16 / bfloat16. Device code: plr_kernels.cuh.
 // No host synchronisation: the scalar reductions and the backward's coefficient are ATen ops.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>

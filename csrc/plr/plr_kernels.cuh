@@ -1,13 +1,23 @@
-// Device code of the CUDA PLR loss (specs/plremix_dividemix.md §11.2), fp32 SIMT path.
+// Device code of the CUDA PLR loss (specs/plremix_dividemix.md §11.2).
 // One CTA of 256 threads owns a 64-row block of the N = V*B view-major rows and sweeps every 64-column
-// block of S = F F^T (D in chunks of 32 through shared memory; each thread a 4 x 4 micro-tile, rows
-// ty + 16 i, columns tx + 16 j). Pair kinds come from the candidate bitsets (AND of ceil(C/64) words),
-// so no B x B or N x N tensor exists. Forward: an online log-sum-exp per row over its allowed
-// columns, reduced over the 16 lanes that share a row. Backward: the tile becomes H = G + G^T in
-// shared memory (both directions of a pair are known from the saved row lse), and dF_rows += H F_cols
-// goes into a float32 accumulator owned by this CTA's threads only: no atomics, deterministic.
+// block of S = F F^T; each thread then holds a 4 x 4 micro-tile of S (rows ty + 16 i, columns
+// tx + 16 j). float32 features: fp32 SIMT FMAs, D in chunks of 32 through shared memory. float16 /
+// bfloat16 features: tensor cores (wmma m16n16k16, fp32 accumulation), D in chunks of 64, each warp
+// two 16 x 16 fragments, stored to a shared score tile that the threads read their micro-tiles from.
+// Pair kinds come from the candidate bitsets (AND of ceil(C/64) words), so no B x B or N x N tensor
+// exists. Forward: an online log-sum-exp per row over its allowed columns, reduced over the 16 lanes
+// that share a row. Backward: the tile becomes H = G + G^T in shared memory (both directions of a
+// pair are known from the saved row lse), and dF_rows += H F_cols goes into a float32 accumulator
+// owned by this CTA's threads only: no atomics, deterministic.
 #pragma once
+#include <c10/util/BFloat16.h>
+#include <c10/util/Half.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <mma.h>
+
 #include <cstdint>
+#include <type_traits>
 
 #include "plr/plr_common.h"
 
@@ -15,10 +25,36 @@ namespace lnl {
 namespace plr_cuda {
 
 constexpr int kTile = 64;     // rows and columns per tile
-constexpr int kChunk = 32;    // feature dimensions per shared-memory chunk
+constexpr int kChunk = 32;    // feature dimensions per shared-memory chunk (fp32 path)
 constexpr int kThreads = 256;
 constexpr int kSub = 4;       // micro-tile: kSub x kSub pairs per thread
 constexpr int kLanes = 16;    // threads sharing a row (tx = 0..15)
+
+// Tensor-core path (16-bit features).
+constexpr int kChunkH = 64;            // feature dimensions per 16-bit stage: 4 wmma k-steps
+constexpr int kLdH = kChunkH + 8;      // 16-bit stage row stride (wmma: a multiple of 8 elements)
+constexpr int kLdS = kTile + 4;        // score tile row stride (wmma float stores: a multiple of 4)
+constexpr int kStageBytesF = 2 * kChunk * (kTile + 1) * 4;  // fp32: as, bs [kChunk][kTile + 1]
+constexpr int kStageBytesH = 2 * kTile * kLdH * 2;          // 16-bit: a, b [kTile][kLdH]
+constexpr int kScoreBytes = kTile * kLdS * 4;               // [kTile][kLdS] float
+constexpr int kHBytes = kTile * (kTile + 1) * 4;            // hs [kTile][kTile + 1] float
+static_assert(kThreads == 8 * 32 && kTile == 4 * 16, "8 warps tile 64 x 64 as 4 x 2 pairs of fragments");
+static_assert(kStageBytesH % 128 == 0 && (kTile * kLdH * 2) % 32 == 0, "256-bit aligned wmma operands");
+
+// Element type of the tensor-core path for a 16-bit input, or void (the fp32 SIMT path).
+template <typename scalar_t> struct WmmaType { using type = void; };
+template <> struct WmmaType<c10::Half> { using type = __half; };
+template <> struct WmmaType<c10::BFloat16> { using type = __nv_bfloat16; };
+template <typename scalar_t>
+constexpr bool kTensorCores = !std::is_void_v<typename WmmaType<scalar_t>::type>;
+
+// Shared bytes of the staging area and of the forward's score tile (none on the fp32 path).
+template <typename scalar_t>
+constexpr int stage_bytes() { return kTensorCores<scalar_t> ? kStageBytesH : kStageBytesF; }
+template <typename scalar_t>
+constexpr int fwd_score_bytes() { return kTensorCores<scalar_t> ? kScoreBytes : 16; }
+// The backward's hs doubles as the score tile (read into registers before hs is written).
+constexpr int kHsBytes = kHBytes > kScoreBytes ? kHBytes : kScoreBytes;
 
 // dst[k][m] = F[row0 + m, k0 + k] (zero outside), coalesced along the feature dimension.
 template <typename scalar_t>
@@ -58,6 +94,78 @@ __device__ __forceinline__ void tile_dots(const scalar_t* __restrict__ f, int64_
 #pragma unroll
         for (int j = 0; j < kSub; ++j) acc[i][j] = fmaf(a[i], b[j], acc[i][j]);
     }
+  }
+}
+
+// dst[m][k] = F[row0 + m, k0 + k] as raw 16-bit values (zero outside), row stride kLdH.
+template <typename scalar_t>
+__device__ __forceinline__ void load_chunk_16(const scalar_t* __restrict__ f, int64_t n, int64_t d,
+                                              int64_t row0, int64_t k0, uint16_t* dst) {
+  const uint16_t* src = reinterpret_cast<const uint16_t*>(f);
+  for (int idx = threadIdx.x; idx < kTile * kChunkH; idx += kThreads) {
+    const int m = idx / kChunkH, k = idx % kChunkH;
+    const int64_t row = row0 + m, col = k0 + k;
+    dst[m * kLdH + k] = (row < n && col < d) ? src[row * d + col] : uint16_t(0);
+  }
+}
+
+// acc as tile_dots gives it, from tensor cores: warp w computes rows 16 (w / 2) and columns
+// 32 (w % 2) of the tile as two fragments, stores them to scores [kTile][kLdS] (which may alias
+// memory the block still reads: the barriers around the store and the reads protect it), and each
+// thread reads its micro-tile back.
+template <typename scalar_t>
+__device__ __forceinline__ void wmma_tile_dots(const scalar_t* __restrict__ f, int64_t n, int64_t d,
+                                               int64_t r0, int64_t c0, unsigned char* stage,
+                                               float* scores, float acc[kSub][kSub]) {
+  using namespace nvcuda;
+  using mma_t = typename WmmaType<scalar_t>::type;
+  uint16_t* a_s = reinterpret_cast<uint16_t*>(stage);
+  uint16_t* b_s = a_s + kTile * kLdH;
+  const int warp = threadIdx.x / 32, fr = warp / 2, fc = (warp % 2) * 2;
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[2];
+  wmma::fill_fragment(c[0], 0.f);
+  wmma::fill_fragment(c[1], 0.f);
+  for (int64_t k0 = 0; k0 < d; k0 += kChunkH) {
+    __syncthreads();  // the previous chunk (or tile) is no longer read
+    load_chunk_16(f, n, d, r0, k0, a_s);
+    load_chunk_16(f, n, d, c0, k0, b_s);
+    __syncthreads();
+    const int64_t left = d - k0;
+    const int steps = static_cast<int>(((left < kChunkH ? left : kChunkH) + 15) / 16);  // skip zero k-steps
+    for (int s = 0; s < steps; ++s) {
+      wmma::fragment<wmma::matrix_a, 16, 16, 16, mma_t, wmma::row_major> a;
+      wmma::load_matrix_sync(a, reinterpret_cast<const mma_t*>(a_s + fr * 16 * kLdH + s * 16), kLdH);
+#pragma unroll
+      for (int j = 0; j < 2; ++j) {  // matrix_b col_major: element (k, col) at col * kLdH + k
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::col_major> b;
+        wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(b_s + (fc + j) * 16 * kLdH + s * 16), kLdH);
+        wmma::mma_sync(c[j], a, b, c[j]);
+      }
+    }
+  }
+  __syncthreads();  // every thread is done with what scores overwrites (the backward's hs)
+#pragma unroll
+  for (int j = 0; j < 2; ++j)
+    wmma::store_matrix_sync(scores + fr * 16 * kLdS + (fc + j) * 16, c[j], kLdS, wmma::mem_row_major);
+  __syncthreads();
+  const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
+#pragma unroll
+  for (int i = 0; i < kSub; ++i)
+#pragma unroll
+    for (int j = 0; j < kSub; ++j) acc[i][j] = scores[(ty + kLanes * i) * kLdS + tx + kLanes * j];
+  __syncthreads();  // every micro-tile is read before scores (the backward's hs) is rewritten
+}
+
+// The tile's dot products on the path of the feature type (see the file comment).
+template <typename scalar_t>
+__device__ __forceinline__ void tile_products(const scalar_t* __restrict__ f, int64_t n, int64_t d,
+                                              int64_t r0, int64_t c0, unsigned char* stage,
+                                              float* scores, float acc[kSub][kSub]) {
+  if constexpr (kTensorCores<scalar_t>) {
+    wmma_tile_dots(f, n, d, r0, c0, stage, scores, acc);
+  } else {
+    auto* as = reinterpret_cast<float(*)[kTile + 1]>(stage);
+    tile_dots(f, n, d, r0, c0, as, as + kChunk, acc);
   }
 }
 
@@ -131,8 +239,8 @@ __global__ void __launch_bounds__(kThreads)
     forward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
                    float* __restrict__ lse_out, int* __restrict__ nneg_out,
                    float* __restrict__ row_obj, float* __restrict__ row_val) {
-  __shared__ float as[kChunk][kTile + 1];
-  __shared__ float bs[kChunk][kTile + 1];
+  __shared__ __align__(128) unsigned char stage[stage_bytes<scalar_t>()];
+  __shared__ __align__(128) float scores[fwd_score_bytes<scalar_t>() / 4];
   const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
   const int64_t r0 = int64_t(blockIdx.x) * kTile;
   int64_t row[kSub], rs[kSub];
@@ -149,7 +257,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int64_t c0 = 0; c0 < p.n; c0 += kTile) {
     float acc[kSub][kSub];
-    tile_dots(f, p.n, p.d, r0, c0, as, bs, acc);
+    tile_products(f, p.n, p.d, r0, c0, stage, scores, acc);
 #pragma unroll
     for (int j = 0; j < kSub; ++j) {
       const int64_t col = c0 + tx + kLanes * j, cs = col % p.batch;
@@ -243,10 +351,10 @@ __global__ void __launch_bounds__(kThreads)
     backward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
                     const float* __restrict__ lse, const int* __restrict__ nneg,
                     const float* __restrict__ coef_ptr, float* __restrict__ grad_acc) {
-  __shared__ float as[kChunk][kTile + 1];
-  __shared__ float bs[kChunk][kTile + 1];
-  __shared__ float hs[kTile][kTile + 1];
+  __shared__ __align__(128) unsigned char stage[stage_bytes<scalar_t>()];
+  __shared__ __align__(128) float hs_raw[kHsBytes / 4];  // hs, and the 16-bit path's score tile
   __shared__ float fc[kTile][kChunk];
+  auto* hs = reinterpret_cast<float(*)[kTile + 1]>(hs_raw);
   const int ty = threadIdx.x / kLanes;
   const int64_t r0 = int64_t(blockIdx.x) * kTile;
   const float coef = *coef_ptr;
@@ -262,7 +370,7 @@ __global__ void __launch_bounds__(kThreads)
   }
   for (int64_t c0 = 0; c0 < p.n; c0 += kTile) {
     float acc[kSub][kSub];
-    tile_dots(f, p.n, p.d, r0, c0, as, bs, acc);
+    tile_products(f, p.n, p.d, r0, c0, stage, hs_raw, acc);
     fill_h(bits, p, lse, c0, row, rs, lse_a, valid, coef, acc, hs);
     accumulate_hf(f, p, c0, row, hs, fc, grad_acc);
     __syncthreads();  // every thread is done with hs before the next tile overwrites it

@@ -219,13 +219,17 @@ def test_plr_forward_backward_vs_float64_oracle(emu, flat, b, v, d, c, kappa):
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_plr_16bit_vs_float64_oracle(emu, dtype):
-    feats, cand, labels = make_inputs(48, 2, 48, 50, seed=9)
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("d", [48, 150])  # tensor cores: one partial 64-wide chunk; three, the last partial
+def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
+    feats, cand, labels = make_inputs(48, 3, d, 50, seed=9)  # 144 rows: three row and column tiles
     rounded = feats.to(dtype)
-    objective, _, lse, n_neg = emu.plr_loss(rounded, cand, labels, 1, 50, 0.5, 0.5, True)
-    want_obj, _, _, want_grad = oracle_grad(rounded.double(), cand, labels, 1, 50, tau=0.5, tau_b=0.5)
+    objective, value, lse, n_neg = emu.plr_loss(rounded, cand, labels, 1, 50, 0.5, 0.7, flat)
+    want_obj, want_val, _, want_grad = oracle_grad(rounded.double(), cand, labels, 1, 50, tau=0.5, tau_b=0.7,
+                                                   flat=flat)
     assert_rel(objective, want_obj, 2e-3)
-    grad = emu.plr_loss_backward(torch.tensor(1.0), rounded, cand, labels, lse, n_neg, 1, 50, 0.5, 0.5, True)
+    assert_rel(value, want_val, 2e-3)
+    grad = emu.plr_loss_backward(torch.tensor(1.0), rounded, cand, labels, lse, n_neg, 1, 50, 0.5, 0.7, flat)
     assert grad.dtype == dtype
     # 2e-3 of the largest entry, plus the gradient's own rounding to 16 bits
     bound = 2e-3 * want_grad.abs().max() + torch.finfo(dtype).eps * want_grad.abs()
