@@ -189,6 +189,13 @@ def test_gmm_kmeans_equals_cpu_kernel(emu, d, k):
     assert torch.equal(got, want)
 
 
+def test_gmm_kmeans_one_large_problem(emu):
+    """k-means is one block per problem whatever N: 137 points per thread, uneven thread ranges."""
+    x, lengths = _mixtures(1, 70_001, 2, torch.float32, seed=5)
+    u = torch.as_tensor(gref.kmeans_uniforms(3, 2))[None].contiguous()
+    assert torch.equal(emu.gmm_kmeans(x, lengths, u, 2), torch.ops.lnl.gmm_kmeans(x, lengths, u, 2))
+
+
 # ------------------------------------------------------------------------------------------ PLR
 PLR_CASES = [  # (B, V, D, C, kappa); the kernels stage D in chunks of 32
     (2, 2, 8, 10, 1),
@@ -227,12 +234,17 @@ def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
     objective, value, lse, n_neg = emu.plr_loss(rounded, cand, labels, 1, 50, 0.5, 0.7, flat)
     want_obj, want_val, _, want_grad = oracle_grad(rounded.double(), cand, labels, 1, 50, tau=0.5, tau_b=0.7,
                                                    flat=flat)
-    assert_rel(objective, want_obj, 2e-3)
-    assert_rel(value, want_val, 2e-3)
+    # The emulated tensor cores multiply exactly and accumulate in float32 (the hardware's order may
+    # differ, within the issue's 2e-3): here the only error is float32's, as on the SIMT path.
+    assert_rel(objective, want_obj, 1e-5)
+    assert_rel(value, want_val, 1e-5)
+    simt = emu.plr_loss(rounded.float(), cand, labels, 1, 50, 0.5, 0.7, flat)
+    assert_rel(lse, simt[2], 1e-6)
+    assert torch.equal(n_neg, simt[3])
     grad = emu.plr_loss_backward(torch.tensor(1.0), rounded, cand, labels, lse, n_neg, 1, 50, 0.5, 0.7, flat)
     assert grad.dtype == dtype
-    # 2e-3 of the largest entry, plus the gradient's own rounding to 16 bits
-    bound = 2e-3 * want_grad.abs().max() + torch.finfo(dtype).eps * want_grad.abs()
+    # 1e-5 of the largest entry, plus the gradient's own rounding to 16 bits
+    bound = 1e-5 * want_grad.abs().max() + torch.finfo(dtype).eps * want_grad.abs()
     assert bool(((grad.double() - want_grad).abs() <= bound).all())
 
 

@@ -10,8 +10,9 @@
 //  * warp collectives (__syncwarp, __shfl*_sync, __ballot_sync, wmma) release when every lane of
 //    their mask waits at one with the same mask; a lane of the mask that exited, or a block where
 //    nothing can move, is reported as a deadlock (an error naming each thread's state).
-// Shared memory is static storage (blocks run one after another); dynamic shared memory is
-// poisoned with 0xff before each block. Launch checks mirror the driver's: block size <= 1024,
+// Shared memory is static storage (blocks run one after another, in a shuffled order); dynamic
+// shared memory is poisoned with 0xff before each block (static __shared__ is not: a read before
+// the first write sees the previous block's values or zeros). Launch checks mirror the driver's: block size <= 1024,
 // dynamic shared memory <= 48 KB unless raised by cudaFuncSetAttribute, <= 227 KB (H100).
 #pragma once
 
@@ -223,16 +224,20 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
   g_block = &b;
   blockDim = cfg.block;
   gridDim = cfg.grid;
+  // blocks in a shuffled order: a result must not depend on the order blocks run in
+  std::vector<dim3> blocks;
+  for (unsigned y = 0; y < cfg.grid.y; ++y)
+    for (unsigned x = 0; x < cfg.grid.x; ++x) blocks.emplace_back(x, y);
+  std::shuffle(blocks.begin(), blocks.end(), rng);
   try {
-    for (unsigned y = 0; y < cfg.grid.y; ++y)
-      for (unsigned x = 0; x < cfg.grid.x; ++x) {
-        blockIdx = dim3(x, y);
-        std::memset(g_dynamic_smem, 0xff, std::min(cfg.smem, kDynamicSmemBytes));
-        run_block(b, cfg.block, rng);
-        if (!b.error.empty())
-          throw std::runtime_error("cuda emulation: block (" + std::to_string(x) + ", " + std::to_string(y) +
-                                   "): " + b.error);
-      }
+    for (const dim3 id : blocks) {
+      blockIdx = id;
+      std::memset(g_dynamic_smem, 0xff, std::min(cfg.smem, kDynamicSmemBytes));
+      run_block(b, cfg.block, rng);
+      if (!b.error.empty())
+        throw std::runtime_error("cuda emulation: block (" + std::to_string(id.x) + ", " +
+                                 std::to_string(id.y) + "): " + b.error);
+    }
   } catch (...) {
     g_block = saved;
     throw;
