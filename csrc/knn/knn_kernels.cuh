@@ -139,6 +139,29 @@ __device__ void simt_tile_dots(const scalar_t* __restrict__ queries,
   }
 }
 
+// dst[r][dd] (row stride kLdH) = src[row0 + r, d0 + dd] as raw 16-bit values for r < rows,
+// dd < kBDH; zero past `valid` rows and past d. Rows start 16-byte aligned when d % 8 == 0 and src
+// is 16-byte aligned: then 8 values per load (d0 is a multiple of 64, so a vector never straddles
+// d), else one.
+template <int rows>
+__device__ __forceinline__ void stage_16bit(const uint16_t* __restrict__ src, int64_t row0, int valid,
+                                            int d, int d0, bool vec, uint16_t* dst) {
+  if (vec) {
+    constexpr int kVecs = kBDH / 8;
+    for (int e = threadIdx.x; e < rows * kVecs; e += kThreads) {
+      const int r = e / kVecs, dd = (e % kVecs) * 8;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (r < valid && d0 + dd < d) v = *reinterpret_cast<const uint4*>(src + (row0 + r) * d + d0 + dd);
+      *reinterpret_cast<uint4*>(dst + r * kLdH + dd) = v;
+    }
+    return;
+  }
+  for (int e = threadIdx.x; e < rows * kBDH; e += kThreads) {
+    const int r = e / kBDH, dd = e % kBDH;
+    dst[r * kLdH + dd] = r < valid && d0 + dd < d ? src[(row0 + r) * d + d0 + dd] : uint16_t(0);
+  }
+}
+
 // Tensor-core path for 16-bit inputs (wmma m16n16k16, fp32 accumulation): the 8 warps tile the
 // 32 x 64 scores as 2 x 4 fragments. Stages of kBDH dimensions hold the raw 16-bit values: a_s
 // row-major [kBQ][kLdH] (matrix_a row_major) and b_s key-major [kBK][kLdH] (matrix_b col_major:
@@ -149,22 +172,16 @@ __device__ void wmma_tile_dots(const scalar_t* __restrict__ queries,
                                const scalar_t* __restrict__ keys, int nq, int nk, int d,
                                int q0, int tile0, uint16_t* a_s, uint16_t* b_s, float* s_s) {
   using namespace nvcuda;
-  const int tid = threadIdx.x, warp = tid / 32, wr = warp / 4, wc = warp % 4;
+  const int warp = threadIdx.x / 32, wr = warp / 4, wc = warp % 4;
   const uint16_t* qb = reinterpret_cast<const uint16_t*>(queries);
   const uint16_t* kb = reinterpret_cast<const uint16_t*>(keys);
+  const bool vec = d % 8 == 0 && reinterpret_cast<uintptr_t>(qb) % 16 == 0 &&
+                   reinterpret_cast<uintptr_t>(kb) % 16 == 0;
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
   wmma::fill_fragment(acc, 0.f);
   for (int d0 = 0; d0 < d; d0 += kBDH) {
-    for (int e = tid; e < kBQ * kBDH; e += kThreads) {
-      const int row = e / kBDH, dd = e % kBDH;
-      const bool ok = q0 + row < nq && d0 + dd < d;
-      a_s[row * kLdH + dd] = ok ? qb[int64_t(q0 + row) * d + d0 + dd] : uint16_t(0);
-    }
-    for (int e = tid; e < kBK * kBDH; e += kThreads) {
-      const int key = e / kBDH, dd = e % kBDH;
-      const bool ok = tile0 + key < nk && d0 + dd < d;
-      b_s[key * kLdH + dd] = ok ? kb[int64_t(tile0 + key) * d + d0 + dd] : uint16_t(0);
-    }
+    stage_16bit<kBQ>(qb, q0, nq - q0, d, d0, vec, a_s);
+    stage_16bit<kBK>(kb, tile0, nk - tile0, d, d0, vec, b_s);
     __syncthreads();
     const int steps = min(kBDH, d - d0 + 15) / 16;  // k-steps holding data (the rest are zeros)
     for (int kk = 0; kk < steps; ++kk) {

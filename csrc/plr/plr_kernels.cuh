@@ -97,11 +97,24 @@ __device__ __forceinline__ void tile_dots(const scalar_t* __restrict__ f, int64_
   }
 }
 
-// dst[m][k] = F[row0 + m, k0 + k] as raw 16-bit values (zero outside), row stride kLdH.
+// dst[m][k] = F[row0 + m, k0 + k] as raw 16-bit values (zero outside), row stride kLdH. With vec
+// (d % 8 == 0 and a 16-byte aligned F: every row starts aligned) 8 values per load; k0 is a multiple
+// of 64, so a vector never straddles d.
 template <typename scalar_t>
 __device__ __forceinline__ void load_chunk_16(const scalar_t* __restrict__ f, int64_t n, int64_t d,
-                                              int64_t row0, int64_t k0, uint16_t* dst) {
+                                              int64_t row0, int64_t k0, bool vec, uint16_t* dst) {
   const uint16_t* src = reinterpret_cast<const uint16_t*>(f);
+  if (vec) {
+    constexpr int kVecs = kChunkH / 8;
+    for (int idx = threadIdx.x; idx < kTile * kVecs; idx += kThreads) {
+      const int m = idx / kVecs, k = (idx % kVecs) * 8;
+      const int64_t row = row0 + m, col = k0 + k;
+      uint4 v = make_uint4(0, 0, 0, 0);
+      if (row < n && col < d) v = *reinterpret_cast<const uint4*>(src + row * d + col);
+      *reinterpret_cast<uint4*>(dst + m * kLdH + k) = v;
+    }
+    return;
+  }
   for (int idx = threadIdx.x; idx < kTile * kChunkH; idx += kThreads) {
     const int m = idx / kChunkH, k = idx % kChunkH;
     const int64_t row = row0 + m, col = k0 + k;
@@ -122,13 +135,14 @@ __device__ __forceinline__ void wmma_tile_dots(const scalar_t* __restrict__ f, i
   uint16_t* a_s = reinterpret_cast<uint16_t*>(stage);
   uint16_t* b_s = a_s + kTile * kLdH;
   const int warp = threadIdx.x / 32, fr = warp / 2, fc = (warp % 2) * 2;
+  const bool vec = d % 8 == 0 && reinterpret_cast<uintptr_t>(f) % 16 == 0;
   wmma::fragment<wmma::accumulator, 16, 16, 16, float> c[2];
   wmma::fill_fragment(c[0], 0.f);
   wmma::fill_fragment(c[1], 0.f);
   for (int64_t k0 = 0; k0 < d; k0 += kChunkH) {
     __syncthreads();  // the previous chunk (or tile) is no longer read
-    load_chunk_16(f, n, d, r0, k0, a_s);
-    load_chunk_16(f, n, d, c0, k0, b_s);
+    load_chunk_16(f, n, d, r0, k0, vec, a_s);
+    load_chunk_16(f, n, d, c0, k0, vec, b_s);
     __syncthreads();
     const int64_t left = d - k0;
     const int steps = static_cast<int>(((left < kChunkH ? left : kChunkH) + 15) / 16);  // skip zero k-steps

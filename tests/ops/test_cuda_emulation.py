@@ -78,7 +78,9 @@ def test_knn_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, c, exclude):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("metric", ["ip", "l2"])
-@pytest.mark.parametrize("d", [40, 150])  # one partial 64-wide stage; three stages, the last partial
+# 64-wide stages: one, partial (16-byte loads); three, the last 8 wide (16-byte loads); three, the
+# last partial with d % 8 != 0 (2-byte loads)
+@pytest.mark.parametrize("d", [40, 136, 150])
 def test_knn_tensor_core_path_exact_on_integers(emu, dtype, metric, d):
     """wmma tiles (16-bit inputs, float32 accumulation): integer data is exact in every format."""
     keys = _int_points(150, d, seed=3)
@@ -227,7 +229,7 @@ def test_plr_forward_backward_vs_float64_oracle(emu, flat, b, v, d, c, kappa):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("flat", [True, False])
-@pytest.mark.parametrize("d", [48, 150])  # tensor cores: one partial 64-wide chunk; three, the last partial
+@pytest.mark.parametrize("d", [48, 136, 150])  # as the kNN case: 16-byte loads for 48 and 136, 2-byte for 150
 def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
     feats, cand, labels = make_inputs(48, 3, d, 50, seed=9)  # 144 rows: three row and column tiles
     rounded = feats.to(dtype)
