@@ -27,23 +27,15 @@ struct fragment {
   T x[16][16];  // logical [row][col]: matrix_a M x K, matrix_b K x N, accumulator M x N
 };
 
-template <typename T, typename Layout>
-void load_matrix_sync(fragment<matrix_a, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
-  check_operand(p, ld, "wmma::load_matrix_sync (matrix_a)");
+// matrix_a (M x K) or matrix_b (K x N) from memory: logical element (r, c) at p[r * ld + c]
+// (row_major) or p[c * ld + r] (col_major).
+template <typename Use, typename T, typename Layout>
+void load_matrix_sync(fragment<Use, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
+  static_assert(std::is_same_v<Use, matrix_a> || std::is_same_v<Use, matrix_b>, "operands only");
+  check_operand(p, ld, "wmma::load_matrix_sync");
   __syncwarp();
-  for (int i = 0; i < 16; ++i)
-    for (int k = 0; k < 16; ++k)
-      f.x[i][k] = std::is_same_v<Layout, row_major> ? p[i * ld + k] : p[k * ld + i];
-  __syncwarp();
-}
-
-template <typename T, typename Layout>
-void load_matrix_sync(fragment<matrix_b, 16, 16, 16, T, Layout>& f, const T* p, unsigned ld) {
-  check_operand(p, ld, "wmma::load_matrix_sync (matrix_b)");
-  __syncwarp();
-  for (int k = 0; k < 16; ++k)
-    for (int j = 0; j < 16; ++j)
-      f.x[k][j] = std::is_same_v<Layout, row_major> ? p[k * ld + j] : p[j * ld + k];
+  for (int r = 0; r < 16; ++r)
+    for (int c = 0; c < 16; ++c) f.x[r][c] = std::is_same_v<Layout, row_major> ? p[r * ld + c] : p[c * ld + r];
   __syncwarp();
 }
 
