@@ -52,6 +52,7 @@ KNN_CASES = [  # (Q, N, D, k, C, exclude_self); exclude_self uses the keys as qu
     (20, 300, 16, 256, 1000, False),  # the largest fast k, C = 1000
     (33, 130, 3, 1, 2, True),      # k = 1, Q = 33 (a partial second block)
     (40, 400, 37, 300, 5, False),  # k > 256: the sort fallback
+    (35, 2000, 6, 200, 10, False),  # 32 key tiles streamed through full lists of 200
 ]
 
 
@@ -169,6 +170,24 @@ def test_gmm_em_multi_block_path(emu):
     labels = (x[..., 0] > 11.5).long()
     args = (x, lengths, labels, None, None, None, None, 2, 4, 1e-3, 1e-6)
     _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), 1e-4)
+
+
+@pytest.mark.parametrize("init", ["resp", "given"])
+def test_gmm_em_multi_block_path_other_inits(emu, init):
+    """The multi-block path's other starts: responsibilities (an initial partial pass) and given
+    parameters (no initial pass; the update kernel loads them)."""
+    x, lengths = _mixtures(1, 66_000, 2, torch.float64, seed=6)
+    if init == "resp":
+        gen = torch.Generator().manual_seed(0)
+        resp = torch.softmax(torch.randn(1, 66_000, 2, generator=gen, dtype=torch.float64), -1)
+        starts = (None, resp, None, None, None)
+    else:
+        w = torch.tensor([[0.4, 0.6]], dtype=torch.float64)
+        means = torch.tensor([[[13.0, 13.0], [10.0, 10.0]]], dtype=torch.float64)
+        covs = torch.eye(2, dtype=torch.float64).expand(1, 2, 2, 2).contiguous()
+        starts = (None, None, w, means, covs)
+    args = (x, lengths, *starts, 2, 3, 1e-3, 1e-6)
+    _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), 1e-9)
 
 
 def test_gmm_em_not_positive_definite_status(emu):
