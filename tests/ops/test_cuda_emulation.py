@@ -36,6 +36,10 @@ def test_rewrite_is_mechanical():
     assert "TORCH_LIBRARY_IMPL" not in out
     hdr = build.emulated_header("  extern __shared__ __align__(128) unsigned char smem[];")
     assert "unsigned char* const smem = reinterpret_cast<unsigned char*>(::lnl_emu::g_dynamic_smem);" in hdr
+    hdr = build.emulated_header("  __shared__ int s_stop, s_ok[4];\n  __shared__ __align__(16) float t[2][3];")
+    assert "__shared__ int s_stop, s_ok[4]; ::lnl_emu::poison_once(&s_stop, sizeof(s_stop)); " \
+           "::lnl_emu::poison_once(&s_ok, sizeof(s_ok));" in hdr
+    assert "float t[2][3]; ::lnl_emu::poison_once(&t, sizeof(t));" in hdr
 
 
 # ------------------------------------------------------------------------------------------ kNN

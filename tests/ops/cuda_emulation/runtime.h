@@ -10,9 +10,9 @@
 //  * warp collectives (__syncwarp, __shfl*_sync, __ballot_sync, wmma) release when every lane of
 //    their mask waits at one with the same mask; a lane of the mask that exited, or a block where
 //    nothing can move, is reported as a deadlock (an error naming each thread's state).
-// Shared memory is static storage (blocks run one after another, in a shuffled order); dynamic
-// shared memory is poisoned with 0xff before each block (static __shared__ is not: a read before
-// the first write sees the previous block's values or zeros). Launch checks mirror the driver's: block size <= 1024,
+// Shared memory is static storage (blocks run one after another, in a shuffled order), poisoned
+// with 0xff for each block: dynamic shared memory before the block, each static __shared__
+// variable when the block first reaches its declaration. Launch checks mirror the driver's: block size <= 1024,
 // dynamic shared memory <= 48 KB unless raised by cudaFuncSetAttribute, <= 227 KB (H100).
 #pragma once
 
@@ -69,6 +69,7 @@ struct Block {
   int current = -1;
   std::function<void()> body;
   std::string error;  // the first misuse a thread reported (thrown by launch after the block)
+  std::vector<const void*> poisoned;  // static __shared__ variables poisoned in this block
 };
 
 inline thread_local Block* g_block = nullptr;
@@ -95,6 +96,16 @@ inline void wait(State s, unsigned mask = 0) {
 // (an exception cannot leave a fiber).
 inline void fail(const std::string& what) {
   if (g_block->error.empty()) g_block->error = what;
+}
+
+// Fills a static __shared__ variable with 0xff the first time a thread of the block declares it
+// (build.py adds the call after each declaration): a read before the first write sees NaN / -1,
+// as garbage on hardware, not the previous block's values. Every use follows the declaration.
+inline void poison_once(void* p, size_t bytes) {
+  auto& seen = g_block->poisoned;
+  if (std::find(seen.begin(), seen.end(), p) != seen.end()) return;
+  std::memset(p, 0xff, bytes);
+  seen.push_back(p);
 }
 
 inline void fiber_entry() {
@@ -232,6 +243,7 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
   try {
     for (const dim3 id : blocks) {
       blockIdx = id;
+      b.poisoned.clear();
       std::memset(g_dynamic_smem, 0xff, std::min(cfg.smem, kDynamicSmemBytes));
       run_block(b, cfg.block, rng);
       if (!b.error.empty())
