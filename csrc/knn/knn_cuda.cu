@@ -14,6 +14,7 @@
 
 #include <algorithm>
 #include <limits>
+#include <type_traits>
 
 #include "knn/knn.h"
 #include "knn/knn_kernels.cuh"
@@ -28,28 +29,66 @@ using knn_cuda::kThreads;
 // Rows per fallback block when chunk is 0: a block of scores near 64M elements.
 constexpr int64_t kFallbackElements = int64_t(1) << 26;
 
+// What the block shape depends on (attribute queries: no synchronisation).
+struct DeviceLimits {
+  int max_smem_optin;  // bytes of dynamic shared memory a block may opt in to
+  int sms;
+};
+
+DeviceLimits device_limits() {
+  int dev = 0;
+  DeviceLimits lim{};
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&lim.max_smem_optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&lim.sms, cudaDevAttrMultiProcessorCount, dev));
+  return lim;
+}
+
+// Launches knn_tile_kernel<scalar_t, BQ> after raising its shared-memory limit to attr_bytes: always
+// the instantiation's largest, so that host threads launching with different k never lower it under
+// each other (lists of 32 x 256 entries exceed the default 48 KB).
+template <typename scalar_t, int BQ>
+void launch_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const float* hs, const float* iq,
+                        const float* ik, int64_t k, bool exclude_self, size_t attr_bytes, at::Tensor& rank,
+                        at::Tensor& indices) {
+  const int64_t nq = q.size(0);
+  auto kernel = knn_cuda::knn_tile_kernel<scalar_t, BQ>;
+  C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                      static_cast<int>(attr_bytes)));
+  const dim3 grid(static_cast<unsigned>((nq + BQ - 1) / BQ));
+  const size_t smem = knn_cuda::tile_kernel_smem<BQ>(static_cast<int>(k));
+  kernel<<<grid, kThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(
+      q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, iq, ik, static_cast<int>(nq),
+      static_cast<int>(keys.size(0)), static_cast<int>(q.size(1)), static_cast<int>(k), exclude_self,
+      rank.data_ptr<float>(), indices.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+// 16-bit inputs with k <= kMaxWideK take blocks of 128 query rows (each key tile read once per 128
+// queries, not 32) when their lists fit the device's shared memory and there are enough of them to
+// give every SM a block; everything else takes blocks of 32.
 void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tensor& half_sq,
                      const at::Tensor& inv_qn, const at::Tensor& inv_kn, int64_t k, bool exclude_self,
                      at::Tensor& rank, at::Tensor& indices) {
-  const int64_t nq = q.size(0), nk = keys.size(0), d = q.size(1);
-  const size_t smem = knn_cuda::tile_kernel_smem(static_cast<int>(k));
-  const dim3 grid(static_cast<unsigned>((nq + kBQ - 1) / kBQ));
-  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  using knn_cuda::kBQWide;
+  using knn_cuda::tile_kernel_smem;
   const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
   const float* iq = inv_qn.defined() ? inv_qn.data_ptr<float>() : nullptr;
   const float* ik = inv_kn.defined() ? inv_kn.data_ptr<float>() : nullptr;
-  const auto dtype = q.scalar_type();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dtype, "knn_tile_kernel", [&] {
-    auto kernel = knn_cuda::knn_tile_kernel<scalar_t>;
-    // Lists of up to 32 x 256 entries exceed the default 48 KB of dynamic shared memory. Always the
-    // largest size, so that host threads launching with different k never lower it under each other.
-    C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                        static_cast<int>(knn_cuda::tile_kernel_smem(kMaxFastK))));
-    kernel<<<grid, kThreads, smem, stream>>>(
-        q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, iq, ik, static_cast<int>(nq),
-        static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k), exclude_self,
-        rank.data_ptr<float>(), indices.data_ptr<int64_t>());
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "knn_tile_kernel", [&] {
+    if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
+      const DeviceLimits lim = device_limits();
+      const size_t wide_attr = std::min(static_cast<size_t>(lim.max_smem_optin),
+                                        tile_kernel_smem<kBQWide>(knn_cuda::kMaxWideK));
+      const bool wide = k <= knn_cuda::kMaxWideK && tile_kernel_smem<kBQWide>(static_cast<int>(k)) <= wide_attr &&
+                        (q.size(0) + kBQWide - 1) / kBQWide >= lim.sms;
+      if (wide) {
+        launch_tile_kernel<scalar_t, kBQWide>(q, keys, hs, iq, ik, k, exclude_self, wide_attr, rank, indices);
+        return;
+      }
+    }
+    launch_tile_kernel<scalar_t, kBQ>(q, keys, hs, iq, ik, k, exclude_self, tile_kernel_smem<kBQ>(kMaxFastK),
+                                      rank, indices);
   });
 }
 

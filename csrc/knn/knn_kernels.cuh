@@ -1,14 +1,15 @@
 // Device code of the CUDA kNN kernels (host side: knn_cuda.cu).
 //
-// knn_tile_kernel: one block owns kBQ query rows and streams every key in tiles of kBK. Per tile it
-// computes the kBQ x kBK dot products from shared-memory stages of kBD dimensions (float32 inputs:
-// fp32 FMAs; float16/bfloat16: tensor cores through wmma with fp32 accumulation), turns them into
-// ranks in shared memory, and each warp
-// offers its rows' scores to that row's running top-k: a list in shared memory sorted best first
-// (rank descending, ties by the lower key index). A candidate enters only if it beats the current
-// k-th rank; keys reach a row in increasing index order, so a candidate equal to the k-th rank has
-// the larger index and loses the tie, and one strict '>' against the k-th rank is the exact test.
-// Only the lists (kBQ * k entries) and one tile live per block: memory is O(Q*k) whatever N is.
+// knn_tile_kernel<scalar_t, BQ>: one block owns BQ query rows (32; 128 for 16-bit inputs with small
+// k, which reads each key tile 4x less often) and streams every key in tiles of kBK. Per tile it
+// computes the BQ x kBK dot products from shared-memory stages (float32 inputs: fp32 FMAs over kBD
+// dimensions; float16/bfloat16: tensor cores through wmma with fp32 accumulation over kBDH), turns
+// them into ranks in shared memory, and each warp offers its rows' scores to that row's running
+// top-k: a list in shared memory sorted best first (rank descending, ties by the lower key index).
+// A candidate enters only if it beats the current k-th rank; keys reach a row in increasing index
+// order, so a candidate equal to the k-th rank has the larger index and loses the tie, and one
+// strict '>' against the k-th rank is the exact test. Only the lists (BQ * k entries) and one tile
+// live per block: memory is O(Q*k) whatever N is.
 #pragma once
 
 #include <c10/util/BFloat16.h>
@@ -26,11 +27,12 @@ namespace lnl {
 namespace knn_cuda {
 
 constexpr int kBQ = 32;               // query rows per block
+constexpr int kBQWide = 128;          // 16-bit path, small k: 4x fewer key reads per query
+constexpr int kMaxWideK = 64;         // largest k of the wide blocks (their lists are 4x larger)
 constexpr int kBK = 64;               // keys per tile
-constexpr int kBD = 16;               // dimensions per shared-memory stage
-constexpr int kThreads = 256;         // 16 x 16 threads, each 2 rows x 4 keys
+constexpr int kBD = 16;               // dimensions per shared-memory stage (fp32 path)
+constexpr int kThreads = 256;         // fp32 path: 16 x 16 threads, each 2 rows x 4 keys
 constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerWarp = kBQ / kWarps;
 constexpr int kMaxFastK = 256;        // larger k takes the sort-based fallback
 constexpr int kSlots = kMaxFastK / 32;
 constexpr unsigned kFull = 0xffffffffu;
@@ -38,18 +40,22 @@ constexpr unsigned kFull = 0xffffffffu;
 constexpr int kBDH = 64;              // dimensions per 16-bit stage: 4 wmma k-steps per barrier pair
 constexpr int kLdS = kBK + 4;         // score tile row stride (wmma float stores: multiple of 4)
 constexpr int kLdH = kBDH + 8;        // 16-bit stage row stride (wmma: a multiple of 8)
-constexpr int kHalfStageA = kBQ * kLdH;
-// Stage bytes: the larger of the fp32 stages (a [kBD][kBQ], b [kBD][kBK]) and the 16-bit ones.
-constexpr int kStageBytes = 4 * (kBD * kBQ + kBD * kBK) > 2 * (kBQ + kBK) * kLdH
-                                ? 4 * (kBD * kBQ + kBD * kBK)
-                                : 2 * (kBQ + kBK) * kLdH;
-static_assert(kStageBytes % 128 == 0 && (kBQ * kLdS * 4) % 128 == 0, "aligned smem regions");
+// Stage bytes of a block of BQ rows: the larger of the fp32 stages (a [kBD][BQ], b [kBD][kBK]) and
+// the 16-bit ones (a [BQ][kLdH], b [kBK][kLdH]).
+template <int BQ>
+constexpr int stage_bytes() {
+  return 4 * (kBD * BQ + kBD * kBK) > 2 * (BQ + kBK) * kLdH ? 4 * (kBD * BQ + kBD * kBK)
+                                                            : 2 * (BQ + kBK) * kLdH;
+}
+static_assert(stage_bytes<kBQ>() % 128 == 0 && (kBQ * kLdS * 4) % 128 == 0, "aligned smem regions");
+static_assert(stage_bytes<kBQWide>() % 128 == 0 && (kBQWide * kLdS * 4) % 128 == 0, "aligned smem regions");
 static_assert(kBQ == 32 && kBK == 64 && kBD == 16 && kThreads == 256, "thread maps assume these");
 static_assert(kBDH % 16 == 0, "whole wmma k-steps per 16-bit stage");
 
-// Shared-memory bytes of knn_tile_kernel for a given k.
+// Shared-memory bytes of knn_tile_kernel<., BQ> for a given k: stages, score tile, lists.
+template <int BQ>
 inline size_t tile_kernel_smem(int k) {
-  return kStageBytes + sizeof(float) * kBQ * kLdS + (sizeof(float) + sizeof(int)) * size_t(kBQ) * k;
+  return stage_bytes<BQ>() + sizeof(float) * BQ * kLdS + (sizeof(float) + sizeof(int)) * size_t(BQ) * k;
 }
 
 // Inserts (v, key) into the sorted list (rank, index)[0, size) of capacity k, whole warp together.
@@ -163,37 +169,47 @@ __device__ __forceinline__ void stage_16bit(const uint16_t* __restrict__ src, in
 }
 
 // Tensor-core path for 16-bit inputs (wmma m16n16k16, fp32 accumulation): the 8 warps tile the
-// 32 x 64 scores as 2 x 4 fragments. Stages of kBDH dimensions hold the raw 16-bit values: a_s
-// row-major [kBQ][kLdH] (matrix_a row_major) and b_s key-major [kBK][kLdH] (matrix_b col_major:
-// element (dd, key) at key * kLdH + dd), zero-padded past Q, N and D; each warp runs kBDH / 16
-// mma steps per stage, between one pair of barriers.
-template <typename scalar_t, typename mma_t>
+// BQ x 64 scores as (BQ / 16) x 4 fragments, kFrags per warp along one fragment row (BQ = 32: one
+// each; BQ = 128: a row of four, sharing the A fragment). Stages of kBDH dimensions hold the raw
+// 16-bit values: a_s row-major [BQ][kLdH] (matrix_a row_major) and b_s key-major [kBK][kLdH]
+// (matrix_b col_major: element (dd, key) at key * kLdH + dd), zero-padded past Q, N and D; each warp
+// runs kBDH / 16 k-steps per stage, between one pair of barriers.
+template <typename scalar_t, typename mma_t, int BQ>
 __device__ void wmma_tile_dots(const scalar_t* __restrict__ queries,
                                const scalar_t* __restrict__ keys, int nq, int nk, int d,
-                               int q0, int tile0, uint16_t* a_s, uint16_t* b_s, float* s_s) {
+                               int q0, int tile0, uint16_t* a_s, float* s_s) {
   using namespace nvcuda;
-  const int warp = threadIdx.x / 32, wr = warp / 4, wc = warp % 4;
+  constexpr int kFrags = (BQ / 16) * (kBK / 16) / kWarps;
+  static_assert(kFrags >= 1 && (kBK / 16) % kFrags == 0, "a warp's fragments share one fragment row");
+  uint16_t* b_s = a_s + BQ * kLdH;
+  const int warp = threadIdx.x / 32, wr = warp * kFrags / 4, wc = warp * kFrags % 4;
   const uint16_t* qb = reinterpret_cast<const uint16_t*>(queries);
   const uint16_t* kb = reinterpret_cast<const uint16_t*>(keys);
   const bool vec = d % 8 == 0 && reinterpret_cast<uintptr_t>(qb) % 16 == 0 &&
                    reinterpret_cast<uintptr_t>(kb) % 16 == 0;
-  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc;
-  wmma::fill_fragment(acc, 0.f);
+  wmma::fragment<wmma::accumulator, 16, 16, 16, float> acc[kFrags];
+#pragma unroll
+  for (int j = 0; j < kFrags; ++j) wmma::fill_fragment(acc[j], 0.f);
   for (int d0 = 0; d0 < d; d0 += kBDH) {
-    stage_16bit<kBQ>(qb, q0, nq - q0, d, d0, vec, a_s);
+    stage_16bit<BQ>(qb, q0, nq - q0, d, d0, vec, a_s);
     stage_16bit<kBK>(kb, tile0, nk - tile0, d, d0, vec, b_s);
     __syncthreads();
     const int steps = min(kBDH, d - d0 + 15) / 16;  // k-steps holding data (the rest are zeros)
     for (int kk = 0; kk < steps; ++kk) {
       wmma::fragment<wmma::matrix_a, 16, 16, 16, mma_t, wmma::row_major> a;
-      wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::col_major> b;
       wmma::load_matrix_sync(a, reinterpret_cast<const mma_t*>(a_s + wr * 16 * kLdH + kk * 16), kLdH);
-      wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(b_s + wc * 16 * kLdH + kk * 16), kLdH);
-      wmma::mma_sync(acc, a, b, acc);
+#pragma unroll
+      for (int j = 0; j < kFrags; ++j) {
+        wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::col_major> b;
+        wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(b_s + (wc + j) * 16 * kLdH + kk * 16), kLdH);
+        wmma::mma_sync(acc[j], a, b, acc[j]);
+      }
     }
     __syncthreads();
   }
-  wmma::store_matrix_sync(s_s + wr * 16 * kLdS + wc * 16, acc, kLdS, wmma::mem_row_major);
+#pragma unroll
+  for (int j = 0; j < kFrags; ++j)
+    wmma::store_matrix_sync(s_s + wr * 16 * kLdS + (wc + j) * 16, acc[j], kLdS, wmma::mem_row_major);
 }
 
 // Offers one row's kBK tile ranks (s_row) to its list, the whole warp together, lowest key first.
@@ -218,18 +234,21 @@ __device__ inline void offer_tile_row(const float* s_row, float* rank, int* inde
 // inverse norms, so the inputs are rounded once, by the caller, not again after normalising).
 // queries Tensor[Q, D], keys Tensor[N, D] (scalar_t), half_sq Tensor[N] float or null (l2 ranks by
 // q.k - |k|^2/2). Writes the k best (rank, index) of each row to out_rank / out_index [Q, k].
-template <typename scalar_t>
+template <typename scalar_t, int BQ>
 __global__ void __launch_bounds__(kThreads) knn_tile_kernel(
     const scalar_t* __restrict__ queries, const scalar_t* __restrict__ keys,
     const float* __restrict__ half_sq, const float* __restrict__ inv_qn, const float* __restrict__ inv_kn,
     int nq, int nk, int d, int k, bool exclude_self, float* __restrict__ out_rank,
     int64_t* __restrict__ out_index) {
+  using mma_t = typename WmmaType<scalar_t>::type;
+  static_assert(BQ == kBQ || (BQ == kBQWide && !std::is_void_v<mma_t>), "wide blocks: 16-bit inputs only");
+  constexpr int kRowsPerWarp = BQ / kWarps;
   extern __shared__ __align__(128) unsigned char smem[];
-  float* s_s = reinterpret_cast<float*>(smem + kStageBytes);             // [kBQ][kLdS]
-  float* list_rank = s_s + kBQ * kLdS;                                   // [kBQ][k]
-  int* list_index = reinterpret_cast<int*>(list_rank + kBQ * k);         // [kBQ][k]
+  float* s_s = reinterpret_cast<float*>(smem + stage_bytes<BQ>());       // [BQ][kLdS]
+  float* list_rank = s_s + BQ * kLdS;                                    // [BQ][k]
+  int* list_index = reinterpret_cast<int*>(list_rank + BQ * k);          // [BQ][k]
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int q0 = blockIdx.x * kBQ;
+  const int q0 = blockIdx.x * BQ;
   int size[kRowsPerWarp];
   float thr[kRowsPerWarp];
 #pragma unroll
@@ -237,19 +256,17 @@ __global__ void __launch_bounds__(kThreads) knn_tile_kernel(
     size[r] = 0;
     thr[r] = -CUDART_INF_F;
   }
-  using mma_t = typename WmmaType<scalar_t>::type;
   for (int tile0 = 0; tile0 < nk; tile0 += kBK) {
     if constexpr (std::is_void_v<mma_t>) {
       float* a_s = reinterpret_cast<float*>(smem);
       simt_tile_dots(queries, keys, nq, nk, d, q0, tile0, a_s, a_s + kBD * kBQ, s_s);
     } else {
-      uint16_t* a_s = reinterpret_cast<uint16_t*>(smem);
-      wmma_tile_dots<scalar_t, mma_t>(queries, keys, nq, nk, d, q0, tile0, a_s,
-                                      a_s + kHalfStageA, s_s);
+      wmma_tile_dots<scalar_t, mma_t, BQ>(queries, keys, nq, nk, d, q0, tile0,
+                                          reinterpret_cast<uint16_t*>(smem), s_s);
     }
     __syncthreads();
     // Ranks; keys past N and each row's own key (exclude_self) can never enter a list.
-    for (int e = tid; e < kBQ * kBK; e += kThreads) {
+    for (int e = tid; e < BQ * kBK; e += kThreads) {
       const int row = e / kBK, col = e % kBK, key = tile0 + col;
       float v = s_s[row * kLdS + col];
       if (half_sq != nullptr && key < nk) v -= half_sq[key];

@@ -81,30 +81,65 @@ def test_knn_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, c, exclude):
     assert torch.equal(got[2], counts)
 
 
+H100 = (132, 227 * 1024)  # the emulated device: SMs, opt-in shared memory per block
+
+
+@pytest.fixture(params=["blocks of 32", "blocks of 128"])
+def blocks(request, emu):
+    """The 16-bit kNN path's two block shapes: 128 query rows when there are enough blocks for every
+    SM (one emulated SM here), else 32. Yields the rows per block."""
+    emu.set_device(1 if request.param == "blocks of 128" else 10**6, H100[1])
+    emu.launches()
+    yield 128 if request.param == "blocks of 128" else 32
+    emu.set_device(*H100)
+
+
+def _tile_blocks(emu) -> int:
+    return emu.launches()[0][0]  # the tile kernel is the op's first launch
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("metric", ["ip", "l2"])
 # 64-wide stages: one, partial (16-byte loads); three, the last 8 wide (16-byte loads); three, the
 # last partial with d % 8 != 0 (2-byte loads)
 @pytest.mark.parametrize("d", [40, 136, 150])
-def test_knn_tensor_core_path_exact_on_integers(emu, dtype, metric, d):
+def test_knn_tensor_core_path_exact_on_integers(emu, blocks, dtype, metric, d):
     """wmma tiles (16-bit inputs, float32 accumulation): integer data is exact in every format."""
     keys = _int_points(150, d, seed=3)
-    queries = _int_points(45, d, seed=4)
+    queries = _int_points(145, d, seed=4)  # a partial last block in both shapes
     labels = torch.randint(0, 4, (150,), generator=torch.Generator().manual_seed(2))
     got = emu.knn_labels(queries.to(dtype), keys.to(dtype), labels, 12, 4, metric, False, 0)
+    assert _tile_blocks(emu) == math.ceil(145 / blocks)
     want = torch.ops.lnl.knn_labels(queries, keys, labels, 12, 4, metric, False, 0)
     assert torch.equal(got[0], want[0])
     assert torch.equal(got[1], want[1])
     assert torch.equal(got[2], want[2])
 
 
+def test_knn_wide_blocks_only_where_their_lists_fit(emu):
+    """An sm_86-class device (99 KB opt-in): k = 30 fits blocks of 128 rows, k = 50 does not."""
+    emu.set_device(1, 99 * 1024)
+    try:
+        x = _int_points(300, 16, seed=8).half()
+        labels = torch.zeros(300, dtype=torch.long)
+        for k, rows in ((30, 128), (50, 32), (65, 32)):
+            emu.launches()
+            got = emu.knn_labels(x, x, labels, k, 1, "ip", True, 0)
+            assert _tile_blocks(emu) == math.ceil(300 / rows), k
+            want = torch.ops.lnl.knn_labels(x.float(), x.float(), labels, k, 1, "ip", True, 0)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    finally:
+        emu.set_device(*H100)
+
+
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
-def test_knn_tensor_core_cosine_recall(emu, dtype):
+def test_knn_tensor_core_cosine_recall(emu, blocks, dtype):
     """The issue's 16-bit bar: recall@k >= 0.999 against float32 on the same rounded inputs."""
     g = torch.Generator().manual_seed(5)
-    keys, queries = torch.randn(600, 64, generator=g).to(dtype), torch.randn(64, 64, generator=g).to(dtype)
+    keys, queries = torch.randn(600, 64, generator=g).to(dtype), torch.randn(130, 64, generator=g).to(dtype)
     labels = torch.zeros(600, dtype=torch.long)
     got = emu.knn_labels(queries, keys, labels, 10, 1, "cosine", False, 0)[0]
+    assert _tile_blocks(emu) == math.ceil(130 / blocks)
     want = torch.ops.lnl.knn_labels(queries.float(), keys.float(), labels, 10, 1, "cosine", False, 0)[0]
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, want))
     assert hits / want.numel() >= 0.999

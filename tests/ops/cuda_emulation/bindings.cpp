@@ -3,6 +3,9 @@
 #include <torch/extension.h>
 
 #include <string>
+#include <vector>
+
+#include "cuda_runtime.h"
 
 #include "gmm/gmm.h"
 #include "knn/knn.h"
@@ -17,9 +20,24 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels(const at::Tensor& quer
   return lnl::knn_labels_cuda(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk);
 }
 
+// The emulated device's SM count and opt-in shared memory per block (what launch shapes depend on).
+void set_device(int sms, int max_smem_optin) {
+  TORCH_CHECK(max_smem_optin <= static_cast<int>(lnl_emu::kMaxDynamicSmem), "at most ", lnl_emu::kMaxDynamicSmem);
+  lnl_emu::device() = {sms, max_smem_optin};
+}
+
+// (blocks, threads, dynamic shared bytes) of each launch since the last call.
+std::vector<std::vector<int64_t>> launches() {
+  auto out = lnl_emu::launch_log();
+  lnl_emu::launch_log().clear();
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("set_device", &set_device);
+  m.def("launches", &launches);
   m.def("knn_labels", &knn_labels);
   m.def("gmm_kmeans", &lnl::gmm_kmeans_cuda);
   m.def("gmm_em", &lnl::gmm_em_cuda);

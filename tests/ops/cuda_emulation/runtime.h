@@ -85,6 +85,22 @@ inline uint64_t& launch_counter() {
   return n;
 }
 
+// The emulated device's attributes (set from the tests through the bindings' set_device).
+struct Device {
+  int sms = 132;                  // an H100 SXM
+  int max_smem_optin = 227 * 1024;
+};
+inline Device& device() {
+  static Device d;
+  return d;
+}
+
+// (blocks, threads per block, dynamic shared bytes) of each launch, for tests to see the shapes.
+inline std::vector<std::vector<int64_t>>& launch_log() {
+  static std::vector<std::vector<int64_t>> log;
+  return log;
+}
+
 inline void wait(State s, unsigned mask = 0) {
   Fiber& f = g_block->fibers[g_block->current];
   f.state = s;
@@ -222,9 +238,11 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
                              std::to_string(cfg.grid.y) + ")");
   auto it = smem_limits().find(reinterpret_cast<const void*>(kernel));
   const size_t limit = it == smem_limits().end() ? kDefaultDynamicSmem : it->second;
-  if (cfg.smem > limit)
+  if (cfg.smem > limit || cfg.smem > static_cast<size_t>(device().max_smem_optin))
     throw std::runtime_error("cuda emulation: " + std::to_string(cfg.smem) +
-                             " bytes of dynamic shared memory over the kernel's limit of " + std::to_string(limit));
+                             " bytes of dynamic shared memory over the kernel's limit of " + std::to_string(limit) +
+                             " (device: " + std::to_string(device().max_smem_optin) + ")");
+  launch_log().push_back({int64_t(cfg.grid.x) * cfg.grid.y, int64_t(threads), int64_t(cfg.smem)});
   Block b;
   b.fibers.resize(threads);
   for (Fiber& f : b.fibers) f.stack.resize(kStackBytes);
