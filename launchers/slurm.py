@@ -274,10 +274,10 @@ def _validate(parser: argparse.ArgumentParser, argv: list[str], module: str) -> 
 
 
 def _run_name(ns: argparse.Namespace, dataset: str) -> str:
-    from lnl.engine.data import noise_name
+    from lnl.engine.data import noise_name, subset_suffix
 
     noise = noise_name(ns) if hasattr(ns, "noise_mode") and hasattr(ns, "r") else "default"
-    return f"{getattr(ns, 'dataset', dataset)}-{noise}-s{getattr(ns, 'seed', 0)}"
+    return f"{getattr(ns, 'dataset', dataset)}-{noise}-s{getattr(ns, 'seed', 0)}{subset_suffix(ns)}"
 
 
 def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> list[RunSpec]:

@@ -103,16 +103,34 @@ def find_resume_path(run_dir: str | os.PathLike, resume: str | None) -> Path | N
     return path
 
 
+# Arguments that make a different run, not a continuation: a checkpoint written under other values
+# is refused (a --subset run and a full run sharing a folder would resume each other).
+SAME_RUN_ARGS = ("subset",)
+
+
+def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any) -> None:
+    if saved is None or run_args is None:
+        return
+    now = vars(run_args) if hasattr(run_args, "__dict__") else run_args
+    for key in SAME_RUN_ARGS:
+        if (saved.get(key) or None) != (now.get(key) or None):
+            raise ValueError(f"{path} was written by a run with --{key} {saved.get(key)}, this run has "
+                             f"--{key} {now.get(key)}: give this run its own --out (or --resume none)")
+
+
 def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Module],
                     optimizers: Mapping[str, Any] | None = None, schedulers: Mapping[str, Any] | None = None,
-                    scaler: Any = None, restore_rng: bool = True) -> dict[str, Any]:
+                    scaler: Any = None, restore_rng: bool = True, run_args: Any = None) -> dict[str, Any]:
     """Load a checkpoint written by ``save_checkpoint`` into the given objects.
+
+    ``run_args`` (this run's arguments): refuse a checkpoint whose :data:`SAME_RUN_ARGS` differ.
 
     Returns:
         The raw checkpoint dict; ``["epoch"]`` is the last finished epoch and ``["method_state"]``
         whatever the method stored.
     """
     state = torch.load(path, map_location="cpu", weights_only=False)
+    _check_same_run(path, state.get("args"), run_args)
     for name, model in models.items():
         _unwrap(model).load_state_dict(state["models"][name])
     for group, objects in (("optimizers", optimizers), ("schedulers", schedulers)):

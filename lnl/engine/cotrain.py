@@ -229,7 +229,7 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
     run = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "last": {}}
     path = find_resume_path(args.out, args.resume)
     if path is not None:
-        ckpt = load_checkpoint(path, models=models, optimizers=optims)
+        ckpt = load_checkpoint(path, models=models, optimizers=optims, run_args=args)
         run = {**ckpt["method_state"]["run"], "first_epoch": ckpt["epoch"] + 1}
         method.load_state_dict(ckpt["method_state"]["method"])
         log.info("resumed from %s at epoch %d", path, run["first_epoch"])

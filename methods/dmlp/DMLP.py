@@ -164,7 +164,7 @@ def main(args: argparse.Namespace) -> dict:
     state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
-        ckpt = load_checkpoint(resume, models=models, optimizers=opts)
+        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
     clock = Stopwatch(state["seconds"])

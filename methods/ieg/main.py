@@ -277,7 +277,7 @@ def record(args, setup, ema, eval_loaders, state, logger, clock, done: int, cycl
 def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
     """Load ``path``; refuse a checkpoint of another method, dataset or network (same folder)."""
     ckpt = load_checkpoint(path, models={"model": setup.model, "ema": ema},
-                           optimizers={"opt": setup.optimizer})
+                           optimizers={"opt": setup.optimizer}, run_args=args)
     saved = ckpt.get("args") or {}
     for key in ("method", "dataset", "network_name", "subset"):
         if key in saved and saved[key] != getattr(args, key):

@@ -95,13 +95,22 @@ def probe_dataset(root: Path, wnids: list[str] | None, per_class: int, seed: int
 
 
 def first_files(ds: FileListDataset, n: int | None) -> FileListDataset:
-    """``--subset n``: the file list's first ``n`` rows (all of them when ``n`` is None or too large)."""
+    """``--subset n``: ``n`` rows spread over the classes, each class's first rows in file order, kept
+    in file order (all rows when ``n`` is None or too large). WebVision's train list and the ILSVRC12
+    val list are grouped by class, so a plain prefix would hold only the first classes."""
     if n is None or n >= len(ds):
         return ds
-    cut = lambda t: None if t is None else t[:n]  # noqa: E731
-    return FileListDataset(ds.name, ds.split, ds.root, ds.paths[:n], ds.targets[:n], ds.num_classes, ds.mean,
-                           ds.std, classes=ds.classes, noisy_targets=cut(ds.noisy_targets),
-                           clean_targets=cut(ds.clean_targets), transform=ds.transform)
+    targets = torch.as_tensor(ds.targets)
+    order = torch.argsort(targets, stable=True)  # rows grouped by class, file order within a class
+    starts = torch.searchsorted(targets[order], targets[order], right=False)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(len(order)) - starts  # a row's position within its class
+    keep = torch.sort(torch.from_numpy(np.lexsort((np.arange(len(rank)), rank.numpy())))[:n]).values
+    cut = lambda t: None if t is None else torch.as_tensor(t)[keep]  # noqa: E731
+    return FileListDataset(ds.name, ds.split, ds.root, [ds.paths[i] for i in keep.tolist()], cut(ds.targets),
+                           ds.num_classes, ds.mean, ds.std, classes=ds.classes,
+                           noisy_targets=cut(ds.noisy_targets), clean_targets=cut(ds.clean_targets),
+                           transform=ds.transform)
 
 
 # ----------------------------------------------------------------------------------------------

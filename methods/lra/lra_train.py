@@ -332,7 +332,7 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": -1.0, "test_acc": None}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
-        ckpt = load_checkpoint(resume, models=models, optimizers=opts)
+        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         run.ema.load_state_dict(state.pop("ema"))
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])

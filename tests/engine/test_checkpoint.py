@@ -64,6 +64,18 @@ def test_round_trip_restores_model_optimizer_scheduler_rng_and_method_state(tmp_
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
+def test_a_checkpoint_of_another_subset_is_refused(tmp_path):
+    """A --subset run and a full run in one folder must not resume each other (the launcher and an
+    explicit --out can put them there)."""
+    model, opt, _ = _objects(0)
+    save_checkpoint(tmp_path, epoch=1, models={"m": model}, optimizers={"o": opt}, args={"subset": 256})
+    path = find_resume_path(tmp_path, "auto")
+    with pytest.raises(ValueError, match="--subset 256, this run has --subset None"):
+        load_checkpoint(path, models={"m": model}, run_args={"subset": None, "lr": 0.1})
+    assert load_checkpoint(path, models={"m": model}, run_args={"subset": 256})["epoch"] == 1
+    assert load_checkpoint(path, models={"m": model})["epoch"] == 1  # no run args: no check
+
+
 def test_find_resume_path(tmp_path):
     assert find_resume_path(tmp_path, "auto") is None
     assert find_resume_path(tmp_path, "none") is None

@@ -67,6 +67,9 @@ def test_sweep_is_an_array_and_flags_override_presets(tmp_path):
     assert (ns.batch_size, ns.lr, ns.num_epochs, noise_name(ns), ns.seed) == (32, 0.05, 30, "asym0.4", 2)
     script = slurm.sbatch_script(args, specs)
     assert "#SBATCH --array=0-5%6" in script and "%A_%a" in script
+    args, extra = parse(["--method", "standard", "--dataset", "digits", "--output_dir", str(tmp_path),
+                         "--", "--subset", "256"])
+    assert Path(slurm.build_specs(args, extra)[0].out).name.endswith("-sub256")  # not the full run's folder
     assert "#SBATCH --gpus-per-node=2" in script and "#SBATCH --ntasks-per-node=2" in script
 
 

@@ -440,8 +440,16 @@ def test_webvision_probe_crops_and_step_batches(tmp_path):
     assert last["xw"].shape == last["xs"].shape == (4, 3, 16, 16) and last["xp"].shape == (4, 3, 16, 16)
     assert torch.equal(last["yp"], torch.tensor([20, 21, 22, 23]))  # probe rows 20..23 at step 5
     assert torch.equal(last["y"], train.targets[last["idx"]])
-    cut = W.first_files(train, 60)  # --subset: the file list's first rows
-    assert cut.paths == train.paths[:60] and torch.equal(cut.targets, train.targets[:60])
+    n = len(train) // 2 + 1
+    cut = W.first_files(train, n)  # --subset: each class's first rows, in file order
+    kept = [train.paths.index(p) for p in cut.paths]
+    assert len(kept) == n and kept == sorted(kept) and torch.equal(cut.targets, train.targets[kept])
+    per_class = torch.bincount(cut.targets, minlength=train.num_classes)
+    present = torch.bincount(train.targets, minlength=train.num_classes) > 0
+    assert int(per_class[present].max() - per_class[present].min()) <= 1  # spread, not a prefix
+    for c in range(train.num_classes):  # and each class's earliest rows
+        rows = [i for i, t in enumerate(train.targets.tolist()) if t == c]
+        assert [i for i in kept if i in rows] == rows[: int(per_class[c])]
 
 
 def _webvision_flags(tmp_path):
