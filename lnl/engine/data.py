@@ -52,6 +52,12 @@ def add_subset_flag(parser: argparse.ArgumentParser) -> None:
                         help="train and test on the first N images only (a CPU smoke test of a real dataset)")
 
 
+def check_subset_size(subset: int | None, num_classes: int, dataset: str) -> None:
+    """``--subset N`` must keep at least one image per class (of the split it cuts)."""
+    if subset is not None and subset < num_classes:
+        raise ValueError(f"--subset {subset} keeps fewer images than {dataset} has classes ({num_classes})")
+
+
 def subset_suffix(args: argparse.Namespace) -> str:
     """``-sub<N>`` for a ``--subset N`` run's default folder: with ``--resume auto`` a subset run and a
     full run in one folder would resume each other's checkpoint."""
@@ -81,9 +87,7 @@ def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None
     noisy = noisy_labels_for(args, train.targets, train.num_classes)
     subset = getattr(args, "subset", None)
     if subset:
-        if subset < train.num_classes:
-            raise ValueError(f"--subset {subset} keeps fewer images than {args.dataset} has classes "
-                             f"({train.num_classes})")
+        check_subset_size(subset, train.num_classes, args.dataset)
         train, test = first_images(train, subset), first_images(test, subset)
         noisy = NoisyLabels(noisy.labels[:subset], {**noisy.meta, "subset": subset})
     if comm.is_main_process():

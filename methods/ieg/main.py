@@ -29,7 +29,7 @@ from lnl.data.gpu import GPULoader
 from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.engine.args import str2bool
-from lnl.engine.data import add_subset_flag, first_images, subset_suffix
+from lnl.engine.data import add_subset_flag, check_subset_size, first_images, subset_suffix
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, evaluate, progress
@@ -136,9 +136,7 @@ def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, l
 
 
 def check_subset(args: argparse.Namespace, num_classes: int) -> None:
-    if args.subset is not None and args.subset < num_classes:
-        raise ValueError(f"--subset {args.subset} keeps fewer images than {args.dataset} has classes "
-                         f"({num_classes})")
+    check_subset_size(args.subset, num_classes, args.dataset)
 
 
 def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray, num_classes: int,

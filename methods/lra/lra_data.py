@@ -35,7 +35,7 @@ from lnl.data import get_dataset
 from lnl.data._base import InMemoryDataset
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
-from lnl.engine.data import first_images
+from lnl.engine.data import check_subset_size, first_images
 
 REPO = Path(__file__).resolve().parents[2]
 FP_ENCODERS = ("SimCLR", "CLIP", "ResNet", "CC", "pixels")
@@ -207,9 +207,7 @@ def subset_splits(args: argparse.Namespace, splits: dict, n_train: int) -> tuple
     if not getattr(train, "in_memory", False):
         raise ValueError(f"--subset is not supported for {args.dataset} (a file-list dataset); it applies to "
                          f"the in-memory datasets (CIFAR, digits)")
-    if subset < train.num_classes:
-        raise ValueError(f"--subset {subset} keeps fewer images than {args.dataset} has classes "
-                         f"({train.num_classes})")
+    check_subset_size(subset, train.num_classes, args.dataset)
     rows = {s: (len(ds), kept_rows(len(ds), n_train if s == "train" else len(ds), subset))
             for s, ds in splits.items()}
     cut = {s: _take_rows(ds, rows[s][1]) if s == "train" else first_images(ds, subset) for s, ds in splits.items()}

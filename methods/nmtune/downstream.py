@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from lnl.engine.checkpoint import atomic_save
+from lnl.engine.data import check_subset_size
 from lnl.engine.train_loop import autocast, progress
 from methods.nmtune.encoders import ImageEncoder
 from methods.nmtune.views import val_view
@@ -169,9 +170,7 @@ def subset_rows(train: Split, keep: Tensor, labels: Tensor, n: int,
                 num_shots: float | None) -> tuple[Split, Tensor, Tensor]:
     """Cut the train split to its first ``n`` images after ``--num-shots`` and ``--noise-ratio`` were
     drawn over the whole split: a kept image has the full run's label."""
-    if n < train.num_classes:
-        raise ValueError(f"--subset {n} keeps fewer images than {train.name} has classes "
-                         f"({train.num_classes})")
+    check_subset_size(n, train.num_classes, train.name)
     inside = keep < n
     if not bool(inside.any()):
         raise ValueError(f"--subset {n} with --num-shots {num_shots}: none of the first {n} images is kept")
