@@ -27,7 +27,7 @@ at::Tensor gmm_kmeans_cuda(const at::Tensor& x, const at::Tensor& lengths, const
 // _initialize M-step), or (weights [G, K], means [G, K, D], covs [G, K, D, D]).
 // Returns (weights, means, covs, resp [G, N, K], lower_bound [G], n_iter int64 [G],
 // converged bool [G], status int64 [G]; status 1 = a covariance was not positive definite,
-// 2 = x has NaN/inf (checked by the CPU kernel only; the CUDA caller checks first)).
+// 2 = x has NaN/inf (both kernels check: the Python layer reads nothing back before the result)).
 GmmOut gmm_em_cpu(const at::Tensor& x, const at::Tensor& lengths,
                   const std::optional<at::Tensor>& init_labels,
                   const std::optional<at::Tensor>& init_resp, const std::optional<at::Tensor>& weights,

@@ -1,8 +1,10 @@
 // CUDA batched GMM EM and k-means init (specs/plremix_dividemix.md §11.1); device code in
-// gmm_kernels.cuh. Problems with N <= kSmallN run one block each for the whole fit (one launch);
-// larger ones split every pass over up to kMaxBlocks blocks per problem, with a per-problem update
-// kernel after each pass (2 launches per EM iteration, all queued without a host synchronisation;
-// finished problems return at once). k-means runs one block per problem whatever N.
+// gmm_kernels.cuh. Problems with N <= kSmallN run one team each for the whole fit (one launch): a
+// block, or on sm_90+ a cluster of kCluster blocks when the problems are few and large enough that
+// one SM each would leave the GPU idle (use_clusters: DivideMix's and PLReMix's one fit of 50k).
+// Larger problems split every pass over up to kMaxBlocks blocks per problem, with a per-problem
+// update kernel after each pass (2 launches per EM iteration, all queued without a host
+// synchronisation; finished problems return at once). k-means runs one team per problem whatever N.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -23,6 +25,40 @@ constexpr int64_t kSmallN = 65536;
 constexpr int64_t kPointsPerBlock = 8192;
 constexpr int64_t kMaxBlocks = 1024;
 constexpr int kUpdateThreads = 128;
+constexpr int kCluster = 8;             // blocks per problem in a cluster: the portable maximum
+constexpr int64_t kClusterMinN = 16384;  // below, a cluster's barriers cost more than its SMs save
+
+// Whether G problems of N points run a cluster each rather than a block each: sm_90+, at least
+// kClusterMinN points, and few enough problems that every cluster has its SMs at once.
+bool use_clusters(int64_t G, int64_t N) {
+  if (N < kClusterMinN) return false;
+  int dev = 0, major = 0, sms = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
+  return major >= 9 && G * kCluster <= sms;
+}
+
+// Launches `kernel` (a team kernel instantiated for kCluster) over G clusters of kCluster blocks.
+// False when the device cannot place such clusters (the caller launches one block per problem).
+template <typename... Params, typename... Args>
+bool launch_clusters(void (*kernel)(Params...), int64_t G, cudaStream_t stream, Args... args) {
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3(static_cast<unsigned>(G * kCluster));
+  cfg.blockDim = dim3(kThreads);
+  cfg.dynamicSmemBytes = 0;
+  cfg.stream = stream;
+  cudaLaunchAttribute cluster;
+  cluster.id = cudaLaunchAttributeClusterDimension;
+  cluster.val.clusterDim.x = kCluster;
+  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.z = 1;
+  cfg.attrs = &cluster;
+  cfg.numAttrs = 1;
+  if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) return true;
+  (void)cudaGetLastError();  // clear the launch error: the one-block launch follows
+  return false;
+}
 
 template <typename F>
 void dispatch_d(int64_t d, const F& f) {
@@ -73,11 +109,15 @@ void em_multiblock(const gmm_cuda::EmArgs<scalar_t>& a, int64_t G, const at::Ten
   at::Tensor lb = at::empty({G}, dopt);
   at::Tensor active = at::ones({G}, x.options().dtype(at::kInt));
   at::Tensor ok = at::ones({G}, x.options().dtype(at::kInt));
+  at::Tensor not_finite = at::zeros({G}, x.options().dtype(at::kInt));
   at::Tensor partial = at::empty({G, blocks, gmm::kNumStats}, dopt);
   gmm_cuda::EmState st{reinterpret_cast<gmm::Model*>(models.data_ptr<double>()), lb.data_ptr<double>(),
-                       active.data_ptr<int>(), ok.data_ptr<int>(), partial.data_ptr<double>(), blocks};
+                       active.data_ptr<int>(), ok.data_ptr<int>(), not_finite.data_ptr<int>(),
+                       partial.data_ptr<double>(), blocks};
   const dim3 grid(static_cast<unsigned>(G), blocks);  // problems on x: no 65535 cap
   const int upd = static_cast<int>((G + kUpdateThreads - 1) / kUpdateThreads);
+  gmm_cuda::em_finite_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
   if (a.mode != 2) {
     gmm_cuda::em_partial_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st, 1);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -110,9 +150,15 @@ at::Tensor gmm_kmeans_cuda(const at::Tensor& x_in, const at::Tensor& lengths, co
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_kmeans_cuda", [&] {
     dispatch_d(x.size(2), [&](auto dc) {
       constexpr int D = decltype(dc)::value;
-      gmm_cuda::kmeans_block_kernel<scalar_t, D><<<G, kThreads, 0, stream>>>(
-          x.data_ptr<scalar_t>(), len.data_ptr<int64_t>(), u.data_ptr<double>(), u.size(1),
-          labels.data_ptr<int64_t>(), N, static_cast<int>(n_components));
+      const scalar_t* xp = x.data_ptr<scalar_t>();
+      const int64_t* lp = len.data_ptr<int64_t>();
+      const double* up = u.data_ptr<double>();
+      int64_t* out = labels.data_ptr<int64_t>();
+      const int K = static_cast<int>(n_components);
+      if (use_clusters(G, N) && launch_clusters(gmm_cuda::kmeans_team_kernel<scalar_t, D, kCluster>, G, stream, xp,
+                                                lp, up, u.size(1), out, N, K))
+        return;
+      gmm_cuda::kmeans_team_kernel<scalar_t, D, 1><<<G, kThreads, 0, stream>>>(xp, lp, up, u.size(1), out, N, K);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -147,7 +193,9 @@ GmmOut gmm_em_cuda(const at::Tensor& x_in, const at::Tensor& lengths,
       dispatch_d(D, [&](auto dc) {
         constexpr int DD = decltype(dc)::value;
         if (N <= kSmallN) {
-          gmm_cuda::em_block_kernel<scalar_t, DD><<<G, kThreads, 0, stream>>>(a);
+          if (use_clusters(G, N) && launch_clusters(gmm_cuda::em_team_kernel<scalar_t, DD, kCluster>, G, stream, a))
+            return;
+          gmm_cuda::em_team_kernel<scalar_t, DD, 1><<<G, kThreads, 0, stream>>>(a);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         } else {
           em_multiblock<scalar_t, DD>(a, G, x, stream);

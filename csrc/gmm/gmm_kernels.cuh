@@ -1,14 +1,25 @@
 // Device code of the CUDA GMM EM and k-means init (included by gmm_cuda.cu only).
-// One block per problem keeps a problem's whole EM loop on chip (small N: per-class fits, 50k
-// points); the multi-block path splits a large problem's points over many blocks per pass and
-// finishes each M-step in a one-thread-per-problem kernel, so nothing returns to the host until
-// the result. Statistics are float64 and reduced in a fixed order (deterministic for a given grid).
+// A team per problem keeps the problem's whole EM loop (or k-means) in one launch: one block (small
+// N: per-class fits), or on sm_90+ a cluster of blocks on as many SMs that sum over distributed
+// shared memory (one large problem, e.g. DivideMix's 50k losses, which one SM would take ~8x longer
+// over). The multi-block path splits a larger problem's points over many blocks per pass and
+// finishes each M-step in a one-thread-per-problem kernel, so nothing returns to the host until the
+// result. Statistics are float64 and reduced in a fixed order (deterministic for a given grid).
 #pragma once
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>
 
 #include <cstdint>
 
 #include "gmm/gmm_common.h"
+
+// Thread block clusters exist from sm_90; the sm_80 build never launches a cluster (gmm_cuda.cu
+// asks the device) and traps if it did.
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 900
+#define LNL_GMM_CLUSTERS 1
+#else
+#define LNL_GMM_CLUSTERS 0
+#endif
 
 namespace lnl {
 namespace gmm_cuda {
@@ -18,6 +29,7 @@ using gmm::kNumStats;
 constexpr int kThreads = 512;
 constexpr int kWarps = kThreads / 32;
 constexpr int kLloydStats = kMaxK * (gmm::kMaxD + 1) + 1;  // counts, sums, #changed labels
+constexpr int kMaxTeamSum = 32;  // doubles one team sum exchanges between a cluster's blocks
 
 template <typename scalar_t>
 struct EmArgs {
@@ -70,6 +82,61 @@ __device__ void block_sum(double (&v)[NV], double* smem) {
   __syncthreads();
 }
 
+// The threads that run one problem: one block (C = 1) or a cluster of C blocks (grid x = problems
+// x C, cluster dims (C, 1, 1), so a block's rank is blockIdx.x % C). Every block of a cluster gets
+// the same sums added in the same order, so each takes the same M-steps and stops at the same
+// iteration with no broadcast.
+template <int C>
+struct Team {
+  static constexpr int kSize = C * kThreads;
+  int rank;
+  int parity = 0;  // the exchange slot the next sum uses: two slots need one cluster barrier per sum
+  __device__ Team() : rank(static_cast<int>(blockIdx.x % C)) {}
+  __device__ int64_t problem() const { return blockIdx.x / C; }
+  __device__ int64_t thread() const { return int64_t(rank) * kThreads + threadIdx.x; }
+};
+
+// Sums v over the team (every thread gets the totals): the block's sum, then, in a cluster, the
+// blocks' totals read over distributed shared memory in rank order. xch: __shared__ [2][kMaxTeamSum].
+// A block writes slot p at sums s and s + 2; every reader of sum s is done before it reaches the
+// barrier of sum s + 1, which the writer passes first.
+template <int C, int NV>
+__device__ void team_sum(Team<C>& team, double (&v)[NV], double* smem, double (*xch)[kMaxTeamSum]) {
+  static_assert(NV <= kMaxTeamSum, "team sums exchange at most kMaxTeamSum doubles");
+  block_sum(v, smem);
+  if constexpr (C > 1) {
+#if LNL_GMM_CLUSTERS
+    const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
+    double* slot = xch[team.parity];
+    team.parity ^= 1;
+    if (threadIdx.x == 0)
+      for (int j = 0; j < NV; ++j) slot[j] = v[j];
+    cluster.sync();
+    if (threadIdx.x < NV) {
+      double total = 0;
+      for (int r = 0; r < C; ++r) total += cluster.map_shared_rank(slot, r)[threadIdx.x];
+      smem[threadIdx.x] = total;
+    }
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < NV; ++j) v[j] = smem[j];
+    __syncthreads();
+#else
+    __trap();
+#endif
+  }
+}
+
+// A block must not exit while its cluster may still read its exchange slots.
+template <int C>
+__device__ void team_end(const Team<C>&) {
+  if constexpr (C > 1) {
+#if LNL_GMM_CLUSTERS
+    cooperative_groups::this_cluster().sync();
+#endif
+  }
+}
+
 template <typename scalar_t, int D>
 __device__ __forceinline__ void load(const scalar_t* x, int64_t i, double& x0, double& x1) {
   x0 = static_cast<double>(x[i * D]);
@@ -116,6 +183,17 @@ __device__ void resp_range(const EmArgs<scalar_t>& a, int64_t g, const gmm::Mode
   }
 }
 
+// NaN/inf values among points [lo, hi) (stride step): the Python layer leaves this check to the
+// kernels, so that a fit reads nothing back before its result.
+template <typename scalar_t, int D>
+__device__ double count_not_finite(const EmArgs<scalar_t>& a, int64_t g, int64_t lo, int64_t hi, int64_t step) {
+  const scalar_t* x = a.x + g * a.N * D;
+  double bad = 0;
+  for (int64_t i = lo; i < hi; i += step)
+    for (int d = 0; d < D; ++d) bad += isfinite(static_cast<double>(x[i * D + d])) ? 0.0 : 1.0;
+  return bad;
+}
+
 template <typename scalar_t, int D>
 __device__ bool load_given(const EmArgs<scalar_t>& a, int64_t g, gmm::Model& m) {
   const int K = a.K;
@@ -129,38 +207,50 @@ __device__ bool load_given(const EmArgs<scalar_t>& a, int64_t g, gmm::Model& m) 
   return gmm::finish_model(m, K, D);
 }
 
+// status: gmm::kOk, kNotPositiveDefinite, or kNotFinite (x has NaN/inf: parameters 0, bound NaN).
 template <typename scalar_t, int D>
 __device__ void store_outputs(const EmArgs<scalar_t>& a, int64_t g, const gmm::Model& m, double lb,
-                              int64_t it, bool conv, bool ok) {
+                              int64_t it, bool conv, int status) {
   const int K = a.K;
+  const bool fitted = status != gmm::kNotFinite;
   for (int k = 0; k < K; ++k) {
-    a.w[g * K + k] = m.w[k];
-    for (int d = 0; d < D; ++d) a.mu[(g * K + k) * D + d] = m.mean[k][d];
+    a.w[g * K + k] = fitted ? m.w[k] : 0.0;
+    for (int d = 0; d < D; ++d) a.mu[(g * K + k) * D + d] = fitted ? m.mean[k][d] : 0.0;
     scalar_t* c = a.cov + (g * K + k) * D * D;
-    c[0] = m.cov[k][0];
-    if (D == 2) c[1] = c[2] = m.cov[k][1], c[3] = m.cov[k][2];
+    c[0] = fitted ? m.cov[k][0] : 0.0;
+    if (D == 2) c[1] = c[2] = fitted ? m.cov[k][1] : 0.0, c[3] = fitted ? m.cov[k][2] : 0.0;
   }
-  a.lower_bound[g] = lb;
-  a.n_iter[g] = it;
-  a.converged[g] = conv;
-  a.status[g] = ok ? gmm::kOk : gmm::kNotPositiveDefinite;
+  a.lower_bound[g] = fitted ? lb : NAN;
+  a.n_iter[g] = fitted ? it : 0;
+  a.converged[g] = fitted && conv;
+  a.status[g] = status;
 }
 
-// Small problems: one block runs one problem's whole EM (init M-step, iterations, final E-step).
-template <typename scalar_t, int D>
-__global__ void __launch_bounds__(kThreads) em_block_kernel(EmArgs<scalar_t> a) {
+// Small problems: one team runs one problem's whole EM (init M-step, iterations, final E-step).
+template <typename scalar_t, int D, int C>
+__global__ void __launch_bounds__(kThreads) em_team_kernel(EmArgs<scalar_t> a) {
   __shared__ gmm::Model model;
   __shared__ double smem[kWarps * kNumStats];
+  __shared__ double xch[2][kMaxTeamSum];
   __shared__ int s_stop, s_ok;
-  const int64_t g = blockIdx.x, n = a.lengths[g];
+  Team<C> team;
+  const int64_t g = team.problem(), n = a.lengths[g], first = team.thread(), step = Team<C>::kSize;
+  double bad[1] = {count_not_finite<scalar_t, D>(a, g, first, n, step)};
+  team_sum(team, bad, smem, xch);
+  if (bad[0] > 0) {  // uniform over the team: every block got the same sum
+    resp_range<scalar_t, D>(a, g, model, false, n, first, a.N, step);
+    if (first == 0) store_outputs<scalar_t, D>(a, g, model, 0.0, 0, false, gmm::kNotFinite);
+    team_end(team);
+    return;
+  }
   const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
   double s[kNumStats];
   if (a.mode == 2) {
     if (threadIdx.x == 0) s_ok = load_given<scalar_t, D>(a, g, model);
   } else {
     for (int j = 0; j < kNumStats; ++j) s[j] = 0;
-    stats_range<scalar_t, D>(a, g, model, true, threadIdx.x, n, kThreads, shift, s);
-    block_sum(s, smem);
+    stats_range<scalar_t, D>(a, g, model, true, first, n, step, shift, s);
+    team_sum(team, s, smem, xch);
     if (threadIdx.x == 0) s_ok = gmm::m_step(s, shift, a.K, D, double(n), a.reg, a.eps10, true, model);
   }
   __syncthreads();
@@ -169,8 +259,8 @@ __global__ void __launch_bounds__(kThreads) em_block_kernel(EmArgs<scalar_t> a) 
   bool conv = false;
   for (int64_t i = 1; s_ok && i <= a.max_iter; ++i) {
     for (int j = 0; j < kNumStats; ++j) s[j] = 0;
-    stats_range<scalar_t, D>(a, g, model, false, threadIdx.x, n, kThreads, shift, s);
-    block_sum(s, smem);  // ends with a barrier: every thread is done reading model
+    stats_range<scalar_t, D>(a, g, model, false, first, n, step, shift, s);
+    team_sum(team, s, smem, xch);  // ends with a barrier: every thread is done reading model
     const double next = s[kNumStats - 1] / double(n);
     it = i;
     conv = fabs(next - lb) < a.tol;
@@ -182,8 +272,9 @@ __global__ void __launch_bounds__(kThreads) em_block_kernel(EmArgs<scalar_t> a) 
     __syncthreads();
     if (s_stop) break;
   }
-  resp_range<scalar_t, D>(a, g, model, s_ok, n, threadIdx.x, a.N, kThreads);
-  if (threadIdx.x == 0) store_outputs<scalar_t, D>(a, g, model, lb, it, conv, s_ok);
+  resp_range<scalar_t, D>(a, g, model, s_ok, n, first, a.N, step);
+  if (first == 0) store_outputs<scalar_t, D>(a, g, model, lb, it, conv, s_ok ? gmm::kOk : gmm::kNotPositiveDefinite);
+  team_end(team);
 }
 
 // ---- multi-block path: per-pass partial statistics, then a per-problem update ----
@@ -193,6 +284,7 @@ struct EmState {
   double* lb;          // [G]
   int* active;         // [G]: 1 while EM runs
   int* ok;             // [G]
+  int* not_finite;     // [G]: 1 when x has NaN/inf (em_finite_kernel)
   double* partial;     // [G, blocks, kNumStats]
   int blocks;
 };
@@ -214,6 +306,18 @@ __global__ void __launch_bounds__(kThreads) em_partial_kernel(EmArgs<scalar_t> a
     for (int j = 0; j < kNumStats; ++j) st.partial[(g * st.blocks + b) * kNumStats + j] = s[j];
 }
 
+// Flags the problems whose x has NaN/inf (grid as em_partial_kernel; not_finite starts at 0).
+template <typename scalar_t, int D>
+__global__ void __launch_bounds__(kThreads) em_finite_kernel(EmArgs<scalar_t> a, EmState st) {
+  __shared__ double smem[kWarps];
+  const int64_t g = blockIdx.x, b = blockIdx.y, n = a.lengths[g];
+  const int64_t per = (a.N + st.blocks - 1) / st.blocks;
+  const int64_t lo = b * per, hi = min(n, lo + per);
+  double bad[1] = {count_not_finite<scalar_t, D>(a, g, lo + threadIdx.x, hi, kThreads)};
+  block_sum(bad, smem);
+  if (threadIdx.x == 0 && bad[0] > 0) atomicAdd(&st.not_finite[g], 1);
+}
+
 // One thread per problem: initial state (iter = 0) or one M-step + the convergence test.
 template <typename scalar_t, int D>
 __global__ void em_update_kernel(EmArgs<scalar_t> a, EmState st, int64_t G, int64_t iter) {
@@ -222,6 +326,11 @@ __global__ void em_update_kernel(EmArgs<scalar_t> a, EmState st, int64_t G, int6
   const int64_t n = a.lengths[g];
   const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
   gmm::Model& m = st.models[g];
+  if (iter == 0 && st.not_finite[g]) {
+    st.ok[g] = 0;
+    st.active[g] = 0;
+    return;
+  }
   if (iter == 0 && a.mode == 2) {
     st.ok[g] = load_given<scalar_t, D>(a, g, m);
     st.lb[g] = -INFINITY;
@@ -261,7 +370,8 @@ template <typename scalar_t, int D>
 __global__ void em_store_kernel(EmArgs<scalar_t> a, EmState st, int64_t G) {
   const int64_t g = blockIdx.x * blockDim.x + threadIdx.x;
   if (g >= G) return;
-  store_outputs<scalar_t, D>(a, g, st.models[g], st.lb[g], a.n_iter[g], a.converged[g], st.ok[g]);
+  const int status = st.not_finite[g] ? gmm::kNotFinite : st.ok[g] ? gmm::kOk : gmm::kNotPositiveDefinite;
+  store_outputs<scalar_t, D>(a, g, st.models[g], st.lb[g], a.n_iter[g], a.converged[g], status);
 }
 
 }  // namespace gmm_cuda
@@ -285,21 +395,24 @@ __device__ __forceinline__ double closest(const scalar_t* x, int64_t i, const do
   return best;
 }
 
-// sklearn's greedy k-means++ with the host's uniforms; thread t owns the contiguous points
-// [lo, hi) so that the cumulative-sum search is a block prefix sum plus one thread's scan.
-template <typename scalar_t, int D>
-__device__ void kmeanspp_block(const scalar_t* x, int64_t n, int K, const double* u, double (*c)[2],
-                               double* tsum, double* smem, int64_t* cand) {
+// sklearn's greedy k-means++ with the host's uniforms; team thread t owns the contiguous points
+// [lo, hi) so that the cumulative-sum search is a prefix sum over threads (and blocks) plus one
+// thread's scan. A thread's interval of the cumulative sum ends where the next thread's begins (the
+// same floating-point numbers), so exactly one thread claims each positive target.
+template <typename scalar_t, int D, int C>
+__device__ void kmeanspp(Team<C>& team, const scalar_t* x, int64_t n, int K, const double* u, double (*c)[2],
+                         double* tsum, double* smem, double (*xch)[kMaxTeamSum]) {
   const int tid = threadIdx.x, trials = 2 + static_cast<int>(log(static_cast<double>(K)));
   if (tid == 0) load<scalar_t, D>(x, min(static_cast<int64_t>(floor(u[0] * n)), n - 1), c[0][0], c[0][1]);
   __syncthreads();
-  const int64_t per = (n + kThreads - 1) / kThreads, lo = min(n, tid * per), hi = min(n, lo + per);
+  const int64_t per = (n + Team<C>::kSize - 1) / Team<C>::kSize;
+  const int64_t lo = min(n, team.thread() * per), hi = min(n, lo + per);
   for (int cc = 1; cc < K; ++cc) {
     double mine = 0;
     for (int64_t i = lo; i < hi; ++i) mine += closest<scalar_t, D>(x, i, c, cc);
     tsum[tid] = mine;
     __syncthreads();
-    if (tid == 0) {  // exclusive prefix of the thread sums; tsum[kThreads] = potential
+    if (tid == 0) {  // exclusive prefix of the thread sums; tsum[kThreads] = the block's total
       double run = 0;
       for (int t = 0; t < kThreads; ++t) {
         const double v = tsum[t];
@@ -307,34 +420,49 @@ __device__ void kmeanspp_block(const scalar_t* x, int64_t n, int K, const double
         run += v;
       }
       tsum[kThreads] = run;
-      for (int t = 0; t < trials; ++t) cand[t] = n - 1;  // np.clip for rounding past the end
     }
     __syncthreads();
+    double offset = 0, potential = tsum[kThreads];  // this block's start in the team's sum, the total
+    if constexpr (C > 1) {
+      double totals[C];
+      for (int r = 0; r < C; ++r) totals[r] = r == team.rank && tid == 0 ? tsum[kThreads] : 0.0;
+      team_sum(team, totals, smem, xch);  // exact: one nonzero term each
+      potential = 0;
+      for (int r = 0; r < C; ++r) {
+        if (r == team.rank) offset = potential;
+        potential += totals[r];
+      }
+    }
+    double found[4] = {0, 0, 0, 0};  // the claiming thread's index + 1 (exact in a double)
+    const double start = offset + tsum[tid], end = offset + tsum[tid + 1];
     for (int t = 0; t < trials; ++t) {
-      const double target = u[1 + (cc - 1) * trials + t] * tsum[kThreads];
-      if (target <= 0) {
-        if (tid == 0) cand[t] = 0;
-      } else if (tsum[tid] < target && target <= tsum[tid] + mine) {
-        double cum = tsum[tid];
-        int64_t found = hi - 1;  // rounding may leave cum just short of target at the range end
+      const double target = u[1 + (cc - 1) * trials + t] * potential;
+      if (target > 0 && start < target && target <= end) {
+        double cum = start;
+        int64_t at = hi - 1;  // rounding may leave cum just short of target at the range end
         for (int64_t i = lo; i < hi; ++i) {
           cum += closest<scalar_t, D>(x, i, c, cc);
           if (cum >= target) {
-            found = i;
+            at = i;
             break;
           }
         }
-        cand[t] = found;
+        found[t] = static_cast<double>(at + 1);
       }
     }
-    __syncthreads();
+    team_sum(team, found, smem, xch);
     double pots[4] = {0, 0, 0, 0}, cx[4][2];
-    for (int t = 0; t < trials; ++t) load<scalar_t, D>(x, cand[t], cx[t][0], cx[t][1]);
-    for (int64_t i = tid; i < n; i += kThreads) {
+    for (int t = 0; t < trials; ++t) {
+      const double target = u[1 + (cc - 1) * trials + t] * potential;
+      // no claimant: target 0 (np.searchsorted gives 0) or past the end (np.clip to n - 1)
+      const int64_t cand = found[t] > 0 ? static_cast<int64_t>(found[t]) - 1 : (target <= 0 ? 0 : n - 1);
+      load<scalar_t, D>(x, cand, cx[t][0], cx[t][1]);
+    }
+    for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
       const double d = closest<scalar_t, D>(x, i, c, cc);
       for (int t = 0; t < trials; ++t) pots[t] += fmin(d, sqdist<scalar_t, D>(x, i, cx[t]));
     }
-    block_sum(pots, smem);
+    team_sum(team, pots, smem, xch);
     if (tid == 0) {
       int best = 0;
       for (int t = 1; t < trials; ++t)
@@ -346,12 +474,12 @@ __device__ void kmeanspp_block(const scalar_t* x, int64_t n, int K, const double
 }
 
 // One Lloyd pass over the problem: labels by nearest centre (first on ties), then per-cluster
-// counts and sums and the number of changed labels, summed over the block.
-template <typename scalar_t, int D>
-__device__ void lloyd_block(const scalar_t* x, int64_t n, int K, const double (*c)[2], int64_t* labels,
-                            bool first, double (&v)[kLloydStats], double* smem) {
+// counts and sums and the number of changed labels, summed over the team.
+template <typename scalar_t, int D, int C>
+__device__ void lloyd(Team<C>& team, const scalar_t* x, int64_t n, int K, const double (*c)[2], int64_t* labels,
+                      bool first, double (&v)[kLloydStats], double* smem, double (*xch)[kMaxTeamSum]) {
   for (int j = 0; j < kLloydStats; ++j) v[j] = 0;
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+  for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
     int best = 0;
     double bd = sqdist<scalar_t, D>(x, i, c[0]);
     for (int k = 1; k < K; ++k) {
@@ -366,45 +494,46 @@ __device__ void lloyd_block(const scalar_t* x, int64_t n, int K, const double (*
     v[best * (D + 1) + 1] += x0;
     if (D == 2) v[best * (D + 1) + 2] += x1;
   }
-  block_sum(v, smem);
+  team_sum(team, v, smem, xch);
 }
 
-// sklearn's KMeans(K, n_init=1) for one problem per block: k-means++, then Lloyd until labels stop
+// sklearn's KMeans(K, n_init=1) for one problem per team: k-means++, then Lloyd until labels stop
 // changing or the total squared centre shift is <= 1e-4 * mean feature variance (300 at most).
-template <typename scalar_t, int D>
-__global__ void __launch_bounds__(kThreads) kmeans_block_kernel(const scalar_t* X, const int64_t* lengths,
-                                                                const double* uniforms, int64_t ustride,
-                                                                int64_t* labels_all, int64_t N, int K) {
+template <typename scalar_t, int D, int C>
+__global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X, const int64_t* lengths,
+                                                               const double* uniforms, int64_t ustride,
+                                                               int64_t* labels_all, int64_t N, int K) {
   __shared__ double c[kMaxK][2];
   __shared__ double tsum[kThreads + 1];
   __shared__ double smem[kWarps * kLloydStats];
-  __shared__ int64_t cand[4];
+  __shared__ double xch[2][kMaxTeamSum];
   __shared__ int s_stop;
-  const int64_t g = blockIdx.x, n = lengths[g];
+  Team<C> team;
+  const int64_t g = team.problem(), n = lengths[g];
   const scalar_t* x = X + g * N * D;
   int64_t* labels = labels_all + g * N;
   if (threadIdx.x < kMaxK) c[threadIdx.x][0] = c[threadIdx.x][1] = 0;
   __syncthreads();
-  kmeanspp_block<scalar_t, D>(x, n, K, uniforms + g * ustride, c, tsum, smem, cand);
+  kmeanspp<scalar_t, D, C>(team, x, n, K, uniforms + g * ustride, c, tsum, smem, xch);
   double m[4] = {0, 0, 0, 0};
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+  for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
     double x0, x1;
     load<scalar_t, D>(x, i, x0, x1);
     m[0] += x0, m[1] += x1;
   }
-  block_sum(m, smem);
+  team_sum(team, m, smem, xch);
   const double mean0 = m[0] / double(n), mean1 = m[1] / double(n);
   double var[4] = {0, 0, 0, 0};
-  for (int64_t i = threadIdx.x; i < n; i += kThreads) {
+  for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
     double x0, x1;
     load<scalar_t, D>(x, i, x0, x1);
     var[0] += (x0 - mean0) * (x0 - mean0) + (D == 2 ? (x1 - mean1) * (x1 - mean1) : 0.0);
   }
-  block_sum(var, smem);
+  team_sum(team, var, smem, xch);
   const double tol = var[0] / double(n) / D * 1e-4;
   double v[kLloydStats];
   for (int it = 0; it < 300; ++it) {
-    lloyd_block<scalar_t, D>(x, n, K, c, labels, it == 0, v, smem);
+    lloyd<scalar_t, D, C>(team, x, n, K, c, labels, it == 0, v, smem, xch);
     if (threadIdx.x == 0) {
       double shift = 0;
       for (int k = 0; k < K; ++k) {
@@ -420,8 +549,9 @@ __global__ void __launch_bounds__(kThreads) kmeans_block_kernel(const scalar_t* 
     __syncthreads();
     if (s_stop) break;
   }
-  if (s_stop != 2) lloyd_block<scalar_t, D>(x, n, K, c, labels, false, v, smem);  // final relabel
-  for (int64_t i = n + threadIdx.x; i < N; i += kThreads) labels[i] = 0;
+  if (s_stop != 2) lloyd<scalar_t, D, C>(team, x, n, K, c, labels, false, v, smem, xch);  // final relabel
+  for (int64_t i = n + team.thread(); i < N; i += Team<C>::kSize) labels[i] = 0;
+  team_end(team);
 }
 
 }  // namespace gmm_cuda

@@ -21,12 +21,14 @@ A ``Tensor[G, N, K]`` of responsibilities runs sklearn's ``_initialize`` M-step 
 (or dict) of weights/means/covs warm-starts EM directly (as ``weights_init/means_init/precisions_init``).
 
 Statistics are accumulated in float64 for every backend; outputs take the input dtype. Host
-synchronisation (CUDA): validation reads lengths and every value of x (NaN/inf), and the result's
-status is read once to raise on a non-positive-definite covariance (only with ``reg_covar=0``).
+synchronisation (CUDA): one read-back, of the result's status (NaN/inf in x, which the kernels check,
+or a non-positive-definite covariance, only with ``reg_covar=0``); explicit ``lengths`` are
+range-checked first (one more), ``lengths=None`` needs no check.
 """
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import torch
@@ -102,13 +104,15 @@ def check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, value
     if not isinstance(n_components, int) or not 1 <= n_components <= max(n, 1):
         raise ValueError(f"gmm_fit: n_components={n_components} must be an int in [1, N={n}]")
     full = lengths is None
+    low = max(2, n_components)
     if full:
+        if n < low:
+            raise ValueError(f"gmm_fit: N={n} points; a fit needs at least max(2, n_components)={low}")
         lengths = torch.full((g,), n, dtype=torch.long, device=x.device)
     if not isinstance(lengths, torch.Tensor) or tuple(lengths.shape) != (g,) or lengths.dtype.is_floating_point:
         raise ValueError(f"gmm_fit: lengths must be an integer Tensor[G={g}], got {getattr(lengths, 'shape', lengths)}")
     lengths = lengths.to(x.device, torch.long)
-    low = max(2, n_components)
-    if bool(((lengths < low) | (lengths > n)).any()):
+    if not full and bool(((lengths < low) | (lengths > n)).any()):  # a read-back: kernels index by lengths
         raise ValueError(f"gmm_fit: lengths must lie in [max(2, n_components)={low}, N={n}], got range "
                          f"[{int(lengths.min())}, {int(lengths.max())}]")
     if not isinstance(max_iter, int) or max_iter < 1:
@@ -174,12 +178,19 @@ def choose_backend(x: torch.Tensor, n_components: int = 2, requested: str = "aut
     return _dispatch.choose(OP, requested, reasons, _dispatch.describe(x=x)), reasons
 
 
+@functools.lru_cache(maxsize=64)
+def _device_uniforms(seed: int, k: int, device: torch.device) -> torch.Tensor:
+    """sklearn's k-means++ draws on ``device``, copied once: a copy from pageable host memory per
+    fit would wait for the device's queued work (a host synchronisation every epoch)."""
+    return torch.as_tensor(ref.kmeans_uniforms(seed, k), device=device)
+
+
 def _compiled_fit(x, lengths, k, max_iter, tol, reg_covar, init, seed) -> GMMResult:
     labels = resp = w = m = c = None
     if isinstance(init, torch.Tensor):
         resp = init.to(x.dtype).contiguous()
     elif init == "kmeans":
-        u = torch.as_tensor(ref.kmeans_uniforms(seed, k), device=x.device).expand(x.shape[0], -1)
+        u = _device_uniforms(seed, k, x.device).expand(x.shape[0], -1)
         labels = torch.ops.lnl.gmm_kmeans(x, lengths, u.contiguous(), k)
     elif init == "quantile":
         labels = ref.quantile_labels(x, lengths, k)
@@ -217,25 +228,33 @@ def gmm_fit(x: torch.Tensor, lengths: torch.Tensor | None = None, *, n_component
     Raises:
         ValueError: bad shapes, NaN/inf, lengths out of range, or a non-positive-definite covariance.
     """
+    # values=False: NaN/inf are the kernels' to find (status 2), the reference checks them itself
     lengths = check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, values=False)
     chosen, _ = choose_backend(x, n_components, backend)
-    if chosen == "cuda":
-        check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init)
     if chosen == "reference":
         return gmm_fit_reference(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,
                                  reg_covar=reg_covar, init=init, seed=seed)
     return _compiled_fit(x, lengths, n_components, max_iter, tol, reg_covar, init, seed)
 
 
-def _minmax(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def _minmax(x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-problem, per-column min-max normalisation, and Tensor[G, 1, D] bool of constant columns
+    (left on the device: a constant column becomes NaN, which the fit reports, so only a failed fit
+    reads it back)."""
+    if lengths is None:
+        lo, hi = x.amin(1, keepdim=True), x.amax(1, keepdim=True)
+        return (x - lo) / (hi - lo), hi == lo
     mask = ref.valid_mask(lengths, x.shape[1])[..., None]
     lo = torch.where(mask, x, torch.inf).amin(1, keepdim=True)
     hi = torch.where(mask, x, -torch.inf).amax(1, keepdim=True)
-    if bool((hi == lo).any()):
-        g, _, j = (hi == lo).nonzero()[0].tolist()
+    return torch.where(mask, (x - lo) / (hi - lo), torch.zeros_like(x)), hi == lo
+
+
+def _raise_if_constant(constant: torch.Tensor) -> None:
+    if bool(constant.any()):
+        g, _, j = constant.nonzero()[0].tolist()
         raise ValueError(f"gmm_clean_prob: problem {g}, column {j} is constant (max == min); min-max "
                          "normalisation is undefined (DivideMix would divide by zero)")
-    return torch.where(mask, (x - lo) / (hi - lo), torch.zeros_like(x))
 
 
 def gmm_clean_prob(losses: torch.Tensor, *, dims: int, clean: str | None = None, normalise: str = "minmax",
@@ -270,11 +289,18 @@ def gmm_clean_prob(losses: torch.Tensor, *, dims: int, clean: str | None = None,
         raise ValueError(f"gmm_clean_prob: clean={clean!r} must be in {CLEAN_RULES}, normalise={normalise!r} "
                          "in ('minmax', 'none')")
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
-    lengths = check_inputs(x, lengths, 2, max_iter, tol, reg_covar, init)
+    checked = check_inputs(x, lengths, 2, max_iter, tol, reg_covar, init, values=False)
+    lengths = None if lengths is None else checked  # None: gmm_fit skips the range check
+    constant = None
     if normalise == "minmax":
-        x = _minmax(x, lengths)
-    fit = gmm_fit(x, lengths, n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, init=init,
-                  seed=seed, backend=backend)
+        x, constant = _minmax(x, lengths)
+    try:
+        fit = gmm_fit(x, lengths, n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, init=init,
+                      seed=seed, backend=backend)
+    except ValueError:
+        if constant is not None:
+            _raise_if_constant(constant)  # the cause of the NaN the fit reported
+        raise
     if clean == "min_mean":
         if dims != 1:
             raise ValueError(f"gmm_clean_prob: clean='min_mean' needs dims=1, got dims={dims}")

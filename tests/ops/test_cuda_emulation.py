@@ -239,6 +239,28 @@ def test_gmm_em_not_positive_definite_status(emu):
     assert torch.equal(got[3], torch.zeros_like(got[3]))
 
 
+@pytest.mark.parametrize("n", [400, 20_000, 70_000])  # one block, a cluster, the multi-block path
+@pytest.mark.parametrize("init", ["labels", "given"])
+def test_gmm_em_reports_nan_and_inf(emu, n, init):
+    """x's NaN/inf are the kernels' to find (the Python layer reads nothing back before the result):
+    status 2, zero responsibilities, as the CPU kernel; a clean problem beside it is fitted."""
+    x, lengths = _mixtures(3, n, 1, torch.float64, seed=7)
+    x[0, n // 2, 0] = float("nan")
+    x[2, 5, 0] = float("inf")
+    x[1, n - 1, 0] = float("nan")  # padding (lengths[1] = n - 37): ignored
+    if init == "labels":
+        starts = ((x[..., 0] > 11.5).long(), None, None, None, None)
+    else:
+        starts = (None, None, torch.tensor([[0.5, 0.5]] * 3, dtype=torch.float64),
+                  torch.tensor([[[13.0], [10.0]]] * 3, dtype=torch.float64), torch.ones(3, 2, 1, 1, dtype=torch.float64))
+    args = (x, lengths, *starts, 2, 5, 1e-3, 1e-6)
+    got, want = emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args)
+    assert got[7].tolist() == want[7].tolist() == [2, 0, 2]
+    assert torch.equal(got[3][[0, 2]], torch.zeros_like(got[3][[0, 2]]))
+    assert got[5][[0, 2]].tolist() == [0, 0] and not got[6][[0, 2]].any()
+    _assert_gmm_close([t[1:2] for t in got], [t[1:2] for t in want], 1e-9)
+
+
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("k", [2, 3, 4])
 def test_gmm_kmeans_equals_cpu_kernel(emu, d, k):
@@ -249,11 +271,83 @@ def test_gmm_kmeans_equals_cpu_kernel(emu, d, k):
     assert torch.equal(got, want)
 
 
-def test_gmm_kmeans_one_large_problem(emu):
-    """k-means is one block per problem whatever N: 137 points per thread, uneven thread ranges."""
-    x, lengths = _mixtures(1, 70_001, 2, torch.float32, seed=5)
-    u = torch.as_tensor(gref.kmeans_uniforms(3, 2))[None].contiguous()
-    assert torch.equal(emu.gmm_kmeans(x, lengths, u, 2), torch.ops.lnl.gmm_kmeans(x, lengths, u, 2))
+@pytest.mark.parametrize("major", [8, 9])
+def test_gmm_kmeans_one_large_problem(emu, major):
+    """k-means is one team per problem whatever N: a block (137 points per thread, uneven thread
+    ranges) before sm_90, a cluster of 8 blocks from sm_90 (18 per thread, the search over blocks)."""
+    emu.set_device(*H100, major=major)
+    try:
+        x, lengths = _mixtures(1, 70_001, 2, torch.float32, seed=5)
+        u = torch.as_tensor(gref.kmeans_uniforms(3, 2))[None].contiguous()
+        emu.launches()
+        got = emu.gmm_kmeans(x, lengths, u, 2)
+        assert [launch[3] for launch in emu.launches()] == [8 if major == 9 else 1]
+        assert torch.equal(got, torch.ops.lnl.gmm_kmeans(x, lengths, u, 2))
+    finally:
+        emu.set_device(*H100)
+
+
+# (problems, points): which get a cluster of 8 blocks each on the emulated H100 (132 SMs)
+CLUSTER_ROUTES = [((1, 50_000), 8), ((2, 16_384), 8), ((3, 16_384), 1), ((1, 16_383), 1), ((1, 65_536), 8)]
+
+
+@pytest.mark.parametrize("shape,cluster", CLUSTER_ROUTES)
+def test_gmm_clusters_for_few_large_problems(emu, shape, cluster):
+    """A cluster per problem when the problems are few (every cluster has its 8 SMs at once: 2 on a
+    16-SM device) and large (>= 16,384 points); one block each otherwise (the multi-block path
+    takes EM above 65,536)."""
+    emu.set_device(16, H100[1])
+    try:
+        g, n = shape
+        x = torch.zeros(g, n, 1)
+        x[:, ::2] = 1.0
+        x[:, ::3] += 0.25  # three distinct values: k-means and EM stop after a few passes
+        lengths = torch.full((g,), n)
+        u = torch.as_tensor(gref.kmeans_uniforms(0, 2)).expand(g, -1).contiguous()
+        emu.launches()
+        labels = emu.gmm_kmeans(x, lengths, u, 2)
+        emu.gmm_em(x, lengths, labels, None, None, None, None, 2, 3, 1e-3, 1e-6)
+        launches = emu.launches()
+        assert [launch[3] for launch in launches] == [cluster, cluster]
+        assert [launch[0] for launch in launches] == [g * cluster] * 2
+    finally:
+        emu.set_device(*H100)
+
+
+@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("k", [2, 3])
+def test_gmm_kmeans_clusters_equal_cpu_kernel(emu, d, k):
+    """Clusters of 8 blocks (sm_90) sum over distributed shared memory; the k-means++ search spans
+    their blocks. Ragged problems padded with garbage."""
+    x, lengths = _mixtures(2, 17_000, d, torch.float64, seed=20 + k + d)
+    u = torch.as_tensor(gref.kmeans_uniforms(k + 1, k)).expand(2, -1).contiguous()
+    emu.launches()
+    got = emu.gmm_kmeans(x, lengths, u, k)
+    assert emu.launches()[0][3] == 8
+    assert torch.equal(got, torch.ops.lnl.gmm_kmeans(x, lengths, u, k))
+
+
+@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("init", ["labels", "resp", "given"])
+def test_gmm_em_clusters_equal_cpu_kernel(emu, d, init):
+    """EM on clusters of 8 blocks: every block takes the same M-steps from the same sums."""
+    x, lengths = _mixtures(2, 20_000, d, torch.float64, seed=30 + d)
+    gen = torch.Generator().manual_seed(d)
+    if init == "labels":
+        starts = (torch.randint(0, 3, (2, 20_000), generator=gen), None, None, None, None)
+    elif init == "resp":
+        resp = torch.softmax(torch.randn(2, 20_000, 3, generator=gen, dtype=torch.float64), -1)
+        starts = (None, resp, None, None, None)
+    else:
+        w = torch.tensor([[0.3, 0.3, 0.4]], dtype=torch.float64).expand(2, -1).contiguous()
+        means = torch.tensor([[13.0, 13.0], [10.0, 10.0], [11.0, 9.0]], dtype=torch.float64)[:, :d]
+        covs = torch.eye(d, dtype=torch.float64).expand(2, 3, d, d).contiguous()
+        starts = (None, None, w, means.expand(2, -1, -1).contiguous(), covs)
+    args = (x, lengths, *starts, 3, 30, 1e-3, 1e-6)
+    emu.launches()
+    got = emu.gmm_em(*args)
+    assert emu.launches()[-1][3] == 8
+    _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-9)
 
 
 # ------------------------------------------------------------------------------------------ PLR

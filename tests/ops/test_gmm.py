@@ -205,6 +205,32 @@ def test_degenerate_constant_vector_no_nan():
         gmm_clean_prob(x[0, :, 0], dims=1, backend="reference")
 
 
+@pytest.mark.parametrize("backend", ["reference", "cpu"])
+@pytest.mark.parametrize("batched", [False, True])
+def test_clean_prob_reads_constant_columns_only_when_the_fit_fails(backend, batched, monkeypatch):
+    """A constant column normalises to NaN; the fit reports it and only then is the constant test read
+    back, naming the column. A good fit through a kernel reads back only its status."""
+    if backend == "cpu" and not _ext.has_kernel("gmm_em", "CPU"):
+        pytest.skip("no CPU kernel")
+    losses = torch.from_numpy(synth_losses(400, 2, 11))
+    losses[:, 1] = 0.7
+    x, lengths = (torch.stack([losses.flip(0), losses]), torch.tensor([400, 300])) if batched else (losses, None)
+    with pytest.raises(ValueError, match="problem 0, column 1 is constant"):
+        gmm_clean_prob(x, dims=2, lengths=lengths, backend=backend)
+    if backend == "reference":
+        return  # it reads values back all along
+    reads = []  # the compiled path's Python layer is the same for the CPU and CUDA kernels
+    for name in ("any", "all"):  # every value check reduces with one of them
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _n=name, _r=real, **k:
+                            reads.append((_n, tuple(t.shape))) or _r(t, *a, **k))
+    good = torch.from_numpy(synth_losses(400, 2, 12))
+    prob = gmm_clean_prob(good, dims=2, backend=backend)
+    assert reads == [("any", (1,))]  # the fit's status, once
+    monkeypatch.undo()
+    assert prob.shape == (400,) and bool(torch.isfinite(prob).all())
+
+
 def test_degenerate_collapsed_component():
     """All initial mass on one component: sklearn keeps the empty one at mean 0, covariance reg."""
     x = synth_losses(500, 1, 6)

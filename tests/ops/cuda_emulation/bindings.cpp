@@ -20,13 +20,14 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels(const at::Tensor& quer
   return lnl::knn_labels_cuda(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk);
 }
 
-// The emulated device's SM count and opt-in shared memory per block (what launch shapes depend on).
-void set_device(int sms, int max_smem_optin) {
+// The emulated device's SM count, opt-in shared memory per block and compute capability (what
+// launch shapes depend on).
+void set_device(int sms, int max_smem_optin, int major) {
   TORCH_CHECK(max_smem_optin <= static_cast<int>(lnl_emu::kMaxDynamicSmem), "at most ", lnl_emu::kMaxDynamicSmem);
-  lnl_emu::device() = {sms, max_smem_optin};
+  lnl_emu::device() = {sms, max_smem_optin, major};
 }
 
-// (blocks, threads, dynamic shared bytes) of each launch since the last call.
+// (blocks, threads, dynamic shared bytes, blocks per cluster) of each launch since the last call.
 std::vector<std::vector<int64_t>> launches() {
   auto out = lnl_emu::launch_log();
   lnl_emu::launch_log().clear();
@@ -36,7 +37,7 @@ std::vector<std::vector<int64_t>> launches() {
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("set_device", &set_device);
+  m.def("set_device", &set_device, py::arg("sms"), py::arg("max_smem_optin"), py::arg("major") = 9);
   m.def("launches", &launches);
   m.def("knn_labels", &knn_labels);
   m.def("gmm_kmeans", &lnl::gmm_kmeans_cuda);

@@ -14,6 +14,11 @@
 // with 0xff for each block: dynamic shared memory before the block, each static __shared__
 // variable when the block first reaches its declaration. Launch checks mirror the driver's: block size <= 1024,
 // dynamic shared memory <= 48 KB unless raised by cudaFuncSetAttribute, <= 227 KB (H100).
+// Thread block clusters (sm_90; cudaLaunchKernelEx with a cluster dimension): a cluster's blocks run
+// interleaved on the one OS thread, each up to its next cluster.sync() (a barrier of every thread of
+// every block) in a shuffled order. A block's shared memory is saved when it stops and restored when
+// it runs again, so that map_shared_rank (distributed shared memory) reads and writes the other
+// block's own copy. A block that exits while the rest of its cluster waits at a barrier is an error.
 #pragma once
 
 #include <ucontext.h>
@@ -28,6 +33,7 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 struct dim3 {
@@ -53,7 +59,7 @@ constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 constexpr size_t kMaxDynamicSmem = 227 * 1024;
 constexpr size_t kDynamicSmemBytes = kMaxDynamicSmem;
 
-enum class State { kReady, kBlockBarrier, kWarpBarrier, kDone };
+enum class State { kReady, kBlockBarrier, kWarpBarrier, kClusterBarrier, kDone };
 
 struct Fiber {
   ucontext_t ctx;
@@ -69,10 +75,17 @@ struct Block {
   int current = -1;
   std::function<void()> body;
   std::string error;  // the first misuse a thread reported (thrown by launch after the block)
-  std::vector<const void*> poisoned;  // static __shared__ variables poisoned in this block
+  // static __shared__ variables (address, bytes) this block declared, and their values while it waits
+  std::vector<std::pair<void*, size_t>> poisoned;
+  std::vector<std::vector<unsigned char>> saved;
+  std::vector<unsigned char> saved_dynamic;
+  dim3 id;
+  unsigned rank = 0;  // in its cluster
 };
 
 inline thread_local Block* g_block = nullptr;
+inline thread_local std::vector<Block>* g_cluster = nullptr;  // the blocks of the running cluster
+inline thread_local size_t g_dynamic_bytes = 0;                // of the running launch
 alignas(128) inline thread_local unsigned char g_dynamic_smem[kDynamicSmemBytes];
 
 inline std::map<const void*, size_t>& smem_limits() {
@@ -89,13 +102,15 @@ inline uint64_t& launch_counter() {
 struct Device {
   int sms = 132;                  // an H100 SXM
   int max_smem_optin = 227 * 1024;
+  int major = 9;                  // compute capability: clusters need 9+
 };
 inline Device& device() {
   static Device d;
   return d;
 }
 
-// (blocks, threads per block, dynamic shared bytes) of each launch, for tests to see the shapes.
+// (blocks, threads per block, dynamic shared bytes, blocks per cluster) of each launch, for tests to
+// see the shapes.
 inline std::vector<std::vector<int64_t>>& launch_log() {
   static std::vector<std::vector<int64_t>> log;
   return log;
@@ -118,10 +133,31 @@ inline void fail(const std::string& what) {
 // (build.py adds the call after each declaration): a read before the first write sees NaN / -1,
 // as garbage on hardware, not the previous block's values. Every use follows the declaration.
 inline void poison_once(void* p, size_t bytes) {
-  auto& seen = g_block->poisoned;
-  if (std::find(seen.begin(), seen.end(), p) != seen.end()) return;
+  for (const auto& [q, n] : g_block->poisoned)
+    if (q == p) return;
   std::memset(p, 0xff, bytes);
-  seen.push_back(p);
+  g_block->poisoned.emplace_back(p, bytes);
+}
+
+// The address of `p` (shared memory of the running block) in block `rank` of its cluster: the
+// running block's own `p`, or the other block's saved copy (it waits at a barrier meanwhile).
+inline void* map_shared(const void* p, unsigned rank) {
+  auto* c = const_cast<unsigned char*>(static_cast<const unsigned char*>(p));
+  if (g_cluster == nullptr || rank >= g_cluster->size()) {
+    fail("map_shared_rank: rank " + std::to_string(rank) + " is outside the cluster");
+    return c;
+  }
+  if (rank == g_block->rank) return c;
+  Block& other = (*g_cluster)[rank];
+  if (std::all_of(other.fibers.begin(), other.fibers.end(), [](const Fiber& f) { return f.state == State::kDone; }))
+    fail("map_shared_rank: block " + std::to_string(rank) + " of the cluster has exited (its shared memory is gone)");
+  if (c >= g_dynamic_smem && c < g_dynamic_smem + g_dynamic_bytes) return other.saved_dynamic.data() + (c - g_dynamic_smem);
+  for (size_t i = 0; i < other.poisoned.size(); ++i) {
+    auto* base = static_cast<unsigned char*>(other.poisoned[i].first);
+    if (c >= base && c < base + other.poisoned[i].second) return other.saved[i].data() + (c - base);
+  }
+  fail("map_shared_rank: not shared memory that block " + std::to_string(rank) + " has declared");
+  return c;
 }
 
 inline void fiber_entry() {
@@ -134,6 +170,7 @@ inline const char* state_name(State s) {
     case State::kReady: return "ready";
     case State::kBlockBarrier: return "__syncthreads";
     case State::kWarpBarrier: return "warp barrier";
+    case State::kClusterBarrier: return "cluster.sync";
     default: return "exited";
   }
 }
@@ -190,13 +227,12 @@ inline void run_warp(Block& b, int base, dim3 block, std::mt19937& rng) {
   } while (release_warp(b, base));
 }
 
-// Warps run one at a time, each as far as it can go, in a random order: a warp reaches its next
-// __syncthreads before another starts, which exposes any read of another warp's writes that lacks
-// a barrier (lockstep execution would hide it).
-inline void run_block(Block& b, dim3 block, std::mt19937& rng) {
-  const int n = static_cast<int>(b.fibers.size());
-  for (int t = 0; t < n; ++t) {
-    Fiber& f = b.fibers[t];
+inline void start_block(Block& b, dim3 id, unsigned rank) {
+  b.id = id;
+  b.rank = rank;
+  b.poisoned.clear();
+  b.saved.clear();
+  for (Fiber& f : b.fibers) {
     f.state = State::kReady;
     getcontext(&f.ctx);
     f.ctx.uc_stack.ss_sp = f.stack.data();
@@ -204,28 +240,91 @@ inline void run_block(Block& b, dim3 block, std::mt19937& rng) {
     f.ctx.uc_link = &b.scheduler;
     makecontext(&f.ctx, fiber_entry, 0);
   }
+}
+
+inline std::string block_name(const Block& b) {
+  return "block (" + std::to_string(b.id.x) + ", " + std::to_string(b.id.y) + ")";
+}
+
+// Warps run one at a time, each as far as it can go, in a random order: a warp reaches its next
+// __syncthreads before another starts, which exposes any read of another warp's writes that lacks
+// a barrier (lockstep execution would hide it). Returns when every thread has exited or waits at
+// cluster.sync (the cluster's scheduler then runs the other blocks).
+inline void run_block(Block& b, dim3 block, std::mt19937& rng) {
+  const int n = static_cast<int>(b.fibers.size());
   std::vector<int> warps;
   for (int base = 0; base < n; base += 32) warps.push_back(base);
   for (;;) {
     std::shuffle(warps.begin(), warps.end(), rng);
     for (int base : warps) run_warp(b, base, block, rng);
-    int done = 0, at_barrier = 0;
-    for (const Fiber& f : b.fibers) done += f.state == State::kDone, at_barrier += f.state == State::kBlockBarrier;
-    if (done == n) return;
+    int done = 0, at_barrier = 0, at_cluster = 0;
+    for (const Fiber& f : b.fibers)
+      done += f.state == State::kDone, at_barrier += f.state == State::kBlockBarrier,
+          at_cluster += f.state == State::kClusterBarrier;
+    if (done == n || (at_cluster > 0 && done + at_cluster == n)) return;
     if (done + at_barrier == n) {
       for (Fiber& f : b.fibers)
         if (f.state == State::kBlockBarrier) f.state = State::kReady;
       continue;
     }
-    throw std::runtime_error("cuda emulation: deadlock in block (" + std::to_string(blockIdx.x) + ", " +
-                             std::to_string(blockIdx.y) + "): " + describe(b));
+    throw std::runtime_error("cuda emulation: deadlock in " + block_name(b) + ": " + describe(b));
+  }
+}
+
+// A waiting block's shared memory moves aside for the next block to run, and back before it runs.
+inline void park(Block& b) {
+  b.saved.resize(b.poisoned.size());
+  for (size_t i = 0; i < b.poisoned.size(); ++i) {
+    const auto* p = static_cast<const unsigned char*>(b.poisoned[i].first);
+    b.saved[i].assign(p, p + b.poisoned[i].second);
+  }
+  std::memcpy(b.saved_dynamic.data(), g_dynamic_smem, b.saved_dynamic.size());
+}
+
+inline void unpark(const Block& b) {
+  for (size_t i = 0; i < b.saved.size(); ++i) std::memcpy(b.poisoned[i].first, b.saved[i].data(), b.saved[i].size());
+  std::memcpy(g_dynamic_smem, b.saved_dynamic.data(), b.saved_dynamic.size());
+}
+
+// Runs one cluster (one block when not a cluster launch) to completion: its blocks in a shuffled
+// order, each up to its next cluster.sync, which releases when every thread of the cluster waits.
+inline void run_cluster(std::vector<Block>& bs, dim3 block, size_t smem, std::mt19937& rng) {
+  const bool many = bs.size() > 1;
+  for (Block& b : bs) b.saved_dynamic.assign(std::min(smem, kDynamicSmemBytes), 0xff);
+  if (!many) std::memset(g_dynamic_smem, 0xff, bs[0].saved_dynamic.size());
+  std::vector<size_t> order(bs.size());
+  for (size_t r = 0; r < order.size(); ++r) order[r] = r;
+  for (;;) {
+    std::shuffle(order.begin(), order.end(), rng);
+    for (size_t r : order) {
+      Block& b = bs[r];
+      if (std::none_of(b.fibers.begin(), b.fibers.end(), [](const Fiber& f) { return f.state == State::kReady; }))
+        continue;
+      if (many) unpark(b);
+      g_block = &b;
+      blockIdx = b.id;
+      run_block(b, block, rng);
+      if (many) park(b);
+      if (!b.error.empty()) throw std::runtime_error("cuda emulation: " + block_name(b) + ": " + b.error);
+    }
+    size_t done = 0, waiting = 0, threads = 0;
+    for (const Block& b : bs)
+      for (const Fiber& f : b.fibers) ++threads, done += f.state == State::kDone, waiting += f.state == State::kClusterBarrier;
+    if (done == threads) return;
+    if (done > 0)
+      throw std::runtime_error("cuda emulation: threads exited while the rest of their cluster waits at cluster.sync "
+                               "(every thread of every block must arrive; its shared memory may be read after exit)");
+    for (Block& b : bs)
+      for (Fiber& f : b.fibers) f.state = State::kReady;
   }
 }
 
 struct LaunchConfig {
   dim3 grid, block;
   size_t smem;
-  LaunchConfig(dim3 g, dim3 b, size_t s = 0, const void* /*stream*/ = nullptr) : grid(g), block(b), smem(s) {}
+  unsigned cluster = 1;  // blocks per cluster, along x
+  LaunchConfig(dim3 g, dim3 b, size_t s = 0, const void* /*stream*/ = nullptr, unsigned c = 1)
+      : grid(g), block(b), smem(s), cluster(c) {}
 };
 
 template <typename Kernel, typename... Args>
@@ -242,37 +341,44 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
     throw std::runtime_error("cuda emulation: " + std::to_string(cfg.smem) +
                              " bytes of dynamic shared memory over the kernel's limit of " + std::to_string(limit) +
                              " (device: " + std::to_string(device().max_smem_optin) + ")");
-  launch_log().push_back({int64_t(cfg.grid.x) * cfg.grid.y, int64_t(threads), int64_t(cfg.smem)});
-  Block b;
-  b.fibers.resize(threads);
-  for (Fiber& f : b.fibers) f.stack.resize(kStackBytes);
-  b.exchange.assign(threads, 0);
-  b.body = [=] { kernel(args...); };
+  const unsigned cs = cfg.cluster;
+  if (cs > 1 && device().major < 9)
+    throw std::runtime_error("cuda emulation: a cluster launch on a device of compute capability " +
+                             std::to_string(device().major) + " (clusters need 9.0)");
+  if (cs == 0 || cs > 8 || cfg.grid.x % cs != 0)
+    throw std::runtime_error("cuda emulation: cluster of " + std::to_string(cs) + " blocks for a grid of " +
+                             std::to_string(cfg.grid.x) + " (at most 8, dividing the grid)");
+  launch_log().push_back({int64_t(cfg.grid.x) * cfg.grid.y, int64_t(threads), int64_t(cfg.smem), int64_t(cs)});
+  std::vector<Block> bs(cs);
+  for (Block& b : bs) {
+    b.fibers.resize(threads);
+    for (Fiber& f : b.fibers) f.stack.resize(kStackBytes);
+    b.exchange.assign(threads, 0);
+    b.body = [=] { kernel(args...); };
+  }
   std::mt19937 rng(static_cast<uint32_t>(0x9e3779b9u * ++launch_counter()));
   Block* saved = g_block;
-  g_block = &b;
+  std::vector<Block>* saved_cluster = g_cluster;
+  const size_t saved_bytes = g_dynamic_bytes;
+  g_cluster = &bs;
+  g_dynamic_bytes = std::min(cfg.smem, kDynamicSmemBytes);
   blockDim = cfg.block;
   gridDim = cfg.grid;
-  // blocks in a shuffled order: a result must not depend on the order blocks run in
-  std::vector<dim3> blocks;
+  // clusters in a shuffled order: a result must not depend on the order blocks run in
+  std::vector<dim3> firsts;
   for (unsigned y = 0; y < cfg.grid.y; ++y)
-    for (unsigned x = 0; x < cfg.grid.x; ++x) blocks.emplace_back(x, y);
-  std::shuffle(blocks.begin(), blocks.end(), rng);
+    for (unsigned x = 0; x < cfg.grid.x; x += cs) firsts.emplace_back(x, y);
+  std::shuffle(firsts.begin(), firsts.end(), rng);
   try {
-    for (const dim3 id : blocks) {
-      blockIdx = id;
-      b.poisoned.clear();
-      std::memset(g_dynamic_smem, 0xff, std::min(cfg.smem, kDynamicSmemBytes));
-      run_block(b, cfg.block, rng);
-      if (!b.error.empty())
-        throw std::runtime_error("cuda emulation: block (" + std::to_string(id.x) + ", " +
-                                 std::to_string(id.y) + "): " + b.error);
+    for (const dim3 first : firsts) {
+      for (unsigned r = 0; r < cs; ++r) start_block(bs[r], dim3(first.x + r, first.y), r);
+      run_cluster(bs, cfg.block, cfg.smem, rng);
     }
   } catch (...) {
-    g_block = saved;
+    g_block = saved, g_cluster = saved_cluster, g_dynamic_bytes = saved_bytes;
     throw;
   }
-  g_block = saved;
+  g_block = saved, g_cluster = saved_cluster, g_dynamic_bytes = saved_bytes;
 }
 
 inline int linear_tid() { return static_cast<int>(threadIdx.x + threadIdx.y * blockDim.x); }
@@ -341,6 +447,7 @@ std::common_type_t<A, B> min(A a, B b) { return b < a ? b : a; }
 template <typename A, typename B>
 std::common_type_t<A, B> max(A a, B b) { return a < b ? b : a; }
 using std::fabs;
+using std::isfinite;
 using std::fmin;
 using std::fmax;
 using std::log;

@@ -11,7 +11,11 @@ struct CUstream_st;
 using cudaStream_t = CUstream_st*;
 enum cudaError_t { cudaSuccess = 0, cudaErrorInvalidValue = 1 };
 enum cudaFuncAttribute { cudaFuncAttributeMaxDynamicSharedMemorySize = 8 };
-enum cudaDeviceAttr { cudaDevAttrMultiProcessorCount = 16, cudaDevAttrMaxSharedMemoryPerBlockOptin = 97 };
+enum cudaDeviceAttr {
+  cudaDevAttrMultiProcessorCount = 16,
+  cudaDevAttrComputeCapabilityMajor = 75,
+  cudaDevAttrMaxSharedMemoryPerBlockOptin = 97
+};
 
 inline cudaError_t cudaGetDevice(int* device) {
   *device = 0;
@@ -19,7 +23,10 @@ inline cudaError_t cudaGetDevice(int* device) {
 }
 
 inline cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int /*device*/) {
-  *value = attr == cudaDevAttrMultiProcessorCount ? lnl_emu::device().sms : lnl_emu::device().max_smem_optin;
+  const lnl_emu::Device& d = lnl_emu::device();
+  *value = attr == cudaDevAttrMultiProcessorCount     ? d.sms
+           : attr == cudaDevAttrComputeCapabilityMajor ? d.major
+                                                       : d.max_smem_optin;
   return cudaSuccess;
 }
 
@@ -31,5 +38,42 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, int val
       value > lnl_emu::device().max_smem_optin)
     return cudaErrorInvalidValue;
   lnl_emu::smem_limits()[reinterpret_cast<const void*>(kernel)] = static_cast<size_t>(value);
+  return cudaSuccess;
+}
+
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+
+// cudaLaunchKernelEx with the one attribute lnl uses: a cluster dimension (along x).
+enum cudaLaunchAttributeID { cudaLaunchAttributeClusterDimension = 4 };
+union cudaLaunchAttributeValue {
+  struct {
+    unsigned x, y, z;
+  } clusterDim;
+  char pad[64];
+};
+struct cudaLaunchAttribute {
+  cudaLaunchAttributeID id;
+  cudaLaunchAttributeValue val;
+};
+struct cudaLaunchConfig_t {
+  dim3 gridDim, blockDim;
+  size_t dynamicSmemBytes;
+  cudaStream_t stream;
+  cudaLaunchAttribute* attrs;
+  unsigned numAttrs;
+};
+
+template <typename... Expected, typename... Actual>
+cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(Expected...), Actual&&... args) {
+  unsigned cluster = 1;
+  for (unsigned i = 0; i < config->numAttrs; ++i) {
+    const cudaLaunchAttribute& a = config->attrs[i];
+    if (a.id != cudaLaunchAttributeClusterDimension || a.val.clusterDim.y != 1 || a.val.clusterDim.z != 1)
+      return cudaErrorInvalidValue;
+    cluster = a.val.clusterDim.x;
+  }
+  lnl_emu::launch(lnl_emu::LaunchConfig(config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream,
+                                        cluster),
+                  kernel, Expected(std::forward<Actual>(args))...);
   return cudaSuccess;
 }
