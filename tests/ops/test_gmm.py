@@ -429,3 +429,28 @@ def test_cuda_multiblock_ragged_and_any_k_match_reference(k, d):
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernel")
 def test_cuda_kernel_matches_reference():
     _compare_backends("cuda", "cuda")
+
+
+@pytest.mark.parametrize("backend", _compiled_backends())
+@pytest.mark.parametrize("d", [1, 2])
+def test_compiled_few_large_problems_match_reference(backend, d):
+    """Two ragged problems of 50k points: on sm_90 k-means and EM each run a cluster of 8 blocks per
+    problem (DivideMix's and PLReMix's shape); a NaN is reported naming its problem."""
+    from lnl.ops import gmm_reference as ref
+
+    dev = "cuda" if backend == "cuda" else "cpu"
+    rng = np.random.default_rng(20 + d)
+    n = 50_000
+    x = torch.from_numpy(np.concatenate([rng.gamma(2, 0.1, (30_000, d)), rng.gamma(6, 0.3, (20_000, d))]))
+    xx = torch.stack([x[torch.randperm(n, generator=torch.Generator().manual_seed(d))], x.flip(0)])
+    lengths = torch.tensor([n, 41_000])
+    u = torch.as_tensor(ref.kmeans_uniforms(4, 2)).expand(2, -1).contiguous()
+    assert torch.equal(torch.ops.lnl.gmm_kmeans(xx.to(dev), lengths.to(dev), u.to(dev), 2).cpu(),
+                       ref.kmeans_labels(xx, lengths, 2, 4))
+    got = gmm_fit(xx.to(dev), lengths.to(dev), seed=4, backend=backend, **DIVIDEMIX)
+    want = gmm_fit_reference(xx, lengths, seed=4, **DIVIDEMIX)
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a.cpu(), b, atol=1e-7, rtol=1e-7)
+    xx[1, 40_000, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN or inf \\(problem 1\\)"):
+        gmm_fit(xx.to(dev), lengths.to(dev), seed=4, backend=backend, **DIVIDEMIX)
