@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
 import sys
@@ -84,12 +85,26 @@ def sklearn_proba(x: np.ndarray) -> np.ndarray:
 
 
 def backends() -> list[tuple[str, str]]:
+    """(name, device) pairs; on sm_90+ also "cuda-blocks": the CUDA kernels with thread block clusters
+    turned off (LNL_GMM_CLUSTERS=0), one block per problem, to measure what the clusters bring."""
     found = [("reference", "cpu")]
     for b, dev in (("cpu", "cpu"), ("cuda", "cuda")):
         probe = torch.zeros(1, 4, 1, device=dev if dev == "cpu" or torch.cuda.is_available() else "cpu")
         if not gmm_mod.not_supported_reasons(b, probe, 2):
             found.append((b, dev))
+    if ("cuda", "cuda") in found and torch.cuda.get_device_capability()[0] >= 9:
+        found.append(("cuda-blocks", "cuda"))
     return found
+
+
+def fit_resp(x: torch.Tensor, backend: str) -> torch.Tensor:
+    if backend != "cuda-blocks":
+        return gmm_fit(x, seed=0, backend=backend, **SETTINGS).resp
+    os.environ["LNL_GMM_CLUSTERS"] = "0"  # read by the launcher at every call
+    try:
+        return gmm_fit(x, seed=0, backend="cuda", **SETTINGS).resp
+    finally:
+        del os.environ["LNL_GMM_CLUSTERS"]
 
 
 def run_case(name: str, xs: np.ndarray, reps: int, sk_reps: int, full_per_class: bool) -> list[dict]:
@@ -104,8 +119,7 @@ def run_case(name: str, xs: np.ndarray, reps: int, sk_reps: int, full_per_class:
                  dp=0.0, agree=1.0)]
     for b, dev in backends():
         x = torch.from_numpy(xs).to(dev)
-        t, cpu, res = timed(lambda: gmm_fit(x, seed=0, backend=b, **SETTINGS).resp, reps if b != "reference" else
-                       max(3, reps // 3), dev)
+        t, cpu, res = timed(lambda: fit_resp(x, b), reps if b != "reference" else max(3, reps // 3), dev)
         p = res.cpu().numpy()
         rows.append(dict(case=name, backend=b, ms=t * 1e3, speedup=sk_t / t, cpu_ms=cpu * 1e3,
                          cpu_speedup=sk_cpu / cpu if dev == "cpu" else float("nan"),

@@ -12,7 +12,9 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
+#include <string>
 
 #include "gmm/gmm.h"
 #include "gmm/gmm_kernels.cuh"
@@ -30,8 +32,10 @@ constexpr int64_t kClusterMinN = 16384;  // below, a cluster's barriers cost mor
 
 // Whether G problems of N points run a cluster each rather than a block each: sm_90+, at least
 // kClusterMinN points, and few enough problems that every cluster has its SMs at once.
+// LNL_GMM_CLUSTERS=0 in the environment turns clusters off (benchmarks/bench_gmm.py compares).
 bool use_clusters(int64_t G, int64_t N) {
-  if (N < kClusterMinN) return false;
+  const char* env = std::getenv("LNL_GMM_CLUSTERS");
+  if (N < kClusterMinN || (env != nullptr && std::string(env) == "0")) return false;
   int dev = 0, major = 0, sms = 0;
   C10_CUDA_CHECK(cudaGetDevice(&dev));
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));

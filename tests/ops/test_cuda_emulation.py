@@ -314,6 +314,18 @@ def test_gmm_clusters_for_few_large_problems(emu, shape, cluster):
         emu.set_device(*H100)
 
 
+def test_gmm_clusters_off_by_environment(emu, monkeypatch):
+    """LNL_GMM_CLUSTERS=0 (what bench_gmm.py's cuda-blocks row sets) keeps one block per problem."""
+    x, lengths = _mixtures(1, 20_000, 1, torch.float64, seed=9)
+    u = torch.as_tensor(gref.kmeans_uniforms(0, 2))[None].contiguous()
+    for env, cluster in (("0", 1), ("1", 8)):
+        monkeypatch.setenv("LNL_GMM_CLUSTERS", env)
+        emu.launches()
+        labels = emu.gmm_kmeans(x, lengths, u, 2)
+        emu.gmm_em(x, lengths, labels, None, None, None, None, 2, 3, 1e-3, 1e-6)
+        assert [launch[3] for launch in emu.launches()] == [cluster, cluster]
+
+
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("k", [2, 3])
 def test_gmm_kmeans_clusters_equal_cpu_kernel(emu, d, k):
