@@ -14,7 +14,10 @@
 #include <algorithm>
 #include <cstdlib>
 #include <limits>
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "gmm/gmm.h"
 #include "gmm/gmm_kernels.cuh"
@@ -43,8 +46,27 @@ bool use_clusters(int64_t G, int64_t N) {
   return major >= 9 && G * kCluster <= sms;
 }
 
-// Launches `kernel` (a team kernel instantiated for kCluster) over G clusters of kCluster blocks.
-// False when the device cannot place such clusters (the caller launches one block per problem).
+// How many clusters of `kernel` the device holds at once: 0 when the loaded code has no clusters
+// (an sm_90+ GPU JIT-compiling compute_80 PTX gets the trapping stub) or none fits. Cached: the
+// occupancy query costs more than a launch.
+int max_active_clusters(const void* kernel, cudaLaunchConfig_t cfg) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> cache;
+  int dev = 0;
+  C10_CUDA_CHECK(cudaGetDevice(&dev));
+  const std::lock_guard<std::mutex> lock(mutex);
+  const auto key = std::make_pair(kernel, dev);
+  auto it = cache.find(key);
+  if (it != cache.end()) return it->second;
+  cudaFuncAttributes attr;
+  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
+  int fits = 0;
+  if (attr.ptxVersion >= 90) C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fits, kernel, &cfg));
+  return cache[key] = fits;
+}
+
+// Launches `kernel` (a team kernel instantiated for kCluster) over G clusters of kCluster blocks
+// when the device holds all G at once; false otherwise (the caller launches one block per problem).
 template <typename... Params, typename... Args>
 bool launch_clusters(void (*kernel)(Params...), int64_t G, cudaStream_t stream, Args... args) {
   cudaLaunchConfig_t cfg = {};
@@ -52,16 +74,16 @@ bool launch_clusters(void (*kernel)(Params...), int64_t G, cudaStream_t stream, 
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = stream;
-  cudaLaunchAttribute cluster;
+  cudaLaunchAttribute cluster = {};
   cluster.id = cudaLaunchAttributeClusterDimension;
   cluster.val.clusterDim.x = kCluster;
   cluster.val.clusterDim.y = 1;
   cluster.val.clusterDim.z = 1;
   cfg.attrs = &cluster;
   cfg.numAttrs = 1;
-  if (cudaLaunchKernelEx(&cfg, kernel, args...) == cudaSuccess) return true;
-  (void)cudaGetLastError();  // clear the launch error: the one-block launch follows
-  return false;
+  if (max_active_clusters(reinterpret_cast<const void*>(kernel), cfg) < G) return false;
+  C10_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
+  return true;
 }
 
 template <typename F>

@@ -326,9 +326,11 @@ __global__ void em_update_kernel(EmArgs<scalar_t> a, EmState st, int64_t G, int6
   const int64_t n = a.lengths[g];
   const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
   gmm::Model& m = st.models[g];
-  if (iter == 0 && st.not_finite[g]) {
+  if (iter == 0 && st.not_finite[g]) {  // em_store_kernel reads these, then writes status 2
     st.ok[g] = 0;
     st.active[g] = 0;
+    st.lb[g] = NAN;
+    a.n_iter[g] = 0, a.converged[g] = false;
     return;
   }
   if (iter == 0 && a.mode == 2) {

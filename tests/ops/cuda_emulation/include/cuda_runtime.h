@@ -77,3 +77,22 @@ cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(
                   kernel, Expected(std::forward<Actual>(args))...);
   return cudaSuccess;
 }
+
+// The loaded code's PTX version (the emulation compiles every path: as sm_90 on a 9.x device).
+struct cudaFuncAttributes {
+  int ptxVersion;
+  int binaryVersion;
+};
+inline cudaError_t cudaFuncGetAttributes(cudaFuncAttributes* attr, const void* /*kernel*/) {
+  attr->ptxVersion = attr->binaryVersion = 10 * lnl_emu::device().major;
+  return cudaSuccess;
+}
+
+// Clusters the emulated device holds at once: one block per SM.
+inline cudaError_t cudaOccupancyMaxActiveClusters(int* count, const void* /*kernel*/, const cudaLaunchConfig_t* config) {
+  unsigned cluster = 1;
+  for (unsigned i = 0; i < config->numAttrs; ++i)
+    if (config->attrs[i].id == cudaLaunchAttributeClusterDimension) cluster = config->attrs[i].val.clusterDim.x;
+  *count = lnl_emu::device().major >= 9 ? lnl_emu::device().sms / static_cast<int>(cluster) : 0;
+  return cudaSuccess;
+}
