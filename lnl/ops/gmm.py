@@ -32,7 +32,6 @@ range-checked first (one more), ``lengths=None`` needs no check.
 
 from __future__ import annotations
 
-import functools
 from typing import NamedTuple
 
 import torch
@@ -182,11 +181,12 @@ def choose_backend(x: torch.Tensor, n_components: int = 2, requested: str = "aut
     return _dispatch.choose(OP, requested, reasons, _dispatch.describe(x=x)), reasons
 
 
-@functools.lru_cache(maxsize=64)
 def _device_uniforms(seed: int, k: int, device: torch.device) -> torch.Tensor:
-    """sklearn's k-means++ draws on ``device``, copied once: a copy from pageable host memory per
-    fit would wait for the device's queued work (a host synchronisation every epoch)."""
-    return torch.as_tensor(ref.kmeans_uniforms(seed, k), device=device)
+    """sklearn's k-means++ draws on ``device``. To a GPU through pinned memory, without blocking: a copy
+    from pageable memory would wait for the device's queued work (the co-divide methods draw with a
+    new seed every epoch, so caching the copy would not help)."""
+    u = torch.as_tensor(ref.kmeans_uniforms(seed, k))
+    return u.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else u
 
 
 def _compiled_fit(x, lengths, k, max_iter, tol, reg_covar, init, seed) -> GMMResult:
