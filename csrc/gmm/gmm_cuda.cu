@@ -1,10 +1,11 @@
 // CUDA batched GMM EM and k-means init (specs/plremix_dividemix.md §11.1); device code in
-// gmm_kernels.cuh. Problems with N <= kSmallN run one team each for the whole fit (one launch): a
-// block, or on sm_90+ a cluster of kCluster blocks when the problems are few and large enough that
-// one SM each would leave the GPU idle (use_clusters: DivideMix's and PLReMix's one fit of 50k).
-// Larger problems split every pass over up to kMaxBlocks blocks per problem, with a per-problem
-// update kernel after each pass (2 launches per EM iteration, all queued without a host
-// synchronisation; finished problems return at once). k-means runs one team per problem whatever N.
+// gmm_kernels.cuh. Every fit is one launch of a team kernel, shaped by launch_teams:
+//  * one problem of more than kSmallN points: a cooperative launch of up to one block per
+//    kPointsPerBlock points (at most what the device holds at once), summing through global memory;
+//  * on sm_90, a few problems of kClusterMinN points or more: a thread block cluster of 8 blocks
+//    each (all clusters resident at once; the loaded code must have clusters);
+//  * otherwise one block per problem (per-class fits; several problems too large for clusters).
+// LNL_GMM_CLUSTERS=0 in the environment turns clusters off (benchmarks/bench_gmm.py compares).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -26,64 +27,120 @@ namespace lnl {
 namespace {
 
 using gmm_cuda::kThreads;
-constexpr int64_t kSmallN = 65536;
-constexpr int64_t kPointsPerBlock = 8192;
-constexpr int64_t kMaxBlocks = 1024;
-constexpr int kUpdateThreads = 128;
-constexpr int kCluster = 8;             // blocks per problem in a cluster: the portable maximum
-constexpr int64_t kClusterMinN = 16384;  // below, a cluster's barriers cost more than its SMs save
+constexpr int64_t kSmallN = 65536;          // above, one problem takes a cooperative grid
+constexpr int64_t kPointsPerBlock = 8192;   // a grid team's blocks: one per this many points
+constexpr int64_t kClusterMinN = 16384;     // below, a cluster's barriers cost more than its SMs save
+using BlockKind = std::integral_constant<int, gmm_cuda::kBlock>;
+using ClusterKind = std::integral_constant<int, gmm_cuda::kCluster>;
+using GridKind = std::integral_constant<int, gmm_cuda::kGrid>;
 
-// Whether G problems of N points run a cluster each rather than a block each: sm_90+, at least
-// kClusterMinN points, and few enough problems that every cluster has its SMs at once.
-// LNL_GMM_CLUSTERS=0 in the environment turns clusters off (benchmarks/bench_gmm.py compares).
-bool use_clusters(int64_t G, int64_t N) {
-  const char* env = std::getenv("LNL_GMM_CLUSTERS");
-  if (N < kClusterMinN || (env != nullptr && std::string(env) == "0")) return false;
-  int dev = 0, major = 0, sms = 0;
-  C10_CUDA_CHECK(cudaGetDevice(&dev));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev));
-  C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev));
-  return major >= 9 && G * kCluster <= sms;
-}
-
-// How many clusters of `kernel` the device holds at once: 0 when the loaded code has no clusters
-// (an sm_90+ GPU JIT-compiling compute_80 PTX gets the trapping stub) or none fits. Cached: the
-// occupancy query costs more than a launch.
-int max_active_clusters(const void* kernel, cudaLaunchConfig_t cfg) {
-  static std::mutex mutex;
-  static std::map<std::pair<const void*, int>, int> cache;
+int current_device() {
   int dev = 0;
   C10_CUDA_CHECK(cudaGetDevice(&dev));
-  const std::lock_guard<std::mutex> lock(mutex);
-  const auto key = std::make_pair(kernel, dev);
-  auto it = cache.find(key);
-  if (it != cache.end()) return it->second;
-  cudaFuncAttributes attr;
-  C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, kernel));
-  int fits = 0;
-  if (attr.ptxVersion >= 90) C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&fits, kernel, &cfg));
-  return cache[key] = fits;
+  return dev;
 }
 
-// Launches `kernel` (a team kernel instantiated for kCluster) over G clusters of kCluster blocks
-// when the device holds all G at once; false otherwise (the caller launches one block per problem).
-template <typename... Params, typename... Args>
-bool launch_clusters(void (*kernel)(Params...), int64_t G, cudaStream_t stream, Args... args) {
+int device_attribute(cudaDeviceAttr attr) {
+  int value = 0;
+  C10_CUDA_CHECK(cudaDeviceGetAttribute(&value, attr, current_device()));
+  return value;
+}
+
+// A per-(kernel, device) value computed once: the occupancy queries cost more than a launch.
+template <typename F>
+int cached(const void* kernel, const F& compute) {
+  static std::mutex mutex;
+  static std::map<std::pair<const void*, int>, int> cache;
+  const auto key = std::make_pair(kernel, current_device());
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto it = cache.find(key);
+  return it != cache.end() ? it->second : cache[key] = compute();
+}
+
+cudaLaunchConfig_t team_config(int64_t blocks, cudaStream_t stream, cudaLaunchAttribute* attr) {
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3(static_cast<unsigned>(G * kCluster));
+  cfg.gridDim = dim3(static_cast<unsigned>(blocks));
   cfg.blockDim = dim3(kThreads);
   cfg.dynamicSmemBytes = 0;
   cfg.stream = stream;
-  cudaLaunchAttribute cluster = {};
-  cluster.id = cudaLaunchAttributeClusterDimension;
-  cluster.val.clusterDim.x = kCluster;
-  cluster.val.clusterDim.y = 1;
-  cluster.val.clusterDim.z = 1;
-  cfg.attrs = &cluster;
+  cfg.attrs = attr;
   cfg.numAttrs = 1;
-  if (max_active_clusters(reinterpret_cast<const void*>(kernel), cfg) < G) return false;
-  C10_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args...));
-  return true;
+  return cfg;
+}
+
+// Blocks one problem of N points gets in a cooperative launch: one per kPointsPerBlock points, at
+// most as many as the device holds at once (a grid barrier needs them all resident).
+template <typename... Params>
+int grid_blocks(void (*kernel)(Params...), int64_t N) {
+  const void* k = reinterpret_cast<const void*>(kernel);
+  const int per_sm = cached(k, [&] {
+    int n = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&n, k, kThreads, 0));
+    return n;
+  });
+  const int64_t resident = int64_t(per_sm) * device_attribute(cudaDevAttrMultiProcessorCount);
+  return static_cast<int>(std::min(resident, (N + kPointsPerBlock - 1) / kPointsPerBlock));
+}
+
+// Whether G problems of N points run a cluster each: sm_90+, at least kClusterMinN points, the
+// loaded code has clusters (PTX >= 9.0: an sm_90 GPU JIT-compiling compute_80 PTX gets the trapping
+// stub) and the device holds all G clusters at once.
+template <typename... Params>
+bool clusters_fit(void (*kernel)(Params...), int64_t G, int64_t N, cudaStream_t stream) {
+  const char* env = std::getenv("LNL_GMM_CLUSTERS");
+  if (N < kClusterMinN || (env != nullptr && std::string(env) == "0")) return false;
+  if (device_attribute(cudaDevAttrComputeCapabilityMajor) < 9 ||
+      G * gmm_cuda::kClusterBlocks > device_attribute(cudaDevAttrMultiProcessorCount))
+    return false;
+  const void* k = reinterpret_cast<const void*>(kernel);
+  const int resident = cached(k, [&] {
+    cudaFuncAttributes attr;
+    C10_CUDA_CHECK(cudaFuncGetAttributes(&attr, k));
+    if (attr.ptxVersion < 90) return 0;
+    cudaLaunchAttribute cluster = {};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = gmm_cuda::kClusterBlocks;
+    cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+    const cudaLaunchConfig_t cfg = team_config(gmm_cuda::kClusterBlocks, stream, &cluster);
+    int n = 0;
+    C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, k, &cfg));
+    return n;
+  });
+  return resident >= G;
+}
+
+// Launches one fit per problem (G problems of N points) in the shape the module comment describes.
+// kernel_for(kind) is the team kernel for that kind; args are its arguments before the team's
+// (blocks per problem, global exchange).
+template <typename KernelFor, typename... Args>
+void launch_teams(const KernelFor& kernel_for, int64_t G, int64_t N, const at::Tensor& x, cudaStream_t stream,
+                  Args... args) {
+  if (G == 1 && N > kSmallN) {
+    const auto kernel = kernel_for(GridKind{});
+    const int blocks = grid_blocks(kernel, N);
+    if (blocks >= 2) {
+      at::Tensor xch = at::empty({2 * blocks * gmm_cuda::kMaxTeamSum}, x.options().dtype(at::kDouble));
+      cudaLaunchAttribute coop = {};
+      coop.id = cudaLaunchAttributeCooperative;
+      coop.val.cooperative = 1;
+      const cudaLaunchConfig_t cfg = team_config(blocks, stream, &coop);
+      C10_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args..., blocks, xch.data_ptr<double>()));
+      return;
+    }
+  }
+  const auto cluster_kernel = kernel_for(ClusterKind{});
+  if (clusters_fit(cluster_kernel, G, N, stream)) {
+    cudaLaunchAttribute cluster = {};
+    cluster.id = cudaLaunchAttributeClusterDimension;
+    cluster.val.clusterDim.x = gmm_cuda::kClusterBlocks;
+    cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
+    const cudaLaunchConfig_t cfg = team_config(G * gmm_cuda::kClusterBlocks, stream, &cluster);
+    C10_CUDA_CHECK(cudaLaunchKernelEx(&cfg, cluster_kernel, args..., 0, static_cast<double*>(nullptr)));
+    return;
+  }
+  const auto block_kernel = kernel_for(BlockKind{});
+  block_kernel<<<G, kThreads, 0, stream>>>(args..., 0, static_cast<double*>(nullptr));
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
 
 template <typename F>
@@ -124,44 +181,6 @@ gmm_cuda::EmArgs<scalar_t> make_args(const at::Tensor& x, const at::Tensor& len,
   return a;
 }
 
-// The multi-block path: state buffers on the device, 2 launches per EM iteration.
-template <typename scalar_t, int D>
-void em_multiblock(const gmm_cuda::EmArgs<scalar_t>& a, int64_t G, const at::Tensor& x,
-                   cudaStream_t stream) {
-  const int blocks = static_cast<int>(std::min(kMaxBlocks, (a.N + kPointsPerBlock - 1) / kPointsPerBlock));
-  const auto dopt = x.options().dtype(at::kDouble);
-  const int64_t model_doubles = sizeof(gmm::Model) / sizeof(double);
-  at::Tensor models = at::empty({G, model_doubles}, dopt);
-  at::Tensor lb = at::empty({G}, dopt);
-  at::Tensor active = at::ones({G}, x.options().dtype(at::kInt));
-  at::Tensor ok = at::ones({G}, x.options().dtype(at::kInt));
-  at::Tensor not_finite = at::zeros({G}, x.options().dtype(at::kInt));
-  at::Tensor partial = at::empty({G, blocks, gmm::kNumStats}, dopt);
-  gmm_cuda::EmState st{reinterpret_cast<gmm::Model*>(models.data_ptr<double>()), lb.data_ptr<double>(),
-                       active.data_ptr<int>(), ok.data_ptr<int>(), not_finite.data_ptr<int>(),
-                       partial.data_ptr<double>(), blocks};
-  const dim3 grid(static_cast<unsigned>(G), blocks);  // problems on x: no 65535 cap
-  const int upd = static_cast<int>((G + kUpdateThreads - 1) / kUpdateThreads);
-  gmm_cuda::em_finite_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  if (a.mode != 2) {
-    gmm_cuda::em_partial_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st, 1);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  gmm_cuda::em_update_kernel<scalar_t, D><<<upd, kUpdateThreads, 0, stream>>>(a, st, G, 0);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  for (int64_t it = 1; it <= a.max_iter; ++it) {
-    gmm_cuda::em_partial_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st, 0);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-    gmm_cuda::em_update_kernel<scalar_t, D><<<upd, kUpdateThreads, 0, stream>>>(a, st, G, it);
-    C10_CUDA_KERNEL_LAUNCH_CHECK();
-  }
-  gmm_cuda::em_resp_kernel<scalar_t, D><<<grid, kThreads, 0, stream>>>(a, st);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-  gmm_cuda::em_store_kernel<scalar_t, D><<<upd, kUpdateThreads, 0, stream>>>(a, st, G);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
-}
-
 }  // namespace
 
 at::Tensor gmm_kmeans_cuda(const at::Tensor& x_in, const at::Tensor& lengths, const at::Tensor& uniforms,
@@ -176,16 +195,9 @@ at::Tensor gmm_kmeans_cuda(const at::Tensor& x_in, const at::Tensor& lengths, co
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_kmeans_cuda", [&] {
     dispatch_d(x.size(2), [&](auto dc) {
       constexpr int D = decltype(dc)::value;
-      const scalar_t* xp = x.data_ptr<scalar_t>();
-      const int64_t* lp = len.data_ptr<int64_t>();
-      const double* up = u.data_ptr<double>();
-      int64_t* out = labels.data_ptr<int64_t>();
-      const int K = static_cast<int>(n_components);
-      if (use_clusters(G, N) && launch_clusters(gmm_cuda::kmeans_team_kernel<scalar_t, D, kCluster>, G, stream, xp,
-                                                lp, up, u.size(1), out, N, K))
-        return;
-      gmm_cuda::kmeans_team_kernel<scalar_t, D, 1><<<G, kThreads, 0, stream>>>(xp, lp, up, u.size(1), out, N, K);
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
+      const auto kernel_for = [](auto kind) { return &gmm_cuda::kmeans_team_kernel<scalar_t, D, decltype(kind)::value>; };
+      launch_teams(kernel_for, G, N, x, stream, x.data_ptr<scalar_t>(), len.data_ptr<int64_t>(), u.data_ptr<double>(),
+                   u.size(1), labels.data_ptr<int64_t>(), N, static_cast<int>(n_components));
     });
   });
   return labels;
@@ -218,14 +230,8 @@ GmmOut gmm_em_cuda(const at::Tensor& x_in, const at::Tensor& lengths,
       const auto a = make_args<scalar_t>(x, len, init, mode, out, K, max_iter, tol, reg_covar);
       dispatch_d(D, [&](auto dc) {
         constexpr int DD = decltype(dc)::value;
-        if (N <= kSmallN) {
-          if (use_clusters(G, N) && launch_clusters(gmm_cuda::em_team_kernel<scalar_t, DD, kCluster>, G, stream, a))
-            return;
-          gmm_cuda::em_team_kernel<scalar_t, DD, 1><<<G, kThreads, 0, stream>>>(a);
-          C10_CUDA_KERNEL_LAUNCH_CHECK();
-        } else {
-          em_multiblock<scalar_t, DD>(a, G, x, stream);
-        }
+        const auto kernel_for = [](auto kind) { return &gmm_cuda::em_team_kernel<scalar_t, DD, decltype(kind)::value>; };
+        launch_teams(kernel_for, G, N, x, stream, a);
       });
     });
   }

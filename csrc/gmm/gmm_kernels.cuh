@@ -1,10 +1,10 @@
 // Device code of the CUDA GMM EM and k-means init (included by gmm_cuda.cu only).
-// A team per problem keeps the problem's whole EM loop (or k-means) in one launch: one block (small
-// N: per-class fits), or on sm_90+ a cluster of blocks on as many SMs that sum over distributed
-// shared memory (one large problem, e.g. DivideMix's 50k losses, which one SM would take ~8x longer
-// over). The multi-block path splits a larger problem's points over many blocks per pass and
-// finishes each M-step in a one-thread-per-problem kernel, so nothing returns to the host until the
-// result. Statistics are float64 and reduced in a fixed order (deterministic for a given grid).
+// A team of blocks per problem runs the problem's whole EM loop (or k-means) in one launch, so
+// nothing returns to the host until the result: one block (small N: per-class fits), a thread block
+// cluster on sm_90 summing over distributed shared memory (a few problems of 16k-64k points, e.g.
+// DivideMix's 50k losses, which one SM would take ~8x longer over), or the blocks of a cooperative
+// launch summing through global memory (larger problems, up to every SM). Statistics are float64
+// and reduced in a fixed order (deterministic for a given launch shape).
 #pragma once
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -82,59 +82,126 @@ __device__ void block_sum(double (&v)[NV], double* smem) {
   __syncthreads();
 }
 
-// The threads that run one problem: one block (C = 1) or a cluster of C blocks (grid x = problems
-// x C, cluster dims (C, 1, 1), so a block's rank is blockIdx.x % C). Every block of a cluster gets
-// the same sums added in the same order, so each takes the same M-steps and stops at the same
-// iteration with no broadcast.
-template <int C>
+// The threads that run one problem, a team of blocks that sum their statistics together:
+//  * kBlock: one block (small problems: per-class fits);
+//  * kCluster: a thread block cluster of kClusterBlocks blocks (sm_90; cluster dims (8, 1, 1)), summing
+//    over distributed shared memory with cluster.sync() (few problems of 16k-64k points);
+//  * kGrid: `blocks` blocks of a cooperative launch, summing through global memory with grid.sync()
+//    (one larger problem: the whole fit in one launch however many iterations it takes; one only,
+//    because grid.sync() waits for every block and problems stop at different iterations).
+// Grid x = problems x blocks per problem, so a block's rank is blockIdx.x % blocks. Every block of a
+// team gets the same sums added in the same order, so each takes the same M-steps and stops at the
+// same iteration with no broadcast.
+enum TeamKind { kBlock, kCluster, kGrid };
+constexpr int kClusterBlocks = 8;
+
+template <int Kind>
 struct Team {
-  static constexpr int kSize = C * kThreads;
-  int rank;
-  int parity = 0;  // the exchange slot the next sum uses: two slots need one cluster barrier per sum
-  __device__ Team() : rank(static_cast<int>(blockIdx.x % C)) {}
-  __device__ int64_t problem() const { return blockIdx.x / C; }
+  int blocks, rank;
+  int parity = 0;         // the exchange slot the next sum uses: two slots need one barrier per sum
+  double* global_xch;     // kGrid: [G][2][blocks][kMaxTeamSum]
+  __device__ Team(int grid_blocks, double* gx)
+      : blocks(Kind == kBlock ? 1 : Kind == kCluster ? kClusterBlocks : grid_blocks),
+        rank(static_cast<int>(blockIdx.x % blocks)),
+        global_xch(gx) {}
+  __device__ int64_t problem() const { return blockIdx.x / blocks; }
   __device__ int64_t thread() const { return int64_t(rank) * kThreads + threadIdx.x; }
+  __device__ int64_t size() const { return int64_t(blocks) * kThreads; }
 };
 
-// Sums v over the team (every thread gets the totals): the block's sum, then, in a cluster, the
-// blocks' totals read over distributed shared memory in rank order. xch: __shared__ [2][kMaxTeamSum].
-// A block writes slot p at sums s and s + 2; every reader of sum s is done before it reaches the
-// barrier of sum s + 1, which the writer passes first.
-template <int C, int NV>
-__device__ void team_sum(Team<C>& team, double (&v)[NV], double* smem, double (*xch)[kMaxTeamSum]) {
-  static_assert(NV <= kMaxTeamSum, "team sums exchange at most kMaxTeamSum doubles");
-  block_sum(v, smem);
-  if constexpr (C > 1) {
+// The team's barrier: every thread of every block (memory written before it is visible after it).
+template <int Kind>
+__device__ void team_barrier() {
+  if constexpr (Kind == kCluster) {
 #if LNL_GMM_CLUSTERS
-    const cooperative_groups::cluster_group cluster = cooperative_groups::this_cluster();
-    double* slot = xch[team.parity];
-    team.parity ^= 1;
-    if (threadIdx.x == 0)
-      for (int j = 0; j < NV; ++j) slot[j] = v[j];
-    cluster.sync();
-    if (threadIdx.x < NV) {
-      double total = 0;
-      for (int r = 0; r < C; ++r) total += cluster.map_shared_rank(slot, r)[threadIdx.x];
-      smem[threadIdx.x] = total;
-    }
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < NV; ++j) v[j] = smem[j];
-    __syncthreads();
+    cooperative_groups::this_cluster().sync();
 #else
-    __trap();
+    __trap();  // never launched: gmm_cuda.cu asks for PTX >= 9.0
+#endif
+  } else if constexpr (Kind == kGrid) {
+    cooperative_groups::this_grid().sync();
+  } else {
+    __syncthreads();
+  }
+}
+
+// This block's exchange slot for the team's current sum, and block r's (xch: __shared__
+// [2][kMaxTeamSum], the cluster's; the grid's slots are in global memory).
+template <int Kind>
+__device__ double* my_slot(const Team<Kind>& team, double (*xch)[kMaxTeamSum]) {
+  if constexpr (Kind == kGrid)
+    return team.global_xch + ((team.problem() * 2 + team.parity) * team.blocks + team.rank) * kMaxTeamSum;
+  return xch[team.parity];
+}
+
+template <int Kind>
+__device__ double peer_value(const Team<Kind>& team, double (*xch)[kMaxTeamSum], int r, int j) {
+  if constexpr (Kind == kGrid) {
+    const double* slot = team.global_xch + ((team.problem() * 2 + team.parity) * team.blocks + r) * kMaxTeamSum;
+    return __ldcg(slot + j);  // from L2: another SM wrote it
+  } else {
+#if LNL_GMM_CLUSTERS
+    return cooperative_groups::this_cluster().map_shared_rank(xch[team.parity], r)[j];
+#else
+    return 0.0;
 #endif
   }
 }
 
-// A block must not exit while its cluster may still read its exchange slots.
-template <int C>
-__device__ void team_end(const Team<C>&) {
-  if constexpr (C > 1) {
-#if LNL_GMM_CLUSTERS
-    cooperative_groups::this_cluster().sync();
-#endif
+// Sums v over the team (every thread gets the totals): the block's sum, then the blocks' totals in
+// rank order. A block writes slot p at sums s and s + 2; every reader of sum s is done before it
+// reaches the barrier of sum s + 1, which the writer passes first.
+template <int Kind, int NV>
+__device__ void team_sum(Team<Kind>& team, double (&v)[NV], double* smem, double (*xch)[kMaxTeamSum]) {
+  static_assert(NV <= kMaxTeamSum, "team sums exchange at most kMaxTeamSum doubles");
+  block_sum(v, smem);
+  if constexpr (Kind != kBlock) {
+    double* slot = my_slot(team, xch);
+    if (threadIdx.x == 0)
+      for (int j = 0; j < NV; ++j) slot[j] = v[j];
+    team_barrier<Kind>();
+    if (threadIdx.x < NV) {
+      double total = 0;
+      for (int r = 0; r < team.blocks; ++r) total += peer_value(team, xch, r, threadIdx.x);
+      smem[threadIdx.x] = total;
+    }
+    team.parity ^= 1;
+    __syncthreads();
+#pragma unroll
+    for (int j = 0; j < NV; ++j) v[j] = smem[j];
+    __syncthreads();
   }
+}
+
+// Where this block's value starts in the team's running sum of the blocks' values (rank order),
+// and the total: exact sums in the same order for every block, so that block r's end is block
+// r + 1's start to the bit. value: thread 0's.
+template <int Kind>
+__device__ void team_prefix(Team<Kind>& team, double value, double* smem, double (*xch)[kMaxTeamSum],
+                            double& offset, double& total) {
+  offset = 0, total = value;
+  if constexpr (Kind != kBlock) {
+    if (threadIdx.x == 0) my_slot(team, xch)[0] = value;
+    team_barrier<Kind>();
+    if (threadIdx.x == 0) {
+      double run = 0, mine = 0;
+      for (int r = 0; r < team.blocks; ++r) {
+        if (r == team.rank) mine = run;
+        run += peer_value(team, xch, r, 0);
+      }
+      smem[0] = mine, smem[1] = run;
+    }
+    team.parity ^= 1;
+    __syncthreads();
+    offset = smem[0], total = smem[1];
+    __syncthreads();
+  }
+}
+
+// A cluster's block must not exit while the others may still read its exchange slots.
+template <int Kind>
+__device__ void team_end(const Team<Kind>&) {
+  if constexpr (Kind == kCluster) team_barrier<Kind>();
 }
 
 template <typename scalar_t, int D>
@@ -227,14 +294,14 @@ __device__ void store_outputs(const EmArgs<scalar_t>& a, int64_t g, const gmm::M
 }
 
 // Small problems: one team runs one problem's whole EM (init M-step, iterations, final E-step).
-template <typename scalar_t, int D, int C>
-__global__ void __launch_bounds__(kThreads) em_team_kernel(EmArgs<scalar_t> a) {
+template <typename scalar_t, int D, int Kind>
+__global__ void __launch_bounds__(kThreads) em_team_kernel(EmArgs<scalar_t> a, int grid_blocks, double* global_xch) {
   __shared__ gmm::Model model;
   __shared__ double smem[kWarps * kNumStats];
   __shared__ double xch[2][kMaxTeamSum];
   __shared__ int s_stop, s_ok;
-  Team<C> team;
-  const int64_t g = team.problem(), n = a.lengths[g], first = team.thread(), step = Team<C>::kSize;
+  Team<Kind> team(grid_blocks, global_xch);
+  const int64_t g = team.problem(), n = a.lengths[g], first = team.thread(), step = team.size();
   double bad[1] = {count_not_finite<scalar_t, D>(a, g, first, n, step)};
   team_sum(team, bad, smem, xch);
   if (bad[0] > 0) {  // uniform over the team: every block got the same sum
@@ -277,105 +344,6 @@ __global__ void __launch_bounds__(kThreads) em_team_kernel(EmArgs<scalar_t> a) {
   team_end(team);
 }
 
-// ---- multi-block path: per-pass partial statistics, then a per-problem update ----
-
-struct EmState {
-  gmm::Model* models;  // [G]
-  double* lb;          // [G]
-  int* active;         // [G]: 1 while EM runs
-  int* ok;             // [G]
-  int* not_finite;     // [G]: 1 when x has NaN/inf (em_finite_kernel)
-  double* partial;     // [G, blocks, kNumStats]
-  int blocks;
-};
-
-template <typename scalar_t, int D>
-__global__ void __launch_bounds__(kThreads) em_partial_kernel(EmArgs<scalar_t> a, EmState st, int init) {
-  __shared__ double smem[kWarps * kNumStats];
-  // grid (G, blocks): problems on x (up to 2^31 - 1), a problem's blocks on y (at most kMaxBlocks)
-  const int64_t g = blockIdx.x, b = blockIdx.y, n = a.lengths[g];
-  if (!st.active[g]) return;  // uniform over the block
-  const int64_t per = (a.N + st.blocks - 1) / st.blocks;
-  const int64_t lo = b * per, hi = min(n, lo + per);
-  const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
-  double s[kNumStats];
-  for (int j = 0; j < kNumStats; ++j) s[j] = 0;
-  stats_range<scalar_t, D>(a, g, st.models[g], init, lo + threadIdx.x, hi, kThreads, shift, s);
-  block_sum(s, smem);
-  if (threadIdx.x == 0)
-    for (int j = 0; j < kNumStats; ++j) st.partial[(g * st.blocks + b) * kNumStats + j] = s[j];
-}
-
-// Flags the problems whose x has NaN/inf (grid as em_partial_kernel; not_finite starts at 0).
-template <typename scalar_t, int D>
-__global__ void __launch_bounds__(kThreads) em_finite_kernel(EmArgs<scalar_t> a, EmState st) {
-  __shared__ double smem[kWarps];
-  const int64_t g = blockIdx.x, b = blockIdx.y, n = a.lengths[g];
-  const int64_t per = (a.N + st.blocks - 1) / st.blocks;
-  const int64_t lo = b * per, hi = min(n, lo + per);
-  double bad[1] = {count_not_finite<scalar_t, D>(a, g, lo + threadIdx.x, hi, kThreads)};
-  block_sum(bad, smem);
-  if (threadIdx.x == 0 && bad[0] > 0) atomicAdd(&st.not_finite[g], 1);
-}
-
-// One thread per problem: initial state (iter = 0) or one M-step + the convergence test.
-template <typename scalar_t, int D>
-__global__ void em_update_kernel(EmArgs<scalar_t> a, EmState st, int64_t G, int64_t iter) {
-  const int64_t g = blockIdx.x * blockDim.x + threadIdx.x;
-  if (g >= G || !st.active[g]) return;
-  const int64_t n = a.lengths[g];
-  const double shift[2] = {double(a.x[g * a.N * D]), D == 2 ? double(a.x[g * a.N * D + 1]) : 0.0};
-  gmm::Model& m = st.models[g];
-  if (iter == 0 && st.not_finite[g]) {  // em_store_kernel reads these, then writes status 2
-    st.ok[g] = 0;
-    st.active[g] = 0;
-    st.lb[g] = NAN;
-    a.n_iter[g] = 0, a.converged[g] = false;
-    return;
-  }
-  if (iter == 0 && a.mode == 2) {
-    st.ok[g] = load_given<scalar_t, D>(a, g, m);
-    st.lb[g] = -INFINITY;
-    a.n_iter[g] = 0, a.converged[g] = false;
-    st.active[g] = st.ok[g];
-    return;
-  }
-  double s[kNumStats];
-  for (int j = 0; j < kNumStats; ++j) s[j] = 0;
-  for (int b = 0; b < st.blocks; ++b)
-    for (int j = 0; j < kNumStats; ++j) s[j] += st.partial[(g * st.blocks + b) * kNumStats + j];
-  const bool ok = gmm::m_step(s, shift, a.K, D, double(n), a.reg, a.eps10, iter == 0, m);
-  st.ok[g] = ok;
-  if (iter == 0) {
-    st.lb[g] = -INFINITY;
-    a.n_iter[g] = 0, a.converged[g] = false;
-    st.active[g] = ok;
-    return;
-  }
-  const double next = s[kNumStats - 1] / double(n);
-  const bool conv = fabs(next - st.lb[g]) < a.tol;
-  st.lb[g] = next;
-  a.n_iter[g] = iter;
-  a.converged[g] = conv;
-  st.active[g] = ok && !conv;
-}
-
-template <typename scalar_t, int D>
-__global__ void __launch_bounds__(kThreads) em_resp_kernel(EmArgs<scalar_t> a, EmState st) {
-  const int64_t g = blockIdx.x, n = a.lengths[g];
-  const int64_t per = (a.N + gridDim.y - 1) / gridDim.y;
-  const int64_t lo = blockIdx.y * per, hi = min(a.N, lo + per);
-  resp_range<scalar_t, D>(a, g, st.models[g], st.ok[g], n, lo + threadIdx.x, hi, kThreads);
-}
-
-template <typename scalar_t, int D>
-__global__ void em_store_kernel(EmArgs<scalar_t> a, EmState st, int64_t G) {
-  const int64_t g = blockIdx.x * blockDim.x + threadIdx.x;
-  if (g >= G) return;
-  const int status = st.not_finite[g] ? gmm::kNotFinite : st.ok[g] ? gmm::kOk : gmm::kNotPositiveDefinite;
-  store_outputs<scalar_t, D>(a, g, st.models[g], st.lb[g], a.n_iter[g], a.converged[g], status);
-}
-
 }  // namespace gmm_cuda
 }  // namespace lnl
 
@@ -401,13 +369,13 @@ __device__ __forceinline__ double closest(const scalar_t* x, int64_t i, const do
 // [lo, hi) so that the cumulative-sum search is a prefix sum over threads (and blocks) plus one
 // thread's scan. A thread's interval of the cumulative sum ends where the next thread's begins (the
 // same floating-point numbers), so exactly one thread claims each positive target.
-template <typename scalar_t, int D, int C>
-__device__ void kmeanspp(Team<C>& team, const scalar_t* x, int64_t n, int K, const double* u, double (*c)[2],
+template <typename scalar_t, int D, int Kind>
+__device__ void kmeanspp(Team<Kind>& team, const scalar_t* x, int64_t n, int K, const double* u, double (*c)[2],
                          double* tsum, double* smem, double (*xch)[kMaxTeamSum]) {
   const int tid = threadIdx.x, trials = 2 + static_cast<int>(log(static_cast<double>(K)));
   if (tid == 0) load<scalar_t, D>(x, min(static_cast<int64_t>(floor(u[0] * n)), n - 1), c[0][0], c[0][1]);
   __syncthreads();
-  const int64_t per = (n + Team<C>::kSize - 1) / Team<C>::kSize;
+  const int64_t per = (n + team.size() - 1) / team.size();
   const int64_t lo = min(n, team.thread() * per), hi = min(n, lo + per);
   for (int cc = 1; cc < K; ++cc) {
     double mine = 0;
@@ -424,17 +392,8 @@ __device__ void kmeanspp(Team<C>& team, const scalar_t* x, int64_t n, int K, con
       tsum[kThreads] = run;
     }
     __syncthreads();
-    double offset = 0, potential = tsum[kThreads];  // this block's start in the team's sum, the total
-    if constexpr (C > 1) {
-      double totals[C];
-      for (int r = 0; r < C; ++r) totals[r] = r == team.rank && tid == 0 ? tsum[kThreads] : 0.0;
-      team_sum(team, totals, smem, xch);  // exact: one nonzero term each
-      potential = 0;
-      for (int r = 0; r < C; ++r) {
-        if (r == team.rank) offset = potential;
-        potential += totals[r];
-      }
-    }
+    double offset, potential;  // this block's start in the team's sum, the total
+    team_prefix(team, tsum[kThreads], smem, xch, offset, potential);
     double found[4] = {0, 0, 0, 0};  // the claiming thread's index + 1 (exact in a double)
     const double start = offset + tsum[tid], end = offset + tsum[tid + 1];
     for (int t = 0; t < trials; ++t) {
@@ -460,7 +419,7 @@ __device__ void kmeanspp(Team<C>& team, const scalar_t* x, int64_t n, int K, con
       const int64_t cand = found[t] > 0 ? static_cast<int64_t>(found[t]) - 1 : (target <= 0 ? 0 : n - 1);
       load<scalar_t, D>(x, cand, cx[t][0], cx[t][1]);
     }
-    for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
+    for (int64_t i = team.thread(); i < n; i += team.size()) {
       const double d = closest<scalar_t, D>(x, i, c, cc);
       for (int t = 0; t < trials; ++t) pots[t] += fmin(d, sqdist<scalar_t, D>(x, i, cx[t]));
     }
@@ -477,11 +436,11 @@ __device__ void kmeanspp(Team<C>& team, const scalar_t* x, int64_t n, int K, con
 
 // One Lloyd pass over the problem: labels by nearest centre (first on ties), then per-cluster
 // counts and sums and the number of changed labels, summed over the team.
-template <typename scalar_t, int D, int C>
-__device__ void lloyd(Team<C>& team, const scalar_t* x, int64_t n, int K, const double (*c)[2], int64_t* labels,
+template <typename scalar_t, int D, int Kind>
+__device__ void lloyd(Team<Kind>& team, const scalar_t* x, int64_t n, int K, const double (*c)[2], int64_t* labels,
                       bool first, double (&v)[kLloydStats], double* smem, double (*xch)[kMaxTeamSum]) {
   for (int j = 0; j < kLloydStats; ++j) v[j] = 0;
-  for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
+  for (int64_t i = team.thread(); i < n; i += team.size()) {
     int best = 0;
     double bd = sqdist<scalar_t, D>(x, i, c[0]);
     for (int k = 1; k < K; ++k) {
@@ -501,24 +460,25 @@ __device__ void lloyd(Team<C>& team, const scalar_t* x, int64_t n, int K, const 
 
 // sklearn's KMeans(K, n_init=1) for one problem per team: k-means++, then Lloyd until labels stop
 // changing or the total squared centre shift is <= 1e-4 * mean feature variance (300 at most).
-template <typename scalar_t, int D, int C>
+template <typename scalar_t, int D, int Kind>
 __global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X, const int64_t* lengths,
                                                                const double* uniforms, int64_t ustride,
-                                                               int64_t* labels_all, int64_t N, int K) {
+                                                               int64_t* labels_all, int64_t N, int K,
+                                                               int grid_blocks, double* global_xch) {
   __shared__ double c[kMaxK][2];
   __shared__ double tsum[kThreads + 1];
   __shared__ double smem[kWarps * kLloydStats];
   __shared__ double xch[2][kMaxTeamSum];
   __shared__ int s_stop;
-  Team<C> team;
+  Team<Kind> team(grid_blocks, global_xch);
   const int64_t g = team.problem(), n = lengths[g];
   const scalar_t* x = X + g * N * D;
   int64_t* labels = labels_all + g * N;
   if (threadIdx.x < kMaxK) c[threadIdx.x][0] = c[threadIdx.x][1] = 0;
   __syncthreads();
-  kmeanspp<scalar_t, D, C>(team, x, n, K, uniforms + g * ustride, c, tsum, smem, xch);
+  kmeanspp<scalar_t, D, Kind>(team, x, n, K, uniforms + g * ustride, c, tsum, smem, xch);
   double m[4] = {0, 0, 0, 0};
-  for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
+  for (int64_t i = team.thread(); i < n; i += team.size()) {
     double x0, x1;
     load<scalar_t, D>(x, i, x0, x1);
     m[0] += x0, m[1] += x1;
@@ -526,7 +486,7 @@ __global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X
   team_sum(team, m, smem, xch);
   const double mean0 = m[0] / double(n), mean1 = m[1] / double(n);
   double var[4] = {0, 0, 0, 0};
-  for (int64_t i = team.thread(); i < n; i += Team<C>::kSize) {
+  for (int64_t i = team.thread(); i < n; i += team.size()) {
     double x0, x1;
     load<scalar_t, D>(x, i, x0, x1);
     var[0] += (x0 - mean0) * (x0 - mean0) + (D == 2 ? (x1 - mean1) * (x1 - mean1) : 0.0);
@@ -535,7 +495,7 @@ __global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X
   const double tol = var[0] / double(n) / D * 1e-4;
   double v[kLloydStats];
   for (int it = 0; it < 300; ++it) {
-    lloyd<scalar_t, D, C>(team, x, n, K, c, labels, it == 0, v, smem, xch);
+    lloyd<scalar_t, D, Kind>(team, x, n, K, c, labels, it == 0, v, smem, xch);
     if (threadIdx.x == 0) {
       double shift = 0;
       for (int k = 0; k < K; ++k) {
@@ -551,8 +511,8 @@ __global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X
     __syncthreads();
     if (s_stop) break;
   }
-  if (s_stop != 2) lloyd<scalar_t, D, C>(team, x, n, K, c, labels, false, v, smem, xch);  // final relabel
-  for (int64_t i = n + team.thread(); i < N; i += Team<C>::kSize) labels[i] = 0;
+  if (s_stop != 2) lloyd<scalar_t, D, Kind>(team, x, n, K, c, labels, false, v, smem, xch);  // final relabel
+  for (int64_t i = n + team.thread(); i < N; i += team.size()) labels[i] = 0;
   team_end(team);
 }
 

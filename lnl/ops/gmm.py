@@ -21,13 +21,13 @@ A ``Tensor[G, N, K]`` of responsibilities runs sklearn's ``_initialize`` M-step 
 (or dict) of weights/means/covs warm-starts EM directly (as ``weights_init/means_init/precisions_init``).
 
 Statistics are accumulated in float64 for every backend; outputs take the input dtype. Results are
-deterministic for a given backend and launch shape; the CUDA kernels' shapes (one block per problem,
-a cluster of 8 on sm_90 for a few problems of 16k-64k points, many blocks above) sum in different
-orders, so fits on GPUs of another SM count, or with ``LNL_GMM_CLUSTERS=0``, can differ in the last
-bits (and, rarely, in a k-means++ centre chosen on a near tie). Host
-synchronisation (CUDA): one read-back, of the result's status (NaN/inf in x, which the kernels check,
-or a non-positive-definite covariance, only with ``reg_covar=0``); explicit ``lengths`` are
-range-checked first (one more), ``lengths=None`` needs no check.
+deterministic for a given backend and launch shape. The CUDA kernels' shapes sum in different
+orders: one block per problem, a cluster of 8 on sm_90 for a few problems of 16k+ points, a
+cooperative grid (sized by the SM count) for one problem over 64k points. So fits on GPUs of another
+SM count, or with ``LNL_GMM_CLUSTERS=0``, can differ in the last bits (and, rarely, in a k-means++
+centre chosen on a near tie). Host synchronisation (CUDA): one read-back, of the result's status
+(NaN/inf in x, which the kernels check, or a non-positive-definite covariance, only with
+``reg_covar=0``); explicit ``lengths`` are range-checked first (one more), ``lengths=None`` needs none.
 """
 
 from __future__ import annotations

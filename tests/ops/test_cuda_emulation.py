@@ -200,33 +200,53 @@ def test_gmm_em_given_parameters(emu):
     _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), 1e-9)
 
 
-def test_gmm_em_multi_block_path(emu):
-    """N > 65,536 splits each pass over blocks (grid problems x blocks) with an update kernel."""
-    n = 70_000
-    x, lengths = _mixtures(2, n, 1, torch.float32, seed=4)
-    lengths[1] = 66_000
-    x[1, 66_000:] = 1e6
-    labels = (x[..., 0] > 11.5).long()
-    args = (x, lengths, labels, None, None, None, None, 2, 4, 1e-3, 1e-6)
-    _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), 1e-4)
+@pytest.mark.parametrize("major", [8, 9])
+def test_gmm_em_two_large_problems(emu, major):
+    """Several problems over 65,536 points: a cluster of 8 blocks each on sm_90, a block each before
+    (a cooperative grid serves one problem only: grid.sync waits for every problem)."""
+    emu.set_device(*H100, major=major)
+    try:
+        n = 70_000
+        x, lengths = _mixtures(2, n, 1, torch.float32, seed=4)
+        lengths[1] = 66_000
+        x[1, 66_000:] = 1e6
+        labels = (x[..., 0] > 11.5).long()
+        args = (x, lengths, labels, None, None, None, None, 2, 4, 1e-3, 1e-6)
+        emu.launches()
+        got = emu.gmm_em(*args)
+        assert [launch[3:] for launch in emu.launches()] == [[8 if major == 9 else 1, 0]]
+        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-4)
+    finally:
+        emu.set_device(*H100)
 
 
-@pytest.mark.parametrize("init", ["resp", "given"])
-def test_gmm_em_multi_block_path_other_inits(emu, init):
-    """The multi-block path's other starts: responsibilities (an initial partial pass) and given
-    parameters (no initial pass; the update kernel loads them)."""
-    x, lengths = _mixtures(1, 66_000, 2, torch.float64, seed=6)
-    if init == "resp":
+@pytest.mark.parametrize("init", ["labels", "resp", "given"])
+@pytest.mark.parametrize("sms", [4, 132])
+def test_gmm_em_one_large_problem_on_a_cooperative_grid(emu, init, sms):
+    """One problem over 65,536 points: a cooperative launch of one block per 8,192 points (9 here),
+    at most what the device holds at once (4 on a 4-SM device), summing through global memory."""
+    emu.set_device(sms, H100[1])
+    try:
+        x, lengths = _mixtures(1, 66_000, 2, torch.float64, seed=6)
         gen = torch.Generator().manual_seed(0)
-        resp = torch.softmax(torch.randn(1, 66_000, 2, generator=gen, dtype=torch.float64), -1)
-        starts = (None, resp, None, None, None)
-    else:
-        w = torch.tensor([[0.4, 0.6]], dtype=torch.float64)
-        means = torch.tensor([[[13.0, 13.0], [10.0, 10.0]]], dtype=torch.float64)
-        covs = torch.eye(2, dtype=torch.float64).expand(1, 2, 2, 2).contiguous()
-        starts = (None, None, w, means, covs)
-    args = (x, lengths, *starts, 2, 3, 1e-3, 1e-6)
-    _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), 1e-9)
+        if init == "labels":
+            starts = ((x[..., 0] > 11.5).long(), None, None, None, None)
+        elif init == "resp":
+            resp = torch.softmax(torch.randn(1, 66_000, 2, generator=gen, dtype=torch.float64), -1)
+            starts = (None, resp, None, None, None)
+        else:
+            w = torch.tensor([[0.4, 0.6]], dtype=torch.float64)
+            means = torch.tensor([[[13.0, 13.0], [10.0, 10.0]]], dtype=torch.float64)
+            covs = torch.eye(2, dtype=torch.float64).expand(1, 2, 2, 2).contiguous()
+            starts = (None, None, w, means, covs)
+        args = (x, lengths, *starts, 2, 3, 1e-3, 1e-6)
+        emu.launches()
+        got = emu.gmm_em(*args)
+        blocks = min(sms, 9)
+        assert emu.launches() == [[blocks, 512, 0, blocks, 1]]
+        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-9)
+    finally:
+        emu.set_device(*H100)
 
 
 def test_gmm_em_not_positive_definite_status(emu):
@@ -239,11 +259,12 @@ def test_gmm_em_not_positive_definite_status(emu):
     assert torch.equal(got[3], torch.zeros_like(got[3]))
 
 
-@pytest.mark.parametrize("n", [400, 20_000, 70_000])  # one block, a cluster, the multi-block path
+@pytest.mark.parametrize("n", [400, 20_000, 70_000])  # one block, a cluster; the grid below
 @pytest.mark.parametrize("init", ["labels", "given"])
 def test_gmm_em_reports_nan_and_inf(emu, n, init):
     """x's NaN/inf are the kernels' to find (the Python layer reads nothing back before the result):
-    status 2, zero responsibilities, as the CPU kernel; a clean problem beside it is fitted."""
+    status 2, zero responsibilities, as the CPU kernel; a clean problem beside it is fitted. The last
+    case is one problem on a cooperative grid."""
     x, lengths = _mixtures(3, n, 1, torch.float64, seed=7)
     x[0, n // 2, 0] = float("nan")
     x[2, 5, 0] = float("inf")
@@ -259,6 +280,12 @@ def test_gmm_em_reports_nan_and_inf(emu, n, init):
     assert torch.equal(got[3][[0, 2]], torch.zeros_like(got[3][[0, 2]]))
     assert got[5][[0, 2]].tolist() == [0, 0] and not got[6][[0, 2]].any()
     _assert_gmm_close([t[1:2] for t in got], [t[1:2] for t in want], 1e-9)
+    if n == 70_000:  # problem 0 alone: the cooperative grid
+        one = [t[:1] if isinstance(t, torch.Tensor) else t for t in args]
+        emu.launches()
+        got = emu.gmm_em(*one)
+        assert emu.launches()[0][4] == 1 and got[7].tolist() == [2]
+        assert torch.equal(got[3], torch.zeros_like(got[3])) and got[5].tolist() == [0]
 
 
 @pytest.mark.parametrize("d", [1, 2])
@@ -271,31 +298,36 @@ def test_gmm_kmeans_equals_cpu_kernel(emu, d, k):
     assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("major", [8, 9])
-def test_gmm_kmeans_one_large_problem(emu, major):
-    """k-means is one team per problem whatever N: a block (137 points per thread, uneven thread
-    ranges) before sm_90, a cluster of 8 blocks from sm_90 (18 per thread, the search over blocks)."""
-    emu.set_device(*H100, major=major)
+@pytest.mark.parametrize("shape", ["grid", "blocks"])
+def test_gmm_kmeans_large_problems(emu, shape):
+    """k-means on 70,001 points: alone, a cooperative grid of 9 blocks (18 points per thread, the
+    k-means++ search over blocks); two such problems before sm_90, a block each (137 per thread,
+    uneven thread ranges)."""
+    emu.set_device(*H100, major=9 if shape == "grid" else 8)
     try:
-        x, lengths = _mixtures(1, 70_001, 2, torch.float32, seed=5)
-        u = torch.as_tensor(gref.kmeans_uniforms(3, 2))[None].contiguous()
+        g = 1 if shape == "grid" else 2
+        x, lengths = _mixtures(g, 70_001, 2, torch.float32, seed=5)
+        u = torch.as_tensor(gref.kmeans_uniforms(3, 2)).expand(g, -1).contiguous()
         emu.launches()
         got = emu.gmm_kmeans(x, lengths, u, 2)
-        assert [launch[3] for launch in emu.launches()] == [8 if major == 9 else 1]
+        assert [launch[3:] for launch in emu.launches()] == [[9, 1] if shape == "grid" else [1, 0]]
         assert torch.equal(got, torch.ops.lnl.gmm_kmeans(x, lengths, u, 2))
     finally:
         emu.set_device(*H100)
 
 
 # (problems, points): which get a cluster of 8 blocks each on the emulated H100 (132 SMs)
-CLUSTER_ROUTES = [((1, 50_000), 8), ((2, 16_384), 8), ((3, 16_384), 1), ((1, 16_383), 1), ((1, 65_536), 8)]
+# (problems, points) -> (blocks in all, blocks per group, cooperative) on a 16-SM sm_90 device
+TEAM_ROUTES = [((1, 50_000), (8, 8, 0)), ((2, 16_384), (16, 8, 0)), ((3, 16_384), (3, 1, 0)),
+               ((1, 16_383), (1, 1, 0)), ((1, 65_536), (8, 8, 0)), ((1, 65_537), (9, 9, 1)),
+               ((1, 200_000), (16, 16, 1)), ((2, 65_537), (16, 8, 0)), ((3, 65_537), (3, 1, 0))]
 
 
-@pytest.mark.parametrize("shape,cluster", CLUSTER_ROUTES)
-def test_gmm_clusters_for_few_large_problems(emu, shape, cluster):
-    """A cluster per problem when the problems are few (every cluster has its 8 SMs at once: 2 on a
-    16-SM device) and large (>= 16,384 points); one block each otherwise (the multi-block path
-    takes EM above 65,536)."""
+@pytest.mark.parametrize("shape,launch", TEAM_ROUTES)
+def test_gmm_teams_by_problem_shape(emu, shape, launch):
+    """One problem over 65,536 points: a cooperative grid (a block per 8,192 points, at most one per
+    SM here). Otherwise a cluster per problem when the problems are few (every cluster has its 8 SMs
+    at once: 2 on a 16-SM device) and large (>= 16,384 points); else one block each."""
     emu.set_device(16, H100[1])
     try:
         g, n = shape
@@ -307,9 +339,8 @@ def test_gmm_clusters_for_few_large_problems(emu, shape, cluster):
         emu.launches()
         labels = emu.gmm_kmeans(x, lengths, u, 2)
         emu.gmm_em(x, lengths, labels, None, None, None, None, 2, 3, 1e-3, 1e-6)
-        launches = emu.launches()
-        assert [launch[3] for launch in launches] == [cluster, cluster]
-        assert [launch[0] for launch in launches] == [g * cluster] * 2
+        blocks, group, cooperative = launch
+        assert [[row[0], row[3], row[4]] for row in emu.launches()] == [[blocks, group, cooperative]] * 2
     finally:
         emu.set_device(*H100)
 

@@ -407,16 +407,18 @@ def test_compiled_given_covariances_read_as_symmetric_matrices(backend):
 @pytest.mark.cuda
 @pytest.mark.skipif(not HAS_CUDA, reason="needs a CUDA GPU and the CUDA kernel")
 @pytest.mark.parametrize("k, d", [(2, 1), (2, 2), (3, 2)])
-def test_cuda_multiblock_ragged_and_any_k_match_reference(k, d):
-    """N > 65,536 takes the multi-block path; lengths leave padding and a tiny problem."""
+@pytest.mark.parametrize("g", [1, 3])
+def test_cuda_large_ragged_and_any_k_match_reference(k, d, g):
+    """N > 65,536: one problem takes a cooperative grid; three take a cluster each on sm_90 (a block
+    each before); lengths leave padding and a tiny problem."""
     from lnl.ops import gmm_reference as ref
 
     rng = np.random.default_rng(10 + k)
     n = 70_000
     x = torch.from_numpy(np.concatenate([rng.normal(m, 0.3, (n // k + 1, d)) for m in range(k)])[:n])
-    xx = torch.stack([x[torch.randperm(n)], x.flip(0), x])
-    lengths = torch.tensor([n, 8193, 2 * k])
-    u = torch.as_tensor(ref.kmeans_uniforms(4, k)).expand(3, -1).contiguous()
+    xx = torch.stack([x[torch.randperm(n)], x.flip(0), x])[:g]
+    lengths = torch.tensor([n, 8193, 2 * k])[:g]
+    u = torch.as_tensor(ref.kmeans_uniforms(4, k)).expand(g, -1).contiguous()
     assert torch.equal(torch.ops.lnl.gmm_kmeans(xx.cuda(), lengths.cuda(), u.cuda(), k).cpu(),
                        ref.kmeans_labels(xx, lengths, k, 4))
     got = gmm_fit(xx.cuda(), lengths.cuda(), n_components=k, seed=4, backend="cuda", **DIVIDEMIX)

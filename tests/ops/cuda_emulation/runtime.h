@@ -19,6 +19,8 @@
 // every block) in a shuffled order. A block's shared memory is saved when it stops and restored when
 // it runs again, so that map_shared_rank (distributed shared memory) reads and writes the other
 // block's own copy. A block that exits while the rest of its cluster waits at a barrier is an error.
+// A cooperative launch (cudaLaunchAttributeCooperative) runs its whole grid as one such group, for
+// grid.sync(); it may have at most kBlocksPerSm blocks per SM of the device, as the driver requires.
 #pragma once
 
 #include <ucontext.h>
@@ -58,6 +60,7 @@ constexpr size_t kStackBytes = 64 * 1024;
 constexpr size_t kDefaultDynamicSmem = 48 * 1024;
 constexpr size_t kMaxDynamicSmem = 227 * 1024;
 constexpr size_t kDynamicSmemBytes = kMaxDynamicSmem;
+constexpr int kBlocksPerSm = 1;  // what the emulated occupancy query answers for every kernel
 
 enum class State { kReady, kBlockBarrier, kWarpBarrier, kClusterBarrier, kDone };
 
@@ -86,6 +89,7 @@ struct Block {
 inline thread_local Block* g_block = nullptr;
 inline thread_local std::vector<Block>* g_cluster = nullptr;  // the blocks of the running cluster
 inline thread_local size_t g_dynamic_bytes = 0;                // of the running launch
+inline thread_local bool g_cooperative = false;                // the running launch is cooperative
 alignas(128) inline thread_local unsigned char g_dynamic_smem[kDynamicSmemBytes];
 
 inline std::map<const void*, size_t>& smem_limits() {
@@ -145,6 +149,10 @@ inline void* map_shared(const void* p, unsigned rank) {
   auto* c = const_cast<unsigned char*>(static_cast<const unsigned char*>(p));
   if (g_cluster == nullptr || rank >= g_cluster->size()) {
     fail("map_shared_rank: rank " + std::to_string(rank) + " is outside the cluster");
+    return c;
+  }
+  if (g_cooperative) {
+    fail("map_shared_rank in a cooperative launch: its blocks are not a cluster");
     return c;
   }
   if (rank == g_block->rank) return c;
@@ -323,6 +331,7 @@ struct LaunchConfig {
   dim3 grid, block;
   size_t smem;
   unsigned cluster = 1;  // blocks per cluster, along x
+  bool cooperative = false;
   LaunchConfig(dim3 g, dim3 b, size_t s = 0, const void* /*stream*/ = nullptr, unsigned c = 1)
       : grid(g), block(b), smem(s), cluster(c) {}
 };
@@ -341,14 +350,19 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
     throw std::runtime_error("cuda emulation: " + std::to_string(cfg.smem) +
                              " bytes of dynamic shared memory over the kernel's limit of " + std::to_string(limit) +
                              " (device: " + std::to_string(device().max_smem_optin) + ")");
-  const unsigned cs = cfg.cluster;
-  if (cs > 1 && device().major < 9)
+  const unsigned cs = cfg.cooperative ? cfg.grid.x * cfg.grid.y : cfg.cluster;
+  if (cfg.cooperative && (cfg.cluster != 1 || cs > static_cast<unsigned>(device().sms * kBlocksPerSm)))
+    throw std::runtime_error("cuda emulation: a cooperative launch of " + std::to_string(cs) +
+                             " blocks, more than the device holds at once (" +
+                             std::to_string(device().sms * kBlocksPerSm) + ")");
+  if (!cfg.cooperative && cs > 1 && device().major < 9)
     throw std::runtime_error("cuda emulation: a cluster launch on a device of compute capability " +
                              std::to_string(device().major) + " (clusters need 9.0)");
-  if (cs == 0 || cs > 8 || cfg.grid.x % cs != 0)
+  if (!cfg.cooperative && (cs == 0 || cs > 8 || cfg.grid.x % cs != 0))
     throw std::runtime_error("cuda emulation: cluster of " + std::to_string(cs) + " blocks for a grid of " +
                              std::to_string(cfg.grid.x) + " (at most 8, dividing the grid)");
-  launch_log().push_back({int64_t(cfg.grid.x) * cfg.grid.y, int64_t(threads), int64_t(cfg.smem), int64_t(cs)});
+  launch_log().push_back(
+      {int64_t(cfg.grid.x) * cfg.grid.y, int64_t(threads), int64_t(cfg.smem), int64_t(cs), int64_t(cfg.cooperative)});
   std::vector<Block> bs(cs);
   for (Block& b : bs) {
     b.fibers.resize(threads);
@@ -365,20 +379,32 @@ void launch(const LaunchConfig& cfg, Kernel* kernel, Args... args) {
   blockDim = cfg.block;
   gridDim = cfg.grid;
   // clusters in a shuffled order: a result must not depend on the order blocks run in
-  std::vector<dim3> firsts;
-  for (unsigned y = 0; y < cfg.grid.y; ++y)
-    for (unsigned x = 0; x < cfg.grid.x; x += cs) firsts.emplace_back(x, y);
+  const bool saved_cooperative = g_cooperative;
+  g_cooperative = cfg.cooperative;
+  std::vector<dim3> firsts;  // each group's first block
+  if (cfg.cooperative) {
+    firsts.emplace_back(0, 0);
+  } else {
+    for (unsigned y = 0; y < cfg.grid.y; ++y)
+      for (unsigned x = 0; x < cfg.grid.x; x += cs) firsts.emplace_back(x, y);
+  }
   std::shuffle(firsts.begin(), firsts.end(), rng);
+  const auto restore = [&] {
+    g_block = saved, g_cluster = saved_cluster, g_dynamic_bytes = saved_bytes, g_cooperative = saved_cooperative;
+  };
   try {
     for (const dim3 first : firsts) {
-      for (unsigned r = 0; r < cs; ++r) start_block(bs[r], dim3(first.x + r, first.y), r);
+      for (unsigned r = 0; r < cs; ++r) {
+        const unsigned linear = first.x + r;  // a cooperative group spans the rows of the grid
+        start_block(bs[r], cfg.cooperative ? dim3(linear % cfg.grid.x, linear / cfg.grid.x) : dim3(linear, first.y), r);
+      }
       run_cluster(bs, cfg.block, cfg.smem, rng);
     }
   } catch (...) {
-    g_block = saved, g_cluster = saved_cluster, g_dynamic_bytes = saved_bytes;
+    restore();
     throw;
   }
-  g_block = saved, g_cluster = saved_cluster, g_dynamic_bytes = saved_bytes;
+  restore();
 }
 
 inline int linear_tid() { return static_cast<int>(threadIdx.x + threadIdx.y * blockDim.x); }
@@ -428,6 +454,9 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
   lnl_emu::wait(lnl_emu::State::kWarpBarrier, mask);
   return bits;
 }
+
+template <typename T>
+T __ldcg(const T* p) { return *p; }  // a load that bypasses L1: one memory here
 
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }

@@ -1,4 +1,4 @@
-// Emulation stub (tests/ops/cuda_emulation): the thread block cluster API lnl's kernels use.
+// Emulation stub (tests/ops/cuda_emulation): the cluster and grid API lnl's kernels use.
 #pragma once
 #include "../runtime.h"
 
@@ -16,5 +16,16 @@ class cluster_group {
 };
 
 inline cluster_group this_cluster() { return {}; }
+
+// Only valid in a cooperative launch (the emulation runs its blocks as one group, as a cluster).
+class grid_group {
+ public:
+  void sync() const {
+    if (!lnl_emu::g_cooperative) lnl_emu::fail("grid.sync() outside a cooperative launch");
+    lnl_emu::wait(lnl_emu::State::kClusterBarrier);
+  }
+};
+
+inline grid_group this_grid() { return {}; }
 
 }  // namespace cooperative_groups

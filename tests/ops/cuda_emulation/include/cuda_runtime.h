@@ -43,12 +43,13 @@ cudaError_t cudaFuncSetAttribute(Kernel* kernel, cudaFuncAttribute attr, int val
 
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
 
-// cudaLaunchKernelEx with the one attribute lnl uses: a cluster dimension (along x).
-enum cudaLaunchAttributeID { cudaLaunchAttributeClusterDimension = 4 };
+// cudaLaunchKernelEx with the attributes lnl uses: a cluster dimension (along x), cooperative.
+enum cudaLaunchAttributeID { cudaLaunchAttributeCooperative = 2, cudaLaunchAttributeClusterDimension = 4 };
 union cudaLaunchAttributeValue {
   struct {
     unsigned x, y, z;
   } clusterDim;
+  int cooperative;
   char pad[64];
 };
 struct cudaLaunchAttribute {
@@ -66,15 +67,20 @@ struct cudaLaunchConfig_t {
 template <typename... Expected, typename... Actual>
 cudaError_t cudaLaunchKernelEx(const cudaLaunchConfig_t* config, void (*kernel)(Expected...), Actual&&... args) {
   unsigned cluster = 1;
+  bool cooperative = false;
   for (unsigned i = 0; i < config->numAttrs; ++i) {
     const cudaLaunchAttribute& a = config->attrs[i];
-    if (a.id != cudaLaunchAttributeClusterDimension || a.val.clusterDim.y != 1 || a.val.clusterDim.z != 1)
+    if (a.id == cudaLaunchAttributeCooperative) {
+      cooperative = a.val.cooperative != 0;
+    } else if (a.id == cudaLaunchAttributeClusterDimension && a.val.clusterDim.y == 1 && a.val.clusterDim.z == 1) {
+      cluster = a.val.clusterDim.x;
+    } else {
       return cudaErrorInvalidValue;
-    cluster = a.val.clusterDim.x;
+    }
   }
-  lnl_emu::launch(lnl_emu::LaunchConfig(config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream,
-                                        cluster),
-                  kernel, Expected(std::forward<Actual>(args))...);
+  lnl_emu::LaunchConfig cfg(config->gridDim, config->blockDim, config->dynamicSmemBytes, config->stream, cluster);
+  cfg.cooperative = cooperative;
+  lnl_emu::launch(cfg, kernel, Expected(std::forward<Actual>(args))...);
   return cudaSuccess;
 }
 
@@ -94,5 +100,12 @@ inline cudaError_t cudaOccupancyMaxActiveClusters(int* count, const void* /*kern
   for (unsigned i = 0; i < config->numAttrs; ++i)
     if (config->attrs[i].id == cudaLaunchAttributeClusterDimension) cluster = config->attrs[i].val.clusterDim.x;
   *count = lnl_emu::device().major >= 9 ? lnl_emu::device().sms / static_cast<int>(cluster) : 0;
+  return cudaSuccess;
+}
+
+// Blocks per SM the emulated device holds of any kernel (a cooperative launch may use sms x this).
+inline cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* count, const void* /*kernel*/, int /*threads*/,
+                                                               size_t /*smem*/) {
+  *count = lnl_emu::kBlocksPerSm;
   return cudaSuccess;
 }
