@@ -86,7 +86,7 @@ int grid_blocks(void (*kernel)(Params...), int64_t N) {
 // loaded code has clusters (PTX >= 9.0: an sm_90 GPU JIT-compiling compute_80 PTX gets the trapping
 // stub) and the device holds all G clusters at once.
 template <typename... Params>
-bool clusters_fit(void (*kernel)(Params...), int64_t G, int64_t N, cudaStream_t stream) {
+bool clusters_fit(void (*kernel)(Params...), int64_t G, int64_t N) {
   const char* env = std::getenv("LNL_GMM_CLUSTERS");
   if (N < kClusterMinN || (env != nullptr && std::string(env) == "0")) return false;
   if (device_attribute(cudaDevAttrComputeCapabilityMajor) < 9 ||
@@ -101,7 +101,7 @@ bool clusters_fit(void (*kernel)(Params...), int64_t G, int64_t N, cudaStream_t 
     cluster.id = cudaLaunchAttributeClusterDimension;
     cluster.val.clusterDim.x = gmm_cuda::kClusterBlocks;
     cluster.val.clusterDim.y = cluster.val.clusterDim.z = 1;
-    const cudaLaunchConfig_t cfg = team_config(gmm_cuda::kClusterBlocks, stream, &cluster);
+    const cudaLaunchConfig_t cfg = team_config(gmm_cuda::kClusterBlocks, nullptr, &cluster);
     int n = 0;
     C10_CUDA_CHECK(cudaOccupancyMaxActiveClusters(&n, k, &cfg));
     return n;
@@ -115,7 +115,9 @@ bool clusters_fit(void (*kernel)(Params...), int64_t G, int64_t N, cudaStream_t 
 template <typename KernelFor, typename... Args>
 void launch_teams(const KernelFor& kernel_for, int64_t G, int64_t N, const at::Tensor& x, cudaStream_t stream,
                   Args... args) {
-  if (G == 1 && N > kSmallN) {
+  TORCH_CHECK(G <= std::numeric_limits<int>::max() / gmm_cuda::kClusterBlocks, "gmm (CUDA): ", G,
+              " problems exceed a grid");
+  if (G == 1 && N > kSmallN && device_attribute(cudaDevAttrCooperativeLaunch)) {
     const auto kernel = kernel_for(GridKind{});
     const int blocks = grid_blocks(kernel, N);
     if (blocks >= 2) {
@@ -124,12 +126,15 @@ void launch_teams(const KernelFor& kernel_for, int64_t G, int64_t N, const at::T
       coop.id = cudaLaunchAttributeCooperative;
       coop.val.cooperative = 1;
       const cudaLaunchConfig_t cfg = team_config(blocks, stream, &coop);
-      C10_CUDA_CHECK(cudaLaunchKernelEx(&cfg, kernel, args..., blocks, xch.data_ptr<double>()));
-      return;
+      const cudaError_t err = cudaLaunchKernelEx(&cfg, kernel, args..., blocks, xch.data_ptr<double>());
+      if (err == cudaSuccess) return;
+      // a partition (MPS, a smaller context) that cannot hold the grid: the shapes below need no residency
+      if (err != cudaErrorCooperativeLaunchTooLarge && err != cudaErrorNotSupported) C10_CUDA_CHECK(err);
+      (void)cudaGetLastError();  // clears this launch's error only: the one checked above
     }
   }
   const auto cluster_kernel = kernel_for(ClusterKind{});
-  if (clusters_fit(cluster_kernel, G, N, stream)) {
+  if (clusters_fit(cluster_kernel, G, N)) {
     cudaLaunchAttribute cluster = {};
     cluster.id = cudaLaunchAttributeClusterDimension;
     cluster.val.clusterDim.x = gmm_cuda::kClusterBlocks;

@@ -160,7 +160,17 @@ __device__ void team_sum(Team<Kind>& team, double (&v)[NV], double* smem, double
     if (threadIdx.x == 0)
       for (int j = 0; j < NV; ++j) slot[j] = v[j];
     team_barrier<Kind>();
-    if (threadIdx.x < NV) {
+    if constexpr (Kind == kGrid) {
+      // up to every SM's block: warp w sums values j = w, w + kWarps, ..., lane l blocks l, l + 32, ...
+      // then a fixed shuffle tree (the same order in every block), a few loads in flight per lane
+      const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+      for (int j = warp; j < NV; j += kWarps) {
+        double part = 0;
+        for (int r = lane; r < team.blocks; r += 32) part += peer_value(team, xch, r, j);
+        part = warp_sum(part);
+        if (lane == 0) smem[j] = part;
+      }
+    } else if (threadIdx.x < NV) {  // 8 blocks at most: one thread per value, in rank order
       double total = 0;
       for (int r = 0; r < team.blocks; ++r) total += peer_value(team, xch, r, threadIdx.x);
       smem[threadIdx.x] = total;
