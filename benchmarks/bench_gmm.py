@@ -86,7 +86,8 @@ def sklearn_proba(x: np.ndarray) -> np.ndarray:
 
 def backends() -> list[tuple[str, str]]:
     """(name, device) pairs; on sm_90+ also "cuda-blocks": the CUDA kernels with thread block clusters
-    turned off (LNL_GMM_CLUSTERS=0), one block per problem, to measure what the clusters bring."""
+    turned off (LNL_GMM_CLUSTERS=0), to measure what the clusters bring: one block per problem where a
+    cluster would run (the 50k case; one problem over 64k points keeps its cooperative grid)."""
     found = [("reference", "cpu")]
     for b, dev in (("cpu", "cpu"), ("cuda", "cuda")):
         probe = torch.zeros(1, 4, 1, device=dev if dev == "cpu" or torch.cuda.is_available() else "cpu")
