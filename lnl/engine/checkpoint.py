@@ -103,9 +103,20 @@ def find_resume_path(run_dir: str | os.PathLike, resume: str | None) -> Path | N
     return path
 
 
-# Arguments that make a different run, not a continuation: a checkpoint written under other values
-# is refused (a --subset run and a full run sharing a folder would resume each other).
-SAME_RUN_ARGS = ("subset",)
+# Arguments that make a different run, not a continuation: a checkpoint written under other values is
+# refused. An explicit --out or --resume PATH, or the launcher, can put two runs in one folder (a
+# --subset run and a full one, two noise rates); resuming across them would mix their states silently.
+# Each entry point has some of these names (LRA --noise_type, IEG's --dataset carries its noise, NMTune
+# --train-dataset); a name either side lacks is not compared. Noise files compare by file name, so a
+# data folder that moved still resumes.
+SAME_RUN_ARGS = ("dataset", "train_dataset", "noise_mode", "noise_type", "r", "noise_file", "seed", "subset")
+
+
+def _same_value(key: str, saved: Any, now: Any) -> bool:
+    saved, now = saved or None, now or None  # unset, "" and 0 alike: a folder written before the flag
+    if key == "noise_file" and saved is not None and now is not None:
+        return Path(str(saved)).name == Path(str(now)).name
+    return saved == now
 
 
 def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any) -> None:
@@ -113,9 +124,11 @@ def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any) -> Non
         return
     now = vars(run_args) if hasattr(run_args, "__dict__") else run_args
     for key in SAME_RUN_ARGS:
-        if (saved.get(key) or None) != (now.get(key) or None):
-            raise ValueError(f"{path} was written by a run with --{key} {saved.get(key)}, this run has "
-                             f"--{key} {now.get(key)}: give this run its own --out (or --resume none)")
+        if key == "subset" or (key in saved and key in now):  # subset: absent means none
+            if not _same_value(key, saved.get(key), now.get(key)):
+                flag = "--" + key.replace("_", "-") if key == "train_dataset" else "--" + key
+                raise ValueError(f"{path} was written by a run with {flag} {saved.get(key)}, this run has "
+                                 f"{flag} {now.get(key)}: give this run its own --out (or --resume none)")
 
 
 def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Module],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -74,6 +75,32 @@ def test_a_checkpoint_of_another_subset_is_refused(tmp_path):
         load_checkpoint(path, models={"m": model}, run_args={"subset": None, "lr": 0.1})
     assert load_checkpoint(path, models={"m": model}, run_args={"subset": 256})["epoch"] == 1
     assert load_checkpoint(path, models={"m": model})["epoch"] == 1  # no run args: no check
+
+
+@pytest.mark.parametrize("saved, now, message", [
+    ({"noise_mode": "sym", "r": 0.5}, {"noise_mode": "sym", "r": 0.8}, "--r 0.5, this run has --r 0.8"),
+    ({"dataset": "cifar10"}, {"dataset": "cifar100"}, "--dataset cifar10, this run has --dataset cifar100"),
+    ({"noise_type": "cifar10-1-0.35"}, {"noise_type": "cifar10-1-0.25"}, "--noise_type cifar10-1-0.35"),
+    ({"seed": 1}, {"seed": 2}, "--seed 1, this run has --seed 2"),
+    ({"train_dataset": "CIFAR10"}, {"train_dataset": "CIFAR100"}, "--train-dataset CIFAR10"),
+    ({"noise_file": "a/0.50.json"}, {"noise_file": "a/0.80.json"}, "--noise_file a/0.50.json"),
+])
+def test_a_checkpoint_of_other_data_is_refused(tmp_path, saved, now, message):
+    """Another dataset, noise, noise file or seed in the same folder is another run, not a resume."""
+    model, opt, _ = _objects(0)
+    save_checkpoint(tmp_path, epoch=1, models={"m": model}, args={**saved, "lr": 0.1})
+    with pytest.raises(ValueError, match=re.escape(message)):
+        load_checkpoint(tmp_path / "last.pth", models={"m": model}, run_args={**now, "lr": 0.2})
+
+
+def test_a_resume_compares_only_what_both_runs_have(tmp_path):
+    """Other hyperparameters may change on resume; a moved noise file (same name) still resumes; a
+    name one side lacks (a checkpoint from before a flag existed) is not compared."""
+    model, opt, _ = _objects(0)
+    save_checkpoint(tmp_path, epoch=1, models={"m": model},
+                    args={"noise_file": "/old/data/0.50.json", "seed": 0, "lr": 0.1, "num_epochs": 10})
+    run = {"noise_file": "/new/data/0.50.json", "seed": 0, "lr": 0.01, "num_epochs": 20, "r": 0.5}
+    assert load_checkpoint(tmp_path / "last.pth", models={"m": model}, run_args=run)["epoch"] == 1
 
 
 def test_find_resume_path(tmp_path):
