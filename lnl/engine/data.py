@@ -38,12 +38,26 @@ def noisy_labels_for(args: argparse.Namespace, targets: torch.Tensor, num_classe
     """Read ``--noise_file`` when given, else generate ``--noise_mode`` at rate ``--r`` with ``--seed``."""
     if getattr(args, "noise_file", None):
         noisy = load_noise_file(args.noise_file)
+        if _labels_of_a_subset_run(noisy, args):
+            return noisy
         if noisy.labels.shape[0] != targets.shape[0]:
             raise ValueError(f"--noise_file {args.noise_file} has {noisy.labels.shape[0]} labels but "
                              f"the {args.dataset} training split has {targets.shape[0]} images")
         return noisy
     return make_noise(targets, args.noise_mode, args.r, num_classes=num_classes, seed=args.seed,
                       dataset=args.dataset)
+
+
+def _labels_of_a_subset_run(noisy: NoisyLabels, args: argparse.Namespace) -> bool:
+    """True for the ``noisy_labels.npz`` of a ``--subset N`` run read by a run with the same ``--subset``
+    (the labels of the first N images); any other run gets an error saying which ``--subset`` it needs."""
+    written = noisy.meta.get("subset")
+    if not written:
+        return False
+    if getattr(args, "subset", None) != written or noisy.labels.shape[0] != written:
+        raise ValueError(f"--noise_file {args.noise_file} holds the labels of a --subset {written} run (its "
+                         f"first {written} images): read it with --subset {written}, or use a full run's file")
+    return True
 
 
 def add_subset_flag(parser: argparse.ArgumentParser) -> None:
@@ -89,7 +103,7 @@ def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None
     if subset:
         check_subset_size(subset, train.num_classes, args.dataset)
         train, test = first_images(train, subset), first_images(test, subset)
-        noisy = NoisyLabels(noisy.labels[:subset], {**noisy.meta, "subset": subset})
+        noisy = NoisyLabels(noisy.labels[:subset], {**noisy.meta, "subset": subset})  # no-op on a subset file
     if comm.is_main_process():
         save_noise_file(Path(args.out) / "noisy_labels.npz", noisy)
     if log is not None:

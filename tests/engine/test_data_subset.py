@@ -38,3 +38,17 @@ def test_subset_runs_get_their_own_default_folder(tmp_path):
     """--resume auto must not resume a full run's checkpoint in a subset run (or the reverse)."""
     assert subset_suffix(_args(tmp_path)) == ""
     assert subset_suffix(_args(tmp_path, "--subset", "256")) == "-sub256"
+
+
+def test_a_subset_runs_label_file_is_read_back_by_a_run_with_that_subset(tmp_path):
+    """``<out>/noisy_labels.npz`` of a --subset run holds its first N labels: another --subset N run
+    trains on exactly them; a full run, or another N, is told which --subset the file needs."""
+    part = build_noisy_data(_args(tmp_path / "part", "--subset", "100"))
+    again = _args(tmp_path / "again", "--subset", "100")
+    again.noise_file = str(tmp_path / "part" / "noisy_labels.npz")
+    assert torch.equal(build_noisy_data(again).noisy.labels, part.noisy.labels)
+    for extra in ((), ("--subset", "50")):
+        other = _args(tmp_path / "other", *extra)
+        other.noise_file = again.noise_file
+        with pytest.raises(ValueError, match="labels of a --subset 100 run .* read it with --subset 100"):
+            build_noisy_data(other)
