@@ -260,19 +260,16 @@ def test_webvision_entry_point_with_mcrop_on_a_fake_file_list_dataset(tmp_path):
 def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch):
     """Issue 7's CPU check: 40 % sym noise on digits; AUC >= 0.9 and test accuracy > CE's (same budget).
 
-    The warm-up contrastive term is weighted 0.1 (``--lambda_warmup_crl``; the original's 1 is the
-    default): at 1 it costs ``small_cnn`` on digits 4 points here and 7 at 30 epochs (RESULTS.md)."""
+    The warm-up contrastive term is weighted 0.03 (``--lambda_warmup_crl``, as the digits preset; the
+    default is the original's 1): on ``small_cnn`` weight 1 costs 4 points here and 7 at 30 epochs. Measured over seeds 123, 0-4 (RESULTS.md): PLReMix 84.1 % vs CE 82.1 % on average,
+    above CE on 5 of 6 seeds; at weight 0.1, above CE on 2 of 3."""
     from tests.methods.codivide_helpers import INTEGRATION, INTEGRATION_EPOCHS, ce_baseline
 
     ce = ce_baseline(monkeypatch, tmp_path / "ce")
     tiny_digits(monkeypatch, n_train=1437, n_test=360)
     res = run_main(train, tmp_path / "plremix", *INTEGRATION, "--num_epochs", str(INTEGRATION_EPOCHS - 1),
-                   "--warm_up", "4", "--lambda_u", "0", "--lambda_warmup_crl", "0.1")
+                   "--warm_up", "4", "--lambda_u", "0", "--lambda_warmup_crl", "0.03")
     rows = read_jsonl(tmp_path / "plremix" / "eval.jsonl")
     aucs = [min(r["net1_auc"], r["net2_auc"]) for r in rows if "net1_auc" in r]
     assert aucs[-1] >= 0.9 and min(aucs) >= 0.85, aucs  # the issue: the GMM *reaches* AUC >= 0.9
-    if res["test_acc"] <= ce["test_acc"]:
-        # Measured 2026-11-21 (RESULTS.md): PLReMix 83.6 / 80.8 / 79.2 % vs CE 78.1 / 85.0 / 80.3 % on seeds
-        # 123 / 0 / 1; DivideMix beats CE on all three. On digits PLReMix's own terms cost accuracy: with
-        # them all off it matches DivideMix (95.6 % at 30 epochs), so the shared co-divide loop is not it.
-        pytest.xfail(f"PLReMix {res['test_acc']:.3f} <= CE {ce['test_acc']:.3f} on digits in 10 epochs")
+    assert res["test_acc"] > ce["test_acc"], (res["test_acc"], ce["test_acc"])
