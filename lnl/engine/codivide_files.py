@@ -22,8 +22,6 @@ from torch.utils.data import SubsetRandomSampler
 
 from lnl.data.loaders import build_file_loader, class_balanced_subset
 
-IMAGENET_POLICY = "imagenet"
-
 
 @dataclass
 class Recipe:

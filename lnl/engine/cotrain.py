@@ -43,7 +43,6 @@ class CoDivide:
     """
 
     name = "dividemix"
-    gmm_dims = 1
     semi_views: tuple[str, ...] = ("weak", "weak")
     warmup_views: tuple[str, ...] = ("weak",)
     mix_views = (0, 1)

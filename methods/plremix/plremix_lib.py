@@ -150,7 +150,6 @@ class PLReMix(CoDivide):
     """
 
     name = "plremix"
-    gmm_dims = 2
     drop_last = True
     kappa_milestones = (40, 70)
 
