@@ -25,6 +25,8 @@ FIXTURE = Path(__file__).parent / "fixtures" / "gmm_cifar10_losses.npz"
 DIVIDEMIX = dict(max_iter=10, tol=1e-2, reg_covar=5e-4)
 HAS_CPU = _ext.has_kernel("gmm_em", "CPU")
 HAS_CUDA = torch.cuda.is_available() and _ext.has_kernel("gmm_em", "CUDA")
+# The sklearn parity tests hold the reference and the compiled CPU kernel to the issue's tolerances.
+SKLEARN_BACKENDS = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU, reason="no CPU kernel"))]
 
 
 class GivenRespGMM(GaussianMixture):
@@ -75,18 +77,20 @@ def assert_matches_sklearn(res, gm, proba, rtol, patol, g=0):
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("source", ["synthetic", "real"])
 @pytest.mark.parametrize("settings", [DIVIDEMIX, dict(max_iter=100, tol=1e-3, reg_covar=1e-6)])
-def test_reference_matches_sklearn_given_resp_float64(d, source, settings):
+@pytest.mark.parametrize("backend", SKLEARN_BACKENDS)
+def test_matches_sklearn_given_resp_float64(d, source, settings, backend):
     x = synth_losses(4000, d, 1) if source == "synthetic" else real_losses(d)
     resp0 = random_resp(len(x), 2)
     gm, proba = sklearn_fit(x, resp0, **settings)
-    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend="reference", **settings)
+    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend=backend, **settings)
     assert_matches_sklearn(res, gm, proba, rtol=1e-5, patol=1e-4)
     assert abs(float(res.lower_bound[0]) - gm.lower_bound_) < 1e-9
 
 
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("epoch", [2, 5])
-def test_reference_matches_sklearn_float32_real(d, epoch):
+@pytest.mark.parametrize("backend", SKLEARN_BACKENDS)
+def test_matches_sklearn_float32_real(d, epoch, backend):
     """float32 input: sklearn computes in float32, we accumulate in float64 (issue tolerances)."""
     x = real_losses(d, epoch).astype(np.float32)
     # A split at the median loss (not k-means): a Dirichlet-random start ends near p = 0.5 for all
@@ -94,18 +98,19 @@ def test_reference_matches_sklearn_float32_real(d, epoch):
     low = x[:, 0] < np.median(x[:, 0])
     resp0 = np.stack([low, ~low], 1).astype(np.float32)
     gm, proba = sklearn_fit(x, resp0, **DIVIDEMIX)
-    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend="reference", **DIVIDEMIX)
+    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend=backend, **DIVIDEMIX)
     assert_matches_sklearn(res, gm, proba, rtol=1e-4, patol=1e-3)
     assert ((res.resp[0, :, 0].numpy() > 0.5) == (proba[:, 0] > 0.5)).mean() >= 0.999
 
 
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("seed", [0, 7])
-def test_kmeans_init_matches_sklearn_end_to_end(d, seed):
+@pytest.mark.parametrize("backend", SKLEARN_BACKENDS)
+def test_kmeans_init_matches_sklearn_end_to_end(d, seed, backend):
     """Our replay of KMeans(n_init=1, random_state=seed) gives sklearn's labels, so the whole fit agrees."""
     x = real_losses(d)
     gm, proba = sklearn_fit(x, seed=seed, **DIVIDEMIX)
-    res = gmm_fit(torch.from_numpy(x)[None], seed=seed, backend="reference", **DIVIDEMIX)
+    res = gmm_fit(torch.from_numpy(x)[None], seed=seed, backend=backend, **DIVIDEMIX)
     assert_matches_sklearn(res, gm, proba, rtol=1e-5, patol=1e-4)
 
 
@@ -119,7 +124,8 @@ def test_kmeans_init_three_components_matches_sklearn():
     assert_matches_sklearn(res, gm, proba, rtol=1e-5, patol=1e-4)
 
 
-def test_clean_prob_matches_dividemix_and_plremix():
+@pytest.mark.parametrize("backend", SKLEARN_BACKENDS)
+def test_clean_prob_matches_dividemix_and_plremix(backend):
     """gmm_clean_prob vs the original code: sklearn on min-max losses, DivideMix argmin / PLReMix min norm."""
     raw = np.load(FIXTURE)["losses_ep5"]
     for dims in (1, 2):
@@ -129,7 +135,7 @@ def test_clean_prob_matches_dividemix_and_plremix():
         clean = gm.means_.argmin() if dims == 1 else (gm.means_**2).sum(1).argmin()
         want = proba[:, clean]
         losses = torch.from_numpy(x[:, 0] if dims == 1 else x)
-        got = gmm_clean_prob(losses, dims=dims, seed=3, backend="reference").numpy()
+        got = gmm_clean_prob(losses, dims=dims, seed=3, backend=backend).numpy()
         assert got.shape == (len(x),) and got.dtype == np.float32
         assert np.abs(got - want).max() <= 1e-3
         assert ((got > 0.5) == (want > 0.5)).mean() >= 0.999
