@@ -23,7 +23,7 @@ def default_argument_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks")
     g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
-    g.add_argument("--offline", action="store_true", help="wandb offline mode")
+    g.add_argument("--offline", action="store_true", help="log to wandb in offline mode (implies --wandb)")
     g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
                    help="do not write TensorBoard event files")
     g.add_argument("--knn-backend", default="auto", choices=BACKENDS + ("faiss",))

@@ -234,7 +234,8 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
         log.info("resumed from %s at epoch %d", path, run["first_epoch"])
     clock = Stopwatch(run["seconds"])
     logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb, wandb_offline=args.offline,
-                          name=Path(args.out).name, config=vars(args), resume_step=run["first_epoch"])
+                          wandb_id=getattr(args, "resume_id", None), name=Path(args.out).name, config=vars(args),
+                          resume_step=run["first_epoch"])
 
     def step(epoch: int) -> dict:
         metrics = {**method.run_epoch(epoch), **test()}

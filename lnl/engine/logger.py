@@ -29,7 +29,9 @@ class MetricLogger:
         run_dir: the run's output folder.
         tensorboard: write TensorBoard event files under ``<run>/tb``.
         wandb: also log to Weights & Biases (imported only then).
-        wandb_offline: run wandb in offline mode (no network).
+        wandb_offline: run wandb in offline mode (no network); asking for it turns wandb on, as the
+            originals' ``--offline`` does (they log to wandb by default).
+        wandb_id: continue this wandb run (PLReMix's ``--resume_id``); also turns wandb on.
         project, name, config: passed to ``wandb.init``.
         stdout: print a fixed-column row per ``log`` call.
         resume_step: when resuming, the first step that will be logged again: rows at or after it
@@ -38,7 +40,8 @@ class MetricLogger:
     """
 
     def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, wandb: bool = False,
-                 wandb_offline: bool = False, project: str = "lnl", name: str | None = None,
+                 wandb_offline: bool = False, wandb_id: str | None = None, project: str = "lnl",
+                 name: str | None = None,
                  config: Mapping[str, Any] | None = None, stdout: bool = True,
                  resume_step: int = 0):
         self.run_dir = Path(run_dir)
@@ -59,8 +62,8 @@ class MetricLogger:
 
             purge = resume_step if resume_step > 0 else None
             self._tb = SummaryWriter(str(self.run_dir / "tb"), purge_step=purge)
-        if wandb:
-            self._wandb = _init_wandb(self.run_dir, wandb_offline, project, name, config)
+        if wandb or wandb_offline or wandb_id:
+            self._wandb = _init_wandb(self.run_dir, wandb_offline, project, name, config, wandb_id)
 
     def log(self, step: int, metrics: Mapping[str, Any], *, stream: str = "train") -> None:
         """Record ``metrics`` at ``step`` in ``<stream>.jsonl`` (e.g. ``train``, ``eval``) and the backends."""
@@ -95,15 +98,17 @@ class MetricLogger:
             self._wandb.finish()
 
 
-def _init_wandb(run_dir: Path, offline: bool, project: str, name: str | None, config: Any):
+def _init_wandb(run_dir: Path, offline: bool, project: str, name: str | None, config: Any,
+                run_id: str | None = None):
     try:
         import wandb
     except ImportError as exc:
-        raise RuntimeError("--wandb needs the wandb package: pip install wandb") from exc
+        raise RuntimeError("--wandb (or --offline, --resume_id) needs the wandb package: pip install wandb") from exc
     if offline:
         os.environ["WANDB_MODE"] = "offline"
+    # A given id must exist (resume="must"): a typo would otherwise start an empty run under that id.
     return wandb.init(project=project, name=name, dir=str(run_dir), config=dict(config or {}),
-                      resume="allow")
+                      id=run_id or None, resume="must" if run_id else "allow")
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:

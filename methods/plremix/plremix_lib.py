@@ -283,7 +283,8 @@ def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes:
     g.add_argument("--mcrop", action="store_true", help="multi-crop (Clothing1M/WebVision)")
     g.add_argument("--wo_wandb", "--no_wandb", dest="wo_wandb", action="store_true",
                    help="no-op: lnl logs to wandb only with --wandb (the README's --no_wandb is accepted, P3)")
-    g.add_argument("--resume_id", default="", help="wandb run id (lnl resumes from <out>/last.pth)")
+    g.add_argument("--resume_id", default="", help="continue this wandb run (turns wandb on; the training state "
+                                                    "resumes from <out>/last.pth)")
     f = p.add_argument_group("fixes of the original's bugs (spec §13.1; default: original behaviour)")
     f.add_argument("--fix_p1", action="store_true", help="P1: PLR candidates of the right rows (Clothing1M/WebVision)")
     f.add_argument("--fix_p2", action="store_true", help="P2: update a net's prototypes with its own projections")

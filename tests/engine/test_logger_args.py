@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 import pytest
 
@@ -56,3 +58,38 @@ def test_entry_points_refuse_shared_switches_they_do_not_honour(tmp_path):
     with pytest.raises(ValueError, match="--compile is not supported"):
         ieg.main(ieg.get_args_parser().parse_args(["--out", str(tmp_path / "i"), "--compile", "--device", "cpu"]))
     assert not (tmp_path / "d").exists() and not (tmp_path / "i").exists()  # refused before any output
+
+
+class _FakeWandb:
+    """Stands in for the wandb package (not installed here): records what ``wandb.init`` is given."""
+
+    def __init__(self):
+        self.inits = []
+
+    def init(self, **kwargs):
+        self.inits.append(kwargs)
+        return self
+
+    def log(self, *args, **kwargs):
+        pass
+
+    def finish(self):
+        pass
+
+
+@pytest.mark.parametrize("flags, expect", [
+    (dict(), None),
+    (dict(wandb=True), dict(id=None, resume="allow", mode=None)),
+    (dict(wandb_offline=True), dict(id=None, resume="allow", mode="offline")),  # the originals' --offline
+    (dict(wandb_id="abc123"), dict(id="abc123", resume="must", mode=None)),  # PLReMix's --resume_id
+])
+def test_offline_and_resume_id_turn_wandb_on(tmp_path, monkeypatch, flags, expect):
+    fake = _FakeWandb()
+    monkeypatch.setitem(sys.modules, "wandb", fake)
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    MetricLogger(tmp_path, tensorboard=False, stdout=False, **flags).close()
+    if expect is None:
+        assert fake.inits == []
+        return
+    (init,) = fake.inits
+    assert (init["id"], init["resume"], os.environ.get("WANDB_MODE")) == (expect["id"], expect["resume"], expect["mode"])
