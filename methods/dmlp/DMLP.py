@@ -4,7 +4,7 @@ reading the original's Drive files from ``./labels_cifar10/symmetric20/``::
 
     python methods/dmlp/DMLP.py
     python methods/dmlp/DMLP.py --dataset cifar10 --feature_file features/cifar10_train \\
-        --noise_file ../shared/data/noise_labels/dividemix_json/cifar10/0.5_sym.json --fix_all
+        --noise_file ../shared/data/noise_labels/dividemix_json/cifar10/0.50.json --fix_all
     python methods/dmlp/DMLP.py --dataset digits --feature_file pixels --r 0.4 --meta_size 100 --batch 200 \\
         --batch_fc 64 --epochs 100
 
