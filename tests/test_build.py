@@ -3,9 +3,13 @@ report names every op and backend, and `import lnl` stays cheap."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
+import torch
 
 import lnl.ops
 from lnl import _ext
@@ -32,6 +36,22 @@ def test_extension_is_built_with_cpu_kernels_for_every_op():
     assert not missing, f"no CPU kernel for {missing}"
     info = _ext.build_info()
     assert info["torch"] and "csrc/lnl.cpp" in info["sources"]
+
+
+def test_cuda_kernels_are_compiled_where_a_toolkit_is_found():
+    """Issues 4-6 without a GPU: with nvcc beside a CUDA build of torch (CI's case), ``make test`` compiles
+    every CUDA kernel, for sm_80 and sm_90 unless TORCH_CUDA_ARCH_LIST says otherwise, and registers it:
+    a build that silently fell back to CPU-only fails here instead of skipping the CUDA tests."""
+    nvcc = Path(os.environ.get("CUDA_HOME") or "/usr/local/cuda") / "bin" / "nvcc"
+    if os.environ.get("LNL_CUDA", "auto").lower() == "0" or not torch.version.cuda or not nvcc.exists():
+        pytest.skip("CPU-only build by design: LNL_CUDA=0, a CPU torch or no nvcc")
+    info = _ext.build_info()
+    assert info.get("with_cuda"), info
+    assert {f"csrc/{op}/{op}_cuda.cu" for op in ("knn", "gmm", "plr")} <= set(info["sources"])
+    if "TORCH_CUDA_ARCH_LIST" not in os.environ:
+        assert {"8.0", "9.0"} <= set(info["arch_list"].replace("+PTX", "").split(";")), info["arch_list"]
+    missing = [op for op in lnl.ops.OPS if not _ext.has_kernel(op, "CUDA")]
+    assert not missing, f"built with CUDA but no CUDA kernel registered for {missing}: rebuild (make build)"
 
 
 def test_info_report_lists_each_op_and_backend():
