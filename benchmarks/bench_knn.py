@@ -7,7 +7,7 @@ Evidence: one run times every backend on the same inputs (median of ``--reps`` r
 warm-up; CUDA events on the GPU, ``perf_counter`` on the CPU) and prints time, ratio to the anchor
 (faiss when installed, else torch fp32), achieved TFLOP/s (2*Q*N*D / time) and its fraction of a
 large-GEMM rate measured in the same run, recall@k of the low-precision rows against our fp32
-answer, peak GPU memory, and on the CPU the median process CPU seconds per call (other work on
+answer, peak GPU memory (on the CPU: peak resident memory beyond the inputs), and on the CPU the median process CPU seconds per call (other work on
 shared cores inflates the wall time, much less the CPU time). Every case is the self-kNN of LRA-Diffusion (exclude_self, votes)
 unless Q < N is printed, in which case the first Q points query all N.
 
@@ -19,6 +19,7 @@ unless Q < N is printed, in which case the first Q points query all N.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import datetime
 import os
 import statistics
@@ -132,11 +133,30 @@ def measure(name: str, fn, reps: int, device: str):
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     seconds = timed(fn, reps, device)
-    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else None
+    peak = torch.cuda.max_memory_allocated() / 2**20 if device == "cuda" else _cpu_peak_mib(fn)
     cpu = None
     if device == "cpu":
         cpu = statistics.median(_cpu_seconds(fn) for _ in range(min(reps, 3)))
     return name, seconds, peak, fn(), cpu
+
+
+def _status_kib(field: str) -> int:
+    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
+    return int(line.split()[1])
+
+
+def _cpu_peak_mib(fn) -> float | None:
+    """Peak resident memory of one fn() call beyond what was resident before it, MiB (Linux: the heap's
+    free memory goes back to the system first, so the call cannot reuse it unseen, and the high-water
+    mark is reset through /proc/self/clear_refs); None where that is not possible."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        Path("/proc/self/clear_refs").write_text("5")
+        before = _status_kib("VmRSS")
+        fn()
+        return max(_status_kib("VmHWM") - before, 0) / 1024
+    except (OSError, StopIteration):
+        return None
 
 
 def _cpu_seconds(fn) -> float:
@@ -223,7 +243,8 @@ def record(rows: list[dict], args) -> None:
     gemm = ", ".join(f"{key} GEMM {v / 1e12:.2f} TFLOP/s" for key, v in args.gemm.items())
     numbers = "; ".join(
         f"{r['case']} {r['backend']}: {r['ms']:.1f} ms (x{r['ratio']:.2f}, "
-        f"{r['tflops']:.3f} TFLOP/s"
+        f"{r['tflops']:.3f} TFLOP/s = {r['of_gemm']:.2f} of GEMM"
+        + (f", recall {r['recall']:.4f}" if r["recall"] == r["recall"] else "")
         + (f", {r['cpu_s']:.2f} CPU s" if r["cpu_s"] is not None else "")
         + (f", {r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else "") + ")"
         for r in rows)

@@ -81,6 +81,37 @@ class Stopwatch:
         return self.previous + time.perf_counter() - self.start
 
 
+class DeviceTimer:
+    """Seconds spent in regions of device work, summed without synchronising inside them: on CUDA each
+    region is a pair of events, read (and so waited for) only by ``seconds``; on the CPU, wall time."""
+
+    def __init__(self, device: torch.device | str, previous: float = 0.0):
+        self.cuda = torch.device(device).type == "cuda"
+        self.total = previous
+        self._pending: list = []
+
+    @contextlib.contextmanager
+    def __call__(self):
+        if not self.cuda:
+            start = time.perf_counter()
+            yield
+            self.total += time.perf_counter() - start
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self._pending.append((start, end))
+
+    @property
+    def seconds(self) -> float:
+        for start, end in self._pending:
+            end.synchronize()
+            self.total += start.elapsed_time(end) / 1e3
+        self._pending.clear()
+        return self.total
+
+
 def run_epochs(first_epoch: int, num_epochs: int, step: Callable[[int], dict[str, Any]],
                after_epoch: Iterable[Callable[[int, dict[str, Any]], None]] = ()) -> None:
     """Call ``step(epoch)`` for each remaining epoch, then each hook with the epoch's metrics.

@@ -24,7 +24,7 @@ from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, def
 from lnl.engine.data import add_subset_flag
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import Stopwatch, autocast, progress, run_epochs
+from lnl.engine.train_loop import DeviceTimer, Stopwatch, autocast, progress, run_epochs
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
 
@@ -182,6 +182,8 @@ class Run:
         self.optimizer = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
         self.ema = EMA(self.denoiser, args.ema_decay)
         self.db = data.features["train"][data.train_idx]
+        # the kNN search's device time (the table once, or every batch with --knn_per_batch), recorded
+        self.knn_timer = DeviceTimer(dev)
         self.table = None if args.knn_per_batch else self.retrieval_table()
         self.nets = self.parallel()
 
@@ -210,8 +212,11 @@ class Run:
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if cached["key"] == key:
                 return cached["table"].to(a.device)
-        table = L.neighbour_candidates(self.db, noisy, a.k, self.data.num_classes, metric=a.knn_metric,
-                                       exclude_self=a.exclude_self, backend=a.knn_backend)
+        with self.knn_timer():
+            table = L.neighbour_candidates(self.db, noisy, a.k, self.data.num_classes, metric=a.knn_metric,
+                                           exclude_self=a.exclude_self, backend=a.knn_backend)
+        self.log.info("kNN table (n=%d, k=%d, %s backend): %.3f s", len(noisy), a.k, a.knn_backend,
+                      self.knn_timer.seconds)
         torch.save({"key": key, "table": table.cpu()}, path)
         return table
 
@@ -219,8 +224,9 @@ class Run:
         if self.table is not None:
             return self.table[idx]
         a = self.args
-        return L.batch_candidates(self.db[idx], idx, self.db, self.data.noisy, a.k, self.data.num_classes,
-                                  metric=a.knn_metric, exclude_self=a.exclude_self, backend=a.knn_backend)
+        with self.knn_timer():
+            return L.batch_candidates(self.db[idx], idx, self.db, self.data.noisy, a.k, self.data.num_classes,
+                                      metric=a.knn_metric, exclude_self=a.exclude_self, backend=a.knn_backend)
 
     def set_lr(self, epoch: float) -> float:
         lr = L.learning_rate(epoch, self.args.lr_warmup, self.args.lr_horizon, self.args.lr)
@@ -335,6 +341,7 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         run.ema.load_state_dict(state.pop("ema"))
+        run.knn_timer.total += state.get("knn_seconds", 0.0)  # the table now comes from its cache file
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
     state.setdefault("knn_acc", run.knn_accuracy())
     clock = Stopwatch(state["seconds"])
@@ -351,13 +358,14 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         return metrics
 
     def record(epoch: int, metrics: dict) -> None:
-        logger.log(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"], "seconds": clock.elapsed},
+        logger.log(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"], "seconds": clock.elapsed,
+                           "knn_seconds": run.knn_timer.seconds},
                    stream="train")
         if "test_acc" in metrics:
             logger.log(epoch, {**metrics, "knn_acc": state["knn_acc"], "seconds": clock.elapsed}, stream="eval")
 
     def checkpoint(epoch: int, metrics: dict) -> None:
-        state["seconds"] = clock.elapsed
+        state["seconds"], state["knn_seconds"] = clock.elapsed, run.knn_timer.seconds
         save_checkpoint(args.out, epoch=epoch, models=models, optimizers=opts,
                         method_state={**state, "ema": run.ema.state_dict()}, args=_plain(vars(args)))
 
@@ -366,7 +374,8 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     result = {"method": METHOD, "dataset": args.dataset, "noise": args.noise_type, "seed": args.seed,
               "epochs": args.nepoch, "fp_encoder": args.fp_encoder, "fixes": [f for f in FIXES if getattr(args, f)],
               "test_acc": state["test_acc"], "best_acc": state["best_acc"], "val_acc": state.get("val_acc"),
-              "knn_acc": state["knn_acc"], "seconds": round(clock.elapsed, 2), "run_dir": args.out}
+              "knn_acc": state["knn_acc"], "seconds": round(clock.elapsed, 2),
+              "knn_seconds": round(run.knn_timer.seconds, 3), "run_dir": args.out}
     if getattr(args, "subset", None):  # only then: a full run's record keeps its fields
         result["subset"] = args.subset
     append_jsonl(Path(args.out) / "results.jsonl", result)

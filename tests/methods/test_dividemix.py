@@ -56,18 +56,24 @@ SMOKE = ["--dataset", "digits", "--r", "0.4", "--batch_size", "16", "--lr", "0.0
          "--num_epochs", "2", "--warm_up", "1"]
 
 
-def test_main_smoke_and_stop_and_resume_gives_the_same_weights(tmp_path, monkeypatch):
+@pytest.mark.parametrize("r", ["0.4", "0.9"])  # at 0.9 the GMM averages the last 5 epochs' losses
+def test_main_smoke_and_stop_and_resume_gives_the_same_weights(tmp_path, monkeypatch, r):
     tiny_digits(monkeypatch)
-    result = run_main(train, tmp_path / "whole", *SMOKE)
+    smoke = [*SMOKE, "--r", r]
+    result = run_main(train, tmp_path / "whole", *smoke)
     rows = read_jsonl(tmp_path / "whole" / "eval.jsonl")
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[1]["net1_labeled"] > 0 and rows[1]["net1_lu"] >= 0 and 0 <= rows[2]["net2_auc"] <= 1
-    assert result["method"] == "dividemix" and result["noise"] == "sym0.4"
+    assert result["method"] == "dividemix" and result["noise"] == f"sym{r}"
     with stop_after(monkeypatch, cotrain, 1):
-        run_main(train, tmp_path / "cut", *SMOKE)
-    run_main(train, tmp_path / "cut", *SMOKE)
+        run_main(train, tmp_path / "cut", *smoke)
+    run_main(train, tmp_path / "cut", *smoke)
     a = torch.load(tmp_path / "whole" / "last.pth", weights_only=False)
     b = torch.load(tmp_path / "cut" / "last.pth", weights_only=False)
+    history = [a["method_state"]["method"]["history"], b["method_state"]["method"]["history"]]
+    assert [len(h) for h in history[0]] == [2, 2]  # both co-divide epochs, per net
+    for ha, hb in zip(*history):
+        assert all(torch.equal(x, y) for x, y in zip(ha, hb))
     for net in ("net1", "net2"):
         for k, v in a["models"][net].items():
             torch.testing.assert_close(b["models"][net][k], v, rtol=0, atol=0, msg=f"{net}.{k}")

@@ -261,6 +261,24 @@ def _ce(out, noise_file, epochs=4):
         torch.set_num_threads(before)
 
 
+@pytest.mark.parametrize("module", ["methods.dividemix.Train_cifar", "methods.plremix.train"])
+def test_co_divide_methods_train_on_dmlp_purified_labels(tmp_path, monkeypatch, module):
+    """The composition the DMLP paper reports: DivideMix and PLReMix take DMLP's JSON as --noise_file
+    (here DMLP on the first 160 digits, then a 2-epoch run on those 160 images)."""
+    import importlib
+
+    from tests.methods.codivide_helpers import run_main, tiny_digits
+
+    _run(tmp_path / "dmlp", *DIGITS, "--subset", "160", "--epochs", "1")
+    purified = tmp_path / "dmlp" / "purified_labels.json"
+    tiny_digits(monkeypatch, n_train=160)
+    res = run_main(importlib.import_module(module), tmp_path / "run", "--dataset", "digits", "--noise_file",
+                   str(purified), "--num_epochs", "1", "--warm_up", "1", "--batch_size", "32")
+    trained_on = load_noise_file(tmp_path / "run" / "noisy_labels.npz").labels
+    assert torch.equal(trained_on, load_noise_file(purified).labels) and 0 <= res["test_acc"] <= 1
+    assert res["noise"] == "purified_labels"
+
+
 @pytest.mark.slow
 def test_digits_purification_and_the_ce_baseline_on_the_purified_labels(tmp_path):
     """digits, 40% symmetric noise: the original (IPC only, the exchange never fires) leaves the noisy

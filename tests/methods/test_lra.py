@@ -315,11 +315,16 @@ def test_clothing1m_entry_point_on_a_fake_file_list_dataset(tmp_path):
 
 
 def test_digits_lra_beats_the_ce_baseline(tmp_path):
-    """The demo setting (about 30 s on one core): CE gets 83-89% on digits with 40% symmetric noise in
-    10 epochs (methods/standard/train.py --batch_size 64 --lr 0.05)."""
+    """The demo setting (about 30 s on one core) against CE run here on the same noisy digits (seed 123,
+    10 epochs, methods/standard/train.py --batch_size 64 --lr 0.05 as in make demo: 83-89% over seeds)."""
+    from methods.standard import train as standard
+
+    ce = standard.main(standard.get_args_parser().parse_args([
+        "--dataset", "digits", "--noise_mode", "sym", "--r", "0.4", "--batch_size", "64", "--lr", "0.05",
+        "--num_epochs", "10", "--out", str(tmp_path / "ce"), "--device", "cpu", "--no-tensorboard"]))
     res = train_CIFAR.main(_args(tmp_path / "lra", *DEMO_FLAGS, "--nepoch", str(DEMO_EPOCHS)))
     assert res["method"] == "lra" and res["dataset"] == "digits"
-    assert res["test_acc"] > 0.89, res
+    assert res["test_acc"] > ce["test_acc"], (res["test_acc"], ce["test_acc"])
     rows = read_jsonl(tmp_path / "lra" / "eval.jsonl")
     assert rows[-1]["test_acc"] == res["test_acc"]
 
@@ -328,6 +333,17 @@ DEMO_FLAGS = ["--noise_type", "digits-sym-0.4", "--fp_encoder", "pixels", "--dif
               "--feature_dim", "128", "--batch_size", "64", "--lr", "3e-3", "--eval_freq", "10",
               "--fix_lr_horizon"]
 DEMO_EPOCHS = 150
+
+
+@pytest.mark.parametrize("per_batch", [False, True])
+def test_knn_time_is_recorded(tmp_path, per_batch):
+    """The issue's GPU run records the kNN time: the table's build, or every batch's search with
+    --knn_per_batch, in train.jsonl (running total) and the results record."""
+    flags = ["--knn_per_batch"] if per_batch else []
+    res = train_CIFAR.main(_args(tmp_path / "run", *TINY, "--nepoch", "2", "--subset", "300", *flags))
+    seconds = [r["knn_seconds"] for r in read_jsonl(tmp_path / "run" / "train.jsonl")]
+    assert 0 < seconds[0] <= seconds[1] and res["knn_seconds"] == pytest.approx(seconds[1], abs=1e-3)
+    assert (seconds[0] < seconds[1]) == per_batch  # the table is searched once, per-batch mode every step
 
 
 def test_data_parallel_ids_keep_visible_gpus_with_the_model_first():
