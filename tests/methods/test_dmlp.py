@@ -264,14 +264,14 @@ def _ce(out, noise_file, epochs=4):
 @pytest.mark.parametrize("module", ["methods.dividemix.Train_cifar", "methods.plremix.train"])
 def test_co_divide_methods_train_on_dmlp_purified_labels(tmp_path, monkeypatch, module):
     """The composition the DMLP paper reports: DivideMix and PLReMix take DMLP's JSON as --noise_file
-    (here DMLP on the first 160 digits, then a 2-epoch run on those 160 images)."""
+    (here DMLP on the first 300 digits, then a 2-epoch run on those 300 images)."""
     import importlib
 
     from tests.methods.codivide_helpers import run_main, tiny_digits
 
-    _run(tmp_path / "dmlp", *DIGITS, "--subset", "160", "--epochs", "1")
+    _run(tmp_path / "dmlp", *DIGITS, "--subset", "300", "--epochs", "1")
     purified = tmp_path / "dmlp" / "purified_labels.json"
-    tiny_digits(monkeypatch, n_train=160)
+    tiny_digits(monkeypatch, n_train=300)
     res = run_main(importlib.import_module(module), tmp_path / "run", "--dataset", "digits", "--noise_file",
                    str(purified), "--num_epochs", "1", "--warm_up", "1", "--batch_size", "32")
     trained_on = load_noise_file(tmp_path / "run" / "noisy_labels.npz").labels
