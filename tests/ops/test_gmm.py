@@ -57,8 +57,12 @@ def synth_losses(n: int, d: int, seed: int) -> np.ndarray:
     return np.stack(cols, 1)
 
 
-def real_losses(d: int, epoch: int = 5) -> np.ndarray:
-    loss = np.load(FIXTURE)[f"losses_ep{epoch}"][:, :d].astype(np.float64)
+# The fixture's snapshots: 50 % noise after epochs 2 and 5, and 20 / 80 / 90 % after epoch 5.
+SNAPSHOTS = ["losses_ep2", "losses_ep5", "r20_ep5", "r80_ep5", "r90_ep5"]
+
+
+def real_losses(d: int, key: str = "losses_ep5") -> np.ndarray:
+    loss = np.load(FIXTURE)[key][:, :d].astype(np.float64)
     return (loss - loss.min(0)) / (loss.max(0) - loss.min(0))
 
 
@@ -88,11 +92,11 @@ def test_matches_sklearn_given_resp_float64(d, source, settings, backend):
 
 
 @pytest.mark.parametrize("d", [1, 2])
-@pytest.mark.parametrize("epoch", [2, 5])
+@pytest.mark.parametrize("snapshot", SNAPSHOTS)
 @pytest.mark.parametrize("backend", SKLEARN_BACKENDS)
-def test_matches_sklearn_float32_real(d, epoch, backend):
+def test_matches_sklearn_float32_real(d, snapshot, backend):
     """float32 input: sklearn computes in float32, we accumulate in float64 (issue tolerances)."""
-    x = real_losses(d, epoch).astype(np.float32)
+    x = real_losses(d, snapshot).astype(np.float32)
     # A split at the median loss (not k-means): a Dirichlet-random start ends near p = 0.5 for all
     # points, where the partition is decided by float32 rounding alone.
     low = x[:, 0] < np.median(x[:, 0])
@@ -125,9 +129,10 @@ def test_kmeans_init_three_components_matches_sklearn():
 
 
 @pytest.mark.parametrize("backend", SKLEARN_BACKENDS)
-def test_clean_prob_matches_dividemix_and_plremix(backend):
+@pytest.mark.parametrize("snapshot", SNAPSHOTS)
+def test_clean_prob_matches_dividemix_and_plremix(backend, snapshot):
     """gmm_clean_prob vs the original code: sklearn on min-max losses, DivideMix argmin / PLReMix min norm."""
-    raw = np.load(FIXTURE)["losses_ep5"]
+    raw = np.load(FIXTURE)[snapshot]
     for dims in (1, 2):
         x = raw[:, :dims]
         norm = (x - x.min(0)) / (x.max(0) - x.min(0))
@@ -153,10 +158,12 @@ def test_clean_prob_batched_ragged_equals_single():
     assert bool((p[1, 2000:] == 0).all())
 
 
-def test_clean_prob_separates_real_clean_samples():
+@pytest.mark.parametrize("snapshot, clean_key", [("losses_ep5", "clean"), ("r20_ep5", "clean_r20"),
+                                                 ("r80_ep5", "clean_r80")])
+def test_clean_prob_separates_real_clean_samples(snapshot, clean_key):
     data = np.load(FIXTURE)
-    prob = gmm_clean_prob(torch.from_numpy(data["losses_ep5"][:, 0]), dims=1, backend="reference").numpy()
-    clean = data["clean"]
+    prob = gmm_clean_prob(torch.from_numpy(data[snapshot][:, 0]), dims=1, backend="reference").numpy()
+    clean = data[clean_key]
     assert prob[clean].mean() > prob[~clean].mean() + 0.2
 
 
