@@ -17,6 +17,11 @@ Encoders (``--encoder``):
   (``state_dict``, ``model``) and prefixes (``module.``, ``encoder.``, ``backbone.``, ``f.``) are
   stripped and projection-head keys dropped; ``--cifar-stem`` selects the 3x3 stride-1 stem without
   max-pool used by CIFAR SimCLR models. Images keep their size, with the dataset's normalisation.
+* ``cc``: LRA-Diffusion's Clothing1M prior (``model/CC_net.pt``, its ``CC_model``): a ResNet-50's
+  pooled 2048-d feature through the checkpoint's ``dr`` Linear(2048 -> 128), raw (not normalised).
+  The backbone (``model_resnet.*``) and ``dr.*`` load strictly; the classification heads are unused.
+  Images: Resize 256, CenterCrop ``--image-size`` (224), the dataset's normalisation, as LRA's
+  Clothing1M evaluation transform.
 
 Weights are never available offline (lra_dmlp.md §A.8); the tests use random initialisation.
 
@@ -49,7 +54,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", required=True)
     p.add_argument("--root", type=Path, default=None)
     p.add_argument("--split", default="train")
-    p.add_argument("--encoder", choices=("resnet50", "open_clip", "simclr"), required=True)
+    p.add_argument("--encoder", choices=("resnet50", "open_clip", "simclr", "cc"), required=True)
     p.add_argument("--weights", default="none", help="state dict path, torchvision tag or 'none'")
     p.add_argument("--model", default="ViT-L-14", help="open_clip model name")
     p.add_argument(
@@ -108,6 +113,39 @@ def build_resnet(arch: str, weights: str, cifar_stem: bool) -> torch.nn.Module:
     return net
 
 
+class CCEncoder(torch.nn.Module):
+    """LRA-Diffusion's CC features: dr(ResNet-50 pooled feature), 128-d."""
+
+    def __init__(self):
+        import torchvision
+
+        super().__init__()
+        self.backbone = torchvision.models.resnet50(weights=None)
+        self.backbone.fc = torch.nn.Identity()
+        self.dr = torch.nn.Linear(2048, 128)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dr(self.backbone(x))
+
+
+def build_cc(weights: str) -> CCEncoder:
+    """A :class:`CCEncoder` with ``CC_net.pt``'s backbone and ``dr`` (strict), or random for ``none``."""
+    net = CCEncoder()
+    if weights.lower() == "none":
+        print("warning: cc without --weights gives a random encoder")
+        return net
+    raw = torch.load(weights, map_location="cpu", weights_only=True)
+    raw = raw.get("state_dict", raw)
+    raw = {k.removeprefix("module."): v for k, v in raw.items()}
+    state = {"backbone." + k[len("model_resnet."):]: v for k, v in raw.items() if k.startswith("model_resnet.")}
+    state.update({k: v for k, v in raw.items() if k.startswith("dr.")})
+    result = net.load_state_dict(state, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise SystemExit(f"{weights} is not a CC_net checkpoint (model_resnet.*, dr.*): missing "
+                         f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
+    return net
+
+
 def build_encoder(args: argparse.Namespace, ds):
     """(module whose forward gives features, PIL transform for the dataset images)."""
     import torchvision.transforms as T
@@ -138,6 +176,9 @@ def build_encoder(args: argparse.Namespace, ds):
             ]
         )
         return build_resnet("resnet50", args.weights, False), tf
+    if args.encoder == "cc":
+        tf = T.Compose([T.Resize(256), T.CenterCrop(args.image_size), T.ToTensor(), T.Normalize(ds.mean, ds.std)])
+        return build_cc(args.weights), tf
     if args.weights.lower() == "none":
         print("warning: simclr without --weights gives a random encoder")
     tf = T.Compose([T.ToTensor(), T.Normalize(ds.mean, ds.std)])

@@ -46,7 +46,7 @@ EXTRACT_HINT = {
     "CLIP": "--encoder open_clip --model ViT-L-14 --pretrained openai --no-normalize",
     "SimCLR": "--encoder simclr --arch resnet50 --cifar-stem --weights model/SimCLR_128_{dataset}.pt",
     "ResNet": "--encoder resnet50 --weights IMAGENET1K_V2",
-    "CC": "--encoder resnet50 --weights model/CC_net.pt",
+    "CC": "--encoder cc --weights model/CC_net.pt",
 }
 
 

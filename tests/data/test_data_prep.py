@@ -386,6 +386,37 @@ def test_extract_features_resnet50_and_simclr(tmp_path):
     assert np.allclose(np.load(tmp_path / "sc_features.npy"), ref, atol=2e-3)
 
 
+def test_extract_features_cc_loads_the_original_checkpoint_layout(tmp_path):
+    """LRA's Clothing1M prior: CC_net.pt holds model_resnet.* (a ResNet-50, fc = identity), dr (2048 -> 128)
+    and unused classification heads; the features are dr(pooled), raw, 128-d."""
+    import torchvision
+    import torchvision.transforms as T
+
+    torch.manual_seed(0)
+    backbone = torchvision.models.resnet50()
+    backbone.fc = torch.nn.Identity()
+    dr = torch.nn.Linear(2048, 128)
+    state = {f"model_resnet.{k}": v for k, v in backbone.state_dict().items()}
+    state.update({f"dr.{k}": v for k, v in dr.state_dict().items()})
+    state.update({"classification_fc.weight": torch.zeros(14, 2048), "fc1.fc3.weight": torch.zeros(14, 64)})
+    torch.save(state, tmp_path / "CC_net.pt")
+    run("extract_features", "--dataset", "digits", "--encoder", "cc", "--weights", tmp_path / "CC_net.pt",
+        "--image-size", "32", "--limit", "3", "--num-workers", "0", "--out", tmp_path / "cc")
+    ds = get_dataset("digits", None, "train")
+    tf = T.Compose([T.Resize(256), T.CenterCrop(32), T.ToTensor(), T.Normalize(ds.mean, ds.std)])
+    from PIL import Image
+
+    x = torch.stack([tf(Image.fromarray(ds.images[i].numpy())) for i in range(3)])
+    with torch.no_grad():
+        ref = dr(backbone.eval()(x)).numpy().astype(np.float16)
+    feats = np.load(tmp_path / "cc_features.npy")
+    assert feats.shape == (3, 128) and np.allclose(feats, ref, atol=2e-3, rtol=1e-2)
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")  # e.g. a plain ResNet's file
+    with pytest.raises(SystemExit, match="is not a CC_net checkpoint"):
+        run("extract_features", "--dataset", "digits", "--encoder", "cc", "--weights", tmp_path / "other.pt",
+            "--limit", "1", "--num-workers", "0", "--out", tmp_path / "bad")
+
+
 def test_extract_features_open_clip_tiny_config(tmp_path):
     import open_clip
 
