@@ -8,6 +8,7 @@ run killed while saving leaves the previous checkpoint intact.
 
 from __future__ import annotations
 
+import filecmp
 import os
 import tempfile
 from pathlib import Path
@@ -107,15 +108,25 @@ def find_resume_path(run_dir: str | os.PathLike, resume: str | None) -> Path | N
 # refused. An explicit --out or --resume PATH, or the launcher, can put two runs in one folder (a
 # --subset run and a full one, two noise rates); resuming across them would mix their states silently.
 # Each entry point has some of these names (LRA --noise_type, IEG's --dataset carries its noise, NMTune
-# --train-dataset); a name either side lacks is not compared. Noise files compare by file name, so a
-# data folder that moved still resumes.
+# --train-dataset); a name either side lacks is not compared. Noise files (--noise_file, and LRA's
+# --noise_type when it is a path) compare by content while both exist, and by file name when the saved
+# path is gone (a data folder that moved still resumes).
 SAME_RUN_ARGS = ("dataset", "train_dataset", "noise_mode", "noise_type", "r", "noise_file", "seed", "subset")
+_NOISE_FILE_SUFFIXES = (".json", ".npy", ".npz")
+
+
+def _same_noise_file(saved: str, now: str) -> bool:
+    a, b = Path(saved).expanduser(), Path(now).expanduser()
+    if a.is_file() and b.is_file():
+        return filecmp.cmp(a, b, shallow=False)
+    return a.name == b.name
 
 
 def _same_value(key: str, saved: Any, now: Any) -> bool:
     saved, now = saved or None, now or None  # unset, "" and 0 alike: a folder written before the flag
-    if key == "noise_file" and saved is not None and now is not None:
-        return Path(str(saved)).name == Path(str(now)).name
+    if key in ("noise_file", "noise_type") and saved is not None and now is not None:
+        if key == "noise_file" or str(saved).endswith(_NOISE_FILE_SUFFIXES):
+            return _same_noise_file(str(saved), str(now))
     return saved == now
 
 

@@ -233,9 +233,11 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
         method.load_state_dict(ckpt["method_state"]["method"])
         log.info("resumed from %s at epoch %d", path, run["first_epoch"])
     clock = Stopwatch(run["seconds"])
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb, wandb_offline=args.offline,
-                          wandb_id=getattr(args, "resume_id", None), name=Path(args.out).name, config=vars(args),
-                          resume_step=run["first_epoch"])
+    no_wandb = getattr(args, "wo_wandb", False)  # PLReMix's --no_wandb wins, as in the original
+    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb and not no_wandb,
+                          wandb_offline=args.offline and not no_wandb,
+                          wandb_id=None if no_wandb else getattr(args, "resume_id", None), name=Path(args.out).name,
+                          config=vars(args), resume_step=run["first_epoch"])
 
     def step(epoch: int) -> dict:
         metrics = {**method.run_epoch(epoch), **test()}

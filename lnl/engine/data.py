@@ -38,7 +38,7 @@ def noisy_labels_for(args: argparse.Namespace, targets: torch.Tensor, num_classe
     """Read ``--noise_file`` when given, else generate ``--noise_mode`` at rate ``--r`` with ``--seed``."""
     if getattr(args, "noise_file", None):
         noisy = load_noise_file(args.noise_file)
-        if _labels_of_a_subset_run(noisy, args):
+        if _labels_of_a_subset_run(noisy, args, len(targets)):
             return noisy
         if noisy.labels.shape[0] != targets.shape[0]:
             raise ValueError(f"--noise_file {args.noise_file} has {noisy.labels.shape[0]} labels but "
@@ -48,13 +48,17 @@ def noisy_labels_for(args: argparse.Namespace, targets: torch.Tensor, num_classe
                       dataset=args.dataset)
 
 
-def _labels_of_a_subset_run(noisy: NoisyLabels, args: argparse.Namespace) -> bool:
+def _labels_of_a_subset_run(noisy: NoisyLabels, args: argparse.Namespace, split_size: int) -> bool:
     """True for the ``noisy_labels.npz`` of a ``--subset N`` run read by a run with the same ``--subset``
-    (the labels of the first N images); any other run gets an error saying which ``--subset`` it needs."""
+    on the same dataset (the labels of the first N images, or of all when the split is smaller); any
+    other run gets an error saying what the file needs."""
     written = noisy.meta.get("subset")
     if not written:
         return False
-    if getattr(args, "subset", None) != written or noisy.labels.shape[0] != written:
+    made_for = noisy.meta.get("dataset")
+    if made_for is not None and made_for != args.dataset:
+        raise ValueError(f"--noise_file {args.noise_file} holds labels of {made_for}, not {args.dataset}")
+    if getattr(args, "subset", None) != written or noisy.labels.shape[0] != min(written, split_size):
         raise ValueError(f"--noise_file {args.noise_file} holds the labels of a --subset {written} run (its "
                          f"first {written} images): read it with --subset {written}, or use a full run's file")
     return True

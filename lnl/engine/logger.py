@@ -104,11 +104,10 @@ def _init_wandb(run_dir: Path, offline: bool, project: str, name: str | None, co
         import wandb
     except ImportError as exc:
         raise RuntimeError("--wandb (or --offline, --resume_id) needs the wandb package: pip install wandb") from exc
-    if offline:
-        os.environ["WANDB_MODE"] = "offline"
     # A given id must exist (resume="must"): a typo would otherwise start an empty run under that id.
     return wandb.init(project=project, name=name, dir=str(run_dir), config=dict(config or {}),
-                      id=run_id or None, resume="must" if run_id else "allow")
+                      id=run_id or None, resume="must" if run_id else "allow",
+                      mode="offline" if offline else None)
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:

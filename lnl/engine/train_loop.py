@@ -86,7 +86,8 @@ class DeviceTimer:
     region is a pair of events, read (and so waited for) only by ``seconds``; on the CPU, wall time."""
 
     def __init__(self, device: torch.device | str, previous: float = 0.0):
-        self.cuda = torch.device(device).type == "cuda"
+        self.device = torch.device(device)
+        self.cuda = self.device.type == "cuda"
         self.total = previous
         self._pending: list = []
 
@@ -97,10 +98,12 @@ class DeviceTimer:
             yield
             self.total += time.perf_counter() - start
             return
+        # on the device's own stream: with --device cuda:1 the current device may still be cuda:0
+        stream = torch.cuda.current_stream(self.device)
         start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
+        start.record(stream)
         yield
-        end.record()
+        end.record(torch.cuda.current_stream(self.device))
         self._pending.append((start, end))
 
     @property

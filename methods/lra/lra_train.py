@@ -184,6 +184,7 @@ class Run:
         self.db = data.features["train"][data.train_idx]
         # the kNN search's device time (the table once, or every batch with --knn_per_batch), recorded
         self.knn_timer = DeviceTimer(dev)
+        self.table_from_cache = False
         self.table = None if args.knn_per_batch else self.retrieval_table()
         self.nets = self.parallel()
 
@@ -211,6 +212,7 @@ class Run:
         if path.is_file():
             cached = torch.load(path, map_location="cpu", weights_only=True)
             if cached["key"] == key:
+                self.table_from_cache = True
                 return cached["table"].to(a.device)
         with self.knn_timer():
             table = L.neighbour_candidates(self.db, noisy, a.k, self.data.num_classes, metric=a.knn_metric,
@@ -341,7 +343,8 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         run.ema.load_state_dict(state.pop("ema"))
-        run.knn_timer.total += state.get("knn_seconds", 0.0)  # the table now comes from its cache file
+        if run.table is None or run.table_from_cache:  # else the table was searched again: count that once
+            run.knn_timer.total += state.get("knn_seconds", 0.0)
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
     state.setdefault("knn_acc", run.knn_accuracy())
     clock = Stopwatch(state["seconds"])

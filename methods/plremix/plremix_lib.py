@@ -272,7 +272,7 @@ def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes:
     g.add_argument("--lambda_warmup_crl", type=float, default=1.0,
                    help="weight of the warm-up contrastive term (lnl addition; the original adds it with weight 1). "
                         "Small CNNs on tiny images learn worse with 1 (RESULTS.md, digits: 82.8%% at 1, 90.0%% at 0.1 in 30 "
-                        "epochs; in 10, 0.03 beats CE on 5 of 6 seeds, the digits preset's value); "
+                        "epochs; in 10 on 16x16 digits, 0.03 beats CE on 5 of 6 seeds); "
                         "0 leaves the projection head, and so the prototypes, untrained")
     g.add_argument("--p_threshold", type=float, default=0.5, help="clean-posterior threshold")
     g.add_argument("--T", type=float, default=0.5, help="sharpening temperature")

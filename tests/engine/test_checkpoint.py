@@ -94,13 +94,33 @@ def test_a_checkpoint_of_other_data_is_refused(tmp_path, saved, now, message):
 
 
 def test_a_resume_compares_only_what_both_runs_have(tmp_path):
-    """Other hyperparameters may change on resume; a moved noise file (same name) still resumes; a
-    name one side lacks (a checkpoint from before a flag existed) is not compared."""
+    """Other hyperparameters may change on resume; a moved noise file (same name, the old path gone)
+    still resumes; a name one side lacks (a checkpoint from before a flag existed) is not compared."""
     model, opt, _ = _objects(0)
     save_checkpoint(tmp_path, epoch=1, models={"m": model},
                     args={"noise_file": "/old/data/0.50.json", "seed": 0, "lr": 0.1, "num_epochs": 10})
     run = {"noise_file": "/new/data/0.50.json", "seed": 0, "lr": 0.01, "num_epochs": 20, "r": 0.5}
     assert load_checkpoint(tmp_path / "last.pth", models={"m": model}, run_args=run)["epoch"] == 1
+
+
+@pytest.mark.parametrize("key", ["noise_file", "noise_type"])
+def test_noise_files_that_both_exist_compare_by_content(tmp_path, key):
+    """Two DMLP outputs are both purified_labels.json: a run on the other one is another run; the same
+    file reached by another path (relative, or a copy) resumes. LRA's --noise_type may be such a path."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir(), (tmp_path / "c").mkdir()
+    (tmp_path / "a" / "purified_labels.json").write_text("[0, 1, 1]")
+    (tmp_path / "b" / "purified_labels.json").write_text("[0, 1, 2]")
+    (tmp_path / "c" / "purified_labels.json").write_text("[0, 1, 1]")
+    model, _, _ = _objects(0)
+    save_checkpoint(tmp_path / "run", epoch=1, models={"m": model}, args={key: str(tmp_path / "a" / "purified_labels.json")})
+    ckpt = tmp_path / "run" / "last.pth"
+    with pytest.raises(ValueError, match=f"--{key} .*a/purified_labels.json, this run has"):
+        load_checkpoint(ckpt, models={"m": model}, run_args={key: str(tmp_path / "b" / "purified_labels.json")})
+    assert load_checkpoint(ckpt, models={"m": model}, run_args={key: str(tmp_path / "c" / "purified_labels.json")})
+    if key == "noise_type":  # a noise-type name, not a path, compares as a name
+        save_checkpoint(tmp_path / "run", epoch=1, models={"m": model}, args={key: "cifar10-1-0.35"})
+        with pytest.raises(ValueError, match="--noise_type cifar10-1-0.35"):
+            load_checkpoint(ckpt, models={"m": model}, run_args={key: "cifar10-1-0.25"})
 
 
 def test_find_resume_path(tmp_path):

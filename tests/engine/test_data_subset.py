@@ -52,3 +52,17 @@ def test_a_subset_runs_label_file_is_read_back_by_a_run_with_that_subset(tmp_pat
         other.noise_file = again.noise_file
         with pytest.raises(ValueError, match="labels of a --subset 100 run .* read it with --subset 100"):
             build_noisy_data(other)
+
+
+def test_a_subset_file_of_a_whole_small_split_and_of_another_dataset(tmp_path):
+    """--subset N at or above the split size keeps every image (N > labels in the file) and still reads
+    back with --subset N; a subset file of another dataset is refused by name."""
+    from lnl.engine.data import noisy_labels_for
+
+    whole = build_noisy_data(_args(tmp_path / "whole", "--subset", "5000"))
+    again = _args(tmp_path / "again", "--subset", "5000")
+    again.noise_file = str(tmp_path / "whole" / "noisy_labels.npz")
+    assert len(whole.train) == 1437 and torch.equal(build_noisy_data(again).noisy.labels, whole.noisy.labels)
+    other = argparse.Namespace(noise_file=again.noise_file, dataset="cifar10", subset=5000)
+    with pytest.raises(ValueError, match="holds labels of digits, not cifar10"):
+        noisy_labels_for(other, torch.zeros(50000, dtype=torch.long), 10)

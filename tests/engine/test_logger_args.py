@@ -86,10 +86,11 @@ class _FakeWandb:
 def test_offline_and_resume_id_turn_wandb_on(tmp_path, monkeypatch, flags, expect):
     fake = _FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
-    monkeypatch.delenv("WANDB_MODE", raising=False)
+    before = os.environ.get("WANDB_MODE")
     MetricLogger(tmp_path, tensorboard=False, stdout=False, **flags).close()
+    assert os.environ.get("WANDB_MODE") == before  # offline by argument, not by a process-wide variable
     if expect is None:
         assert fake.inits == []
         return
     (init,) = fake.inits
-    assert (init["id"], init["resume"], os.environ.get("WANDB_MODE")) == (expect["id"], expect["resume"], expect["mode"])
+    assert {k: init[k] for k in ("id", "resume", "mode")} == expect

@@ -72,8 +72,8 @@ def test_main_smoke_and_stop_and_resume_gives_the_same_weights(tmp_path, monkeyp
     b = torch.load(tmp_path / "cut" / "last.pth", weights_only=False)
     history = [a["method_state"]["method"]["history"], b["method_state"]["method"]["history"]]
     assert [len(h) for h in history[0]] == [2, 2]  # both co-divide epochs, per net
-    for ha, hb in zip(*history):
-        assert all(torch.equal(x, y) for x, y in zip(ha, hb))
+    for ha, hb in zip(*history, strict=True):
+        assert len(ha) == len(hb) and all(torch.equal(x, y) for x, y in zip(ha, hb))
     for net in ("net1", "net2"):
         for k, v in a["models"][net].items():
             torch.testing.assert_close(b["models"][net][k], v, rtol=0, atol=0, msg=f"{net}.{k}")

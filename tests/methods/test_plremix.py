@@ -305,9 +305,10 @@ def test_webvision_entry_point_with_mcrop_on_a_fake_file_list_dataset(tmp_path):
 def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch):
     """Issue 7's CPU check: 40 % sym noise on digits; AUC >= 0.9 and test accuracy > CE's (same budget).
 
-    The warm-up contrastive term is weighted 0.03 (``--lambda_warmup_crl``, as the digits preset; the
-    default is the original's 1): on ``small_cnn`` weight 1 costs 4 points here and 7 at 30 epochs. Measured over seeds 123, 0-4 (RESULTS.md): PLReMix 84.1 % vs CE 82.1 % on average,
-    above CE on 5 of 6 seeds; at weight 0.1, above CE on 2 of 3."""
+    The warm-up contrastive term is weighted 0.03 (``--lambda_warmup_crl``; the default is the
+    original's 1): on ``small_cnn`` weight 1 costs 4 points here and 7 at 30 epochs. Measured over seeds
+    123, 0-4 (RESULTS.md): PLReMix 84.1 % vs CE 82.0 % on average, above CE on 5 of 6 seeds; at weight
+    0.1, above CE on 2 of 3."""
     from tests.methods.codivide_helpers import INTEGRATION, INTEGRATION_EPOCHS, ce_baseline
 
     ce = ce_baseline(monkeypatch, tmp_path / "ce")
