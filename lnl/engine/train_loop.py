@@ -85,10 +85,10 @@ class DeviceTimer:
     """Seconds spent in regions of device work, summed without synchronising inside them: on CUDA each
     region is a pair of events, read (and so waited for) only by ``seconds``; on the CPU, wall time."""
 
-    def __init__(self, device: torch.device | str, previous: float = 0.0):
+    def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
         self.cuda = self.device.type == "cuda"
-        self.total = previous
+        self.total = 0.0  # seconds already read (a resumed run adds its saved total here)
         self._pending: list = []
 
     @contextlib.contextmanager

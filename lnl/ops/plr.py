@@ -29,9 +29,10 @@ The compiled op ``lnl::plr_loss`` never builds a B×B or N×N tensor: candidate 
 keeps an online log-sum-exp, and the backward recomputes tiles and accumulates dF = (G + Gᵀ)F.
 Its first output is the *objective* whose gradient is the loss's ((1/R) Σ v_a for flat); this
 wrapper turns it into the original's exp(o − sg(o)). Backends: ``cpu`` (C++, float32/float64, GEMM
-tiles through ATen; exps in the input precision, sums in float64), ``cuda`` (tiles of F·Fᵀ in fp32 SIMT for float32
-and on tensor cores, WMMA with fp32 accumulation, for float16/bfloat16; C ≤ 1024; compiled for sm_80
-and sm_90 and run in CI under the CPU emulation of thread blocks, not yet on a GPU), ``reference`` (dense PyTorch, any dtype, float64 for gradcheck).
+tiles through ATen; exps in the input precision, sums in float64), ``cuda`` (tiles of F·Fᵀ in fp32
+SIMT for float32 and on tensor cores, WMMA with fp32 accumulation, for float16/bfloat16; C ≤ 1024;
+compiled for sm_80 and sm_90 and run in CI under the CPU emulation of thread blocks, not yet on a
+GPU), ``reference`` (dense PyTorch, any dtype, float64 for gradcheck).
 The CUDA op never synchronises; the CPU backward reads its 0-d incoming gradient on the host.
 """
 
