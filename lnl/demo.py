@@ -39,7 +39,7 @@ DEMO_RUNS: dict[str, DemoRun] = {
                                                    "--batch_size", "64", "--lr", "0.05"], length=10),
     "dividemix": DemoRun("methods.dividemix.Train_cifar", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
                                                            "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
-                                                           "--lambda_u", "0"], length=9),
+                                                           "--lambda_u", "0", "--lr_milestone", "half"], length=9),
     "plremix": DemoRun("methods.plremix.train", ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4",
                                                  "--batch_size", "32", "--lr", "0.05", "--warm_up", "4",
                                                  "--lambda_u", "0"], length=9),

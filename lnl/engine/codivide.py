@@ -57,10 +57,34 @@ def subset_loader(base: GPULoader, indices: Tensor | None, batch_size: int, *, v
 
 def cycle(loader) -> Iterator:
     """Iterate ``loader`` forever, re-entering it when exhausted (DivideMix's unlabeled iterator,
-    with ``next(it)`` instead of the removed ``it.next()``)."""
+    with ``next(it)`` instead of the removed ``it.next()``). A loader that yields nothing raises
+    instead of spinning forever (``keep_partial_batch`` avoids that case)."""
     while True:
+        empty = True
         for batch in loader:
+            empty = False
             yield batch
+        if empty:
+            raise RuntimeError("cycle(): the loader yields no batch (fewer samples than one batch with drop_last)")
+
+
+def loader_name(tag: int) -> str:
+    """The loader a co-divide seed tag stands for (10 + k warm-up, 20 + k eval, 30 + k labeled, 40 + k
+    unlabeled, k the net), for log lines."""
+    kind = {1: "warm-up", 2: "eval", 3: "labeled", 4: "unlabeled"}.get(tag // 10, f"tag {tag}")
+    return f"net{tag % 10 + 1}'s {kind} loader"
+
+
+def keep_partial_batch(size: int, batch_size: int, drop_last: bool, what: str, log=None) -> bool:
+    """``drop_last`` for a loader over ``size`` samples: False when dropping would leave no batch at
+    all (0 < size < batch_size), so that round trains on the samples there are, and says so. The
+    originals crash there (an empty unlabeled iterator) or train on nothing (an empty warm-up)."""
+    if drop_last and 0 < size < batch_size:
+        if log is not None:
+            log.warning("%s: %d samples, fewer than one batch of %d: training on one short batch", what, size,
+                        batch_size)
+        return False
+    return drop_last
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
@@ -119,12 +143,14 @@ def gmm_seed(seed: int, epoch: int, net: int) -> int:
 
 
 def sklearn_clean_prob(x: Tensor, seed: int, *, max_iter: int = 10, tol: float = 1e-2,
-                       reg_covar: float = 5e-4) -> Tensor:
+                       reg_covar: float = 5e-4, dtype: torch.dtype = torch.float64) -> Tensor:
     """The originals' sklearn path (``--gmm-backend sklearn``): ``GaussianMixture(2, ...)`` on CPU.
 
     Args:
-        x: Tensor[N, D] already-normalised GMM input (float32, as the originals feed sklearn).
+        x: Tensor[N, D] already-normalised GMM input.
         seed: ``random_state`` of the k-means init.
+        dtype: what sklearn fits in. DivideMix hands it a float32 torch tensor, which sklearn's
+            ``check_array`` converts to float64; PLReMix hands it a float32 numpy array, which it keeps.
 
     Returns:
         Tensor[N] clean posterior on ``x``'s device; the clean component has the smallest mean
@@ -132,7 +158,7 @@ def sklearn_clean_prob(x: Tensor, seed: int, *, max_iter: int = 10, tol: float =
     """
     from sklearn.mixture import GaussianMixture
 
-    data = x.detach().float().cpu().numpy()
+    data = x.detach().to(dtype).cpu().numpy()
     gmm = GaussianMixture(n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed)
     gmm.fit(data)
     prob = gmm.predict_proba(data)
@@ -140,19 +166,20 @@ def sklearn_clean_prob(x: Tensor, seed: int, *, max_iter: int = 10, tol: float =
     return torch.from_numpy(prob[:, clean]).float().to(x.device)
 
 
-def clean_probability(x: Tensor, *, backend: str, seed: int) -> Tensor:
+def clean_probability(x: Tensor, *, backend: str, seed: int, sklearn_dtype: torch.dtype = torch.float64) -> Tensor:
     """Clean posterior of a 2-component GMM on already-normalised losses (spec §5.3, §6.2).
 
     Args:
         x: Tensor[N, D] (D = 1: DivideMix's CE loss; D = 2: PLReMix's CE and prototype loss).
         backend: ``--gmm-backend``: "sklearn" (oracle) or an ``lnl.ops.gmm_clean_prob`` backend.
         seed: the k-means init seed (``gmm_seed``).
+        sklearn_dtype: the precision of the sklearn fit (the method's original's, see ``sklearn_clean_prob``).
 
     Returns:
         Tensor[N] float32 probabilities of the clean component.
     """
     if backend == "sklearn":
-        return sklearn_clean_prob(x, seed)
+        return sklearn_clean_prob(x, seed, dtype=sklearn_dtype)
     from lnl.ops import gmm_clean_prob
 
     return gmm_clean_prob(x.float(), dims=x.shape[1], normalise="none", seed=seed, backend=backend).float()
@@ -211,9 +238,9 @@ def warmup_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader,
 def _semi_step(net, net2, xv, y, w, uv, *, num_classes, temperature, alpha, mix_views, amp,
                labeled_only) -> tuple[Tensor, Tensor, Tensor]:
     """Co-guess, co-refine, mix and return (logits of the mixed rows, mixed targets, #labeled rows)."""
-    with autocast(y.device, amp):
-        targets_x = mm.co_refine(net, xv[0], xv[1], F.one_hot(y, num_classes).float(), w, temperature)
+    with autocast(y.device, amp):  # u before x, as the originals: train-mode BN statistics depend on it
         targets_u = mm.co_guess(net, net2, uv[0], uv[1], temperature)
+        targets_x = mm.co_refine(net, xv[0], xv[1], F.one_hot(y, num_classes).float(), w, temperature)
     a, b = mix_views
     inputs = torch.cat([xv[a], xv[b], uv[a], uv[b]])
     targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
@@ -282,12 +309,15 @@ def ensemble_eval(nets: Sequence[torch.nn.Module], loader, *, topk: Sequence[int
     """Accuracy of the summed logits of ``nets`` (DivideMix's ``outputs1 + outputs2``).
 
     Returns:
-        ``{"top1": ..., "top5": ...}`` for each k in ``topk`` (k capped at the class count).
+        ``{"top1": ..., "top5": ...}`` for each k in ``topk`` (k capped at the class count), counted
+        per sample, and ``"top1_batchmean"``, ...: the mean of the per-batch accuracies, the protocol
+        of PLReMix's WebVision and Clothing1M tests (``accuracy`` per batch, divided by the batch count),
+        which produced its published numbers; it differs when the last batch is short.
     """
     states = [n.training for n in nets]
     for n in nets:
         n.eval()
-    correct, seen = None, 0
+    correct, batch_means, seen, batches = None, None, 0, 0
     for images, labels, _ in loader:
         with autocast(labels.device, amp):
             logits = sum(n(images).float() for n in nets)
@@ -295,8 +325,14 @@ def ensemble_eval(nets: Sequence[torch.nn.Module], loader, *, topk: Sequence[int
         hit = (logits.topk(k, dim=1).indices == labels[:, None]).cumsum(1)
         batch = torch.stack([hit[:, min(t, k) - 1].sum() for t in topk])
         correct = batch if correct is None else correct + batch
+        mean = batch.double() / labels.shape[0]
+        batch_means = mean if batch_means is None else batch_means + mean
         seen += labels.shape[0]
+        batches += 1
     for n, s in zip(nets, states):
         n.train(s)
-    values = (correct.double() / max(seen, 1)).tolist() if correct is not None else [0.0] * len(topk)
-    return {f"top{t}": v for t, v in zip(topk, values)}
+    if correct is None:
+        return {**{f"top{t}": 0.0 for t in topk}, **{f"top{t}_batchmean": 0.0 for t in topk}}
+    values = (correct.double() / seen).tolist()
+    means = (batch_means / batches).tolist()
+    return {**{f"top{t}": v for t, v in zip(topk, values)}, **{f"top{t}_batchmean": v for t, v in zip(topk, means)}}

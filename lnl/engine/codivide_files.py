@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.utils.data import SubsetRandomSampler
 
 from lnl.data.loaders import build_file_loader, class_balanced_subset
+from lnl.engine import codivide as cd
 
 
 @dataclass
@@ -117,6 +118,7 @@ class FileListMixin:
     def _file_loader(self, indices: Tensor, names, batch_size: int, epoch: int, tag: int, shuffle: bool,
                      drop_last: bool):
         indices = indices.cpu()
+        drop_last = cd.keep_partial_batch(len(indices), batch_size, drop_last, cd.loader_name(tag), self.log)
         sampler = SubsetRandomSampler(indices.tolist(), generator=self._gen(epoch, tag)) if shuffle else indices.tolist()
         loader = build_file_loader(self.train_set, MultiView(self.tf, names), batch_size, sampler=sampler,
                                    labels=self.noisy.cpu(), num_workers=self.args.num_workers, drop_last=drop_last,
@@ -163,14 +165,18 @@ def webvision_tests(root: Path, tf: dict, args) -> dict:
             for name, ds in (("val", wv), ("imagenet_val", imagenet))}
 
 
-def topk_tests(method, loaders: dict) -> Callable[[], dict]:
-    """A ``test()`` for ``fit``: top-1/top-5 of ``method`` on each loader; ``test_acc`` is val top-1."""
+def topk_tests(method, loaders: dict, *, batch_mean: bool = False) -> Callable[[], dict]:
+    """A ``test()`` for ``fit``: top-1/top-5 of ``method`` on each loader; ``test_acc`` is val top-1
+    (per sample). ``batch_mean`` also records ``<name>_top1_batchmean``/``_top5_batchmean``, the mean
+    of per-batch accuracies that PLReMix's original reports."""
 
     def test() -> dict:
         out = {}
         for name, loader in loaders.items():
             res = method.test(loader, topk=(1, 5))
             out[f"{name}_top1"], out[f"{name}_top5"] = res["top1"], res["top5"]
+            if batch_mean:
+                out[f"{name}_top1_batchmean"], out[f"{name}_top5_batchmean"] = res["top1_batchmean"], res["top5_batchmean"]
         return {"test_acc": out["val_top1"], **out}
 
     return test

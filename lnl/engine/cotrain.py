@@ -49,6 +49,7 @@ class CoDivide:
     drop_last = False  # DivideMix's loaders keep the last partial batch; PLReMix's drop it
     labeled_only = False  # DivideMix Clothing1M: forward the labeled mixed rows only, no L_u
     eval_batch_size = 1000
+    gmm_sklearn_dtype = torch.float64  # DivideMix's sklearn converts its float32 tensor to float64
 
     def __init__(self, args: argparse.Namespace, nets: list, optimizers: list, data, log: logging.Logger):
         self.args, self.nets, self.optimizers, self.data, self.log = args, nets, optimizers, data, log
@@ -62,8 +63,11 @@ class CoDivide:
 
     # ----------------------------------------------------------------- schedules
     def lr_at(self, epoch: int) -> float:
-        """LR ÷10 from ``num_epochs // 2`` (DivideMix: 150 of 300; PLReMix CIFAR: 200 of 400)."""
-        return self.args.lr / 10 if epoch >= self.args.num_epochs // 2 else self.args.lr
+        """LR ÷10 from ``--lr_milestone`` (DivideMix: epoch 150 whatever ``--num_epochs``; ``half``:
+        ``num_epochs // 2``)."""
+        milestone = getattr(self.args, "lr_milestone", "half")
+        step = self.args.num_epochs // 2 if milestone == "half" else int(milestone)
+        return self.args.lr / 10 if epoch >= step else self.args.lr
 
     @property
     def warmup_penalty(self) -> bool:
@@ -72,9 +76,11 @@ class CoDivide:
 
     # ----------------------------------------------------------------- loaders (in-memory data)
     def _loader(self, indices, batch_size: int, views, tag: int, epoch: int, shuffle=True, drop_last=None):
+        size = len(self.noisy) if indices is None else len(indices)
+        drop_last = self.drop_last if drop_last is None else drop_last
+        drop_last = cd.keep_partial_batch(size, batch_size, drop_last, cd.loader_name(tag), self.log)
         loader = cd.subset_loader(self.data.train_loader, indices, batch_size, views=views,
-                                  seed=int(self.args.seed) * 100 + tag, shuffle=shuffle,
-                                  drop_last=self.drop_last if drop_last is None else drop_last)
+                                  seed=int(self.args.seed) * 100 + tag, shuffle=shuffle, drop_last=drop_last)
         loader.set_epoch(epoch)
         return loader
 
@@ -129,7 +135,8 @@ class CoDivide:
         outs = cd.collect_outputs(self.nets[k], loader, len(index), forward=self.eval_forward,
                                   rows=self.rows_lookup(index), amp=self.args.amp)
         x = self.gmm_input(k, outs)
-        prob_rows = cd.clean_probability(x, backend=self.args.gmm_backend, seed=cd.gmm_seed(self.args.seed, epoch, k))
+        prob_rows = cd.clean_probability(x, backend=self.args.gmm_backend, seed=cd.gmm_seed(self.args.seed, epoch, k),
+                                         sklearn_dtype=self.gmm_sklearn_dtype)
         prob = torch.zeros(len(self.noisy), device=prob_rows.device)
         prob[index] = prob_rows
         outs.update(index=index, prob=prob, prob_rows=prob_rows)

@@ -7,6 +7,7 @@ import argparse
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import torch
 
@@ -92,13 +93,16 @@ def first_images(ds: InMemoryDataset, n: int) -> InMemoryDataset:
                            classes=ds.classes, noisy_targets=noisy, root=ds.root)
 
 
-def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None) -> NoisyData:
+def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None,
+                     normalisation: tuple[Sequence[float], Sequence[float]] | None = None) -> NoisyData:
     """Load ``--dataset`` from ``--data_path``, apply the noise, save it as ``<out>/noisy_labels.npz``.
 
     The loaders keep the uint8 data on ``args.device`` and draw epoch ``e``'s batches and
     augmentations from ``(seed, e)`` only, so a resumed run sees the batches an uninterrupted one saw.
     ``--subset N`` keeps the first N training and test images after the noise is drawn over the whole
     split (a noise file's labels stay aligned with their images): a CPU smoke test of a real dataset.
+    ``normalisation`` (mean, std) overrides the dataset's: the constants belong to the method (DivideMix
+    normalises CIFAR-100 with other values than PLReMix).
     """
     train = get_dataset(args.dataset, args.data_path, "train")
     test = get_dataset(args.dataset, args.data_path, "test")
@@ -115,7 +119,8 @@ def build_noisy_data(args: argparse.Namespace, log: logging.Logger | None = None
         log.info("%s: %d train / %d test, noise %s, measured noise rate %.4f", args.dataset, len(train),
                  len(test), noise_name(args), actual)
     # channels_last batches on CUDA, where the networks are channels_last (no layout change per forward)
-    common = dict(mean=train.mean, std=train.std, device=args.device,
+    mean, std = normalisation if normalisation is not None else (train.mean, train.std)
+    common = dict(mean=mean, std=std, device=args.device,
                   channels_last=torch.device(args.device).type == "cuda")
     train_loader = GPULoader(train.images, noisy.labels, args.batch_size, train=True, seed=args.seed, **common)
     test_loader = GPULoader(test.images, test.targets, max(args.batch_size, 256), train=False, **common)

@@ -12,10 +12,19 @@ from lnl.models._registry import register_model
 
 
 class PreActBlock(nn.Module):
+    """Args:
+        in_planes, planes, stride: as torchvision's BasicBlock.
+        preact_identity: the identity shortcut carries ``relu(bn1(x))`` instead of ``x``. DivideMix
+            and PLReMix do this (their empty ``nn.Sequential`` shortcut is applied to the
+            pre-activated input: DivideMix ``PreResNet.py`` ``PreActBlock.forward``); the paper's
+            block (False) adds ``x``. Same parameters, another function.
+    """
+
     expansion = 1
 
-    def __init__(self, in_planes: int, planes: int, stride: int = 1):
+    def __init__(self, in_planes: int, planes: int, stride: int = 1, preact_identity: bool = False):
         super().__init__()
+        self.preact_identity = preact_identity
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
         self.bn2 = nn.BatchNorm2d(planes)
@@ -27,7 +36,10 @@ class PreActBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(x))
         # The projection shortcut reads the pre-activated input, as in the paper's full pre-activation.
-        shortcut = self.shortcut(out) if self.shortcut is not None else x
+        if self.shortcut is not None:
+            shortcut = self.shortcut(out)
+        else:
+            shortcut = out if self.preact_identity else x
         out = self.conv1(out)
         out = self.conv2(F.relu(self.bn2(out)))
         return out + shortcut

@@ -32,6 +32,9 @@ from lnl.presets import parse_with_preset
 
 METHOD = "dividemix"
 WARM_UP = {"cifar10": 10, "cifar100": 30, "digits": 3}  # Train_cifar.py @ d9d3058; digits: lnl
+# dataloader_cifar.py @ d9d3058: DivideMix's own constants (CIFAR-100's differ from PLReMix's)
+NORMALISATION = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+                 "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))}
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -56,6 +59,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     e.add_argument("--noise_file", default=None, help="noise labels file (see the module docstring)")
     e.add_argument("--warm_up", type=int, default=None, help="default: 10 (cifar10) / 30 (cifar100)")
     e.add_argument("--arch", default=None, help="lnl model (default: DivideMix's PreAct ResNet-18)")
+    e.add_argument("--lr_milestone", default="150", help="epoch of the LR ÷10 step (the original's 150), or 'half'")
     e.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/dividemix.yaml")
     add_subset_flag(p)
     return p
@@ -92,7 +96,7 @@ def main(args: argparse.Namespace) -> dict:
     args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
     log = default_setup(args)
     args.warm_up = WARM_UP[args.dataset] if args.warm_up is None else args.warm_up
-    data = build_noisy_data(args, log)
+    data = build_noisy_data(args, log, normalisation=NORMALISATION.get(args.dataset))
     args.num_class = data.num_classes
     if args.arch is None and args.dataset == "digits":
         args.arch = "small_cnn"

@@ -33,10 +33,11 @@ PROTO_M = 0.99
 
 def kappa_at(epoch: int, milestones: tuple[int, int] = (40, 70), start: int = 3) -> int:
     """The PLR top-κ schedule (spec §5.9): ``start`` (``--topk``, 3) before ``milestones[0]``, one less
-    until ``milestones[1]``, two less after (3/2/1), never below 0. CIFAR/Tiny-ImageNet use (40, 70);
-    Clothing1M/WebVision (15, 30). Epochs count the warm-up."""
+    until ``milestones[1]``, two less after (3/2/1). A step is taken only while κ stays ≥ 1 (the
+    original's ``topk_list`` decrements only when ``--topk`` > 1, resp. > 2): 1 stays 1, 2 goes 2/1/1.
+    CIFAR/Tiny-ImageNet use (40, 70); Clothing1M/WebVision (15, 30). Epochs count the warm-up."""
     stage = 0 if epoch < milestones[0] else (1 if epoch < milestones[1] else 2)
-    return max(start - stage, 0)
+    return start - min(stage, max(start - 1, 0))
 
 
 def warmup_crl_loss(z: Tensor, views: int, kind: str, temperature: float = 0.1) -> Tensor:
@@ -151,6 +152,7 @@ class PLReMix(CoDivide):
 
     name = "plremix"
     drop_last = True
+    gmm_sklearn_dtype = torch.float32  # the original fits sklearn on a float32 numpy array
     kappa_milestones = (40, 70)
 
     def __init__(self, args, nets, optimizers, data, log):
@@ -314,7 +316,7 @@ def build_nets(args, num_classes: int, *, input_size: int = 32) -> tuple[list, l
     from lnl.models import create_model
 
     name = args.arch or BACKBONES.get(args.backbone, args.backbone)
-    kwargs = {"input_size": input_size} if name == "dividemix_preact_resnet18" else {}
+    kwargs = {"input_size": input_size} if name in ("dividemix_preact_resnet18", "textbook_preact_resnet18") else {}
     if name == "torchvision_resnet50":
         kwargs["pretrained"] = bool(args.pretrain)
     nets, optimizers = [], []
@@ -353,6 +355,10 @@ class FilePLReMix(FileListMixin, PLReMix):
         return self._penalty
 
     def lr_at(self, epoch: int) -> float:
+        """Cosine with ``--cos``, else ÷10 at each milestone (``adjust_lr`` of the original's
+        ``utils/train_utils_clothing1m.py`` and ``_webvision.py``)."""
+        if self.args.cos:
+            return self.args.lr * 0.5 * (1 + math.cos(math.pi * epoch / self.args.num_epochs))
         return self.args.lr * 0.1 ** sum(epoch >= m for m in self.milestones)
 
     def warmup_kind(self, views: int) -> str:

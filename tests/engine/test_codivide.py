@@ -82,9 +82,22 @@ def test_ensemble_eval_top1_top5():
     logits2 = torch.zeros(2, 6)
     batches = [(torch.zeros(2, 1), torch.tensor([5, 4]), torch.arange(2))]
     res = cd.ensemble_eval([Fixed(logits1), Fixed(logits2)], batches, topk=(1, 5))
-    assert res == {"top1": 0.5, "top5": 1.0}
+    assert res == {"top1": 0.5, "top5": 1.0, "top1_batchmean": 0.5, "top5_batchmean": 1.0}
     batches = [(torch.zeros(2, 1), torch.tensor([0, 4]), torch.arange(2))]
-    assert cd.ensemble_eval([Fixed(logits1), Fixed(logits2)], batches, topk=(1, 5)) == {"top1": 0.0, "top5": 0.5}
+    res = cd.ensemble_eval([Fixed(logits1), Fixed(logits2)], batches, topk=(1, 5))
+    assert (res["top1"], res["top5"]) == (0.0, 0.5)
+
+
+def test_ensemble_eval_batch_mean_weighs_a_short_batch_as_a_full_one():
+    """PLReMix's WebVision/Clothing1M protocol: the mean of per-batch accuracies (batches of 2 and 1)."""
+    class Fixed(torch.nn.Module):
+        def forward(self, x):
+            return torch.tensor([[1.0, 0.0]]).expand(x.shape[0], 2)
+
+    batches = [(torch.zeros(2, 1), torch.tensor([0, 1]), torch.arange(2)),
+               (torch.zeros(1, 1), torch.tensor([0]), torch.arange(1))]
+    res = cd.ensemble_eval([Fixed()], batches, topk=(1,))
+    assert res["top1"] == 2 / 3 and res["top1_batchmean"] == (0.5 + 1.0) / 2
 
 
 def test_sklearn_oracle_picks_the_low_loss_component():

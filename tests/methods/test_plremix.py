@@ -18,13 +18,17 @@ from methods.plremix import plremix_lib as lib
 from methods.plremix import train
 from tests.methods.codivide_helpers import fake_clothing1m, fake_webvision, run_main, stop_after, tiny_digits
 
-SEEDS = Path(__file__).resolve().parents[2].parent / "shared" / "seeds"
+REPO = Path(__file__).resolve().parents[2]
+SEEDS = REPO.parent / "shared" / "seeds"
 
 
 def test_kappa_schedule():
     assert [lib.kappa_at(e) for e in (0, 39, 40, 69, 70, 400)] == [3, 3, 2, 2, 1, 1]
     assert [lib.kappa_at(e, (15, 30)) for e in (14, 15, 29, 30)] == [3, 2, 2, 1]
-    assert [lib.kappa_at(e, start=1) for e in (0, 40, 70)] == [1, 0, 0]  # κ = 0: top-1 only
+    # the original's topk_list: a step only while --topk > 1 (resp. > 2), so κ never reaches 0
+    assert [lib.kappa_at(e, start=1) for e in (0, 40, 70)] == [1, 1, 1]
+    assert [lib.kappa_at(e, start=2) for e in (0, 40, 70)] == [2, 1, 1]
+    assert [lib.kappa_at(e, start=4) for e in (0, 40, 70)] == [4, 3, 2]
 
 
 def _sims(z):
@@ -319,3 +323,20 @@ def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch)
     aucs = [min(r["net1_auc"], r["net2_auc"]) for r in rows if "net1_auc" in r]
     assert aucs[-1] >= 0.9 and min(aucs) >= 0.85, aucs  # the issue: the GMM *reaches* AUC >= 0.9
     assert res["test_acc"] > ce["test_acc"], (res["test_acc"], ce["test_acc"])
+
+
+def test_a_split_smaller_than_a_batch_trains_instead_of_hanging(tmp_path):
+    """Issue 20 item 13: 100 digits, batch 64 with drop_last: the unlabeled (and warm-up) sets are
+    smaller than one batch. The run must finish (the port hung in ``cycle()`` forever) and say so."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "methods/plremix/train.py", "--dataset", "digits", "--r", "0.4", "--subset", "100",
+           "--num_epochs", "1", "--warm_up", "1", "--out", str(tmp_path / "run"), "--device", "cpu",
+           "--no-tensorboard"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "fewer than one batch of 64: training on one short batch" in proc.stderr + proc.stdout
+    rows = read_jsonl(tmp_path / "run" / "eval.jsonl")
+    assert [r["step"] for r in rows] == [0, 1]
+    assert rows[1]["net1_lx"] == rows[1]["net1_lx"]  # a step ran: its loss is a number, not the empty mean
