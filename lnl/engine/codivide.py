@@ -221,13 +221,19 @@ def warmup_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader,
     sums, steps = torch.zeros(2), 0
     for views, labels, idx in progress(loader, desc=desc, total=len(loader)):
         views = views if isinstance(views, tuple) else (views,)
+        optimizer.zero_grad(set_to_none=True)
+        # CE's backward before the extra term's forward, as PLReMix's uniform_warmup: the gradients
+        # accumulate in the original's order (and the CE graph is freed before the second forward)
         with autocast(labels.device, amp):
             logits = net(views[0])
             ce = F.cross_entropy(logits.float(), labels)
             loss = ce + mm.neg_entropy(logits) if penalty else ce
-            extra = extra_loss(net, views, idx) if extra_loss is not None else torch.zeros((), device=ce.device)
-        optimizer.zero_grad(set_to_none=True)
-        (loss + extra).backward()
+        loss.backward()
+        extra = torch.zeros((), device=ce.device)
+        if extra_loss is not None:
+            with autocast(labels.device, amp):
+                extra = extra_loss(net, views, idx)
+            extra.backward()
         optimizer.step()
         sums = sums.to(ce.device) + torch.stack([ce.detach(), extra.detach().float()])
         steps += 1

@@ -61,15 +61,19 @@ def warmup_crl_loss(z: Tensor, views: int, kind: str, temperature: float = 0.1) 
         raise ValueError(f"the FlatNCE warm-up needs 2 views, got {views}")
     n = z.shape[0]
     b = n // views
-    with torch.autocast(z.device.type, enabled=False):  # similarities / 0.1 in float32, also under --amp
-        sim = (z.float() @ z.float().t()) / temperature
+    with torch.autocast(z.device.type, enabled=False):  # similarities in float32, also under --amp
+        z = F.normalize(z.float(), dim=1)  # a no-op but for rounding: the original's InfoNCELoss normalises again
+        raw = z @ z.t()
+    sim = raw / temperature
     # Index arithmetic instead of boolean-mask selection, which would synchronise with the device.
     rows = torch.arange(n, device=z.device)
     same = (rows[:, None] % b) == (rows[None, :] % b)
     pos_cols = ((rows[:, None] + b * torch.arange(1, views, device=z.device)) % n).sort(dim=1).values
     positives = sim.gather(1, pos_cols)  # [n, V-1], in column order (P10's "column 0" is the first)
-    if kind == "flat":
-        v = torch.logsumexp(sim.masked_fill(same, float("-inf")) - positives, dim=1)
+    if kind == "flat":  # (negatives − Σ positives) / τ over the n − V negative columns, as the original
+        neg_cols = torch.argsort(same.int(), dim=1, stable=True)[:, : n - views]  # ascending, as its mask keeps them
+        logits = (raw.gather(1, neg_cols) - raw.gather(1, pos_cols).sum(1, keepdim=True)) / temperature
+        v = torch.logsumexp(logits, dim=1)
         return torch.exp(v - v.detach()).mean()
     lse_all = torch.logsumexp(sim.masked_fill(rows[:, None] == rows[None, :], float("-inf")), dim=1)
     if kind == "flat_lse_all":
