@@ -36,7 +36,8 @@ from methods.dmlp import dmlp_lib as L
 METHOD = "dmlp"
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "clothing1m": 14, "digits": 10, "webvision": 50,
                "food101n": 101, "tiny_imagenet": 200, "cifar10n": 10, "cifar100n": 100}
-FIXES = ("fix_exchange", "fix_views", "fix_solver", "fix_short_batches")  # --fix_all; --fix_softmax also needs new loss weights
+# --fix_all; --fix_softmax is left out, it also needs new loss weights
+FIXES = ("fix_exchange", "fix_views", "fix_solver", "fix_short_batches")
 ALL_FIXES = FIXES + ("fix_softmax",)
 
 
