@@ -36,7 +36,8 @@ from methods.dmlp import dmlp_lib as L
 METHOD = "dmlp"
 NUM_CLASSES = {"cifar10": 10, "cifar100": 100, "clothing1m": 14, "digits": 10, "webvision": 50,
                "food101n": 101, "tiny_imagenet": 200, "cifar10n": 10, "cifar100n": 100}
-FIXES = ("fix_exchange", "fix_views", "fix_solver")  # --fix_all; --fix_softmax also needs new loss weights
+# --fix_all; --fix_softmax is left out, it also needs new loss weights
+FIXES = ("fix_exchange", "fix_views", "fix_solver", "fix_short_batches")
 ALL_FIXES = FIXES + ("fix_softmax",)
 
 
@@ -74,6 +75,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--fix_exchange", action="store_true", help="B.7.1: exchange labels every epoch_T epochs")
     a("--fix_views", action="store_true", help="B.7.2: give view 2 different features")
     a("--fix_solver", action="store_true", help="B.7.4: fp64 Cholesky with a ridge instead of inverse")
+    a("--fix_short_batches", action="store_true",
+      help="item 11: a short last IPC/EAC batch instead of skipping the rows the original's floors drop")
     a("--ridge", type=float, default=1e-6, help="--fix_solver ridge, relative to mean(diag(XᵀX))")
     a("--fix_softmax", action="store_true",
       help="B.7.5: EAC head returns logits, one softmax (not in --fix_all: retune --weight_prior, e.g. 1)")
@@ -113,14 +116,27 @@ def build_views(args, fs, noisy, train_idx, meta_idx, log) -> tuple[list, list]:
             raise ValueError("--fix_views with --meta_feature_file needs a matching second meta set")
         x2, xv2 = tr2[train_idx].to(dev), tr2[meta_idx].to(dev)
         xt2 = None if te2 is None else te2.to(dev)
-    bounds = L.batch_bounds(len(train_idx), args.batch)
+    bounds = check_batches(args, len(train_idx))
     small = min(e - s for s, e in bounds)
     if small < x1.shape[1] and not args.fix_solver:
         raise ValueError(f"an IPC batch has {small} rows for {x1.shape[1]}-d features: XᵀX is singular; "
                          "raise --batch or pass --fix_solver")
     v1 = L.build_view(x1, xv1, xt1, noisy[train_idx].to(dev), bounds, args)
-    v2 = L.build_view(x2, xv2, xt2, noisy[train_idx].to(dev), bounds, args, v1.ainv if x2 is x1 else None)
+    v2 = L.build_view(x2, xv2, xt2, noisy[train_idx].to(dev), bounds, args, v1.solvers if x2 is x1 else None)
     return [v1, v2], bounds
+
+
+def check_batches(args, n: int) -> list[tuple[int, int]]:
+    """The IPC batch bounds; a clear error where the original's floored loops train nothing (it then
+    crashes on an unset ``W1_v1`` or ``loss_newv1``)."""
+    keep = args.fix_short_batches
+    if not keep and args.batch > n:
+        raise ValueError(f"--batch {args.batch} exceeds the {n} noisy-set rows: the original's floored loop "
+                         "runs no IPC step; lower --batch or pass --fix_short_batches")
+    if not keep and args.batch_fc > min(args.batch, n):
+        raise ValueError(f"--batch_fc {args.batch_fc} exceeds --batch {args.batch}: the original's floored EAC "
+                         "loop never trains the head; lower --batch_fc or pass --fix_short_batches")
+    return L.batch_bounds(n, args.batch, keep)
 
 
 def _ckpt_objects(views):

@@ -205,9 +205,18 @@ def split_meta(n: int, meta_size: int, seed: int, clean: torch.Tensor | None = N
     return perm[~meta_mask], perm[meta_mask]
 
 
-def batch_bounds(n: int, batch: int) -> list[tuple[int, int]]:
-    """Contiguous IPC batches, never reshuffled (the original; a short last batch when n % batch)."""
-    return [(s, min(s + batch, n)) for s in range(0, n, batch)]
+def batch_bounds(n: int, batch: int, keep_short: bool = False) -> list[tuple[int, int]]:
+    """Contiguous IPC batches, never reshuffled. Original (DMLP.py: ``iteration = train_num //
+    batchsize``): full batches only, the ``n % batch`` last rows never get an IPC step or reach EAC.
+    ``keep_short`` (``--fix_short_batches``): a short last batch covers them."""
+    stop = n if keep_short else n - n % batch
+    return [(s, min(s + batch, n)) for s in range(0, stop, batch)]
+
+
+def eac_bounds(rows: int, batch_fc: int, keep_short: bool = False) -> list[tuple[int, int]]:
+    """EAC mini-batches within one IPC batch. Original (``iteration_fc = batchsize // batchsize_fc``):
+    full mini-batches only, never empty; ``keep_short``: a short last one."""
+    return batch_bounds(rows, batch_fc, keep_short)
 
 
 class SoftLabels(nn.Module):
@@ -233,19 +242,22 @@ def project_simplex(y: torch.Tensor) -> torch.Tensor:
 # ----------------------------------------------------------------------------------------------------
 
 
-def gram_inverse(x: torch.Tensor, fix_solver: bool = False, ridge: float = 1e-6) -> torch.Tensor:
-    """``(XᵀX)⁻¹`` of one batch. Default: the original's plain fp32 ``inverse`` (bug B.7.4: fragile,
-    no ridge). ``fix_solver``: fp64 Cholesky of ``XᵀX + ridge·tr(XᵀX)/D·I``, cast back."""
+def batch_solver(x: torch.Tensor, fix_solver: bool = False, ridge: float = 1e-6) -> torch.Tensor:
+    """``P = (XᵀX)⁻¹Xᵀ`` (D x B) of one batch, so that ``W* = P Y``: the original's product order
+    (``mm(mm(inverse(XᵀX), Xᵀ), Y)``, DMLP.py), cached since features and batches never change.
+    Default: the original's plain fp32 ``inverse`` (bug B.7.4: fragile, no ridge). ``fix_solver``:
+    fp64 Cholesky of ``XᵀX + ridge·tr(XᵀX)/D·I``, cast back."""
     if not fix_solver:
-        return torch.linalg.inv(x.T @ x)
-    a = x.double().T @ x.double()
+        return torch.inverse(x.T @ x) @ x.T
+    xd = x.double()
+    a = xd.T @ xd
     a.diagonal().add_(ridge * float(a.diagonal().mean()))
-    return torch.cholesky_inverse(torch.linalg.cholesky(a)).to(x.dtype)
+    return (torch.cholesky_inverse(torch.linalg.cholesky(a)) @ xd.T).to(x.dtype)
 
 
-def closed_form(ainv: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """The least-squares map ``W* = (XᵀX)⁻¹ Xᵀ Y`` (D x C) with a cached ``(XᵀX)⁻¹``."""
-    return ainv @ (x.T @ y)
+def closed_form(solver: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """The least-squares map ``W* = (XᵀX)⁻¹ Xᵀ Y`` (D x C) from a cached :func:`batch_solver`."""
+    return solver @ y
 
 
 def meta_loss(w: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
@@ -282,12 +294,13 @@ def eac_loss(out: torch.Tensor, target: torch.Tensor, weight_prior: float, weigh
     Original: ``out`` already holds probabilities, ``p = softmax(out)`` and the prior term takes a
     third softmax. ``fix_softmax``: ``out`` are logits, ``p = softmax(out)`` and the prior uses ``p``.
     """
+    ce = F.cross_entropy(out, target)
     p = torch.softmax(out, dim=1)
+    conf = (p.log() * p).sum(1).mean()  # built before the prior term, as the original: same float gradients
     pred_mean = p.mean(0) if fix_softmax else torch.softmax(p, dim=1).mean(0)
     prior = torch.full_like(pred_mean, 1.0 / out.shape[1])
     penalty = (prior * (prior / pred_mean).log()).sum()
-    conf = (p.log() * p).sum(1).mean()
-    return F.cross_entropy(out, target) + weight_prior * penalty + weight_conf * conf
+    return ce + weight_prior * penalty + weight_conf * conf
 
 
 def eac_lr(epoch: int, lr_fc: float, decay_epoch: int) -> float:
@@ -314,7 +327,7 @@ class View:
     x: torch.Tensor  # [Nt, D]
     xv: torch.Tensor  # [M, D] meta features
     xt: torch.Tensor | None  # [T, D] test features
-    ainv: list  # cached (XᵀX)⁻¹ per IPC batch
+    solvers: list  # cached (XᵀX)⁻¹Xᵀ per IPC batch
     labels: SoftLabels
     opt: torch.optim.Optimizer
     head: nn.Module
@@ -322,23 +335,23 @@ class View:
     last_w: torch.Tensor | None = None
 
 
-def build_view(x, xv, xt, noisy, bounds, args, ainv=None) -> View:
+def build_view(x, xv, xt, noisy, bounds, args, solvers=None) -> View:
     """A view with the original's optimisers: Adam(lr, (0.5, 0.999), wd 3e-4) on Y, Adam on the head."""
     c = args.num_classes
-    if ainv is None:
-        ainv = [gram_inverse(x[s:e], args.fix_solver, args.ridge) for s, e in bounds]
+    if solvers is None:
+        solvers = [batch_solver(x[s:e], args.fix_solver, args.ridge) for s, e in bounds]
     labels = SoftLabels(noisy, c).to(x.device)
     opt = torch.optim.Adam(labels.parameters(), args.lr, betas=(0.5, 0.999), weight_decay=args.weight_decay)
     head = make_head(x.shape[1], c, args.fix_softmax).to(x.device)
     head_opt = torch.optim.Adam(head.parameters(), 0.03, betas=(0.5, 0.999), weight_decay=args.weight_decay)
-    return View(x, xv, xt, ainv, labels, opt, head, head_opt)
+    return View(x, xv, xt, solvers, labels, opt, head, head_opt)
 
 
 def ipc_step(view: View, j: int, s: int, e: int, yv: torch.Tensor) -> torch.Tensor:
     """One meta step: W*(Y_b) in closed form, the meta loss on the clean set, Adam on the whole Y."""
     view.opt.zero_grad(set_to_none=True)
     xb = view.x[s:e]
-    w = closed_form(view.ainv[j], xb, view.labels.y[s:e])
+    w = closed_form(view.solvers[j], view.labels.y[s:e])
     loss = meta_loss(w, view.xv, yv, xb)
     loss.backward()
     view.opt.step()
@@ -347,15 +360,15 @@ def ipc_step(view: View, j: int, s: int, e: int, yv: torch.Tensor) -> torch.Tens
 
 
 def eac_steps(view: View, s: int, e: int, args) -> torch.Tensor:
-    """Train the head on the batch's hard labels ``argmax Y_b`` in mini-batches of ``batch_fc``."""
+    """Train the head on the batch's hard labels ``argmax Y_b`` in mini-batches of ``batch_fc``
+    (full ones only, as the original, unless ``--fix_short_batches``)."""
     target = view.labels.y.detach()[s:e].argmax(1)
     view.head.train()
     loss = torch.zeros((), device=view.x.device)
     xb = view.x[s:e]
-    for ps in range(0, e - s, args.batch_fc):
-        out = view.head(xb[ps: ps + args.batch_fc])
-        loss = eac_loss(out, target[ps: ps + args.batch_fc], args.weight_prior, args.weight_conf,
-                        args.fix_softmax)
+    for ps, pe in eac_bounds(e - s, args.batch_fc, args.fix_short_batches):
+        out = view.head(xb[ps:pe])
+        loss = eac_loss(out, target[ps:pe], args.weight_prior, args.weight_conf, args.fix_softmax)
         view.head_opt.zero_grad(set_to_none=True)
         loss.backward()
         view.head_opt.step()

@@ -91,7 +91,7 @@ def zero_shot_head(model: nn.Module, tokenizer, class_names: list[str], template
     device = model.logit_scale.device
     rows = []
     for name in class_names:
-        text = tokenizer([t(name.replace("_", " ")) for t in templates]).to(device)
+        text = tokenizer([t(name) for t in templates]).to(device)  # names as the dataset spells them
         emb = F.normalize(model.encode_text(text).float(), dim=-1)
         rows.append(F.normalize(emb.mean(0), dim=0))
     weight = torch.stack(rows) * model.logit_scale.exp().float()
@@ -111,6 +111,8 @@ class Preprocess:
     std: tuple[float, ...]
     interpolation: str  # "bilinear" or "bicubic"
     scale: tuple[float, float]  # RandomResizedCrop area range of the train view
+    hflip: bool = True  # timm's train pipeline flips; open_clip's does not (its transform.py)
+    fast: bool = False  # --fast-preprocess: one float grid_sample per batch instead of PIL per image
 
 
 class ImageEncoder(nn.Module):
@@ -245,7 +247,7 @@ def _open_clip_encoder(name: str, pretrained: str | None) -> ImageEncoder:
     size = visual.image_size
     size = int(size if isinstance(size, int) else size[-1])
     prep = Preprocess(size, 1.0, tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD),
-                      "bicubic", (0.9, 1.0))
+                      "bicubic", (0.9, 1.0), hflip=False)
     return ImageEncoder(visual, "open_clip", int(visual.output_dim), prep, meta)
 
 

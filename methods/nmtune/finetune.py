@@ -35,15 +35,28 @@ from lnl.engine import default_setup, parse_with_config
 from lnl.engine.train_loop import autocast, progress
 from methods.nmtune import nmtune_lib as L
 from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
-from methods.nmtune.encoders import ImageEncoder, build_encoder
+from methods.nmtune.encoders import ImageEncoder
 from methods.nmtune.views import batches, cosine_lr, epoch_generator, set_lr, train_view
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = L.get_args_parser("Linear probing / fine-tuning (NMTune's finetune.py)", lr=0.01,
+    p = L.get_args_parser("Linear probing / fine-tuning (NMTune's finetune.py)", lr=None, wd=None,
                           template="simple_template")
     p.add_argument("--ls", type=float, default=0.0, help="label smoothing")
     return p
+
+
+# Linear probe: the README's finetune.py command; full fine-tuning: the original's argparse defaults
+# (src/args.py), as the README has no full fine-tuning command.
+PROBE_DEFAULTS = {"lr": 0.01, "wd": 1e-4}
+FULL_DEFAULTS = {"lr": 0.001, "wd": 0.1}
+
+
+def resolve_optimiser_defaults(args: argparse.Namespace, full: bool) -> None:
+    """``--lr``/``--wd`` left unset: the probe's README values, or the original's for full fine-tuning."""
+    for key, value in (FULL_DEFAULTS if full else PROBE_DEFAULTS).items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
 
 
 def _train_loop(args, optimizer, batches, loss_of, epoch: int, desc: str) -> dict:
@@ -71,7 +84,7 @@ def linear_probe_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: D
     def train_epoch(epoch: int) -> dict:
         head.train()
         g = epoch_generator(args.device, args.seed, epoch)
-        order = batches(len(feats), args.batch_size, g)
+        order = batches(len(feats), args.batch_size, g, L.shuffles(args, linear_probe=True))
         return _train_loop(args, optimizer, order, lambda idx: F.cross_entropy(
             head(feats[idx]), data.labels[idx], label_smoothing=args.ls), epoch, "probe")
 
@@ -101,7 +114,7 @@ def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downs
     def train_epoch(epoch: int) -> dict:
         encoder.train(), head.train()
         g = epoch_generator(args.device, args.seed, epoch)
-        order = batches(len(images), args.batch_size, g)
+        order = batches(len(images), args.batch_size, g, L.shuffles(args))
         return _train_loop(args, optimizer, order, lambda idx: loss_of(idx, g), epoch, "finetune")
 
     @torch.no_grad()
@@ -122,11 +135,11 @@ def main(args: argparse.Namespace, *, method: str | None = None,
     ``method``/``regulariser``: ``nml_finetune.py``'s name and feature terms (full fine-tuning only)."""
     started = time.perf_counter()
     method = method or ("linear-probe" if args.freeze_encoder else "finetune")
+    resolve_optimiser_defaults(args, full=not args.freeze_encoder)
     L.resolve_paths(args, method)
     log = default_setup(args, supports=("amp",))
     L.ensure_pretrained(args, log)
-    encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
-    encoder.requires_grad_(not args.freeze_encoder)
+    encoder = L.build_frozen_or_tuned_encoder(args)
     data = load_downstream(args, log)
     head = L.build_head(args, encoder, data.train, log)
     if args.freeze_encoder:

@@ -35,7 +35,7 @@ from lnl.engine import default_setup, parse_with_config
 from lnl.engine.train_loop import autocast, progress
 from methods.nmtune import nmtune_lib as L
 from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
-from methods.nmtune.encoders import ImageEncoder, ResidualMLP, build_encoder
+from methods.nmtune.encoders import ImageEncoder, ResidualMLP
 from methods.nmtune.regularisers import LossWeights, nmtune_objective
 from methods.nmtune.views import batches, cosine_lr, epoch_generator, set_lr, train_view
 
@@ -60,6 +60,17 @@ class Tuner(torch.nn.Module):
         return feats, self.mlp(feats)
 
 
+def train_step(model: Tuner, optimizer, views: torch.Tensor, labels: torch.Tensor, weights: LossWeights,
+               amp: bool = False) -> tuple[torch.Tensor, dict]:
+    """One NMTune step on the stacked views ``[x_w; x_s]``: the objective, backward, the optimiser."""
+    feats, z = model.features(views, amp)
+    loss, parts = nmtune_objective(feats, z, model.head(z), labels, weights)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.detach(), parts
+
+
 def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tensor, optimizer):
     """One NMTune epoch: two views per image, the objective of ``nmtune_objective``."""
     weights = LossWeights(args.mse_loss_weight, args.cov_loss_weight, args.svd_loss_weight)
@@ -69,19 +80,15 @@ def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tenso
         model.train()
         model.encoder.eval()  # the original re-sets the backbone to eval mode every epoch
         g = epoch_generator(args.device, args.seed, epoch)
-        order = batches(len(images), args.batch_size, g)
+        order = batches(len(images), args.batch_size, g, L.shuffles(args))
         nb, total = len(order), args.epochs * len(order)
         sums: dict[str, torch.Tensor] = {}
         for i, idx in enumerate(progress(order, desc=f"nmtune {epoch}", total=nb)):
             set_lr(optimizer, cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
             x = images[idx]
             views = torch.cat([train_view(x, prep, g), train_view(x, prep, g, args.use_weak_strong)])
-            feats, z = model.features(views, args.amp)
-            loss, parts = nmtune_objective(feats, z, model.head(z), labels[idx], weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            for k, v in {"loss": loss.detach(), **parts}.items():
+            loss, parts = train_step(model, optimizer, views, labels[idx], weights, args.amp)
+            for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0) + v
         # One host sync per epoch.
         return {f"train_{k}": float(v) / nb for k, v in sums.items()} | {"lr": optimizer.param_groups[0]["lr"]}
@@ -117,8 +124,7 @@ def main(args: argparse.Namespace) -> dict:
     L.resolve_paths(args, "nmtune")
     log = default_setup(args, supports=("amp",))
     L.ensure_pretrained(args, log)
-    encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
-    encoder.requires_grad_(not args.freeze_encoder)
+    encoder = L.build_frozen_or_tuned_encoder(args)
     data = load_downstream(args, log)
     d = encoder.num_features
     mlp = ResidualMLP(d, args.mlp_after_ratio, args.mlp_after_layers, args.mlp_with_res,

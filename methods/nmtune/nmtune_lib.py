@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -28,7 +28,7 @@ from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, subset_suffix
 from lnl.engine.train_loop import Stopwatch, run_epochs
 from methods.nmtune.downstream import Split, dataset_key
-from methods.nmtune.encoders import ClassificationHead, ImageEncoder, build_zero_shot_head, make_head
+from methods.nmtune.encoders import ClassificationHead, ImageEncoder, build_encoder, build_zero_shot_head, make_head
 
 
 def optional_float(value: str) -> float | None:
@@ -48,8 +48,8 @@ def get_args_parser(description: str, **defaults) -> argparse.ArgumentParser:
     a("--model_source", default="timm", help="timm or open_clip")
     a("--pretrained", default=None, help="local checkpoint of the encoder; 'none': random init (tests)")
     a("--epochs", "--num_epochs", dest="epochs", type=int, default=30, help="(--num_epochs: lnl's name)")
-    a("--lr", type=float, default=defaults.get("lr", 1e-3))
-    a("--wd", type=float, default=1e-4, help="AdamW weight decay")
+    a("--lr", type=float, default=defaults.get("lr", 1e-3), help="AdamW learning rate")
+    a("--wd", type=float, default=defaults.get("wd", 1e-4), help="AdamW weight decay")
     a("--batch-size", type=int, default=64)
     a("--warmup_length", type=int, default=0, help="linear warmup steps")
     a("--save", default=None, help="folder for checkpoints (default: --out)")
@@ -65,6 +65,10 @@ def get_args_parser(description: str, **defaults) -> argparse.ArgumentParser:
     a("--load-zero-shot-classifier", type=str2bool, default=False)
     a("--num-shots", type=optional_float, default=None, help="fraction of each class kept")
     a("--noise-ratio", type=float, default=None, help="downstream symmetric label noise")
+    a("--fast-preprocess", type=str2bool, default=False,
+      help="one float grid_sample per batch on the device instead of the original's PIL pipeline")
+    a("--shuffle", type=str2bool, default=None,
+      help="shuffle the training batches (default: as the original, which does not on CIFAR100/Country211)")
     add_subset_flag(p)
     a("--pretrain-if-missing", default=None, metavar="DATASET:RATE[:EPOCHS]",
       help="pre-train --model (timm) on DATASET with RATE symmetric noise into --pretrained (default: "
@@ -83,6 +87,27 @@ def add_nmtune_flags(p: argparse.ArgumentParser) -> None:
     a("--mse-loss-weight", type=float, default=1.0)
     a("--cov-loss-weight", type=float, default=0.04)
     a("--svd-loss-weight", type=float, default=0.001)
+
+
+# The original's train loaders without shuffle=True (src/datasets/cifar100.py, country211.py); its
+# linear probe reads a FeatureDataset loader, which shuffles (src/datasets/common.py get_dataloader).
+UNSHUFFLED = {"cifar100", "country211"}
+
+
+def shuffles(args: argparse.Namespace, linear_probe: bool = False) -> bool:
+    """Whether the training batches are shuffled: ``--shuffle``, else as the original."""
+    if args.shuffle is not None:
+        return args.shuffle
+    return linear_probe or dataset_key(args.train_dataset) not in UNSHUFFLED
+
+
+def build_frozen_or_tuned_encoder(args: argparse.Namespace) -> ImageEncoder:
+    """The encoder on ``args.device``, trainable unless ``--freeze-encoder``, with the preprocessing
+    that ``--fast-preprocess`` picks."""
+    encoder = build_encoder(args.model_source, args.model, args.pretrained).to(args.device)
+    encoder.preprocess = replace(encoder.preprocess, fast=args.fast_preprocess)
+    encoder.requires_grad_(not args.freeze_encoder)
+    return encoder
 
 
 def resolve_paths(args: argparse.Namespace, method: str) -> None:

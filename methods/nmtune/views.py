@@ -1,6 +1,12 @@
-"""Batched, on-device preprocessing of NMTune's downstream images (spec ``ieg_nmtune.md`` B4, B11):
-RandomResizedCrop / flip / resize-centre-crop as one ``affine_grid`` resample, RandAugment(3, 5) for
-``--use-weak-strong``, per-epoch generators, batch order and the per-step cosine LR.
+"""Preprocessing of NMTune's downstream images (spec ``ieg_nmtune.md`` B4, B11), per-epoch
+generators, batch order and the per-step cosine LR.
+
+Default: the original's pipeline, torchvision's transforms on PIL images one by one (bicubic PIL
+resampling, rounded to uint8 before ``ToTensor``/``Normalize``), with the crop boxes drawn as
+torchvision's ``RandomResizedCrop.get_params`` draws them, from the epoch's generator.
+``--fast-preprocess``: each view is one float ``affine_grid``/``grid_sample`` over the batch on the
+device (continuous crop offsets, no uint8 rounding, no antialiasing when shrinking).
+RandAugment(3, 5) for ``--use-weak-strong`` runs on the uint8 crops in both.
 """
 
 from __future__ import annotations
@@ -8,9 +14,13 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+import torchvision.transforms.functional as TF
+from PIL import Image
 from torch import Tensor
+from torchvision.transforms import InterpolationMode
 
 from methods.nmtune.encoders import Preprocess
 
@@ -36,8 +46,8 @@ def _mean_std_255(mean: tuple[float, ...], std: tuple[float, ...], device: torch
             torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
 
 
-def val_view(images: Tensor, prep: Preprocess) -> Tensor:
-    """``Resize(ceil(S/crop_pct)) + CenterCrop(S) + Normalize`` as one resampling.
+def fast_val_view(images: Tensor, prep: Preprocess) -> Tensor:
+    """``--fast-preprocess``: ``Resize(ceil(S/crop_pct)) + CenterCrop(S) + Normalize`` as one resampling.
 
     Args:
         images: ``Tensor[B, 3, H, W]`` uint8.
@@ -55,9 +65,10 @@ def val_view(images: Tensor, prep: Preprocess) -> Tensor:
     return _normalize(_sample(images, theta, s, prep), prep)
 
 
-def train_view(images: Tensor, prep: Preprocess, generator: torch.Generator,
-               randaug: bool = False) -> Tensor:
-    """``RandomResizedCrop(S, scale) + RandomHorizontalFlip (+ RandAugment(3, 5)) + Normalize``.
+def fast_train_view(images: Tensor, prep: Preprocess, generator: torch.Generator,
+                    randaug: bool = False) -> Tensor:
+    """``--fast-preprocess``: ``RandomResizedCrop(S, scale) + RandomHorizontalFlip (+ RandAugment(3, 5))
+    + Normalize`` as one resampling.
 
     Area fraction uniform in ``prep.scale``, aspect ratio log-uniform in (3/4, 4/3); like
     torchvision, up to 10 draws per image until the crop fits, else the whole image. With
@@ -88,6 +99,8 @@ def train_view(images: Tensor, prep: Preprocess, generator: torch.Generator,
     fw = torch.where(whole, 1.0, fw.gather(0, first)[0])
     fh = torch.where(whole, 1.0, fh.gather(0, first)[0])
     flip = torch.where(torch.rand(b, device=dev, generator=generator) < 0.5, -1.0, 1.0)
+    if not prep.hflip:
+        flip = torch.ones_like(flip)
     theta = torch.zeros(b, 2, 3, device=dev)
     theta[:, 0, 0], theta[:, 1, 1] = fw * flip, fh
     theta[:, 0, 2], theta[:, 1, 2] = uniform(-1, 1) * (1 - fw), uniform(-1, 1) * (1 - fh)
@@ -99,6 +112,112 @@ def train_view(images: Tensor, prep: Preprocess, generator: torch.Generator,
     return _normalize(x, prep)
 
 
+# ------------------------------------------------------------------ the original's PIL pipeline
+_PIL_MODES = {"bicubic": InterpolationMode.BICUBIC, "bilinear": InterpolationMode.BILINEAR}
+
+
+def _pil(image: Tensor) -> Image.Image:
+    """A uint8 ``[3, H, W]`` tensor as an RGB PIL image."""
+    return Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
+
+
+def _to_tensor_normalize(pils: list, prep: Preprocess, device: torch.device) -> Tensor:
+    """``ToTensor() + Normalize(mean, std)`` of a list of PIL images, in torchvision's float32 order."""
+    x = torch.from_numpy(np.stack([np.asarray(p) for p in pils])).to(device).permute(0, 3, 1, 2)
+    return _unit_normalize(x.float().div(255), prep)
+
+
+def _unit_normalize(x01: Tensor, prep: Preprocess) -> Tensor:
+    mean = torch.tensor(prep.mean, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    std = torch.tensor(prep.std, dtype=x01.dtype, device=x01.device).view(1, 3, 1, 1)
+    return (x01 - mean) / std
+
+
+def pil_val_image(image: Image.Image, prep: Preprocess) -> Image.Image:
+    """The original's val transform before ``ToTensor``: ``Resize(ceil(S/crop_pct))`` of the short side
+    and ``CenterCrop(S)``, PIL resampling (``src/models/modeling.py`` ``timm_load``; open_clip's
+    ``Resize(S) + CenterCrop(S)`` is crop_pct 1)."""
+    resized = TF.resize(image, math.ceil(prep.input_size / prep.crop_pct), interpolation=_PIL_MODES[prep.interpolation])
+    return TF.center_crop(resized, prep.input_size)
+
+
+def pil_crop_image(image: Image.Image, box: tuple[int, int, int, int], flip: bool, prep: Preprocess) -> Image.Image:
+    """``RandomResizedCrop`` with a drawn box ``(top, left, height, width)``, then the mirror."""
+    out = TF.resized_crop(image, *box, [prep.input_size, prep.input_size],
+                          interpolation=_PIL_MODES[prep.interpolation])
+    return TF.hflip(out) if flip else out
+
+
+def crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], generator: torch.Generator) -> list:
+    """``b`` boxes ``(top, left, height, width)`` drawn as torchvision's ``RandomResizedCrop.get_params``
+    (ratio (3/4, 4/3), up to 10 tries with integer sides, else the ratio-clamped centre crop), from
+    ``generator`` (one host sync per batch)."""
+    dev = generator.device
+    area = (scale[0] + (scale[1] - scale[0]) * torch.rand(10, b, device=dev, generator=generator)).tolist()
+    lo, hi = math.log(3 / 4), math.log(4 / 3)
+    log_ratio = (lo + (hi - lo) * torch.rand(10, b, device=dev, generator=generator)).tolist()
+    offsets = torch.rand(2, b, device=dev, generator=generator).tolist()
+    boxes = []
+    for k in range(b):
+        for t in range(10):
+            target, aspect = h * w * area[t][k], math.exp(log_ratio[t][k])
+            cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
+            if 0 < cw <= w and 0 < ch <= h:
+                boxes.append((int(offsets[0][k] * (h - ch + 1)), int(offsets[1][k] * (w - cw + 1)), ch, cw))
+                break
+        else:
+            boxes.append(_centre_box(h, w))
+    return boxes
+
+
+def _centre_box(h: int, w: int) -> tuple[int, int, int, int]:
+    ratio = w / h
+    ch, cw = h, w
+    if ratio < 3 / 4:
+        ch = int(round(w / (3 / 4)))
+    elif ratio > 4 / 3:
+        cw = int(round(h * (4 / 3)))
+    return (h - ch) // 2, (w - cw) // 2, ch, cw
+
+
+def pil_val_view(images: Tensor, prep: Preprocess) -> Tensor:
+    """The original's val pipeline on a uint8 ``[B, 3, H, W]`` batch: ``[B, 3, S, S]`` float32."""
+    return _to_tensor_normalize([pil_val_image(_pil(x), prep) for x in images.cpu()], prep, images.device)
+
+
+def pil_train_view(images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False) -> Tensor:
+    """The original's train pipeline: ``RandomResizedCrop`` (PIL) ``[+ RandAugment(3, 5)] +
+    RandomHorizontalFlip + ToTensor + Normalize`` (the flip after RandAugment, where the original
+    inserts it; open_clip's pipeline has no flip)."""
+    b, _, h, w = images.shape
+    boxes = crop_boxes(b, h, w, prep.scale, generator)
+    flips = (torch.rand(b, device=generator.device, generator=generator) < 0.5).tolist()
+    if not randaug:
+        flips = [f and prep.hflip for f in flips]
+        return _to_tensor_normalize([pil_crop_image(_pil(x), box, f, prep)
+                                     for x, box, f in zip(images.cpu(), boxes, flips)], prep, images.device)
+    from lnl.data.autoaugment import rand_augment
+
+    crops = [np.asarray(pil_crop_image(_pil(x), box, False, prep)) for x, box in zip(images.cpu(), boxes)]
+    x = torch.from_numpy(np.stack(crops)).to(images.device).permute(0, 3, 1, 2).contiguous()
+    x = rand_augment(x, generator, num_ops=3, magnitude=5)
+    mirror = torch.tensor(flips, device=x.device) & prep.hflip
+    x = torch.where(mirror.view(-1, 1, 1, 1), x.flip(-1), x)
+    return _unit_normalize(x.float().div(255), prep)
+
+
+def val_view(images: Tensor, prep: Preprocess) -> Tensor:
+    """The val view of a uint8 ``[B, 3, H, W]`` batch: the original's PIL pipeline, or the fast one."""
+    return fast_val_view(images, prep) if prep.fast else pil_val_view(images, prep)
+
+
+def train_view(images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False) -> Tensor:
+    """A train view of a uint8 ``[B, 3, H, W]`` batch: the original's PIL pipeline, or the fast one."""
+    if prep.fast:
+        return fast_train_view(images, prep, generator, randaug)
+    return pil_train_view(images, prep, generator, randaug)
+
+
 def epoch_generator(device: torch.device, seed: int, epoch: int) -> torch.Generator:
     """The generator of epoch ``epoch``: order and augmentations depend on ``(seed, epoch)`` only,
     so a resumed run sees the batches an uninterrupted one saw."""
@@ -107,9 +226,11 @@ def epoch_generator(device: torch.device, seed: int, epoch: int) -> torch.Genera
     return torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator) -> list[Tensor]:
-    """A shuffled partition of ``range(n)`` into batches (last one short; ``drop_last=False``)."""
-    return list(torch.randperm(n, device=generator.device, generator=generator).split(batch_size))
+def batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[Tensor]:
+    """A partition of ``range(n)`` into batches, shuffled or in order (last one short; ``drop_last=False``)."""
+    order = (torch.randperm(n, device=generator.device, generator=generator) if shuffle
+             else torch.arange(n, device=generator.device))
+    return list(order.split(batch_size))
 
 
 def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:

@@ -31,7 +31,7 @@ def _run(out, *extra):
 def _lib_args(**kw):
     base = dict(num_classes=4, lr=0.01, weight_decay=3e-4, fix_solver=False, ridge=1e-6, fix_softmax=False,
                 batch_fc=16, weight_prior=2200.0, weight_conf=0.4, lr_fc=0.006, lr_fc_decay_epoch=3,
-                epochs=100, epoch_T=20, fix_exchange=False)
+                epochs=100, epoch_T=20, fix_exchange=False, fix_short_batches=False)
     return SimpleNamespace(**{**base, **kw})
 
 
@@ -43,11 +43,11 @@ def test_closed_form_matches_lstsq():
     x = torch.randn(300, 20, generator=g, dtype=torch.float64)
     y = torch.randn(300, 5, generator=g, dtype=torch.float64)
     ref = torch.linalg.lstsq(x, y).solution
-    torch.testing.assert_close(L.closed_form(L.gram_inverse(x), x, y), ref, rtol=1e-9, atol=1e-9)
-    fixed = L.closed_form(L.gram_inverse(x, fix_solver=True, ridge=1e-12), x, y)
+    torch.testing.assert_close(L.closed_form(L.batch_solver(x), y), ref, rtol=1e-9, atol=1e-9)
+    fixed = L.closed_form(L.batch_solver(x, fix_solver=True, ridge=1e-12), y)
     torch.testing.assert_close(fixed, ref, rtol=1e-6, atol=1e-8)
     x32, y32 = x.float(), y.float()  # the original's fp32 path
-    torch.testing.assert_close(L.closed_form(L.gram_inverse(x32), x32, y32), ref.float(), rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(L.closed_form(L.batch_solver(x32), y32), ref.float(), rtol=1e-3, atol=1e-4)
 
 
 def test_meta_step_gradient_matches_finite_differences():
@@ -56,11 +56,11 @@ def test_meta_step_gradient_matches_finite_differences():
     x, xv = torch.randn(n, d, generator=g, dtype=torch.float64), torch.randn(m, d, generator=g, dtype=torch.float64)
     yv = torch.randint(0, c, (m,), generator=g)
     noisy = torch.randint(0, c, (n,), generator=g)
-    bounds = L.batch_bounds(n, 25)  # 25, 25, 10 rows: the last batch is short
+    bounds = L.batch_bounds(n, 25, keep_short=True)  # 25, 25, 10 rows: the last batch is short
     view = L.build_view(x, xv, None, noisy, bounds, _lib_args(num_classes=c))
     view.labels.double()
     view.opt = torch.optim.Adam(view.labels.parameters(), 0.01, betas=(0.5, 0.999), weight_decay=3e-4)
-    view.ainv = [a.double() for a in view.ainv]
+    view.solvers = [L.batch_solver(x[s:e]) for s, e in bounds]
     y0 = view.labels.y.detach().clone()
     s, e = bounds[1]
     L.ipc_step(view, 1, s, e, yv)
@@ -82,6 +82,21 @@ def test_meta_step_gradient_matches_finite_differences():
     # B.7.6: Adam's weight decay also moves rows of the other batches (first step: by lr on the one-hot)
     moved = (y0[:s] - view.labels.y.detach()[:s])
     torch.testing.assert_close(moved.sum(1), torch.full((s,), 0.01, dtype=torch.float64), rtol=1e-3, atol=0)
+
+
+def test_batches_floor_as_the_original_unless_fix_short_batches():
+    assert L.batch_bounds(230, 70) == [(0, 70), (70, 140), (140, 210)]  # iteration = train_num // batchsize
+    assert L.batch_bounds(230, 70, keep_short=True)[-1] == (210, 230)
+    assert L.eac_bounds(70, 30) == [(0, 30), (30, 60)]  # iteration_fc = batchsize // batchsize_fc: never empty
+    assert L.eac_bounds(70, 30, keep_short=True)[-1] == (60, 70)
+    args = DMLP.get_args_parser().parse_args(["--batch", "300", "--batch_fc", "50"])
+    with pytest.raises(ValueError, match="--batch 300 exceeds the 230 noisy-set rows"):
+        DMLP.check_batches(args, 230)
+    args.batch, args.batch_fc = 100, 120
+    with pytest.raises(ValueError, match="--batch_fc 120 exceeds --batch 100"):
+        DMLP.check_batches(args, 230)
+    args.fix_short_batches = True
+    assert DMLP.check_batches(args, 230)[-1] == (200, 230)
 
 
 def test_simplex_projection():
@@ -184,7 +199,7 @@ def test_extract_features_prefix_with_a_noise_file(tmp_path):
                "--noise_file", str(tmp_path / "0.2_sym.json"), "--meta_size", "50", "--balanced_meta",
                "--batch", "150", "--batch_fc", "50", "--epochs", "1", "--fix_all")
     assert res["noise"] == "0.2_sym" and res["test_acc"] is not None
-    assert res["fixes"] == ["fix_exchange", "fix_views", "fix_solver"]
+    assert res["fixes"] == ["fix_exchange", "fix_views", "fix_solver", "fix_short_batches"]
     assert res["noisy_acc"] == pytest.approx(0.8)
 
 
@@ -238,7 +253,7 @@ def test_subset_too_small_is_a_clear_error_and_its_labels_do_not_fit_a_full_run(
         _run(tmp_path / "a", *DIGITS, "--subset", "5")
     with pytest.raises(ValueError, match="--subset 80 is too small for --meta_size 100"):
         _run(tmp_path / "a", *DIGITS, "--subset", "80")
-    _run(tmp_path / "b", *DIGITS, "--subset", "250", "--epochs", "1")
+    _run(tmp_path / "b", *DIGITS, "--subset", "250", "--epochs", "1", "--batch", "100")
     full = SimpleNamespace(noise_file=str(tmp_path / "b" / "purified_labels.json"), dataset="digits")
     with pytest.raises(ValueError, match="has 250 labels but the digits training split has 1437 images"):
         noisy_labels_for(full, torch.zeros(1437, dtype=torch.long), 10)  # DivideMix/CE's --noise_file check

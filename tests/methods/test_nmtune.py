@@ -7,6 +7,8 @@ from __future__ import annotations
 import math
 import shlex
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -153,8 +155,8 @@ def test_head_is_kaiming_uniform_with_zero_bias():
 # ----------------------------------------------------------------------------- preprocessing
 
 
-def test_val_view_is_resize_then_centre_crop():
-    prep = Preprocess(24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0))
+def test_fast_val_view_is_resize_then_centre_crop():
+    prep = Preprocess(24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0), fast=True)
     x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     resized = F.interpolate(x.float(), size=(32, 32), mode="bilinear", align_corners=False)  # ceil(24/0.75)
     ref = resized[:, :, 4:28, 4:28] / 255
@@ -162,8 +164,9 @@ def test_val_view_is_resize_then_centre_crop():
     torch.testing.assert_close(val_view(x, prep), (ref - mean) / std, rtol=1e-5, atol=1e-4)
 
 
-def test_train_view_full_crop_is_the_image_or_its_mirror():
-    prep = Preprocess(8, 1.0, (0.0,) * 3, (1.0,) * 3, "bilinear", (1.0, 1.0))
+@pytest.mark.parametrize("fast", [False, True])
+def test_train_view_full_crop_is_the_image_or_its_mirror(fast):
+    prep = Preprocess(8, 1.0, (0.0,) * 3, (1.0,) * 3, "bilinear", (1.0, 1.0), fast=fast)
     x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
     out = train_view(x, prep, torch.Generator().manual_seed(0)) * 255
     # scale 1: no aspect ratio but 1 fits, so (as torchvision) the whole image, flipped half the time.
@@ -171,6 +174,8 @@ def test_train_view_full_crop_is_the_image_or_its_mirror():
     mirrored = (out - x.float().flip(-1)).abs().amax((1, 2, 3)) < 1e-3
     assert out.shape == (64, 3, 8, 8) and bool((same | mirrored).all())
     assert 16 < int(mirrored.sum()) < 48
+    no_flip = train_view(x, replace(prep, hflip=False), torch.Generator().manual_seed(0)) * 255  # open_clip's
+    assert (no_flip - x.float()).abs().max() < 1e-3
 
 
 def test_few_shot_fraction_and_downstream_noise():
@@ -336,7 +341,8 @@ def test_zero_shot_head_averages_unit_prompt_embeddings(tiny_clip):
 
     model, ckpt = tiny_clip
     head = build_zero_shot_head(_zs_args(ckpt, "openai_imagenet_template"), ["cat_dog", "car"], "cpu")
-    prompts = [[t(n) for t in open_clip.OPENAI_IMAGENET_TEMPLATES] for n in ("cat dog", "car")]
+    # the dataset's names as they are spelt, underscores kept (the original's dataset.classnames)
+    prompts = [[t(n) for t in open_clip.OPENAI_IMAGENET_TEMPLATES] for n in ("cat_dog", "car")]
     assert len(prompts[0]) == 80
     tok = open_clip.get_tokenizer("LnlTinyCLIP")
     rows = [F.normalize(model.encode_text(tok(p)).double(), dim=1).mean(0) for p in prompts]
@@ -495,3 +501,35 @@ def test_nmtune_vs_linear_probe_on_a_noisily_pretrained_digits_encoder(tmp_path)
     nm = _run(nml_tune, tmp_path / "nm", *common)
     print("linear probe", lp, "\nnmtune", nm)
     assert lp["test_acc"] > 0.85 and nm["test_acc"] > 0.85
+
+
+def test_full_fine_tuning_defaults_are_the_originals_and_the_probe_keeps_the_readme_values():
+    from methods.nmtune import nml_finetune
+
+    probe = finetune.get_args_parser().parse_args(["--freeze-encoder"])
+    finetune.resolve_optimiser_defaults(probe, full=False)
+    full = finetune.get_args_parser().parse_args([])
+    finetune.resolve_optimiser_defaults(full, full=True)
+    assert (probe.lr, probe.wd) == (0.01, 1e-4)  # README finetune.py --freeze-encoder command
+    assert (full.lr, full.wd) == (0.001, 0.1)  # src/args.py defaults
+    regularised = nml_finetune.get_args_parser().parse_args([])
+    finetune.resolve_optimiser_defaults(regularised, full=True)
+    assert (regularised.lr, regularised.wd) == (0.001, 0.1)
+    given = finetune.get_args_parser().parse_args(["--lr", "0.5"])
+    finetune.resolve_optimiser_defaults(given, full=True)
+    assert (given.lr, given.wd) == (0.5, 0.1)
+
+
+def test_training_order_is_unshuffled_on_cifar100_and_country211_as_the_original():
+    args = nml_tune.get_args_parser().parse_args(["--train-dataset", "CIFAR100"])
+    assert not nmtune_lib.shuffles(args) and nmtune_lib.shuffles(args, linear_probe=True)
+    args.train_dataset = "Country211"
+    assert not nmtune_lib.shuffles(args)
+    args.train_dataset = "CIFAR10"
+    assert nmtune_lib.shuffles(args)
+    args.shuffle = False
+    assert not nmtune_lib.shuffles(args, linear_probe=True)
+    from methods.nmtune.views import batches
+
+    order = batches(10, 4, torch.Generator().manual_seed(0), shuffle=False)
+    assert [b.tolist() for b in order] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
