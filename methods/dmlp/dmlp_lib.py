@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lnl.data._base import reading
 from lnl.data.noise import load_noise_file, make_noise, save_noise_file
 from lnl.engine.train_loop import FiniteGuard
 
@@ -46,7 +47,8 @@ class FeatureSet:
 def _npy(path: Path, dtype=None) -> torch.Tensor | None:
     if not path.is_file():
         return None
-    arr = np.load(path, allow_pickle=False)
+    with reading(path, "feature file"):
+        arr = np.load(path, allow_pickle=False)
     return torch.from_numpy(arr.astype(dtype) if dtype is not None else arr)
 
 

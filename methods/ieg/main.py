@@ -28,6 +28,7 @@ from lnl.data._registry import dataset_info, default_root
 from lnl.data.gpu import GPULoader
 from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.data._base import reading
 from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, check_subset_size, first_images, subset_suffix
 from lnl.engine.ema import EMA
@@ -145,7 +146,10 @@ def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray,
     (``clean``) and, with ``--subset N``, cut to the first N rows with a probe from within them."""
     out, n = Path(args.out), min(args.subset or len(clean), len(clean))
     if resumed and (out / "probe_indices.npy").exists():
-        labels, probe = np.load(out / "noisy_labels.npz")["labels"], np.load(out / "probe_indices.npy")
+        with reading(out / "noisy_labels.npz", "run file"):
+            labels = np.load(out / "noisy_labels.npz")["labels"]
+        with reading(out / "probe_indices.npy", "run file"):
+            probe = np.load(out / "probe_indices.npy")
         if len(labels) != n:  # a full run's labels under a --subset run (or the reverse)
             raise ValueError(f"{out / 'noisy_labels.npz'} holds {len(labels)} labels but this run trains "
                              f"on {n} images (--subset {args.subset}); pass another --out or --resume never")

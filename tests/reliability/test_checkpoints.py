@@ -97,10 +97,13 @@ def test_another_entry_points_checkpoint_is_refused(tmp_path, monkeypatch):
         load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"net1": _model()})
 
 
-def test_a_longer_relaunch_is_refused_not_run_on_the_old_schedule(tmp_path):
+def test_a_longer_relaunch_is_refused_where_the_schedule_depends_on_it(tmp_path):
     _save(tmp_path, 4, args={"num_epochs": 5})
     with pytest.raises(ValueError, match="--num_epochs 5, this run asks for --num_epochs 10.*own --out"):
-        load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": _model()}, run_args={"num_epochs": 10})
+        load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": _model()}, run_args={"num_epochs": 10},
+                        length_flag="num_epochs")
+    # a method whose schedule does not depend on the length (DMLP, IEG) extends exactly: not refused
+    assert load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": _model()}, run_args={"num_epochs": 10})
 
 
 _SAVER = """
