@@ -211,8 +211,6 @@ def find_resume_path(run_dir: str | os.PathLike, resume: str | None) -> Path | N
 # --noise_type when it is a path) compare by content while both exist, and by file name when the saved
 # path is gone (a data folder that moved still resumes).
 SAME_RUN_ARGS = ("dataset", "train_dataset", "noise_mode", "noise_type", "r", "noise_file", "seed", "subset")
-# The run's length: schedules (cosine LR, ramps) are built from it, so a resume must keep it.
-SCHEDULE_ARGS = ("num_epochs", "epochs", "nepoch", "max_iteration")
 _NOISE_FILE_SUFFIXES = (".json", ".npy", ".npz")
 
 
@@ -231,7 +229,7 @@ def _same_value(key: str, saved: Any, now: Any) -> bool:
     return saved == now
 
 
-def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any) -> None:
+def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any, length_flag: str | None = None) -> None:
     if saved is None or run_args is None:
         return
     now = vars(run_args) if hasattr(run_args, "__dict__") else run_args
@@ -241,12 +239,12 @@ def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any) -> Non
                 flag = "--" + key.replace("_", "-") if key == "train_dataset" else "--" + key
                 raise ValueError(f"{path} was written by a run with {flag} {saved.get(key)}, this run has "
                                  f"{flag} {now.get(key)}: give this run its own --out (or --resume never)")
-    for key in SCHEDULE_ARGS:
-        if key in saved and key in now and saved[key] != now[key]:
-            raise ValueError(f"{path} was written by a run of --{key} {saved[key]}, this run asks for --{key} "
-                             f"{now[key]}: its learning-rate schedule and state were built for {saved[key]}, so "
-                             f"resuming would continue the old schedule. Rerun with --{key} {saved[key]}, or give "
-                             f"the longer run its own --out (or --resume never)")
+    key = length_flag
+    if key is not None and key in saved and key in now and saved[key] != now[key]:
+        raise ValueError(f"{path} was written by a run of --{key} {saved[key]}, this run asks for --{key} "
+                         f"{now[key]}: its learning-rate schedule and state were built for {saved[key]}, so "
+                         f"resuming would continue the old schedule. Rerun with --{key} {saved[key]}, or give "
+                         f"the longer run its own --out (or --resume never)")
 
 
 def _check_same_method(path, state: Mapping[str, Any], groups: Mapping[str, Mapping[str, Any] | None]) -> None:
@@ -268,11 +266,13 @@ def _check_same_method(path, state: Mapping[str, Any], groups: Mapping[str, Mapp
 
 def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Module],
                     optimizers: Mapping[str, Any] | None = None, schedulers: Mapping[str, Any] | None = None,
-                    scaler: Any = None, restore_rng: bool = True, run_args: Any = None) -> dict[str, Any]:
+                    scaler: Any = None, restore_rng: bool = True, run_args: Any = None,
+                    length_flag: str | None = None) -> dict[str, Any]:
     """Load a checkpoint written by ``save_checkpoint`` into the given objects.
 
     The file's checksum is verified first; ``run_args`` (this run's arguments): refuse a checkpoint
-    whose :data:`SAME_RUN_ARGS` or :data:`SCHEDULE_ARGS` differ.
+    whose :data:`SAME_RUN_ARGS` differ, or whose ``length_flag`` (``num_epochs``) differs where the
+    method's schedule is built from the run's length (a longer relaunch would keep the old schedule).
 
     Returns:
         The raw checkpoint dict; ``["epoch"]`` is the last finished epoch and ``["method_state"]``
@@ -287,7 +287,7 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Mo
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "models" not in state:
         raise CheckpointError(f"{path} is not a training checkpoint (no models): {_ways_on(path)}")
-    _check_same_run(path, state.get("args"), run_args)
+    _check_same_run(path, state.get("args"), run_args, length_flag)
     _check_same_method(path, state, {"models": models, "optimizers": optimizers, "schedulers": schedulers})
     for group, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
         for name, obj in (objects or {}).items():

@@ -108,3 +108,16 @@ def test_a_damaged_dataset_npz_names_its_path(tmp_path, damage):
     damage(root / "train.npz")
     with pytest.raises(DataFileError, match=f"CIFAR file {root / 'train.npz'} cannot be read"):
         get_dataset("cifar10", root, "train")
+
+
+@pytest.mark.parametrize("name, says", [
+    ("clothing1m", "request the archives from the authors"),
+    ("food101n", "python data_prep/food101n.py --root {root} --download"),
+    ("food101", "python data_prep/food101n.py --food101-only --root {root} --download"),
+])
+def test_missing_data_hints_say_how_to_get_the_data(tmp_path, name, says):
+    """Clothing1M's hint was the checker that had just failed; Food-101N's lacked --download."""
+    root = tmp_path / name
+    with pytest.raises(FileNotFoundError) as err:
+        get_dataset(name, root, "train")
+    assert says.format(root=root) in str(err.value)
