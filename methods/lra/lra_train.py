@@ -343,7 +343,9 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": -1.0, "test_acc": None}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
-        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
+        follows_length = args.lr_horizon == args.nepoch  # the cosine ends at --nepoch: a longer run is another
+        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args,
+                               length_flag="nepoch" if follows_length else None)
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         run.ema.load_state_dict(state.pop("ema"))
         if run.table is None or run.table_from_cache:  # else the table was searched again: count that once

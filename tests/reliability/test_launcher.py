@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,12 +13,6 @@ import yaml
 pytest.importorskip("submitit")  # installed by make; absent on bare machines (the lent GPU)
 from launchers import collect, slurm  # noqa: E402
 from tests.launchers.conftest import slurm_cluster  # noqa: E402,F401  (the real test SLURM)
-from tests.reliability._runs import REPO, env  # noqa: E402
-
-
-def _launch(*argv: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "launchers/slurm.py"), *argv], capture_output=True, text=True,
-                          env=env(), timeout=120)
 
 
 @pytest.fixture
@@ -135,10 +127,11 @@ def test_collect_groups_by_every_setting_and_marks_smoke_runs(tmp_path):
     assert "smoke run (--subset 256)" in md
 
 
-def test_collect_of_a_missing_folder_is_an_error(tmp_path):
-    done = subprocess.run([sys.executable, str(REPO / "launchers/collect.py"), str(tmp_path / "nope")],
-                          capture_output=True, text=True, env=env())
-    assert done.returncode == 2 and f"{tmp_path / 'nope'}: no such folder" in done.stderr
+def test_collect_of_a_missing_folder_is_an_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        collect.main([str(tmp_path / "nope")])
+    assert exit_.value.code == 2 and f"{tmp_path / 'nope'}: no such folder" in capsys.readouterr().err
+    assert not (tmp_path / "nope").exists()
 
 
 @pytest.mark.slow

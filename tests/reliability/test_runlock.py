@@ -79,6 +79,7 @@ def test_two_concurrent_runs_on_one_folder(tmp_path):
     assert [json.loads(x)["step"] for x in (out / "eval.jsonl").read_text().splitlines()] == [0, 1]
 
 
+@pytest.mark.slow
 def test_an_impossible_device_leaves_no_run_folder(tmp_path):
     out = tmp_path / "run"
     done = run(standard_cmd(out, "--device", "cuda:7"))
