@@ -287,8 +287,8 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Mo
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "models" not in state:
         raise CheckpointError(f"{path} is not a training checkpoint (no models): {_ways_on(path)}")
-    _check_same_run(path, state.get("args"), run_args, length_flag)
     _check_same_method(path, state, {"models": models, "optimizers": optimizers, "schedulers": schedulers})
+    _check_same_run(path, state.get("args"), run_args, length_flag)
     for group, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
         for name, obj in (objects or {}).items():
             if obj is not None:
