@@ -94,13 +94,12 @@ def test_a_checkpoint_of_other_data_is_refused(tmp_path, saved, now, message):
 
 
 def test_a_resume_compares_only_what_both_runs_have(tmp_path):
-    """Other hyperparameters (not the run's length) may change on resume; a moved noise file (same
-    name, the old path gone) still resumes; a name one side lacks (a checkpoint from before a flag
-    existed) is not compared."""
+    """Other hyperparameters may change on resume; a moved noise file (same name, the old path gone)
+    still resumes; a name one side lacks (a checkpoint from before a flag existed) is not compared."""
     model, opt, _ = _objects(0)
     save_checkpoint(tmp_path, epoch=1, models={"m": model},
                     args={"noise_file": "/old/data/0.50.json", "seed": 0, "lr": 0.1, "num_epochs": 10})
-    run = {"noise_file": "/new/data/0.50.json", "seed": 0, "lr": 0.01, "num_epochs": 10, "r": 0.5}
+    run = {"noise_file": "/new/data/0.50.json", "seed": 0, "lr": 0.01, "num_epochs": 20, "r": 0.5}
     assert load_checkpoint(tmp_path / "last.pth", models={"m": model}, run_args=run)["epoch"] == 1
 
 
