@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 
 from lnl.data import get_dataset  # noqa: E402
 from lnl.data.gpu import GPULoader  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PIPELINES = {"weak": ("weak",), "mixmatch": ("weak", "strong", "strong")}
@@ -126,7 +127,7 @@ def bench_dataloader(ds, views, args, device) -> float:
 def device_name(device: torch.device) -> str:
     """GPU name, or CPU model and thread count."""
     if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
+        return f"{torch.cuda.get_device_name(device)}; {machine_line()}"
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -135,7 +136,7 @@ def device_name(device: torch.device) -> str:
         ),
         "cpu",
     )
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu}; {machine_line()}"
 
 
 def record(rows, args, device) -> None:

@@ -31,6 +31,7 @@ from lnl.data import InMemoryDataset  # noqa: E402
 from lnl.engine import default_setup  # noqa: E402
 from lnl.engine.cotrain import CoDivide  # noqa: E402
 from lnl.engine.defaults import git_sha  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
@@ -96,6 +97,7 @@ def main() -> None:
     full = [timed(lambda: method.run_epoch(method.args.warm_up)) for _ in range(opts.repeats)]
     w, f = statistics.median(warm), statistics.median(full)
     device = torch.cuda.get_device_name() if method.args.device.type == "cuda" else "cpu"
+    device += f"; {machine_line()}"
     line = (f"| bench_epoch | {opts.method} | {device} | torch {torch.__version__} | {git_sha()[:8]} | N={n} "
             f"bs={method.args.batch_size} amp={method.args.amp} compile={method.args.compile} | warm-up epoch "
             f"{w:.2f} s ({2 * n / w:.0f} img/s over both nets) | full epoch {f:.2f} s ({2 * n / f:.0f} train "

@@ -41,6 +41,7 @@ from sklearn.mixture import GaussianMixture
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
 from lnl.ops import gmm_fit  # noqa: E402
 from lnl.ops import gmm as gmm_mod  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 SETTINGS = dict(max_iter=10, tol=1e-2, reg_covar=5e-4)
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -132,7 +133,7 @@ def run_case(name: str, xs: np.ndarray, reps: int, sk_reps: int, full_per_class:
 def device_name() -> str:
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
                platform.processor())
-    name = f"{cpu}, {torch.get_num_threads()} threads"
+    name = f"{cpu}; {machine_line()}"  # load average and each backend's threads (sklearn's BLAS/OpenMP too)
     return name + (f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
 
@@ -172,7 +173,6 @@ def main() -> None:
                   ("1000 x 2400 1-D", np.stack([losses(2400, 1, rng) for _ in range(1000)]))]
     rows = []
     print(f"{device_name()}; torch {torch.__version__}")
-    print(f"load average {open('/proc/loadavg').read().split()[0]}")
     print(f"{'case':16s} {'backend':10s} {'wall ms':>10s} {'speedup':>8s} {'CPU ms':>10s} {'speedup':>8s} "
           f"{'max|dp|':>9s} {'dp64':>9s} {'agree':>7s}")
     for name, xs in cases:

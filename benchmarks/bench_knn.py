@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import ctypes
 import datetime
-import os
 import statistics
 import sys
 import time
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 from lnl.ops.knn import knn_labels, votes_from_indices  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 GPU_SIZES = ["50000x128", "50000x512", "66000x768", "1000000x128:16384", "1000000x512:16384"]
@@ -223,13 +223,15 @@ def print_rows(rows: list[dict], anchor_name: str) -> None:
 
 def device_name(device: str) -> str:
     if device == "cuda":
-        return torch.cuda.get_device_name()
+        return f"{torch.cuda.get_device_name()}; {machine_line()}"
     lines = Path("/proc/cpuinfo").read_text().splitlines()
     cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
                "cpu")
-    # Other processes share these cores: the load average says how quiet the machine was.
-    load = os.getloadavg()[0]
-    return f"{cpu} ({torch.get_num_threads()} threads, load average {load:.1f} at start)"
+    # Other processes share these cores: the load average says how quiet the machine was, and the
+    # threads of each backend whether the anchor ran on as many cores as lnl (faiss is imported first).
+    if has_faiss("cpu"):
+        import faiss  # noqa: F401
+    return f"{cpu}; {machine_line()} at start"
 
 
 def record(rows: list[dict], args) -> None:

@@ -33,6 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from lnl.ops import plr_loss, plr_loss_reference  # noqa: E402
 from lnl.ops.plr import choose_backend  # noqa: E402
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 
@@ -124,10 +125,10 @@ def measure(name: str, batch: int, args, inputs) -> tuple[str, str]:
 
 def device_name(device: str) -> str:
     if device == "cuda":
-        return torch.cuda.get_device_name()
+        return f"{torch.cuda.get_device_name()}; {machine_line()}"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "cpu")
-    return f"{cpu} ({torch.get_num_threads()} threads)"
+    return f"{cpu}; {machine_line()}"
 
 
 def record(rows, args) -> None:
@@ -169,6 +170,7 @@ def main() -> None:
         args.sizes = [128, 512, 1024, 2048, 4096]
     torch.set_num_threads(args.threads)
     rows = []
+    print(f"# {device_name(args.device)}")
     print(f"{'B':>7} {'backend':>9} {'fwd+bwd ms':>12} {'peak MiB':>10}")
     for batch in args.sizes:
         inputs = make_inputs(batch, args, args.device)

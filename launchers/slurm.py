@@ -25,12 +25,14 @@ folder (``--job_dir``, containing ``%j``) holds the logs and pickles.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
 import itertools
 import os
 import re
 import shlex
+import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -56,10 +58,13 @@ CONTAINER_REPO = "/opt/lnl"  # where docker/Dockerfile installs the repository
 
 @dataclass(frozen=True)
 class Entry:
-    """A method's entry points: the default module and per-dataset scripts of the original."""
+    """A method's entry points: the default module and per-dataset scripts of the original.
+    ``ddp``: the entry point splits its work over several tasks (``comm.ddp``/``shard``); any other
+    gets one task per run, or several tasks would train copies of one run into one folder."""
 
     module: str
     per_dataset: dict[str, str] = field(default_factory=dict)
+    ddp: bool = False
 
     def module_for(self, dataset: str) -> str:
         """The dataset's own script when it exists, else the default entry point."""
@@ -69,7 +74,7 @@ class Entry:
 
 # The originals' script names (README "Methods" table); a module that does not exist yet is reported.
 METHODS: dict[str, Entry] = {
-    "standard": Entry("methods.standard.train"),
+    "standard": Entry("methods.standard.train", ddp=True),
     "plremix": Entry("methods.plremix.train", {"clothing1m": "methods.plremix.train_clothing1m",
                                                "webvision": "methods.plremix.train_webvision"}),
     "dividemix": Entry("methods.dividemix.Train_cifar", {"clothing1m": "methods.dividemix.Train_clothing1M",
@@ -78,7 +83,7 @@ METHODS: dict[str, Entry] = {
                                              "clothing1m": "methods.lra.train_Clothing1M",
                                              "webvision": "methods.lra.train_WebVision"}),
     "dmlp": Entry("methods.dmlp.DMLP"),
-    "ieg": Entry("methods.ieg.main"),
+    "ieg": Entry("methods.ieg.main", ddp=True),
     "nmtune": Entry("methods.nmtune.nml_tune"),
     "linear-probe": Entry("methods.nmtune.finetune"),  # NMTune's baseline (finetune.py --freeze-encoder)
     "nml-finetune": Entry("methods.nmtune.nml_finetune"),  # NMTune's regularisers in full fine-tuning
@@ -95,6 +100,8 @@ SETTING_FLAGS: dict[str, tuple[str, ...]] = {
     "out": ("--out",),
 }
 SHARED_NOT_FORWARDED = {"out", "help"}  # --out is the run folder of a single run (handled apart)
+# Datasets whose labels carry their own (real) noise: no --noise, and run folders named "real".
+REAL_NOISE = {"clothing1m", "webvision", "food101n", "cifar10n", "cifar100n"}
 
 
 class LaunchError(ValueError):
@@ -254,6 +261,8 @@ def _setting_argv(parser, setting: dict[str, Any], module: str) -> list[str]:
         if value is None:
             continue
         opt = _option(parser, key)
+        if opt is None and key == "dataset" and module in _DATASET_SCRIPTS:
+            continue  # the original's per-dataset script (Train_clothing1M.py): the dataset is its own
         if opt is None:
             raise LaunchError(f"{script_path(module)} has none of {SETTING_FLAGS[key]} (for the launcher's "
                               f"{key}); pass its own flag after --")
@@ -276,7 +285,10 @@ def _validate(parser: argparse.ArgumentParser, argv: list[str], module: str) -> 
 def _run_name(ns: argparse.Namespace, dataset: str) -> str:
     from lnl.engine.data import noise_name, subset_suffix
 
-    noise = noise_name(ns) if hasattr(ns, "noise_mode") and hasattr(ns, "r") else "default"
+    if dataset in REAL_NOISE and not getattr(ns, "noise_file", None):
+        noise = "real"  # the dataset's own labels, whatever the entry point's unused noise defaults say
+    else:
+        noise = noise_name(ns) if hasattr(ns, "noise_mode") and hasattr(ns, "r") else "default"
     return f"{getattr(ns, 'dataset', dataset)}-{noise}-s{getattr(ns, 'seed', 0)}{subset_suffix(ns)}"
 
 
@@ -285,6 +297,7 @@ def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> li
     flags, then ``passthrough`` (argparse keeps the last value, so later groups override earlier)."""
     module = entry_module(args.method, args.dataset)
     parser = importlib.import_module(module).get_args_parser()
+    check_setting(args)
     points = list(itertools.product(parse_noise(args.noise), args.seeds or [None]))
     if args.out and len(points) > 1:
         raise LaunchError("--out names one run folder; a sweep writes under --output_dir")
@@ -304,7 +317,63 @@ def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> li
         argv += _setting_argv(parser, {"out": out}, module)
         sources = tuple((k, repr(preset.flags[k]), src) for k, src in sorted(preset.sources.items()))
         specs.append(RunSpec(args.method, module, tuple(argv), out, sources))
+        _check_data_folder(ns, module, args.dataset)
+    _refuse_shared_folders(specs)
     return specs
+
+
+_DATASET_SCRIPTS = {m for e in METHODS.values() for m in e.per_dataset.values()}
+
+
+def check_setting(args: argparse.Namespace) -> None:
+    """Refuse at submission what the job would only refuse when it starts: an unknown dataset, an
+    unknown noise mode or a rate outside [0, 1], noise on a real-noise dataset, repeated seeds or
+    noise points (several tasks writing one folder)."""
+    from lnl.data import list_datasets
+    from lnl.data.noise import NOISE_TYPES
+
+    if args.dataset not in list_datasets():
+        raise LaunchError(f"--dataset {args.dataset}: unknown; known: {', '.join(list_datasets())}")
+    points = parse_noise(args.noise)
+    for mode, r in points:
+        if mode is None:
+            continue
+        if args.dataset in REAL_NOISE:
+            raise LaunchError(f"--noise {mode}:{r:g}: {args.dataset} has real label noise (its own labels); "
+                              f"drop --noise")
+        if mode not in NOISE_TYPES:
+            raise LaunchError(f"--noise {mode}:{r:g}: unknown noise mode {mode!r}; known: {', '.join(NOISE_TYPES)}")
+        if not 0.0 <= r <= 1.0:
+            raise LaunchError(f"--noise {mode}:{r:g}: a noise rate is in [0, 1]")
+    for what, values in (("--noise", [p for p in points if p != (None, None)]), ("--seeds", args.seeds or [])):
+        repeated = sorted({_show(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise LaunchError(f"{what} repeats {', '.join(repeated)}: each run needs its own folder; give each once")
+
+
+def _show(value) -> str:
+    return f"{value[0]}:{value[1]:g}" if isinstance(value, tuple) else str(value)
+
+
+def _check_data_folder(ns: argparse.Namespace, module: str, dataset: str) -> None:
+    from lnl.data import dataset_info
+
+    if dataset_info(dataset).folder is None:
+        return  # digits: no folder to read
+    for key in ("data_path", "data_root"):
+        folder = getattr(ns, key, None)
+        if folder and not Path(folder).is_dir():
+            raise LaunchError(f"{script_path(module)} --{key} {folder}: no such folder (check --data_root; "
+                              f"prepare the dataset with data_prep/)")
+
+
+def _refuse_shared_folders(specs: Sequence[RunSpec]) -> None:
+    seen: dict[str, RunSpec] = {}
+    for spec in specs:
+        if spec.out in seen:
+            raise LaunchError(f"two runs would write {spec.out}:\n  {seen[spec.out].command()}\n  {spec.command()}\n"
+                              f"give them different seeds, noise or --out")
+        seen[spec.out] = spec
 
 
 def preset_for(args: argparse.Namespace, mode: str | None, r: float | None):
@@ -384,7 +453,7 @@ def executor_parameters(args: argparse.Namespace, res: dict[str, Any], srun_args
                         n_jobs: int) -> dict[str, Any]:
     """AutoExecutor parameters: generic ones plus ``slurm_*`` ones (ignored off SLURM)."""
     repo = CONTAINER_REPO if args.container else str(REPO)
-    tasks = args.tasks_per_node or max(int(res.get("gpus_per_node") or 0), 1)
+    tasks = tasks_per_run(args, res)
     params: dict[str, Any] = {
         "name": args.name or f"lnl-{args.method}-{args.dataset}",
         "nodes": res["nodes"], "tasks_per_node": tasks, "cpus_per_task": res["cpus_per_task"],
@@ -406,6 +475,48 @@ def executor_parameters(args: argparse.Namespace, res: dict[str, Any], srun_args
     return params
 
 
+def tasks_per_run(args: argparse.Namespace, res: dict[str, Any]) -> int:
+    """One task per GPU for a DDP-aware method; one task for any other, whatever the GPU count.
+
+    Raises:
+        LaunchError: ``--tasks_per_node`` above 1 for a method that does not split its work.
+    """
+    if not METHODS[args.method].ddp:
+        if (args.tasks_per_node or 1) > 1:
+            raise LaunchError(f"--tasks_per_node {args.tasks_per_node}: {args.method} does not split its work "
+                              f"over tasks (no DDP); every task would train the same run")
+        return 1
+    return args.tasks_per_node or max(int(res.get("gpus_per_node") or 0), 1)
+
+
+def resolve_cluster(args: argparse.Namespace) -> str:
+    """``--cluster``, else ``slurm`` where ``sbatch`` is on PATH; never a silent fall back to local.
+
+    Raises:
+        LaunchError: no ``--cluster`` and no SLURM here.
+    """
+    if args.cluster:
+        return args.cluster
+    if shutil.which("sbatch"):
+        return "slurm"
+    raise LaunchError("no SLURM on this machine (sbatch is not on PATH): pass --cluster local to run the jobs as "
+                      "local processes here, or --cluster debug to run them in this process")
+
+
+@contextlib.contextmanager
+def _no_srun_needed():
+    """submitit's SLURM executor refuses to exist where ``srun`` is not on PATH; writing the sbatch
+    script of a dry run does not need it (a laptop may print what a cluster would run)."""
+    from submitit.slurm.slurm import SlurmExecutor
+
+    original = SlurmExecutor.__dict__["affinity"]
+    SlurmExecutor.affinity = classmethod(lambda cls: 1)
+    try:
+        yield
+    finally:
+        SlurmExecutor.affinity = original
+
+
 def make_executor(args: argparse.Namespace, specs: Sequence[RunSpec], cluster: str | None = None):
     """The ``submitit.AutoExecutor`` for these runs (``cluster`` overrides ``--cluster``)."""
     res, _ = resources(args)
@@ -413,7 +524,10 @@ def make_executor(args: argparse.Namespace, specs: Sequence[RunSpec], cluster: s
     kwargs: dict[str, Any] = {"slurm_max_num_timeout": args.max_num_timeout}
     if python:
         kwargs["slurm_python"] = python
-    executor = submitit.AutoExecutor(folder=job_folder(args), cluster=cluster or args.cluster, **kwargs)
+    cluster = cluster or resolve_cluster(args)
+    context = _no_srun_needed() if cluster == "slurm" and args.dry_run else contextlib.nullcontext()
+    with context:
+        executor = submitit.AutoExecutor(folder=job_folder(args), cluster=cluster, **kwargs)
     executor.update_parameters(**executor_parameters(args, res, srun_args, len(specs)))
     return executor
 
@@ -438,6 +552,9 @@ def describe(args: argparse.Namespace, specs: Sequence[RunSpec]) -> str:
     res, res_sources = resources(args)
     lines = [f"{len(specs)} run(s) of {args.method} on {args.dataset}; resources "
              + " ".join(f"{k}={res.get(k)}" for k in RESOURCE_KEYS)]
+    if not METHODS[args.method].ddp and int(res.get("gpus_per_node") or 0) > 1:
+        lines.append(f"  {args.method} does not split its work over tasks (no DDP): one task per run, its "
+                     f"{res['gpus_per_node']} GPUs visible to that task")
     for source in dict.fromkeys(res_sources[k] for k in RESOURCE_KEYS if k in res_sources):
         keys = ", ".join(k for k in RESOURCE_KEYS if res_sources.get(k) == source)
         lines.append(f"  {keys}: {source}")
@@ -501,7 +618,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--no_preset", action="store_true", help="do not apply lnl/presets/<method>.yaml")
     c = p.add_argument_group("cluster (resources default from launchers/resources.yaml)")
     c.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
-                   help="default: slurm when srun is on PATH, else local")
+                   help="default: slurm when sbatch is on PATH (else an error: pass --cluster local)")
     c.add_argument("--job_dir", default=None,
                    help="submitit folder, must contain %%j (default OUTPUT_DIR/jobs/%%j)")
     for key in CLUSTER_KEYS:
@@ -539,6 +656,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = get_args_parser().parse_args(own)
     try:
         specs = build_specs(args, passthrough)
+        tasks_per_run(args, resources(args)[0])
+        if not args.dry_run:
+            resolve_cluster(args)
     except LaunchError as e:
         print(f"slurm.py: error: {e}", file=sys.stderr)
         return 2

@@ -1,5 +1,6 @@
 """``python -m lnl.info``: versions, the build metadata of ``lnl._C``, and for every op and backend
-either "available" or the reasons it is not (the same report ``default_setup`` writes per run)."""
+either "available", "compiled, not runnable here" (a CUDA kernel on a machine without a GPU) or the
+reasons it is not (the same report ``default_setup`` writes per run)."""
 
 from __future__ import annotations
 
@@ -24,12 +25,17 @@ def report() -> str:
     ]
     for op in ops.OPS:
         for backend in ("cuda", "cpu"):
-            key = backend.upper()
-            ok = _ext.has_kernel(op, key)
-            why = "" if ok else f": {'not built' if _ext.available() else _ext.load_error()}"
-            lines.append(f"  {op:<12} {backend:<5} {'available' if ok else 'unavailable'}{why}")
+            lines.append(f"  {op:<12} {backend:<5} {_status(op, backend)}")
         lines.append(f"  {op:<12} reference available")
     return "\n".join(lines)
+
+
+def _status(op: str, backend: str) -> str:
+    if not _ext.has_kernel(op, backend.upper()):
+        return f"unavailable: {'not built' if _ext.available() else _ext.load_error()}"
+    if backend == "cuda" and not torch.cuda.is_available():
+        return "compiled, not runnable here (no CUDA device)"
+    return "available"
 
 
 def main(argv: list[str] | None = None) -> int:

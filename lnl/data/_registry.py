@@ -21,12 +21,15 @@ DATA_PREP_HINT: dict[str, str] = {
     "cifar10n": "python data_prep/cifar.py --dataset cifar10 --cifar-n --root {root}",
     "cifar100n": "python data_prep/cifar.py --dataset cifar100 --cifar-n --root {root}",
     "tiny_imagenet": "python data_prep/tiny_imagenet.py --root {root}",
-    "clothing1m": "python data_prep/clothing1m.py --root {root}",
+    # Clothing1M cannot be downloaded by script: the hint is what to do, not the checker that just failed.
+    "clothing1m": "request the archives from the authors (https://github.com/Cysu/noisy_label), unpack them "
+    "into {root} (images/ and the *_kv.txt / *_key_list.txt files), then check them with: "
+    "python data_prep/clothing1m.py --root {root}",
     "webvision": "python data_prep/webvision.py --root {root}",
     "ilsvrc12_val": "python data_prep/webvision.py --imagenet-root {root} --devkit DEVKIT "
     "--val-images ILSVRC2012_IMG_VAL_DIR",
-    "food101n": "python data_prep/food101n.py --root {root}",
-    "food101": "python data_prep/food101n.py --food101-only --root {root}",
+    "food101n": "python data_prep/food101n.py --root {root} --download",
+    "food101": "python data_prep/food101n.py --food101-only --root {root} --download",
     "digits": "(none: digits ships with scikit-learn)",
 }
 

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from lnl.data._base import InMemoryDataset, cached_arrays, missing
+from lnl.data._base import InMemoryDataset, cached_arrays, missing, reading
 from lnl.data._classes import CIFAR10_CLASSES, CIFAR100_CLASSES
 from lnl.data._registry import prep_hint, register_dataset
 
@@ -66,7 +66,7 @@ CIFAR_N_FILES = {"cifar10n": "CIFAR-10_human.pt", "cifar100n": "CIFAR-100_human.
 
 def _read_pickle(path: Path) -> dict:
     """Unpickle one official batch file; keys come back as str whether stored as str or bytes."""
-    with open(path, "rb") as f:
+    with reading(path, "CIFAR batch file"), open(path, "rb") as f:
         entry = pickle.load(f, encoding="latin1")
     return {(k.decode() if isinstance(k, bytes) else k): v for k, v in entry.items()}
 
@@ -99,7 +99,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
     """Decode a CIFAR ``.npz`` (``x``, ``y`` and optional keys) through the cache."""
 
     def build() -> dict[str, np.ndarray]:
-        with np.load(path) as z:
+        with reading(path, "CIFAR file"), np.load(path) as z:
             return {k: np.asarray(z[k]) for k in z.files}
 
     return cached_arrays([path], "cifar-npz", build)
@@ -147,7 +147,7 @@ def _full_train_labels(root: Path, arrays: dict[str, np.ndarray]) -> np.ndarray 
         return arrays["y"]
     full = root / "train_labels_full.npz"
     if full.is_file():
-        with np.load(full) as z:
+        with reading(full, "label file"), np.load(full) as z:
             return np.asarray(z["y"], dtype=np.int64)
     return None
 
@@ -173,6 +173,7 @@ def _build(name: str, root: Path, split: str) -> InMemoryDataset:
     ds.coarse_targets = (
         torch.as_tensor(arrays["y_coarse"], dtype=torch.int64) if "y_coarse" in arrays else None
     )
+    _check_label_span(name, root, split, arrays["y"], ds.num_classes)
     full = _full_train_labels(Path(root), arrays) if split == "train" else None
     ds.full_targets = None if full is None else torch.as_tensor(full, dtype=torch.int64)
     ds.is_partial = split == "train" and n != NUM_TRAIN
@@ -181,6 +182,14 @@ def _build(name: str, root: Path, split: str) -> InMemoryDataset:
     ):
         raise ValueError(f"{root}: train_labels_full.npz disagrees with the train split's labels")
     return ds
+
+
+def _check_label_span(name: str, root: Path, split: str, labels: np.ndarray, num_classes: int) -> None:
+    """Every class occurs in a CIFAR split of 10+ images per class: ``--dataset cifar100`` on a
+    CIFAR-10 folder (labels 0..9, all below 100) would otherwise train silently."""
+    if len(labels) >= 10 * num_classes and int(labels.max()) + 1 < num_classes:
+        raise ValueError(f"{root}: the {split} labels span 0..{int(labels.max())}, but {name} has {num_classes} "
+                         f"classes: is this another dataset's folder (check --dataset and the data folder)?")
 
 
 @register_dataset(

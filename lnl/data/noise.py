@@ -61,6 +61,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lnl.data._base import DataFileError, reading
 from lnl.data._classes import CIFAR100_FINE_TO_COARSE
 
 NOISE_TYPES = ("sym", "sym_flip", "asym", "asym_superclass", "pmd", "pmd+U", "pmd+A", "idn")
@@ -435,32 +436,34 @@ def load_noise_file(
     if not p.is_file():
         raise FileNotFoundError(f"noise file not found: {p}")
     meta: dict[str, Any] = meta_from_name(p)
+    if p.suffix not in (".json", ".npy", ".npz"):
+        raise ValueError(f"{p}: unknown noise-file extension {p.suffix!r}; use .json, .npy or .npz")
+    with reading(p, "noise file"):
+        raw, fmt = _read_raw_labels(p, meta)
+    labels = check_labels(raw, num_classes, f"{p} labels")
+    if num_samples is not None and len(labels) != num_samples:
+        raise ValueError(f"{p}: holds {len(labels)} labels, expected {num_samples}")
+    meta.update(format=fmt, path=str(p), sha256=_sha256(p), num_samples=len(labels))
+    return NoisyLabels(torch.from_numpy(labels), meta)
+
+
+def _read_raw_labels(p: Path, meta: dict[str, Any]) -> tuple[Any, str]:
+    """The file's labels as stored (checked by the caller, outside the read-error translation)."""
     if p.suffix == ".json":
         with open(p) as f:
             raw = json.load(f)
         if isinstance(raw, dict):  # tolerate {"noise_labels": [...]} wrappers
             raw = raw.get("noise_labels", raw.get("labels"))
         if not isinstance(raw, list):
-            raise ValueError(f"{p}: expected a JSON list of labels")
-        labels, fmt = check_labels(raw, num_classes, f"{p.name} labels"), "dividemix_json"
-    elif p.suffix == ".npy":
-        labels, fmt = (
-            check_labels(np.load(p, allow_pickle=False), num_classes, f"{p.name} labels"),
-            "lra_npy",
-        )
-    elif p.suffix == ".npz":
-        with np.load(p, allow_pickle=False) as z:
-            if "labels" not in z.files:
-                raise ValueError(f"{p}: no 'labels' array (keys: {z.files})")
-            labels = check_labels(z["labels"], num_classes, f"{p.name} labels")
-            meta.update(json.loads(str(z["meta"])) if "meta" in z.files else {})
-        fmt = "lnl_npz"
-    else:
-        raise ValueError(f"{p}: unknown noise-file extension {p.suffix!r}; use .json, .npy or .npz")
-    if num_samples is not None and len(labels) != num_samples:
-        raise ValueError(f"{p}: holds {len(labels)} labels, expected {num_samples}")
-    meta.update(format=fmt, path=str(p), sha256=_sha256(p), num_samples=len(labels))
-    return NoisyLabels(torch.from_numpy(labels), meta)
+            raise DataFileError(f"{p}: expected a JSON list of labels")
+        return raw, "dividemix_json"
+    if p.suffix == ".npy":
+        return np.load(p, allow_pickle=False), "lra_npy"
+    with np.load(p, allow_pickle=False) as z:
+        if "labels" not in z.files:
+            raise DataFileError(f"{p}: no 'labels' array (keys: {z.files})")
+        meta.update(json.loads(str(z["meta"])) if "meta" in z.files else {})
+        return np.asarray(z["labels"]), "lnl_npz"
 
 
 def save_noise_file(

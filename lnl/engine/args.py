@@ -18,7 +18,7 @@ def default_argument_parser() -> argparse.ArgumentParser:
     g.add_argument("--config", default=None, help="YAML file of flag defaults (command line wins)")
     g.add_argument("--out", default=None, help="run folder (default: runs/<method>/<dataset>-<noise>-s<seed>)")
     g.add_argument("--resume", default="auto",
-                   help="'auto' (resume <out>/last.pth when present), 'none', or a checkpoint path")
+                   help="'auto' (resume <out>/last.pth when present), 'never' (start over), or a checkpoint path")
     g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks")

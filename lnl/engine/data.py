@@ -38,7 +38,7 @@ def noise_name(args: argparse.Namespace) -> str:
 def noisy_labels_for(args: argparse.Namespace, targets: torch.Tensor, num_classes: int) -> NoisyLabels:
     """Read ``--noise_file`` when given, else generate ``--noise_mode`` at rate ``--r`` with ``--seed``."""
     if getattr(args, "noise_file", None):
-        noisy = load_noise_file(args.noise_file)
+        noisy = load_noise_file(args.noise_file, num_classes=num_classes)
         if _labels_of_a_subset_run(noisy, args, len(targets)):
             return noisy
         if noisy.labels.shape[0] != targets.shape[0]:
@@ -65,9 +65,20 @@ def _labels_of_a_subset_run(noisy: NoisyLabels, args: argparse.Namespace, split_
     return True
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--subset 0`` would otherwise mean the whole split)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
 def add_subset_flag(parser: argparse.ArgumentParser) -> None:
     """``--subset N`` for entry points that load their data through ``build_noisy_data``."""
-    parser.add_argument("--subset", type=int, default=None, metavar="N",
+    parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
                         help="train and test on the first N images only (a CPU smoke test of a real dataset)")
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from lnl.engine import comm
+from lnl.engine import comm, runlock
 from lnl.engine.seed import seed_everything
 
 REPO = Path(__file__).resolve().parents[2]
@@ -25,6 +25,9 @@ def resolve_device(name: str | None) -> torch.device:
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"--device {name}: CUDA is not available on this machine (use --device cpu)")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: this machine has {torch.cuda.device_count()} GPU(s), "
+                         f"cuda:0..cuda:{torch.cuda.device_count() - 1}")
     return device
 
 
@@ -71,6 +74,7 @@ def default_setup(args: argparse.Namespace, *, supports: tuple[str, ...] = ("amp
     reports, seed with ``seed + rank`` and set backend flags. ``supports``: the shared switches this
     entry point honours (``check_supported``).
 
+    Takes the run folder's lock (``lnl.engine.runlock``: a second run on it fails at once).
     Writes ``args.yaml``, ``env.txt`` (``python -m lnl.info``'s report plus the git SHA) in
     ``args.out``; sets ``args.device`` to a ``torch.device``. cuDNN benchmark stays off and TF32 is
     set explicitly (off: the originals ran in full fp32), never at import time.
@@ -82,9 +86,12 @@ def default_setup(args: argparse.Namespace, *, supports: tuple[str, ...] = ("amp
 
     check_supported(args, supports)
     comm.init_distributed()  # torchrun or a multi-task submitit job; a no-op for one process
+    # Validate before the run folder exists: a refused run leaves no empty folder behind.
+    args.device = resolve_device(args.device if not isinstance(args.device, torch.device) else str(args.device))
     run_dir = Path(args.out)
     run_dir.mkdir(parents=True, exist_ok=True)
-    args.device = resolve_device(args.device if not isinstance(args.device, torch.device) else str(args.device))
+    if comm.is_main_process():
+        runlock.acquire(run_dir)  # a second run on this folder fails here, naming the first
     log = _logger(run_dir)
     if comm.is_main_process():
         plain = {k: (str(v) if isinstance(v, (torch.device, Path)) else v) for k, v in vars(args).items()}

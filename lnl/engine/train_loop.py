@@ -27,6 +27,50 @@ def progress(iterable: Iterable, *, desc: str, total: int | None = None, leave: 
                 disable=not comm.is_main_process(), mininterval=1.0)
 
 
+class NonFiniteLossError(RuntimeError):
+    """A NaN or inf loss: the run stops (non-zero exit, no results row); the last checkpoint is kept."""
+
+
+class FiniteGuard:
+    """Stops a run at the first NaN/inf loss term, naming the step and every term.
+
+    ``watch(step, ce=..., extra=...)`` after each step's loss; ``check()`` where the loop syncs anyway
+    (the end of an epoch, an evaluation), before anything is logged or checkpointed. On the CPU a bad
+    step raises at once; on a GPU the first bad step and its terms are kept on the device (no host sync
+    per step) and ``check`` raises for them, so the weights after it are never saved.
+    """
+
+    def __init__(self, where: str = "", *, defer: bool | None = None):
+        self.where = where
+        self.defer = defer  # None: defer off the CPU only
+        self._names: tuple[str, ...] = ()
+        self._first: torch.Tensor | None = None  # the first bad step, -1 while every step was finite
+        self._values: torch.Tensor | None = None  # that step's terms
+
+    def watch(self, step: int, **terms) -> None:
+        values = torch.stack([torch.as_tensor(t).detach().float().reshape(()) for t in terms.values()])
+        if self._first is None or tuple(terms) != self._names:
+            self.check()
+            self._names = tuple(terms)
+            self._first = torch.full((), -1, dtype=torch.long, device=values.device)
+            self._values = torch.zeros_like(values)
+        take = (self._first < 0) & ~torch.isfinite(values).all()
+        self._first = torch.where(take, step, self._first)
+        self._values = torch.where(take, values, self._values)
+        if not (values.device.type != "cpu" if self.defer is None else self.defer):
+            self.check()
+
+    def check(self) -> None:
+        """Raise :class:`NonFiniteLossError` when a watched step was not finite."""
+        if self._first is None or int(self._first) < 0:
+            return
+        terms = ", ".join(f"{k}={v:.6g}" for k, v in zip(self._names, self._values.tolist()))
+        where = f"{self.where}, " if self.where else ""
+        raise NonFiniteLossError(f"non-finite loss at {where}step {int(self._first)}: {terms}. The run stops "
+                                 f"without a result; the last checkpoint (before this epoch) is kept: lower the "
+                                 f"learning rate or check the data")
+
+
 def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, *,
                     device: torch.device, epoch: int, amp: bool = False,
                     loss_fn: Callable[..., torch.Tensor] = F.cross_entropy) -> dict[str, float]:
@@ -39,18 +83,21 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     loss_sum = torch.zeros((), device=device)
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
-    for images, labels, _ in progress(loader, desc=f"epoch {epoch}", total=len(loader)):
+    guard = FiniteGuard(f"epoch {epoch}")
+    for step, (images, labels, _) in enumerate(progress(loader, desc=f"epoch {epoch}", total=len(loader))):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images)
             loss = loss_fn(logits, labels)
         optimizer.zero_grad(set_to_none=True)
+        guard.watch(step, loss=loss)
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach() * labels.shape[0]
         correct += (logits.argmax(1) == labels).sum()
         seen += labels.shape[0]
     # One host sync per epoch, not per step.
+    guard.check()
     return {"loss": (loss_sum / max(seen, 1)).item(), "acc": correct.item() / max(seen, 1)}
 
 

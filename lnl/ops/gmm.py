@@ -104,6 +104,9 @@ def check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, value
     g, n, d = x.shape
     if g < 1 or d < 1:
         raise ValueError(f"gmm_fit: x must have G >= 1 problems and D >= 1 features, got {tuple(x.shape)}")
+    if n == 0:
+        raise ValueError(f"gmm_fit: x has no points (N=0, shape {tuple(x.shape)}): a fit needs at least "
+                         f"max(2, n_components) points per problem")
     if not isinstance(n_components, int) or not 1 <= n_components <= max(n, 1):
         raise ValueError(f"gmm_fit: n_components={n_components} must be an int in [1, N={n}]")
     full = lengths is None

@@ -228,6 +228,9 @@ def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tens
         best first, ties broken by the lower key index.
     """
     check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk)
+    if queries.dtype != keys.dtype:  # float32 queries, float64 keys: both in the wider type, as the reference
+        dtype = torch.promote_types(queries.dtype, keys.dtype)
+        queries, keys = queries.to(dtype), keys.to(dtype)
     chosen = backend if backend == "faiss" else choose_backend(queries, keys, key_labels, k, metric, backend)[0]
     if chosen == "reference":  # exact distances, no shift needed
         return knn_labels_reference(queries, keys, key_labels, k, num_classes, metric=metric,

@@ -57,14 +57,15 @@ ATOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bf
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 CUDA_MAX_CLASSES = 1024  # bitsets of at most 16 words live in registers/shared memory
 CUDA_MAX_DIM = 1024
+UNBOUNDED = 1 << 62  # num_classes while it is not known yet (inferred from the labels after the checks)
 
 
 def _check_index(name: str, t: torch.Tensor, num_classes: int, values: bool = True) -> None:
     if t.dtype.is_floating_point or t.dtype.is_complex or t.dtype == torch.bool:
         raise ValueError(f"{name} must be an integer tensor, got {t.dtype}")
     if values and t.numel() and (int(t.min()) < 0 or int(t.max()) >= num_classes):
-        raise ValueError(f"{name} must lie in [0, num_classes={num_classes}), got range "
-                         f"[{int(t.min())}, {int(t.max())}]")
+        allowed = ">= 0" if num_classes >= UNBOUNDED else f"in [0, num_classes={num_classes})"
+        raise ValueError(f"{name} must be {allowed}, got range [{int(t.min())}, {int(t.max())}]")
 
 
 def check_mask_inputs(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int,
@@ -97,7 +98,9 @@ def check_inputs(features, cand, labels, kappa, num_classes, temperature, base_t
     if cand.dim() != 2:
         raise ValueError(f"cand must be Tensor[B, κ'], got {tuple(cand.shape)}")
     batch = cand.shape[0]
-    if batch < 1 or features.shape[0] % batch:
+    if batch < 1:
+        raise ValueError(f"plr_loss needs at least one sample: cand has 0 rows (shape {tuple(cand.shape)})")
+    if features.shape[0] % batch:
         raise ValueError(f"features has {features.shape[0]} rows, not a multiple of B={batch}")
     if features.shape[0] // batch < 2:
         raise ValueError(f"need at least 2 views per sample, got V={features.shape[0] // batch}")
@@ -188,7 +191,7 @@ def plr_mask(cand: torch.Tensor, labels: torch.Tensor, kappa: int, *, num_classe
         Tensor[B, B] int8: +1 on the diagonal, −1 where S_i ∩ S_j = ∅, 0 elsewhere.
     """
     if num_classes is None:
-        check_mask_inputs(cand, labels, kappa, 1 << 62)
+        check_mask_inputs(cand, labels, kappa, UNBOUNDED)
         num_classes = default_num_classes(cand, labels, kappa)
     check_mask_inputs(cand, labels, kappa, num_classes)
     chosen, _ = choose_backend(cand, cand, labels, num_classes, backend, op=MASK_OP)
@@ -220,7 +223,7 @@ def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *
         The scalar loss (float32, or float64 for float64 features), or ``PlrStats``.
     """
     if num_classes is None:
-        check_mask_inputs(cand, labels, kappa, 1 << 62)
+        check_mask_inputs(cand, labels, kappa, UNBOUNDED)
         num_classes = default_num_classes(cand, labels, kappa)
     check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
                  values=validate)

@@ -21,7 +21,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from lnl.data._base import reading
 from lnl.data.noise import load_noise_file, make_noise, save_noise_file
+from lnl.engine.train_loop import FiniteGuard
 
 # ----------------------------------------------------------------------------------------------------
 # Features
@@ -45,7 +47,8 @@ class FeatureSet:
 def _npy(path: Path, dtype=None) -> torch.Tensor | None:
     if not path.is_file():
         return None
-    arr = np.load(path, allow_pickle=False)
+    with reading(path, "feature file"):
+        arr = np.load(path, allow_pickle=False)
     return torch.from_numpy(arr.astype(dtype) if dtype is not None else arr)
 
 
@@ -387,13 +390,18 @@ def train_epoch(views: list[View], epoch: int, bounds, yv, clean_t, args, bar=No
     dev = views[0].x.device
     sums = {k: torch.zeros((), device=dev) for k in ("ipc_loss", "eac_loss", "acc_before", "acc_head")}
     swap = exchange_due(epoch, args.epochs, args.epoch_T, args.fix_exchange)
+    guard = FiniteGuard(f"epoch {epoch}")
     for j, (s, e) in enumerate(bounds):
         clean_b = None if clean_t is None else clean_t[s:e]
         sums["acc_before"] += _count_correct(views[0].labels.y.detach()[s:e].argmax(1), clean_b)
-        for v in views:
-            sums["ipc_loss"] += ipc_step(v, j, s, e, yv) / len(views)
-        for v in views:
-            sums["eac_loss"] += eac_steps(v, s, e, args) / len(views)
+        ipc = [ipc_step(v, j, s, e, yv) for v in views]
+        eac = [eac_steps(v, s, e, args) for v in views]
+        guard.watch(j, **{f"ipc_loss_v{k}": t for k, t in enumerate(ipc, 1)},
+                    **{f"eac_loss_v{k}": t for k, t in enumerate(eac, 1)})
+        for t in ipc:
+            sums["ipc_loss"] += t / len(views)
+        for t in eac:
+            sums["eac_loss"] += t / len(views)
         with torch.no_grad():
             probs = [head_probs(v.head(v.x[s:e]), args.fix_softmax) for v in views]
             sums["acc_head"] += _count_correct(probs[0].argmax(1), clean_b)
@@ -402,6 +410,7 @@ def train_epoch(views: list[View], epoch: int, bounds, yv, clean_t, args, bar=No
                     v.labels.y[s:e] = p
         if bar is not None:
             bar.update(1)
+    guard.check()
     n = float(bounds[-1][1])
     out = {k: float(t) / len(bounds) for k, t in sums.items() if k.endswith("loss")}
     if clean_t is not None:

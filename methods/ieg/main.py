@@ -28,11 +28,12 @@ from lnl.data._registry import dataset_info, default_root
 from lnl.data.gpu import GPULoader
 from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.data._base import reading
 from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, check_subset_size, first_images, subset_suffix
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import Stopwatch, evaluate, progress
+from lnl.engine.train_loop import FiniteGuard, Stopwatch, evaluate, progress
 from methods.ieg import ieg_lib as L
 from methods.ieg import webvision as W
 from methods.ieg.steps import STEPS, StepSetup
@@ -145,10 +146,13 @@ def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray,
     (``clean``) and, with ``--subset N``, cut to the first N rows with a probe from within them."""
     out, n = Path(args.out), min(args.subset or len(clean), len(clean))
     if resumed and (out / "probe_indices.npy").exists():
-        labels, probe = np.load(out / "noisy_labels.npz")["labels"], np.load(out / "probe_indices.npy")
+        with reading(out / "noisy_labels.npz", "run file"):
+            labels = np.load(out / "noisy_labels.npz")["labels"]
+        with reading(out / "probe_indices.npy", "run file"):
+            probe = np.load(out / "probe_indices.npy")
         if len(labels) != n:  # a full run's labels under a --subset run (or the reverse)
             raise ValueError(f"{out / 'noisy_labels.npz'} holds {len(labels)} labels but this run trains "
-                             f"on {n} images (--subset {args.subset}); pass another --out or --resume none")
+                             f"on {n} images (--subset {args.subset}); pass another --out or --resume never")
         return labels, probe, np.setdiff1d(np.arange(n), probe)
     ratio = args.probe_dataset_hold_ratio
     labels, probe, rest = L.make_ieg_labels(clean, name, ratio, num_classes, args.seed)
@@ -220,13 +224,14 @@ def accuracy(setup: StepSetup, ema: EMA, loaders: dict, args) -> dict[str, float
     return out
 
 
-def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int) -> dict:
+def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int, guard: FiniteGuard) -> dict:
     """One step of ``--method``: scheduled LR, loss, summed gradients, SGD update, EMA update."""
     lr = learning_rate(args, step, batch["steps_per_epoch"])
     for group in setup.optimizer.param_groups:
         group["lr"] = lr
     generator = L.step_generator(args.device, args.seed, 3, step, comm.get_rank())
     loss, metrics = STEPS[args.method](setup, batch, generator)
+    guard.watch(step, loss=loss)
     setup.optimizer.zero_grad(set_to_none=True)
     (loss / comm.get_world_size()).backward()
     comm.sync_gradients(setup.model)
@@ -245,16 +250,17 @@ def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders
     logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
                           wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
                           resume_step=state["step"] + 1)
-    sums, count = {}, 0
+    sums, count, guard = {}, 0, FiniteGuard()
     steps = range(state["step"], args.max_iteration)
     for step in progress(steps, desc=args.method, total=len(steps), leave=True):
         batch = batches.get(step, strong=args.method == "ieg")
         batch.update(y_clean=None if clean is None else clean[batch["idx"]],
                      steps_per_epoch=batches.steps_per_epoch)
-        metrics = optimize(args, setup, ema, batch, step)
+        metrics = optimize(args, setup, ema, batch, step, guard)
         # Metrics stay on the device until an evaluation: one host sync per evaluation.
         sums, count, done = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}, count + 1, step + 1
         if done == 1 or done % args.eval_freq == 0 or done in ends or done == args.max_iteration:
+            guard.check()
             logger.log(done, {k: float(v) / count for k, v in sums.items()}, stream="train")
             record(args, setup, ema, eval_loaders, state, logger, clock, done, done in ends)
             sums, count = {}, 0
@@ -280,7 +286,7 @@ def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
     for key in ("method", "dataset", "network_name", "subset"):
         if key in saved and saved[key] != getattr(args, key):
             raise ValueError(f"{path} was written by a run with {key}={saved[key]!r}, not "
-                             f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume none")
+                             f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume never")
     return dict(ckpt["method_state"])
 
 
@@ -290,7 +296,7 @@ def main(args: argparse.Namespace) -> dict:
     args.out = run_dir(args)
     log = default_setup(args, supports=())
     evaluating = args.mode == "evaluation"
-    resume = find_resume_path(args.out, "auto" if evaluating and args.resume == "none" else args.resume)
+    resume = find_resume_path(args.out, "auto" if evaluating and args.resume in ("never", "none") else args.resume)
     if evaluating and resume is None:
         raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
     batches, eval_loaders, num_classes, clean = prepare_data(args, name, resume is not None, log)

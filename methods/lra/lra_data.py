@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lnl.data import get_dataset
-from lnl.data._base import InMemoryDataset
+from lnl.data._base import InMemoryDataset, reading
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
 from lnl.engine.data import check_subset_size, first_images
@@ -148,7 +148,8 @@ def read_features(prefix: Path, split: str, args: argparse.Namespace, n_rows: in
         raise FileNotFoundError(
             f"no feature file {path}; make it with: python data_prep/extract_features.py --dataset "
             f"{args.dataset} --root <data folder> --split {split} {hint} --out {prefix}")
-    rows = np.load(path, mmap_mode="r")  # memory-mapped: a subset reads only its rows
+    with reading(path, "feature file"):
+        rows = np.load(path, mmap_mode="r")  # memory-mapped: a subset reads only its rows
     if rows.shape[0] != n_rows:
         raise ValueError(f"{path} has {rows.shape[0]} rows but the {args.dataset} {split} split has {n_rows}")
     if keep is not None:

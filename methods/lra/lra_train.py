@@ -24,7 +24,7 @@ from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, def
 from lnl.engine.data import add_subset_flag
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import DeviceTimer, Stopwatch, autocast, progress, run_epochs
+from lnl.engine.train_loop import DeviceTimer, FiniteGuard, Stopwatch, autocast, progress, run_epochs
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
 
@@ -243,6 +243,7 @@ class Run:
         self.denoiser.train()
         self.encoder.train()  # also when frozen: the original never calls eval() on it (A.9.16)
         loss_sum, steps, lr = torch.zeros((), device=a.device), len(loader), 0.0
+        guard = FiniteGuard(f"epoch {epoch}")
         for i, (images, _, idx) in enumerate(progress(loader, desc=f"epoch {epoch}", total=steps)):
             images, idx = images.to(a.device, non_blocking=True), idx.to(a.device)
             lr = self.set_lr(epoch + i / steps)
@@ -254,6 +255,7 @@ class Run:
                     x_embed = encoder(images)
                 loss = L.diffusion_loss(denoiser, x_embed, self.data.features["train"][idx], y0, weights,
                                         self.schedule)
+            guard.watch(i, diffusion_loss=loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.denoiser.parameters(), 1.0)
@@ -262,6 +264,7 @@ class Run:
             self.optimizer.step()
             self.ema.update(self.denoiser)
             loss_sum += loss.detach()
+        guard.check()
         return {"train_loss": float(loss_sum) / max(steps, 1), "lr": lr}
 
     @torch.no_grad()
@@ -340,7 +343,9 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": -1.0, "test_acc": None}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
-        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
+        follows_length = args.lr_horizon == args.nepoch  # the cosine ends at --nepoch: a longer run is another
+        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args,
+                               length_flag="nepoch" if follows_length else None)
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         run.ema.load_state_dict(state.pop("ema"))
         if run.table is None or run.table_from_cache:  # else the table was searched again: count that once

@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.engine import default_setup, parse_with_config
-from lnl.engine.train_loop import autocast, progress
+from lnl.engine.train_loop import FiniteGuard, autocast, progress
 from methods.nmtune import nmtune_lib as L
 from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
 from methods.nmtune.encoders import ImageEncoder
@@ -64,13 +64,16 @@ def _train_loop(args, optimizer, batches, loss_of, epoch: int, desc: str) -> dic
     nb = len(batches)
     total = args.epochs * nb
     loss_sum = torch.zeros((), device=args.device)
+    guard = FiniteGuard(f"{desc} epoch {epoch}")
     for i, idx in enumerate(progress(batches, desc=f"{desc} {epoch}", total=nb)):
         set_lr(optimizer, cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
         loss = loss_of(idx)
+        guard.watch(i, loss=loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         loss_sum += loss.detach()
+    guard.check()
     return {"train_loss": float(loss_sum) / nb, "lr": optimizer.param_groups[0]["lr"]}
 
 

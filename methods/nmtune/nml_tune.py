@@ -32,7 +32,7 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.engine import default_setup, parse_with_config
-from lnl.engine.train_loop import autocast, progress
+from lnl.engine.train_loop import FiniteGuard, autocast, progress
 from methods.nmtune import nmtune_lib as L
 from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
 from methods.nmtune.encoders import ImageEncoder, ResidualMLP
@@ -83,14 +83,17 @@ def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tenso
         order = batches(len(images), args.batch_size, g, L.shuffles(args))
         nb, total = len(order), args.epochs * len(order)
         sums: dict[str, torch.Tensor] = {}
+        guard = FiniteGuard(f"epoch {epoch}")
         for i, idx in enumerate(progress(order, desc=f"nmtune {epoch}", total=nb)):
             set_lr(optimizer, cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
             x = images[idx]
             views = torch.cat([train_view(x, prep, g), train_view(x, prep, g, args.use_weak_strong)])
             loss, parts = train_step(model, optimizer, views, labels[idx], weights, args.amp)
+            guard.watch(i, loss=loss, **parts)
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0) + v
         # One host sync per epoch.
+        guard.check()
         return {f"train_{k}": float(v) / nb for k, v in sums.items()} | {"lr": optimizer.param_groups[0]["lr"]}
 
     return train_epoch

@@ -206,7 +206,8 @@ def run_job(args: argparse.Namespace, log, job: Job) -> dict:
     state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "last_acc": None}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
-        ckpt = load_checkpoint(resume, models=job.modules, optimizers={"opt": job.optimizer}, run_args=args)
+        ckpt = load_checkpoint(resume, models=job.modules, optimizers={"opt": job.optimizer}, run_args=args,
+                               length_flag="epochs")  # the cosine schedule spans --epochs
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         drop_results_after(args.results_db, args.save, state["first_epoch"])
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])

@@ -76,7 +76,8 @@ def main(args: argparse.Namespace) -> dict:
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
         ckpt = load_checkpoint(resume, models={"model": model}, optimizers={"opt": optimizer},
-                               schedulers={"sched": scheduler}, run_args=args)
+                               schedulers={"sched": scheduler}, run_args=args,
+                               length_flag="num_epochs")  # the scheduler's horizon
         state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
         log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
     net, train_loader = comm.ddp(model, args.device), comm.shard(data.train_loader)  # DDP when >1 rank
