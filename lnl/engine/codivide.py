@@ -25,7 +25,7 @@ from torch import Tensor
 
 from lnl.data.gpu import GPULoader
 from lnl.engine import mixmatch as mm
-from lnl.engine.train_loop import autocast, progress
+from lnl.engine.train_loop import FiniteGuard, autocast, progress
 
 ForwardFn = Callable[[torch.nn.Module, Tensor], dict]
 # extra_loss(net, x_views, u_views, x_idx, u_idx) -> scalar (already weighted), for the semi step
@@ -219,6 +219,7 @@ def warmup_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader,
     """
     net.train()
     sums, steps = torch.zeros(2), 0
+    guard = FiniteGuard(desc)
     for views, labels, idx in progress(loader, desc=desc, total=len(loader)):
         views = views if isinstance(views, tuple) else (views,)
         optimizer.zero_grad(set_to_none=True)
@@ -234,9 +235,11 @@ def warmup_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader,
             with autocast(labels.device, amp):
                 extra = extra_loss(net, views, idx)
             extra.backward()
+        guard.watch(steps, ce=loss, extra=extra)  # before the step: NaN weights are never taken
         optimizer.step()
         sums = sums.to(ce.device) + torch.stack([ce.detach(), extra.detach().float()])
         steps += 1
+    guard.check()
     sums = (sums / max(steps, 1)).tolist()
     return {"ce": sums[0], "extra": sums[1]}
 
@@ -285,6 +288,7 @@ def semi_epoch(net: torch.nn.Module, net2: torch.nn.Module, optimizer: torch.opt
     num_iter = len(labeled.indices) // labeled.batch_size + 1
     u_iter = cycle(unlabeled)
     sums, steps = torch.zeros(4, device=prob.device), 0
+    guard = FiniteGuard(desc)
     for b, (xv, y, ix) in enumerate(progress(labeled, desc=desc, total=len(labeled))):
         uv, _, iu = next(u_iter)
         logits, mixed_y, n_x = _semi_step(net, net2, xv, y, prob[ix], uv, num_classes=num_classes,
@@ -301,11 +305,13 @@ def semi_epoch(net: torch.nn.Module, net2: torch.nn.Module, optimizer: torch.opt
         if extra_loss is not None:
             with autocast(y.device, amp):
                 extra = extra_loss(net, xv, uv, ix, iu).float()
+        guard.watch(b, lx=lx, lu=lu, penalty=penalty, extra=extra)
         optimizer.zero_grad(set_to_none=True)
         (loss + extra).backward()
         optimizer.step()
         sums += torch.stack([lx.detach(), lu.detach(), penalty.detach(), extra.detach()])
         steps += 1
+    guard.check()
     means = (sums / max(steps, 1)).tolist()
     return dict(zip(("lx", "lu", "penalty", "extra"), means), steps=steps)
 

@@ -235,7 +235,8 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
     run = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "last": {}}
     path = find_resume_path(args.out, args.resume)
     if path is not None:
-        ckpt = load_checkpoint(path, models=models, optimizers=optims, run_args=args)
+        # the LR step and PLReMix's α read --num_epochs: a longer relaunch is refused, not resumed on the old schedule
+        ckpt = load_checkpoint(path, models=models, optimizers=optims, run_args=args, length_flag="num_epochs")
         run = {**ckpt["method_state"]["run"], "first_epoch": ckpt["epoch"] + 1}
         method.load_state_dict(ckpt["method_state"]["method"])
         log.info("resumed from %s at epoch %d", path, run["first_epoch"])

@@ -105,3 +105,26 @@ def test_sklearn_oracle_picks_the_low_loss_component():
     prob = cd.sklearn_clean_prob(x, seed=0)
     assert prob[truth].mean() > 0.9 and prob[~truth].mean() < 0.1
     assert np.isfinite(prob.numpy()).all()
+
+
+def test_a_non_finite_warmup_or_semi_loss_stops_before_the_step():
+    """Issue 25 item 3 for the co-divide family: NaN logits raise NonFiniteLossError naming the terms,
+    and the optimizer never steps on them."""
+    from lnl.engine.train_loop import NonFiniteLossError
+
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 3))
+    with torch.no_grad():
+        net[1].bias.fill_(float("nan"))
+    before = net[1].weight.detach().clone()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    batches = [(torch.ones(2, 4), torch.tensor([0, 1]), torch.arange(2))]
+    with pytest.raises(NonFiniteLossError, match="ce=nan"):
+        cd.warmup_epoch(net, opt, batches, penalty=False)
+    assert torch.equal(net[1].weight, before)
+    labeled = type("L", (list,), {})([((torch.ones(2, 4), torch.ones(2, 4)), torch.tensor([0, 1]), torch.arange(2))])
+    labeled.indices, labeled.batch_size = torch.arange(2), 2
+    unlabeled = [((torch.ones(2, 4), torch.ones(2, 4)), None, torch.arange(2))]
+    with pytest.raises(NonFiniteLossError, match="lx=nan"):
+        cd.semi_epoch(net, net, opt, labeled, unlabeled, torch.ones(2), epoch=0, warm_up=0, lambda_u=1.0,
+                      temperature=0.5, alpha=4.0, num_classes=3)
+    assert torch.equal(net[1].weight, before)
