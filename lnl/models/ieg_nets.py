@@ -34,11 +34,35 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-5, momentum=_BN_MOMENTUM)
 
 
+class SameConv2d(nn.Conv2d):
+    """A bias-free convolution with TF's ``padding='SAME'``: the total padding
+    ``max((ceil(n/s) − 1)·s + k − n, 0)`` is split with the smaller half **before**; a 3×3 stride-2
+    conv on an even size pads 0 before and 1 after (PyTorch's ``padding=1`` would pad both sides)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__(cin, cout, k, stride, padding=0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):  # F.pad order: last dimension first
+            total = max((-(-n // self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - n, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)
+    conv = SameConv2d(cin, cout, k, stride)
     # The AutoAugment WRN initialiser: N(0, sqrt(2 / (k·k·C_out))).
     nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (k * k * cout)))
     return conv
+
+
+def glorot_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """TF1 ``glorot_normal``: ``VarianceScaling(1, 'fan_avg', 'truncated_normal')``, a normal truncated
+    at ±2σ whose σ = sqrt(2 / (fan_in + fan_out)) / 0.8796 keeps the variance 2 / (fan_in + fan_out)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    std = math.sqrt(2.0 / (fan_in + fan_out)) / 0.87962566103423978
+    return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
 
 
 def _pool_pad(x: torch.Tensor, stride: int, out_channels: int) -> torch.Tensor:
@@ -115,8 +139,8 @@ class _PreAct(nn.Module):
         super().__init__()
         self.bn = _bn(cin) if bn else None
         self.relu = relu
-        self.conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)
-        nn.init.xavier_normal_(self.conv.weight)
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)  # 'same': k odd, stride 2 only for k=1
+        glorot_normal_(self.conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is not None:
@@ -132,7 +156,7 @@ class Bottleneck(nn.Module):
         self.project = None
         if stride != 1 or cin != cout:
             self.project = nn.Conv2d(cin, cout, 1, stride, bias=False)
-            nn.init.xavier_normal_(self.project.weight)
+            glorot_normal_(self.project.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.project(x) if self.project is not None else x
@@ -148,7 +172,7 @@ class ResNet29(nn.Module):
         super().__init__()
         self.num_classes, self.num_features = num_classes, 256
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), _bn(16), nn.ReLU())
-        nn.init.xavier_normal_(self.stem[0].weight)
+        glorot_normal_(self.stem[0].weight)
         blocks, cin = [], 16
         for stage in range(3):
             cout = cin * 4 if stage == 0 else cin * 2
