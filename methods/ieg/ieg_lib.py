@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lnl.data import augment as A
-from lnl.data.autoaugment import auto_augment, rand_augment
 from lnl.data.noise import NoisyLabels, make_noise, save_noise_file
 from lnl.models import create_model
+from methods.ieg.augment import tf_autoaugment, tf_randaugment
 
 NOISE_KINDS = ("uniform", "asymmetric")
 AUG_TYPES = ("autoaug", "randaug", "default")
@@ -369,17 +369,13 @@ class StepBatches(StepOrder):
         return out
 
     def strong(self, weak_raw: Tensor, g: torch.Generator) -> Tensor:
-        """The original's strong view, applied to the weak view: policy, pad-crop (grey), flip,
+        """The original's strong view, applied to the weak view: the TF policy (``methods/ieg/augment.py``:
+        95 CIFAR sub-policies per image, or RandAugment's ops shared by the batch), pad-crop (grey), flip,
         then Cutout 16×16 (zero in normalised units: the mean colour, like the original's grey)."""
         if self.aug_type == "default":
             return self.weak(weak_raw, g)
-        if self.aug_type == "autoaug":
-            x = auto_augment(weak_raw, g, fill=128)
-        else:  # RandAugment: two ops, one magnitude (1..9 of 10) per batch
-            # the level stays on the device (reading it back would sync every step): 3..27 < 31 bins
-            level = torch.randint(1, 10, (1,), generator=g, device=self.device)[0]
-            x = rand_augment(weak_raw, g, num_ops=2, magnitude=3 * level, num_bins=31)
-        x = strong_crop_flip(x, g, fill=128)
+        policy = tf_autoaugment if self.aug_type == "autoaug" else tf_randaugment
+        x = strong_crop_flip(policy(weak_raw, g, fill=128), g, fill=128)
         return cutout(A.normalize(x, self.mean, self.std), CUTOUT, g)
 
     def weak(self, raw: Tensor, g: torch.Generator) -> Tensor:

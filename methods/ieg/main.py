@@ -14,6 +14,7 @@ line to ``results.jsonl``. See methods/ieg/README.md for every flag.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -77,6 +78,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--use_imagenet_as_eval", type=str2bool, default=False, help="webvisionmini: also ILSVRC12 val")
     a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
     a("--seed", type=int, default=12345)
+    a("--restore_step", type=int, default=0,
+      help="start from (or evaluate) the checkpoint of this step (the newest 5 evaluations are kept); 0 = last")
     add_subset_flag(p)
     g = p.add_argument_group("port options (defaults = the original's behaviour)")
     g.add_argument("--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP")
@@ -307,8 +310,35 @@ def record(args, setup, ema, eval_loaders, state, logger, clock, done: int, cycl
     if cycle_end:
         state["cycle_end_acc"] = acc["test_acc"]
     logger.log(done, {**acc, "seconds": clock.elapsed}, stream="eval")
-    save_checkpoint(args.out, epoch=done, models={"model": setup.model, "ema": ema},
-                    optimizers={"opt": setup.optimizer}, method_state=state, args=vars(args))
+    path = save_checkpoint(args.out, epoch=done, models={"model": setup.model, "ema": ema},
+                           optimizers={"opt": setup.optimizer}, method_state=state, args=vars(args))
+    if comm.is_main_process():
+        keep_step_checkpoint(path, done)
+
+
+STEP_CHECKPOINTS_KEPT = 5  # TF's Saver(max_to_keep=5)
+
+
+def step_checkpoint_path(out: str | Path, step: int) -> Path:
+    return Path(out) / f"checkpoint-{step}.pth"
+
+
+def keep_step_checkpoint(last: Path, step: int) -> None:
+    """Keep a copy of every evaluation's checkpoint as ``checkpoint-<step>.pth``, the newest 5 (TF's
+    ``checkpoint.ckpt-<step>``), for ``--restore_step``."""
+    shutil.copyfile(last, step_checkpoint_path(last.parent, step))
+    saved = sorted(last.parent.glob("checkpoint-*.pth"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in saved[:-STEP_CHECKPOINTS_KEPT]:
+        old.unlink()
+
+
+def step_checkpoint(out: str | Path, step: int) -> Path:
+    """``--restore_step N``: the checkpoint of step N (train continues from it; evaluation uses it)."""
+    path = step_checkpoint_path(out, step)
+    if not path.exists():
+        kept = sorted(p.name for p in Path(out).glob("checkpoint-*.pth"))
+        raise FileNotFoundError(f"--restore_step {step}: no {path}; kept: {', '.join(kept) or 'none'}")
+    return path
 
 
 def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
@@ -330,6 +360,8 @@ def main(args: argparse.Namespace) -> dict:
     log = default_setup(args, supports=())
     evaluating = args.mode == "evaluation"
     resume = find_resume_path(args.out, "auto" if evaluating and args.resume == "none" else args.resume)
+    if args.restore_step:
+        resume = step_checkpoint(args.out, args.restore_step)
     if evaluating and resume is None:
         raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
     batches, eval_loaders, num_classes, clean = prepare_data(args, name, resume is not None, log)

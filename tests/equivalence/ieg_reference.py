@@ -501,3 +501,33 @@ def resnet29_conv_fans(num_res_blocks: int = 3, num_filters_in: int = 16) -> lis
             channels = out
         num_filters_in = out
     return fans
+
+
+# ================================================================== strong-view policies (dataset_utils)
+def transform_argument(name: str, level: int) -> float:
+    """The argument augmentation_transforms.py passes to PIL for op ``name`` at ``level`` (before the
+    random sign of Rotate/Shear/Translate): ``float_parameter(level, m) = level·m/10``,
+    ``int_parameter(level, m) = int(level·m/10)``; ``_rotate_impl`` int(·, 30), ``_shear_*_impl``
+    float(·, 0.3), ``_translate_*_impl`` int(·, 10), ``_enhancer_impl`` float(·, 1.8) + .1,
+    ``_posterize_impl`` 4 − int(·, 4) bits, ``_solarize_impl`` 256 − int(·, 256), ``_cutout_pil_impl``
+    int(·, 20)."""
+    if name == "Rotate":
+        return int(level * 30 / 10)
+    if name in ("ShearX", "ShearY"):
+        return float(level) * 0.3 / 10
+    if name in ("TranslateX", "TranslateY"):
+        return int(level * 10 / 10)
+    if name in ("Color", "Contrast", "Brightness", "Sharpness"):
+        return float(level) * 1.8 / 10 + .1
+    if name == "Posterize":
+        return 4 - int(level * 4 / 10)
+    if name == "Solarize":
+        return 256 - int(level * 256 / 10)
+    if name == "Cutout":
+        return int(level * 20 / 10)
+    return 0.0
+
+
+TRANSFORM_NAMES = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "Color", "Contrast", "Brightness",
+                   "Sharpness", "Posterize", "Solarize", "Cutout", "AutoContrast", "Equalize", "Invert")
+CIFAR_POLICY_GROUPS = (20, 35, 40)  # autoaugment.py cifar10_policies: exp0s, exp1s, exp2s (5 per exp)

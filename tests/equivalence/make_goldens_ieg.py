@@ -107,6 +107,14 @@ def write_crops(out: Path) -> None:
                 weak_offsets=R.WEAK_OFFSETS, strong_offsets=R.STRONG_OFFSETS)
 
 
+def write_policies(out: Path) -> None:
+    levels = np.arange(11)
+    table = np.array([[R.transform_argument(n, lv) for lv in levels] for n in R.TRANSFORM_NAMES])
+    save_golden(out / "policy_arguments.npz", original=ORIGINAL, commit=R.COMMITS["transforms"],
+                generator=GENERATOR, names=np.array(R.TRANSFORM_NAMES), arguments=table,
+                groups=np.array(R.CIFAR_POLICY_GROUPS))
+
+
 def wrn_weights(seed: int = SEED) -> dict:
     """WRN variables keyed by their TF names (HWIO kernels), spread 1/sqrt(fan_in)."""
     out = {}
@@ -139,6 +147,7 @@ def main() -> None:
     out = FIXTURES / "ieg"
     write_schedules(out)
     write_crops(out)
+    write_policies(out)
     write_networks(out)
     write_steps(out)
 

@@ -258,3 +258,39 @@ def test_resnet29_init_is_tf_truncated_glorot_normal():
         if w.numel() >= 8000:  # large enough for the moments: the std of a fan_avg variance scaling
             assert w.std().item() == pytest.approx(std, rel=0.04)
             assert w.abs().max() > 0.95 * bound
+
+
+# ---------------------------------------------------------------- strong-view policies
+def test_policy_arguments_and_the_95_cifar_sub_policies():
+    from methods.ieg import augment as AUG
+
+    ref = golden("policy_arguments", "transforms")
+    got = np.array([[AUG.tf_argument(n, lv) for lv in range(11)] for n in ref["names"].tolist()])
+    assert_close(got, ref["arguments"], name="TF level -> argument")
+    assert len(AUG.CIFAR_POLICIES) == int(ref["groups"].sum()) == 95
+    assert all(len(sp) == 2 and all(0 <= lv <= 10 and 0 <= p <= 1 for _, p, lv in sp) for sp in AUG.CIFAR_POLICIES)
+    assert {o for sp in AUG.CIFAR_POLICIES for o, _, _ in sp} <= set(ref["names"].tolist())
+
+
+def _recorded_ops(policy, monkeypatch, batches: int = 6) -> list[set[int]]:
+    """The op ids ``apply_ops`` receives per batch (applied ops only, identity left out)."""
+    from methods.ieg import augment as AUG
+
+    seen, real = [], AUG.apply_ops
+    monkeypatch.setattr(AUG, "apply_ops", lambda x, op, *a, **k: seen.append(set(op.tolist()) - {0}) or real(x, op, *a, **k))
+    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    out = []
+    for b in range(batches):
+        seen.clear()
+        policy(images, torch.Generator().manual_seed(b))
+        out.append(set().union(*seen))
+    return out
+
+
+def test_randaugment_shares_its_ops_across_the_batch_and_autoaugment_draws_per_image(monkeypatch):
+    from methods.ieg import augment as AUG
+
+    rand = _recorded_ops(AUG.tf_randaugment, monkeypatch)
+    assert all(len(ops) <= 2 for ops in rand) and len(set().union(*rand)) > 2  # 2 per batch, new each batch
+    auto = _recorded_ops(AUG.tf_autoaugment, monkeypatch)
+    assert all(len(ops) > 4 for ops in auto)  # 64 images, each with its own sub-policy

@@ -316,6 +316,12 @@ def test_records_probe_files_and_evaluation_mode(tmp_path):
     assert len(probe) == 100 and (labels[probe] == clean[probe]).all()
     evaluated = _run(tmp_path, *DIGITS, "--method", "l2r", "--mode", "evaluation")
     assert evaluated["test_acc"] == result["test_acc"]
+    # --restore_step: every evaluation's checkpoint is kept (the newest 5, as TF's Saver)
+    assert sorted(p.name for p in tmp_path.glob("checkpoint-*.pth")) == ["checkpoint-1.pth", "checkpoint-3.pth"]
+    first = _run(tmp_path, *DIGITS, "--method", "l2r", "--mode", "evaluation", "--restore_step", "1")
+    assert first["steps"] == 1 and first["test_acc"] == read_jsonl(tmp_path / "eval.jsonl")[0]["test_acc"]
+    with pytest.raises(FileNotFoundError, match="--restore_step 2: .*kept: checkpoint-1.pth, checkpoint-3.pth"):
+        _run(tmp_path, *DIGITS, "--method", "l2r", "--mode", "evaluation", "--restore_step", "2")
     with pytest.raises(ValueError, match="method='l2r'"):
         _run(tmp_path, *DIGITS, "--method", "supervised", "--max_iteration", "4")
 
@@ -491,3 +497,13 @@ def test_randaug_strong_view_runs_with_its_level_on_the_device(tmp_path):
     """--aug_type randaug draws one level per batch on the device (no host read) and trains."""
     result = _run(tmp_path, *DIGITS, "--aug_type", "randaug", "--batch_size", "20", "--max_iteration", "2")
     assert result["steps"] == 2 and 0 <= result["test_acc"] <= 1
+
+
+def test_step_checkpoints_keep_the_newest_five(tmp_path):
+    last = tmp_path / "last.pth"
+    for step in (1, 500, 1000, 1250, 1500, 2000, 2375):
+        last.write_text(str(step))
+        ieg_main.keep_step_checkpoint(last, step)
+    kept = sorted(int(p.stem.split("-")[1]) for p in tmp_path.glob("checkpoint-*.pth"))
+    assert kept == [1000, 1250, 1500, 2000, 2375]
+    assert ieg_main.step_checkpoint(tmp_path, 1250).read_text() == "1250"
