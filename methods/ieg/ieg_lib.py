@@ -199,7 +199,7 @@ class NetSpec:
 NETWORKS = {
     "wrn28-10": NetSpec("wrn28_10", 5e-4, "all", 5e-4),
     "resnet29": NetSpec("resnet29", 2e-4, "kernels", 1e-4),
-    "resnet50": NetSpec("torchvision_resnet50", 4e-4, "all", 4e-4),  # decay: --l2_weight_decay
+    "resnet50": NetSpec("resnet50_v2", 4e-4, "all", 4e-4),  # TF-official ResNet-50 v2; decay: --l2_weight_decay
     "small_cnn": NetSpec("small_cnn", 5e-4, "all", 5e-4),  # lnl's CPU network for digits runs
 }
 

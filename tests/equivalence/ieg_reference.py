@@ -9,6 +9,7 @@ Files read (commit of the stored version):
   models/custom_ops.py                                       05e1d1c257a86adc03e6ac814354c3ce6b14ead2
   models/networks.py, dataset_utils/augmentation_transforms.py 8de59738d37133bc2537b62831674d3929da3c5b
   dataset_utils/utils.py                                     7b6651581a0867cc5a013820eff27385a56b77b9
+  models/resnet50.py                                         fd81ee8c9acd2ba8ad0962ab454b43618f007424
 
 Derivatives. ``tf.gradients`` is reverse-mode differentiation; here first derivatives are taken by
 the complex step, ``∂f/∂θ_k = Im f(θ + i·h·e_k) / h`` with h = 1e-30, exact to float64 rounding for
@@ -36,6 +37,7 @@ COMMITS = {
     "custom_ops": "05e1d1c257a86adc03e6ac814354c3ce6b14ead2",
     "transforms": "8de59738d37133bc2537b62831674d3929da3c5b",
     "utils": "7b6651581a0867cc5a013820eff27385a56b77b9",
+    "resnet50": "fd81ee8c9acd2ba8ad0962ab454b43618f007424",
 }
 
 
@@ -531,3 +533,101 @@ def transform_argument(name: str, level: int) -> float:
 TRANSFORM_NAMES = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "Color", "Contrast", "Brightness",
                    "Sharpness", "Posterize", "Solarize", "Cutout", "AutoContrast", "Equalize", "Invert")
 CIFAR_POLICY_GROUPS = (20, 35, 40)  # autoaugment.py cifar10_policies: exp0s, exp1s, exp2s (5 per exp)
+
+
+# ================================================================== ResNet-50 v2 (models/resnet50.py)
+def _tf_layer_name(kind: str, counts: dict) -> str:
+    """tf.layers auto-naming: ``conv2d``, ``conv2d_1``, … in creation order."""
+    n = counts.get(kind, 0)
+    counts[kind] = n + 1
+    return kind if n == 0 else f"{kind}_{n}"
+
+
+def resnet_v2_variables(block_sizes, num_filters: int, num_classes: int) -> dict[str, tuple]:
+    """``ImagenetModelv2`` variables (scope ``model/resnet_model``) in creation order: stem conv, then
+    per bottleneck v2 block BN, [projection conv], conv 1×1, BN, conv 3×3, BN, conv 1×1; final BN,
+    dense."""
+    counts, out, pre = {}, {}, "model/resnet_model"
+
+    def conv(k, cin, cout):
+        out[f"{pre}/{_tf_layer_name('conv2d', counts)}/kernel"] = (k, k, cin, cout)
+
+    def bn(ch):
+        name = _tf_layer_name("batch_normalization", counts)
+        out[f"{pre}/{name}/gamma"], out[f"{pre}/{name}/beta"] = (ch,), (ch,)
+
+    conv(7, 3, num_filters)
+    cin = num_filters
+    for i, blocks in enumerate(block_sizes):
+        filters = num_filters * 2**i
+        for b in range(blocks):
+            bn(cin)
+            if b == 0:
+                conv(1, cin, 4 * filters)
+            conv(1, cin, filters)
+            bn(filters)
+            conv(3, filters, filters)
+            bn(filters)
+            conv(1, filters, 4 * filters)
+            cin = 4 * filters
+    bn(cin)
+    out[f"{pre}/dense/kernel"], out[f"{pre}/dense/bias"] = (cin, num_classes), (num_classes,)
+    return out
+
+
+def conv2d_fixed_padding(x, w, stride):
+    """resnet50.py ``conv2d_fixed_padding``: stride > 1 pads (k−1)//2 before, the rest after, then
+    'VALID'; stride 1 is 'SAME'."""
+    k = w.shape[0]
+    if stride == 1:
+        return conv2d_same(x, w, 1)
+    xp = np.pad(x, ((0, 0), ((k - 1) // 2, k - 1 - (k - 1) // 2), ((k - 1) // 2, k - 1 - (k - 1) // 2), (0, 0)))
+    ho, wo = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
+    out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
+    for i in range(k):
+        for j in range(k):
+            out += xp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :] @ w[i, j]
+    return out
+
+
+def max_pool_same(x, k, stride):
+    """``max_pooling2d(padding='SAME')``: padding split with the smaller half before, pads never win."""
+    pads = []
+    for n in x.shape[1:3]:
+        total = max((-(-n // stride) - 1) * stride + k - n, 0)
+        pads.append((total // 2, total - total // 2))
+    xp = np.pad(x, ((0, 0), pads[0], pads[1], (0, 0)), constant_values=-np.inf)
+    ho, wo = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
+    out = np.full((x.shape[0], ho, wo, x.shape[3]), -np.inf)
+    for i in range(k):
+        for j in range(k):
+            out = np.maximum(out, xp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :])
+    return out
+
+
+def resnet_v2_forward(v: dict, images, block_sizes, num_filters: int):
+    """``Model.__call__(training=True)`` with resnet_version 2, bottleneck, channels_last: stem conv 7/2
+    (no BN in v2), max pool 3/2 'SAME', ``block_layer``s of ``_bottleneck_block_v2``, BN-ReLU, mean, dense."""
+    names = iter(k for k in v if not k.endswith(("beta", "bias")))
+    nxt = lambda: next(names)  # noqa: E731  (creation order)
+
+    def bn_relu(x):
+        gamma = nxt()
+        return np.maximum(batch_norm_train(x, v[gamma], v[gamma[:-5] + "beta"]), 0)
+
+    x = conv2d_fixed_padding(images, v[nxt()], 2)
+    x = max_pool_same(x, 3, 2)
+    for i, blocks in enumerate(block_sizes):
+        for b in range(blocks):
+            stride = (1 if i == 0 else 2) if b == 0 else 1
+            shortcut = x
+            pre = bn_relu(x)
+            if b == 0:
+                shortcut = conv2d_fixed_padding(pre, v[nxt()], stride)
+            out = conv2d_fixed_padding(pre, v[nxt()], 1)
+            out = conv2d_fixed_padding(bn_relu(out), v[nxt()], stride)
+            out = conv2d_fixed_padding(bn_relu(out), v[nxt()], 1)
+            x = out + shortcut
+    x = bn_relu(x).mean((1, 2))
+    kernel = nxt()
+    return x @ v[kernel] + v[kernel[:-6] + "bias"]

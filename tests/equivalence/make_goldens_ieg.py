@@ -32,6 +32,7 @@ STEP_CFG = {"num_classes": C, "ce_factor": 5.0, "consistency_factor": 20.0, "gra
 SCHEDULE_STEPS = [0, 1, 249, 250, 499, 500, 501, 874, 1249, 1250, 1251, 2374, 2375, 2376, 5000, 36693,
                   100000, 193681, 193682, 199999]
 WRN_SIZE, WRN_CLASSES, WRN_INPUT = 32, 5, (2, 16, 16, 3)
+RESNET_V2 = {"block_sizes": (3, 4, 6, 3), "num_filters": 4, "num_classes": 5, "input": (2, 32, 32, 3)}
 
 
 def step_inputs(seed: int = SEED) -> dict:
@@ -115,10 +116,11 @@ def write_policies(out: Path) -> None:
                 groups=np.array(R.CIFAR_POLICY_GROUPS))
 
 
-def wrn_weights(seed: int = SEED) -> dict:
-    """WRN variables keyed by their TF names (HWIO kernels), spread 1/sqrt(fan_in)."""
+def tf_weights(variables: dict, seed: int = SEED) -> dict:
+    """Variables keyed by their TF names (HWIO kernels): gammas in [0.5, 1.5], small biases, kernels
+    with spread 1/sqrt(fan_in)."""
     out = {}
-    for name, shape in R.wrn_variables(WRN_SIZE, WRN_CLASSES).items():
+    for name, shape in variables.items():
         if name.endswith("gamma"):
             out[name] = det_array(shape, seed, name, kind="uniform", low=0.5, high=1.5)
         elif len(shape) == 1:
@@ -128,7 +130,22 @@ def wrn_weights(seed: int = SEED) -> dict:
     return out
 
 
+def wrn_weights(seed: int = SEED) -> dict:
+    return tf_weights(R.wrn_variables(WRN_SIZE, WRN_CLASSES), seed)
+
+
+def resnet_v2_weights(seed: int = SEED) -> dict:
+    c = RESNET_V2
+    return tf_weights(R.resnet_v2_variables(c["block_sizes"], c["num_filters"], c["num_classes"]), seed)
+
+
 def write_networks(out: Path) -> None:
+    c = RESNET_V2
+    weights = {k: v.astype(np.float64) for k, v in resnet_v2_weights().items()}
+    images = det_array(c["input"], SEED, "resnet_v2/images").astype(np.float64)
+    logits = R.resnet_v2_forward(weights, images, c["block_sizes"], c["num_filters"])
+    save_golden(out / "resnet50_v2_forward.npz", original=ORIGINAL, commit=R.COMMITS["resnet50"],
+                generator=GENERATOR, logits=logits, names=np.array(list(weights)))
     weights = {k: v.astype(np.float64) for k, v in wrn_weights().items()}
     images = det_array(WRN_INPUT, SEED, "wrn/images").astype(np.float64)
     logits = R.wrn_forward(weights, images, WRN_SIZE)

@@ -294,3 +294,36 @@ def test_randaugment_shares_its_ops_across_the_batch_and_autoaugment_draws_per_i
     assert all(len(ops) <= 2 for ops in rand) and len(set().union(*rand)) > 2  # 2 per batch, new each batch
     auto = _recorded_ops(AUG.tf_autoaugment, monkeypatch)
     assert all(len(ops) > 4 for ops in auto)  # 64 images, each with its own sub-policy
+
+
+def resnet_v2_port_keys_in_tf_order(net) -> list[str]:
+    """The port's parameters in TF's creation order (BN, projection, conv1, BN, conv2, BN, conv3 per block)."""
+    keys = ["stem.weight"]
+    for i, stage in enumerate(net.stages):
+        for b, block in enumerate(stage):
+            p = f"stages.{i}.{b}"
+            keys += [f"{p}.bn1.weight", f"{p}.bn1.bias"] + ([f"{p}.project.weight"] if block.project is not None else [])
+            keys += [f"{p}.conv1.weight", f"{p}.bn2.weight", f"{p}.bn2.bias", f"{p}.conv2.weight",
+                     f"{p}.bn3.weight", f"{p}.bn3.bias", f"{p}.conv3.weight"]
+    return keys + ["bn.weight", "bn.bias", "fc.weight", "fc.bias"]
+
+
+def test_resnet50_v2_forward_with_tf_weights():
+    from lnl.models.ieg_nets import ResNetV2
+
+    ref = golden("resnet50_v2_forward", "resnet50")
+    c = G.RESNET_V2
+    net = ResNetV2(c["num_classes"], c["block_sizes"], c["num_filters"]).double().train()
+    keys = resnet_v2_port_keys_in_tf_order(net)
+    names = ref["names"].tolist()
+    assert sorted(keys) == sorted(k for k, _ in net.named_parameters()) and len(keys) == len(names)
+    weights = G.resnet_v2_weights()
+    with torch.no_grad():
+        for key, name in zip(keys, names):
+            value = torch.from_numpy(weights[name].astype(np.float64))
+            value = value.permute(3, 2, 0, 1) if value.ndim == 4 else value.T if value.ndim == 2 else value
+            net.get_parameter(key).copy_(value)
+    images = torch.from_numpy(G.det_array(c["input"], G.SEED, "resnet_v2/images").astype(np.float64))
+    assert_close(net(images.permute(0, 3, 1, 2)), ref["logits"], name="ResNet-50 v2 logits")
+    with torch.device("meta"):  # shapes only
+        assert sum(p.numel() for p in ResNetV2(50).parameters()) == pytest.approx(23.6e6, rel=0.01)
