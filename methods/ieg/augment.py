@@ -24,33 +24,71 @@ from torch import Tensor
 
 from lnl.data.autoaugment import OP_ID, OPS, apply_ops
 
-#: The 95 CIFAR sub-policies of ``cifar10_policies()``: "op prob level, op prob level" per line, in
-#: the original's order (exp0_0..exp0_3, exp1_0..exp1_6, exp2_0..exp2_7, five sub-policies each).
+#: The 95 CIFAR sub-policies of ``cifar10_policies()``, "op prob level, op prob level" separated by "|",
+#: in the original's order: exp0_0..exp0_3, exp1_0..exp1_6, exp2_0..exp2_7, five sub-policies each (one
+#: paragraph per experiment).
 _POLICY_TEXT = """
-Invert .1 7, Contrast .2 6 | Rotate .7 2, TranslateX .3 9 | Sharpness .8 1, Sharpness .9 3 | ShearY .5 8, TranslateY .7 9 | AutoContrast .5 8, Equalize .9 2
-Solarize .4 5, AutoContrast .9 3 | TranslateY .9 9, TranslateY .7 9 | AutoContrast .9 2, Solarize .8 3 | Equalize .8 8, Invert .1 3 | TranslateY .7 9, AutoContrast .9 1
-Solarize .4 5, AutoContrast 0 2 | TranslateY .7 9, TranslateY .7 9 | AutoContrast .9 0, Solarize .4 3 | Equalize .7 5, Invert .1 3 | TranslateY .7 9, TranslateY .7 9
-Solarize .4 5, AutoContrast .9 1 | TranslateY .8 9, TranslateY .9 9 | AutoContrast .8 0, TranslateY .7 9 | TranslateY .2 7, Color .9 6 | Equalize .7 6, Color .4 9
-ShearY .2 7, Posterize .3 7 | Color .4 3, Brightness .6 7 | Sharpness .3 9, Brightness .7 9 | Equalize .6 5, Equalize .5 1 | Contrast .6 7, Sharpness .6 5
-Brightness .3 7, AutoContrast .5 8 | AutoContrast .9 4, AutoContrast .5 6 | Solarize .3 5, Equalize .6 5 | TranslateY .2 4, Sharpness .3 3 | Brightness 0 8, Color .8 8
-Solarize .2 6, Color .8 6 | Solarize .2 6, AutoContrast .8 1 | Solarize .4 1, Equalize .6 5 | Brightness 0 0, Solarize .5 2 | AutoContrast .9 5, Brightness .5 3
-Contrast .7 5, Brightness 0 2 | Solarize .2 8, Solarize .1 5 | Contrast .5 1, TranslateY .2 9 | AutoContrast .6 5, TranslateY 0 9 | AutoContrast .9 4, Equalize .8 4
-Brightness 0 7, Equalize .4 7 | Solarize .2 5, Equalize .7 5 | Equalize .6 8, Color .6 2 | Color .3 7, Color .2 4 | AutoContrast .5 2, Solarize .7 2
-AutoContrast .2 0, Equalize .1 0 | ShearY .6 5, Equalize .6 5 | Brightness .9 3, AutoContrast .4 1 | Equalize .8 8, Equalize .7 7 | Equalize .7 7, Solarize .5 0
-Equalize .8 4, TranslateY .8 9 | TranslateY .8 9, TranslateY .6 9 | TranslateY .9 0, TranslateY .5 9 | AutoContrast .5 3, Solarize .3 4 | Solarize .5 3, Equalize .4 4
-Color .7 7, TranslateX .5 8 | Equalize .3 7, AutoContrast .4 8 | TranslateY .4 3, Sharpness .2 6 | Brightness .9 6, Color .2 8 | Solarize .5 2, Invert 0 3
-AutoContrast .1 5, Brightness 0 0 | Cutout .2 4, Equalize .1 1 | Equalize .7 7, AutoContrast .6 4 | Color .1 8, ShearY .2 3 | ShearY .4 2, Rotate .7 0
-ShearY .1 3, AutoContrast .9 5 | TranslateY .3 6, Cutout .3 3 | Equalize .5 0, Solarize .6 6 | AutoContrast .3 5, Rotate .2 7 | Equalize .8 2, Invert .4 0
-Equalize .9 5, Color .7 0 | Equalize .1 1, ShearY .1 3 | AutoContrast .7 3, Equalize .7 0 | Brightness .5 1, Contrast .1 7 | Contrast .1 4, Solarize .6 5
-Solarize .2 3, ShearX 0 0 | TranslateX .3 0, TranslateX .6 0 | Equalize .5 9, TranslateY .6 7 | ShearX .1 0, Sharpness .5 1 | Equalize .8 6, Invert .3 6
-AutoContrast .3 9, Cutout .5 3 | ShearX .4 4, AutoContrast .9 2 | ShearX 0 3, Posterize 0 3 | Solarize .4 3, Color .2 4 | Equalize .1 4, Equalize .7 6
-Equalize .3 8, AutoContrast .4 3 | Solarize .6 4, AutoContrast .7 6 | AutoContrast .2 9, Brightness .4 8 | Equalize .1 0, Equalize 0 6 | Equalize .8 4, Equalize 0 4
-Equalize .5 5, AutoContrast .1 2 | Solarize .5 5, AutoContrast .9 5 | AutoContrast .6 1, AutoContrast .7 8 | Equalize .2 0, AutoContrast .1 2 | Equalize .6 9, Equalize .4 4
+Invert .1 7, Contrast .2 6 | Rotate .7 2, TranslateX .3 9 | Sharpness .8 1, Sharpness .9 3
+ShearY .5 8, TranslateY .7 9 | AutoContrast .5 8, Equalize .9 2
+
+Solarize .4 5, AutoContrast .9 3 | TranslateY .9 9, TranslateY .7 9 | AutoContrast .9 2, Solarize .8 3
+Equalize .8 8, Invert .1 3 | TranslateY .7 9, AutoContrast .9 1
+
+Solarize .4 5, AutoContrast 0 2 | TranslateY .7 9, TranslateY .7 9 | AutoContrast .9 0, Solarize .4 3
+Equalize .7 5, Invert .1 3 | TranslateY .7 9, TranslateY .7 9
+
+Solarize .4 5, AutoContrast .9 1 | TranslateY .8 9, TranslateY .9 9 | AutoContrast .8 0, TranslateY .7 9
+TranslateY .2 7, Color .9 6 | Equalize .7 6, Color .4 9
+
+ShearY .2 7, Posterize .3 7 | Color .4 3, Brightness .6 7 | Sharpness .3 9, Brightness .7 9
+Equalize .6 5, Equalize .5 1 | Contrast .6 7, Sharpness .6 5
+
+Brightness .3 7, AutoContrast .5 8 | AutoContrast .9 4, AutoContrast .5 6 | Solarize .3 5, Equalize .6 5
+TranslateY .2 4, Sharpness .3 3 | Brightness 0 8, Color .8 8
+
+Solarize .2 6, Color .8 6 | Solarize .2 6, AutoContrast .8 1 | Solarize .4 1, Equalize .6 5
+Brightness 0 0, Solarize .5 2 | AutoContrast .9 5, Brightness .5 3
+
+Contrast .7 5, Brightness 0 2 | Solarize .2 8, Solarize .1 5 | Contrast .5 1, TranslateY .2 9
+AutoContrast .6 5, TranslateY 0 9 | AutoContrast .9 4, Equalize .8 4
+
+Brightness 0 7, Equalize .4 7 | Solarize .2 5, Equalize .7 5 | Equalize .6 8, Color .6 2
+Color .3 7, Color .2 4 | AutoContrast .5 2, Solarize .7 2
+
+AutoContrast .2 0, Equalize .1 0 | ShearY .6 5, Equalize .6 5 | Brightness .9 3, AutoContrast .4 1
+Equalize .8 8, Equalize .7 7 | Equalize .7 7, Solarize .5 0
+
+Equalize .8 4, TranslateY .8 9 | TranslateY .8 9, TranslateY .6 9 | TranslateY .9 0, TranslateY .5 9
+AutoContrast .5 3, Solarize .3 4 | Solarize .5 3, Equalize .4 4
+
+Color .7 7, TranslateX .5 8 | Equalize .3 7, AutoContrast .4 8 | TranslateY .4 3, Sharpness .2 6
+Brightness .9 6, Color .2 8 | Solarize .5 2, Invert 0 3
+
+AutoContrast .1 5, Brightness 0 0 | Cutout .2 4, Equalize .1 1 | Equalize .7 7, AutoContrast .6 4
+Color .1 8, ShearY .2 3 | ShearY .4 2, Rotate .7 0
+
+ShearY .1 3, AutoContrast .9 5 | TranslateY .3 6, Cutout .3 3 | Equalize .5 0, Solarize .6 6
+AutoContrast .3 5, Rotate .2 7 | Equalize .8 2, Invert .4 0
+
+Equalize .9 5, Color .7 0 | Equalize .1 1, ShearY .1 3 | AutoContrast .7 3, Equalize .7 0
+Brightness .5 1, Contrast .1 7 | Contrast .1 4, Solarize .6 5
+
+Solarize .2 3, ShearX 0 0 | TranslateX .3 0, TranslateX .6 0 | Equalize .5 9, TranslateY .6 7
+ShearX .1 0, Sharpness .5 1 | Equalize .8 6, Invert .3 6
+
+AutoContrast .3 9, Cutout .5 3 | ShearX .4 4, AutoContrast .9 2 | ShearX 0 3, Posterize 0 3
+Solarize .4 3, Color .2 4 | Equalize .1 4, Equalize .7 6
+
+Equalize .3 8, AutoContrast .4 3 | Solarize .6 4, AutoContrast .7 6 | AutoContrast .2 9, Brightness .4 8
+Equalize .1 0, Equalize 0 6 | Equalize .8 4, Equalize 0 4
+
+Equalize .5 5, AutoContrast .1 2 | Solarize .5 5, AutoContrast .9 5 | AutoContrast .6 1, AutoContrast .7 8
+Equalize .2 0, AutoContrast .1 2 | Equalize .6 9, Equalize .4 4
 """
 
 
 def _parse(text: str) -> tuple:
-    subs = [sp for line in text.strip().splitlines() for sp in line.split("|")]
+    subs = [sp for line in text.strip().splitlines() if line.strip() for sp in line.split("|")]
     return tuple(tuple((o, float(p), int(lv)) for o, p, lv in (op.split() for op in sp.split(","))) for sp in subs)
 
 

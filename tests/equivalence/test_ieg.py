@@ -148,7 +148,8 @@ def test_update_and_ema_order(method):
 
 
 # ---------------------------------------------------------------- schedules
-def _lr(schedule: str, step: int, decay_steps: str = "500", warmup_epochs: int = 0, dataset: str = "cifar100_uniform_0.8"):
+def _lr(schedule: str, step: int, decay_steps: str = "500", warmup_epochs: int = 0,
+        dataset: str = "cifar100_uniform_0.8"):
     args = Namespace(lr_schedule=schedule, learning_rate=0.1, decay_steps=decay_steps, decay_rate=0.1,
                      cos_t_mul=1.5, cos_m_mul=0.9, warmup_epochs=warmup_epochs, max_iteration=200000, dataset=dataset)
     return ieg_main.learning_rate(args, step, steps_per_epoch=490)
@@ -277,7 +278,11 @@ def _recorded_ops(policy, monkeypatch, batches: int = 6) -> list[set[int]]:
     from methods.ieg import augment as AUG
 
     seen, real = [], AUG.apply_ops
-    monkeypatch.setattr(AUG, "apply_ops", lambda x, op, *a, **k: seen.append(set(op.tolist()) - {0}) or real(x, op, *a, **k))
+    def recording(x, op, *a, **k):
+        seen.append(set(op.tolist()) - {0})
+        return real(x, op, *a, **k)
+
+    monkeypatch.setattr(AUG, "apply_ops", recording)
     images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     out = []
     for b in range(batches):
@@ -302,7 +307,8 @@ def resnet_v2_port_keys_in_tf_order(net) -> list[str]:
     for i, stage in enumerate(net.stages):
         for b, block in enumerate(stage):
             p = f"stages.{i}.{b}"
-            keys += [f"{p}.bn1.weight", f"{p}.bn1.bias"] + ([f"{p}.project.weight"] if block.project is not None else [])
+            keys += [f"{p}.bn1.weight", f"{p}.bn1.bias"]
+            keys += [f"{p}.project.weight"] if block.project is not None else []
             keys += [f"{p}.conv1.weight", f"{p}.bn2.weight", f"{p}.bn2.bias", f"{p}.conv2.weight",
                      f"{p}.bn3.weight", f"{p}.bn3.bias", f"{p}.conv3.weight"]
     return keys + ["bn.weight", "bn.bias", "fc.weight", "fc.bias"]
