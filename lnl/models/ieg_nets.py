@@ -34,11 +34,35 @@ def _bn(channels: int) -> nn.BatchNorm2d:
     return nn.BatchNorm2d(channels, eps=1e-5, momentum=_BN_MOMENTUM)
 
 
+class SameConv2d(nn.Conv2d):
+    """A bias-free convolution with TF's ``padding='SAME'``: the total padding
+    ``max((ceil(n/s) − 1)·s + k − n, 0)`` is split with the smaller half **before**; a 3×3 stride-2
+    conv on an even size pads 0 before and 1 after (PyTorch's ``padding=1`` would pad both sides)."""
+
+    def __init__(self, cin: int, cout: int, k: int, stride: int = 1):
+        super().__init__(cin, cout, k, stride, padding=0, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = []
+        for n in (x.shape[-1], x.shape[-2]):  # F.pad order: last dimension first
+            total = max((-(-n // self.stride[0]) - 1) * self.stride[0] + self.kernel_size[0] - n, 0)
+            pads += [total // 2, total - total // 2]
+        return super().forward(F.pad(x, pads))
+
+
 def _conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)
+    conv = SameConv2d(cin, cout, k, stride)
     # The AutoAugment WRN initialiser: N(0, sqrt(2 / (k·k·C_out))).
     nn.init.normal_(conv.weight, 0.0, math.sqrt(2.0 / (k * k * cout)))
     return conv
+
+
+def glorot_normal_(weight: torch.Tensor) -> torch.Tensor:
+    """TF1 ``glorot_normal``: ``VarianceScaling(1, 'fan_avg', 'truncated_normal')``, a normal truncated
+    at ±2σ whose σ = sqrt(2 / (fan_in + fan_out)) / 0.8796 keeps the variance 2 / (fan_in + fan_out)."""
+    fan_in, fan_out = nn.init._calculate_fan_in_and_fan_out(weight)
+    std = math.sqrt(2.0 / (fan_in + fan_out)) / 0.87962566103423978
+    return nn.init.trunc_normal_(weight, 0.0, std, -2 * std, 2 * std)
 
 
 def _pool_pad(x: torch.Tensor, stride: int, out_channels: int) -> torch.Tensor:
@@ -115,8 +139,8 @@ class _PreAct(nn.Module):
         super().__init__()
         self.bn = _bn(cin) if bn else None
         self.relu = relu
-        self.conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)
-        nn.init.xavier_normal_(self.conv.weight)
+        self.conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)  # 'same': k odd, stride 2 only for k=1
+        glorot_normal_(self.conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.bn is not None:
@@ -132,7 +156,7 @@ class Bottleneck(nn.Module):
         self.project = None
         if stride != 1 or cin != cout:
             self.project = nn.Conv2d(cin, cout, 1, stride, bias=False)
-            nn.init.xavier_normal_(self.project.weight)
+            glorot_normal_(self.project.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.project(x) if self.project is not None else x
@@ -148,7 +172,7 @@ class ResNet29(nn.Module):
         super().__init__()
         self.num_classes, self.num_features = num_classes, 256
         self.stem = nn.Sequential(nn.Conv2d(3, 16, 3, padding=1, bias=False), _bn(16), nn.ReLU())
-        nn.init.xavier_normal_(self.stem[0].weight)
+        glorot_normal_(self.stem[0].weight)
         blocks, cin = [], 16
         for stage in range(3):
             cout = cin * 4 if stage == 0 else cin * 2
@@ -183,3 +207,91 @@ def wrn28_10(num_classes: int = 10, **kwargs) -> WideResNet:
 @register_model
 def resnet29(num_classes: int = 10, faithful: bool = True, **kwargs) -> ResNet29:
     return ResNet29(num_classes, faithful, **kwargs)
+
+
+def _max_pool_same(x: torch.Tensor, k: int, stride: int) -> torch.Tensor:
+    """TF ``max_pooling2d(padding='SAME')``: the smaller half of the padding before (an even input
+    pads 0 before and 1 after a 3×3 stride-2 window; padded cells never win)."""
+    pads = []
+    for n in (x.shape[-1], x.shape[-2]):
+        total = max((-(-n // stride) - 1) * stride + k - n, 0)
+        pads += [total // 2, total - total // 2]
+    return F.max_pool2d(F.pad(x, pads, value=float("-inf")), k, stride)
+
+
+def _variance_scaling_conv(cin: int, cout: int, k: int, stride: int = 1) -> nn.Conv2d:
+    """TF-official ResNet's ``conv2d_fixed_padding``: an odd kernel padded (k−1)/2 on both sides (explicit
+    for stride > 1, 'SAME' for stride 1: the same here), no bias, TF1 ``variance_scaling_initializer()``:
+    a normal truncated at ±2σ with σ = sqrt(1/fan_in)/0.8796."""
+    conv = nn.Conv2d(cin, cout, k, stride, padding=(k - 1) // 2, bias=False)
+    std = math.sqrt(1.0 / (cin * k * k)) / 0.87962566103423978
+    nn.init.trunc_normal_(conv.weight, 0.0, std, -2 * std, 2 * std)
+    return conv
+
+
+def _bn_v2(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=1e-5, momentum=1 - 0.997)  # TF decay 0.997
+
+
+class BottleneckV2(nn.Module):
+    """``_bottleneck_block_v2``: BN-ReLU shared by the projection shortcut, 1×1 → 3×3 (stride) → 1×1."""
+
+    def __init__(self, cin: int, filters: int, stride: int, project: bool):
+        super().__init__()
+        self.bn1, self.conv1 = _bn_v2(cin), _variance_scaling_conv(cin, filters, 1)
+        self.bn2, self.conv2 = _bn_v2(filters), _variance_scaling_conv(filters, filters, 3, stride)
+        self.bn3, self.conv3 = _bn_v2(filters), _variance_scaling_conv(filters, 4 * filters, 1)
+        self.project = _variance_scaling_conv(cin, 4 * filters, 1, stride) if project else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pre = F.relu(self.bn1(x))
+        shortcut = self.project(pre) if self.project is not None else x
+        out = self.conv1(pre)
+        out = self.conv2(F.relu(self.bn2(out)))
+        out = self.conv3(F.relu(self.bn3(out)))
+        return out + shortcut
+
+
+class ResNetV2(nn.Module):
+    """TF-official pre-activation ResNet v2 (IEG's ``ImagenetModelv2``, ``ieg/models/resnet50.py``):
+    7×7/2 stem without BN, 3×3/2 'SAME' max pool, bottleneck v2 stages (stride on the 3×3), final
+    BN-ReLU, global mean, dense (glorot uniform, zero bias). BN decay 0.997, eps 1e-5.
+
+    Args:
+        block_sizes: blocks per stage ((3, 4, 6, 3): ResNet-50).
+        num_filters: first stage's width (64; tests use fewer).
+    """
+
+    ieg_decay = (4e-4, "all")
+
+    def __init__(self, num_classes: int = 50, block_sizes=(3, 4, 6, 3), num_filters: int = 64):
+        super().__init__()
+        self.num_classes, self.num_features = num_classes, num_filters * 2 ** (len(block_sizes) - 1) * 4
+        self.stem = _variance_scaling_conv(3, num_filters, 7, 2)
+        stages, cin = [], num_filters
+        for i, blocks in enumerate(block_sizes):
+            filters, stride = num_filters * 2**i, 1 if i == 0 else 2
+            layer = [BottleneckV2(cin, filters, stride, True)]
+            layer += [BottleneckV2(4 * filters, filters, 1, False) for _ in range(blocks - 1)]
+            stages.append(nn.Sequential(*layer))
+            cin = 4 * filters
+        self.stages = nn.Sequential(*stages)
+        self.bn = _bn_v2(cin)
+        self.fc = nn.Linear(cin, num_classes)
+        nn.init.xavier_uniform_(self.fc.weight)
+        nn.init.zeros_(self.fc.bias)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        x = _max_pool_same(self.stem(x), 3, 2)
+        return F.relu(self.bn(self.stages(x))).mean((2, 3))
+
+    def forward_head(self, features: torch.Tensor) -> torch.Tensor:
+        return self.fc(features)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+@register_model
+def resnet50_v2(num_classes: int = 50, **kwargs) -> ResNetV2:
+    return ResNetV2(num_classes, (3, 4, 6, 3), **kwargs)

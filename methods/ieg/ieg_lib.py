@@ -21,16 +21,18 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lnl.data import augment as A
-from lnl.data.autoaugment import auto_augment, rand_augment
 from lnl.data.noise import NoisyLabels, make_noise, save_noise_file
 from lnl.models import create_model
+from methods.ieg.augment import tf_autoaugment, tf_randaugment
 
 NOISE_KINDS = ("uniform", "asymmetric")
 AUG_TYPES = ("autoaug", "randaug", "default")
 METHODS = ("ieg", "l2r", "supervised")
+LR_SCHEDULES = ("cosine", "custom_step", "cosine_warmup", "exponential", "cosine_one")
 SHARPEN_T = 0.5  # hard-coded in the original, as K = 2 views, MixUp β = 0.5 and the epsilons below
 LOGIT_NORM_EPS = 1e-8
 CUTOUT = 16
+WEAK_PAD, STRONG_PAD = 2, 4  # pixels of padding per side before the random crop of each view
 
 
 # ----------------------------------------------------------------------------------------------
@@ -197,7 +199,7 @@ class NetSpec:
 NETWORKS = {
     "wrn28-10": NetSpec("wrn28_10", 5e-4, "all", 5e-4),
     "resnet29": NetSpec("resnet29", 2e-4, "kernels", 1e-4),
-    "resnet50": NetSpec("torchvision_resnet50", 4e-4, "all", 4e-4),  # decay: --l2_weight_decay
+    "resnet50": NetSpec("resnet50_v2", 4e-4, "all", 4e-4),  # TF-official ResNet-50 v2; decay: --l2_weight_decay
     "small_cnn": NetSpec("small_cnn", 5e-4, "all", 5e-4),  # lnl's CPU network for digits runs
 }
 
@@ -236,31 +238,61 @@ def sgd_groups(model: nn.Module, spec: NetSpec, decay: float) -> list[dict]:
 
 def cosine_restarts_lr(step: int, lr0: float, first_period: int, t_mul: float, m_mul: float) -> float:
     """TF ``cosine_decay_restarts`` with ``alpha=0``: cycle k lasts ``P0·t_mul^k`` steps, peaks at
-    ``lr0·m_mul^k`` and decays to 0 by a half cosine."""
-    fraction = step / first_period
+    ``lr0·m_mul^k`` and decays to 0 by a half cosine. In float32 as TF computes it, so that a step on
+    a cycle boundary falls on the side TF's rounding puts it."""
+    f32 = np.float32
+    fraction = f32(step) / f32(first_period)
+    t, m = f32(t_mul), f32(m_mul)
     if t_mul == 1.0:
-        k = math.floor(fraction)
-        fraction -= k
+        k = np.floor(fraction)
+        fraction = fraction - k
     else:
-        k = math.floor(math.log(1.0 - fraction * (1.0 - t_mul)) / math.log(t_mul))
-        done = (1.0 - t_mul**k) / (1.0 - t_mul)
-        fraction = (fraction - done) / t_mul**k
-    return lr0 * 0.5 * m_mul**k * (1.0 + math.cos(math.pi * fraction))
+        k = np.floor(np.log(f32(1.0) - fraction * (f32(1.0) - t)) / np.log(t))
+        done = (f32(1.0) - t**k) / (f32(1.0) - t)
+        fraction = (fraction - done) / t**k
+    return float(f32(lr0) * (f32(0.5) * m**k * (f32(1.0) + np.cos(f32(math.pi) * fraction))))
 
 
 def cycle_ends(first_period: int, t_mul: float, until: int) -> set[int]:
-    """Steps at which a cosine cycle ends (evaluated as the original does), up to ``until``."""
-    ends, total, period = set(), 0.0, float(first_period)
+    """Steps (1-based, as ``done``) at which the original evaluates a cosine-cycle end, up to ``until``.
+
+    TF's ``time_for_evaluation`` (basemodel.py) accumulates **rounded** periods: the next period is
+    ``round(period·t_mul)`` (Python's half-to-even), the end the running total. With P0 = 500 that is
+    500, 1250, 2375, … 193,682 (exact ends would give 193,620). Step 1, which the original flags
+    too, is left out: it is evaluated anyway and ends no cycle.
+    """
+    ends, total, period = set(), 0, int(first_period)
     while total + period <= until:
         total += period
-        ends.add(int(round(total)))
-        period *= t_mul
+        ends.add(total)
+        period = round(period * t_mul)
     return ends
 
 
 def custom_step_lr(step: int, lr0: float, boundaries: list[int], rate: float) -> float:
-    """``--lr_schedule custom_step``: multiply by ``rate`` at each boundary step."""
-    return lr0 * rate ** sum(step >= b for b in boundaries)
+    """``--lr_schedule custom_step``: TF sets ``lr0·rate^(k+1)`` before running iteration ``b_k``
+    (1-based), i.e. from the 0-based ``step = b_k − 1`` on (basemodel.py ``update_learning_rate``)."""
+    return lr0 * rate ** sum(step + 1 >= b for b in boundaries)
+
+
+def exponential_lr(step: int, lr0: float, period: int) -> float:
+    """``--lr_schedule exponential``: TF ``exponential_decay(lr0, step, period, 0.9, staircase=True)``."""
+    return float(np.float32(lr0) * np.float32(0.9) ** np.float32(step // period))
+
+
+def cosine_one_lr(step: int, lr0: float, total: int) -> float:
+    """``--lr_schedule cosine_one``: TF ``cosine_decay(lr0, step, total)``, one half cosine to 0."""
+    f32 = np.float32
+    fraction = f32(min(step, total)) / f32(total)
+    return float(f32(lr0) * (f32(0.5) * (f32(1.0) + np.cos(f32(math.pi) * fraction))))
+
+
+def warmup_cosine_lr(step: int, lr0: float, first_period: int, t_mul: float, m_mul: float, warmup: int) -> float:
+    """``--lr_schedule cosine_warmup``: ``lr0·step/warmup`` below ``warmup`` steps, then the cosine
+    restarts on ``step − warmup`` (basemodel.py ``set_lr_schedule``)."""
+    if step < warmup:
+        return float(np.float32(lr0 / warmup) * np.float32(step))
+    return cosine_restarts_lr(step - warmup, lr0, first_period, t_mul, m_mul)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -329,7 +361,7 @@ class StepBatches(StepOrder):
         """``xw``/``y``/``idx`` (train), ``xp``/``yp`` (probe) and, if ``strong``, ``xs``."""
         g = step_generator(self.device, self.seed, 2, step, self.rank)
         idx, pidx = self.train_indices(step), self.probe_indices(step)
-        raw = A.random_crop_flip(self.images.index_select(0, idx), 4, True, g)
+        raw = weak_crop_flip(self.images.index_select(0, idx), g)
         out = {"xw": A.normalize(raw, self.mean, self.std), "y": self.labels[idx], "idx": idx,
                "xp": self.weak(self.images.index_select(0, pidx), g), "yp": self.labels[pidx]}
         if strong:
@@ -337,22 +369,41 @@ class StepBatches(StepOrder):
         return out
 
     def strong(self, weak_raw: Tensor, g: torch.Generator) -> Tensor:
-        """The original's strong view, applied to the weak view: policy, pad-crop (grey), flip,
+        """The original's strong view, applied to the weak view: the TF policy (``methods/ieg/augment.py``:
+        95 CIFAR sub-policies per image, or RandAugment's ops shared by the batch), pad-crop (grey), flip,
         then Cutout 16×16 (zero in normalised units: the mean colour, like the original's grey)."""
         if self.aug_type == "default":
             return self.weak(weak_raw, g)
-        if self.aug_type == "autoaug":
-            x = auto_augment(weak_raw, g, fill=128)
-        else:  # RandAugment: two ops, one magnitude (1..9 of 10) per batch
-            # the level stays on the device (reading it back would sync every step): 3..27 < 31 bins
-            level = torch.randint(1, 10, (1,), generator=g, device=self.device)[0]
-            x = rand_augment(weak_raw, g, num_ops=2, magnitude=3 * level, num_bins=31)
-        x = A.random_crop_flip(x, 4, True, g, fill=128)
+        policy = tf_autoaugment if self.aug_type == "autoaug" else tf_randaugment
+        x = strong_crop_flip(policy(weak_raw, g, fill=128), g, fill=128)
         return cutout(A.normalize(x, self.mean, self.std), CUTOUT, g)
 
     def weak(self, raw: Tensor, g: torch.Generator) -> Tensor:
         """Pad-crop (zero padding) and flip, then normalise: Tensor[B, 3, H, W] float."""
-        return A.normalize(A.random_crop_flip(raw, 4, True, g), self.mean, self.std)
+        return A.normalize(weak_crop_flip(raw, g), self.mean, self.std)
+
+
+def _crop_offsets(b: int, count: int, device: torch.device, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """Per-image crop offsets uniform in ``[0, count)`` (rows, columns) and flips with probability ½."""
+    top = torch.randint(0, count, (b,), device=device, generator=g)
+    left = torch.randint(0, count, (b,), device=device, generator=g)
+    return top, left, torch.rand(b, device=device, generator=g) < 0.5
+
+
+def weak_crop_flip(images: Tensor, g: torch.Generator) -> Tensor:
+    """The train/probe view of TF's ``cifar_process`` (dataset_utils/utils.py): zero-pad to H+4
+    (``resize_image_with_crop_or_pad`` to 36: 2 px per side), random H×W crop (offsets 0..4, shifts
+    ±2 px), random flip. uint8 Tensor[B, 3, H, W]."""
+    top, left, flips = _crop_offsets(images.shape[0], 2 * WEAK_PAD + 1, images.device, g)
+    return A.crop_flip(images, top, left, flips, WEAK_PAD)
+
+
+def strong_crop_flip(images: Tensor, g: torch.Generator, fill: int) -> Tensor:
+    """The strong view's ``zero_pad_and_crop(img, 4)`` then ``random_flip``
+    (augmentation_transforms.py): 4 px of ``fill`` per side, offsets ``np.random.randint(0, 8)``,
+    i.e. 0..7 (shifts −4..+3: the high end is exclusive)."""
+    top, left, flips = _crop_offsets(images.shape[0], 2 * STRONG_PAD, images.device, g)
+    return A.crop_flip(images, top, left, flips, STRONG_PAD, fill)
 
 
 def cutout(x: Tensor, size: int, g: torch.Generator) -> Tensor:
@@ -385,20 +436,27 @@ def guess_label(z_weak: Tensor, z_strong: Tensor, detach: bool) -> Tensor:
     return g.detach() if detach else g
 
 
+def mixup_draws(n_probe: int, b: int, device: torch.device, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+    """MixUp's random draws: B probe rows with replacement, the 3B mixing coefficients
+    ``m = max(u²/2, 1 − u²/2)`` (u ~ U(0, 1): custom_ops.py ``MixMode`` with β = 0.5) and the partner
+    permutation of the 3B rows."""
+    pick = torch.randint(0, n_probe, (b,), device=device, generator=g)
+    m = mixup_coefficient(torch.rand(3 * b, device=device, generator=g))
+    return pick, m, torch.randperm(3 * b, device=device, generator=g)
+
+
+def mixup_coefficient(u: Tensor) -> Tensor:
+    """``max(u²/2, 1 − u²/2)``: custom_ops.py's "approximate Beta" ``u^(1/β)/2`` with β = 0.5."""
+    return torch.maximum(u.pow(2) / 2, 1 - u.pow(2) / 2)
+
+
 def mixup_batch(xp: Tensor, yp_onehot: Tensor, xw: Tensor, xs: Tensor, pseudo: Tensor,
                 g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """MixUp over probe ∪ weak ∪ strong (3B rows), targets stop-gradient.
-
-    B probe rows are drawn with replacement; each row mixes with a random permutation partner at
-    ``m = max(u²/2, 1 − u²/2)`` ∈ [0.5, 1], u ~ U(0, 1) (the original's Beta(0.5, 0.5) stand-in).
-    """
-    b = xw.shape[0]
-    pick = torch.randint(0, xp.shape[0], (b,), device=xw.device, generator=g)
+    """MixUp over probe ∪ weak ∪ strong (3B rows), targets stop-gradient: each row mixes with its
+    permutation partner at ``m`` ∈ [0.5, 1] (:func:`mixup_draws`)."""
+    pick, m, perm = mixup_draws(xp.shape[0], xw.shape[0], xw.device, g)
     x = torch.cat([xp[pick], xw, xs])
     t = torch.cat([yp_onehot[pick], pseudo, pseudo]).detach()
-    u = torch.rand(3 * b, device=x.device, generator=g)
-    m = torch.maximum(u.pow(2) / 2, 1 - u.pow(2) / 2)
-    perm = torch.randperm(3 * b, device=x.device, generator=g)
     mx = m.view(-1, 1, 1, 1)
     return mx * x + (1 - mx) * x[perm], m.view(-1, 1) * t + (1 - m.view(-1, 1)) * t[perm]
 

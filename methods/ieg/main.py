@@ -14,6 +14,7 @@ line to ``results.jsonl``. See methods/ieg/README.md for every flag.
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 from pathlib import Path
 
@@ -58,12 +59,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--val_batch_size", type=int, default=100)
     a("--learning_rate", type=float, default=0.1)
     a("--momentum", type=float, default=0.9)
-    a("--lr_schedule", default="cosine", help="cosine (cosine_decay_restarts) or custom_step")
-    a("--decay_steps", default="500", help="cosine: first period in steps; custom_step: comma list")
+    a("--lr_schedule", default="cosine", help=f"{', '.join(L.LR_SCHEDULES)}")
+    a("--decay_steps", default="500",
+      help="cosine*: first period in steps (webvisionmini: one epoch); exponential: period; custom_step: comma list")
     a("--decay_rate", type=float, default=0.1)
     a("--cos_t_mul", type=float, default=1.5)
     a("--cos_m_mul", type=float, default=0.9)
-    a("--warmup_epochs", type=int, default=0)
+    a("--warmup_epochs", type=int, default=0, help="linear warmup of --lr_schedule cosine_warmup only")
     a("--eval_freq", type=int, default=500)
     a("--use_ema", type=str2bool, default=True)
     a("--meta_momentum", type=float, default=0.9)
@@ -77,10 +79,13 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--use_imagenet_as_eval", type=str2bool, default=False, help="webvisionmini: also ILSVRC12 val")
     a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
     a("--seed", type=int, default=12345)
+    a("--restore_step", type=int, default=0,
+      help="start from (or evaluate) the checkpoint of this step (the newest 5 evaluations are kept); 0 = last")
     add_subset_flag(p)
     g = p.add_argument_group("port options (defaults = the original's behaviour)")
     g.add_argument("--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP")
-    g.add_argument("--detach_pseudo_label", action="store_true", help="stop-gradient on the pseudo-label g")
+    g.add_argument("--detach_pseudo_label", action="store_true",
+                   help="stop-gradient on g in the meta look-ahead too (the final loss always stops it)")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
     g.add_argument("--faithful_resnet29", type=str2bool, default=True, help="keep the missing-ReLU quirk")
@@ -101,7 +106,7 @@ def check_args(args: argparse.Namespace) -> L.DatasetName:
     choices = (("--method", args.method, L.METHODS), ("--mode", args.mode, ("train", "evaluation")),
                ("--aug_type", args.aug_type, L.AUG_TYPES),
                ("--network_name", args.network_name, tuple(L.NETWORKS)),
-               ("--lr_schedule", args.lr_schedule, ("cosine", "custom_step")))
+               ("--lr_schedule", args.lr_schedule, L.LR_SCHEDULES))
     for flag, value, valid in choices:
         if value not in valid:
             raise ValueError(f"{flag} {value!r}: unknown; choose from {', '.join(valid)}")
@@ -198,15 +203,29 @@ def build(args: argparse.Namespace, num_classes: int) -> tuple[StepSetup, EMA]:
     return StepSetup(model, optimizer, num_classes, names, decay, probe_decay, args), EMA(model, 0.999)
 
 
+def first_period(args: argparse.Namespace, steps_per_epoch: int) -> int:
+    """The first cosine period (or exponential decay period): ``--decay_steps``, except on
+    WebVision-mini, where the original's cosine schedule starts with one epoch (``train_size //``
+    global batch) whatever ``--decay_steps`` says."""
+    if args.dataset.startswith("webvision") and args.lr_schedule.startswith("cosine"):
+        return steps_per_epoch
+    return int(args.decay_steps.split(",")[0])
+
+
 def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> float:
-    """``--lr_schedule`` at ``step`` (0-based), with the optional linear warmup."""
-    if args.lr_schedule == "custom_step":
-        return L.custom_step_lr(step, args.learning_rate, [int(s) for s in args.decay_steps.split(",")],
-                                args.decay_rate)
-    lr = L.cosine_restarts_lr(step, args.learning_rate, int(args.decay_steps), args.cos_t_mul,
-                              args.cos_m_mul)
-    warmup = args.warmup_epochs * steps_per_epoch
-    return lr * min(1.0, (step + 1) / warmup) if warmup else lr
+    """``--lr_schedule`` at ``step`` (0-based: TF's global step while the update runs)."""
+    lr0, schedule = args.learning_rate, args.lr_schedule
+    if schedule == "custom_step":
+        return L.custom_step_lr(step, lr0, [int(s) for s in args.decay_steps.split(",")], args.decay_rate)
+    if schedule == "exponential":
+        return L.exponential_lr(step, lr0, first_period(args, steps_per_epoch))
+    if schedule == "cosine_one":
+        return L.cosine_one_lr(step, lr0, args.max_iteration)
+    period = first_period(args, steps_per_epoch)
+    if schedule == "cosine_warmup" and args.warmup_epochs > 0:
+        return L.warmup_cosine_lr(step, lr0, period, args.cos_t_mul, args.cos_m_mul,
+                                  args.warmup_epochs * steps_per_epoch)
+    return L.cosine_restarts_lr(step, lr0, period, args.cos_t_mul, args.cos_m_mul)
 
 
 def accuracy(setup: StepSetup, ema: EMA, loaders: dict, args) -> dict[str, float]:
@@ -235,17 +254,34 @@ def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int, guard: Fi
     setup.optimizer.zero_grad(set_to_none=True)
     (loss / comm.get_world_size()).backward()
     comm.sync_gradients(setup.model)
-    setup.optimizer.step()
-    ema.decay = min(0.999, (2 + step) / (11 + step))  # TF's num_updates: the global step after the update
-    ema.update(setup.model)
+    update_and_average(setup, ema, step, ema_first=args.method == "supervised")
     return {**metrics, "lr": lr}
+
+
+def update_and_average(setup: StepSetup, ema: EMA, step: int, ema_first: bool) -> None:
+    """The optimizer update and the EMA with TF's ``num_updates`` (decay ``min(0.999, (1+n)/(10+n))``).
+
+    IEG (model.py) runs ``ema.apply`` after the update, n = the incremented global step; the supervised
+    baseline (basemodel.py) makes the EMA a control dependency of the minimizer: it averages the
+    weights before the update, n = the step before it (``ema_first``). L2R groups both without an
+    order; the port runs its EMA after the update.
+    """
+    if ema_first:
+        ema.decay = min(0.999, (1 + step) / (10 + step))
+        ema.update(setup.model)
+    setup.optimizer.step()
+    if not ema_first:
+        ema.decay = min(0.999, (2 + step) / (11 + step))
+        ema.update(setup.model)
 
 
 def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders, clean, state: dict) -> None:
     """Steps ``state['step']`` .. ``max_iteration``; evaluate + checkpoint at step 1, every
     ``eval_freq``, at every cosine-cycle end and at the end."""
-    cosine = args.lr_schedule == "cosine"
-    ends = L.cycle_ends(int(args.decay_steps), args.cos_t_mul, args.max_iteration) if cosine else set()
+    # TF's time_for_evaluation counts cycles for cosine and cosine_warmup (unshifted by the warmup).
+    cosine = args.lr_schedule in ("cosine", "cosine_warmup")
+    period = first_period(args, batches.steps_per_epoch)
+    ends = L.cycle_ends(period, args.cos_t_mul, args.max_iteration) if cosine else set()
     clock = Stopwatch(state["seconds"])
     logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
                           wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
@@ -259,12 +295,18 @@ def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders
         metrics = optimize(args, setup, ema, batch, step, guard)
         # Metrics stay on the device until an evaluation: one host sync per evaluation.
         sums, count, done = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}, count + 1, step + 1
-        if done == 1 or done % args.eval_freq == 0 or done in ends or done == args.max_iteration:
+        if evaluation_due(done, args.eval_freq, ends, args.max_iteration):
             guard.check()
             logger.log(done, {k: float(v) / count for k, v in sums.items()}, stream="train")
             record(args, setup, ema, eval_loaders, state, logger, clock, done, done in ends)
             sums, count = {}, 0
     logger.close()
+
+
+def evaluation_due(done: int, eval_freq: int, ends: set[int], last: int) -> bool:
+    """basemodel.py ``time_for_evaluation``: step 1, every ``eval_freq``, every cycle end (as TF
+    accumulates them, :func:`~methods.ieg.ieg_lib.cycle_ends`); and the last step (port)."""
+    return done == 1 or done % eval_freq == 0 or done in ends or done == last
 
 
 def record(args, setup, ema, eval_loaders, state, logger, clock, done: int, cycle_end: bool) -> None:
@@ -274,8 +316,35 @@ def record(args, setup, ema, eval_loaders, state, logger, clock, done: int, cycl
     if cycle_end:
         state["cycle_end_acc"] = acc["test_acc"]
     logger.log(done, {**acc, "seconds": clock.elapsed}, stream="eval")
-    save_checkpoint(args.out, epoch=done, models={"model": setup.model, "ema": ema},
-                    optimizers={"opt": setup.optimizer}, method_state=state, args=vars(args))
+    path = save_checkpoint(args.out, epoch=done, models={"model": setup.model, "ema": ema},
+                           optimizers={"opt": setup.optimizer}, method_state=state, args=vars(args))
+    if comm.is_main_process():
+        keep_step_checkpoint(path, done)
+
+
+STEP_CHECKPOINTS_KEPT = 5  # TF's Saver(max_to_keep=5)
+
+
+def step_checkpoint_path(out: str | Path, step: int) -> Path:
+    return Path(out) / f"checkpoint-{step}.pth"
+
+
+def keep_step_checkpoint(last: Path, step: int) -> None:
+    """Keep a copy of every evaluation's checkpoint as ``checkpoint-<step>.pth``, the newest 5 (TF's
+    ``checkpoint.ckpt-<step>``), for ``--restore_step``."""
+    shutil.copyfile(last, step_checkpoint_path(last.parent, step))
+    saved = sorted(last.parent.glob("checkpoint-*.pth"), key=lambda p: int(p.stem.split("-")[1]))
+    for old in saved[:-STEP_CHECKPOINTS_KEPT]:
+        old.unlink()
+
+
+def step_checkpoint(out: str | Path, step: int) -> Path:
+    """``--restore_step N``: the checkpoint of step N (train continues from it; evaluation uses it)."""
+    path = step_checkpoint_path(out, step)
+    if not path.exists():
+        kept = sorted(p.name for p in Path(out).glob("checkpoint-*.pth"))
+        raise FileNotFoundError(f"--restore_step {step}: no {path}; kept: {', '.join(kept) or 'none'}")
+    return path
 
 
 def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
@@ -297,6 +366,8 @@ def main(args: argparse.Namespace) -> dict:
     log = default_setup(args, supports=())
     evaluating = args.mode == "evaluation"
     resume = find_resume_path(args.out, "auto" if evaluating and args.resume in ("never", "none") else args.resume)
+    if args.restore_step:
+        resume = step_checkpoint(args.out, args.restore_step)
     if evaluating and resume is None:
         raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
     batches, eval_loaders, num_classes, clean = prepare_data(args, name, resume is not None, log)

@@ -76,13 +76,14 @@ def supervised_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tens
 
 
 def l2r_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dict]:
-    """Learning to reweight: ε = 0, θ' = θ − α∇Σε_iℓ_i (no momentum, no L2), weights from the probe."""
+    """Learning to reweight: ε = 0, θ' = θ − α∇[Σε_iℓ_i + R(θ)] (no momentum; l2rmodel.py keeps the
+    network's L2 term R in the look-ahead), weights from the probe."""
     xw, y = batch["xw"], batch["y"]
     z = s.model(xw)
     cfg = MetaConfig(alpha=s.args.meta_stepsize, mu=0.0, eps0=0.0)
     with bn_stats_frozen(s.model):
         res = s.meta(lambda ps: (functional_call(s.model, ps, (xw,)), None),
-                     s.probe_fn(batch["xp"], batch["yp"]), lambda ps: torch.zeros(()),
+                     s.probe_fn(batch["xp"], batch["yp"]), s.reg_fn,
                      dict(s.model.named_parameters()), y, {}, cfg, current=(z, None))
     loss = (res.weights * F.cross_entropy(z, y, reduction="none")).sum()
     return loss, {"loss": loss.detach(), "meta_loss": res.probe_loss,
@@ -90,7 +91,12 @@ def l2r_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dic
 
 
 def ieg_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dict]:
-    """IEG's loss (§A6 step 5): ½(L_λ* + L_ω*) + L_mix + L_KL (R(θ) through SGD's weight decay)."""
+    """IEG's loss (§A6 step 5): ½(L_λ* + L_ω*) + L_mix + L_KL (R(θ) through SGD's weight decay).
+
+    g gets no gradient in L_λ* and L_ω*: TF computes them with ``tf.losses.softmax_cross_entropy``,
+    which stops the gradient of its labels (model.py ``train_step``); the meta step's look-ahead is a
+    hand-written cross-entropy where g keeps it (unless ``--detach_pseudo_label``).
+    """
     a = s.args
     xw, xs, y = batch["xw"], batch["xs"], batch["y"]
     z = s.model(xw)  # the only forward that updates BN running statistics
@@ -103,8 +109,9 @@ def ieg_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dic
         l_mix = L.mixup_loss(s.model(x_mix), t_mix, a.ce_factor)
         res = _ieg_meta(s, batch, z, pseudo)
     l_kl = L.consistency_loss(z, zs, a.consistency_factor)
-    l_lam = soft_ce(mixed_target(onehot, pseudo, res.keep_label), z).mean()
-    l_w = (res.weights * soft_ce(mixed_target(onehot, pseudo, a.grad_eps_init), z)).sum()
+    target = pseudo.detach()
+    l_lam = soft_ce(mixed_target(onehot, target, res.keep_label), z).mean()
+    l_w = (res.weights * soft_ce(mixed_target(onehot, target, a.grad_eps_init), z)).sum()
     loss = 0.5 * (l_lam + l_w) + l_mix + l_kl
     metrics = {"loss": loss.detach(), "xemin": (0.5 * (l_lam + l_w)).detach(), "mixup": l_mix.detach(),
                "consistency": l_kl.detach(), "meta_loss": res.probe_loss,
