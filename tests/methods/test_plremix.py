@@ -43,7 +43,7 @@ def test_flat_warmup_loss_is_one_with_the_flatnce_gradient():
     (grad,) = torch.autograd.grad(loss, z)
     # hand-written FlatNCE: l_a = log Σ_{n≠a,p(a)} exp((s_an − s_ap)/τ), gradient of the mean
     z2 = z.detach().clone().requires_grad_()
-    s = _sims(z2)
+    s = _sims(F.normalize(z2, dim=1))  # the original's InfoNCELoss normalises its (unit) input again
     terms = []
     for a in range(6):
         p = (a + 3) % 6
