@@ -181,6 +181,13 @@ def git_commit(root: Path, fallback: str) -> str:
         return fallback
 
 
+def load_checked(method: str, name: str, commit: str) -> dict[str, np.ndarray]:
+    """``load_golden`` of a fixture that must come from the original at ``commit``."""
+    fixture = load_golden(method, name)
+    check_meta(fixture, commit)
+    return fixture
+
+
 def check_meta(golden: Mapping[str, np.ndarray], commit: str) -> None:
     assert str(golden["__commit__"]).startswith(commit[:7]), (
         f"fixture from commit {golden['__commit__']}, expected {commit}: regenerate it")

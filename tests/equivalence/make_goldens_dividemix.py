@@ -143,6 +143,18 @@ def snapshot(net):
     return {k: p.detach().clone() for k, p in net.named_parameters()}
 
 
+def record_gradients(optimizer, table) -> list:
+    """Make ``optimizer.step`` first append ``table()`` (the gradients it is about to apply) to the list returned."""
+    grads, step = [], optimizer.step
+
+    def recording_step(*a, **k):
+        grads.append(table())
+        return step(*a, **k)
+
+    optimizer.step = recording_step
+    return grads
+
+
 def record_outputs(*nets):
     outputs = []
     for net in nets:
@@ -221,13 +233,7 @@ def golden_train(orig):
     outputs = record_outputs(net, net2)
     before = snapshot(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=SEMI["lr"], momentum=0.9, weight_decay=5e-4)
-    grads, step = [], optimizer.step
-
-    def recording_step(*a, **k):
-        grads.append(grad_table(net))
-        return step(*a, **k)
-
-    optimizer.step = recording_step
+    grads = record_gradients(optimizer, lambda: grad_table(net))
     lab, unl = semi_batches()
     np.random.seed(SEMI["mix_seed"])
     torch.manual_seed(SEMI["mix_seed"])

@@ -31,7 +31,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.equivalence import _golden as G  # noqa: E402
 from tests.equivalence.make_goldens_dividemix import (  # noqa: E402
-    Batches, bn_buffers, delta_table, grad_table, images, labels, record_outputs, snapshot)
+    Batches, bn_buffers, delta_table, grad_table, images, labels, record_gradients, record_outputs, snapshot)
 
 COMMIT = "b0c4ec373068705e5eba63202341738617a56711"
 OUT = G.FIXTURES / "plremix"
@@ -172,13 +172,7 @@ def golden_train(tu):
     outputs = record_outputs(net, net2)
     before = snapshot(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=s["lr"], momentum=0.9, weight_decay=5e-4)
-    grads, step = [], optimizer.step
-
-    def recording_step(*a, **k):
-        grads.append(grad_table(net))
-        return step(*a, **k)
-
-    optimizer.step = recording_step
+    grads = record_gradients(optimizer, lambda: grad_table(net))
     lab, unl = train_batches()
     np.random.seed(s["mix_seed"])
     torch.manual_seed(s["mix_seed"])

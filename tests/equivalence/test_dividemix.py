@@ -23,18 +23,8 @@ COMMIT = gen.COMMIT
 
 
 def golden(name: str) -> dict:
-    fixture = G.load_golden("dividemix", name)
-    G.check_meta(fixture, COMMIT)
-    return fixture
+    return G.load_checked("dividemix", name, COMMIT)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The fixtures were computed on one thread; float32 reductions then add in the same order."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def original_key(key: str) -> str:
@@ -140,8 +130,7 @@ def test_train_step_outputs_losses_gradients_and_buffers():
     outputs = gen.record_outputs(net, net2)
     before = gen.snapshot(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=s["lr"], momentum=0.9, weight_decay=5e-4)
-    grads, step = [], optimizer.step
-    optimizer.step = lambda *a, **k: (grads.append(gen.grad_table(net)), step(*a, **k))[1]
+    grads = gen.record_gradients(optimizer, lambda: gen.grad_table(net))
     lab, unl = gen.semi_batches()
     prob = torch.zeros(s["labeled_len"])
     labeled = []

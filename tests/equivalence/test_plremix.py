@@ -19,23 +19,15 @@ from lnl.models import create_model
 from methods.plremix import plremix_lib as lib
 from tests.equivalence import _golden as G
 from tests.equivalence import make_goldens_plremix as gen
-from tests.equivalence.make_goldens_dividemix import bn_buffers, images, labels, record_outputs
+from tests.equivalence.make_goldens_dividemix import (bn_buffers, images, labels, record_gradients,
+                                                       record_outputs)
 
 COMMIT = gen.COMMIT
 
 
 def golden(name: str) -> dict:
-    fixture = G.load_golden("plremix", name)
-    G.check_meta(fixture, COMMIT)
-    return fixture
+    return G.load_checked("plremix", name, COMMIT)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def original_key(key: str) -> str:
@@ -160,8 +152,7 @@ def test_train_step_semi_plr_selection_and_prototypes():
              "index": torch.arange(s["rows"])}
     outputs = record_outputs(net, net2)
     before = [p.detach().clone() for p in in_original_order(net, keys())]
-    step_grads, step = [], optimizer.step
-    optimizer.step = lambda *a, **k: (step_grads.append(grads(net, keys())), step(*a, **k))[1]
+    step_grads = record_gradients(optimizer, lambda: grads(net, keys()))
     lab, unl = gen.train_batches()
     prob = torch.zeros(s["rows"])
     labeled = []
