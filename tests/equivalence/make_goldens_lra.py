@@ -1,0 +1,263 @@
+"""Golden outputs of LRA-Diffusion (puar-playground/LRA-diffusion @ 231e587) and of PLC's label-noise
+overlay (pxiangwu/PLC @ 8c2bcfd), for ``test_lra.py``::
+
+    python tests/equivalence/make_goldens_lra.py --original /tmp/orig/lra --plc /tmp/orig/plc
+
+Runs on the CPU, unmodified except for one line of PLC's ``cifar/noise.py`` patched at load time:
+``new_y[idx] = np.where(flipped == 1)[0]`` assigns a 1-element array to a scalar, which numpy ≥ 2
+refuses; ``[0][0]`` assigns the same value. The LRA modules are imported as they are (``.cuda()`` is
+never called on the CPU paths used here). Without ``--plc`` the PMD fixture is left as it is.
+
+Fixtures (``fixtures/lra/``): ``schedule`` (cosine β, ᾱ, DDIM timesteps and ᾱ pairs, the LR
+schedule), ``init`` (ConditionalModel and CIFAR ResNet-18 initialised from a seed), ``denoiser``
+(forward in eval and train mode, gradients), ``knn`` (``sample_knn_labels`` and Food's
+``prepare_knn`` + ``knn_labels`` draws), ``train_step`` (two CIFAR training steps: kNN draw,
+antithetic t, noise, loss, gradients, clipped Adam update), ``ddim`` (``reverse_ddim`` and the
+random draws it consumes), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import tempfile
+import types
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+from tests.equivalence._golden import (FIXTURES, det_array, det_tensor, fill_state, git_commit, grad_sample,  # noqa: E402
+                                       import_original, save_golden)
+
+LRA_COMMIT = "231e587f3569ce413d40d96b9cce5a3c08ee361f"
+PLC_COMMIT = "8c2bcfd25e538fdcdb637a820ac340e9ee084e59"
+OUT = FIXTURES / "lra"
+GENERATOR = "tests/equivalence/make_goldens_lra.py"
+
+# tiny shapes shared with test_lra.py
+B, C, FP, F_DIM, T = 8, 10, 16, 32, 1000
+DDIM_STEPS = (1, 2, 4, 5, 7, 10, 16, 50, 100)
+LR_POINTS = (0.0, 0.3, 1.0, 4.99, 5.0, 37.5, 199.9)
+KNN_N, KNN_D, KNN_C, KNN_K = 60, 8, 5, 5
+HYBRIDS = (("U", 0.3), ("U", 0.6), ("A", 0.3))
+
+
+def denoiser_inputs(seed: int = 7) -> dict:
+    return {"x_embed": det_tensor((B, F_DIM), seed, "x_embed"), "y": det_tensor((B, C), seed, "y"),
+            "t": det_tensor((B,), seed, "t", kind="int", low=0, high=T + 1),
+            "fp": det_tensor((B, FP), seed, "fp"), "eps": det_tensor((B, C), seed, "eps"),
+            "w": det_tensor((B,), seed, "w", kind="uniform", low=0.0, high=0.25)}
+
+
+def knn_inputs(seed: int = 11) -> dict:
+    return {"db": det_tensor((KNN_N, KNN_D), seed, "db"),
+            "labels": det_tensor((KNN_N,), seed, "labels", kind="int", low=0, high=KNN_C),
+            "idx": det_tensor((B,), seed, "idx", kind="int", low=0, high=KNN_N),
+            "online": det_tensor((B, KNN_D), seed, "online", scale=0.3)}
+
+
+def step_inputs(seed: int = 13) -> dict:
+    n = 40
+    return {"images": det_tensor((2, B, 3, 32, 32), seed, "images"),
+            "db": det_tensor((n, FP), seed, "db"),
+            "labels": det_tensor((n,), seed, "labels", kind="int", low=0, high=C),
+            "idx": det_tensor((2, B), seed, "idx", kind="int", low=0, high=n)}
+
+
+def save(name: str, commit: str, original: str, **arrays) -> None:
+    save_golden(OUT / f"{name}.npz", original=original, commit=commit, generator=GENERATOR, **arrays)
+
+
+def params_sample(module: nn.Module) -> dict:
+    """A strided sample and the norm of every floating state entry, by the original's key."""
+    return {f"p:{k}": grad_sample(v) for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+# ------------------------------------------------------------------------------------------------ LRA
+def build_diffusion(md, steps: int = 10):
+    return md.Diffusion(nn.Identity(), num_timesteps=T, n_class=C, fp_dim=FP, device="cpu",
+                        feature_dim=F_DIM, encoder_type="resnet18", ddim_num_steps=steps)
+
+
+def gen_schedule(md, du, learning, commit: str) -> None:
+    diff = build_diffusion(md)
+    out = {"betas": diff.betas, "alphas_cumprod": diff.alphas_cumprod,
+           "ddim_alphas": diff.ddim_alphas, "ddim_alphas_prev": diff.ddim_alphas_prev}
+    for s in DDIM_STEPS:
+        out[f"ddim_timesteps_{s}"] = du.make_ddim_timesteps("uniform", s, T)
+    opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
+    for warm, horizon in ((5, 1000), (10, 200), (1, 300)):
+        out[f"lr_{warm}_{horizon}"] = np.array([learning.adjust_learning_rate(opt, e, warm, horizon, 0.001)
+                                                for e in LR_POINTS])
+    save("schedule", commit, "puar-playground/LRA-diffusion", **out)
+
+
+def gen_init(md, r32, commit: str) -> None:
+    torch.manual_seed(21)
+    model = md.ConditionalModel(T, y_dim=C, fp_dim=FP, feature_dim=F_DIM, guidance=True)
+    torch.manual_seed(22)
+    enc = r32.resnet18(num_classes=F_DIM, num_input_channels=3)
+    next_draw = torch.rand(4)
+    save("init", commit, "puar-playground/LRA-diffusion",
+         **{f"denoiser/{k}": v for k, v in params_sample(model).items()},
+         **{f"encoder/{k}": v for k, v in params_sample(enc).items()}, encoder_next_draw=next_draw)
+
+
+def gen_denoiser(md, commit: str) -> None:
+    model = md.ConditionalModel(T, y_dim=C, fp_dim=FP, feature_dim=F_DIM, guidance=True)
+    fill_state(model, seed=3)
+    x = denoiser_inputs()
+    model.eval()
+    with torch.no_grad():
+        out_eval = model(x["x_embed"], x["y"], x["t"], x["fp"])
+    model.train()
+    x_embed, fp = x["x_embed"].clone().requires_grad_(), x["fp"].clone().requires_grad_()
+    out = model(x_embed, x["y"], x["t"], fp)
+    loss = torch.mean(torch.matmul(x["w"], nn.MSELoss(reduction="none")(x["eps"], out)))
+    loss.backward()
+    grads = {f"g:{k}": grad_sample(p.grad) for k, p in model.named_parameters()}
+    save("denoiser", commit, "puar-playground/LRA-diffusion", out_eval=out_eval, out_train=out, loss=loss,
+         grad_x_embed=x_embed.grad, grad_fp=fp.grad,
+         running_mean=model.unetnorm1.running_mean, running_var=model.unetnorm1.running_var, **grads)
+
+
+def gen_knn(knn_utils, commit: str) -> None:
+    x = knn_inputs()
+    out = {}
+    torch.manual_seed(31)
+    lab, w = knn_utils.sample_knn_labels(x["db"][x["idx"]], x["labels"][x["idx"]], x["db"], x["labels"],
+                                         k=KNN_K, n_class=KNN_C, weighted=True)
+    out.update(rows_labels=lab, rows_weights=w)
+    torch.manual_seed(32)
+    lab, w = knn_utils.sample_knn_labels(x["online"], x["labels"][x["idx"]], x["db"], x["labels"],
+                                         k=KNN_K, n_class=KNN_C, weighted=False)
+    out.update(online_labels=lab, online_weights=w, online_neighbours=knn_utils.knn(x["online"], x["db"], KNN_K)[1])
+    with tempfile.TemporaryDirectory() as tmp:
+        table = knn_utils.prepare_knn(x["labels"], x["db"], str(Path(tmp) / "fp_knn.npy"), k=KNN_K)
+    torch.manual_seed(33)
+    lab, w = knn_utils.knn_labels(table.numpy(), x["idx"].numpy(), k=KNN_K, n_class=KNN_C)
+    out.update(food_table=table, food_labels=lab, food_weights=w)
+    save("knn", commit, "puar-playground/LRA-diffusion", **out)
+
+
+def gen_train_step(md, knn_utils, learning, commit: str) -> None:
+    """Two steps of train_CIFAR.py's loop (CLIP mode: f_p is the precomputed row, weighted kNN)."""
+    diff = build_diffusion(md)
+    fill_state(diff.model, seed=4)
+    fill_state(diff.diffusion_encoder, seed=5)
+    x = step_inputs()
+    opt = torch.optim.Adam(diff.model.parameters(), lr=0.0001, weight_decay=0.0, betas=(0.9, 0.999),
+                           amsgrad=False, eps=1e-08)
+    mse = nn.MSELoss(reduction="none")
+    torch.manual_seed(41)
+    out = {}
+    for step in range(2):
+        diff.model.train()
+        idx = x["idx"][step]
+        fp = x["db"][idx]
+        lab, w = knn_utils.sample_knn_labels(fp, x["labels"][idx], x["db"], x["labels"], k=4, n_class=C,
+                                             weighted=True)
+        y0, _ = learning.cast_label_to_one_hot_and_prototype(lab.to(torch.int64), n_class=C)
+        lr = learning.adjust_learning_rate(opt, step / 10 + 0.0, warmup_epochs=5, n_epochs=1000, lr_input=0.001)
+        t = torch.randint(low=0, high=T, size=(B // 2 + 1,))
+        t = torch.cat([t, T - 1 - t], dim=0)[:B]
+        output, e = diff.forward_t(y0, x["images"][step], t, fp)
+        loss = torch.mean(torch.matmul(w, mse(e, output)))
+        opt.zero_grad()
+        loss.backward()
+        out.update({f"s{step}/labels": lab, f"s{step}/weights": w, f"s{step}/t": t, f"s{step}/e": e,
+                    f"s{step}/loss": loss, f"s{step}/lr": np.array(lr)})
+        out.update({f"s{step}/g:{k}": grad_sample(p.grad) for k, p in diff.model.named_parameters()})
+        out[f"s{step}/grad_norm"] = torch.nn.utils.clip_grad_norm_(diff.model.parameters(), 1.0)
+        opt.step()
+    out.update({f"final/{k}": v for k, v in params_sample(diff.model).items()})
+    save("train_step", commit, "puar-playground/LRA-diffusion", **out)
+
+
+def gen_ddim(md, commit: str) -> None:
+    """test(): model.eval(); the image encoder stays in train mode; reverse_ddim(stochastic=False)."""
+    x = step_inputs()
+    out = {}
+    for steps in (10, 7):
+        diff = build_diffusion(md, steps)
+        fill_state(diff.model, seed=4)
+        fill_state(diff.diffusion_encoder, seed=5)
+        diff.model.eval()
+        torch.manual_seed(51)
+        y = diff.reverse_ddim(x["images"][0], stochastic=False, fp_x=x["db"][:B])
+        out[f"label_{steps}"] = y
+        out[f"next_draw_{steps}"] = torch.randn(5)  # reverse_ddim's draws advance the global generator
+    save("ddim", commit, "puar-playground/LRA-diffusion", **out)
+
+
+# ------------------------------------------------------------------------------------------------ PLC
+def load_plc_noise(plc: Path) -> types.ModuleType:
+    """PLC's ``cifar/noise.py`` with the numpy ≥ 2 patch of the module docstring."""
+    src = (plc / "cifar" / "noise.py").read_text()
+    old = "new_y[idx] = np.where(flipped == 1)[0]"
+    if old not in src:
+        raise RuntimeError(f"{plc}/cifar/noise.py: expected line not found (another PLC commit?)")
+    mod = types.ModuleType("plc_noise")
+    exec(compile(src.replace(old, old + "[0]"), str(plc / "cifar" / "noise.py"), "exec"), mod.__dict__)
+    return mod
+
+
+def plc_overlay(noise, base: np.ndarray, num_classes: int, kind: str, rate: float, seed: int = 77) -> np.ndarray:
+    """What PLC's ``cifar/train.py`` does to the loaded file with ``--noise_type uniform|asymmetric``."""
+    if kind == "U":
+        return noise.noisify_with_P(base.copy(), nb_classes=num_classes, noise=rate, random_state=seed)[0]
+    fn = noise.noisify_cifar10_asymmetric if num_classes == 10 else noise.noisify_cifar100_asymmetric
+    return fn(base.copy(), noise=rate, random_state=seed)[0]
+
+
+def gen_pmd(plc: Path, shipped: Path | None, commit: str) -> None:
+    noise = load_plc_noise(plc)
+    out = {}
+    for num_classes in (10, 100):
+        base = det_array((600,), 61, f"base{num_classes}", kind="int", low=0, high=num_classes)
+        out[f"base_{num_classes}"] = base
+        for kind, rate in HYBRIDS:
+            out[f"small_{num_classes}_{kind}_{rate}"] = plc_overlay(noise, base, num_classes, kind, rate)
+        if shipped is None:
+            continue
+        ds = "cifar10" if num_classes == 10 else "cifar100"
+        full = np.load(shipped / f"{ds}-1-0.35.npy")
+        for kind, rate in HYBRIDS:
+            labels = plc_overlay(noise, full, num_classes, kind, rate)
+            out[f"sha256_{ds}-1-0.35_{kind}_{rate}"] = np.array(hashlib.sha256(labels.astype(np.int64).tobytes())
+                                                                 .hexdigest())
+    save("pmd_hybrids", commit, "pxiangwu/PLC", **out)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--original", type=Path, required=True, help="LRA-diffusion checkout at 231e587")
+    p.add_argument("--plc", type=Path, default=None, help="PLC checkout at 8c2bcfd (the PMD overlay fixture)")
+    p.add_argument("--shipped", type=Path, default=None,
+                   help="folder of LRA's noise_label/*.npy (default: <original>/noise_label)")
+    args = p.parse_args()
+    torch.set_num_threads(1)
+    commit = git_commit(args.original, LRA_COMMIT)
+    md = import_original(args.original, "model_diffusion")
+    du = import_original(args.original, "utils.diffusion_utils")
+    knn_utils = import_original(args.original, "utils.knn_utils")
+    learning = import_original(args.original, "utils.learning")
+    r32 = import_original(args.original, "utils.ResNet_for_32")
+    gen_schedule(md, du, learning, commit)
+    gen_init(md, r32, commit)
+    gen_denoiser(md, commit)
+    gen_knn(knn_utils, commit)
+    gen_train_step(md, knn_utils, learning, commit)
+    gen_ddim(md, commit)
+    if args.plc is not None:
+        shipped = args.shipped or args.original / "noise_label"
+        gen_pmd(args.plc, shipped if (shipped / "cifar10-1-0.35.npy").is_file() else None,
+                git_commit(args.plc, PLC_COMMIT))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,246 @@
+"""LRA-Diffusion's port against the original's golden outputs (``make_goldens_lra.py``): the cosine
+schedule, DDIM timesteps and LR schedule, initialisation from a seed, the denoiser's forward and
+gradients with a mapped state_dict, the kNN label draws, two training steps, a DDIM sample (and the
+random draws it consumes), and PLC's PMD-hybrid overlay."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from methods.lra import lra_lib as L
+from tests.equivalence import make_goldens_lra as G
+from tests.equivalence._golden import assert_close, check_meta, fill_state, grad_sample, load_golden
+
+def shipped_dir() -> Path:
+    """LRA's noise_label files: ``$LNL_DATA/noise_labels/lra_pmd`` or ``../shared/data/...`` (CI)."""
+    roots = [Path(os.environ["LNL_DATA"])] if "LNL_DATA" in os.environ else []
+    roots.append(Path(__file__).resolve().parents[3] / "shared" / "data")
+    for root in roots:
+        if (root / "noise_labels" / "lra_pmd" / "cifar10-1-0.35.npy").is_file():
+            return root / "noise_labels" / "lra_pmd"
+    return roots[-1] / "noise_labels" / "lra_pmd"
+
+
+SHIPPED = shipped_dir()
+
+DENOISER_KEYS = {"norm1": "unetnorm1", "norm2": "unetnorm2", "norm3": "unetnorm3"}
+
+
+def golden(name: str) -> dict:
+    g = load_golden("lra", name)
+    check_meta(g, G.PLC_COMMIT if name == "pmd_hybrids" else G.LRA_COMMIT)
+    return g
+
+
+def denoiser_key(key: str) -> str:
+    head, _, rest = key.partition(".")
+    return f"{DENOISER_KEYS.get(head, head)}.{rest}"
+
+
+def encoder_key(key: str) -> str:
+    """torchvision ResNet names → the original's ``ResNet_for_32`` names."""
+    return key.replace("downsample.", "shortcut.").replace("fc.", "linear.")
+
+
+def port_denoiser() -> nn.Module:
+    return L.Denoiser(G.C, G.FP, G.F_DIM, G.T)
+
+
+def port_encoder() -> nn.Module:
+    return L.build_image_encoder("resnet18", G.F_DIM)
+
+
+def compare_params(module: nn.Module, g: dict, prefix: str, rename) -> None:
+    keys = {k for k in g if k.startswith(prefix)}
+    seen = set()
+    for key, value in module.state_dict().items():
+        if not value.is_floating_point():
+            continue
+        name = f"{prefix}{rename(key)}"
+        seen.add(name)
+        assert_close(grad_sample(value), g[name], name=name)
+    assert seen == keys, f"parameter names differ: {sorted(seen ^ keys)[:6]}"
+
+
+# ------------------------------------------------------------------------------------ schedule
+def test_cosine_schedule_and_ddim_parameters():
+    g = golden("schedule")
+    schedule = L.Schedule.cosine(G.T)
+    assert_close(schedule.alphas_cumprod, g["alphas_cumprod"], name="alphas_cumprod")
+    steps = L.ddim_timesteps(10, G.T)
+    ab = schedule.alphas_cumprod
+    assert_close(ab[steps], g["ddim_alphas"], name="ddim_alphas")
+    assert_close(torch.cat([ab[:1], ab[steps[:-1]]]), g["ddim_alphas_prev"], name="ddim_alphas_prev")
+
+
+@pytest.mark.parametrize("steps", G.DDIM_STEPS)
+def test_ddim_timesteps(steps):
+    assert_close(np.array(L.ddim_timesteps(steps, G.T)), golden("schedule")[f"ddim_timesteps_{steps}"].astype(np.int64))
+
+
+@pytest.mark.parametrize("warm,horizon", [(5, 1000), (10, 200), (1, 300)])
+def test_learning_rate(warm, horizon):
+    got = np.array([L.learning_rate(e, warm, horizon, 1e-3) for e in G.LR_POINTS])
+    np.testing.assert_allclose(got, golden("schedule")[f"lr_{warm}_{horizon}"], rtol=1e-12)
+
+
+# ------------------------------------------------------------------------------------ networks
+def test_initialisation_from_a_seed():
+    """The same seed gives the original's weights: the denoiser (U(0,1) embeddings) and the CIFAR
+    ResNet with PyTorch's default init (ResNet_for_32 never calls initialize_weights), and the
+    generator is left where the original leaves it."""
+    g = golden("init")
+    torch.manual_seed(21)
+    compare_params(port_denoiser(), g, "denoiser/p:", denoiser_key)
+    torch.manual_seed(22)
+    encoder = port_encoder()
+    compare_params(encoder, g, "encoder/p:", encoder_key)
+    assert_close(torch.rand(4), g["encoder_next_draw"], name="generator after the encoder")
+
+
+def test_denoiser_forward_and_gradients():
+    g = golden("denoiser")
+    model = port_denoiser()
+    fill_state(model, seed=3, rename=denoiser_key)
+    x = G.denoiser_inputs()
+    model.eval()
+    with torch.no_grad():
+        assert_close(model(x["x_embed"], x["y"], x["t"], x["fp"]), g["out_eval"], name="eval forward")
+    model.train()
+    x_embed, fp = x["x_embed"].clone().requires_grad_(), x["fp"].clone().requires_grad_()
+    out = model(x_embed, x["y"], x["t"], fp)
+    assert_close(out, g["out_train"], name="train forward")
+    loss = (x["w"] @ (x["eps"] - out).square()).mean()
+    assert_close(loss, g["loss"], name="loss")
+    loss.backward()
+    assert_close(x_embed.grad, g["grad_x_embed"], name="grad x_embed")
+    assert_close(fp.grad, g["grad_fp"], name="grad fp")
+    assert_close(model.norm1.running_mean, g["running_mean"], name="running_mean")
+    assert_close(model.norm1.running_var, g["running_var"], name="running_var")
+    for key, p in model.named_parameters():
+        assert_close(grad_sample(p.grad), g[f"g:{denoiser_key(key)}"], name=f"grad {key}")
+
+
+# ------------------------------------------------------------------------------------ kNN prior
+def test_knn_draws_with_database_rows_as_queries():
+    """CIFAR/CLIP: the query is a database row (self among the k neighbours), count weights."""
+    g, x = golden("knn"), G.knn_inputs()
+    cand = L.batch_candidates(x["db"][x["idx"]], x["idx"], x["db"], x["labels"], G.KNN_K, G.KNN_C)
+    table = L.neighbour_candidates(x["db"], x["labels"], G.KNN_K, G.KNN_C)
+    assert torch.equal(cand, table[x["idx"]])
+    torch.manual_seed(31)
+    labels, weights = L.sample_retrieved(cand, G.KNN_C, weighted=True)
+    assert_close(labels, g["rows_labels"], name="labels")
+    assert_close(weights, g["rows_weights"], name="weights")
+
+
+def test_knn_draws_with_online_queries():
+    """Clothing1M/WebVision/CIFAR-SimCLR: an online embedding queries the database, uniform weights."""
+    g, x = golden("knn"), G.knn_inputs()
+    res = L.knn_labels(x["online"], x["db"], x["labels"], G.KNN_K, G.KNN_C, metric="l2")
+    assert_close(res.indices, g["online_neighbours"], name="neighbours")
+    cand = torch.cat([x["labels"][res.indices], x["labels"][x["idx"]].unsqueeze(1)], 1)
+    torch.manual_seed(32)
+    labels, weights = L.sample_retrieved(cand, G.KNN_C, weighted=False)
+    assert_close(labels, g["online_labels"], name="labels")
+    assert_close(weights, g["online_weights"], name="weights")
+
+
+def test_food_static_table_and_draws():
+    """Food-101N: ``prepare_knn`` (k + 1 nearest, self first) and ``knn_labels``."""
+    g, x = golden("knn"), G.knn_inputs()
+    table = L.neighbour_candidates(x["db"], x["labels"], G.KNN_K, G.KNN_C, layout="food")
+    assert_close(table, g["food_table"], name="table")
+    torch.manual_seed(33)
+    labels, weights = L.sample_retrieved(table[x["idx"]], G.KNN_C, weighted=True)
+    assert_close(labels, g["food_labels"], name="labels")
+    assert_close(weights, g["food_weights"], name="weights")
+
+
+# ------------------------------------------------------------------------------------ training and DDIM
+def step_nets() -> tuple[nn.Module, nn.Module]:
+    denoiser, encoder = port_denoiser(), port_encoder()
+    fill_state(denoiser, seed=4, rename=denoiser_key)
+    fill_state(encoder, seed=5, rename=encoder_key)
+    return denoiser, encoder
+
+
+def test_two_training_steps():
+    """train_CIFAR.py's step: kNN draw, antithetic t, noise, weighted loss, clipped Adam, LR schedule;
+    the image encoder runs in train mode, outside the optimiser."""
+    g, x = golden("train_step"), G.step_inputs()
+    denoiser, encoder = step_nets()
+    schedule = L.Schedule.cosine(G.T)
+    opt = torch.optim.Adam(denoiser.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    table = L.neighbour_candidates(x["db"], x["labels"], 4, G.C)
+    torch.manual_seed(41)
+    for step in range(2):
+        denoiser.train()
+        encoder.train()
+        idx = x["idx"][step]
+        lr = L.learning_rate(step / 10, 5, 1000, 1e-3)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        labels, weights = L.sample_retrieved(table[idx], G.C, weighted=True)
+        assert_close(labels, g[f"s{step}/labels"], name="labels")
+        assert_close(weights, g[f"s{step}/weights"], name="weights")
+        np.testing.assert_allclose(lr, g[f"s{step}/lr"], rtol=1e-12)
+        with torch.no_grad():
+            x_embed = encoder(x["images"][step])
+        loss = L.diffusion_loss(denoiser, x_embed, x["db"][idx], F.one_hot(labels, G.C).float(), weights, schedule)
+        assert_close(loss, g[f"s{step}/loss"], name=f"loss {step}")
+        opt.zero_grad()
+        loss.backward()
+        for key, p in denoiser.named_parameters():
+            assert_close(grad_sample(p.grad), g[f"s{step}/g:{denoiser_key(key)}"], name=f"grad {key}")
+        assert_close(nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0), g[f"s{step}/grad_norm"], name="norm")
+        opt.step()
+    compare_params(denoiser, g, "final/p:", denoiser_key)
+
+
+@pytest.mark.parametrize("steps", [10, 7])
+def test_ddim_sample_and_its_random_draws(steps):
+    g, x = golden("ddim"), G.step_inputs()
+    denoiser, encoder = step_nets()
+    denoiser.eval()
+    encoder.train()  # the original's test() never switches the image encoder to eval (A.9.16)
+    torch.manual_seed(51)
+    with torch.no_grad():
+        x_embed = encoder(x["images"][0])
+    y = L.ddim_sample(denoiser, x_embed, x["db"][: G.B], L.Schedule.cosine(G.T), L.ddim_timesteps(steps, G.T), G.C)
+    assert_close(y, g[f"label_{steps}"], name="DDIM output")
+    assert_close(torch.randn(5), g[f"next_draw_{steps}"], name="generator after DDIM")
+
+
+# ------------------------------------------------------------------------------------ PMD hybrids
+@pytest.mark.parametrize("num_classes", [10, 100])
+@pytest.mark.parametrize("kind,rate", G.HYBRIDS)
+def test_plc_overlay(num_classes, kind, rate):
+    from lnl.data.noise_models import plc_overlay
+
+    g = golden("pmd_hybrids")
+    dataset = "cifar10" if num_classes == 10 else "cifar100"
+    out = plc_overlay(g[f"base_{num_classes}"], kind, rate, num_classes, dataset)
+    assert_close(out, g[f"small_{num_classes}_{kind}_{rate}"], name="overlay")
+
+
+@pytest.mark.skipif(not (SHIPPED / "cifar10-1-0.35.npy").is_file(), reason="needs the shipped LRA noise files")
+@pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
+@pytest.mark.parametrize("kind,rate", G.HYBRIDS)
+def test_plc_overlay_reproduces_the_shipped_hybrid_files(dataset, kind, rate):
+    from lnl.data.noise_models import plc_overlay
+
+    g = golden("pmd_hybrids")
+    num_classes = 10 if dataset == "cifar10" else 100
+    out = plc_overlay(np.load(SHIPPED / f"{dataset}-1-0.35.npy"), kind, rate, num_classes, dataset)
+    stem = f"{dataset}-1-0.35_{kind}_{rate}"
+    assert hashlib.sha256(out.astype(np.int64).tobytes()).hexdigest() == str(g[f"sha256_{stem}"])
+    assert np.array_equal(out, np.load(SHIPPED / f"{stem}.npy"))
