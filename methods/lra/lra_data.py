@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from lnl.data import get_dataset
 from lnl.data._base import InMemoryDataset
+from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
 from lnl.engine.data import check_subset_size, first_images
@@ -228,12 +229,22 @@ class LRAData:
     noise_meta: dict
 
 
+def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:
+    """The mean/std images are normalised with: CIFAR-100 gets CIFAR-10's, as the original hard-codes
+    them for both (``train_CIFAR.py`` transform_train, ``utils/data_utils.py`` Custom_dataset);
+    ``--dataset_norm`` uses the dataset's own."""
+    if args.dataset == "cifar100" and not args.dataset_norm:
+        return CIFAR10_MEAN, CIFAR10_STD
+    return ds.mean, ds.std
+
+
 def _in_memory_loaders(args, train, test, n_train: int, noisy: torch.Tensor, device) -> dict:
-    common = dict(mean=train.mean, std=train.std, device=device)
+    mean, std = normalisation(args, train)
+    common = dict(mean=mean, std=std, device=device)
     labels = train.targets.clone()
     labels[:n_train] = noisy.cpu()
     loaders = {"train": GPULoader(train.images, labels, args.batch_size, train=True, seed=args.seed,
-                                  indices=torch.arange(n_train), **common),
+                                  indices=torch.arange(n_train), drop_last=args.drop_last, **common),
                "test": GPULoader(test.images, test.targets, args.eval_batch_size, train=False, **common)}
     if n_train < len(train):  # the held-out rows keep their clean labels
         loaders["val"] = GPULoader(train.images, train.targets, args.eval_batch_size, train=False,
@@ -257,7 +268,8 @@ def _file_loaders(args, splits: dict, noisy: torch.Tensor) -> dict:
         sampler = ClassBalancedSampler(noisy.cpu(), args.samples_per_class * train.num_classes,
                                        num_classes=train.num_classes, seed=args.seed)
     loaders = {"train": build_file_loader(train, weak, args.batch_size, shuffle=True, sampler=sampler,
-                                          labels=noisy.cpu(), num_workers=args.num_workers, seed=args.seed)}
+                                          labels=noisy.cpu(), num_workers=args.num_workers, seed=args.seed,
+                                          drop_last=args.drop_last)}
     for role in ("val", "test"):
         split = getattr(args, f"{role}_split")
         if split and split in splits:

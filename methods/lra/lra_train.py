@@ -30,7 +30,7 @@ from methods.lra import lra_lib as L
 
 METHOD = "lra"
 FIXES = ("train_encoder", "use_ema", "fix_lr_horizon", "exclude_self", "fix_ddim_steps", "fix_ddim_output",
-         "predict_argmax", "fix_selection")
+         "predict_argmax", "fix_selection", "keep_last_batch", "dataset_norm")
 
 
 def data_parallel_ids(requested: list[int], device: int, visible: int) -> list[int]:
@@ -69,7 +69,9 @@ class Recipe:
     val_size: int | None = 0  # None: 5000 for CIFAR, else 0
     samples_per_class: int = 0
     gpu_devices: bool = False
-    exclude_self: bool = False  # Food's static table: self + k others, own label once
+    table_layout: str = "own_last"  # "food": prepare_knn's k + 1 nearest, self first, no own-label column
+    eval_batch_size: int | None = None  # the original's val/test loader batch (None: --batch_size)
+    drop_last: bool = False  # the original's Food/Clothing1M/WebVision train loaders drop the short batch
 
 
 def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
@@ -99,7 +101,8 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     b("--val_size", type=int, default=r.val_size, help="held-out clean training images (CIFAR: 5000)")
     b("--val_split", default=r.val_split, help="'holdout', a split name, or none")
     b("--test_split", default=r.test_split)
-    b("--eval_batch_size", type=int, default=None, help="default: --batch_size (the original's)")
+    b("--eval_batch_size", type=int, default=r.eval_batch_size,
+      help="val/test batch (the original's: CIFAR --batch_size, Food 512, Clothing1M 400, WebVision 512)")
     b("--eval_freq", type=int, default=r.eval_freq, help="evaluate every N epochs (and at the last)")
     b("--lr", type=float, default=1e-3, help="peak learning rate")
     b("--knn_weights", choices=("count", "uniform"), default="count" if r.weighted else "uniform")
@@ -115,8 +118,14 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
       help="A.9.2: train the diffusion image encoder and eval() it at test time")
     f("--use_ema", action="store_true", help="A.9.6: evaluate with the EMA weights")
     f("--fix_lr_horizon", action="store_true", help="A.9.5: warm-up --warmup_epochs, cosine to 0 at --nepoch")
-    f("--exclude_self", action=argparse.BooleanOptionalAction, default=r.exclude_self,
-      help="A.9.9: a sample is not its own neighbour (own label once among the k + 1)")
+    f("--exclude_self", action="store_true",
+      help="A.9.9: a sample is not its own neighbour (k others + own label)")
+    f("--torchvision_init", action="store_true",
+      help="CIFAR ResNet encoder with torchvision's init (the original: PyTorch's default)")
+    f("--keep_last_batch", action="store_true",
+      help="Food/Clothing1M/WebVision: keep the short last training batch (the original drops it)")
+    f("--dataset_norm", action="store_true",
+      help="CIFAR-100 with its own mean/std (the original normalises it with CIFAR-10's)")
     f("--fix_ddim_steps", action="store_true", help="A.9.11: exactly S evenly spaced steps ending at T-1")
     f("--fix_ddim_output", action="store_true", help="issue #2: return ŷ_0 rather than y_{t-1}")
     f("--predict_argmax", action="store_true", help="argmax of the decoded label, not closest to 1")
@@ -142,6 +151,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.val_split in (None, "none") or (args.val_split == "holdout" and args.val_size == 0):
         args.val_split = None
     args.eval_batch_size = args.eval_batch_size or args.batch_size
+    args.table_layout = r.table_layout
+    args.drop_last = r.drop_last and not args.keep_last_batch
     fixed = args.fix_lr_horizon
     args.lr_warmup = args.warmup_epochs if fixed or r.lr_warmup is None else r.lr_warmup
     args.lr_horizon = args.nepoch if fixed or r.lr_horizon is None else r.lr_horizon
@@ -174,8 +185,11 @@ class Run:
         fp_dim = data.features["train"].shape[1]
         self.schedule = L.Schedule.cosine(L.NUM_TIMESTEPS, dev)
         self.timesteps = L.ddim_timesteps(args.ddim_n_step, L.NUM_TIMESTEPS, exact=args.fix_ddim_steps)
+        # the original's construction order (model_diffusion.py: Diffusion builds the encoder, then the
+        # denoiser), so that a seed gives its initial weights
+        self.encoder = L.build_image_encoder(args.diff_encoder, args.feature_dim, args.encoder_weights,
+                                             torchvision_init=args.torchvision_init).to(dev)
         self.denoiser = L.Denoiser(data.num_classes, fp_dim, args.feature_dim).to(dev)
-        self.encoder = L.build_image_encoder(args.diff_encoder, args.feature_dim, args.encoder_weights).to(dev)
         params = list(self.denoiser.parameters())
         if args.train_encoder:
             params += list(self.encoder.parameters())
@@ -206,8 +220,8 @@ class Run:
         a, noisy = self.args, self.data.noisy
         fingerprint = hashlib.sha256(self.db.double().sum().cpu().numpy().tobytes()
                                      + noisy.cpu().numpy().tobytes()).hexdigest()
-        key = {"k": a.k, "metric": a.knn_metric, "exclude_self": a.exclude_self, "n": len(noisy),
-               "fingerprint": fingerprint}
+        key = {"k": a.k, "metric": a.knn_metric, "exclude_self": a.exclude_self, "layout": a.table_layout,
+               "n": len(noisy), "fingerprint": fingerprint}
         path = Path(a.out) / "knn_table.pt"
         if path.is_file():
             cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -216,7 +230,8 @@ class Run:
                 return cached["table"].to(a.device)
         with self.knn_timer():
             table = L.neighbour_candidates(self.db, noisy, a.k, self.data.num_classes, metric=a.knn_metric,
-                                           exclude_self=a.exclude_self, backend=a.knn_backend)
+                                           exclude_self=a.exclude_self, layout=a.table_layout,
+                                           backend=a.knn_backend)
         self.log.info("kNN table (n=%d, k=%d, %s backend): %.3f s", len(noisy), a.k, a.knn_backend,
                       self.knn_timer.seconds)
         torch.save({"key": key, "table": table.cpu()}, path)
@@ -228,7 +243,8 @@ class Run:
         a = self.args
         with self.knn_timer():
             return L.batch_candidates(self.db[idx], idx, self.db, self.data.noisy, a.k, self.data.num_classes,
-                                      metric=a.knn_metric, exclude_self=a.exclude_self, backend=a.knn_backend)
+                                      metric=a.knn_metric, exclude_self=a.exclude_self, layout=a.table_layout,
+                                      backend=a.knn_backend)
 
     def set_lr(self, epoch: float) -> float:
         lr = L.learning_rate(epoch, self.args.lr_warmup, self.args.lr_horizon, self.args.lr)

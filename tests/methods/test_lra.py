@@ -249,7 +249,7 @@ def test_bad_input_raises_a_clear_error(tmp_path, flags, error, match):
 # -------------------------------------------------------------------------------------------------- runs
 
 
-def _tiny_encoder(name, feature_dim, weights):
+def _tiny_encoder(name, feature_dim, weights, torchvision_init=False):
     """A cheap stand-in image encoder with BatchNorm (its running stats must survive the resume too)."""
     return torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(48, feature_dim),
                                torch.nn.BatchNorm1d(feature_dim))
