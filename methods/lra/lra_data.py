@@ -227,6 +227,7 @@ class LRAData:
     eval_features: dict  # "val"/"test" -> the feature table their loader's indices refer to
     test_targets: torch.Tensor  # Tensor[N_test] clean test labels (for the kNN-vote reference)
     noise_meta: dict
+    fp_encoder: torch.nn.Module | None = None  # online SimCLR prior: queries are encoded every step
 
 
 def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:
@@ -296,8 +297,16 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
         splits, rows = subset_splits(args, splits, n_train)
         train, n_train = splits["train"], min(args.subset, n_train)
         noisy, meta = noisy[:n_train], {**meta, "subset": args.subset}
-    feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
-    if getattr(train, "in_memory", False):
+    in_memory = getattr(train, "in_memory", False)
+    if args.fp_online and not in_memory:
+        raise ValueError(f"the online SimCLR prior needs an in-memory dataset (CIFAR); pass --precomputed_fp "
+                         f"for {spec.dataset}")
+    fp_encoder = None
+    if args.fp_online:
+        fp_encoder, feats = online_features(args, splits, n_train)
+    else:
+        feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
+    if in_memory:
         loaders = _in_memory_loaders(args, train, splits[args.test_split], n_train, noisy, args.device)
     else:
         loaders = _file_loaders(args, splits, noisy)
@@ -310,4 +319,28 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
                  spec.dataset, n_train, f" (--subset {args.subset})" if rows else "", args.noise_type,
                  float((noisy != clean).float().mean()), feats["train"].shape[1])
     return LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders,
-                   eval_features, splits[args.test_split].targets, meta)
+                   eval_features, splits[args.test_split].targets, meta, fp_encoder)
+
+
+def online_features(args: argparse.Namespace, splits: dict, n_train: int) -> tuple[torch.nn.Module, dict]:
+    """The online SimCLR prior (``lra_prior``): the encoder, and its feature tables: the training rows
+    through one training augmentation each (``prepare_fp_x`` on the training set, the kNN database),
+    the held-out and test rows un-augmented (what ``reverse_ddim`` computes at evaluation)."""
+    from methods.lra import lra_prior
+
+    train, test = splits["train"], splits[args.test_split]
+    mean, std = normalisation(args, train)
+    common = dict(mean=mean, std=std, device=args.device)
+    weights = args.simclr_weights or f"model/SimCLR_128_{args.dataset}.pt"
+    encoder = lra_prior.load_simclr(weights, args.device)
+    n = lra_prior.DATABASE_BATCH
+    database = GPULoader(train.images, train.targets, n, train=True, shuffle=False, seed=args.seed,
+                         indices=torch.arange(n_train), **common)
+    feats = {"train": lra_prior.encode_loader(encoder, database, len(train), args.device)}
+    if n_train < len(train):
+        held_out = GPULoader(train.images, train.targets, n, train=False, indices=torch.arange(n_train, len(train)),
+                             **common)
+        feats["train"][n_train:] = lra_prior.encode_loader(encoder, held_out, len(train), args.device)[n_train:]
+    plain = GPULoader(test.images, test.targets, n, train=False, **common)
+    feats[args.test_split] = lra_prior.encode_loader(encoder, plain, len(test), args.device)
+    return encoder, feats

@@ -72,6 +72,7 @@ class Recipe:
     table_layout: str = "own_last"  # "food": prepare_knn's k + 1 nearest, self first, no own-label column
     eval_batch_size: int | None = None  # the original's val/test loader batch (None: --batch_size)
     drop_last: bool = False  # the original's Food/Clothing1M/WebVision train loaders drop the short batch
+    online_simclr: bool = False  # CIFAR: SimCLR f_p computed online on the augmented batch (real_fp)
 
 
 def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
@@ -112,6 +113,9 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     b("--encoder_weights", default="IMAGENET1K_V1", help="torchvision tag for *_l encoders, or none")
     b("--ema_decay", type=float, default=0.9999)
     b("--seed", type=int, default=123)
+    b("--precomputed_fp", action="store_true",
+      help="CIFAR/SimCLR: read un-augmented features from files instead of the online prior (fast)")
+    b("--simclr_weights", default=None, help="online SimCLR prior (default: model/SimCLR_128_<dataset>.pt)")
     b("--threads", type=int, default=None, help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
     f = p.add_argument_group("Part C fixes and paper choices (all off: the original's behaviour)").add_argument
     f("--train_encoder", action=argparse.BooleanOptionalAction, default=r.train_encoder,
@@ -152,6 +156,8 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         args.val_split = None
     args.eval_batch_size = args.eval_batch_size or args.batch_size
     args.table_layout = r.table_layout
+    # train_CIFAR.py's real_fp: SimCLR features are computed online on the augmented batch
+    args.fp_online = r.online_simclr and args.fp_encoder == "SimCLR" and not args.precomputed_fp
     args.drop_last = r.drop_last and not args.keep_last_batch
     fixed = args.fix_lr_horizon
     args.lr_warmup = args.warmup_epochs if fixed or r.lr_warmup is None else r.lr_warmup
@@ -199,7 +205,8 @@ class Run:
         # the kNN search's device time (the table once, or every batch with --knn_per_batch), recorded
         self.knn_timer = DeviceTimer(dev)
         self.table_from_cache = False
-        self.table = None if args.knn_per_batch else self.retrieval_table()
+        online = data.fp_encoder is not None  # online queries: searched every batch, as the original
+        self.table = None if args.knn_per_batch or online else self.retrieval_table()
         self.nets = self.parallel()
 
     def parallel(self) -> tuple[nn.Module, nn.Module]:
@@ -237,14 +244,23 @@ class Run:
         torch.save({"key": key, "table": table.cpu()}, path)
         return table
 
-    def candidates(self, idx: torch.Tensor) -> torch.Tensor:
+    def candidates(self, idx: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         if self.table is not None:
             return self.table[idx]
         a = self.args
         with self.knn_timer():
-            return L.batch_candidates(self.db[idx], idx, self.db, self.data.noisy, a.k, self.data.num_classes,
+            return L.batch_candidates(queries, idx, self.db, self.data.noisy, a.k, self.data.num_classes,
                                       metric=a.knn_metric, exclude_self=a.exclude_self, layout=a.table_layout,
                                       backend=a.knn_backend)
+
+    def prior(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """f_p of a training batch: the online SimCLR embedding of the augmented images, or the
+        precomputed row."""
+        if self.data.fp_encoder is not None:
+            from methods.lra.lra_prior import encode_batch
+
+            return encode_batch(self.data.fp_encoder, images)
+        return self.data.features["train"][idx]
 
     def set_lr(self, epoch: float) -> float:
         lr = L.learning_rate(epoch, self.args.lr_warmup, self.args.lr_horizon, self.args.lr)
@@ -262,14 +278,14 @@ class Run:
         for i, (images, _, idx) in enumerate(progress(loader, desc=f"epoch {epoch}", total=steps)):
             images, idx = images.to(a.device, non_blocking=True), idx.to(a.device)
             lr = self.set_lr(epoch + i / steps)
-            labels, weights = L.sample_retrieved(self.candidates(idx), self.data.num_classes,
+            fp = self.prior(images, idx)
+            labels, weights = L.sample_retrieved(self.candidates(idx, fp), self.data.num_classes,
                                                  a.knn_weights == "count")
             y0 = F.one_hot(labels, self.data.num_classes).float()
             with autocast(a.device, a.amp):
                 with torch.set_grad_enabled(a.train_encoder):  # no wasted backward into a frozen net (A.9.3)
                     x_embed = encoder(images)
-                loss = L.diffusion_loss(denoiser, x_embed, self.data.features["train"][idx], y0, weights,
-                                        self.schedule)
+                loss = L.diffusion_loss(denoiser, x_embed, fp, y0, weights, self.schedule)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             nn.utils.clip_grad_norm_(self.denoiser.parameters(), 1.0)

@@ -10,7 +10,7 @@ never called on the CPU paths used here). Without ``--plc`` the PMD fixture is l
 
 Fixtures (``fixtures/lra/``): ``schedule`` (cosine β, ᾱ, DDIM timesteps and ᾱ pairs, the LR
 schedule), ``init`` (ConditionalModel and CIFAR ResNet-18 initialised from a seed), ``denoiser``
-(forward in eval and train mode, gradients), ``knn`` (``sample_knn_labels`` and Food's
+(forward in eval and train mode, gradients), ``simclr`` (the online prior's encoder), ``knn`` (``sample_knn_labels`` and Food's
 ``prepare_knn`` + ``knn_labels`` draws), ``train_step`` (two CIFAR training steps: kNN draw,
 antithetic t, noise, loss, gradients, clipped Adam update), ``ddim`` (``reverse_ddim`` and the
 random draws it consumes), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
@@ -178,6 +178,21 @@ def gen_train_step(md, knn_utils, learning, commit: str) -> None:
     save("train_step", commit, "puar-playground/LRA-diffusion", **out)
 
 
+def gen_simclr(model_simclr, commit: str) -> None:
+    """utils/model_SimCLR.py: SimCLR_encoder built from a seed (every 10th state entry and the generator
+    after it), then with filled weights in eval mode on two images (train_CIFAR.py's online f_p)."""
+    torch.manual_seed(61)
+    enc = model_simclr.SimCLR_encoder(feature_dim=128)
+    keys = [k for k, v in enc.state_dict().items() if v.is_floating_point()][::10]
+    init = {f"p:{k}": grad_sample(enc.state_dict()[k]) for k in keys}
+    next_draw = torch.rand(4)
+    fill_state(enc, seed=6)
+    with torch.no_grad():
+        feats = enc.eval()(det_tensor((2, 3, 32, 32), 62, "images"))
+    save("simclr", commit, "puar-playground/LRA-diffusion", **init, next_draw=next_draw, features=feats,
+         keys=np.array(list(enc.state_dict())))
+
+
 def gen_ddim(md, commit: str) -> None:
     """test(): model.eval(); the image encoder stays in train mode; reverse_ddim(stochastic=False)."""
     x = step_inputs()
@@ -253,6 +268,7 @@ def main() -> None:
     gen_knn(knn_utils, commit)
     gen_train_step(md, knn_utils, learning, commit)
     gen_ddim(md, commit)
+    gen_simclr(import_original(args.original, "utils.model_SimCLR"), commit)
     if args.plc is not None:
         shipped = args.shipped or args.original / "noise_label"
         gen_pmd(args.plc, shipped if (shipped / "cifar10-1-0.35.npy").is_file() else None,

@@ -129,6 +129,24 @@ def test_denoiser_forward_and_gradients():
         assert_close(grad_sample(p.grad), g[f"g:{denoiser_key(key)}"], name=f"grad {key}")
 
 
+def test_simclr_encoder_init_and_features():
+    """The online CIFAR prior: SimCLR_encoder's names, its weights from a seed, its L2-normalised
+    2048-d feature in eval mode."""
+    from methods.lra.lra_prior import SimCLREncoder
+    from tests.equivalence._golden import det_tensor
+
+    g = golden("simclr")
+    torch.manual_seed(61)
+    enc = SimCLREncoder(feature_dim=128)
+    assert list(enc.state_dict()) == g["keys"].tolist()
+    for key in (k[2:] for k in g if k.startswith("p:")):
+        assert_close(grad_sample(enc.state_dict()[key]), g[f"p:{key}"], name=key)
+    assert_close(torch.rand(4), g["next_draw"], name="generator after the encoder")
+    fill_state(enc, seed=6)
+    with torch.no_grad():
+        assert_close(enc.eval()(det_tensor((2, 3, 32, 32), 62, "images")), g["features"], name="features")
+
+
 # ------------------------------------------------------------------------------------ kNN prior
 def test_knn_draws_with_database_rows_as_queries():
     """CIFAR/CLIP: the query is a database row (self among the k neighbours), count weights."""
