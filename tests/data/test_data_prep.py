@@ -540,3 +540,13 @@ def test_simclr_reads_lra_simclr_encoder_layout():
     raw = {"f.0.weight": 0, "f.1.running_mean": 1, "f.3.0.conv1.weight": 2, "f.6.2.bn3.bias": 3, "g.0.weight": 4}
     assert mod.clean_state_dict(raw) == {"conv1.weight": 0, "bn1.running_mean": 1, "layer1.0.conv1.weight": 2,
                                          "layer4.2.bn3.bias": 3}
+
+
+def test_make_noise_base_overlays_the_pmd_file_as_plc(noise_dir, tmp_path):
+    """--base: PLC's RandomState(77) overlay on LRA's base PMD file gives the shipped hybrid file."""
+    base = noise_dir / "lra_pmd" / "cifar10-1-0.35.npy"
+    labels = tmp_path / "clean.npy"
+    np.save(labels, np.load(base))  # the actual rate is not checked here; any clean labels of the length do
+    run("make_noise", "--labels", labels, "--num-classes", "10", "--dataset", "cifar10", "--noise", "pmd+U",
+        "--rate", "0.3", "--base", base, "--out", tmp_path / "u.npy")
+    assert np.array_equal(np.load(tmp_path / "u.npy"), np.load(noise_dir / "lra_pmd" / "cifar10-1-0.35_U_0.3.npy"))
