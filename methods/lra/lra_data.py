@@ -44,7 +44,7 @@ LRA_FILE = re.compile(r"^(cifar10|cifar100)-[123]-\d*\.\d+(_[UA]_\d*\.\d+)?$")
 GENERATED = re.compile(r"^(?P<dataset>[a-z0-9_]+)-(?P<mode>[a-z_+]+)-(?P<rate>\d*\.?\d+)$")
 NO_CLASSIFIER_MODES = tuple(m for m in NOISE_TYPES if not m.startswith("pmd"))
 EXTRACT_HINT = {
-    "CLIP": "--encoder open_clip --model ViT-L-14 --pretrained openai --no-normalize",
+    "CLIP": "--encoder open_clip --model ViT-L-14 --pretrained openai --no-normalize --preprocess lra",
     "SimCLR": "--encoder simclr --arch resnet50 --cifar-stem --weights model/SimCLR_128_{dataset}.pt",
     "ResNet": "--encoder resnet50 --weights IMAGENET1K_V2",
     "CC": "--encoder cc --weights model/CC_net.pt",
