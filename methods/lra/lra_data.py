@@ -228,6 +228,7 @@ class LRAData:
     test_targets: torch.Tensor  # Tensor[N_test] clean test labels (for the kNN-vote reference)
     noise_meta: dict
     fp_encoder: torch.nn.Module | None = None  # online SimCLR prior: queries are encoded every step
+    datasets: dict | None = None  # "train"/"test" datasets (the online prior's tables are built from them)
 
 
 def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:
@@ -244,12 +245,20 @@ def _in_memory_loaders(args, train, test, n_train: int, noisy: torch.Tensor, dev
     common = dict(mean=mean, std=std, device=device)
     labels = train.targets.clone()
     labels[:n_train] = noisy.cpu()
-    loaders = {"train": GPULoader(train.images, labels, args.batch_size, train=True, seed=args.seed,
-                                  indices=torch.arange(n_train), drop_last=args.drop_last, **common),
-               "test": GPULoader(test.images, test.targets, args.eval_batch_size, train=False, **common)}
+    if args.fast_loader:
+        def loader(images, targets, batch, indices=None, train=False):
+            return GPULoader(images, targets, batch, train=train, seed=args.seed, indices=indices,
+                             drop_last=args.drop_last and train, **common)
+    else:  # the original's DataLoaders (4 workers), draw for draw
+        def loader(images, targets, batch, indices=None, train=False):
+            from methods.lra.lra_loader import OriginalLoader
+
+            return OriginalLoader(images, targets, batch, shuffle=train, augment=train, indices=indices,
+                                  drop_last=args.drop_last and train, **common)
+    loaders = {"train": loader(train.images, labels, args.batch_size, torch.arange(n_train), train=True),
+               "test": loader(test.images, test.targets, args.eval_batch_size)}
     if n_train < len(train):  # the held-out rows keep their clean labels
-        loaders["val"] = GPULoader(train.images, train.targets, args.eval_batch_size, train=False,
-                                   indices=torch.arange(n_train, len(train)), **common)
+        loaders["val"] = loader(train.images, train.targets, args.eval_batch_size, torch.arange(n_train, len(train)))
     return loaders
 
 
@@ -301,46 +310,60 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
     if args.fp_online and not in_memory:
         raise ValueError(f"the online SimCLR prior needs an in-memory dataset (CIFAR); pass --precomputed_fp "
                          f"for {spec.dataset}")
-    fp_encoder = None
-    if args.fp_online:
-        fp_encoder, feats = online_features(args, splits, n_train)
+    fp_encoder, feats = None, None
+    if args.fp_online:  # the encoder now (the original builds it first); its tables after the networks
+        from methods.lra import lra_prior
+
+        fp_encoder = lra_prior.load_simclr(args.simclr_weights or f"model/SimCLR_128_{args.dataset}.pt", args.device)
     else:
         feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
     if in_memory:
         loaders = _in_memory_loaders(args, train, splits[args.test_split], n_train, noisy, args.device)
     else:
         loaders = _file_loaders(args, splits, noisy)
-    eval_features = {"test": feats[args.test_split]}
-    if "val" in loaders:
-        eval_features["val"] = feats["train" if args.val_split == "holdout" else args.val_split]
     if log is not None and spec.kind != "real":
         clean = train.targets[:n_train]
-        log.info("%s: training on %d images%s, noise %s, measured noise rate %.4f, %d-d features",
+        log.info("%s: training on %d images%s, noise %s, measured noise rate %.4f, %s features",
                  spec.dataset, n_train, f" (--subset {args.subset})" if rows else "", args.noise_type,
-                 float((noisy != clean).float().mean()), feats["train"].shape[1])
-    return LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders,
-                   eval_features, splits[args.test_split].targets, meta, fp_encoder)
+                 float((noisy != clean).float().mean()), "online" if feats is None else f"{feats['train'].shape[1]}-d")
+    data = LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders, {},
+                   splits[args.test_split].targets, meta, fp_encoder, {"train": train, "test": splits[args.test_split]})
+    if feats is not None:
+        set_eval_features(args, data)
+    return data
 
 
-def online_features(args: argparse.Namespace, splits: dict, n_train: int) -> tuple[torch.nn.Module, dict]:
-    """The online SimCLR prior (``lra_prior``): the encoder, and its feature tables: the training rows
-    through one training augmentation each (``prepare_fp_x`` on the training set, the kNN database),
-    the held-out and test rows un-augmented (what ``reverse_ddim`` computes at evaluation)."""
+def set_eval_features(args: argparse.Namespace, data: LRAData) -> None:
+    """The tables the val/test loaders' indices refer to."""
+    data.eval_features = {"test": data.features[args.test_split]}
+    if "val" in data.loaders:
+        data.eval_features["val"] = data.features["train" if args.val_split == "holdout" else args.val_split]
+
+
+def online_features(args: argparse.Namespace, data: LRAData) -> None:
+    """The online SimCLR prior's tables (``lra_prior``), set in ``data``: the training rows through one
+    training augmentation each (``prepare_fp_x`` on the training set, batches of 400 from 16 workers: the
+    kNN database), the held-out and test rows un-augmented (what ``reverse_ddim`` computes at evaluation).
+    Called after the networks are built, where the original calls ``prepare_fp_x``."""
     from methods.lra import lra_prior
+    from methods.lra.lra_loader import OriginalLoader
 
-    train, test = splits["train"], splits[args.test_split]
+    train, test, n_train = data.datasets["train"], data.datasets["test"], len(data.train_idx)
     mean, std = normalisation(args, train)
     common = dict(mean=mean, std=std, device=args.device)
-    weights = args.simclr_weights or f"model/SimCLR_128_{args.dataset}.pt"
-    encoder = lra_prior.load_simclr(weights, args.device)
-    n = lra_prior.DATABASE_BATCH
-    database = GPULoader(train.images, train.targets, n, train=True, shuffle=False, seed=args.seed,
-                         indices=torch.arange(n_train), **common)
-    feats = {"train": lra_prior.encode_loader(encoder, database, len(train), args.device)}
-    if n_train < len(train):
+    n, enc = lra_prior.DATABASE_BATCH, data.fp_encoder
+    if args.fast_loader:
+        database = GPULoader(train.images, train.targets, n, train=True, shuffle=False, seed=args.seed,
+                             indices=torch.arange(n_train), **common)
+    else:
+        database = OriginalLoader(train.images, train.targets, n, shuffle=False, augment=True, num_workers=16,
+                                  indices=torch.arange(n_train), **common)
+    feats = {"train": lra_prior.encode_loader(enc, database, len(train), args.device)}
+    if n_train < len(train):  # no random draw: these are what test() embeds at every evaluation
         held_out = GPULoader(train.images, train.targets, n, train=False, indices=torch.arange(n_train, len(train)),
                              **common)
-        feats["train"][n_train:] = lra_prior.encode_loader(encoder, held_out, len(train), args.device)[n_train:]
+        feats["train"][n_train:] = lra_prior.encode_loader(enc, held_out, len(train), args.device)[n_train:]
     plain = GPULoader(test.images, test.targets, n, train=False, **common)
-    feats[args.test_split] = lra_prior.encode_loader(encoder, plain, len(test), args.device)
-    return encoder, feats
+    feats[args.test_split] = lra_prior.encode_loader(enc, plain, len(test), args.device)
+    data.features = feats
+    set_eval_features(args, data)

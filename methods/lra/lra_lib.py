@@ -114,8 +114,9 @@ def ddim_sample(denoiser: nn.Module, x_embed: torch.Tensor, fp: torch.Tensor, sc
 
 
 def antithetic_timesteps(n: int, num_timesteps: int, device: torch.device | str) -> torch.Tensor:
-    """⌊n/2⌋+1 draws t ~ U{0..T−1}, concatenated with T−1−t, truncated to n (global RNG)."""
-    t = torch.randint(0, num_timesteps, (n // 2 + 1,), device=device)
+    """⌊n/2⌋+1 draws t ~ U{0..T−1}, concatenated with T−1−t, truncated to n. Drawn from the CPU
+    generator and moved, as the original (``torch.randint(...).to(device)``, train_CIFAR.py)."""
+    t = torch.randint(0, num_timesteps, (n // 2 + 1,)).to(device)
     return torch.cat([t, num_timesteps - 1 - t])[:n]
 
 
@@ -279,7 +280,7 @@ def batch_candidates(queries: torch.Tensor, positions: torch.Tensor, db: torch.T
 
 
 def sample_retrieved(candidates: torch.Tensor, num_classes: int, weighted: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one of the k + 1 candidates per row uniformly (global RNG) and weight the sample.
+    """Draw one of the k + 1 candidates per row uniformly (global CPU generator) and weight the sample.
 
     Weights: n_i / Σ_j n_j with n_i the number of candidates equal to the drawn label (``weighted``,
     CIFAR and Food), else 1/B (Clothing1M, WebVision).
@@ -288,7 +289,8 @@ def sample_retrieved(candidates: torch.Tensor, num_classes: int, weighted: bool)
         (labels Tensor[B] int64, weights Tensor[B] float32 summing to 1).
     """
     b, width = candidates.shape
-    pick = torch.randint(0, width, (b,), device=candidates.device)
+    # the CPU generator, as sample_knn_labels / knn_labels (utils/knn_utils.py) on any device
+    pick = torch.randint(0, width, (b,)).to(candidates.device)
     drawn = candidates.gather(1, pick.unsqueeze(1)).squeeze(1)
     if weighted:
         counts = (candidates == drawn.unsqueeze(1)).sum(1).float()

@@ -27,6 +27,7 @@ from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import DeviceTimer, Stopwatch, autocast, progress, run_epochs
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
+from methods.lra.lra_loader import OriginalLoader, draw_int64
 
 METHOD = "lra"
 FIXES = ("train_encoder", "use_ema", "fix_lr_horizon", "exclude_self", "fix_ddim_steps", "fix_ddim_output",
@@ -115,6 +116,8 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     b("--seed", type=int, default=123)
     b("--precomputed_fp", action="store_true",
       help="CIFAR/SimCLR: read un-augmented features from files instead of the online prior (fast)")
+    b("--fast_loader", action="store_true",
+      help="CIFAR: augment on the device with the loader's own generator (not the original's DataLoader draws)")
     b("--simclr_weights", default=None, help="online SimCLR prior (default: model/SimCLR_128_<dataset>.pt)")
     b("--threads", type=int, default=None, help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
     f = p.add_argument_group("Part C fixes and paper choices (all off: the original's behaviour)").add_argument
@@ -188,7 +191,7 @@ class Run:
     def __init__(self, args: argparse.Namespace, data: D.LRAData, log):
         self.args, self.data, self.log = args, data, log
         dev = args.device
-        fp_dim = data.features["train"].shape[1]
+        fp_dim = 2048 if data.fp_encoder is not None else data.features["train"].shape[1]
         self.schedule = L.Schedule.cosine(L.NUM_TIMESTEPS, dev)
         self.timesteps = L.ddim_timesteps(args.ddim_n_step, L.NUM_TIMESTEPS, exact=args.fix_ddim_steps)
         # the original's construction order (model_diffusion.py: Diffusion builds the encoder, then the
@@ -196,6 +199,10 @@ class Run:
         self.encoder = L.build_image_encoder(args.diff_encoder, args.feature_dim, args.encoder_weights,
                                              torchvision_init=args.torchvision_init).to(dev)
         self.denoiser = L.Denoiser(data.num_classes, fp_dim, args.feature_dim).to(dev)
+        if data.fp_encoder is not None:
+            D.online_features(args, data)  # prepare_fp_x, after the networks as in train_CIFAR.py's train()
+        elif isinstance(data.loaders["train"], OriginalLoader):
+            draw_int64()  # prepare_fp_x's DataLoader draws its base seed (train_CIFAR.py: train)
         params = list(self.denoiser.parameters())
         if args.train_encoder:
             params += list(self.encoder.parameters())
@@ -341,13 +348,24 @@ def select(state: dict, metrics: dict, selection: str) -> None:
     original compares val with a best value it then updates with *test* accuracy (A.9.7).
     ``best_test``: Food-101N's selection on the test set. ``last``: the latest test accuracy.
     """
-    test, val = metrics["test_acc"], metrics.get("val_acc")
+    test, val = metrics.get("test_acc"), metrics.get("val_acc")
+    if test is None:  # val did not improve: the original does not evaluate the test set
+        return
     state["best_acc"] = max(state["best_acc"], test)
     if selection in ("last", "best_test"):
         state["test_acc"] = test if selection == "last" else state["best_acc"]
     elif val > state["tracker"]:
         state["test_acc"], state["val_acc"] = test, val
         state["tracker"] = max(state["tracker"], test if selection == "val_test_tracker" else val)
+
+
+def needs_test(args: argparse.Namespace, state: dict, metrics: dict, epoch: int) -> bool:
+    """Selecting on val, the original evaluates the test set only when val improves on the tracker
+    (``train_CIFAR.py``, ``train_Clothing1M.py``; its random draws then happen only then); the port also
+    evaluates it at the last epoch."""
+    if args.selection not in ("val", "val_test_tracker") or "val_acc" not in metrics:
+        return True
+    return metrics["val_acc"] > state["tracker"] or epoch == args.nepoch - 1
 
 
 def is_eval_epoch(args: argparse.Namespace, epoch: int) -> bool:
@@ -369,7 +387,7 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     """Build the run, resume it when asked, train with evaluations, write the results line."""
     run = Run(args, data, log)
     models, opts = run.checkpoint_objects()
-    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": -1.0, "test_acc": None}
+    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": 0.0, "test_acc": None}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
         ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
@@ -388,7 +406,8 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         if is_eval_epoch(args, epoch):
             if "val" in data.loaders:
                 metrics["val_acc"] = run.accuracy("val")
-            metrics["test_acc"] = run.accuracy("test")
+            if needs_test(args, state, metrics, epoch):
+                metrics["test_acc"] = run.accuracy("test")
             select(state, metrics, args.selection)
         return metrics
 
@@ -396,7 +415,7 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         logger.log(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"], "seconds": clock.elapsed,
                            "knn_seconds": run.knn_timer.seconds},
                    stream="train")
-        if "test_acc" in metrics:
+        if "test_acc" in metrics or "val_acc" in metrics:
             logger.log(epoch, {**metrics, "knn_acc": state["knn_acc"], "seconds": clock.elapsed}, stream="eval")
 
     def checkpoint(epoch: int, metrics: dict) -> None:

@@ -13,7 +13,7 @@ schedule), ``init`` (ConditionalModel and CIFAR ResNet-18 initialised from a see
 (forward in eval and train mode, gradients), ``simclr`` (the online prior's encoder), ``knn`` (``sample_knn_labels`` and Food's
 ``prepare_knn`` + ``knn_labels`` draws), ``train_step`` (two CIFAR training steps: kNN draw,
 antithetic t, noise, loss, gradients, clipped Adam update), ``ddim`` (``reverse_ddim`` and the
-random draws it consumes), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
+random draws it consumes), ``loader`` (train_CIFAR.py's DataLoaders: shuffle, crops, flips, draws), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
 """
 
 from __future__ import annotations
@@ -193,6 +193,46 @@ def gen_simclr(model_simclr, commit: str) -> None:
          keys=np.array(list(enc.state_dict())))
 
 
+def loader_inputs(seed: int = 71) -> dict:
+    return {"images": det_array((40, 32, 32, 3), seed, "images", kind="int", low=0, high=256).astype(np.uint8),
+            "labels": det_array((40,), seed, "labels", kind="int", low=0, high=C),
+            "weights": det_tensor((3 * 32 * 32,), seed, "weights").double()}
+
+
+def loader_record(batches, weights) -> dict:
+    """Indices, labels and a flip-sensitive projection of every image of the batches."""
+    idx, lab, proj = [], [], []
+    for x, y, i in batches:
+        idx.append(torch.as_tensor(i))
+        lab.append(torch.as_tensor(y))
+        proj.append(x.flatten(1).double() @ weights)
+    return {"idx": torch.cat(idx), "labels": torch.cat(lab), "proj": torch.cat(proj)}
+
+
+def gen_loader(data_utils, commit: str) -> None:
+    """train_CIFAR.py's loaders: Custom_dataset with its training transform (train_CIFAR.py's
+    transform_train, built here with the same torchvision calls: it sits under ``__main__``) in a
+    shuffling DataLoader with 4 workers, two epochs; then the evaluation loader (Custom_dataset's
+    default transform, no shuffle). The global generator is recorded after each."""
+    import torchvision.transforms as T
+
+    x = loader_inputs()
+    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
+                          T.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
+    train = data_utils.Custom_dataset(x["images"], list(x["labels"]), transform=train_tf)
+    loader = torch.utils.data.DataLoader(train, batch_size=B, shuffle=True, num_workers=4)
+    out = {}
+    torch.manual_seed(72)
+    for epoch in range(2):
+        out.update({f"train{epoch}/{k}": v for k, v in loader_record(loader, x["weights"]).items()})
+        out[f"train{epoch}/next_draw"] = torch.rand(3)
+    evaluation = data_utils.Custom_dataset(x["images"], list(x["labels"]))
+    loader = torch.utils.data.DataLoader(evaluation, batch_size=B, shuffle=False, num_workers=4)
+    out.update({f"eval/{k}": v for k, v in loader_record(loader, x["weights"]).items()})
+    out["eval/next_draw"] = torch.rand(3)
+    save("loader", commit, "puar-playground/LRA-diffusion", **out)
+
+
 def gen_ddim(md, commit: str) -> None:
     """test(): model.eval(); the image encoder stays in train mode; reverse_ddim(stochastic=False)."""
     x = step_inputs()
@@ -269,6 +309,7 @@ def main() -> None:
     gen_train_step(md, knn_utils, learning, commit)
     gen_ddim(md, commit)
     gen_simclr(import_original(args.original, "utils.model_SimCLR"), commit)
+    gen_loader(import_original(args.original, "utils.data_utils"), commit)
     if args.plc is not None:
         shipped = args.shipped or args.original / "noise_label"
         gen_pmd(args.plc, shipped if (shipped / "cifar10-1-0.35.npy").is_file() else None,

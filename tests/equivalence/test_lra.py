@@ -262,3 +262,28 @@ def test_plc_overlay_reproduces_the_shipped_hybrid_files(dataset, kind, rate):
     stem = f"{dataset}-1-0.35_{kind}_{rate}"
     assert hashlib.sha256(out.astype(np.int64).tobytes()).hexdigest() == str(g[f"sha256_{stem}"])
     assert np.array_equal(out, np.load(SHIPPED / f"{stem}.npy"))
+
+
+# ------------------------------------------------------------------------------------ data loaders
+def _compare_loader(g: dict, prefix: str, loader, weights) -> None:
+    got = G.loader_record(loader, weights)
+    for key in ("idx", "labels", "proj"):
+        assert_close(got[key], g[f"{prefix}/{key}"], name=f"{prefix} {key}")
+    assert_close(torch.rand(3), g[f"{prefix}/next_draw"], name=f"{prefix}: generator after the epoch")
+
+
+def test_original_loaders_shuffle_crop_flip_and_draw_as_the_dataloader():
+    """train_CIFAR.py's shuffling 4-worker DataLoader with RandomCrop(32, 4) and flips, two epochs, then
+    the evaluation loader: the same batches, the same images and the global generator left alike."""
+    from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+    from methods.lra.lra_loader import OriginalLoader
+
+    g, x = golden("loader"), G.loader_inputs()
+    common = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD, device="cpu", num_workers=4)
+    images, labels = torch.from_numpy(x["images"]), torch.from_numpy(x["labels"])
+    train = OriginalLoader(images, labels, G.B, shuffle=True, augment=True, **common)
+    torch.manual_seed(72)
+    for epoch in range(2):
+        _compare_loader(g, f"train{epoch}", train, x["weights"])
+    _compare_loader(g, "eval", OriginalLoader(images, labels, G.B, shuffle=False, augment=False, **common),
+                    x["weights"])
