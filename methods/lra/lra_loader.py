@@ -95,5 +95,6 @@ class OriginalLoader:
         return out
 
     def normalise(self, x: torch.Tensor) -> torch.Tensor:
-        """ToTensor (÷255) then Normalize ((x − mean)/std), in torchvision's float32 operations."""
-        return (x.permute(0, 3, 1, 2).float().div(255) - self.mean) / self.std
+        """ToTensor (÷255) then Normalize ((x − mean)/std), in torchvision's float32 operations; contiguous
+        NCHW as ToTensor makes it (a channels-last batch would take other convolution kernels)."""
+        return (x.permute(0, 3, 1, 2).contiguous().float().div(255) - self.mean) / self.std

@@ -13,7 +13,9 @@ schedule), ``init`` (ConditionalModel and CIFAR ResNet-18 initialised from a see
 (forward in eval and train mode, gradients), ``simclr`` (the online prior's encoder), ``knn`` (``sample_knn_labels`` and Food's
 ``prepare_knn`` + ``knn_labels`` draws), ``train_step`` (two CIFAR training steps: kNN draw,
 antithetic t, noise, loss, gradients, clipped Adam update), ``ddim`` (``reverse_ddim`` and the
-random draws it consumes), ``loader`` (train_CIFAR.py's DataLoaders: shuffle, crops, flips, draws), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
+random draws it consumes), ``loader`` (train_CIFAR.py's DataLoaders: shuffle, crops, flips, draws),
+``epochs`` (two epochs of train_CIFAR.py's ``train()``, its one run-time change listed in
+``gen_epochs``), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
 """
 
 from __future__ import annotations
@@ -233,6 +235,67 @@ def gen_loader(data_utils, commit: str) -> None:
     save("loader", commit, "puar-playground/LRA-diffusion", **out)
 
 
+class PriorStub(nn.Module):
+    """A fixed stand-in for the CLIP f_p encoder (the real one needs OpenAI's weights): pooled pixels
+    through a linear map; its weights come from ``fill_state``."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(48, FP)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lin(nn.functional.adaptive_avg_pool2d(x, 4).flatten(1))
+
+
+EPOCH_SPLITS = {"train": 40, "val": 16, "test": 16}
+
+
+def epoch_inputs(seed: int = 91) -> dict:
+    return {s: (det_array((n, 32, 32, 3), seed, f"{s}_images", kind="int", low=0, high=256).astype(np.uint8),
+                det_array((n,), seed, f"{s}_labels", kind="int", low=0, high=C)) for s, n in EPOCH_SPLITS.items()}
+
+
+def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
+    """train_CIFAR.py's ``train()`` for two epochs with ``--warmup_epochs 0 --k 4`` on 40/16/16 images
+    (batch 8) and a fixed stand-in f_p encoder (its CLIP mode: precomputed training rows): prepare_fp_x,
+    the loaders, kNN draws, steps, DDIM evaluation, selection. Changes (run-time, listed here):
+    ``cnt_agree(...)[0]`` crashes the original's ``test()`` (an int has no ``[0]``), so ``cnt_agree``
+    returns a 1-element tensor; ``test``/``prepare_fp_x`` are wrapped to record what they return; an
+    empty ``clip`` module stands in for OpenAI's package (imported, unused)."""
+    import argparse as ap
+    import torchvision.transforms as tv
+
+    from tests.equivalence._golden import load_definitions
+
+    sys.modules.setdefault("clip", types.ModuleType("clip"))  # imported by clip_wrapper.py, never called here
+    ns = load_definitions(root / "train_CIFAR.py")
+    agree = ns["cnt_agree"]
+    ns["cnt_agree"] = lambda output, target: torch.tensor([agree(output, target)])
+    ns.update(fp_dim=FP, batch_size=B, device="cpu")
+    seen = {"acc": [], "embed": []}
+    original_test, original_prepare = ns["test"], ns["prepare_fp_x"]
+    ns["test"] = lambda *a: seen["acc"].append(original_test(*a)) or seen["acc"][-1]
+    ns["prepare_fp_x"] = lambda *a, **k: seen["embed"].append(original_prepare(*a, **k)) or seen["embed"][-1]
+    x = epoch_inputs()
+    train_tf = tv.Compose([tv.RandomCrop(32, padding=4), tv.RandomHorizontalFlip(), tv.ToTensor(),
+                           tv.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
+    datasets = {s: data_utils.Custom_dataset(x[s][0], list(x[s][1]), **({"transform": train_tf} if s == "train" else {}))
+                for s in EPOCH_SPLITS}
+    stub = PriorStub()
+    fill_state(stub, seed=8)
+    torch.manual_seed(92)
+    diff = md.Diffusion(stub, num_timesteps=T, n_class=C, fp_dim=FP, device="cpu", feature_dim=F_DIM,
+                        encoder_type="resnet18", ddim_num_steps=10)
+    args = ap.Namespace(nepoch=2, k=4, warmup_epochs=0)
+    with tempfile.TemporaryDirectory() as tmp:
+        ns["train"](diff, datasets["train"], datasets["val"], datasets["test"], str(Path(tmp) / "m.pt"), args,
+                    real_fp=False)
+    save("epochs", commit, "puar-playground/LRA-diffusion", accuracies=np.array(seen["acc"]),
+         train_embed=seen["embed"][0], next_draw=torch.rand(3),
+         **{f"final/{k}": v for k, v in params_sample(diff.model).items()},
+         **{f"encoder/{k}": v for k, v in params_sample(diff.diffusion_encoder).items() if "running" in k})
+
+
 def gen_ddim(md, commit: str) -> None:
     """test(): model.eval(); the image encoder stays in train mode; reverse_ddim(stochastic=False)."""
     x = step_inputs()
@@ -310,6 +373,7 @@ def main() -> None:
     gen_ddim(md, commit)
     gen_simclr(import_original(args.original, "utils.model_SimCLR"), commit)
     gen_loader(import_original(args.original, "utils.data_utils"), commit)
+    gen_epochs(args.original, md, import_original(args.original, "utils.data_utils"), commit)
     if args.plc is not None:
         shipped = args.shipped or args.original / "noise_label"
         gen_pmd(args.plc, shipped if (shipped / "cifar10-1-0.35.npy").is_file() else None,

@@ -287,3 +287,59 @@ def test_original_loaders_shuffle_crop_flip_and_draw_as_the_dataloader():
         _compare_loader(g, f"train{epoch}", train, x["weights"])
     _compare_loader(g, "eval", OriginalLoader(images, labels, G.B, shuffle=False, augment=False, **common),
                     x["weights"])
+
+
+# ------------------------------------------------------------------------------------ two epochs
+def test_two_epochs_of_train_cifar_end_to_end(tmp_path):
+    """train_CIFAR.py's train() for two epochs (CLIP mode, a fixed stand-in f_p encoder, the original's
+    f_p table): initial weights from the seed, prepare_fp_x's draw, the loaders, kNN draws, steps, the
+    DDIM evaluation of val (and test when val improves): accuracies, final weights, the encoder's BN
+    statistics and the global generator after it all equal the original's."""
+    import types
+
+    from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
+    import logging
+
+    from methods.lra import lra_data as D
+    from methods.lra import lra_train
+    from methods.lra.lra_loader import OriginalLoader
+
+    g, x = golden("epochs"), G.epoch_inputs()
+    stub = G.PriorStub()
+    fill_state(stub, seed=8)
+    common = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD, device="cpu")
+    images = {s: torch.from_numpy(x[s][0]) for s in G.EPOCH_SPLITS}
+    labels = {s: torch.from_numpy(x[s][1]) for s in G.EPOCH_SPLITS}
+    loaders = {"train": OriginalLoader(images["train"], labels["train"], G.B, shuffle=True, augment=True, **common)}
+    feats = {"train": torch.from_numpy(g["train_embed"])}
+    for s in ("val", "test"):
+        loaders[s] = OriginalLoader(images[s], labels[s], G.B, shuffle=False, augment=False, **common)
+        with torch.no_grad():
+            feats[s] = torch.cat([stub(xb) for xb, _, _ in OriginalLoader(images[s], labels[s], G.B, shuffle=False,
+                                                                        augment=False, **common)])
+    data = D.LRAData(G.C, torch.arange(40), labels["train"], feats, loaders, {"val": feats["val"], "test": feats["test"]},
+                     labels["test"], {})
+    args = types.SimpleNamespace(
+        device=torch.device("cpu"), feature_dim=G.F_DIM, diff_encoder="resnet18", encoder_weights="none",
+        torchvision_init=False, train_encoder=False, ema_decay=0.9999, knn_per_batch=False, k=4, knn_metric="l2",
+        exclude_self=False, table_layout="own_last", knn_backend="reference", out=str(tmp_path), lr=1e-3,
+        lr_warmup=0, lr_horizon=1000, amp=False, ddim_n_step=10, fix_ddim_steps=False, fix_ddim_output=False,
+        predict_argmax=False, use_ema=False, knn_weights="count", selection="val", nepoch=2)
+    torch.manual_seed(92)
+    run = lra_train.Run(args, data, logging.getLogger("lnl"))
+    state, accuracies = {"tracker": 0.0, "best_acc": 0.0}, []
+    for epoch in range(2):
+        run.train_epoch(epoch)
+        if epoch == 0:  # the original's evaluation epochs: epoch % 5 == 0 and epoch >= warmup (0)
+            metrics = {"val_acc": run.accuracy("val")}
+            accuracies.append(100 * metrics["val_acc"])
+            if lra_train.needs_test(args, state, metrics, epoch):
+                metrics["test_acc"] = run.accuracy("test")
+                accuracies.append(100 * metrics["test_acc"])
+            lra_train.select(state, metrics, args.selection)
+    np.testing.assert_allclose(accuracies, g["accuracies"], rtol=1e-12)
+    compare_params(run.denoiser, g, "final/p:", denoiser_key)
+    for key, value in run.encoder.state_dict().items():
+        if "running" in key:
+            assert_close(grad_sample(value), g[f"encoder/p:{encoder_key(key)}"], name=key)
+    assert_close(torch.rand(3), g["next_draw"], name="generator after two epochs")
