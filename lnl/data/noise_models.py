@@ -17,9 +17,13 @@ Deviations, both documented options: (1) ``pmd_factor=None`` (default) solves fo
 e.g. 1.43 for CIFAR-10 type I 35 %); pass ``pmd_factor`` to use a fixed one. ``P_u`` is clipped to
 [0, 1] (PLC's ``np.random.binomial`` would fail above 1). (2) ``pmd_anchor="top1"`` (default, the
 code) uses the classifier's top class as u even when it differs from the true label; ``"label"``
-(the paper's wording) uses the true label y as u and the most probable other class as s. Draws use
-``np.random.default_rng(seed)``, one uniform per sample; PLC's global-RNG loop cannot be reproduced,
-the shipped ``.npy`` files are what reproduce LRA's numbers.
+(the paper's wording) uses the true label y as u and the most probable other class as s.
+Draws (``pmd_procedure="plc"``, default): PLC's loop, ``binomial(1, P_u)`` sample by sample from
+``np.random.RandomState(seed)`` (PLC seeds the global generator), with ``P_u`` computed in float32 as
+PLC's ``label_noise`` does; with PLC's probabilities, seed and factor this gives its labels.
+``pmd_procedure="vectorised"`` (the earlier port): one ``np.random.default_rng(seed)`` uniform per
+sample. PLC's probabilities come from a network it trains first, so the shipped ``.npy`` files, not a
+regeneration, are what reproduce LRA's numbers.
 
 **Hybrids** (LRA ``_U_r`` / ``_A_r`` files, lra_dmlp.md §A.6): first PMD at ``pmd_level`` (default
 0.35), then PLC's overlay (``pxiangwu/PLC: cifar/train.py`` with ``--noise_type uniform|asymmetric``,
@@ -50,7 +54,7 @@ import torch
 
 from lnl.data.noise import _per_sample_multinomial, _reject_options, asym_map, check_rate, map_matrix
 
-PMD_OPTIONS = ("pmd_type", "pmd_factor", "pmd_anchor")
+PMD_OPTIONS = ("pmd_type", "pmd_factor", "pmd_anchor", "pmd_procedure")
 
 
 def _as_float_array(x: Any, name: str, shape0: int) -> np.ndarray:
@@ -142,17 +146,42 @@ def pmd(y, rate, num_classes, seed, probs, options) -> tuple[np.ndarray, dict[st
     factor = solve_pmd_factor(y, u, s, g, rate) if factor is None else float(factor)
     if factor <= 0:
         raise ValueError(f"pmd_factor must be > 0, got {factor}")
-    keep = np.random.default_rng(seed).random(len(y)) < np.clip(g / factor, 0.0, 1.0)
+    procedure = options.get("pmd_procedure", "plc")
+    if procedure == "plc":
+        keep = plc_binomial_draws(p, u, s, pmd_type, factor, seed)
+        how = "np.random.RandomState(seed).binomial(1, P_u) per sample (PLC)"
+    elif procedure == "vectorised":
+        keep = np.random.default_rng(seed).random(len(y)) < np.clip(g / factor, 0.0, 1.0)
+        how = "np.random.default_rng(seed).random(N)"
+    else:
+        raise ValueError(f"pmd_procedure must be 'plc' or 'vectorised', got {procedure!r}")
     noisy = np.where(keep, u, s)
     meta = {
         "pmd_type": pmd_type,
         "pmd_factor": factor,
         "pmd_anchor": anchor,
         "expected_noise_rate": _expected_rate(y, u, s, g, factor),
-        "procedure": "PLC label_noise: label = u w.p. clip(g(delta)/factor), else s; "
-        "np.random.default_rng(seed).random(N)",
+        "pmd_procedure": procedure,
+        "procedure": f"PLC label_noise: label = u w.p. clip(g(delta)/factor), else s; {how}",
     }
     return noisy, meta
+
+
+def plc_binomial_draws(probs: np.ndarray, u: np.ndarray, s: np.ndarray, pmd_type: int, factor: float,
+                       seed: int) -> np.ndarray:
+    """PLC's ``label_noise`` draws (``utils.py``): the keep probability from float32 η_u, η_s as PLC
+    computes it per type, then ``binomial(1, level_i / factor)`` per sample in order from
+    ``RandomState(seed)`` (clipped to 1, where PLC's would raise). Returns keep-u flags ``[N]``."""
+    rows = np.arange(len(u))
+    d = probs[rows, u].astype(np.float32) - probs[rows, s].astype(np.float32)
+    if pmd_type == 1:
+        level = np.maximum(1 - (-(1 / 2) * d**2 + 1 / 2), 0.5)
+    elif pmd_type == 2:
+        level = 1 - (1 - np.abs(d) ** 3)
+    else:
+        level = 1 - (1 - (1 / 3) * np.abs(d) ** 3 - (1 / 3) * np.abs(d) ** 2 - (1 / 3) * np.abs(d))
+    rs = np.random.RandomState(seed)
+    return np.array([rs.binomial(1, min(float(level[i]) / factor, 1.0), 1)[0] for i in rows], dtype=bool)
 
 
 def overlay_matrix(kind: str, rate: float, num_classes: int, dataset: str | None) -> np.ndarray:

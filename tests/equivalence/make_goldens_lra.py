@@ -3,9 +3,10 @@ overlay (pxiangwu/PLC @ 8c2bcfd), for ``test_lra.py``::
 
     python tests/equivalence/make_goldens_lra.py --original /tmp/orig/lra --plc /tmp/orig/plc
 
-Runs on the CPU, unmodified except for one line of PLC's ``cifar/noise.py`` patched at load time:
-``new_y[idx] = np.where(flipped == 1)[0]`` assigns a 1-element array to a scalar, which numpy ≥ 2
-refuses; ``[0][0]`` assigns the same value. The LRA modules are imported as they are (``.cuda()`` is
+Runs on the CPU, unmodified except for PLC lines patched at load time where it assigns a 1-element
+array to a scalar, which numpy ≥ 2 refuses: ``cifar/noise.py``'s ``np.where(flipped == 1)[0]`` and
+``utils.py``'s three ``np.random.binomial(1, noise_level[i]/factor, 1)`` get a ``[0]`` (the same value);
+``termcolor`` (imported by ``utils.py``, unused) is stubbed when absent. The LRA modules are imported as they are (``.cuda()`` is
 never called on the CPU paths used here). Without ``--plc`` the PMD fixture is left as it is.
 
 Fixtures (``fixtures/lra/``): ``schedule`` (cosine β, ᾱ, DDIM timesteps and ᾱ pairs, the LR
@@ -15,7 +16,8 @@ schedule), ``init`` (ConditionalModel and CIFAR ResNet-18 initialised from a see
 antithetic t, noise, loss, gradients, clipped Adam update), ``ddim`` (``reverse_ddim`` and the
 random draws it consumes), ``loader`` (train_CIFAR.py's DataLoaders: shuffle, crops, flips, draws),
 ``epochs`` (two epochs of train_CIFAR.py's ``train()``, its one run-time change listed in
-``gen_epochs``), ``pmd_hybrids`` (PLC's ``RandomState(77)`` overlay).
+``gen_epochs``), ``pmd_hybrids`` (PLC's ``label_noise`` PMD draws
+and its ``RandomState(77)`` overlay).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.equivalence._golden import (FIXTURES, det_array, det_tensor, fill_state, git_commit, grad_sample,  # noqa: E402
-                                       import_original, save_golden)
+                                       import_original, load_definitions, save_golden)
 
 LRA_COMMIT = "231e587f3569ce413d40d96b9cce5a3c08ee361f"
 PLC_COMMIT = "8c2bcfd25e538fdcdb637a820ac340e9ee084e59"
@@ -265,8 +267,6 @@ def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
     import argparse as ap
     import torchvision.transforms as tv
 
-    from tests.equivalence._golden import load_definitions
-
     sys.modules.setdefault("clip", types.ModuleType("clip"))  # imported by clip_wrapper.py, never called here
     ns = load_definitions(root / "train_CIFAR.py")
     agree = ns["cnt_agree"]
@@ -324,6 +324,20 @@ def load_plc_noise(plc: Path) -> types.ModuleType:
     return mod
 
 
+def load_label_noise(plc: Path):
+    """PLC's ``utils.py: label_noise`` with the numpy ≥ 2 patch of the module docstring (``binomial(...,
+    1)`` is a 1-element array PLC assigns to a scalar; ``[0]`` assigns the same value)."""
+    sys.modules.setdefault("termcolor", types.SimpleNamespace(cprint=print))  # imported by utils.py, unused
+    src = (plc / "utils.py").read_text()
+    old = "noise_level[i]/factor, 1)"
+    if src.count(old) != 3:
+        raise RuntimeError(f"{plc}/utils.py: expected PMD draw lines not found (another PLC commit?)")
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "plc_utils.py"
+        path.write_text(src.replace(old, old + "[0]"))
+        return load_definitions(path)["label_noise"]
+
+
 def plc_overlay(noise, base: np.ndarray, num_classes: int, kind: str, rate: float, seed: int = 77) -> np.ndarray:
     """What PLC's ``cifar/train.py`` does to the loaded file with ``--noise_type uniform|asymmetric``."""
     if kind == "U":
@@ -332,9 +346,20 @@ def plc_overlay(noise, base: np.ndarray, num_classes: int, kind: str, rate: floa
     return fn(base.copy(), noise=rate, random_state=seed)[0]
 
 
+def pmd_probs(seed: int = 63) -> torch.Tensor:
+    """η for PLC's label_noise: a softmax of sharp logits (float32, as PLC's network output)."""
+    return torch.softmax(det_tensor((300, C), seed, "logits", scale=3.0), dim=1)
+
+
 def gen_pmd(plc: Path, shipped: Path | None, commit: str) -> None:
     noise = load_plc_noise(plc)
     out = {}
+    label_noise = load_label_noise(plc)
+    eta = pmd_probs()
+    for pmd_type in (0, 1, 2):  # PLC's type index starts at 0
+        np.random.seed(64)
+        targets = types.SimpleNamespace(targets=list(eta.argmax(1).numpy()))
+        out[f"label_noise_{pmd_type + 1}"] = label_noise(targets, eta, pmd_type, factor=1.2)[0]
     for num_classes in (10, 100):
         base = det_array((600,), 61, f"base{num_classes}", kind="int", low=0, high=num_classes)
         out[f"base_{num_classes}"] = base

@@ -343,3 +343,14 @@ def test_two_epochs_of_train_cifar_end_to_end(tmp_path):
         if "running" in key:
             assert_close(grad_sample(value), g[f"encoder/p:{encoder_key(key)}"], name=key)
     assert_close(torch.rand(3), g["next_draw"], name="generator after two epochs")
+
+
+@pytest.mark.parametrize("pmd_type", [1, 2, 3])
+def test_pmd_draws_as_plc_label_noise(pmd_type):
+    """PLC's label_noise (utils.py) with its probabilities, seed and factor: the same PMD labels."""
+    from lnl.data.noise import make_noise
+
+    eta = G.pmd_probs()
+    y = eta.argmax(1).numpy()
+    out = make_noise(y, "pmd", 0.3, num_classes=G.C, seed=64, probs=eta.numpy(), pmd_type=pmd_type, pmd_factor=1.2)
+    assert_close(out.labels.numpy(), golden("pmd_hybrids")[f"label_noise_{pmd_type}"].astype(np.int64), name="labels")
