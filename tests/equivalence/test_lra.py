@@ -1,7 +1,9 @@
 """LRA-Diffusion's port against the original's golden outputs (``make_goldens_lra.py``): the cosine
 schedule, DDIM timesteps and LR schedule, initialisation from a seed, the denoiser's forward and
-gradients with a mapped state_dict, the kNN label draws, two training steps, a DDIM sample (and the
-random draws it consumes), and PLC's PMD-hybrid overlay."""
+gradients with a mapped state_dict, the SimCLR prior encoder, the kNN label draws, two training steps,
+a DDIM sample (and the random draws it consumes), the CIFAR data loaders draw for draw, two epochs of
+``train_CIFAR.py``'s ``train()`` end to end, and PLC's PMD draws and hybrid overlay (also against the
+shipped hybrid files when ``../shared`` or ``$LNL_DATA`` has them)."""
 
 from __future__ import annotations
 
