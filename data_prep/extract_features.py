@@ -31,7 +31,8 @@ LRA's CIFAR transforms normalise CIFAR-100 with CIFAR-10's mean/std (``train_CIF
 ``--augment`` encodes each image once through LRA's training transform (CIFAR: RandomCrop(32,
 padding 4) and a flip; others: Resize 256, RandomCrop 224, flip), seeded by ``--seed``: LRA's
 ``prepare_fp_x`` builds its CIFAR/Food feature table from the training dataset, so each row is one
-random augmentation.
+random augmentation. (Food-101N's original resizes with its own rounding, ``int(w·s + 0.5)``; torchvision's
+``Resize(256)`` truncates, so a side can be one pixel shorter before the crop.)
 * ``cc``: LRA-Diffusion's Clothing1M prior (``model/CC_net.pt``, its ``CC_model``): a ResNet-50's
   pooled 2048-d feature through the checkpoint's ``dr`` Linear(2048 -> 128), raw (not normalised).
   The backbone (``model_resnet.*``) and ``dr.*`` load strictly; the classification heads are unused.
