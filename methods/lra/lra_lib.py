@@ -206,7 +206,8 @@ def cifar_resnet(base: str, feature_dim: int, torchvision_init: bool = False) ->
     return net
 
 
-def build_image_encoder(name: str, feature_dim: int, weights: str = "none", torchvision_init: bool = False) -> nn.Module:
+def build_image_encoder(name: str, feature_dim: int, weights: str = "none",
+                        torchvision_init: bool = False) -> nn.Module:
     """The diffusion image encoder E with a ``feature_dim`` output (``--diff_encoder``).
 
     * ``resnet18/34/50``: the original's ``ResNet_for_32`` (:func:`cifar_resnet`), PyTorch's default

@@ -1,23 +1,25 @@
-"""Golden outputs of LRA-Diffusion (puar-playground/LRA-diffusion @ 231e587) and of PLC's label-noise
-overlay (pxiangwu/PLC @ 8c2bcfd), for ``test_lra.py``::
+"""Golden outputs of LRA-Diffusion (puar-playground/LRA-diffusion @ 231e587) and of PLC's PMD label
+noise (pxiangwu/PLC @ 8c2bcfd), for ``test_lra.py``::
 
     python tests/equivalence/make_goldens_lra.py --original /tmp/orig/lra --plc /tmp/orig/plc
 
 Runs on the CPU, unmodified except for PLC lines patched at load time where it assigns a 1-element
 array to a scalar, which numpy ≥ 2 refuses: ``cifar/noise.py``'s ``np.where(flipped == 1)[0]`` and
-``utils.py``'s three ``np.random.binomial(1, noise_level[i]/factor, 1)`` get a ``[0]`` (the same value);
-``termcolor`` (imported by ``utils.py``, unused) is stubbed when absent. The LRA modules are imported as they are (``.cuda()`` is
-never called on the CPU paths used here). Without ``--plc`` the PMD fixture is left as it is.
+``utils.py``'s three ``np.random.binomial(1, noise_level[i]/factor, 1)`` get a ``[0]`` (the same
+value); ``termcolor`` (imported by ``utils.py``, unused) is stubbed when absent. The LRA modules are
+imported as they are (``.cuda()`` is never called on the CPU paths used here), except for
+``gen_epochs``'s changes. Without ``--plc`` the
+PMD fixture is left as it is.
 
 Fixtures (``fixtures/lra/``): ``schedule`` (cosine β, ᾱ, DDIM timesteps and ᾱ pairs, the LR
 schedule), ``init`` (ConditionalModel and CIFAR ResNet-18 initialised from a seed), ``denoiser``
-(forward in eval and train mode, gradients), ``simclr`` (the online prior's encoder), ``knn`` (``sample_knn_labels`` and Food's
-``prepare_knn`` + ``knn_labels`` draws), ``train_step`` (two CIFAR training steps: kNN draw,
-antithetic t, noise, loss, gradients, clipped Adam update), ``ddim`` (``reverse_ddim`` and the
-random draws it consumes), ``loader`` (train_CIFAR.py's DataLoaders: shuffle, crops, flips, draws),
-``epochs`` (two epochs of train_CIFAR.py's ``train()``, its one run-time change listed in
-``gen_epochs``), ``pmd_hybrids`` (PLC's ``label_noise`` PMD draws
-and its ``RandomState(77)`` overlay).
+(forward in eval and train mode, gradients), ``simclr`` (the online prior's encoder), ``knn``
+(``sample_knn_labels`` and Food's ``prepare_knn`` + ``knn_labels`` draws), ``train_step`` (two CIFAR
+training steps: kNN draw, antithetic t, noise, loss, gradients, clipped Adam update), ``ddim``
+(``reverse_ddim`` and the random draws it consumes), ``loader`` (train_CIFAR.py's DataLoaders:
+shuffle, crops, flips, draws), ``epochs`` (two epochs of train_CIFAR.py's ``train()``, with the run-
+time changes listed in ``gen_epochs``), ``pmd_hybrids`` (PLC's ``label_noise`` PMD draws and its
+``RandomState(77)`` overlay).
 """
 
 from __future__ import annotations
@@ -34,8 +36,8 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.equivalence._golden import (FIXTURES, det_array, det_tensor, fill_state, git_commit, grad_sample,  # noqa: E402
-                                       import_original, load_definitions, save_golden)
+from tests.equivalence._golden import (  # noqa: E402
+    FIXTURES, det_array, det_tensor, fill_state, git_commit, grad_sample, import_original, load_definitions, save_golden)
 
 LRA_COMMIT = "231e587f3569ce413d40d96b9cce5a3c08ee361f"
 PLC_COMMIT = "8c2bcfd25e538fdcdb637a820ac340e9ee084e59"
@@ -279,7 +281,8 @@ def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
     x = epoch_inputs()
     train_tf = tv.Compose([tv.RandomCrop(32, padding=4), tv.RandomHorizontalFlip(), tv.ToTensor(),
                            tv.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
-    datasets = {s: data_utils.Custom_dataset(x[s][0], list(x[s][1]), **({"transform": train_tf} if s == "train" else {}))
+    datasets = {s: data_utils.Custom_dataset(x[s][0], list(x[s][1]),
+                                             **({"transform": train_tf} if s == "train" else {}))
                 for s in EPOCH_SPLITS}
     stub = PriorStub()
     fill_state(stub, seed=8)

@@ -319,8 +319,8 @@ def test_two_epochs_of_train_cifar_end_to_end(tmp_path):
         with torch.no_grad():
             feats[s] = torch.cat([stub(xb) for xb, _, _ in OriginalLoader(images[s], labels[s], G.B, shuffle=False,
                                                                         augment=False, **common)])
-    data = D.LRAData(G.C, torch.arange(40), labels["train"], feats, loaders, {"val": feats["val"], "test": feats["test"]},
-                     labels["test"], {})
+    data = D.LRAData(G.C, torch.arange(40), labels["train"], feats, loaders,
+                     {"val": feats["val"], "test": feats["test"]}, labels["test"], {})
     args = types.SimpleNamespace(
         device=torch.device("cpu"), feature_dim=G.F_DIM, diff_encoder="resnet18", encoder_weights="none",
         torchvision_init=False, train_encoder=False, ema_decay=0.9999, knn_per_batch=False, k=4, knn_metric="l2",
