@@ -11,12 +11,28 @@ Encoders (``--encoder``):
   (random init, for tests). Images are resized to ``--image-size`` (224) with ImageNet
   normalisation.
 * ``open_clip``: ``--model`` (e.g. ``ViT-L-14``, LRA's f_p encoder) with ``--pretrained`` (a tag
-  such as ``openai``, a local checkpoint path, or ``none``), through ``encode_image`` with the
-  model's own preprocessing. Features are L2-normalised unless ``--no-normalize``.
+  such as ``openai``, a local checkpoint path, or ``none``), through ``encode_image``. Features are
+  L2-normalised unless ``--no-normalize``. OpenAI's weights were trained with QuickGELU, which
+  open_clip's ``ViT-L-14`` config leaves off (it only warns): ``--quick-gelu auto`` (default) turns it
+  on for ``--pretrained openai``, as OpenAI's ``clip`` package that LRA uses does.
+  ``--preprocess open_clip`` (default): the model's PIL pipeline. ``--preprocess lra``: LRA's
+  ``utils/clip_wrapper.py`` on the dataset's tensor: ToTensor, the dataset's normalisation and its
+  inverse, then a float bicubic resize (no uint8 rounding, no antialias) and centre crop to the
+  model's size, then CLIP's normalisation.
 * ``simclr``: a ResNet (``--arch``) backbone from a SimCLR checkpoint (``--weights``). Wrapper keys
   (``state_dict``, ``model``) and prefixes (``module.``, ``encoder.``, ``backbone.``, ``f.``) are
-  stripped and projection-head keys dropped; ``--cifar-stem`` selects the 3x3 stride-1 stem without
-  max-pool used by CIFAR SimCLR models. Images keep their size, with the dataset's normalisation.
+  stripped and projection-head keys dropped; LRA's ``SimCLR_encoder`` layout (``f.0`` conv1,
+  ``f.1`` bn1, ``f.3``-``f.6`` layer1-4, ``g.*`` head) is read too; ``--cifar-stem`` selects the 3x3
+  stride-1 stem without max-pool used by CIFAR SimCLR models. Images keep their size, with the
+  dataset's normalisation.
+
+LRA's CIFAR transforms normalise CIFAR-100 with CIFAR-10's mean/std (``train_CIFAR.py``,
+``utils/data_utils.py``): ``simclr`` and ``--preprocess lra`` do the same unless ``--dataset-norm``.
+``--augment`` encodes each image once through LRA's training transform (CIFAR: RandomCrop(32,
+padding 4) and a flip; others: Resize 256, RandomCrop 224, flip), seeded by ``--seed``: LRA's
+``prepare_fp_x`` builds its CIFAR/Food feature table from the training dataset, so each row is one
+random augmentation. (Food-101N's original resizes with its own rounding, ``int(w·s + 0.5)``; torchvision's
+``Resize(256)`` truncates, so a side can be one pixel shorter before the crop.)
 * ``cc``: LRA-Diffusion's Clothing1M prior (``model/CC_net.pt``, its ``CC_model``): a ResNet-50's
   pooled 2048-d feature through the checkpoint's ``dr`` Linear(2048 -> 128), raw (not normalised).
   The backbone (``model_resnet.*``) and ``dr.*`` load strictly; the classification heads are unused.
@@ -44,6 +60,10 @@ from tqdm import tqdm
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _PREFIXES = ("module.", "encoder.", "backbone.", "f.", "model.")
 _HEAD_KEYS = ("fc.", "head.", "projector.", "projection_head.", "g.")
+# LRA's SimCLR_encoder: f = Sequential(conv1, bn1, relu, layer1..4, avgpool) (utils/model_SimCLR.py)
+_SIMCLR_F_INDEX = {"0": "conv1", "1": "bn1", "3": "layer1", "4": "layer2", "5": "layer3", "6": "layer4"}
+CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -64,6 +84,14 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cifar-stem", action="store_true", help="SimCLR CIFAR stem (3x3, no max-pool)")
     p.add_argument("--image-size", type=int, default=224, help="resnet50 input size")
     p.add_argument("--no-normalize", action="store_true", help="keep raw open_clip features")
+    p.add_argument("--quick-gelu", choices=("auto", "on", "off"), default="auto",
+                   help="open_clip QuickGELU (auto: on for --pretrained openai)")
+    p.add_argument("--preprocess", choices=("open_clip", "lra"), default="open_clip",
+                   help="open_clip: the model's PIL pipeline; lra: LRA's clip_wrapper on float tensors")
+    p.add_argument("--augment", action="store_true", help="encode one random training augmentation per image")
+    p.add_argument("--seed", type=int, default=123, help="seeds --augment")
+    p.add_argument("--dataset-norm", action="store_true",
+                   help="CIFAR-100 with its own mean/std (LRA's transforms use CIFAR-10's)")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -85,6 +113,9 @@ def clean_state_dict(raw: dict) -> dict:
             for prefix in _PREFIXES:
                 if k.startswith(prefix):
                     k, changed = k[len(prefix) :], True
+        index, _, rest = k.partition(".")
+        if index in _SIMCLR_F_INDEX:
+            k = f"{_SIMCLR_F_INDEX[index]}.{rest}"
         if not k.startswith(_HEAD_KEYS):
             out[k] = v
     return out
@@ -146,17 +177,60 @@ def build_cc(weights: str) -> CCEncoder:
     return net
 
 
+def uses_quick_gelu(args: argparse.Namespace) -> bool:
+    """QuickGELU for OpenAI's weights (``--quick-gelu auto``), or as ``--quick-gelu`` says."""
+    if args.quick_gelu != "auto":
+        return args.quick_gelu == "on"
+    return args.pretrained.lower() == "openai"
+
+
+def create_clip(args: argparse.Namespace):
+    """(open_clip model, its PIL preprocessing) for ``--model``/``--pretrained``/``--quick-gelu``."""
+    import open_clip
+
+    pretrained = None if args.pretrained.lower() == "none" else args.pretrained
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        args.model, pretrained=pretrained, force_quick_gelu=uses_quick_gelu(args)
+    )
+    return model, preprocess
+
+
+def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:
+    """The dataset's mean/std, CIFAR-10's for CIFAR-100 as LRA's transforms (module docstring)."""
+    if ds.name == "cifar100" and not args.dataset_norm:
+        return CIFAR10_MEAN, CIFAR10_STD
+    return ds.mean, ds.std
+
+
+def augmentation(args: argparse.Namespace, ds) -> list:
+    """LRA's training crop and flip (``--augment``), else nothing."""
+    import torchvision.transforms as T
+
+    if not args.augment:
+        return []
+    small = getattr(ds, "images", None) is not None and tuple(ds.images.shape[1:3]) == (32, 32)
+    crop = [T.RandomCrop(32, padding=4)] if small else [T.Resize(256), T.RandomCrop(224)]
+    return [*crop, T.RandomHorizontalFlip()]
+
+
+def lra_clip_transform(args: argparse.Namespace, ds, size: int):
+    """LRA's ``clip_img_wrap`` input: the dataset tensor, un-normalised, float bicubic resize, centre
+    crop, CLIP normalisation (``utils/clip_wrapper.py: _transform``)."""
+    import torchvision.transforms as T
+
+    mean, std = normalisation(args, ds)
+    inverse = T.Normalize([-m / s for m, s in zip(mean, std)], [1 / s for s in std])
+    return T.Compose([*augmentation(args, ds), T.ToTensor(), T.Normalize(mean, std), inverse,
+                      T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=False),
+                      T.CenterCrop(size), T.Normalize(CLIP_MEAN, CLIP_STD)])
+
+
 def build_encoder(args: argparse.Namespace, ds):
     """(module whose forward gives features, PIL transform for the dataset images)."""
     import torchvision.transforms as T
 
     if args.encoder == "open_clip":
-        import open_clip
-
-        pretrained = None if args.pretrained.lower() == "none" else args.pretrained
-        model, _, preprocess = open_clip.create_model_and_transforms(
-            args.model, pretrained=pretrained
-        )
+        model, preprocess = create_clip(args)
 
         class ClipImage(torch.nn.Module):
             def __init__(self, m):
@@ -166,10 +240,16 @@ def build_encoder(args: argparse.Namespace, ds):
             def forward(self, x):
                 return self.m.encode_image(x, normalize=not args.no_normalize)
 
+        if args.preprocess == "lra":
+            size = model.visual.image_size
+            preprocess = lra_clip_transform(args, ds, size[0] if isinstance(size, (tuple, list)) else size)
+        elif args.augment:
+            preprocess = T.Compose([*augmentation(args, ds), preprocess])
         return ClipImage(model), preprocess
     if args.encoder == "resnet50":
         tf = T.Compose(
             [
+                *augmentation(args, ds),
                 T.Resize((args.image_size, args.image_size)),
                 T.ToTensor(),
                 T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
@@ -181,7 +261,7 @@ def build_encoder(args: argparse.Namespace, ds):
         return build_cc(args.weights), tf
     if args.weights.lower() == "none":
         print("warning: simclr without --weights gives a random encoder")
-    tf = T.Compose([T.ToTensor(), T.Normalize(ds.mean, ds.std)])
+    tf = T.Compose([*augmentation(args, ds), T.ToTensor(), T.Normalize(*normalisation(args, ds))])
     return build_resnet(args.arch, args.weights, args.cifar_stem), tf
 
 
@@ -206,6 +286,7 @@ def main(args: argparse.Namespace) -> None:
     from lnl.data import get_dataset
 
     ds = get_dataset(args.dataset, args.root, args.split)
+    torch.manual_seed(args.seed)  # --augment's crops and flips (workers derive their seeds from it)
     model, tf = build_encoder(args, ds)
     ds.transform = tf
     feats = encode(model, ds, args)

@@ -51,6 +51,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pmd-level", type=float, default=0.35, help="PMD level under pmd+U / pmd+A")
     p.add_argument("--pmd-anchor", choices=("top1", "label"), default="top1")
     p.add_argument("--asym-procedure", choices=("subset", "per_sample"), default=None)
+    p.add_argument("--overlay-procedure", choices=("plc", "independent"), default="plc",
+                   help="pmd+U/pmd+A overlay: PLC's RandomState multinomial, or the earlier independent draws")
+    p.add_argument("--overlay-seed", type=int, default=77, help="PLC's overlay seed (its --seed)")
+    p.add_argument("--base", type=Path, default=None,
+                   help="pmd+U/pmd+A: overlay this PMD file (e.g. LRA's cifar10-1-0.35.npy) as PLC does")
     p.add_argument("--out", type=Path, required=True)
     return p
 
@@ -93,7 +98,8 @@ def options(args: argparse.Namespace, images) -> dict:
             "pmd_anchor": args.pmd_anchor,
         }
         if args.noise != "pmd":
-            opts["pmd_level"] = args.pmd_level
+            opts.update(pmd_level=args.pmd_level, overlay_procedure=args.overlay_procedure,
+                        overlay_seed=args.overlay_seed)
         return opts
     if args.noise == "idn":
         if args.features is not None:
@@ -114,23 +120,47 @@ def main(args: argparse.Namespace) -> None:
     if args.first is not None:
         y = y[: args.first]
         images = None if images is None else images[: args.first]
-    probs = np.load(args.probs) if args.probs is not None else None
-    noisy = make_noise(
-        y,
-        args.noise,
-        args.rate,
-        num_classes=num_classes,
-        seed=args.seed,
-        dataset=dataset,
-        probs=probs,
-        **options(args, images),
-    )
+    if args.base is not None:
+        noisy = overlay_file(args, y, num_classes, dataset)
+    else:
+        probs = np.load(args.probs) if args.probs is not None else None
+        noisy = make_noise(
+            y,
+            args.noise,
+            args.rate,
+            num_classes=num_classes,
+            seed=args.seed,
+            dataset=dataset,
+            probs=probs,
+            **options(args, images),
+        )
     digest = save_noise_file(args.out, noisy)
     print(
         f"{args.noise} rate {args.rate} seed {args.seed}: {len(y)} labels, actual noise rate "
         f"{noisy.meta['actual_noise_rate']:.4f}"
     )
     print(f"{digest}  {args.out}")
+
+
+def overlay_file(args: argparse.Namespace, y: np.ndarray, num_classes: int, dataset):
+    """``--base``: PLC's uniform/asymmetric overlay (``RandomState(--overlay-seed)``) on a PMD file, which
+    reproduces LRA's shipped ``_U_r``/``_A_r`` files from their base file bit for bit."""
+    import torch
+
+    from lnl.data.noise import NoisyLabels, load_noise_file
+    from lnl.data.noise_models import plc_overlay
+
+    if args.noise not in ("pmd+U", "pmd+A"):
+        raise SystemExit("--base applies to --noise pmd+U or pmd+A")
+    base = load_noise_file(args.base, num_classes=num_classes).labels.numpy()
+    if len(base) != len(y):
+        raise SystemExit(f"--base {args.base} has {len(base)} labels, the clean labels {len(y)} (use --first)")
+    out = plc_overlay(base, args.noise[-1], args.rate, num_classes, dataset, args.overlay_seed)
+    meta = {"type": args.noise, "rate": args.rate, "base": str(args.base), "overlay_seed": args.overlay_seed,
+            "procedure": "PLC: np.random.RandomState(seed).multinomial(1, P[y]) per sample on the base file",
+            "actual_noise_rate": float(np.mean(out != y))}
+    return NoisyLabels(torch.as_tensor(out), meta)
+
 
 
 if __name__ == "__main__":

@@ -17,15 +17,24 @@ Deviations, both documented options: (1) ``pmd_factor=None`` (default) solves fo
 e.g. 1.43 for CIFAR-10 type I 35 %); pass ``pmd_factor`` to use a fixed one. ``P_u`` is clipped to
 [0, 1] (PLC's ``np.random.binomial`` would fail above 1). (2) ``pmd_anchor="top1"`` (default, the
 code) uses the classifier's top class as u even when it differs from the true label; ``"label"``
-(the paper's wording) uses the true label y as u and the most probable other class as s. Draws use
-``np.random.default_rng(seed)``, one uniform per sample; PLC's global-RNG loop cannot be reproduced,
-the shipped ``.npy`` files are what reproduce LRA's numbers.
+(the paper's wording) uses the true label y as u and the most probable other class as s.
+Draws (``pmd_procedure="plc"``, default): PLC's loop, ``binomial(1, P_u)`` sample by sample from
+``np.random.RandomState(seed)`` (PLC seeds the global generator), with ``P_u`` computed in float32 as
+PLC's ``label_noise`` does; with PLC's probabilities, seed and factor this gives its labels.
+``pmd_procedure="vectorised"`` (the earlier port): one ``np.random.default_rng(seed)`` uniform per
+sample. PLC's probabilities come from a network it trains first, so the shipped ``.npy`` files, not a
+regeneration, are what reproduce LRA's numbers.
 
 **Hybrids** (LRA ``_U_r`` / ``_A_r`` files, lra_dmlp.md §A.6): first PMD at ``pmd_level`` (default
-0.35), then each sample independently with probability ``rate``: ``pmd+U`` replaces its PMD label by
-one drawn uniformly from the C − 1 *other* classes; ``pmd+A`` maps its PMD label through the
-dataset's asymmetric map (CIFAR-10 DivideMix map, CIFAR-100 next-in-block-of-5). This matches what
-the shipped files measure (29.9 % of rows differ for ``_U_0.3``; 15.6 % for CIFAR-10 ``_A_0.3``).
+0.35), then PLC's overlay (``pxiangwu/PLC: cifar/train.py`` with ``--noise_type uniform|asymmetric``,
+``cifar/noise.py: multiclass_noisify``): ``np.random.RandomState(overlay_seed).multinomial(1, P[y_i])``
+sample by sample in index order, ``overlay_seed`` = 77 (PLC's ``--seed``), with ``P`` = (1 − rate) on
+the diagonal and rate/(C − 1) elsewhere (``pmd+U``: a sample is changed with probability rate, to one
+of the C − 1 other classes) or the dataset's asymmetric map with weight ``rate`` (``pmd+A``: CIFAR-10
+DivideMix map, CIFAR-100 next-in-block-of-5). Applied to the shipped base file
+(:func:`plc_overlay`), this reproduces all six shipped hybrid files bit for bit.
+``overlay_procedure="independent"`` (the earlier port) draws the overlay from
+``np.random.default_rng([seed, 1])`` instead: one uniform per sample, then a uniform other class.
 
 **IDN**, instance-dependent noise (Xia et al., NeurIPS 2020, "Part-dependent Label Noise", the
 ``get_instance_noisy_label`` generator most LNL code uses): per-sample flip rates
@@ -43,9 +52,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from lnl.data.noise import _reject_options, asym_map, check_rate
+from lnl.data.noise import _per_sample_multinomial, _reject_options, asym_map, check_rate, map_matrix
 
-PMD_OPTIONS = ("pmd_type", "pmd_factor", "pmd_anchor")
+PMD_OPTIONS = ("pmd_type", "pmd_factor", "pmd_anchor", "pmd_procedure")
 
 
 def _as_float_array(x: Any, name: str, shape0: int) -> np.ndarray:
@@ -137,39 +146,96 @@ def pmd(y, rate, num_classes, seed, probs, options) -> tuple[np.ndarray, dict[st
     factor = solve_pmd_factor(y, u, s, g, rate) if factor is None else float(factor)
     if factor <= 0:
         raise ValueError(f"pmd_factor must be > 0, got {factor}")
-    keep = np.random.default_rng(seed).random(len(y)) < np.clip(g / factor, 0.0, 1.0)
+    procedure = options.get("pmd_procedure", "plc")
+    if procedure == "plc":
+        keep = plc_binomial_draws(p, u, s, pmd_type, factor, seed)
+        how = "np.random.RandomState(seed).binomial(1, P_u) per sample (PLC)"
+    elif procedure == "vectorised":
+        keep = np.random.default_rng(seed).random(len(y)) < np.clip(g / factor, 0.0, 1.0)
+        how = "np.random.default_rng(seed).random(N)"
+    else:
+        raise ValueError(f"pmd_procedure must be 'plc' or 'vectorised', got {procedure!r}")
     noisy = np.where(keep, u, s)
     meta = {
         "pmd_type": pmd_type,
         "pmd_factor": factor,
         "pmd_anchor": anchor,
         "expected_noise_rate": _expected_rate(y, u, s, g, factor),
-        "procedure": "PLC label_noise: label = u w.p. clip(g(delta)/factor), else s; "
-        "np.random.default_rng(seed).random(N)",
+        "pmd_procedure": procedure,
+        "procedure": f"PLC label_noise: label = u w.p. clip(g(delta)/factor), else s; {how}",
     }
     return noisy, meta
 
 
-def hybrid(kind, y, rate, num_classes, seed, dataset, probs, options):
-    """``pmd+U`` / ``pmd+A``: PMD at ``pmd_level`` then i.i.d. overlay at ``rate``."""
-    level = check_rate(options.get("pmd_level", 0.35), "pmd_level")
-    mapping = asym_map(dataset, num_classes) if kind == "A" else None
-    base, meta = pmd(y, level, num_classes, seed, probs, options)
-    # The overlay uses its own stream so the PMD part equals make_noise(..., "pmd", pmd_level).
-    rng = np.random.default_rng([seed, 1])
-    hit = rng.random(len(y)) < rate
-    if kind == "U":
-        other = (base + rng.integers(1, num_classes, size=len(y))) % num_classes
+def plc_binomial_draws(probs: np.ndarray, u: np.ndarray, s: np.ndarray, pmd_type: int, factor: float,
+                       seed: int) -> np.ndarray:
+    """PLC's ``label_noise`` draws (``utils.py``): the keep probability from float32 η_u, η_s as PLC
+    computes it per type, then ``binomial(1, level_i / factor)`` per sample in order from
+    ``RandomState(seed)`` (clipped to 1, where PLC's would raise). Returns keep-u flags ``[N]``."""
+    rows = np.arange(len(u))
+    d = probs[rows, u].astype(np.float32) - probs[rows, s].astype(np.float32)
+    if pmd_type == 1:
+        level = np.maximum(1 - (-(1 / 2) * d**2 + 1 / 2), 0.5)
+    elif pmd_type == 2:
+        level = 1 - (1 - np.abs(d) ** 3)
     else:
-        other = mapping[base]
-    noisy = np.where(hit, other, base)
+        level = 1 - (1 - (1 / 3) * np.abs(d) ** 3 - (1 / 3) * np.abs(d) ** 2 - (1 / 3) * np.abs(d))
+    rs = np.random.RandomState(seed)
+    return np.array([rs.binomial(1, min(float(level[i]) / factor, 1.0), 1)[0] for i in rows], dtype=bool)
+
+
+def overlay_matrix(kind: str, rate: float, num_classes: int, dataset: str | None) -> np.ndarray:
+    """PLC's transition matrix: ``build_uniform_P`` (``U``) or its asymmetric ``P`` (``A``), in the
+    same float operations (the multinomial draws depend on the exact row values)."""
+    if kind == "U":
+        matrix = rate / (num_classes - 1) * np.ones((num_classes, num_classes))
+        np.fill_diagonal(matrix, (1 - rate) * np.ones(num_classes))
+        return matrix
+    return map_matrix(asym_map(dataset, num_classes), rate)
+
+
+def plc_overlay(base: Any, kind: str, rate: float, num_classes: int, dataset: str | None = None,
+                seed: int = 77) -> np.ndarray:
+    """PLC's uniform (``U``) or asymmetric (``A``) noise on top of ``base`` labels (a PMD file), drawn
+    with ``RandomState(seed).multinomial`` per sample in order (``multiclass_noisify``)."""
+    base = np.asarray(base, dtype=np.int64)
+    if kind not in ("U", "A"):
+        raise ValueError(f"overlay kind must be 'U' or 'A', got {kind!r}")
+    if rate == 0.0:  # PLC skips the draw at rate 0 (noisify_* return the labels unchanged)
+        return base.copy()
+    return _per_sample_multinomial(base, overlay_matrix(kind, rate, num_classes, dataset), seed)
+
+
+def _independent_overlay(kind, base, rate, num_classes, seed, mapping):
+    rng = np.random.default_rng([seed, 1])
+    hit = rng.random(len(base)) < rate
+    other = (base + rng.integers(1, num_classes, size=len(base))) % num_classes if kind == "U" else mapping[base]
+    return np.where(hit, other, base)
+
+
+def hybrid(kind, y, rate, num_classes, seed, dataset, probs, options):
+    """``pmd+U`` / ``pmd+A``: PMD at ``pmd_level`` then the overlay at ``rate`` (module docstring)."""
+    level = check_rate(options.get("pmd_level", 0.35), "pmd_level")
+    procedure = options.get("overlay_procedure", "plc")
+    overlay_seed = int(options.get("overlay_seed", 77))
+    base, meta = pmd(y, level, num_classes, seed, probs, options)
+    if procedure == "plc":
+        noisy = plc_overlay(base, kind, rate, num_classes, dataset, overlay_seed)
+        how = f"np.random.RandomState({overlay_seed}).multinomial(1, P[y]) per sample (PLC)"
+    elif procedure == "independent":
+        noisy = _independent_overlay(kind, base, rate, num_classes, seed,
+                                     asym_map(dataset, num_classes) if kind == "A" else None)
+        how = "np.random.default_rng([seed, 1])"
+    else:
+        raise ValueError(f"overlay_procedure must be 'plc' or 'independent', got {procedure!r}")
     meta.update(
         pmd_level=level,
         pmd_noise_rate=float(np.mean(base != y)),
         overlay=kind,
+        overlay_procedure=procedure,
         overlay_changed_fraction=float(np.mean(noisy != base)),
     )
-    meta["procedure"] += "; then w.p. rate per sample (np.random.default_rng([seed, 1])): " + (
+    meta["procedure"] += f"; then w.p. rate per sample ({how}): " + (
         "uniform over the C-1 other classes" if kind == "U" else "the dataset's asym map"
     )
     return noisy, meta
@@ -217,7 +283,7 @@ def generate(noise_type, y, rate, num_classes, seed, dataset, probs, options):
         _reject_options(options, PMD_OPTIONS)
         return pmd(y, rate, num_classes, seed, probs, options)
     if noise_type in ("pmd+U", "pmd+A"):
-        _reject_options(options, PMD_OPTIONS + ("pmd_level",))
+        _reject_options(options, PMD_OPTIONS + ("pmd_level", "overlay_procedure", "overlay_seed"))
         return hybrid(noise_type[-1], y, rate, num_classes, seed, dataset, probs, options)
     _reject_options(options, ("features", "idn_std"))
     std = float(options.get("idn_std", 0.1))

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 
 from lnl.data import get_dataset
 from lnl.data._base import InMemoryDataset, reading
+from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
 from lnl.engine.data import check_subset_size, first_images
@@ -43,7 +44,7 @@ LRA_FILE = re.compile(r"^(cifar10|cifar100)-[123]-\d*\.\d+(_[UA]_\d*\.\d+)?$")
 GENERATED = re.compile(r"^(?P<dataset>[a-z0-9_]+)-(?P<mode>[a-z_+]+)-(?P<rate>\d*\.?\d+)$")
 NO_CLASSIFIER_MODES = tuple(m for m in NOISE_TYPES if not m.startswith("pmd"))
 EXTRACT_HINT = {
-    "CLIP": "--encoder open_clip --model ViT-L-14 --pretrained openai --no-normalize",
+    "CLIP": "--encoder open_clip --model ViT-L-14 --pretrained openai --no-normalize --preprocess lra",
     "SimCLR": "--encoder simclr --arch resnet50 --cifar-stem --weights model/SimCLR_128_{dataset}.pt",
     "ResNet": "--encoder resnet50 --weights IMAGENET1K_V2",
     "CC": "--encoder cc --weights model/CC_net.pt",
@@ -227,18 +228,38 @@ class LRAData:
     eval_features: dict  # "val"/"test" -> the feature table their loader's indices refer to
     test_targets: torch.Tensor  # Tensor[N_test] clean test labels (for the kNN-vote reference)
     noise_meta: dict
+    fp_encoder: torch.nn.Module | None = None  # online SimCLR prior: queries are encoded every step
+    datasets: dict | None = None  # "train"/"test" datasets (the online prior's tables are built from them)
+
+
+def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:
+    """The mean/std images are normalised with: CIFAR-100 gets CIFAR-10's, as the original hard-codes
+    them for both (``train_CIFAR.py`` transform_train, ``utils/data_utils.py`` Custom_dataset);
+    ``--dataset_norm`` uses the dataset's own."""
+    if args.dataset == "cifar100" and not args.dataset_norm:
+        return CIFAR10_MEAN, CIFAR10_STD
+    return ds.mean, ds.std
 
 
 def _in_memory_loaders(args, train, test, n_train: int, noisy: torch.Tensor, device) -> dict:
-    common = dict(mean=train.mean, std=train.std, device=device)
+    mean, std = normalisation(args, train)
+    common = dict(mean=mean, std=std, device=device)
     labels = train.targets.clone()
     labels[:n_train] = noisy.cpu()
-    loaders = {"train": GPULoader(train.images, labels, args.batch_size, train=True, seed=args.seed,
-                                  indices=torch.arange(n_train), **common),
-               "test": GPULoader(test.images, test.targets, args.eval_batch_size, train=False, **common)}
+    if args.fast_loader:
+        def loader(images, targets, batch, indices=None, train=False):
+            return GPULoader(images, targets, batch, train=train, seed=args.seed, indices=indices,
+                             drop_last=args.drop_last and train, **common)
+    else:  # the original's DataLoaders (4 workers), draw for draw
+        def loader(images, targets, batch, indices=None, train=False):
+            from methods.lra.lra_loader import OriginalLoader
+
+            return OriginalLoader(images, targets, batch, shuffle=train, augment=train, indices=indices,
+                                  drop_last=args.drop_last and train, **common)
+    loaders = {"train": loader(train.images, labels, args.batch_size, torch.arange(n_train), train=True),
+               "test": loader(test.images, test.targets, args.eval_batch_size)}
     if n_train < len(train):  # the held-out rows keep their clean labels
-        loaders["val"] = GPULoader(train.images, train.targets, args.eval_batch_size, train=False,
-                                   indices=torch.arange(n_train, len(train)), **common)
+        loaders["val"] = loader(train.images, train.targets, args.eval_batch_size, torch.arange(n_train, len(train)))
     return loaders
 
 
@@ -258,7 +279,8 @@ def _file_loaders(args, splits: dict, noisy: torch.Tensor) -> dict:
         sampler = ClassBalancedSampler(noisy.cpu(), args.samples_per_class * train.num_classes,
                                        num_classes=train.num_classes, seed=args.seed)
     loaders = {"train": build_file_loader(train, weak, args.batch_size, shuffle=True, sampler=sampler,
-                                          labels=noisy.cpu(), num_workers=args.num_workers, seed=args.seed)}
+                                          labels=noisy.cpu(), num_workers=args.num_workers, seed=args.seed,
+                                          drop_last=args.drop_last)}
     for role in ("val", "test"):
         split = getattr(args, f"{role}_split")
         if split and split in splits:
@@ -285,18 +307,64 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
         splits, rows = subset_splits(args, splits, n_train)
         train, n_train = splits["train"], min(args.subset, n_train)
         noisy, meta = noisy[:n_train], {**meta, "subset": args.subset}
-    feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
-    if getattr(train, "in_memory", False):
+    in_memory = getattr(train, "in_memory", False)
+    if args.fp_online and not in_memory:
+        raise ValueError(f"the online SimCLR prior needs an in-memory dataset (CIFAR); pass --precomputed_fp "
+                         f"for {spec.dataset}")
+    fp_encoder, feats = None, None
+    if args.fp_online:  # the encoder now (the original builds it first); its tables after the networks
+        from methods.lra import lra_prior
+
+        fp_encoder = lra_prior.load_simclr(args.simclr_weights or f"model/SimCLR_128_{args.dataset}.pt", args.device)
+    else:
+        feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
+    if in_memory:
         loaders = _in_memory_loaders(args, train, splits[args.test_split], n_train, noisy, args.device)
     else:
         loaders = _file_loaders(args, splits, noisy)
-    eval_features = {"test": feats[args.test_split]}
-    if "val" in loaders:
-        eval_features["val"] = feats["train" if args.val_split == "holdout" else args.val_split]
     if log is not None and spec.kind != "real":
         clean = train.targets[:n_train]
-        log.info("%s: training on %d images%s, noise %s, measured noise rate %.4f, %d-d features",
+        log.info("%s: training on %d images%s, noise %s, measured noise rate %.4f, %s features",
                  spec.dataset, n_train, f" (--subset {args.subset})" if rows else "", args.noise_type,
-                 float((noisy != clean).float().mean()), feats["train"].shape[1])
-    return LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders,
-                   eval_features, splits[args.test_split].targets, meta)
+                 float((noisy != clean).float().mean()), "online" if feats is None else f"{feats['train'].shape[1]}-d")
+    data = LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders, {},
+                   splits[args.test_split].targets, meta, fp_encoder, {"train": train, "test": splits[args.test_split]})
+    if feats is not None:
+        set_eval_features(args, data)
+    return data
+
+
+def set_eval_features(args: argparse.Namespace, data: LRAData) -> None:
+    """The tables the val/test loaders' indices refer to."""
+    data.eval_features = {"test": data.features[args.test_split]}
+    if "val" in data.loaders:
+        data.eval_features["val"] = data.features["train" if args.val_split == "holdout" else args.val_split]
+
+
+def online_features(args: argparse.Namespace, data: LRAData) -> None:
+    """The online SimCLR prior's tables (``lra_prior``), set in ``data``: the training rows through one
+    training augmentation each (``prepare_fp_x`` on the training set, batches of 400 from 16 workers: the
+    kNN database), the held-out and test rows un-augmented (what ``reverse_ddim`` computes at evaluation).
+    Called after the networks are built, where the original calls ``prepare_fp_x``."""
+    from methods.lra import lra_prior
+    from methods.lra.lra_loader import OriginalLoader
+
+    train, test, n_train = data.datasets["train"], data.datasets["test"], len(data.train_idx)
+    mean, std = normalisation(args, train)
+    common = dict(mean=mean, std=std, device=args.device)
+    n, enc = lra_prior.DATABASE_BATCH, data.fp_encoder
+    if args.fast_loader:
+        database = GPULoader(train.images, train.targets, n, train=True, shuffle=False, seed=args.seed,
+                             indices=torch.arange(n_train), **common)
+    else:
+        database = OriginalLoader(train.images, train.targets, n, shuffle=False, augment=True, num_workers=16,
+                                  indices=torch.arange(n_train), **common)
+    feats = {"train": lra_prior.encode_loader(enc, database, len(train), args.device)}
+    if n_train < len(train):  # no random draw: these are what test() embeds at every evaluation
+        held_out = GPULoader(train.images, train.targets, n, train=False, indices=torch.arange(n_train, len(train)),
+                             **common)
+        feats["train"][n_train:] = lra_prior.encode_loader(enc, held_out, len(train), args.device)[n_train:]
+    plain = GPULoader(test.images, test.targets, n, train=False, **common)
+    feats[args.test_split] = lra_prior.encode_loader(enc, plain, len(test), args.device)
+    data.features = feats
+    set_eval_features(args, data)

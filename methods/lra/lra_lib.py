@@ -46,7 +46,9 @@ class Schedule:
 
     @classmethod
     def cosine(cls, num_timesteps: int = NUM_TIMESTEPS, device: torch.device | str = "cpu") -> "Schedule":
-        return cls(torch.cumprod(1 - cosine_betas(num_timesteps), 0).float().to(device))
+        # β rounded to float32 first, then 1 − β and the cumulative product in float32, as the original
+        # (model_diffusion.py: Diffusion.__init__); a float64 product differs in the last bits
+        return cls(torch.cumprod(1 - cosine_betas(num_timesteps).float(), 0).to(device))
 
     @property
     def num_timesteps(self) -> int:
@@ -98,19 +100,25 @@ def ddim_sample(denoiser: nn.Module, x_embed: torch.Tensor, fp: torch.Tensor, sc
         Tensor[B, C]: the final y (original) or the last ŷ_0 (``return_y0``, issue #2).
     """
     ab = schedule.alphas_cumprod
+    # The original draws y_T = 0·N(0, I) on the CPU and a σ_t = 0 noise per step on the device
+    # (diffusion_utils.py: ddim_sample_loop, ddim_sample_step); the draws are kept so that the global
+    # generator after an evaluation is where the original leaves it.
+    torch.randn(x_embed.shape[0], num_classes)
     y = torch.zeros(x_embed.shape[0], num_classes, device=x_embed.device)
     y0_hat = y
     for i in reversed(range(len(timesteps))):
         t = torch.full((y.shape[0],), timesteps[i], device=y.device, dtype=torch.long)
         eps = denoiser(x_embed, y, t, fp).float()
+        torch.randn_like(y)
         a_prev = ab[timesteps[i - 1]] if i > 0 else ab[0]
         y, y0_hat = ddim_step(y, eps, ab[timesteps[i]], a_prev)
     return y0_hat if return_y0 else y
 
 
 def antithetic_timesteps(n: int, num_timesteps: int, device: torch.device | str) -> torch.Tensor:
-    """⌊n/2⌋+1 draws t ~ U{0..T−1}, concatenated with T−1−t, truncated to n (global RNG)."""
-    t = torch.randint(0, num_timesteps, (n // 2 + 1,), device=device)
+    """⌊n/2⌋+1 draws t ~ U{0..T−1}, concatenated with T−1−t, truncated to n. Drawn from the CPU
+    generator and moved, as the original (``torch.randint(...).to(device)``, train_CIFAR.py)."""
+    t = torch.randint(0, num_timesteps, (n // 2 + 1,)).to(device)
     return torch.cat([t, num_timesteps - 1 - t])[:n]
 
 
@@ -162,11 +170,48 @@ class Denoiser(nn.Module):
         return self.lin4(h)
 
 
-def build_image_encoder(name: str, feature_dim: int, weights: str = "none") -> nn.Module:
+class CifarPool(nn.Module):
+    """The original's ``F.avg_pool2d(out, 4)`` on the 4×4 map of a 32×32 input (``ResNet_for_32.py``;
+    same summation order, so the same bits); a global average on other sizes (the original fails there)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.avg_pool2d(x, 4) if x.shape[-2:] == (4, 4) else F.adaptive_avg_pool2d(x, 1)
+
+
+def cifar_resnet(base: str, feature_dim: int, torchvision_init: bool = False) -> nn.Module:
+    """The original's ``ResNet_for_32`` (kuangliu's CIFAR ResNet) as a torchvision ResNet: 3×3 stride-1
+    stem, no max-pool, linear head to F.
+
+    Initialisation: PyTorch's default of each layer, drawn in the original's construction order (its
+    ``initialize_weights`` is never called), so a seed gives the original's weights and leaves the
+    generator where the original leaves it. ``torchvision_init`` (``--torchvision_init``): torchvision's
+    Kaiming-normal convolutions instead.
+    """
+    import torchvision
+
+    with torch.random.fork_rng(devices=[]):  # the skeleton's own init draws are discarded
+        net = getattr(torchvision.models, base)(weights=None)
+        net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+        net.fc = nn.Linear(net.fc.in_features, feature_dim)
+    net.maxpool = nn.Identity()
+    net.avgpool = CifarPool()
+    if torchvision_init:
+        for m in net.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        return net
+    for m in net.modules():  # registration order = the original's creation order
+        if isinstance(m, (nn.Conv2d, nn.Linear, nn.BatchNorm2d)):
+            m.reset_parameters()
+    return net
+
+
+def build_image_encoder(name: str, feature_dim: int, weights: str = "none",
+                        torchvision_init: bool = False) -> nn.Module:
     """The diffusion image encoder E with a ``feature_dim`` output (``--diff_encoder``).
 
-    * ``resnet18/34/50``: CIFAR-style torchvision ResNet (3×3 stride-1 stem, no max-pool), linear head
-      to F (the original's ``ResNet_for_32``), random init.
+    * ``resnet18/34/50``: the original's ``ResNet_for_32`` (:func:`cifar_resnet`), PyTorch's default
+      init (``torchvision_init``: torchvision's).
     * ``resnet18_l/34_l/50_l``: ImageNet ResNet with avgpool → Linear(·→512) → Linear(512→F), no
       nonlinearity between (``ResNet_for_224``); ``weights`` is a torchvision tag (the original
       loads ImageNet weights) or ``none``.
@@ -180,17 +225,13 @@ def build_image_encoder(name: str, feature_dim: int, weights: str = "none") -> n
         return nn.Sequential(nn.AdaptiveAvgPool2d(16), nn.Flatten(), nn.Linear(3 * 16 * 16, feature_dim))
 
     base = name[:-2] if name.endswith("_l") else name
-    if base in ("resnet18", "resnet34", "resnet50"):
-        tag = None if weights.lower() == "none" or not name.endswith("_l") else weights
+    if base in ("resnet18", "resnet34", "resnet50") and name.endswith("_l"):
+        tag = None if weights.lower() == "none" else weights
         net = getattr(torchvision.models, base)(weights=tag)
-        width = net.fc.in_features
-        if name.endswith("_l"):
-            net.fc = nn.Sequential(nn.Linear(width, 512), nn.Linear(512, feature_dim))
-        else:
-            net.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
-            net.maxpool = nn.Identity()
-            net.fc = nn.Linear(width, feature_dim)
+        net.fc = nn.Sequential(nn.Linear(net.fc.in_features, 512), nn.Linear(512, feature_dim))
         return net
+    if base in ("resnet18", "resnet34", "resnet50"):
+        return cifar_resnet(base, feature_dim, torchvision_init)
     from lnl.models import create_model
 
     return create_model(name, num_classes=feature_dim)
@@ -202,18 +243,24 @@ def build_image_encoder(name: str, feature_dim: int, weights: str = "none") -> n
 
 
 def neighbour_candidates(features: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int, *,
-                         metric: str = "l2", exclude_self: bool = False, backend: str = "auto") -> torch.Tensor:
+                         metric: str = "l2", exclude_self: bool = False, layout: str = "own_last",
+                         backend: str = "auto") -> torch.Tensor:
     """The retrieval table: each sample's k nearest neighbours' noisy labels plus its own.
 
-    With ``exclude_self=False`` (the original when queries are database rows, CIFAR/CLIP and Food)
-    the sample itself is its own nearest neighbour, so its label appears twice among the k + 1;
-    ``exclude_self=True`` (``--exclude_self``) uses ``lnl.ops.knn_graph``, k *other* samples.
+    ``layout="own_last"`` (``sample_knn_labels``: CIFAR, Clothing1M, WebVision): the k nearest (the
+    sample itself first, so its label appears twice), then the own label in column k.
+    ``layout="food"`` (Food-101N's ``prepare_knn``): the k + 1 nearest, self first; no extra column.
+    ``exclude_self=True`` (``--exclude_self``): k *other* samples (``lnl.ops.knn_graph``) then the own
+    label, whatever the layout. The column order matters: the draw picks a column by index.
 
     Returns:
-        Tensor[N, k + 1] int64; column k is the sample's own label.
+        Tensor[N, k + 1] int64.
     """
     if exclude_self:
         res = knn_graph(features, labels, k, num_classes=num_classes, metric=metric, backend=backend)
+    elif layout == "food":
+        res = knn_labels(features, features, labels, k + 1, num_classes, metric=metric, backend=backend)
+        return labels[res.indices]
     else:
         res = knn_labels(features, features, labels, k, num_classes, metric=metric, backend=backend)
     return torch.cat([labels[res.indices], labels.unsqueeze(1)], dim=1)
@@ -221,9 +268,11 @@ def neighbour_candidates(features: torch.Tensor, labels: torch.Tensor, k: int, n
 
 def batch_candidates(queries: torch.Tensor, positions: torch.Tensor, db: torch.Tensor, db_labels: torch.Tensor,
                      k: int, num_classes: int, *, metric: str = "l2", exclude_self: bool = False,
-                     backend: str = "auto") -> torch.Tensor:
+                     layout: str = "own_last", backend: str = "auto") -> torch.Tensor:
     """``--knn_per_batch``: search the batch's queries against the database every step, as the
     original's ``sample_knn_labels``; returns the same Tensor[B, k + 1] as the table rows."""
+    if layout == "food" and not exclude_self:
+        return db_labels[knn_labels(queries, db, db_labels, k + 1, num_classes, metric=metric, backend=backend).indices]
     extra = 1 if exclude_self else 0
     idx = knn_labels(queries, db, db_labels, k + extra, num_classes, metric=metric, backend=backend).indices
     if exclude_self:  # drop the query's own row (if found), keep the first k others
@@ -234,7 +283,7 @@ def batch_candidates(queries: torch.Tensor, positions: torch.Tensor, db: torch.T
 
 
 def sample_retrieved(candidates: torch.Tensor, num_classes: int, weighted: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw one of the k + 1 candidates per row uniformly (global RNG) and weight the sample.
+    """Draw one of the k + 1 candidates per row uniformly (global CPU generator) and weight the sample.
 
     Weights: n_i / Σ_j n_j with n_i the number of candidates equal to the drawn label (``weighted``,
     CIFAR and Food), else 1/B (Clothing1M, WebVision).
@@ -243,7 +292,8 @@ def sample_retrieved(candidates: torch.Tensor, num_classes: int, weighted: bool)
         (labels Tensor[B] int64, weights Tensor[B] float32 summing to 1).
     """
     b, width = candidates.shape
-    pick = torch.randint(0, width, (b,), device=candidates.device)
+    # the CPU generator, as sample_knn_labels / knn_labels (utils/knn_utils.py) on any device
+    pick = torch.randint(0, width, (b,)).to(candidates.device)
     drawn = candidates.gather(1, pick.unsqueeze(1)).squeeze(1)
     if weighted:
         counts = (candidates == drawn.unsqueeze(1)).sum(1).float()

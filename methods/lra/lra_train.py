@@ -27,10 +27,11 @@ from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import DeviceTimer, FiniteGuard, Stopwatch, autocast, progress, run_epochs
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
+from methods.lra.lra_loader import OriginalLoader, draw_int64
 
 METHOD = "lra"
 FIXES = ("train_encoder", "use_ema", "fix_lr_horizon", "exclude_self", "fix_ddim_steps", "fix_ddim_output",
-         "predict_argmax", "fix_selection")
+         "predict_argmax", "fix_selection", "keep_last_batch", "dataset_norm")
 
 
 def data_parallel_ids(requested: list[int], device: int, visible: int) -> list[int]:
@@ -69,7 +70,10 @@ class Recipe:
     val_size: int | None = 0  # None: 5000 for CIFAR, else 0
     samples_per_class: int = 0
     gpu_devices: bool = False
-    exclude_self: bool = False  # Food's static table: self + k others, own label once
+    table_layout: str = "own_last"  # "food": prepare_knn's k + 1 nearest, self first, no own-label column
+    eval_batch_size: int | None = None  # the original's val/test loader batch (None: --batch_size)
+    drop_last: bool = False  # the original's Food/Clothing1M/WebVision train loaders drop the short batch
+    online_simclr: bool = False  # CIFAR: SimCLR f_p computed online on the augmented batch (real_fp)
 
 
 def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
@@ -99,7 +103,8 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     b("--val_size", type=int, default=r.val_size, help="held-out clean training images (CIFAR: 5000)")
     b("--val_split", default=r.val_split, help="'holdout', a split name, or none")
     b("--test_split", default=r.test_split)
-    b("--eval_batch_size", type=int, default=None, help="default: --batch_size (the original's)")
+    b("--eval_batch_size", type=int, default=r.eval_batch_size,
+      help="val/test batch (the original's: CIFAR --batch_size, Food 512, Clothing1M 400, WebVision 512)")
     b("--eval_freq", type=int, default=r.eval_freq, help="evaluate every N epochs (and at the last)")
     b("--lr", type=float, default=1e-3, help="peak learning rate")
     b("--knn_weights", choices=("count", "uniform"), default="count" if r.weighted else "uniform")
@@ -109,14 +114,25 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     b("--encoder_weights", default="IMAGENET1K_V1", help="torchvision tag for *_l encoders, or none")
     b("--ema_decay", type=float, default=0.9999)
     b("--seed", type=int, default=123)
+    b("--precomputed_fp", action="store_true",
+      help="CIFAR/SimCLR: read un-augmented features from files instead of the online prior (fast)")
+    b("--fast_loader", action="store_true",
+      help="CIFAR: augment on the device with the loader's own generator (not the original's DataLoader draws)")
+    b("--simclr_weights", default=None, help="online SimCLR prior (default: model/SimCLR_128_<dataset>.pt)")
     b("--threads", type=int, default=None, help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
     f = p.add_argument_group("Part C fixes and paper choices (all off: the original's behaviour)").add_argument
     f("--train_encoder", action=argparse.BooleanOptionalAction, default=r.train_encoder,
       help="A.9.2: train the diffusion image encoder and eval() it at test time")
     f("--use_ema", action="store_true", help="A.9.6: evaluate with the EMA weights")
     f("--fix_lr_horizon", action="store_true", help="A.9.5: warm-up --warmup_epochs, cosine to 0 at --nepoch")
-    f("--exclude_self", action=argparse.BooleanOptionalAction, default=r.exclude_self,
-      help="A.9.9: a sample is not its own neighbour (own label once among the k + 1)")
+    f("--exclude_self", action="store_true",
+      help="A.9.9: a sample is not its own neighbour (k others + own label)")
+    f("--torchvision_init", action="store_true",
+      help="CIFAR ResNet encoder with torchvision's init (the original: PyTorch's default)")
+    f("--keep_last_batch", action="store_true",
+      help="Food/Clothing1M/WebVision: keep the short last training batch (the original drops it)")
+    f("--dataset_norm", action="store_true",
+      help="CIFAR-100 with its own mean/std (the original normalises it with CIFAR-10's)")
     f("--fix_ddim_steps", action="store_true", help="A.9.11: exactly S evenly spaced steps ending at T-1")
     f("--fix_ddim_output", action="store_true", help="issue #2: return ŷ_0 rather than y_{t-1}")
     f("--predict_argmax", action="store_true", help="argmax of the decoded label, not closest to 1")
@@ -142,6 +158,10 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     if args.val_split in (None, "none") or (args.val_split == "holdout" and args.val_size == 0):
         args.val_split = None
     args.eval_batch_size = args.eval_batch_size or args.batch_size
+    args.table_layout = r.table_layout
+    # train_CIFAR.py's real_fp: SimCLR features are computed online on the augmented batch
+    args.fp_online = r.online_simclr and args.fp_encoder == "SimCLR" and not args.precomputed_fp
+    args.drop_last = r.drop_last and not args.keep_last_batch
     fixed = args.fix_lr_horizon
     args.lr_warmup = args.warmup_epochs if fixed or r.lr_warmup is None else r.lr_warmup
     args.lr_horizon = args.nepoch if fixed or r.lr_horizon is None else r.lr_horizon
@@ -171,11 +191,18 @@ class Run:
     def __init__(self, args: argparse.Namespace, data: D.LRAData, log):
         self.args, self.data, self.log = args, data, log
         dev = args.device
-        fp_dim = data.features["train"].shape[1]
+        fp_dim = 2048 if data.fp_encoder is not None else data.features["train"].shape[1]
         self.schedule = L.Schedule.cosine(L.NUM_TIMESTEPS, dev)
         self.timesteps = L.ddim_timesteps(args.ddim_n_step, L.NUM_TIMESTEPS, exact=args.fix_ddim_steps)
+        # the original's construction order (model_diffusion.py: Diffusion builds the encoder, then the
+        # denoiser), so that a seed gives its initial weights
+        self.encoder = L.build_image_encoder(args.diff_encoder, args.feature_dim, args.encoder_weights,
+                                             torchvision_init=args.torchvision_init).to(dev)
         self.denoiser = L.Denoiser(data.num_classes, fp_dim, args.feature_dim).to(dev)
-        self.encoder = L.build_image_encoder(args.diff_encoder, args.feature_dim, args.encoder_weights).to(dev)
+        if data.fp_encoder is not None:
+            D.online_features(args, data)  # prepare_fp_x, after the networks as in train_CIFAR.py's train()
+        elif isinstance(data.loaders["train"], OriginalLoader):
+            draw_int64()  # prepare_fp_x's DataLoader draws its base seed (train_CIFAR.py: train)
         params = list(self.denoiser.parameters())
         if args.train_encoder:
             params += list(self.encoder.parameters())
@@ -185,7 +212,8 @@ class Run:
         # the kNN search's device time (the table once, or every batch with --knn_per_batch), recorded
         self.knn_timer = DeviceTimer(dev)
         self.table_from_cache = False
-        self.table = None if args.knn_per_batch else self.retrieval_table()
+        online = data.fp_encoder is not None  # online queries: searched every batch, as the original
+        self.table = None if args.knn_per_batch or online else self.retrieval_table()
         self.nets = self.parallel()
 
     def parallel(self) -> tuple[nn.Module, nn.Module]:
@@ -206,8 +234,8 @@ class Run:
         a, noisy = self.args, self.data.noisy
         fingerprint = hashlib.sha256(self.db.double().sum().cpu().numpy().tobytes()
                                      + noisy.cpu().numpy().tobytes()).hexdigest()
-        key = {"k": a.k, "metric": a.knn_metric, "exclude_self": a.exclude_self, "n": len(noisy),
-               "fingerprint": fingerprint}
+        key = {"k": a.k, "metric": a.knn_metric, "exclude_self": a.exclude_self, "layout": a.table_layout,
+               "n": len(noisy), "fingerprint": fingerprint}
         path = Path(a.out) / "knn_table.pt"
         if path.is_file():
             cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -216,19 +244,30 @@ class Run:
                 return cached["table"].to(a.device)
         with self.knn_timer():
             table = L.neighbour_candidates(self.db, noisy, a.k, self.data.num_classes, metric=a.knn_metric,
-                                           exclude_self=a.exclude_self, backend=a.knn_backend)
+                                           exclude_self=a.exclude_self, layout=a.table_layout,
+                                           backend=a.knn_backend)
         self.log.info("kNN table (n=%d, k=%d, %s backend): %.3f s", len(noisy), a.k, a.knn_backend,
                       self.knn_timer.seconds)
         torch.save({"key": key, "table": table.cpu()}, path)
         return table
 
-    def candidates(self, idx: torch.Tensor) -> torch.Tensor:
+    def candidates(self, idx: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
         if self.table is not None:
             return self.table[idx]
         a = self.args
         with self.knn_timer():
-            return L.batch_candidates(self.db[idx], idx, self.db, self.data.noisy, a.k, self.data.num_classes,
-                                      metric=a.knn_metric, exclude_self=a.exclude_self, backend=a.knn_backend)
+            return L.batch_candidates(queries, idx, self.db, self.data.noisy, a.k, self.data.num_classes,
+                                      metric=a.knn_metric, exclude_self=a.exclude_self, layout=a.table_layout,
+                                      backend=a.knn_backend)
+
+    def prior(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        """f_p of a training batch: the online SimCLR embedding of the augmented images, or the
+        precomputed row."""
+        if self.data.fp_encoder is not None:
+            from methods.lra.lra_prior import encode_batch
+
+            return encode_batch(self.data.fp_encoder, images)
+        return self.data.features["train"][idx]
 
     def set_lr(self, epoch: float) -> float:
         lr = L.learning_rate(epoch, self.args.lr_warmup, self.args.lr_horizon, self.args.lr)
@@ -247,14 +286,14 @@ class Run:
         for i, (images, _, idx) in enumerate(progress(loader, desc=f"epoch {epoch}", total=steps)):
             images, idx = images.to(a.device, non_blocking=True), idx.to(a.device)
             lr = self.set_lr(epoch + i / steps)
-            labels, weights = L.sample_retrieved(self.candidates(idx), self.data.num_classes,
+            fp = self.prior(images, idx)
+            labels, weights = L.sample_retrieved(self.candidates(idx, fp), self.data.num_classes,
                                                  a.knn_weights == "count")
             y0 = F.one_hot(labels, self.data.num_classes).float()
             with autocast(a.device, a.amp):
                 with torch.set_grad_enabled(a.train_encoder):  # no wasted backward into a frozen net (A.9.3)
                     x_embed = encoder(images)
-                loss = L.diffusion_loss(denoiser, x_embed, self.data.features["train"][idx], y0, weights,
-                                        self.schedule)
+                loss = L.diffusion_loss(denoiser, x_embed, fp, y0, weights, self.schedule)
             guard.watch(i, diffusion_loss=loss)
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -312,13 +351,24 @@ def select(state: dict, metrics: dict, selection: str) -> None:
     original compares val with a best value it then updates with *test* accuracy (A.9.7).
     ``best_test``: Food-101N's selection on the test set. ``last``: the latest test accuracy.
     """
-    test, val = metrics["test_acc"], metrics.get("val_acc")
+    test, val = metrics.get("test_acc"), metrics.get("val_acc")
+    if test is None:  # val did not improve: the original does not evaluate the test set
+        return
     state["best_acc"] = max(state["best_acc"], test)
     if selection in ("last", "best_test"):
         state["test_acc"] = test if selection == "last" else state["best_acc"]
     elif val > state["tracker"]:
         state["test_acc"], state["val_acc"] = test, val
         state["tracker"] = max(state["tracker"], test if selection == "val_test_tracker" else val)
+
+
+def needs_test(args: argparse.Namespace, state: dict, metrics: dict, epoch: int) -> bool:
+    """Selecting on val, the original evaluates the test set only when val improves on the tracker
+    (``train_CIFAR.py``, ``train_Clothing1M.py``; its random draws then happen only then); the port also
+    evaluates it at the last epoch."""
+    if args.selection not in ("val", "val_test_tracker") or "val_acc" not in metrics:
+        return True
+    return metrics["val_acc"] > state["tracker"] or epoch == args.nepoch - 1
 
 
 def is_eval_epoch(args: argparse.Namespace, epoch: int) -> bool:
@@ -340,7 +390,7 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     """Build the run, resume it when asked, train with evaluations, write the results line."""
     run = Run(args, data, log)
     models, opts = run.checkpoint_objects()
-    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": -1.0, "test_acc": None}
+    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": 0.0, "test_acc": None}
     resume = find_resume_path(args.out, args.resume)
     if resume is not None:
         follows_length = args.lr_horizon == args.nepoch  # the cosine ends at --nepoch: a longer run is another
@@ -361,7 +411,8 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         if is_eval_epoch(args, epoch):
             if "val" in data.loaders:
                 metrics["val_acc"] = run.accuracy("val")
-            metrics["test_acc"] = run.accuracy("test")
+            if needs_test(args, state, metrics, epoch):
+                metrics["test_acc"] = run.accuracy("test")
             select(state, metrics, args.selection)
         return metrics
 
@@ -369,7 +420,7 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         logger.log(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"], "seconds": clock.elapsed,
                            "knn_seconds": run.knn_timer.seconds},
                    stream="train")
-        if "test_acc" in metrics:
+        if "test_acc" in metrics or "val_acc" in metrics:
             logger.log(epoch, {**metrics, "knn_acc": state["knn_acc"], "seconds": clock.elapsed}, stream="eval")
 
     def checkpoint(epoch: int, metrics: dict) -> None:

@@ -5,8 +5,8 @@ specs/lra_dmlp.md §A.2)::
         --feature_dim 1024 --data_path $LNL_DATA/Food101N --feature_file features/food101n_train_clip
 
 As the original: CLIP ViT-L/14 prior features, k = 10 with count weights and a static table of each
-sample's own label plus its k nearest *other* samples' (``prepare_knn`` takes k + 1 neighbours, self
-first, and draws from those k + 1: the own label counts once), an ImageNet ResNet-50
+sample's k + 1 nearest training samples' labels, self first (``prepare_knn``: the own label counts
+once), batches of 256 without the short last one, the test set in batches of 512, an ImageNet ResNet-50
 encoder that is *not* trained, warm-up 10 and a cosine over 200 epochs whatever the flags say, and
 the test set evaluated every epoch with the best test accuracy reported (``--fix_lr_horizon``,
 ``--train_encoder``, ``--fix_selection`` change that). The checkpoint is not loaded at start-up.
@@ -28,7 +28,8 @@ RECIPE = Recipe(
     title="LRA-Diffusion (Food-101N)", dataset="food101n", noise_type="real", nepoch=100, batch_size=256,
     num_workers=4, warmup_epochs=1, feature_dim=1024, k=10, fp_encoder="CLIP", diff_encoder="resnet50_l",
     weighted=True, train_encoder=False, lr_warmup=10, lr_horizon=200, selection="best_test", val_split=None,
-    test_split="test", eval_freq=1, eval_from_warmup=False, gpu_devices=True, exclude_self=True)
+    test_split="test", eval_freq=1, eval_from_warmup=False, gpu_devices=True, table_layout="food",
+    eval_batch_size=512, drop_last=True)
 
 
 def get_args_parser():

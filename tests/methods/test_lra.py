@@ -249,7 +249,7 @@ def test_bad_input_raises_a_clear_error(tmp_path, flags, error, match):
 # -------------------------------------------------------------------------------------------------- runs
 
 
-def _tiny_encoder(name, feature_dim, weights):
+def _tiny_encoder(name, feature_dim, weights, torchvision_init=False):
     """A cheap stand-in image encoder with BatchNorm (its running stats must survive the resume too)."""
     return torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(48, feature_dim),
                                torch.nn.BatchNorm1d(feature_dim))
@@ -414,3 +414,27 @@ def test_digits_run_with_subset_completes_and_records_it(tmp_path):
     assert table.shape[0] == 100  # the kNN graph is over the kept images only
     named = _args(None, *TINY, "--subset", "100")
     assert lra_train.default_out(named).endswith("-pixels-s123-sub100")  # not the full run's folder (resume)
+
+
+def test_online_simclr_prior_encodes_every_augmented_batch(tmp_path, monkeypatch):
+    """train_CIFAR.py's default prior (issue 21, item 2): the SimCLR encoder embeds each augmented training
+    batch (the kNN query and f_p), against a database of one augmentation per training image."""
+    from methods.lra import lra_prior
+
+    torch.manual_seed(0)
+    torch.save(lra_prior.SimCLREncoder().state_dict(), tmp_path / "simclr.pt")
+    calls = []
+    encode = lra_prior.encode_batch
+    monkeypatch.setattr(lra_prior, "encode_batch", lambda enc, x: calls.append(len(x)) or encode(enc, x))
+    args = _args(tmp_path / "run", "--noise_type", "digits-sym-0.4", "--fp_encoder", "SimCLR", "--simclr_weights",
+                 str(tmp_path / "simclr.pt"), "--diff_encoder", "linear", "--feature_dim", "16", "--batch_size", "8",
+                 "--ddim_n_step", "2", "--nepoch", "1", "--subset", "16", "--warmup_epochs", "0")
+    result = train_CIFAR.main(args)
+    assert args.fp_online and calls == [8, 8] and 0.0 <= result["test_acc"] <= 1.0
+    with pytest.raises(ValueError, match="holds no SimCLR_encoder key"):
+        torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
+        lra_prior.load_simclr(tmp_path / "bad.pt", "cpu")
+    precomputed = _args(tmp_path / "pre", "--noise_type", "digits-sym-0.4", "--fp_encoder", "SimCLR",
+                        "--precomputed_fp")
+    lra_train.resolve(precomputed)
+    assert not precomputed.fp_online
