@@ -559,3 +559,29 @@ def rand_augment(x: Tensor, draws: RandAugDraws, *, dense: bool | None = None) -
     frac = draws.cut * 0.5
     size = torch.where(frac > 0, frac * x.shape[3], -1.0)
     return cutout(x, size, draws.centre[:, 0], draws.centre[:, 1], CUTOUT_COLOR)
+
+
+# ----------------------------------------------------------------------------- one PIL image at a time
+class PILPolicy:
+    """PIL image in, PIL image out: PLReMix's AutoAugment (``"cifar"``/``"imagenet"``) or FixMatch's
+    RandAugment (``"randaug"``) on one image, as a torchvision transform for ``DataLoader`` workers.
+    Draws from Python's ``random`` (and numpy's for the Cutout) exactly as the original's
+    ``ImageNetPolicy``/``RandAugment`` do, so a seeded ``Compose`` gives the original's pixels."""
+
+    def __init__(self, kind: str, num_ops: int = 4, fill: int = 128):
+        if kind not in (*POLICIES, "randaug"):
+            raise ValueError(f"unknown policy {kind!r}; expected one of {(*POLICIES, 'randaug')}")
+        self.kind, self.num_ops, self.fill = kind, num_ops, fill
+
+    def __call__(self, img):
+        from PIL import Image
+
+        x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+        if self.kind == "randaug":
+            x = rand_augment(x, randaug_draws_python(1, self.num_ops, x.shape[3], x.shape[2]))
+        else:
+            x = auto_augment(x, self.kind, policy_draws_python(self.kind, 1), self.fill)
+        return Image.fromarray(x[0].permute(1, 2, 0).numpy())
+
+    def __repr__(self) -> str:
+        return f"PILPolicy({self.kind!r})"
