@@ -7,7 +7,8 @@ step (``libImaging/Geometry.c``, ``Blend.c``, ``Filter.c``, ``Convert.c``; Pillo
 
 * nearest translations read ``floor(x + 0.5 + t)`` (Pillow's scale-affine path);
 * nearest rotations and shears run Pillow's 16.16 fixed-point affine loop;
-* bicubic shears (AutoAugment's ShearX/ShearY) use Pillow's a = -1 cubic in float64, truncated;
+* bicubic shears (AutoAugment's ShearX/ShearY) use Pillow's a = -1 cubic in float64, truncated
+  (one pass along the sheared axis: the other one's fraction is 0);
 * enhance ops blend in float32 and truncate (``ImagingBlend``), grey is ``(19595 R + 38470 G + 7471 B
   + 2^15) >> 16``, Contrast blends with the rounded mean grey, Sharpness with the 3×3 SMOOTH filter;
 * AutoContrast builds Pillow's float64 lookup table, Equalize is Pillow's histogram walk.
@@ -102,29 +103,35 @@ def _cubic(v1: Tensor, v2: Tensor, v3: Tensor, v4: Tensor, d: Tensor) -> Tensor:
     return v2 + d * (p2 + d * (p3 + d * p4))
 
 
-def affine_bicubic(x: Tensor, a: Tensor, fill: int) -> Tensor:
-    """``img.transform(size, AFFINE, a, BICUBIC)``: output ``(c, r)`` samples ``a·(c + ½, r + ½)``;
-    outside ``[0, W) × [0, H)`` it keeps ``fill``; inside, a 4×4 cubic on clamped neighbours, rows
-    first, clipped to [0, 255] and truncated (``bicubic_filter32RGB``)."""
-    a = a.to(torch.float64)
-    b, c, h, w = x.shape
+def shear_bicubic(x: Tensor, s: Tensor, axis: str, fill: int) -> Tensor:
+    """``img.transform(size, AFFINE, (1, s, 0, 0, 1, 0) or (1, 0, 0, s, 1, 0), BICUBIC)``.
+
+    Output ``(c, r)`` samples ``(c + ½ + s (r + ½), r + ½)`` (x) or ``(c + ½, r + ½ + s (c + ½))`` (y);
+    outside ``[0, W) × [0, H)`` it keeps ``fill``. Pillow's 4×4 cubic (a = -1, ``bicubic_filter32RGB``)
+    has a zero fraction along the unsheared axis, where its polynomial returns the centre tap exactly,
+    so one 4-tap pass along the sheared axis gives its pixels bit for bit; clipped to [0, 255] and
+    truncated.
+    """
+    b, _, h, w = x.shape
     cols, rows = _grid(x)
     xc, yc = cols.double() + 0.5, rows.double() + 0.5
-    t = [a[:, i].view(b, 1, 1) for i in range(6)]
-    xin = t[0] * xc + t[1] * yc + t[2]
-    yin = t[3] * xc + t[4] * yc + t[5]
-    inside = ((xin >= 0) & (xin < w) & (yin >= 0) & (yin < h)).unsqueeze(1)
-    xin, yin = xin - 0.5, yin - 0.5
-    xf, yf = torch.floor(xin), torch.floor(yin)
-    dx, dy = (xin - xf).unsqueeze(1), (yin - yf).unsqueeze(1)
-    x0, y0 = xf.to(torch.int64) - 1, yf.to(torch.int64) - 1
-    img = x.double()
-    rows_v = []
-    for j in range(4):
-        r = (y0 + j).clamp(0, h - 1)
-        taps = [A._gather_pixels(img, r * w + (x0 + i).clamp(0, w - 1)) for i in range(4)]
-        rows_v.append(_cubic(*taps, dx))
-    v = _cubic(*rows_v, dy)
+    s = s.to(torch.float64).view(b, 1, 1)
+    if axis == "x":
+        pos, size = (xc + s * yc) + 0.0, w  # Pillow's a0·x + a1·y + a2, in its order
+    else:
+        pos, size = (s * xc + yc) + 0.0, h
+    pos = pos.expand(b, h, w)
+    inside = ((pos >= 0) & (pos < size)).unsqueeze(1)
+    t = pos - 0.5
+    f = torch.floor(t)
+    d = (t - f).unsqueeze(1)
+    first = f.to(torch.int64) - 1
+    taps = []
+    for k in range(4):
+        i = (first + k).clamp(0, size - 1)
+        src = rows * w + i if axis == "x" else i * w + cols
+        taps.append(A._gather_pixels(x, src).double())
+    v = _cubic(*taps, d)
     out = torch.where(v <= 0, 0.0, torch.where(v >= 255, 255.0, v)).to(torch.uint8)
     return torch.where(inside, out, torch.full_like(out, fill))
 
@@ -363,7 +370,7 @@ def aa_ops(fill: int = 128) -> tuple[OpFn, ...]:
 
     def geo(kind: str) -> OpFn:
         if kind in ("ShearX", "ShearY"):  # bicubic in PLReMix's SubPolicy
-            return lambda x, m: affine_bicubic(x, shear_matrix(m, kind[-1].lower()), fill)
+            return lambda x, m: shear_bicubic(x, m, kind[-1].lower(), fill)
         if kind == "TranslateX":
             return lambda x, m: translate(x, m * x.shape[3], torch.zeros_like(m), fill)
         if kind == "TranslateY":
