@@ -247,8 +247,14 @@ def cutout(x: Tensor, size: Tensor, cx: Tensor, cy: Tensor, color: Sequence[int]
     y1 = torch.trunc(torch.clamp(y0 + size.view(b, 1, 1), max=h))
     cols, rows = _grid(x)
     inside = (cols >= x0) & (cols <= x1) & (rows >= y0) & (rows <= y1) & (size >= 0).view(b, 1, 1)
-    paint = torch.tensor(list(color), dtype=torch.uint8, device=x.device).view(1, 3, 1, 1)
-    return torch.where(inside.unsqueeze(1), paint, x)
+    return torch.where(inside.unsqueeze(1), _paint(tuple(color), x.device), x)
+
+
+@functools.lru_cache(maxsize=None)
+def _paint(color: tuple[int, ...], device: torch.device) -> Tensor:
+    """The colour as ``[1, 3, 1, 1]`` uint8 on ``device``, copied once (a host-to-device copy per batch
+    would wait for the queued GPU work)."""
+    return torch.tensor(color, dtype=torch.uint8).view(1, 3, 1, 1).to(device)
 
 
 # ----------------------------------------------------------------------------- per-image dispatch
@@ -525,8 +531,8 @@ def randaug_draws(b: int, n: int, generator: torch.Generator, device: torch.devi
     u = torch.rand(b, n, device=device, generator=generator, dtype=torch.float64)
     cut = torch.rand(b, device=device, generator=generator, dtype=torch.float64)
     r = torch.rand(b, 2, device=device, generator=generator, dtype=torch.float64)
-    size = torch.tensor([w, h], dtype=torch.float64, device=device)
-    return RandAugDraws(op, u, cut, size + (1.0 - size) * r)
+    centre = torch.stack([w + (1.0 - w) * r[:, 0], h + (1.0 - h) * r[:, 1]], 1)  # numpy's low + (high - low)·U
+    return RandAugDraws(op, u, cut, centre)
 
 
 def randaug_draws_python(b: int, n: int, w: int, h: int, rng=_random, np_rng=np.random,
