@@ -8,8 +8,9 @@ Views (one entry of ``views`` each; several views give a tuple of tensors, MixMa
 
 * ``"weak"``: pad-crop (``crop_padding``, zero fill) + horizontal flip, as
   ``RandomCrop(H, padding) + RandomHorizontalFlip()``.
-* ``"strong"``: weak + AutoAugment CIFAR-10 policy per sample (PLReMix's ``autoaug`` view).
-* ``"randaug"``: weak + RandAugment per sample (``randaug_num_ops``, ``randaug_magnitude``).
+* ``"strong"``: weak + torchvision's AutoAugment CIFAR-10 policy per sample.
+* ``"randaug"``: weak + torchvision's RandAugment per sample (``randaug_num_ops``,
+  ``randaug_magnitude``).
 * ``"none"``: normalisation only (what ``train=False`` uses).
 * ``"autoaug_cifar"`` / ``"autoaug_imagenet"``: weak + PLReMix's PIL AutoAugment CIFAR / ImageNet
   policy, pixel-exact (``lnl.data.pil_augment``; PLReMix's default strong views on CIFAR and
