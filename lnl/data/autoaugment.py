@@ -12,9 +12,9 @@ geometric ops (ShearX/Y, TranslateX/Y, Rotate) share one warp.
 Magnitudes are torchvision's (``autoaugment.py`` @ 0.29): 10 bins for AutoAugment, 31 for
 RandAugment; ShearX/Y up to 0.3, TranslateX/Y up to 150/331 of the image size (truncated to whole
 pixels), Rotate up to 30°, Brightness/Color/Contrast/Sharpness factor ``1 ± 0.9``, Posterize 8..4
-bits, Solarize threshold 255..0. PLReMix's ``CIFAR10Policy`` (a PIL port) has the same 25
-sub-policies and ranges; it pads geometric ops with grey 128, hence ``fill=128`` by default here
-(torchvision's default fills 0, pass ``fill=0`` for that).
+bits, Solarize threshold 255..0; geometric ops fill with ``fill`` (128 by default; torchvision's
+default is 0). This is torchvision's AutoAugment, not PLReMix's PIL one (always +θ rotations, bicubic
+shears, rounded translations, thresholds 256..0): ``lnl.data.pil_augment`` ports that one exactly.
 
 :func:`auto_augment_imagenet` adds TF's ImageNet policy ``v0`` (IEG's WebVision strong view) with
 TF's level-to-argument mapping (:func:`v0_argument`) on the same batched ops, plus SolarizeAdd.

@@ -8,9 +8,20 @@ Views (one entry of ``views`` each; several views give a tuple of tensors, MixMa
 
 * ``"weak"``: pad-crop (``crop_padding``, zero fill) + horizontal flip, as
   ``RandomCrop(H, padding) + RandomHorizontalFlip()``.
-* ``"strong"``: weak + AutoAugment CIFAR-10 policy per sample (PLReMix's ``autoaug`` view).
-* ``"randaug"``: weak + RandAugment per sample (``randaug_num_ops``, ``randaug_magnitude``).
+* ``"strong"``: weak + torchvision's AutoAugment CIFAR-10 policy per sample.
+* ``"randaug"``: weak + torchvision's RandAugment per sample (``randaug_num_ops``,
+  ``randaug_magnitude``).
 * ``"none"``: normalisation only (what ``train=False`` uses).
+* ``"autoaug_cifar"`` / ``"autoaug_imagenet"``: weak + PLReMix's PIL AutoAugment CIFAR / ImageNet
+  policy, pixel-exact (``lnl.data.pil_augment``; PLReMix's default strong views on CIFAR and
+  Tiny-ImageNet).
+* ``"randaug_fixmatch"``: weak + FixMatch's RandAugment (4 ops, random values, Cutout; PLReMix's
+  ``--aug randaug``).
+
+The random parameters of ``weak`` and these views come from :meth:`GPULoader.draw` and are applied by
+:meth:`GPULoader.apply`; :meth:`GPULoader.draws_like_original` draws them instead from torch's,
+Python's and numpy's global generators in the order a torchvision ``Compose`` of the original draws
+them, image after image (the golden tests feed both sides the same draws that way).
 
 Determinism: the shuffle order and every augmentation draw of epoch ``e`` come from a
 ``torch.Generator`` seeded with a hash of ``(seed, e)``, so they are a pure function of ``(seed,
@@ -29,9 +40,15 @@ import torch
 from torch import Tensor
 
 from lnl.data import augment as A
+from lnl.data import pil_augment as P
 from lnl.data.autoaugment import auto_augment, rand_augment
 
-VIEWS = ("weak", "strong", "randaug", "none")
+PIL_VIEWS = {"autoaug_cifar": "cifar", "autoaug_imagenet": "imagenet", "randaug_fixmatch": "randaug"}
+VIEWS = ("weak", "strong", "randaug", "none", *PIL_VIEWS)
+#: Views whose parameters :meth:`GPULoader.draw` draws (and :meth:`GPULoader.apply` applies).
+DRAWN_VIEWS = ("weak", *PIL_VIEWS)
+#: FixMatch RandAugment's op count in PLReMix (``RandAugment(4, 6)``; the 6 is unused).
+FIXMATCH_NUM_OPS = 4
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -190,7 +207,7 @@ class GPULoader:
             yield (views[0] if len(views) == 1 else views), self.labels[idx], idx
 
     def transform(self, batch: Tensor, view: str, generator: torch.Generator) -> Tensor:
-        """Produce one view of a batch.
+        """Produce one view of a batch: :meth:`apply` with :meth:`draw`'s parameters.
 
         Args:
             batch: ``Tensor[B, 3, H, W]`` uint8 on the device.
@@ -200,6 +217,8 @@ class GPULoader:
         Returns:
             ``Tensor[B, 3, H, W]`` normalised, of the loader's dtype and memory format.
         """
+        if view in DRAWN_VIEWS:
+            return self.apply(batch, view, self.draw(batch, view, generator))
         x = batch
         if view != "none":
             x = A.random_crop_flip(batch, self.crop_padding, self.flip, generator)
@@ -207,6 +226,51 @@ class GPULoader:
                 x = auto_augment(x, generator, fill=self.fill)
             elif view == "randaug":
                 x = rand_augment(x, generator, *self.randaug, fill=self.fill)
+        return A.normalize(x, self.mean, self.std, self.dtype, self.channels_last)
+
+    def draw(self, batch: Tensor, view: str, generator: torch.Generator) -> dict:
+        """The random parameters of a view of :data:`DRAWN_VIEWS` for ``batch``, from ``generator``:
+        crop offsets, flips, then the policy's draws (``lnl.data.pil_augment``; None for ``weak``)."""
+        b, _, h, w = batch.shape
+        dev, p = batch.device, self.crop_padding
+        top = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
+        left = torch.randint(0, 2 * p + 1, (b,), device=dev, generator=generator)
+        flip = (torch.rand(b, device=dev, generator=generator) < 0.5) & self.flip
+        policy = None
+        if view == "randaug_fixmatch":
+            policy = P.randaug_draws(b, FIXMATCH_NUM_OPS, generator, dev, w, h)
+        elif view in PIL_VIEWS:
+            policy = P.policy_draws(PIL_VIEWS[view], b, generator, dev)
+        return {"top": top, "left": left, "flip": flip, "policy": policy}
+
+    def draws_like_original(self, batch: Tensor, view: str) -> dict:
+        """:meth:`draw`'s parameters taken as the original's ``Compose([RandomCrop(H, padding),
+        RandomHorizontalFlip(), Policy])`` takes them, image after image: torch's global generator
+        for the crop (only when padded) and the flip, Python's ``random`` for the policy, numpy's
+        global one for the Cutout centre."""
+        b, _, h, w = batch.shape
+        dev, p = batch.device, self.crop_padding
+        top, left, flip = [], [], []
+        for _ in range(b):
+            i = int(torch.randint(0, 2 * p + 1, (1,))) if p else 0
+            j = int(torch.randint(0, 2 * p + 1, (1,))) if p else 0
+            top.append(i), left.append(j), flip.append(bool(torch.rand(1) < 0.5) and self.flip)
+        policy = None
+        if view == "randaug_fixmatch":
+            policy = P.randaug_draws_python(b, FIXMATCH_NUM_OPS, w, h, device=dev)
+        elif view in PIL_VIEWS:
+            policy = P.policy_draws_python(PIL_VIEWS[view], b, device=dev)
+        as_t = lambda v: torch.tensor(v, device=dev)  # noqa: E731
+        return {"top": as_t(top), "left": as_t(left), "flip": as_t(flip), "policy": policy}
+
+    def apply(self, batch: Tensor, view: str, draws: dict) -> Tensor:
+        """A view of :data:`DRAWN_VIEWS` with the given parameters: pad-crop (zero fill) and flip, the
+        policy, the normalisation."""
+        x = A.crop_flip(batch, draws["top"], draws["left"], draws["flip"], self.crop_padding)
+        if view == "randaug_fixmatch":
+            x = P.rand_augment(x, draws["policy"])
+        elif view in PIL_VIEWS:
+            x = P.auto_augment(x, PIL_VIEWS[view], draws["policy"], fill=self.fill)
         return A.normalize(x, self.mean, self.std, self.dtype, self.channels_last)
 
     def __repr__(self) -> str:

@@ -41,40 +41,50 @@ CLOTHING1M = Recipe(256, 224, (196, 0.7, 1.0), (120, 0.4, 0.7), 64_000, 64_000)
 WEBVISION = Recipe(320, 299, (224, 0.14, 1.0), (128, 0.05, 0.14), None, None)
 
 
-def transforms_for(recipe: Recipe, mean: Sequence[float], std: Sequence[float]) -> dict[str, Callable]:
-    """``weak``, ``strong`` (+ ImageNet AutoAugment), ``val``, ``large`` and ``small`` crops (PIL in,
-    normalised tensor out), as torchvision transforms."""
+def transforms_for(recipe: Recipe, mean: Sequence[float], std: Sequence[float], aug: str = "autoaug"
+                   ) -> dict[str, Callable]:
+    """``weak``, ``strong`` (+ the ``aug`` policy), ``val``, ``large`` and ``small`` crops (PIL in,
+    normalised tensor out), as torchvision transforms.
+
+    ``aug``: ``"autoaug"`` PLReMix's ImageNet AutoAugment policy, ``"randaug"`` FixMatch's RandAugment
+    (4 ops), ``"train"`` none (PLReMix's ``data/data_loader.py``); both policies are pixel-exact ports
+    (``lnl.data.pil_augment.PILPolicy``) that draw from Python's ``random`` in the original's order.
+    """
     import torchvision.transforms as T
 
+    from lnl.data.pil_augment import PILPolicy
+
+    policies = {"autoaug": [PILPolicy("imagenet")], "randaug": [PILPolicy("randaug")], "train": []}
+    if aug not in policies:
+        raise ValueError(f"--aug {aug}: file-list datasets provide {sorted(policies)} (simclr's colour "
+                         "jitter/blur is not implemented)")
+    policy = policies[aug]
     norm = [T.ToTensor(), T.Normalize(mean, std)]
     crop = (T.RandomResizedCrop(recipe.crop) if recipe.random_resized_crop else T.RandomCrop(recipe.crop))
     base = [T.Resize(recipe.resize), crop, T.RandomHorizontalFlip()]
-    policy = T.AutoAugment(T.AutoAugmentPolicy.IMAGENET)
 
     def rrc(size, lo, hi):
-        return T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(), policy, *norm])
+        return T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(), *policy, *norm])
 
-    return {"weak": T.Compose(base + norm), "strong": T.Compose(base + [policy] + norm),
+    return {"weak": T.Compose(base + norm), "strong": T.Compose(base + policy + norm),
             "val": T.Compose([T.Resize(recipe.resize), T.CenterCrop(recipe.crop)] + norm),
             "large": rrc(*recipe.mcrop_large), "small": rrc(*recipe.mcrop_small)}
 
 
 class MultiView:
-    """A transform returning a tuple of views; names repeat a draw with ``"="`` (``"=0"``: view 0 again).
+    """A transform returning a tuple of views, each drawn independently.
 
     Args:
         tf: ``transforms_for`` output.
-        names: e.g. ``("weak", "weak", "strong", "strong")`` or ``("large", "=0", "large", "small", ...)``.
+        names: e.g. ``("weak", "weak", "strong", "strong")`` or ``("large", "large", "large", "small", ...)``.
     """
 
     def __init__(self, tf: dict[str, Callable], names: Sequence[str]):
         self.tf, self.names = tf, tuple(names)
 
     def __call__(self, img):
-        out: list = []
-        for name in self.names:
-            out.append(out[int(name[1:])] if name.startswith("=") else self.tf[name](img))
-        return tuple(out) if len(out) > 1 else out[0]
+        out = tuple(self.tf[name](img) for name in self.names)
+        return out if len(out) > 1 else out[0]
 
 
 class DeviceLoader:

@@ -27,7 +27,17 @@ from lnl.engine import codivide as cd
 from lnl.engine.codivide_files import FileListMixin
 from lnl.engine.cotrain import CoDivide
 
-STRONG_VIEW = {"autoaug": "strong", "randaug": "randaug", "train": "weak"}
+#: ``--aug`` → the GPU loader's strong view: PLReMix's PIL AutoAugment (CIFAR policy on CIFAR, ImageNet
+#: policy on Tiny-ImageNet, ``data/data_loader.py``), FixMatch's RandAugment, or the weak view itself.
+STRONG_VIEW = {"autoaug": "autoaug_cifar", "randaug": "randaug_fixmatch", "train": "weak"}
+#: Datasets whose AutoAugment view uses the ImageNet policy and whose weak crop is unpadded.
+IMAGENET_STYLE = ("tiny_imagenet",)
+
+
+def strong_view(aug: str, dataset: str) -> str | None:
+    """The GPU loader view of ``--aug`` on ``dataset`` (None: not provided there)."""
+    view = STRONG_VIEW.get(aug)
+    return "autoaug_imagenet" if view == "autoaug_cifar" and dataset in IMAGENET_STYLE else view
 PROTO_M = 0.99
 
 
@@ -160,10 +170,12 @@ class PLReMix(CoDivide):
     kappa_milestones = (40, 70)
 
     def __init__(self, args, nets, optimizers, data, log):
-        strong = STRONG_VIEW.get(args.aug)
+        strong = strong_view(args.aug, args.dataset)
         if strong is None:
             raise ValueError(f"--aug {args.aug}: the GPU-resident pipeline provides {sorted(STRONG_VIEW)} "
                              "(simclr's colour jitter/blur is not implemented there)")
+        if args.dataset in IMAGENET_STYLE:  # Tiny-ImageNet: RandomCrop(64) without padding (data_loader.py)
+            data.train_loader.crop_padding = 0
         self.semi_views = ("weak", "weak", strong, strong)
         self.warmup_views = ("weak", strong, strong)
         self.mix_views = (2, 3) if args.aug in ("autoaug", "randaug") else (0, 1)
@@ -334,10 +346,22 @@ def build_nets(args, num_classes: int, *, input_size: int = 32) -> tuple[list, l
 
 
 # ----------------------------------------------------------------------------- Clothing1M / WebVision
+def file_view_names(dataset: str, mcrop: bool) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The ``transforms_for`` views of a warm-up item (CE view, two contrastive views, 6 small crops with
+    ``--mcrop``) and of a labeled/unlabeled item (2 weak, 2 strong, small crops), each drawn on its own.
+
+    The CE view is Clothing1M's strong transform (the first large crop with ``--mcrop``) and WebVision's
+    weak one (``data/data_loader.py`` mode 'warmup'; ``clothing1m.py``/``webvision.py`` mode 'all')."""
+    small = ("small",) * 6 if mcrop else ()
+    big = "large" if mcrop else "strong"
+    ce = big if dataset == "clothing1m" else "weak"
+    return (ce, big, big, *small), ("weak", "weak", big, big, *small)
+
+
 class FilePLReMix(FileListMixin, PLReMix):
     """PLReMix on a file-list dataset (``train_clothing1m.py`` / ``train_webvision.py`` @ b0c4ec3):
-    two-milestone LR, κ milestones (15, 30), InfoNCE warm-up on strong views (the CE branch reads the
-    first strong view), multi-crop with ``--mcrop``, and P1 (PLR candidates read at the sample's
+    two-milestone LR, κ milestones (15, 30), InfoNCE warm-up on two strong views (the CE branch reads a
+    third view of its own: strong on Clothing1M, weak on WebVision), multi-crop with ``--mcrop``, and P1 (PLR candidates read at the sample's
     position in its labeled/unlabeled list instead of its eval row; ``--fix_p1``)."""
 
     kappa_milestones = (15, 30)
@@ -347,10 +371,7 @@ class FilePLReMix(FileListMixin, PLReMix):
         self.train_set = data.train
         args.aug = "autoaug" if args.aug not in STRONG_VIEW else args.aug
         super().__init__(args, nets, optimizers, data, log)
-        small = ("small",) * 6 if args.mcrop else ()
-        big = "large" if args.mcrop else "strong"
-        self.warmup_names = (big, "=0", big, *small)
-        self.semi_names = ("weak", "weak", big, big, *small)
+        self.warmup_names, self.semi_names = file_view_names(args.dataset, args.mcrop)
         self.mix_views = (2, 3)
         self._lists = None
 

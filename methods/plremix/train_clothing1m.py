@@ -53,7 +53,7 @@ def main(args: argparse.Namespace) -> dict:
     root = Path(args.data_path).expanduser()
     train_set = get_dataset("clothing1m", root, "train")
     val_set, test_set = get_dataset("clothing1m", root, "val"), get_dataset("clothing1m", root, "test")
-    tf = transforms_for(CLOTHING1M, train_set.mean, train_set.std)
+    tf = transforms_for(CLOTHING1M, train_set.mean, train_set.std, aug=args.aug)
     nets, optimizers = lib.build_nets(args, 14)
     method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=CLOTHING1M,
                              milestones=MILESTONES, penalty=True, tf=tf)

@@ -49,7 +49,7 @@ def main(args: argparse.Namespace) -> dict:
     args.warm_up = WARM_UP if args.warm_up is None else args.warm_up
     root = Path(args.data_path).expanduser()
     train_set = get_dataset("webvision", root, "train")
-    tf = transforms_for(WEBVISION, train_set.mean, train_set.std)
+    tf = transforms_for(WEBVISION, train_set.mean, train_set.std, aug=args.aug)
     nets, optimizers = lib.build_nets(args, 50)
     method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=WEBVISION,
                              milestones=MILESTONES, penalty=False, tf=tf)

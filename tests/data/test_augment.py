@@ -339,3 +339,17 @@ def test_rand_augment_takes_a_device_magnitude(no_host_reads):
     want = rand_augment(x, torch.Generator().manual_seed(3), num_ops=2, magnitude=12, dense=True)
     got = rand_augment(x, torch.Generator().manual_seed(3), num_ops=2, magnitude=torch.tensor(12), dense=True)
     assert torch.equal(got, want) and not torch.equal(got, x)
+
+
+def test_pil_exact_policies_do_not_read_the_host_on_the_dense_path(no_host_reads):
+    """PLReMix's PIL-exact views (lnl.data.pil_augment), drawn and applied as the GPU loader does on
+    CUDA (dense dispatch): no host read, so no sync inside a training step."""
+    from lnl.data import pil_augment as P
+
+    x = _mixed_images(40, seed=7)
+    g = torch.Generator().manual_seed(0)
+    for policy in ("cifar", "imagenet"):
+        out = P.auto_augment(x, policy, P.policy_draws(policy, 40, g, x.device), dense=True)
+        assert out.shape == x.shape and not torch.equal(out, x)
+    out = P.rand_augment(x, P.randaug_draws(40, 4, g, x.device, 16, 16), dense=True)
+    assert out.shape == x.shape and not torch.equal(out, x)
