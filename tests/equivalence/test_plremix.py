@@ -63,7 +63,8 @@ def method(noisy: torch.Tensor, nets, optimizers) -> lib.PLReMix:
                            lambda_warmup_crl=1.0, lambda_c=s["lambda_c"], topk=s["topk"], plr_backend="auto",
                            device=torch.device("cpu"), num_epochs=s["num_epochs"], semi_m=s["semi_m"], seed=0,
                            noise_mode="sym", r=0.5, gmm_backend="sklearn", amp=False, cos=False, lr=s["lr"],
-                           warm_up=s["warm_up"], T=s["T"], alpha=s["alpha"], lambda_u=s["lambda_u"], p_threshold=0.5)
+                           warm_up=s["warm_up"], T=s["T"], alpha=s["alpha"], lambda_u=s["lambda_u"], p_threshold=0.5,
+                           dataset="cifar10")
     data = SimpleNamespace(num_classes=10, noisy=SimpleNamespace(labels=noisy), train=SimpleNamespace(targets=noisy),
                            train_loader=None)
     return lib.PLReMix(args, nets, optimizers, data, logging.getLogger("test"))
