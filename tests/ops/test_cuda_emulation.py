@@ -151,6 +151,19 @@ def test_knn_tensor_core_real_shapes_exact_on_integers(emu, blocks, q, d, k, met
     assert torch.equal(got[2], want[2])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_knn_zero_width_features(emu, dtype):
+    """D = 0: every score ties at 0 but a row's own key (exclude_self), which stays out. No stage runs,
+    so the 16-bit path's fragment stores of a tile follow the previous tile's offers with only the
+    barrier that ends the tile between them (a store covers rows other warps offer). k = 100: the
+    first 100 rows meet their own key while their lists still take ties."""
+    x = torch.zeros(150, 0, dtype=dtype)
+    labels = torch.arange(150) % 3
+    got = emu.knn_labels(x, x, labels, 100, 3, "ip", True, 0)
+    want = torch.ops.lnl.knn_labels(x.float(), x.float(), labels, 100, 3, "ip", True, 0)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+
+
 def test_knn_wide_blocks_only_where_their_lists_fit(emu):
     """An sm_86-class device (99 KB opt-in): k = 30 fits blocks of 128 rows, k = 50 does not."""
     emu.set_device(1, 99 * 1024)

@@ -123,7 +123,7 @@ class Outcome:
 def _summary(output: str) -> tuple[str | None, str]:
     """(first failing test, its short reason) from pytest's -rfE summary lines."""
     for line in output.splitlines():
-        m = re.match(r"(?:FAILED|ERROR) (\S+)(?: - (.*))?", line)
+        m = re.match(r"(?:FAILED|ERROR) (.+?)(?: - (.*))?$", line)
         if m:
             return m.group(1).split("::", 1)[-1], (m.group(2) or "")[:120]
     return None, ""
@@ -145,7 +145,8 @@ def run(mutations: list[Mutation], work: Path, timeout: float = 1800, log: Path 
     """Runs each mutation on one instrumented build under `work` (kept between calls: ninja rebuilds
     only what changed). Raises if the instrumented emulation, no mutation on, fails its tests."""
     copy = instrument(work, find_mutations())
-    env = {**os.environ, "LNL_EMU_CSRC": str(copy), "LNL_EMU_BUILD": str(work / "build")}
+    # COLUMNS: pytest's summary lines keep the failure's message only when they fit the width
+    env = {**os.environ, "LNL_EMU_CSRC": str(copy), "LNL_EMU_BUILD": str(work / "build"), "COLUMNS": "400"}
     env.pop("LNL_EMU_MUTANT", None)
     order = {op: op_tests(op, tests) for op in CHEAPEST_FIRST if any(m.op == op for m in mutations)}
     for op, names in order.items():
