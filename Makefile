@@ -12,7 +12,7 @@ LNL_CUDA ?= auto
 BUILD_STAMP := build/.stamp-cuda-$(LNL_CUDA)
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: install build demo test bench clean info
+.PHONY: install build demo test bench clean info mutate
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -41,6 +41,11 @@ demo: build
 test: build
 	bash launchers/install_slurm.sh
 	$(PY) -m pytest -q tests
+
+# Deletes each barrier of the CUDA kernels in turn and runs the emulation tests (an hour or more on
+# two cores; tests/ops/cuda_emulation/README.md): every deletion must make a test fail.
+mutate: build
+	$(PY) -m tests.ops.cuda_emulation.mutate --log build/mutate.jsonl
 
 bench: build
 	$(PY) benchmarks/bench_knn.py

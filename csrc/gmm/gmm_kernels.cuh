@@ -110,18 +110,18 @@ struct Team {
 };
 
 // The team's barrier: every thread of every block (memory written before it is visible after it).
+// Teams of several blocks only: a one-block team sums with block_sum's barriers alone.
 template <int Kind>
 __device__ void team_barrier() {
+  static_assert(Kind != kBlock, "one block: block_sum's barriers");
   if constexpr (Kind == kCluster) {
 #if LNL_GMM_CLUSTERS
     cooperative_groups::this_cluster().sync();
 #else
     __trap();  // never launched: gmm_cuda.cu asks for PTX >= 9.0
 #endif
-  } else if constexpr (Kind == kGrid) {
-    cooperative_groups::this_grid().sync();
   } else {
-    __syncthreads();
+    cooperative_groups::this_grid().sync();
   }
 }
 
@@ -484,8 +484,6 @@ __global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X
   const int64_t g = team.problem(), n = lengths[g];
   const scalar_t* x = X + g * N * D;
   int64_t* labels = labels_all + g * N;
-  if (threadIdx.x < kMaxK) c[threadIdx.x][0] = c[threadIdx.x][1] = 0;
-  __syncthreads();
   kmeanspp<scalar_t, D, Kind>(team, x, n, K, uniforms + g * ustride, c, tsum, smem, xch);
   double m[4] = {0, 0, 0, 0};
   for (int64_t i = team.thread(); i < n; i += team.size()) {

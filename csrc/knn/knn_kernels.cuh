@@ -282,7 +282,7 @@ __global__ void __launch_bounds__(kThreads) knn_tile_kernel(
       offer_tile_row(s_s + row * kLdS, list_rank + row * k, list_index + row * k, size[r], thr[r],
                      k, tile0, lane);
     }
-    __syncthreads();  // s_s and the stages are rewritten by the next tile
+    __syncthreads();  // s_s is rewritten by the next tile (with no stage barrier before it when D = 0)
   }
 #pragma unroll
   for (int r = 0; r < kRowsPerWarp; ++r) {

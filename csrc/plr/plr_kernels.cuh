@@ -157,7 +157,8 @@ __device__ __forceinline__ void wmma_tile_dots(const scalar_t* __restrict__ f, i
       }
     }
   }
-  __syncthreads();  // every thread is done with what scores overwrites (the backward's hs)
+  // No barrier before the store: the previous tile's reads of scores (the backward's hs) end before
+  // its last barrier (the forward's below, the backward's in accumulate_hf) or the first of this loop.
 #pragma unroll
   for (int j = 0; j < 2; ++j)
     wmma::store_matrix_sync(scores + fr * 16 * kLdS + (fc + j) * 16, c[j], kLdS, wmma::mem_row_major);
@@ -387,7 +388,8 @@ __global__ void __launch_bounds__(kThreads)
     tile_products(f, p.n, p.d, r0, c0, stage, hs_raw, acc);
     fill_h(bits, p, lse, c0, row, rs, lse_a, valid, coef, acc, hs);
     accumulate_hf(f, p, c0, row, hs, fc, grad_acc);
-    __syncthreads();  // every thread is done with hs before the next tile overwrites it
+    // the next tile writes hs after tile_products' first barrier (D >= 1; with D = 0 the gradient
+    // has no columns: what hs holds is never used)
   }
 }
 

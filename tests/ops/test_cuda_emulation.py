@@ -81,6 +81,25 @@ def test_knn_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, c, exclude):
     assert torch.equal(got[2], counts)
 
 
+# Shapes users run: LRA's k on 128-wide (PLReMix's projection) and 512-wide (CLIP ViT-B/32) features,
+# 8 and 32 fp32 stages of 16 dimensions; Q = 64 fills two 32-row blocks, Q = 45 ends in a partial one;
+# N = 200 keys: four 64-key tiles (the last partial), every list full after the first and rewritten.
+KNN_REAL_SHAPES = [(64, 200, 128, 10, "ip"), (45, 200, 128, 20, "cosine"), (64, 200, 128, 50, "l2"),
+                   (45, 200, 512, 10, "l2"), (64, 200, 512, 20, "ip"), (45, 200, 512, 50, "cosine")]
+
+
+@pytest.mark.parametrize("q,n,d,k,metric", KNN_REAL_SHAPES)
+def test_knn_fp32_real_shapes_equal_cpu_kernel(emu, q, n, d, k, metric):
+    keys = _int_points(n, d, seed=d + k)
+    queries = _int_points(q, d, seed=q + k)
+    labels = torch.randint(0, 10, (n,), generator=torch.Generator().manual_seed(k))
+    got = emu.knn_labels(queries, keys, labels, k, 10, metric, False, 0)
+    want = torch.ops.lnl.knn_labels(queries, keys, labels, k, 10, metric, False, 0)
+    assert torch.equal(got[0], want[0]), "indices"
+    torch.testing.assert_close(got[1], want[1].float(), rtol=0, atol=0 if metric != "cosine" else 1e-6)
+    assert torch.equal(got[2], want[2]), "votes"
+
+
 H100 = (132, 227 * 1024)  # the emulated device: SMs, opt-in shared memory per block
 
 
@@ -114,6 +133,35 @@ def test_knn_tensor_core_path_exact_on_integers(emu, blocks, dtype, metric, d):
     assert torch.equal(got[0], want[0])
     assert torch.equal(got[1], want[1])
     assert torch.equal(got[2], want[2])
+
+
+# (Q, D, k, metric, dtype): 2 and 8 stages of 64 dimensions; Q = 128 fills both block shapes, 160 only
+# blocks of 32, 150 neither; N = 150: three key tiles, the last partial
+@pytest.mark.parametrize("q,d,k,metric,dtype", [(128, 128, 10, "l2", torch.float16), (150, 128, 50, "ip", torch.bfloat16),
+                                                (160, 512, 20, "l2", torch.bfloat16), (150, 512, 50, "ip", torch.float16)])
+def test_knn_tensor_core_real_shapes_exact_on_integers(emu, blocks, q, d, k, metric, dtype):
+    keys = _int_points(150, d, seed=d + k)
+    queries = _int_points(q, d, seed=q)
+    labels = torch.randint(0, 10, (150,), generator=torch.Generator().manual_seed(k))
+    got = emu.knn_labels(queries.to(dtype), keys.to(dtype), labels, k, 10, metric, False, 0)
+    assert _tile_blocks(emu) == math.ceil(q / blocks)
+    want = torch.ops.lnl.knn_labels(queries, keys, labels, k, 10, metric, False, 0)
+    assert torch.equal(got[0], want[0])
+    assert torch.equal(got[1], want[1])
+    assert torch.equal(got[2], want[2])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_knn_zero_width_features(emu, dtype):
+    """D = 0: every score ties at 0 but a row's own key (exclude_self), which stays out. No stage runs,
+    so the 16-bit path's fragment stores of a tile follow the previous tile's offers with only the
+    barrier that ends the tile between them (a store covers rows other warps offer). k = 100: the
+    first 100 rows meet their own key while their lists still take ties."""
+    x = torch.zeros(150, 0, dtype=dtype)
+    labels = torch.arange(150) % 3
+    got = emu.knn_labels(x, x, labels, 100, 3, "ip", True, 0)
+    want = torch.ops.lnl.knn_labels(x.float(), x.float(), labels, 100, 3, "ip", True, 0)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
 
 
 def test_knn_wide_blocks_only_where_their_lists_fit(emu):
@@ -188,6 +236,30 @@ def test_gmm_em_one_block_per_problem(emu, d, k, dtype, rtol):
     for init in ((labels, None), (None, resp)):
         args = (x, lengths, *init, None, None, None, k, 50, 1e-3, 1e-6)
         _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), rtol)
+
+
+@pytest.mark.parametrize("d,major", [(1, 8), (2, 9)])
+def test_gmm_fit_method_shapes(emu, d, major):
+    """DivideMix's (1-D per-sample losses) and PLReMix's (2-D) GMM: sklearn's GaussianMixture(2,
+    max_iter=10, tol=1e-2, reg_covar=5e-4) after k-means, on one problem of CIFAR's 50,000 points
+    scaled to 20,000: one block per problem before sm_90, a cluster of 8 on sm_90."""
+    emu.set_device(*H100, major=major)
+    try:
+        gen = torch.Generator().manual_seed(d)
+        clean = torch.rand(1, 13_000, d, generator=gen, dtype=torch.float64) * 0.3  # small losses
+        noisy = 1.5 + torch.rand(1, 7_000, d, generator=gen, dtype=torch.float64) * 2.0
+        x = torch.cat([clean, noisy], 1)[:, torch.randperm(20_000, generator=gen)].float().contiguous()
+        lengths = torch.tensor([20_000])
+        u = torch.as_tensor(gref.kmeans_uniforms(0, 2))[None].contiguous()
+        emu.launches()
+        labels = emu.gmm_kmeans(x, lengths, u, 2)
+        assert torch.equal(labels, torch.ops.lnl.gmm_kmeans(x, lengths, u, 2))
+        args = (x, lengths, labels, None, None, None, None, 2, 10, 1e-2, 5e-4)
+        got = emu.gmm_em(*args)
+        assert [launch[3] for launch in emu.launches()] == [8 if major == 9 else 1] * 2
+        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-4)
+    finally:
+        emu.set_device(*H100)
 
 
 def test_gmm_em_given_parameters(emu):
@@ -400,6 +472,11 @@ PLR_CASES = [  # (B, V, D, C, kappa); the kernels stage D in chunks of 32
     (70, 2, 72, 100, 2),  # three D chunks, the last partial
     (33, 3, 40, 200, 3),  # C = 200: four bitset words; three views
     (40, 8, 16, 1000, 1),  # 16 words, V = 8 (320 rows: several row tiles)
+    # PLReMix's: 128-wide projections (four D chunks), two views, topk 3 (kappa) and 1; CIFAR-10 and
+    # CIFAR-100 at batch 64 (128 rows: two whole tiles), mini-WebVision's 50 classes at batch 48
+    (64, 2, 128, 10, 3),
+    (64, 2, 128, 100, 1),
+    (48, 2, 128, 50, 3),
 ]
 
 
@@ -424,7 +501,8 @@ def test_plr_forward_backward_vs_float64_oracle(emu, flat, b, v, d, c, kappa):
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("flat", [True, False])
-@pytest.mark.parametrize("d", [48, 136, 150])  # as the kNN case: 16-byte loads for 48 and 136, 2-byte for 150
+# as the kNN case: 16-byte loads for 48, 128 (PLReMix's projection) and 136, 2-byte for 150
+@pytest.mark.parametrize("d", [48, 128, 136, 150])
 def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
     feats, cand, labels = make_inputs(48, 3, d, 50, seed=9)  # 144 rows: three row and column tiles
     rounded = feats.to(dtype)

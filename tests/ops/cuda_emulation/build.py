@@ -73,20 +73,22 @@ def load(verbose: bool = False):
     # ninja from the environment's requirements, even when its bin/ is not on PATH
     os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     build = Path(os.environ.get("LNL_EMU_BUILD", ROOT / "build" / "cuda_emulation"))
+    # mutate.py points both at a scratch copy of csrc/ (and its own build folder)
+    csrc = Path(os.environ.get("LNL_EMU_CSRC", CSRC))
     build.mkdir(parents=True, exist_ok=True)
     sources = [str(HERE / "bindings.cpp")]
     for op in OPS:
         # rewritten headers go to build/include/<op>/, searched before csrc/
         (build / "include" / op).mkdir(parents=True, exist_ok=True)
-        for header in (CSRC / op).glob("*.cuh"):
+        for header in (csrc / op).glob("*.cuh"):
             _write_if_changed(build / "include" / op / header.name, emulated_header(header.read_text()))
         target = build / f"{op}_cuda_emulated.cpp"
-        _write_if_changed(target, emulated_source((CSRC / op / f"{op}_cuda.cu").read_text(), op))
+        _write_if_changed(target, emulated_source((csrc / op / f"{op}_cuda.cu").read_text(), op))
         sources.append(str(target))
     return cpp_extension.load(
         name="lnl_cuda_emulation",
         sources=sources,
-        extra_include_paths=[str(HERE / "include"), str(build / "include"), str(CSRC)],
+        extra_include_paths=[str(HERE / "include"), str(build / "include"), str(csrc)],
         extra_cflags=["-O2", "-Wno-unused-function"],
         build_directory=str(build),
         verbose=verbose,

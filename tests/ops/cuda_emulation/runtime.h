@@ -28,6 +28,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <map>
@@ -95,6 +96,16 @@ alignas(128) inline thread_local unsigned char g_dynamic_smem[kDynamicSmemBytes]
 inline std::map<const void*, size_t>& smem_limits() {
   static std::map<const void*, size_t> limits;
   return limits;
+}
+
+// The mutation that an instrumented build (tests/ops/cuda_emulation/mutate.py) switches on: the
+// environment's LNL_EMU_MUTANT, read once; -1 (none) when unset.
+inline int mutant() {
+  static const int id = [] {
+    const char* s = std::getenv("LNL_EMU_MUTANT");
+    return s != nullptr && *s != '\0' ? std::atoi(s) : -1;
+  }();
+  return id;
 }
 
 inline uint64_t& launch_counter() {
