@@ -12,7 +12,7 @@ LNL_CUDA ?= auto
 BUILD_STAMP := build/.stamp-cuda-$(LNL_CUDA)
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: install build demo test bench clean info mutate
+.PHONY: install build demo test bench clean info mutate image-cpu image-cuda test-images
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -52,3 +52,25 @@ bench: build
 
 clean:
 	rm -rf build lnl/_C*.so lnl/_build_info.json
+
+# Images (docker/README.md). ENGINE=podman works too; BASE=<image> replaces the Dockerfile's pinned base
+# and ENGINE_ARGS adds build options. The commit and its date go in as GIT_SHA / SOURCE_DATE_EPOCH.
+ENGINE ?= docker
+ENGINE_ARGS ?=
+GIT_SHA = $(shell git describe --always --dirty --abbrev=40 2>/dev/null || echo unknown)
+SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# Docker's BuildKit finds <Dockerfile>.dockerignore by itself; podman is told.
+image_args = -f $(1) --build-arg GIT_SHA=$(GIT_SHA) --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH) \
+	$(if $(BASE),--build-arg BASE=$(BASE)) $(if $(filter podman,$(notdir $(ENGINE))),--ignorefile $(1).dockerignore \
+	--timestamp $(SOURCE_DATE_EPOCH)) $(ENGINE_ARGS)
+
+image-cpu:
+	$(ENGINE) build $(call image_args,docker/Dockerfile.cpu) -t lnl:cpu .
+
+image-cuda:
+	$(ENGINE) build $(call image_args,docker/Dockerfile) -t lnl:cuda .
+
+# Builds lnl:cpu and trains on digits inside it (tests/launchers/test_docker.py; slow, not in `make test`).
+# Command-line BASE, ENGINE_ARGS and IMAGE_RUNNER (buildah: run through `buildah run`) reach the test.
+test-images: install
+	LNL_TEST_IMAGES=1 ENGINE=$(ENGINE) $(PY) -m pytest -q tests/launchers/test_docker.py -k built_image

@@ -9,6 +9,8 @@ Environment:
     LNL_SKIP_EXT=1      pure-Python install, no extension.
     LNL_DEBUG=1         -O0 -g (and -lineinfo for nvcc).
     MAX_JOBS            parallel compile jobs (ninja).
+    LNL_GIT_SHA, LNL_IMAGE_BASE, SOURCE_DATE_EPOCH  recorded in lnl/_build_info.json (image builds set
+                        them: the commit, the base image, the build's timestamp).
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def _want_cuda(torch, cpp_extension) -> bool:
 
 
 def _git_sha() -> str:
+    if os.environ.get("LNL_GIT_SHA"):  # image builds: the context has no .git, the commit is a build arg
+        return os.environ["LNL_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
         return out.stdout.strip() or "unknown"
@@ -122,6 +126,10 @@ def _extensions():
         "debug": debug,
         "git_sha": _git_sha(),
     }
+    if os.environ.get("LNL_IMAGE_BASE"):  # set by docker/Dockerfile*: the base image it was built on
+        info["image_base"] = os.environ["LNL_IMAGE_BASE"]
+    if os.environ.get("SOURCE_DATE_EPOCH"):
+        info["source_date_epoch"] = int(os.environ["SOURCE_DATE_EPOCH"])
     (ROOT / "lnl" / "_build_info.json").write_text(json.dumps(info, indent=2) + "\n")
     return [ext], {"build_ext": cpp_extension.BuildExtension.with_options(use_ninja=True)}
 
