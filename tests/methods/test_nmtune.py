@@ -23,7 +23,18 @@ from methods.nmtune.regularisers import (LossWeights, covariance_loss, mse_consi
                                          singular_values, top_singular_share)
 from methods.nmtune.views import train_view, val_view
 
-torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """NMTune's tiny runs are faster on one thread. The count is restored afterwards: a module-level
+    call here, run at collection, left every test of the session on one thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 FAST = ["--train-dataset", "digits", "--model", "test_resnet", "--device", "cpu", "--no-tensorboard",
         "--batch-size", "64"]
 
