@@ -28,8 +28,9 @@ def test_plr_messages_are_readable(backend):
         plr_loss(torch.randn(0, 8), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long),
                  kappa=2, backend=backend)
     feats = torch.nn.functional.normalize(torch.randn(8, 8), dim=1)
+    negative_cand = torch.tensor([[-5, -4], [-3, -5], [-4, -3], [-5, -5]])
     with pytest.raises(ValueError, match=r"cand must be >= 0, got range \[-5, -3\]$"):
-        plr_loss(feats, torch.randint(0, 3, (4, 2)) - 5, torch.zeros(4, dtype=torch.long), kappa=2, backend=backend)
+        plr_loss(feats, negative_cand, torch.zeros(4, dtype=torch.long), kappa=2, backend=backend)
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
