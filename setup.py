@@ -47,7 +47,18 @@ def _arch_list(torch, requested: str | None) -> str:
     kept = [e for e in entries if int(e.split(".")[0]) >= 8]  # "8.6", "9.0a", "9.0+PTX"
     if len(kept) < len(entries):
         print(f"lnl setup: dropping CUDA architectures below 8.0 from {entries} (the kernels need sm_80+)")
-    return ";".join(kept) or "8.0;9.0+PTX"
+    return ";".join(_with_ptx(kept)) or "8.0;9.0+PTX"
+
+
+def _with_ptx(entries: list[str]) -> list[str]:
+    """Add PTX to the newest architecture when no entry has it, so that a GPU newer than every
+    cubin (a build made on an older node) JIT-compiles the kernels instead of failing every launch."""
+    if not entries or any(e.endswith("+PTX") for e in entries):
+        return entries
+    newest = max(entries, key=lambda e: tuple(int(p) for p in e.rstrip("af").split(".")))
+    if newest.endswith(("a", "f")):  # arch-specific PTX does not JIT to newer GPUs: add plain PTX
+        return entries + [newest.rstrip("af") + "+PTX"]
+    return [e + "+PTX" if e == newest else e for e in entries]
 
 
 def _want_cuda(torch, cpp_extension) -> bool:

@@ -70,14 +70,15 @@ inline int check_gmm_inputs(const at::Tensor& x, const at::Tensor& lengths,
     TORCH_CHECK(init_labels->sizes() == at::IntArrayRef({g, n}) &&
                     init_labels->scalar_type() == at::kLong && init_labels->device() == x.device(),
                 "gmm_em: init_labels must be int64 [G=", g, ", N=", n, "] on ", x.device(), ", got ",
-                init_labels->sizes(), " ", init_labels->scalar_type());
+                init_labels->sizes(), " ", init_labels->scalar_type(), " on ", init_labels->device());
     return 0;
   }
   if (init_resp) {
     TORCH_CHECK(init_resp->sizes() == at::IntArrayRef({g, n, n_components}) &&
                     init_resp->scalar_type() == x.scalar_type() && init_resp->device() == x.device(),
-                "gmm_em: init_resp must be [G=", g, ", N=", n, ", K=", n_components, "] of x's dtype, got ",
-                init_resp->sizes(), " ", init_resp->scalar_type());
+                "gmm_em: init_resp must be [G=", g, ", N=", n, ", K=", n_components,
+                "] of x's dtype on ", x.device(), ", got ", init_resp->sizes(), " ",
+                init_resp->scalar_type(), " on ", init_resp->device());
     return 1;
   }
   const int64_t k = n_components;
@@ -106,13 +107,13 @@ inline void check_kmeans_inputs(const at::Tensor& x, const at::Tensor& lengths,
   TORCH_CHECK(lengths.dim() == 1 && lengths.size(0) == x.size(0) &&
                   lengths.scalar_type() == at::kLong && lengths.device() == x.device(),
               "gmm_kmeans: lengths must be int64 [G=", x.size(0), "] on x's device, got ",
-              lengths.sizes(), " ", lengths.scalar_type());
+              lengths.sizes(), " ", lengths.scalar_type(), " on ", lengths.device());
   const int64_t trials = 2 + static_cast<int64_t>(std::log(static_cast<double>(n_components)));
   const int64_t need = 1 + (n_components - 1) * trials;
   TORCH_CHECK(uniforms.dim() == 2 && uniforms.size(0) == x.size(0) && uniforms.size(1) >= need &&
                   uniforms.scalar_type() == at::kDouble && uniforms.device() == x.device(),
-              "gmm_kmeans: uniforms must be float64 [G=", x.size(0), ", >=", need, "], got ",
-              uniforms.sizes(), " ", uniforms.scalar_type());
+              "gmm_kmeans: uniforms must be float64 [G=", x.size(0), ", >=", need, "] on x's device, got ",
+              uniforms.sizes(), " ", uniforms.scalar_type(), " on ", uniforms.device());
 }
 
 }  // namespace lnl

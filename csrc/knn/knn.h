@@ -30,6 +30,9 @@ inline KnnMetric check_knn_inputs(const at::Tensor& queries, const at::Tensor& k
               "knn_labels: key_labels must be [N=", keys.size(0), "], got ", key_labels.sizes());
   TORCH_CHECK(key_labels.scalar_type() == at::kLong, "knn_labels: key_labels must be int64, got ",
               key_labels.scalar_type());
+  TORCH_CHECK(keys.device() == queries.device() && key_labels.device() == queries.device(),
+              "knn_labels: queries, keys and key_labels must be on one device, got ", queries.device(),
+              ", ", keys.device(), ", ", key_labels.device());
   TORCH_CHECK(queries.scalar_type() == keys.scalar_type(), "knn_labels: queries are ",
               queries.scalar_type(), " but keys are ", keys.scalar_type());
   const int64_t available = keys.size(0) - (exclude_self ? 1 : 0);

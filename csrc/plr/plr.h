@@ -86,6 +86,16 @@ inline void check_plr_backward_inputs(const at::Tensor& grad, const at::Tensor& 
   TORCH_CHECK(n_neg.dim() == 1 && n_neg.size(0) == n && n_neg.scalar_type() == at::kInt,
               "plr_loss_backward: n_neg must be int32 [N=", n, "], got ", n_neg.sizes(), " ",
               n_neg.scalar_type());
+  TORCH_CHECK(at::isFloatingType(lse.scalar_type()), "plr_loss_backward: lse must be floating, got ",
+              lse.scalar_type());
+  // The dispatcher picks the kernel from the features' device; a host pointer handed to a CUDA
+  // kernel is an illegal address that poisons the context, so every tensor's device is checked.
+  TORCH_CHECK(lse.device() == features.device() && n_neg.device() == features.device(),
+              "plr_loss_backward: lse and n_neg must be on the features' device ", features.device(),
+              ", got ", lse.device(), " and ", n_neg.device());
+  TORCH_CHECK(grad.device() == features.device() || (grad.is_cpu() && grad.dim() == 0),
+              "plr_loss_backward: grad must be on ", features.device(), " (or a 0-d CPU tensor), got ",
+              grad.device());
 }
 
 }  // namespace lnl

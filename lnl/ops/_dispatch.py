@@ -32,10 +32,42 @@ def compiled_reasons(op: str, backend: str, device: torch.device) -> list[str]:
         reasons.append(f"lnl._C has no {key} kernel for lnl::{op}{suffix}")
     if device.type != backend:
         reasons.append(f"inputs are on {device.type}, not {backend}")
-    elif backend == "cuda" and torch.cuda.get_device_capability(device)[0] < 8:
-        cap = ".".join(map(str, torch.cuda.get_device_capability(device)))
-        reasons.append(f"the CUDA kernels need compute capability 8.0+, {device} has {cap}")
+    elif backend == "cuda":
+        reasons += _capability_reasons(torch.cuda.get_device_capability(device), str(device))
     return reasons
+
+
+def _capability_reasons(capability: tuple[int, int], device: str) -> list[str]:
+    """Why the built CUDA code cannot run on a GPU of ``capability``: too old for the kernels, or no
+    cubin or PTX in ``lnl._C`` that it can load (every launch would raise "no kernel image")."""
+    cap = f"{capability[0]}.{capability[1]}"
+    if capability[0] < 8:
+        return [f"the CUDA kernels need compute capability 8.0+, {device} has {cap}"]
+    arch_list = _ext.build_info().get("arch_list")
+    if arch_list and not arch_list_runs_on(arch_list, capability):
+        return [f"lnl._C was built for TORCH_CUDA_ARCH_LIST={arch_list!r}, which has no code that "
+                f"{device} (compute capability {cap}) can load; rebuild with "
+                f"TORCH_CUDA_ARCH_LIST='{cap}+PTX'"]
+    return []
+
+
+def arch_list_runs_on(arch_list: str, capability: tuple[int, int]) -> bool:
+    """Whether a build for ``arch_list`` (TORCH_CUDA_ARCH_LIST syntax: "8.0;8.6;9.0a;9.0+PTX") has code
+    a GPU of ``capability`` loads: a cubin of the same major version and no newer minor ("a" variants
+    only on their exact version), or PTX of a version no newer than the GPU (the driver compiles it)."""
+    for entry in arch_list.replace(" ", ";").split(";"):
+        if not entry:
+            continue
+        version, ptx = entry.removesuffix("+PTX"), entry.endswith("+PTX")
+        exact = version.endswith("a")
+        major, minor = (int(part) for part in version.rstrip("af").split("."))
+        if exact and (major, minor) == capability:
+            return True  # "9.0a" code (cubin or PTX) uses features of that exact version only
+        if ptx and not exact and (major, minor) <= capability:
+            return True
+        if not exact and major == capability[0] and minor <= capability[1]:
+            return True
+    return False
 
 
 def describe(**tensors: torch.Tensor) -> str:
