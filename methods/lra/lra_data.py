@@ -38,7 +38,6 @@ from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
 from lnl.engine.data import check_subset_size, first_images
 
-REPO = Path(__file__).resolve().parents[2]
 FP_ENCODERS = ("SimCLR", "CLIP", "ResNet", "CC", "pixels")
 LRA_FILE = re.compile(r"^(cifar10|cifar100)-[123]-\d*\.\d+(_[UA]_\d*\.\d+)?$")
 GENERATED = re.compile(r"^(?P<dataset>[a-z0-9_]+)-(?P<mode>[a-z_+]+)-(?P<rate>\d*\.?\d+)$")
@@ -62,11 +61,10 @@ class NoiseSpec:
 
 def noise_dirs(args: argparse.Namespace) -> list[Path]:
     """Where original noise files are looked up: ``--noise_dir``, ``./noise_label`` (the original's),
-    ``$LNL_DATA/noise_labels/lra_pmd`` and ``../shared/data/noise_labels/lra_pmd``."""
+    and ``$LNL_DATA/noise_labels/lra_pmd`` (``$LNL_DATA`` defaults to ``data``)."""
     if args.noise_dir:
         return [Path(args.noise_dir)]
-    return [Path("noise_label"), Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd",
-            REPO.parent / "shared" / "data" / "noise_labels" / "lra_pmd"]
+    return [Path("noise_label"), Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd"]
 
 
 def parse_noise_type(args: argparse.Namespace) -> NoiseSpec:
