@@ -1,4 +1,4 @@
-"""LRA-Diffusion's data side (specs/lra_dmlp.md §A.3.1, §A.3.2, §A.6): ``--noise_type`` names, the
+"""LRA-Diffusion's data side (``utils/data_utils.py``, ``train_CIFAR.py``): ``--noise_type`` names, the
 splits, the frozen prior features f_p(x) and the loaders.
 
 * ``--noise_type``: an original file stem (``cifar10-1-0.35``, ``cifar100-1-0.35_U_0.3`` …, read from
