@@ -58,18 +58,20 @@ def test_the_pattern_catches_each_kind_of_reference():
     assert not any(SHARED.search(s) for s in missed)
 
 
-# Bug IDs cited in code ("P14", "B.7.2", "A.9.9") must be rows of a method README's deviation table.
-BUG_ID = re.compile(r"\b(P\d{1,2}|[AB]\.\d{1,2}\.\d{1,2})\b")
-TABLE_ID = re.compile(r"^\|\s*((?:P\d{1,2}|[AB]\.\d{1,2}\.\d{1,2})(?:\s*/\s*(?:P\d{1,2}|[AB]\.\d{1,2}\.\d{1,2}))*)\s*\|")
+# Bug IDs cited in code ("P14", "B.7.2", "A.9.9") must be rows of a method README's deviation table:
+# a table cell holding only IDs ("P4/P5", "A.9.2, A.9.16").
+ID = r"(?:P[1-9]\d?|[AB]\.\d{1,2}\.\d{1,2})"
+BUG_ID = re.compile(rf"\b({ID})\b")
+ID_CELL = re.compile(rf"^\s*{ID}(?:\s*[,/]\s*{ID})*\s*$")
 
 
 def table_ids() -> set[str]:
     ids = set()
     for readme in REPO.glob("methods/*/README.md"):
         for line in readme.read_text(encoding="utf-8").splitlines():
-            m = TABLE_ID.match(line)
-            if m:
-                ids.update(re.split(r"\s*/\s*", m.group(1)))
+            if line.startswith("|"):
+                cells = [c for c in line.strip().strip("|").split("|") if ID_CELL.match(c)]
+                ids.update(i for c in cells for i in BUG_ID.findall(c))
     return ids
 
 
