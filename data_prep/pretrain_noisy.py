@@ -1,6 +1,6 @@
 """Pre-train an encoder on noisily labelled data: NMTune's "noisy pre-training" at small scale.
 
-The paper pre-trains ResNet-50 on ImageNet-1K with 0-30 % flipped labels (ieg_nmtune.md B1, B4);
+The paper pre-trains ResNet-50 on ImageNet-1K with 0-30 % flipped labels;
 those checkpoints are not public and nothing downloads here. This script makes the setting
 reproducible offline: it trains a timm model from scratch on ``digits`` (embedded) or CIFAR-10/100
 (``../shared/data``) with a chosen synthetic noise rate (``lnl.data.noise.make_noise``), and writes
