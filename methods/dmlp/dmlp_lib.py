@@ -73,7 +73,7 @@ def read_prefix(spec: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
 
 
 def read_original_folder(folder: Path) -> FeatureSet:
-    """The Drive layout of the original : train/test features, noisy, clean and test labels."""
+    """The Drive layout of the original: train/test features, noisy, clean and test labels."""
     return FeatureSet(train=_npy(folder / "trainfeatures.npy", np.float32),
                       clean=_npy(folder / "correctlabels.npy", np.int64),
                       noisy=_npy(folder / "trainlabels.npy", np.int64),
