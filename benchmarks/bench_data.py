@@ -162,7 +162,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--root", type=Path, default=ROOT.parent / "shared" / "data" / "cifar10")
+    p.add_argument("--root", type=Path, default=ROOT / "data" / "cifar10")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--pipelines", nargs="+", choices=sorted(PIPELINES), default=["weak", "mixmatch"]

@@ -7,7 +7,7 @@ measured on real CIFAR-10 (``--data_path``) or synthetic CIFAR-shaped data (``--
 Every epoch is timed with ``torch.cuda.synchronize`` + ``perf_counter``; the median of ``--repeats``
 runs of each kind is reported and a line appended to ``benchmarks/RESULTS.md``.
 
-    python benchmarks/bench_epoch.py --method plremix --data_path ../shared/data/cifar10 -- --amp
+    python benchmarks/bench_epoch.py --method plremix --data_path data/cifar10 -- --amp
     python benchmarks/bench_epoch.py --method dividemix --synthetic 5000 --repeats 1 -- --device cpu
 
 Arguments after ``--`` go to the method's own parser (e.g. ``--amp --compile --r 0.5``).

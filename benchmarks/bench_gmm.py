@@ -9,7 +9,7 @@ Evidence: this script, same run and same inputs for every backend: median of ``-
 threads; robust to other jobs on a shared machine), plus max |p_ours - p_sklearn| and the
 clean/noisy partition agreement (p > 0.5) for each backend, so speed is never reported without parity.
 
-Inputs follow kernels_and_anchors.md's benchmark method: 50% "noisy" per-sample losses (clean ~
+Inputs: 50% "noisy" per-sample losses (clean ~
 Gamma(1, 0.05), noisy ~ N(2.5, 0.8) clipped at 0), shuffled, min-max normalised, float32; the 2-D
 case stacks two independent columns. Cases: one 1-D fit on 50k and on 1M points, one 2-D fit on 1M,
 and 1000 per-class 1-D fits of 2,400 points. sklearn fits each per-class problem separately (as a

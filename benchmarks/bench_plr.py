@@ -1,6 +1,6 @@
 """Benchmark of the fused PLR loss (``lnl.ops.plr_loss``) against the dense PyTorch formulation.
 
-Claim (issue 6, specs/plremix_dividemix.md §11.2): the fused op computes PLReMix's PLR loss
+Claim (issue 6): the fused op computes PLReMix's PLR loss
 forward + backward without building the B×C one-hot, the B×B overlap or any (V·B)² tensor, so its
 memory is O(V·B·D) and it runs where the dense formulation (``plr_loss_reference``, which builds
 them as the original does) runs out of memory; on an H100 it should also be ≥ 3× faster from

@@ -5,7 +5,8 @@
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]
 #
 # Stages, in the order a session runs them:
-#   pack     HERE, before the first call: split ../shared/data's CIFAR-10 and the DivideMix noise files
+#   pack     HERE, before the first call: split $SRC's CIFAR-10 (default data/, as data_prep writes it) and the
+#            DivideMix noise files (data_prep/make_noise.py --out data/noise_labels/dividemix_json/cifar10/0.50.json)
 #            into three ignored chunks (.gpu_data/c1 .. c3, <= 48 MiB each), one to carry per call.
 #   build    pip install -e . for sm_90 (MAX_JOBS=16), then python -m lnl.info.
 #   test     the CUDA tests (pytest -m cuda) with a junit file; then the CPU suite of tests/ops.
@@ -28,14 +29,14 @@ cd "$(dirname "$0")/.."
 OUT=${OUT:-$PWD/gpu_out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python3}
-SHARED=${SHARED:-../shared/data}
+SRC=${SRC:-data}
 export PYTHONUNBUFFERED=1
 
 log() { echo "[gpu_session $(date -u +%H:%M:%S)] $*" | tee -a "$OUT/session.log"; }
 
 stage_pack() {
     rm -rf .gpu_data && mkdir -p .gpu_data/stage .gpu_data/c1 .gpu_data/c2 .gpu_data/c3
-    tar -C "$SHARED" -cf .gpu_data/stage/all.tar cifar10/train.npz cifar10/test.npz \
+    tar -C "$SRC" -cf .gpu_data/stage/all.tar cifar10/train.npz cifar10/test.npz \
         noise_labels/dividemix_json/cifar10
     split -n 3 -d .gpu_data/stage/all.tar .gpu_data/stage/part.
     mv .gpu_data/stage/part.00 .gpu_data/c1/ && mv .gpu_data/stage/part.01 .gpu_data/c2/ \
@@ -96,7 +97,7 @@ stage_methods() {  # caps sum to ~480 s: the call's 600 s include the unpacking 
     local runs=/tmp/gpu_runs  # run folders stay here; only their logs come back (8 files a call)
     local common=(--data_path "$DATA/cifar10" --noise_mode sym --r 0.5 --noise_file "$noise" --device cuda
                   --no-tensorboard --resume none)
-    [ -e ../shared/data ] || { mkdir -p ../shared && ln -s "$DATA" ../shared/data; }  # tests/data's path
+    export LNL_TEST_DATA=$DATA  # where tests/data finds the real CIFAR-10 and noise files
     log "test: the CUDA tests of tests/data (GPU loader and augmentation vs the CPU)"
     timeout 60 $PY -m pytest -q -m cuda tests/data -p no:cacheprovider 2>&1 | tee "$OUT/cuda_data_tests.log" | tail -n 5
     log "bench: data (the GPU loader vs torchvision's)"

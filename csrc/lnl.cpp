@@ -12,13 +12,13 @@ extern "C" PyObject* PyInit__C(void) {
 }
 
 TORCH_LIBRARY(lnl, m) {
-  // kNN label retrieval: specs/kernels_and_anchors.md §1, specs/lra_dmlp.md §A.5.
+  // kNN label retrieval: LRA-Diffusion utils/knn_utils.py (lnl/ops/knn.py).
   // metric: "cosine" | "ip" | "l2"; chunk: query rows per block (0 = automatic).
   m.def(
       "knn_labels(Tensor queries, Tensor keys, Tensor key_labels, int k, int num_classes, "
       "str metric, bool exclude_self, int chunk) -> (Tensor indices, Tensor scores, Tensor votes)");
 
-  // >>> gmm schemas (specs/plremix_dividemix.md §11.1)
+  // >>> gmm schemas (lnl/ops/gmm_reference.py)
   // k-means init replaying sklearn's KMeans(K, n_init=1): uniforms float64 [G, U] are the host's
   // RandomState draws; returns int64 labels [G, N].
   m.def("gmm_kmeans(Tensor x, Tensor lengths, Tensor uniforms, int n_components) -> Tensor labels");
@@ -31,7 +31,7 @@ TORCH_LIBRARY(lnl, m) {
       "Tensor converged, Tensor status)");
   // <<< gmm schemas
 
-  // >>> plr schemas (specs/plremix_dividemix.md §5.6, §5.7, §11.2)
+  // >>> plr schemas (lnl/ops/plr_reference.py)
   // PLReMix's PLR loss over view-major features [V*B, D]; candidate sets from cand [B, k'] (int64),
   // labels [B] (int64), kappa (0 = top-1 only). Returns (objective, value, lse[N], n_neg[N] int32);
   // the objective carries the loss's gradient (flat: mean of v_a over rows with a negative).

@@ -6,8 +6,8 @@ Two ways to fill ``--root`` (the dataset folder that ``get_dataset("cifar10", ro
   extract ``cifar-10-batches-py/`` (or ``cifar-100-python/``) and check every batch file's md5 (the
   values torchvision publishes). ``--url``, ``--md5`` and ``--file-md5`` override them (the tests
   point them at a small local archive).
-* ``--from-npz DIR``: convert ``train.npz``/``test.npz`` from DIR (for example the LZMA-compressed
-  ``shared/data/cifar10``) into plain uncompressed ``.npz`` files in ``--root``, which load in well
+* ``--from-npz DIR``: convert ``train.npz``/``test.npz`` from DIR (for example an LZMA-compressed
+  copy) into plain uncompressed ``.npz`` files in ``--root``, which load in well
   under a second. ``train_labels_full.npz`` is carried over when present.
 
 ``--cifar-n`` also fetches ``CIFAR-10_human.pt`` / ``CIFAR-100_human.pt`` from the CIFAR-N release
@@ -17,8 +17,7 @@ Rerunning is safe: verified files are kept, existing conversions are skipped unl
 
 Example:
     python data_prep/cifar.py --dataset cifar10 --root data/cifar10
-    python data_prep/cifar.py --dataset cifar100 --root data/cifar100 --from-npz
-    ../shared/data/cifar100
+    python data_prep/cifar.py --dataset cifar100 --root data/cifar100 --from-npz DIR
 """
 
 from __future__ import annotations

@@ -39,10 +39,10 @@ random augmentation. (Food-101N's original resizes with its own rounding, ``int(
   Images: Resize 256, CenterCrop ``--image-size`` (224), the dataset's normalisation, as LRA's
   Clothing1M evaluation transform.
 
-Weights are never available offline (lra_dmlp.md §A.8); the tests use random initialisation.
+Weights are never available offline; the tests use random initialisation.
 
 Example:
-    python data_prep/extract_features.py --dataset cifar10 --root ../shared/data/cifar10 --split
+    python data_prep/extract_features.py --dataset cifar10 --root data/cifar10 --split
     train \
         --encoder open_clip --model ViT-L-14 --pretrained openai --out features/cifar10_train_clip
 """

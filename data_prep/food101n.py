@@ -1,6 +1,6 @@
 """Download (optionally) and check Food-101N with Food-101's test set.
 
-Layout under ``--root`` (LRA-Diffusion's ``./Food101N``, lra_dmlp.md §A.7)::
+Layout under ``--root`` (LRA-Diffusion's ``./Food101N``)::
 
     Food-101N_release/meta/{imagelist.tsv, classes.txt, verified_train.tsv, verified_val.tsv}
     Food-101N_release/images/<class>/<key>.jpg

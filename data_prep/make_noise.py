@@ -11,8 +11,8 @@ bit. PMD types need ``--probs`` (``[N, C]`` probabilities of a clean-trained cla
 ``idn`` uses the flattened images scaled to [0, 1] as features unless ``--features`` is given.
 
 Example:
-    python data_prep/make_noise.py --dataset cifar10 --root ../shared/data/cifar10 \
-        --noise sym --rate 0.5 --seed 123 --out noise/cifar10/0.50.json
+    python data_prep/make_noise.py --dataset cifar10 --root data/cifar10 \
+        --noise sym --rate 0.5 --seed 123 --out data/noise_labels/dividemix_json/cifar10/0.50.json
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Pre-train an encoder on noisily labelled data: NMTune's "noisy pre-training" at small scale.
 
-The paper pre-trains ResNet-50 on ImageNet-1K with 0-30 % flipped labels (ieg_nmtune.md B1, B4);
+The paper pre-trains ResNet-50 on ImageNet-1K with 0-30 % flipped labels;
 those checkpoints are not public and nothing downloads here. This script makes the setting
 reproducible offline: it trains a timm model from scratch on ``digits`` (embedded) or CIFAR-10/100
-(``../shared/data``) with a chosen synthetic noise rate (``lnl.data.noise.make_noise``), and writes
+(``data/``, prepared by ``data_prep/cifar.py``) with a chosen synthetic noise rate (``lnl.data.noise.make_noise``), and writes
 a checkpoint that ``methods/nmtune/{finetune,nml_tune}.py --model_source timm --model NAME
 --pretrained OUT`` load. The checkpoint holds::
 
@@ -14,7 +14,7 @@ a checkpoint that ``methods/nmtune/{finetune,nml_tune}.py --model_source timm --
 Examples::
 
     python data_prep/pretrain_noisy.py --dataset digits --rate 0.3 --out pretrained/digits_sym0.3.pth
-    python data_prep/pretrain_noisy.py --dataset cifar100 --root ../shared/data/cifar100 --rate 0.2 \\
+    python data_prep/pretrain_noisy.py --dataset cifar100 --root data/cifar100 --rate 0.2 \\
         --model resnet18 --epochs 100 --out pretrained/c100_resnet18_sym0.2.pth
 
 Training: SGD (momentum 0.9, nesterov), cosine over ``--epochs``, weak augmentation (pad-crop 4 +

@@ -1,6 +1,6 @@
 """Prepare Tiny-ImageNet (200 classes, 64x64) in the layout DivideMix/PLReMix use.
 
-Steps (plremix_dividemix.md §8, ``prepare_tiny_imagenet.sh``), each skipped when already done:
+Steps (as ``prepare_tiny_imagenet.sh``), each skipped when already done:
 
 1. download ``tiny-imagenet-200.zip`` from cs231n (md5 checked) next to ``--root``, or use
    ``--zip``;

@@ -7,7 +7,7 @@ to the entry point last, so it overrides everything. ``--seeds`` × ``--noise`` 
 job array. Examples::
 
     python launchers/slurm.py --method plremix --dataset cifar10 --noise sym:0.5 \\
-        --partition gpu --account myproj --data_root ../shared/data -- --lambda_u 30
+        --partition gpu --account myproj --data_root data -- --lambda_u 30
     python launchers/slurm.py --method standard --dataset cifar10 --seeds 1 2 3 \\
         --noise sym:0.2,0.5,0.8 asym:0.4 --array_parallelism 4
     python launchers/slurm.py --method standard --dataset digits --epochs 2 --dry_run

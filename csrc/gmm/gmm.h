@@ -1,5 +1,5 @@
 // Batched 2-component (K <= 4) GMM EM, D in {1, 2}, full covariance, mirroring
-// sklearn.mixture.GaussianMixture (specs/plremix_dividemix.md §11.1). Python face: lnl/ops/gmm.py.
+// sklearn.mixture.GaussianMixture (DivideMix Train_cifar.py: eval_train). Python face: lnl/ops/gmm.py.
 // The CUDA ops read lengths, labels and covariances without checking their values (that would
 // synchronise with the host): lnl.ops.gmm_fit validates them first; direct torch.ops.lnl calls must
 // pass 1 <= lengths <= N, labels in [0, K) and symmetric covariances (the lower triangle is read).

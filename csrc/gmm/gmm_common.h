@@ -1,4 +1,4 @@
-// Host-device math shared by the CPU and CUDA GMM kernels (specs/plremix_dividemix.md §11.1).
+// Host-device math shared by the CPU and CUDA GMM kernels (lnl/ops/gmm_reference.py).
 // Everything here is float64: one problem's model, its E-step for one point, and the M-step from
 // the sufficient statistics of one fused pass, mirroring sklearn's GaussianMixture(full).
 #pragma once

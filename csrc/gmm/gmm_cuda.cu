@@ -1,4 +1,4 @@
-// CUDA batched GMM EM and k-means init (specs/plremix_dividemix.md §11.1); device code in
+// CUDA batched GMM EM and k-means init (lnl/ops/gmm_reference.py); device code in
 // gmm_kernels.cuh. Every fit is one launch of a team kernel, shaped by launch_teams:
 //  * one problem of more than kSmallN points: a cooperative launch of up to one block per
 //    kPointsPerBlock points (at most what the device holds at once), summing through global memory;

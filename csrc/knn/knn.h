@@ -1,4 +1,4 @@
-// Exact kNN label retrieval (specs/kernels_and_anchors.md §1). Python face: lnl/ops/knn.py.
+// Exact kNN label retrieval (LRA-Diffusion utils/knn_utils.py). Python face: lnl/ops/knn.py.
 #pragma once
 #include <ATen/ATen.h>
 

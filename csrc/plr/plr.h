@@ -1,4 +1,4 @@
-// PLReMix's pseudo-label-relaxed contrastive loss (specs/plremix_dividemix.md §5.6, §5.7, §11.2).
+// PLReMix's pseudo-label-relaxed contrastive loss (PLReMix losses/losses.py: PLRLoss).
 // Python face: lnl/ops/plr.py. Candidate sets are bitsets (ceil(C/64) words per sample); no B x B
 // or N x N tensor is ever built by the loss.
 // The CUDA op does not check class indices (a host sync): one outside [0, C) drops out of its

@@ -1,4 +1,4 @@
-// Host-device math shared by the CPU and CUDA PLR kernels (specs/plremix_dividemix.md §5.7, §11.2).
+// Host-device math shared by the CPU and CUDA PLR kernels (lnl/ops/plr_reference.py).
 // Included by plr_cpu.cpp and plr_kernels.cuh; no device branching beyond the qualifier macro.
 #pragma once
 #include <cmath>
@@ -22,7 +22,7 @@ LNL_PLR_HD double plr_log(double x) { return ::log(x); }
 // Words of a candidate bitset: one bit per class, C <= 64 * words.
 LNL_PLR_HD int64_t words_for(int64_t num_classes) { return (num_classes + 63) / 64; }
 
-// Sample-level pair test of §5.6: a negative pair iff the candidate sets share no class.
+// Sample-level pair test (PLReMix build_mask_step): negative pair iff the candidate sets share no class.
 LNL_PLR_HD bool disjoint(const uint64_t* a, const uint64_t* b, int64_t words) {
   uint64_t any = 0;
   for (int64_t w = 0; w < words; ++w) any |= a[w] & b[w];
@@ -74,7 +74,7 @@ struct OnlineLse {
   LNL_PLR_HD acc_t value() const { return s > acc_t(0) ? m + plr_log(s) : acc_t(-INFINITY); }
 };
 
-// H_ab = G_ab + G_ba of dF = H F (§5.7 gradients), already scaled by coef (grad / (R tau) for
+// H_ab = G_ab + G_ba of dF = H F (the loss's gradients), already scaled by coef (grad / (R tau) for
 // flat, grad / (N tau_b) for SupCon). e_a = exp(s_ab / tau - lse_a), e_b = exp(s_ab / tau - lse_b);
 // row_valid says the row has a negative (flat drops the positives of rows without one).
 template <typename acc_t>

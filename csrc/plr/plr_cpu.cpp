@@ -136,7 +136,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plr_loss_cpu(
     lp[a] = row_lse[a];
     if (flat) {
       if (np[a] == 0) continue;
-      const double v = lp[a] - row_pos[a] * inv_tau;  // v_a of §5.7, sum of positives
+      const double v = lp[a] - row_pos[a] * inv_tau;  // v_a: sum of positives
       objective += v;
       value += v > 0 ? v + std::log1p(std::exp(-v)) : std::log1p(std::exp(v));
       ++valid;

@@ -1,4 +1,4 @@
-// Device code of the CUDA PLR loss (specs/plremix_dividemix.md §11.2).
+// Device code of the CUDA PLR loss (lnl/ops/plr_reference.py).
 // One CTA of 256 threads owns a 64-row block of the N = V*B view-major rows and sweeps every 64-column
 // block of S = F F^T; each thread then holds a 4 x 4 micro-tile of S (rows ty + 16 i, columns
 // tx + 16 j). float32 features: fp32 SIMT FMAs, D in chunks of 32 through shared memory. float16 /

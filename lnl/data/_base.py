@@ -12,7 +12,7 @@ Both carry ``num_classes``, ``mean``/``std`` (normalisation constants, per chann
 units), ``classes`` (names, when known) and ``noisy_targets`` (the dataset's own noisy labels for
 real-noise datasets such as CIFAR-N or Clothing1M; ``None`` for clean datasets).
 
-The cache: ``/work/shared`` is read-only and the LZMA ``.npz`` files there take seconds to decode,
+The cache: a dataset folder may be read-only and the LZMA ``.npz`` files there take seconds to decode,
 so decoded arrays are written once as plain ``.npy`` files under ``$LNL_CACHE`` (default
 ``~/.cache/lnl``), keyed by the source's absolute path, size and mtime. Editing or replacing the
 source invalidates it.

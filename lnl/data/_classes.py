@@ -1,7 +1,7 @@
 """Class names and label maps of the supported datasets (data, not code from the originals).
 
 The CIFAR-100 fine and coarse orders are the official ``meta`` orders (alphabetical), checked
-against ``shared/data/cifar100/train_labels_full.npz``, where every fine label has exactly one
+against the official training labels, where every fine label has exactly one
 coarse label.
 """
 

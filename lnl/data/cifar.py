@@ -1,11 +1,11 @@
 """CIFAR-10, CIFAR-100 and CIFAR-N (human labels), loaded into memory as uint8 NHWC tensors.
 
 Layouts read from ``root`` (the dataset's own folder), first match wins per split
-(plremix_dividemix.md §8 and shared/specs/README.md):
+(the originals' layouts and lnl's ``.npz``, which ``data_prep/cifar.py`` writes):
 
 * ``train.npz`` / ``test.npz``: ``x`` uint8 ``[N, 32, 32, 3]``, ``y`` int64 (and for CIFAR-100
-  ``y_coarse``, optionally ``index``), as in ``shared/data/cifar10``. These may be LZMA-compressed,
-  so they are decoded once and cached (see :func:`lnl.data._base.cached_arrays`).
+  ``y_coarse``, optionally ``index``), as ``data_prep/cifar.py --from-npz`` reads. These may be
+  LZMA-compressed, so they are decoded once and cached (see :func:`lnl.data._base.cached_arrays`).
 * ``cifar-10-batches-py/`` (``data_batch_1..5``, ``test_batch``) or ``cifar-100-python/``
   (``train``, ``test``): the official pickles, as torchvision and PLReMix download them.
 * the same pickle files directly inside ``root``, as DivideMix expects them.
@@ -13,13 +13,14 @@ Layouts read from ``root`` (the dataset's own folder), first match wins per spli
 Row ``i`` of the training split is official training image ``i`` (batches 1..5 concatenated), so
 noise files indexed by official position line up with it.
 
-``shared/data/cifar100/train.npz`` holds only the **first 10,000** official training images (with an
+A partial ``train.npz`` may hold only the **first 10,000** official training images (with an
 ``index`` key). It is exposed as it is: ``len(ds) == 10000``, ``ds.official_index`` gives each row's
 official position, and ``ds.full_targets`` holds all 50,000 official labels from
 ``train_labels_full.npz`` so that 50k noise files can be checked and sliced
 (``noise[ds.official_index]``).
 
-Normalisation constants are those of the originals' transforms (plremix_dividemix.md §4.2). For
+Normalisation constants are those of the originals' transforms (DivideMix ``dataloader_cifar.py``,
+PLReMix ``data/data_loader.py``). For
 CIFAR-10 that is std (0.2023, 0.1994, 0.2010), the value DivideMix and PLReMix use, not the true
 pixel std (0.2470, 0.2435, 0.2616).
 """
@@ -216,12 +217,12 @@ def cifar10(root: Path, split: str) -> InMemoryDataset:
     "cifar100",
     splits=("train", "test"),
     folder="cifar100",
-    description="CIFAR-100, 50k/10k (shared/data holds the first 10k train images), 32x32",
+    description="CIFAR-100, 50k/10k (a partial train.npz of the first 10k is accepted), 32x32",
 )
 def cifar100(root: Path, split: str) -> InMemoryDataset:
     """CIFAR-100 (fine labels) in official order; ``coarse_targets`` holds the superclasses.
 
-    With ``shared/data/cifar100`` the train split has 10,000 rows (official indices 0..9999) and
+    With a partial ``train.npz`` (first 10k) the train split has 10,000 rows (official indices 0..9999) and
     ``is_partial`` is True; ``full_targets`` then comes from ``train_labels_full.npz``. Otherwise as
     :func:`cifar10`.
     """

@@ -4,7 +4,8 @@ In-memory datasets use :class:`lnl.data.gpu.GPULoader` instead (no workers). Eve
 either path, is ``(images, labels, indices)`` with dataset indices always present (style.md item
 16).
 
-The Clothing1M subset follows DivideMix/PLReMix (plremix_dividemix.md §5.11, §6.3): shuffle the
+The Clothing1M subset follows DivideMix ``dataloader_clothing1M.py`` and PLReMix ``data/clothing1m.py``:
+shuffle the
 whole training list, walk it in that order keeping an image while its class has fewer than
 ``num_samples / num_classes`` kept images and fewer than ``num_samples`` are kept in total, then
 shuffle the kept ones. The originals redraw with the unseeded global RNG each time the loader is

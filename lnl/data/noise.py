@@ -5,7 +5,7 @@ and returns :class:`NoisyLabels` (``labels: Tensor[N]`` int64 plus ``meta``: typ
 measured ``actual_noise_rate`` and the measured ``transition_matrix`` ``T[i][j] = P(noisy = j |
 clean = i)``).
 
-Noise types (plremix_dividemix.md §7, ieg_nmtune.md §A4.1, lra_dmlp.md §A.6, paper_numbers.md §2.3):
+Noise types (DivideMix ``dataloader_cifar.py``, IEG ``ieg/dataset_utils``, LRA's files, PLC):
 
 ``sym``
     DivideMix/PLReMix convention (IEG's is the same in expectation, drawn per sample with

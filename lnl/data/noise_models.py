@@ -4,7 +4,7 @@
 **PMD**, poly-margin diminishing noise (Zhang et al., ICLR 2021, "Learning with Feature-Dependent
 Label
 Noise: A Progressive Approach"), as its official generator implements it (``pxiangwu/PLC: utils.py,
-label_noise`` @ 9a13490, which produced LRA-Diffusion's files; paper_numbers.md §2.3 b). Given a
+label_noise`` @ 9a13490, which produced LRA-Diffusion's files). Given a
 clean-trained classifier's probabilities η(x), let u = the most probable class, s = the second and
 Δ = η_u − η_s. Each label becomes u with probability ``P_u = g(Δ) / factor`` and s otherwise, where
 
@@ -25,7 +25,7 @@ PLC's ``label_noise`` does; with PLC's probabilities, seed and factor this gives
 sample. PLC's probabilities come from a network it trains first, so the shipped ``.npy`` files, not a
 regeneration, are what reproduce LRA's numbers.
 
-**Hybrids** (LRA ``_U_r`` / ``_A_r`` files, lra_dmlp.md §A.6): first PMD at ``pmd_level`` (default
+**Hybrids** (LRA ``_U_r`` / ``_A_r`` files): first PMD at ``pmd_level`` (default
 0.35), then PLC's overlay (``pxiangwu/PLC: cifar/train.py`` with ``--noise_type uniform|asymmetric``,
 ``cifar/noise.py: multiclass_noisify``): ``np.random.RandomState(overlay_seed).multinomial(1, P[y_i])``
 sample by sample in index order, ``overlay_seed`` = 77 (PLC's ``--seed``), with ``P`` = (1 − rate) on

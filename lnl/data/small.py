@@ -4,7 +4,7 @@
 0..16 to 0..255, upsampled to 32x32 (bilinear) and replicated to 3 channels so that CIFAR models and
 the GPU pipeline run on it unchanged. It is the dataset every CPU smoke test uses.
 
-Tiny-ImageNet (64x64, 200 classes) follows DivideMix/PLReMix (plremix_dividemix.md §8): classes are
+Tiny-ImageNet (64x64, 200 classes) follows PLReMix ``data/tiny_imagenet.py``: classes are
 the **sorted** WNID folders of ``train/``, and images are sorted file names within each class, so
 training image ``i`` has label ``i // 500`` and the shipped ``tinyimagenet/*.json`` noise files line
 up. The val split (10,000 images) is the test set; it is read from ``val/<wnid>/`` (after

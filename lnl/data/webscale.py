@@ -2,7 +2,8 @@
 Food-101.
 
 Images are decoded with PIL in ``DataLoader`` workers (:func:`lnl.data.loaders.build_file_loader`);
-nothing is held in memory. Layouts (plremix_dividemix.md §8, lra_dmlp.md §A.7):
+nothing is held in memory. Layouts (DivideMix ``dataloader_clothing1M.py``,
+``dataloader_webvision.py``; LRA ``utils/*_data_utils.py``):
 
 * **Clothing1M** ``root``: ``images/<a>/<bb>/<key>.jpg`` and the annotation files
   (``noisy_label_kv.txt``, ``clean_label_kv.txt``, ``noisy_train_key_list.txt``,

@@ -1,6 +1,6 @@
-"""Co-divide training pieces shared by DivideMix and PLReMix (specs/plremix_dividemix.md §5.2–§5.5,
-§6.2): the per-sample evaluation pass, the GMM clean probability, the co-divide split, the warm-up
-epoch, the MixMatch epoch with co-refinement and co-guessing, and the ensemble test.
+"""Co-divide training pieces shared by DivideMix and PLReMix (DivideMix ``Train_cifar.py``):
+the per-sample evaluation pass, the GMM clean probability, the co-divide split, the warm-up epoch,
+the MixMatch epoch with co-refinement and co-guessing, and the ensemble test.
 
 Ported from ``LiJunnan1992/DivideMix: Train_cifar.py @ d9d3058`` (``warmup``, ``eval_train``,
 ``train``, ``test``) and ``lxysl/PLReMix: utils/train_utils.py @ b0c4ec3``. The two methods differ
@@ -9,7 +9,7 @@ extra loss term of a step (``extra_loss`` callables); the loops are the same.
 
 Differences from the originals, all speed or reproducibility and none semantic:
 * the evaluation pass scatters whole batches with ``index_copy_`` (the originals loop per sample,
-  spec §10.2a, P6);
+  P6 in methods/plremix/README.md);
 * the GMM's k-means init gets a seed derived from ``(seed, epoch, net)`` (the originals leave
   ``random_state`` unset, P7), so a resumed run divides exactly as an uninterrupted one;
 * a constant loss column (max == min) is normalised to 0 instead of NaN (the originals crash).
@@ -167,7 +167,7 @@ def sklearn_clean_prob(x: Tensor, seed: int, *, max_iter: int = 10, tol: float =
 
 
 def clean_probability(x: Tensor, *, backend: str, seed: int, sklearn_dtype: torch.dtype = torch.float64) -> Tensor:
-    """Clean posterior of a 2-component GMM on already-normalised losses (spec §5.3, §6.2).
+    """Clean posterior of a 2-component GMM on already-normalised losses (``eval_train``).
 
     Args:
         x: Tensor[N, D] (D = 1: DivideMix's CE loss; D = 2: PLReMix's CE and prototype loss).
@@ -265,7 +265,7 @@ def semi_epoch(net: torch.nn.Module, net2: torch.nn.Module, optimizer: torch.opt
                temperature: float, alpha: float, num_classes: int, mix_views: tuple[int, int] = (0, 1),
                amp: bool = False, labeled_only: bool = False, extra_loss: SemiExtra | None = None,
                desc: str = "train") -> dict:
-    """One MixMatch epoch of ``net`` on the other net's division (spec §5.5, §6.2).
+    """One MixMatch epoch of ``net`` on the other net's division (``Train_cifar.py: train``).
 
     Args:
         net, net2: the trained net (train mode) and the other net (eval mode, co-guessing only).

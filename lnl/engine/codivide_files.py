@@ -1,6 +1,7 @@
 """Co-divide on file-list datasets (Clothing1M, WebVision): PIL transforms decoded in ``DataLoader``
 workers instead of the GPU-resident pipeline, per-epoch class-balanced subsets, and the originals'
-evaluation protocols (specs/plremix_dividemix.md §4.2, §5.10, §5.11, §6.3).
+evaluation protocols (DivideMix ``Train_clothing1M.py``, ``Train_webvision.py``; PLReMix
+``train_clothing1m.py``).
 
 ``FileListMixin`` overrides ``CoDivide``'s loader hooks; combine it with ``CoDivide`` (DivideMix) or
 ``PLReMix``: ``class C1M(FileListMixin, PLReMix)``. Every subset and shuffle is a pure function of

@@ -1,5 +1,5 @@
-"""The two-network co-divide epoch shared by DivideMix and PLReMix (specs/plremix_dividemix.md §5.4,
-§6.2): warm-up, then per epoch an evaluation pass and a GMM for each net, each net trained with
+"""The two-network co-divide epoch shared by DivideMix and PLReMix (DivideMix ``Train_cifar.py``):
+warm-up, then per epoch an evaluation pass and a GMM for each net, each net trained with
 MixMatch on the *other* net's division, and the ensemble test.
 
 ``CoDivide`` implements DivideMix on in-memory data (GPU-resident loaders). PLReMix subclasses it

@@ -1,8 +1,8 @@
-"""MixMatch pieces shared by DivideMix and PLReMix (specs/plremix_dividemix.md §5.5, §6.2).
+"""MixMatch pieces shared by DivideMix and PLReMix (DivideMix ``Train_cifar.py: train``).
 
 Ported semantics: ``LiJunnan1992/DivideMix: Train_cifar.py @ d9d3058`` (``train``, ``SemiLoss``,
-``NegEntropy``, ``linear_rampup``) and ``lxysl/PLReMix: utils/train_utils.py @ b0c4ec3``. Quirks kept
-(spec §13.1 P14): co-guessing runs the trained net in whatever mode it is in (train-mode BN, which
+``NegEntropy``, ``linear_rampup``) and ``lxysl/PLReMix: utils/train_utils.py @ b0c4ec3``. Quirks kept (P14
+in PLReMix's README): co-guessing runs the trained net in whatever mode it is in (train-mode BN, which
 updates the running statistics), there is no MixMatch interleave, and L_u averages over classes.
 
 Every function is vectorised and makes no host synchronisation except ``mixup``'s λ, which is drawn

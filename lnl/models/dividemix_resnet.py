@@ -1,4 +1,4 @@
-"""DivideMix's CIFAR "PreAct ResNet-18", which PLReMix reuses (specs/plremix_dividemix.md §3):
+"""DivideMix's CIFAR "PreAct ResNet-18", which PLReMix reuses (DivideMix ``PreResNet.py``):
 ``LiJunnan1992/DivideMix: PreResNet.py @ d9d3058`` (class ``ResNet``).
 
 It differs from the canonical pre-activation ResNet in ``lnl.models.preact_resnet``: the stem is

@@ -1,4 +1,4 @@
-"""The CIFAR networks of IEG (specs/ieg_nmtune.md §A5), rebuilt from the description of
+"""The CIFAR networks of IEG, rebuilt from the description of
 ``google-research/google-research: ieg/models/wrn.py`` and ``ieg/models/cifar10_resnet.py`` (IEG-era,
 2020), which themselves follow the AutoAugment repository's WRN and the Keras "ResNet v2" CIFAR example.
 

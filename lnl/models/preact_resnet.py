@@ -1,5 +1,5 @@
 """Pre-activation ResNets for 32×32 inputs (He et al. 2016, "Identity Mappings in Deep Residual
-Networks"), the CIFAR backbone of DivideMix and PLReMix (specs/plremix_dividemix.md §3): 3×3 stem
+Networks"), the CIFAR backbone of DivideMix and PLReMix (DivideMix ``PreResNet.py``): 3×3 stem
 with 64 channels, four stages of 64/128/256/512, global 4×4 average pool, linear head."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """PLReMix's network wrapper: a backbone plus a projection head and class prototypes
-(specs/plremix_dividemix.md §3; ``lxysl/PLReMix: models/`` @ b0c4ec3).
+(``lxysl/PLReMix: models/model.py`` @ b0c4ec3).
 
 * projector: Linear(dim → dim), ReLU, Linear(dim → 128), output L2-normalised (q);
 * classifier: the backbone's own linear head (Linear(dim → C));

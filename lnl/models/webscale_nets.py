@@ -1,4 +1,4 @@
-"""Backbones of the Clothing1M and WebVision recipes (specs/plremix_dividemix.md §3, §6.3), wrapped so
+"""Backbones of the Clothing1M and WebVision recipes (DivideMix ``InceptionResNetV2.py``), wrapped so
 that ``forward_features`` returns pooled features:
 
 * ``torchvision_resnet50``: torchvision's ResNet-50, optionally with ``IMAGENET1K_V1`` weights

@@ -3,7 +3,8 @@
 ``gmm_fit`` fits G independent K-component full-covariance mixtures to ``x: Tensor[G, N, D]`` (ragged
 through ``lengths``) exactly as ``sklearn.mixture.GaussianMixture(n_components=K,
 covariance_type="full", max_iter, tol, reg_covar).fit(x[g]).predict_proba(x[g])`` would, given the same
-initial responsibilities (specs/plremix_dividemix.md §5.3, §11.1; kernels_and_anchors.md §2).
+initial responsibilities (as DivideMix ``Train_cifar.py: eval_train`` and PLReMix
+``utils/train_utils.py: gmm_selection`` call it).
 Equivalent PyTorch for one problem (see ``gmm_reference``)::
 
     w, mu, S = m_step(x, r0, initial=True)                 # r0: one-hot k-means labels

@@ -1,6 +1,6 @@
 """Pure-PyTorch batched GMM EM mirroring ``sklearn.mixture.GaussianMixture(covariance_type="full")``.
 
-The reference for ``lnl.ops.gmm_fit`` (specs/plremix_dividemix.md §11.1, kernels_and_anchors.md §2).
+The reference for ``lnl.ops.gmm_fit`` (``sklearn.mixture.GaussianMixture``'s EM, batched).
 Problems are padded to ``Tensor[G, N, D]`` with ``lengths``; padded rows get zero responsibility.
 Every statistic is computed in float64 whatever the input dtype (the compiled kernels accumulate in
 float64 too); results are cast back to the input dtype. sklearn computes float32 input in float32,

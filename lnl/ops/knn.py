@@ -2,8 +2,8 @@
 
 For each query row, the ``k`` best keys under ``metric`` (ties broken by the lower key index), their
 scores, and the histogram of their labels over ``num_classes`` classes. LRA-Diffusion draws one label
-per sample from its neighbours' noisy labels plus its own (specs/lra_dmlp.md §A.5,
-specs/kernels_and_anchors.md §1). Equivalent PyTorch for ``metric="cosine"``::
+per sample from its neighbours' noisy labels plus its own (LRA-Diffusion
+``utils/knn_utils.py``). Equivalent PyTorch for ``metric="cosine"``::
 
     s = F.normalize(queries) @ F.normalize(keys).T          # Tensor[Q, N], never built whole
     scores, indices = s.sort(dim=1, descending=True, stable=True)[..., :k]

@@ -1,6 +1,6 @@
 """PLReMix's pseudo-label-relaxed (PLR) contrastive loss: ``plr_loss`` and its mask ``plr_mask``.
 
-Semantics (specs/plremix_dividemix.md §5.6, §5.7, §11.2; specs/kernels_and_anchors.md §3):
+Semantics (PLReMix ``losses/losses.py: PLRLoss``, ``utils/train_utils.py: build_mask_step``):
 
 * Candidate sets: S_i = top-κ candidates ∪ {label_i} for κ ≥ 1; S_i = {cand[i, 0]} (top-1, no
   label) for κ = 0. Samples i ≠ j are a negative pair iff S_i ∩ S_j = ∅; other pairs are neglected.
@@ -11,7 +11,7 @@ Semantics (specs/plremix_dividemix.md §5.6, §5.7, §11.2; specs/kernels_and_an
   with N(a) ≠ ∅ (the **sum** of positives for V > 2); loss = (1/R) Σ_a exp(v_a − sg(v_a)), which is
   identically 1 and has the gradient (1/R) Σ_a ∇v_a. ``flat=False`` (Clothing1M/WebVision, SupCon):
   loss = mean_a −(τ/τ_b)(1/|P(a)|) Σ_p [s_ap/τ − log Σ_{k∈P(a)∪N(a)} exp(s_ak/τ)].
-* Deliberate deviation (spec §13.1 P9): when no row has a negative (R = 0) the flat loss is 0 with
+* Deliberate deviation (P9, PLReMix's README): when no row has a negative (R = 0) the flat loss is 0 with
   a zero gradient, not NaN, and ``return_stats=True`` reports ``no_negatives``.
 * ``num_classes`` (C, the candidate bitset width) defaults to max(used candidates, labels) + 1,
   which reads the labels on the host (one synchronisation); pass it to avoid that.

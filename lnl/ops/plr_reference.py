@@ -1,6 +1,7 @@
 """Pure-PyTorch reference of PLReMix's PLR loss (dense masks, as the original builds them).
 
-Follows specs/plremix_dividemix.md §5.6 (candidate sets and the sample-level mask) and §5.7 (the
+Follows PLReMix ``utils/train_utils.py: build_mask_step`` (candidate sets and the sample-level mask)
+and ``losses/losses.py: PLRLoss`` (the
 loss over view-major rows). It materialises the B×C candidate one-hot, the B×B overlap matrix and
 several (V·B)² tensors, like ``lxysl/PLReMix: losses/losses.py`` — it is the semantic anchor of
 ``lnl.ops.plr`` and the "dense PyTorch formulation" the benchmark compares against.

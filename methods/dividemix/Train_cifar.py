@@ -1,5 +1,5 @@
-"""DivideMix on CIFAR-10/100 (``LiJunnan1992/DivideMix: Train_cifar.py @ d9d3058``;
-specs/plremix_dividemix.md §6.1, §6.2). The original's commands run as written, e.g.::
+"""DivideMix on CIFAR-10/100 (``LiJunnan1992/DivideMix: Train_cifar.py @ d9d3058``).
+The original's commands run as written, e.g.::
 
     python methods/dividemix/Train_cifar.py --r 0.5 --lambda_u 25 --data_path ./cifar-10
     python methods/dividemix/Train_cifar.py --dataset cifar100 --num_class 100 --data_path ./cifar-100 \\

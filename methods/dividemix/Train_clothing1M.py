@@ -1,5 +1,4 @@
-"""DivideMix on Clothing1M (``LiJunnan1992/DivideMix: Train_clothing1M.py @ d9d3058``;
-specs/plremix_dividemix.md §6.3)::
+"""DivideMix on Clothing1M (``LiJunnan1992/DivideMix: Train_clothing1M.py @ d9d3058``)::
 
     python methods/dividemix/Train_clothing1M.py --data_path PATH_TO_Clothing1M
 

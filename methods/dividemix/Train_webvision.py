@@ -1,5 +1,4 @@
-"""DivideMix on WebVision 1.0 mini (``LiJunnan1992/DivideMix: Train_webvision.py @ d9d3058``;
-specs/plremix_dividemix.md §6.3)::
+"""DivideMix on WebVision 1.0 mini (``LiJunnan1992/DivideMix: Train_webvision.py @ d9d3058``)::
 
     python methods/dividemix/Train_webvision.py --data_path PATH_TO_WebVision/
 

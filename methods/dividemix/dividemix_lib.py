@@ -1,5 +1,5 @@
 """DivideMix-only logic for Clothing1M and WebVision (``LiJunnan1992/DivideMix: Train_clothing1M.py``,
-``Train_webvision.py`` @ d9d3058; specs/plremix_dividemix.md §6.3): the file-list co-divide with one
+``Train_webvision.py`` @ d9d3058): the file-list co-divide with one
 LR milestone, per-net 32k class-balanced eval subsets (Clothing1M), the labeled-only MixMatch forward
 (Clothing1M) and best-validation model selection (Clothing1M). The loop is ``lnl.engine.cotrain``.
 """

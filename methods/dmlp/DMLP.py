@@ -1,10 +1,10 @@
-"""DMLP, the decoupled meta label purifier (Tu et al., CVPR 2023; lra_dmlp.md Part B), on frozen
+"""DMLP, the decoupled meta label purifier (Tu et al., CVPR 2023; ``DMLP.py``), on frozen
 features. With no arguments it runs the original's only setting, CIFAR-10 with symmetric 20% noise,
 reading the original's Drive files from ``./labels_cifar10/symmetric20/``::
 
     python methods/dmlp/DMLP.py
     python methods/dmlp/DMLP.py --dataset cifar10 --feature_file features/cifar10_train \\
-        --noise_file ../shared/data/noise_labels/dividemix_json/cifar10/0.50.json --fix_all
+        --noise_file data/noise_labels/dividemix_json/cifar10/0.50.json --fix_all
     python methods/dmlp/DMLP.py --dataset digits --feature_file pixels --r 0.4 --meta_size 100 --batch 200 \\
         --batch_fc 64 --epochs 100
 

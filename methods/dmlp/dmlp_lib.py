@@ -1,9 +1,9 @@
-"""DMLP's pieces (lra_dmlp.md Part B): frozen features in, purified labels out.
+"""DMLP's pieces (``yuanpengtu/DMLP: DMLP.py`` @ ba9795c): frozen features in, purified labels out.
 
 * features: the original's folder layout, ``data_prep/extract_features.py`` prefixes, or ``pixels``
   (pooled grey-level pixels of a small in-memory dataset, for CPU tests and the demo);
-* the seeded meta split, the cached closed-form solver and the IPC meta step (B.3 step 1);
-* the EAC linear head and its loss (B.3 step 2), the label exchange (B.3 step 4, bug B.7.1);
+* the seeded meta split, the cached closed-form solver and the IPC meta step (the original's first loop);
+* the EAC linear head and its loss (its second loop), the label exchange (bug B.7.1);
 * evaluation and the written outputs (DivideMix JSON, ``.npz`` with soft labels, report).
 
 Everything is batched on ``device``; the only host syncs are once per epoch (metrics) and at the end.
@@ -73,7 +73,7 @@ def read_prefix(spec: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
 
 
 def read_original_folder(folder: Path) -> FeatureSet:
-    """The Drive layout of the original (B.2): train/test features, noisy, clean and test labels."""
+    """The Drive layout of the original: train/test features, noisy, clean and test labels."""
     return FeatureSet(train=_npy(folder / "trainfeatures.npy", np.float32),
                       clean=_npy(folder / "correctlabels.npy", np.int64),
                       noisy=_npy(folder / "trainlabels.npy", np.int64),
@@ -264,7 +264,7 @@ def closed_form(solver: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def meta_loss(w: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
-    """CE(X_v W, y_v) + Σ(X_v W − onehot)² + KL(uniform ‖ mean softmax(X_b W)) (B.3 step 1)."""
+    """CE(X_v W, y_v) + Σ(X_v W − onehot)² + KL(uniform ‖ mean softmax(X_b W)) (IPC)."""
     out = xv @ w
     c = w.shape[1]
     mse = (out - F.one_hot(yv, c).to(out.dtype)).pow(2).sum()
@@ -292,7 +292,7 @@ def head_probs(out: torch.Tensor, fix_softmax: bool) -> torch.Tensor:
 
 def eac_loss(out: torch.Tensor, target: torch.Tensor, weight_prior: float, weight_conf: float,
              fix_softmax: bool = False) -> torch.Tensor:
-    """CE(out, ŷ) + weight_prior·KL(π ‖ mean softmax(p)) + weight_conf·mean Σ p log p (B.3 step 2).
+    """CE(out, ŷ) + weight_prior·KL(π ‖ mean softmax(p)) + weight_conf·mean Σ p log p (EAC).
 
     Original: ``out`` already holds probabilities, ``p = softmax(out)`` and the prior term takes a
     third softmax. ``fix_softmax``: ``out`` are logits, ``p = softmax(out)`` and the prior uses ``p``.

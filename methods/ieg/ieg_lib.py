@@ -1,4 +1,4 @@
-"""IEG's pieces besides the meta step (specs/ieg_nmtune.md Part A): dataset-name parsing, noise, the
+"""IEG's pieces besides the meta step (``ieg/models/``, ``ieg/dataset_utils/``): dataset-name parsing, noise, the
 class-balanced probe split, networks and their weight decay, the cosine-restart LR schedule, step-indexed
 batches with weak/strong views, the unsupervised losses (label guessing, MixUp, KL consistency), and
 the replica helpers (identical start, summed gradients: MirroredStrategy's semantics).

@@ -2,7 +2,7 @@
 ``--method ieg`` and the original's baselines ``l2r`` and ``supervised``. Example::
 
     python -m methods.ieg.main --dataset cifar100_uniform_0.8 --network_name wrn28-10 \\
-        --data_path ../shared/data/cifar100 --checkpoint_path runs/ieg
+        --data_path data/cifar100 --checkpoint_path runs/ieg
 
 WebVision-mini (``--dataset webvisionmini --network_name resnet50``, ImageNet probe, file lists) is in
 ``methods/ieg/webvision.py``. The run folder is ``--out`` or ``<checkpoint_path>/<dataset>_p<probe ratio>/<network_name>`` (the
@@ -48,8 +48,7 @@ def get_args_parser() -> argparse.ArgumentParser:
       help="<cifar10|cifar100|digits>_<uniform|asymmetric>_<ratio>, or webvisionmini[_<probe per class>]")
     a("--data_path", default=None, help="the base dataset's folder (default: $LNL_DATA/<dataset>)")
     a("--imagenet_path", default=None,
-      help="webvisionmini: ImageNet folder with train/<WNID>/ (probe) and val/ (--use_imagenet_as_eval); "
-           "default $LNL_DATA/imagenet")
+      help="webvisionmini: ImageNet folder, train/<WNID>/ and val/ (default $LNL_DATA/imagenet)")
     a("--network_name", default="wrn28-10", help="wrn28-10, resnet29, resnet50 or small_cnn")
     a("--method", default="ieg", help="ieg, l2r or supervised")
     a("--mode", default="train", help="train or evaluation")
@@ -61,7 +60,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--momentum", type=float, default=0.9)
     a("--lr_schedule", default="cosine", help=f"{', '.join(L.LR_SCHEDULES)}")
     a("--decay_steps", default="500",
-      help="cosine*: first period in steps (webvisionmini: one epoch); exponential: period; custom_step: comma list")
+      help="cosine*: first period in steps; exponential: period; custom_step: comma list (README)")
     a("--decay_rate", type=float, default=0.1)
     a("--cos_t_mul", type=float, default=1.5)
     a("--cos_m_mul", type=float, default=0.9)

@@ -1,5 +1,5 @@
 """The L2R/IEG meta step: per-example weights ω* and label choices λ* from a one-step look-ahead on the
-probe batch (specs/ieg_nmtune.md §A6 step 4, §A7, §A11.1).
+probe batch (``ieg/models/model.py``, ``ieg/models/l2rmodel.py``).
 
 With per-example losses ℓ_i(λ) = CE(λ_i y_i + (1−λ_i) g_i, z_i), the look-ahead is
 ``θ' = θ − α(μ·m + ∇_θ[Σ_i ε_i ℓ_i + R(θ)])`` (m: the optimizer's momentum buffer, zeros before

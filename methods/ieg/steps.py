@@ -1,5 +1,6 @@
-"""One training step of each ``--method``: ``ieg`` (specs/ieg_nmtune.md §A6), ``l2r`` and
-``supervised`` (§A7). Each returns detached per-step metrics; the caller runs the optimizer.
+"""One training step of each ``--method``: ``ieg`` (``ieg/models/model.py``), ``l2r``
+(``l2rmodel.py``) and ``supervised`` (``basemodel.py``). Each returns detached per-step metrics; the
+caller runs the optimizer.
 
 BatchNorm running statistics are updated only by the forward of the weak view ``f(x)``, as in the
 original; the strong-view, MixUp and meta forwards use batch statistics (:func:`bn_stats_frozen`).
@@ -91,7 +92,7 @@ def l2r_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dic
 
 
 def ieg_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dict]:
-    """IEG's loss (§A6 step 5): ½(L_λ* + L_ω*) + L_mix + L_KL (R(θ) through SGD's weight decay).
+    """IEG's loss (``model.py``): ½(L_λ* + L_ω*) + L_mix + L_KL (R(θ) through SGD's weight decay).
 
     g gets no gradient in L_λ* and L_ω*: TF computes them with ``tf.losses.softmax_cross_entropy``,
     which stops the gradient of its labels (model.py ``train_step``); the meta step's look-ahead is a

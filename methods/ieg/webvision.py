@@ -1,4 +1,4 @@
-"""WebVision-mini for IEG (specs/ieg_nmtune.md §A4.4): the noisy Google images of the first 50
+"""WebVision-mini for IEG (``ieg/dataset_utils/datasets.py``): the noisy Google images of the first 50
 WebVision classes (lnl's ``webvision`` dataset, labels as given), a clean probe set of ``n`` ImageNet
 train images per class, and evaluation on WebVision val (and ILSVRC12 val, first 50 classes).
 

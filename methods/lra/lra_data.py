@@ -1,4 +1,4 @@
-"""LRA-Diffusion's data side (specs/lra_dmlp.md §A.3.1, §A.3.2, §A.6): ``--noise_type`` names, the
+"""LRA-Diffusion's data side (``utils/data_utils.py``, ``train_CIFAR.py``): ``--noise_type`` names, the
 splits, the frozen prior features f_p(x) and the loaders.
 
 * ``--noise_type``: an original file stem (``cifar10-1-0.35``, ``cifar100-1-0.35_U_0.3`` …, read from
@@ -38,7 +38,6 @@ from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
 from lnl.engine.data import check_subset_size, first_images
 
-REPO = Path(__file__).resolve().parents[2]
 FP_ENCODERS = ("SimCLR", "CLIP", "ResNet", "CC", "pixels")
 LRA_FILE = re.compile(r"^(cifar10|cifar100)-[123]-\d*\.\d+(_[UA]_\d*\.\d+)?$")
 GENERATED = re.compile(r"^(?P<dataset>[a-z0-9_]+)-(?P<mode>[a-z_+]+)-(?P<rate>\d*\.?\d+)$")
@@ -62,11 +61,10 @@ class NoiseSpec:
 
 def noise_dirs(args: argparse.Namespace) -> list[Path]:
     """Where original noise files are looked up: ``--noise_dir``, ``./noise_label`` (the original's),
-    ``$LNL_DATA/noise_labels/lra_pmd`` and ``../shared/data/noise_labels/lra_pmd``."""
+    and ``$LNL_DATA/noise_labels/lra_pmd`` (``$LNL_DATA`` defaults to ``data``)."""
     if args.noise_dir:
         return [Path(args.noise_dir)]
-    return [Path("noise_label"), Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd",
-            REPO.parent / "shared" / "data" / "noise_labels" / "lra_pmd"]
+    return [Path("noise_label"), Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd"]
 
 
 def parse_noise_type(args: argparse.Namespace) -> NoiseSpec:

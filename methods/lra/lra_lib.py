@@ -1,6 +1,6 @@
-"""LRA-Diffusion's model pieces (specs/lra_dmlp.md §A.3.3–A.3.6): the cosine noise schedule, DDIM,
+"""LRA-Diffusion's model pieces (``model_diffusion.py``, ``utils/``): the cosine noise schedule, DDIM,
 the timestep-gated denoiser, the diffusion image encoder, label retrieval from a kNN graph, one
-training step and the evaluation. Re-implemented from the spec and a reading of
+training step and the evaluation. Re-implemented from a reading of
 ``puar-playground/LRA-diffusion @ 231e587`` (``model_diffusion.py``, ``utils/diffusion_utils.py``,
 ``utils/knn_utils.py``, ``utils/learning.py``); no code is copied.
 
@@ -148,7 +148,7 @@ class ConditionalLinear(nn.Module):
 
 
 class Denoiser(nn.Module):
-    """ε_θ(E(x), y_t, t, f_p(x)) (A.3.4): [y_t ‖ f_p] → F, gated by BN(E(x)), two more timestep-scaled
+    """ε_θ(E(x), y_t, t, f_p(x)) (model_diffusion.py): [y_t ‖ f_p] → F, gated by BN(E(x)), two more timestep-scaled
     layers, each followed by BN and softplus, then Linear(F → C)."""
 
     def __init__(self, num_classes: int, fp_dim: int, feature_dim: int, num_timesteps: int = NUM_TIMESTEPS):
@@ -216,7 +216,7 @@ def build_image_encoder(name: str, feature_dim: int, weights: str = "none",
       nonlinearity between (``ResNet_for_224``); ``weights`` is a torchvision tag (the original
       loads ImageNet weights) or ``none``.
     * ``linear``: a linear map of the image average-pooled to 16×16 (the original had a linear
-      encoder option before 2023-05-02, A.9.17); cheap, for CPU runs.
+      encoder option before 2023-05-02); cheap, for CPU runs.
     * any other name: an ``lnl.models`` model built with ``num_classes=F`` (``small_cnn``).
     """
     import torchvision

@@ -4,7 +4,7 @@ batch, queried against a database of the training images' embeddings; val/test e
 the same encoder on un-augmented images (``reverse_ddim`` with ``fp_x=None``).
 
 The database is ``prepare_fp_x(fp_encoder, train_dataset)``: batches of 400 in index order through the
-*training* transform, so each row is one random augmentation (specs/lra_dmlp.md §A.3.2). The encoder
+*training* transform, so each row is one random augmentation (``utils/knn_utils.py``). The encoder
 is in eval mode throughout (the original calls ``fp_encoder.eval()`` and never ``train()``); it is
 never trained, so it runs without autograd (same values).
 

@@ -1,9 +1,9 @@
 """The LRA-Diffusion run shared by the four entry points: one parser whose defaults come from a
-per-dataset ``Recipe`` (the originals' flags and hard-coded values, specs/lra_dmlp.md §A.2), and
+per-dataset ``Recipe`` (the originals' flags and hard-coded values), and
 ``main(args)``: build data and the kNN retrieval table once, train the conditional diffusion model,
 evaluate by DDIM, checkpoint every epoch (resumable from ``<out>/last.pth``).
 
-Defaults reproduce the original code; the paper-vs-code choices and bug fixes of Part C are opt-in
+Defaults reproduce the original code; the paper-vs-code choices and bug fixes (README's table) are opt-in
 flags (``--fix_all`` sets every one in ``FIXES``).
 """
 
@@ -97,8 +97,7 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     add_subset_flag(extra)  # --subset N (lra_data.subset_splits; CIFAR and digits only)
     b("--dataset", default=r.dataset, help="the dataset of a noise file given by path")
     b("--data_path", default=None, help="the dataset's folder (default: $LNL_DATA/<dataset>)")
-    b("--feature_file", default=None, help="extract_features.py train prefix (default: "
-      "features/<dataset>_train_<fp_encoder>); the val/test prefixes replace 'train'")
+    b("--feature_file", default=None, help="extract_features.py train prefix (default: features/<dataset>_train_<fp_encoder>)")
     b("--noise_dir", default=None, help="folder of the original noise files (default: see lra_data.noise_dirs)")
     b("--val_size", type=int, default=r.val_size, help="held-out clean training images (CIFAR: 5000)")
     b("--val_split", default=r.val_split, help="'holdout', a split name, or none")
@@ -120,7 +119,7 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
       help="CIFAR: augment on the device with the loader's own generator (not the original's DataLoader draws)")
     b("--simclr_weights", default=None, help="online SimCLR prior (default: model/SimCLR_128_<dataset>.pt)")
     b("--threads", type=int, default=None, help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
-    f = p.add_argument_group("Part C fixes and paper choices (all off: the original's behaviour)").add_argument
+    f = p.add_argument_group("fixes and paper choices (all off: the original's behaviour)").add_argument
     f("--train_encoder", action=argparse.BooleanOptionalAction, default=r.train_encoder,
       help="A.9.2: train the diffusion image encoder and eval() it at test time")
     f("--use_ema", action="store_true", help="A.9.6: evaluate with the EMA weights")
@@ -345,7 +344,7 @@ def _set_epoch(loader, epoch: int) -> None:
 
 
 def select(state: dict, metrics: dict, selection: str) -> None:
-    """Update the reported test accuracy after an evaluation (A.3.6).
+    """Update the reported test accuracy after an evaluation (``train_CIFAR.py: test``).
 
     ``val``: test at the best-val epoch (CIFAR, WebVision). ``val_test_tracker``: Clothing1M's
     original compares val with a best value it then updates with *test* accuracy (A.9.7).

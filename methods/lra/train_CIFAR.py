@@ -1,8 +1,8 @@
-"""LRA-Diffusion on CIFAR-10/100 (``puar-playground/LRA-diffusion: train_CIFAR.py @ 231e587``;
-specs/lra_dmlp.md Part A), and on any in-memory dataset (``digits``) with generated noise::
+"""LRA-Diffusion on CIFAR-10/100 (``puar-playground/LRA-diffusion: train_CIFAR.py @ 231e587``),
+and on any in-memory dataset (``digits``) with generated noise::
 
     python methods/lra/train_CIFAR.py --device cuda:0 --noise_type cifar10-1-0.35 --fp_encoder CLIP \\
-        --nepoch 200 --warmup_epochs 5 --data_path ../shared/data/cifar10 \\
+        --nepoch 200 --warmup_epochs 5 --data_path data/cifar10 \\
         --feature_file features/cifar10_train_clip
     python methods/lra/train_CIFAR.py --noise_type digits-sym-0.4 --fp_encoder pixels \\
         --diff_encoder small_cnn --nepoch 30 --device cpu

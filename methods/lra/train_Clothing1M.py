@@ -1,5 +1,4 @@
-"""LRA-Diffusion on Clothing1M (``puar-playground/LRA-diffusion: train_Clothing1M.py @ 231e587``;
-specs/lra_dmlp.md §A.2)::
+"""LRA-Diffusion on Clothing1M (``puar-playground/LRA-diffusion: train_Clothing1M.py @ 231e587``)::
 
     python methods/lra/train_Clothing1M.py --gpu_devices 0 1 2 3 --nepoch 200 --warmup_epochs 1 \\
         --feature_dim 1024 --data_path $LNL_DATA/clothing1m --feature_file features/clothing1m_train_cc

@@ -1,5 +1,4 @@
-"""LRA-Diffusion on Food-101N (``puar-playground/LRA-diffusion: train_Food101N.py @ 231e587``;
-specs/lra_dmlp.md §A.2)::
+"""LRA-Diffusion on Food-101N (``puar-playground/LRA-diffusion: train_Food101N.py @ 231e587``)::
 
     python methods/lra/train_Food101N.py --gpu_devices 0 1 2 3 --nepoch 200 --warmup_epochs 1 \\
         --feature_dim 1024 --data_path $LNL_DATA/Food101N --feature_file features/food101n_train_clip

@@ -1,5 +1,5 @@
-"""LRA-Diffusion on mini-WebVision (``puar-playground/LRA-diffusion: train_WebVision.py @ 231e587``;
-specs/lra_dmlp.md §A.2): the Google subset's first 50 classes::
+"""LRA-Diffusion on mini-WebVision (``puar-playground/LRA-diffusion: train_WebVision.py @ 231e587``):
+the Google subset's first 50 classes::
 
     python methods/lra/train_WebVision.py --gpu_devices 0 1 2 3 --nepoch 200 --warmup_epochs 1 \\
         --feature_dim 1024 --data_path $LNL_DATA/webvision --feature_file features/webvision_train_clip

@@ -1,4 +1,4 @@
-"""NMTune's downstream data (spec ``ieg_nmtune.md`` B7): datasets from ``lnl.data`` and torchvision
+"""NMTune's downstream data (original ``src/datasets/``): datasets from ``lnl.data`` and torchvision
 held in memory, ``--num-shots`` and ``--noise-ratio``, and frozen-encoder features cached on the
 device (and on disk with ``--cache-dir``).
 """
@@ -36,7 +36,7 @@ class Split:
     classes: list[str] | None = None  # class names by label, for a zero-shot head
 
 
-# name -> (torchvision class, constructor kwargs per split) for B7's torchvision datasets.
+# name -> (torchvision class, constructor kwargs per split) for the original's torchvision datasets.
 TORCHVISION = {
     "flowers102": ("Flowers102", {"train": {"split": "train"}, "test": {"split": "test"}}),
     "food101": ("Food101", {"train": {"split": "train"}, "test": {"split": "test"}}),
@@ -99,7 +99,7 @@ def _torchvision_split(key: str, location: Path, split: str, store_size: int) ->
 
 def load_split(name: str, data_location: str, split: str, store_size: int = 256) -> Split:
     """``--train-dataset`` / ``--eval-datasets`` entries: lnl registry names (``CIFAR10`` →
-    ``cifar10``, ``digits`` ...) or torchvision's (B7), case- and dash-insensitive.
+    ``cifar10``, ``digits`` ...) or torchvision's, case- and dash-insensitive.
 
     torchvision images are decoded once, resized and centre-cropped to ``store_size²``, into memory.
 
@@ -121,7 +121,7 @@ def load_split(name: str, data_location: str, split: str, store_size: int = 256)
 
 
 def few_shot_indices(labels: Tensor, fraction: float | None, seed: int) -> Tensor:
-    """``--num-shots``: keep ``int(n_c · fraction)`` random samples of each class (a fraction, B3)."""
+    """``--num-shots``: keep ``int(n_c · fraction)`` random samples of each class (a fraction)."""
     n = labels.shape[0]
     if fraction is None:
         return torch.arange(n)
@@ -135,7 +135,7 @@ def few_shot_indices(labels: Tensor, fraction: float | None, seed: int) -> Tenso
 
 def downstream_noise(labels: Tensor, ratio: float | None, num_classes: int, seed: int) -> Tensor:
     """``--noise-ratio``: the first ``⌈ratio·N⌉`` of a random permutation get ``randint(C)`` (the
-    true class is possible, B3)."""
+    true class is possible)."""
     if not ratio:
         return labels
     g = torch.Generator().manual_seed(seed)

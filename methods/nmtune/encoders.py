@@ -1,4 +1,4 @@
-"""NMTune's modules and frozen encoders (spec ``ieg_nmtune.md`` B4–B6.1): the residual MLP
+"""NMTune's modules and frozen encoders (original ``src/models/``): the residual MLP
 ``Z = F + s ⊙ MLP(F)``, the linear and zero-shot heads, and timm / open_clip encoders built without
 weights and loaded from ``--pretrained PATH`` (nothing downloads here; the paper's noisy checkpoints
 are not public).
@@ -24,7 +24,7 @@ from torch import Tensor
 class ResidualMLP(nn.Module):
     """``h``: ``[Linear → BatchNorm1d → ReLU] × layers → Linear`` with hidden width ``ratio·D``;
     ``Z = s ⊙ h(F) + F`` with a learnable per-dimension ``s`` (init ``res_scale_init``) when
-    ``residual``, else ``Z = h(F)`` (B6.1; parameter names follow the original's)."""
+    ``residual``, else ``Z = h(F)`` (parameter names follow the original's)."""
 
     def __init__(self, dim: int, ratio: float = 4, layers: int = 1, residual: bool = True,
                  res_scale_init: float = 1.0):
@@ -78,7 +78,7 @@ def zero_shot_templates(name: str) -> list:
 
 @torch.no_grad()
 def zero_shot_head(model: nn.Module, tokenizer, class_names: list[str], templates: list) -> ClassificationHead:
-    """``--load-zero-shot-classifier True`` (B5): row c is the mean of the unit text embeddings of
+    """``--load-zero-shot-classifier True`` : row c is the mean of the unit text embeddings of
     every template filled with class c's name, renormalised and multiplied by ``exp(logit_scale)``;
     the head normalises image features, so its logits are CLIP's scaled cosine similarities.
 
@@ -103,7 +103,7 @@ def zero_shot_head(model: nn.Module, tokenizer, class_names: list[str], template
 
 @dataclass(frozen=True)
 class Preprocess:
-    """An encoder's input pipeline (timm ``pretrained_cfg`` or open_clip's, B4)."""
+    """An encoder's input pipeline (timm ``pretrained_cfg`` or open_clip's)."""
 
     input_size: int
     crop_pct: float
@@ -134,7 +134,7 @@ class ImageEncoder(nn.Module):
         return self.net(x)
 
 
-# The original's unpublished noisy ResNet-50 cfgs and where its timm fork expected them (B4).
+# The original's unpublished noisy ResNet-50 cfgs and where its timm fork expected them.
 ORIGINAL_TIMM_CHECKPOINTS = {
     "resnet50_orig": "pretrained_models/r50_in1k_clean/model.pth.tar",
     **{f"resnet50_noise_{r}": f"pretrained_models/r50_in1k_random_noise_{r}/model.pth.tar"
@@ -269,7 +269,7 @@ def build_encoder(source: str, name: str, pretrained: str | None) -> ImageEncode
 
 def build_zero_shot_head(args, class_names: list[str] | None, device) -> ClassificationHead:
     """The zero-shot head of ``--model_source open_clip --load-zero-shot-classifier True``: the text
-    tower is built with the ``--pretrained`` weights, used once and dropped (B4).
+    tower is built with the ``--pretrained`` weights, used once and dropped.
 
     Raises:
         ValueError: not an open_clip model, or the training dataset has no class names.

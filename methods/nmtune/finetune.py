@@ -1,5 +1,5 @@
 """Linear probing (``--freeze-encoder``) and full fine-tuning of a pre-trained encoder: NMTune's
-baseline, ``src/finetune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce (ieg_nmtune.md B5).
+baseline, ``src/finetune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce.
 
 The README's command runs as written (``--num-shots=None`` and ``--results`` included)::
 

@@ -1,5 +1,5 @@
 """Full fine-tuning with NMTune's feature regularisers on the encoder's own features (no MLP, no MSE
-term): ``src/nml_finetune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce (ieg_nmtune.md B6.3).
+term): ``src/nml_finetune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce.
 
     python methods/nmtune/nml_finetune.py --train-dataset=CIFAR10 --model=resnet50_noise_5 \\
         --model_source=timm --pretrained PATH --epochs=30 --lr=0.0001 --cov-loss-weight=0.04 \\

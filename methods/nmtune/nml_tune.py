@@ -1,6 +1,6 @@
 """NMTune: a residual MLP and a linear head on a frozen, noisily pre-trained encoder, trained with CE
-plus three feature regularisers; ``src/nml_tune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce
-(ieg_nmtune.md B6, D2). The README's command runs as written::
+plus three feature regularisers; ``src/nml_tune.py`` of Hhhhhhao/Noisy-Model-Learning @ f249dce.
+The README's command runs as written::
 
     python methods/nmtune/nml_tune.py --seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 \\
         --model=resnet50_noise_5 --model_source=timm --epochs=30 --lr=0.001 --wd=0.0001 \\

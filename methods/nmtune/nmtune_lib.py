@@ -1,8 +1,8 @@
-"""NMTune and its linear-probe baseline (Chen et al., ICLR 2024; spec ``ieg_nmtune.md`` Part B, D2):
+"""NMTune and its linear-probe baseline (Chen et al., ICLR 2024; original ``src/``):
 the parser shared by ``finetune.py`` and ``nml_tune.py``, output paths, the legacy ``results.jsonl``
-writer (B8) and the epoch driver with checkpoint / resume.
+writer and the epoch driver with checkpoint / resume.
 
-The rest lives beside it: ``regularisers.py`` (the three feature terms, B6.2), ``encoders.py`` (the
+The rest lives beside it: ``regularisers.py`` (the three feature terms), ``encoders.py`` (the
 residual MLP, heads and timm / open_clip encoders), ``views.py`` (on-device preprocessing) and
 ``downstream.py`` (datasets and the feature cache).
 
@@ -32,7 +32,7 @@ from methods.nmtune.encoders import ClassificationHead, ImageEncoder, build_enco
 
 
 def optional_float(value: str) -> float | None:
-    """A float, or ``None``/``none`` (the README passes ``--num-shots=None``, B12)."""
+    """A float, or ``None``/``none`` (the README passes ``--num-shots=None``)."""
     return None if value.lower() == "none" else float(value)
 
 
@@ -71,13 +71,12 @@ def get_args_parser(description: str, **defaults) -> argparse.ArgumentParser:
       help="shuffle the training batches (default: as the original, which does not on CIFAR100/Country211)")
     add_subset_flag(p)
     a("--pretrain-if-missing", default=None, metavar="DATASET:RATE[:EPOCHS]",
-      help="pre-train --model (timm) on DATASET with RATE symmetric noise into --pretrained (default: "
-           "$LNL_CACHE/nmtune/<model>_<dataset>_sym<rate>_e<epochs>.pth) unless that file exists")
+      help="pre-train --model (timm) with RATE symmetric noise into --pretrained unless it exists (README)")
     return p
 
 
 def add_nmtune_flags(p: argparse.ArgumentParser) -> None:
-    """NMTune's own flags, README values as defaults (B3)."""
+    """NMTune's own flags, README values as defaults."""
     a = p.add_argument
     a("--use-weak-strong", type=str2bool, default=False, help="RandAugment(3, 5) on the second view")
     a("--mlp-with-res", type=str2bool, default=True)
@@ -113,7 +112,7 @@ def build_frozen_or_tuned_encoder(args: argparse.Namespace) -> ImageEncoder:
 def resolve_paths(args: argparse.Namespace, method: str) -> None:
     """Map lnl's ``--out`` and the original's ``--save``/``--results``: ``--out`` (else ``--save``,
     else ``runs/<method>/<dataset>-<model>-s<seed>``) is the run folder; ``--save`` defaults to it and
-    ``--results`` to ``<save>/results.jsonl`` (the original crashed without it, B12)."""
+    ``--results`` to ``<save>/results.jsonl`` (the original crashed without it)."""
     default = f"runs/{method}/{dataset_key(args.train_dataset)}-{args.model}-s{args.seed}{subset_suffix(args)}"
     args.out = args.out or args.save or default
     args.save = args.save or args.out
@@ -167,7 +166,7 @@ def noise_label(args: argparse.Namespace, encoder: ImageEncoder) -> str:
 
 
 def legacy_results_line(args: argparse.Namespace, epoch: int, top1: dict[str, float]) -> dict:
-    """One ``results.jsonl`` line as the original writes it (B8): every CLI argument (``vars(args)``),
+    """One ``results.jsonl`` line as the original writes it: every CLI argument (``vars(args)``),
     ``device``, ``current_epoch`` and ``"<EvalDataset>:top1"`` (a fraction)."""
     plain = {k: (v if isinstance(v, (int, float, str, bool, list, type(None))) else str(v))
              for k, v in vars(args).items()}

@@ -1,5 +1,5 @@
-"""NMTune's three feature regularisers (spec ``ieg_nmtune.md`` B6.2) and its objective, with a
-Gram-matrix path for ``N < D`` (B11.1). All take ``Tensor[N, D]`` features of both views stacked
+"""NMTune's three feature regularisers (original ``src/models/nml_tune.py``) and its objective, with a
+Gram-matrix path for ``N < D``. All take ``Tensor[N, D]`` features of both views stacked
 (``N = 2B``).
 
 Upstream: ``Hhhhhhao/Noisy-Model-Learning @ f249dce`` (``src/models/nml_tune.py``); an independent

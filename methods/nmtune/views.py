@@ -1,4 +1,4 @@
-"""Preprocessing of NMTune's downstream images (spec ``ieg_nmtune.md`` B4, B11), per-epoch
+"""Preprocessing of NMTune's downstream images (original ``src/finetune.py``), per-epoch
 generators, batch order and the per-step cosine LR.
 
 Default: the original's pipeline, torchvision's transforms on PIL images one by one (bicubic PIL

@@ -1,4 +1,4 @@
-"""PLReMix-only logic (specs/plremix_dividemix.md §3–§5, §13.1): the warm-up contrastive loss, the
+"""PLReMix-only logic (bug IDs: README's deviation table): the warm-up contrastive loss, the
 2-D GMM input, the PLR term of the MixMatch step, the κ schedule and the prototypes with the
 FreeMatch-style self-adaptive selection. The co-divide loop itself is ``lnl.engine.cotrain.CoDivide``
 (shared with DivideMix); ``PLReMix`` overrides its hooks.
@@ -42,7 +42,7 @@ PROTO_M = 0.99
 
 
 def kappa_at(epoch: int, milestones: tuple[int, int] = (40, 70), start: int = 3) -> int:
-    """The PLR top-κ schedule (spec §5.9): ``start`` (``--topk``, 3) before ``milestones[0]``, one less
+    """The PLR top-κ schedule (``train.py``): ``start`` (``--topk``, 3) before ``milestones[0]``, one less
     until ``milestones[1]``, two less after (3/2/1). A step is taken only while κ stays ≥ 1 (the
     original's ``topk_list`` decrements only when ``--topk`` > 1, resp. > 2): 1 stays 1, 2 goes 2/1/1.
     CIFAR/Tiny-ImageNet use (40, 70); Clothing1M/WebVision (15, 30). Epochs count the warm-up."""
@@ -51,7 +51,7 @@ def kappa_at(epoch: int, milestones: tuple[int, int] = (40, 70), start: int = 3)
 
 
 def warmup_crl_loss(z: Tensor, views: int, kind: str, temperature: float = 0.1) -> Tensor:
-    """The warm-up contrastive loss on ``views`` views per sample (spec §5.1, P8, P10).
+    """The warm-up contrastive loss on ``views`` views per sample (P8, P10).
 
     Args:
         z: Tensor[V·B, D] L2-normalised projections, view-major (row v·B + i: view v of sample i).
@@ -125,7 +125,7 @@ def _protos(net) -> Tensor:
 
 @torch.no_grad()
 def self_adaptive_update(net, src: dict, state: dict, *, epoch: int, num_epochs: int, semi_m: float) -> dict:
-    """FreeMatch-style selection and prototype EMA (spec §5.8), vectorised.
+    """FreeMatch-style selection and prototype EMA (``pseudo_selection``), vectorised.
 
     Args:
         net: the net whose prototypes move.
@@ -213,7 +213,7 @@ class PLReMix(CoDivide):
         return extra
 
     def semi_extra(self, k: int, other: dict):
-        """λ_c · PLR on the strong views, candidates from the other net's stored logits (§5.6)."""
+        """λ_c · PLR on the strong views, candidates from the other net's stored logits."""
         kappa = kappa_at(self._epoch, self.kappa_milestones, self.args.topk)
         cand_all = other["logits"].topk(min(max(kappa, 1), self.num_classes), dim=1).indices
         rows = self._cand_rows(other)
@@ -262,16 +262,15 @@ BACKBONES = {"preact_resnet18": "dividemix_preact_resnet18", "resnet50": "torchv
 def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes: int, data_path: str | None,
                      backbone: str, batch_size: int, lr: float, wd: float, num_epochs: int, alpha: float,
                      lambda_u: float, crl: str) -> None:
-    """The flags of PLReMix's three scripts (spec §2), with one script's defaults; plus lnl's
-    ``--noise_file``, ``--warm_up``, ``--arch`` and the opt-in ``--fix_*`` switches (§13.1)."""
+    """The flags of PLReMix's three scripts, with one script's defaults; plus lnl's
+    ``--noise_file``, ``--warm_up``, ``--arch`` and the opt-in ``--fix_*`` switches."""
     g = p.add_argument_group("PLReMix (lxysl/PLReMix @ b0c4ec3)")
     g.add_argument("--dataset", default=dataset, choices=datasets)
     g.add_argument("--num_classes", type=int, default=num_classes, help="overwritten by the dataset")
     g.add_argument("--data_path", default=data_path, help="dataset folder (default: $LNL_DATA/<dataset>)")
     g.add_argument("--noise_mode", default="sym", help="sym or asym")
     g.add_argument("--r", type=float, default=0.5, help="noise ratio")
-    g.add_argument("--noise_file", default=None, help="noise labels file (default: the original's "
-                   "./data/noise_file/<dataset>/<r:.2f>[_asym].json when present, else generated)")
+    g.add_argument("--noise_file", default=None, help="noise labels file (default: the original's ./data/noise_file/..., else generated; README)")
     g.add_argument("--backbone", default=backbone, help=f"{', '.join(BACKBONES)} or any lnl model name")
     g.add_argument("--arch", default=None, help="lnl model name overriding --backbone (tests: small_cnn)")
     g.add_argument("--pretrain", action="store_true", help="ImageNet weights (resnet50 only)")
@@ -288,13 +287,10 @@ def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes:
     g.add_argument("--lambda_u", type=float, default=lambda_u, help="unlabeled loss weight (ramped)")
     g.add_argument("--lambda_c", type=float, default=1.0, help="PLR loss weight")
     g.add_argument("--lambda_warmup_crl", type=float, default=1.0,
-                   help="weight of the warm-up contrastive term (lnl addition; the original adds it with weight 1). "
-                        "Small CNNs on tiny images learn worse with 1 (RESULTS.md, digits: 82.8%% at 1, 90.0%% at 0.1 in 30 "
-                        "epochs; in 10 on 16x16 digits, 0.03 beats CE on 5 of 6 seeds); "
-                        "0 leaves the projection head, and so the prototypes, untrained")
+                   help="weight of the warm-up contrastive term (lnl's; 1 = the original; README: Numbers)")
     g.add_argument("--p_threshold", type=float, default=0.5, help="clean-posterior threshold")
     g.add_argument("--T", type=float, default=0.5, help="sharpening temperature")
-    g.add_argument("--topk", type=int, default=3, help="initial κ (scheduled 3/2/1, §5.9)")
+    g.add_argument("--topk", type=int, default=3, help="initial κ (scheduled 3/2/1)")
     g.add_argument("--semi_m", type=float, default=0.99, help="EMA momentum of the self-adaptive selection")
     g.add_argument("--aug", default="autoaug", choices=("train", "simclr", "autoaug", "randaug"))
     g.add_argument("--crl", default=crl, choices=("plr", "flat_plr"))
@@ -303,7 +299,7 @@ def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes:
                    help="no-op: lnl logs to wandb only with --wandb (the README's --no_wandb is accepted, P3)")
     g.add_argument("--resume_id", default="", help="continue this wandb run (turns wandb on; the training state "
                                                     "resumes from <out>/last.pth)")
-    f = p.add_argument_group("fixes of the original's bugs (spec §13.1; default: original behaviour)")
+    f = p.add_argument_group("fixes of the original's bugs (README; default: original behaviour)")
     f.add_argument("--fix_p1", action="store_true", help="P1: PLR candidates of the right rows (Clothing1M/WebVision)")
     f.add_argument("--fix_p2", action="store_true", help="P2: update a net's prototypes with its own projections")
     f.add_argument("--fix_p8", action="store_true", help="P8: CIFAR warm-up with --crl plr uses InfoNCE")

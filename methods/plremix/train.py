@@ -1,5 +1,5 @@
-"""PLReMix on CIFAR-10/100 and Tiny-ImageNet (``lxysl/PLReMix: train.py @ b0c4ec3``;
-specs/plremix_dividemix.md §2.1, §5). The README's commands run as written, e.g.::
+"""PLReMix on CIFAR-10/100 and Tiny-ImageNet (``lxysl/PLReMix: train.py @ b0c4ec3``).
+The README's commands run as written, e.g.::
 
     python methods/plremix/train.py --r 0.5 --lambda_u 25
     python methods/plremix/train.py --dataset cifar100 --data_path ./data/cifar100/ --r 0.9 --lambda_u 150

@@ -1,5 +1,5 @@
-"""PLReMix on Clothing1M (``lxysl/PLReMix: train_clothing1m.py @ b0c4ec3``; specs/plremix_dividemix.md
-§2.2, §5.10, §5.11). The README's command runs as written::
+"""PLReMix on Clothing1M (``lxysl/PLReMix: train_clothing1m.py @ b0c4ec3``).
+The README's command runs as written::
 
     python methods/plremix/train_clothing1m.py --dataset clothing1m --data_path PATH_TO_Clothing1M/ --pretrain
 

@@ -1,5 +1,5 @@
-"""PLReMix on WebVision 1.0 mini (``lxysl/PLReMix: train_webvision.py @ b0c4ec3``;
-specs/plremix_dividemix.md §2.2, §5.10, §5.11). The README's command runs as written::
+"""PLReMix on WebVision 1.0 mini (``lxysl/PLReMix: train_webvision.py @ b0c4ec3``).
+The README's command runs as written::
 
     python methods/plremix/train_webvision.py --dataset webvision --data_path PATH_TO_WebVision/ --mcrop
 

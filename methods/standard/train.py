@@ -1,11 +1,12 @@
 """Plain cross-entropy training under label noise: the baseline every method is compared with
 (IEG's ``--method=supervised``). Example::
 
-    python methods/standard/train.py --dataset cifar10 --data_path ../shared/data/cifar10 \\
+    python methods/standard/train.py --dataset cifar10 --data_path data/cifar10 \\
         --noise_mode sym --r 0.5 --num_epochs 200 --out runs/standard/c10-sym50
 
 Resumes from ``<out>/last.pth`` by default (``--resume auto``); writes ``eval.jsonl`` per epoch and
-one line to ``<out>/results.jsonl`` at the end.
+one line to ``<out>/results.jsonl`` at the end. ``--lr_schedule step`` is DivideMix/PLReMix's schedule,
+to compare those methods with CE on the same schedule.
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--momentum", type=float, default=0.9)
     p.add_argument("--weight_decay", type=float, default=5e-4)
     p.add_argument("--lr_schedule", default="cosine", choices=("cosine", "step"),
-                   help="cosine to 0, or DivideMix/PLReMix's step (LR / 10 from num_epochs // 2): compare "
-                        "those methods with CE on the same schedule")
+                   help="cosine to 0, or DivideMix/PLReMix's step (LR / 10 from num_epochs // 2)")
     p.add_argument("--seed", type=int, default=123)
     add_subset_flag(p)
     return p

@@ -1,8 +1,9 @@
-"""Fixtures for the data tests: the real CIFAR data in ../shared/data (decoded once per session; the
+"""Fixtures for the data tests: the real CIFAR data in ../shared/data or $LNL_TEST_DATA (decoded once per session; the
 decoded arrays are also cached across sessions under $LNL_CACHE) and the clean label arrays."""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-SHARED_DATA = REPO.parent / "shared" / "data"
+SHARED_DATA = Path(os.environ.get("LNL_TEST_DATA", REPO.parent / "shared" / "data"))
 NOISE_DIR = SHARED_DATA / "noise_labels"
 
 # data_prep scripts import their helpers as top-level modules (they run as scripts).
