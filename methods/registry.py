@@ -69,7 +69,8 @@ def register(method: Method) -> Method:
     """Add ``method`` (its name must be new) and return it.
 
     Raises:
-        ValueError: the name is taken, or ``flags`` names a setting the launcher does not have.
+        ValueError: the name is taken, or ``flags`` names a setting the launcher does not have or
+            maps one to anything but a tuple of flags.
     """
     if method.name in METHODS:
         raise ValueError(f"method {method.name!r} is already registered (by {METHODS[method.name].module})")
@@ -77,6 +78,10 @@ def register(method: Method) -> Method:
     if unknown:
         raise ValueError(f"method {method.name!r}: flags for unknown settings {unknown}; known: "
                          f"{', '.join(SETTING_FLAGS)}")
+    for setting, flags in method.flags.items():
+        if not isinstance(flags, tuple) or not all(isinstance(f, str) and f.startswith("-") for f in flags):
+            raise ValueError(f"method {method.name!r}: flags[{setting!r}] = {flags!r}; expected a tuple of "
+                             f"flags such as ('--epochs',)")
     METHODS[method.name] = method
     return method
 

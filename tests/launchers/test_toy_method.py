@@ -5,8 +5,6 @@ collect.py's table."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import yaml
 
@@ -42,13 +40,16 @@ def test_toy_method_runs_through_the_debug_cluster_and_collect(toy, tmp_path, ca
     (row,) = rows
     assert (row["method"], row["dataset"], row["noise"], row["seeds"], row["epochs"]) == ("toy", "digits", "sym0.4",
                                                                                          "3", "2")
-    assert row["test_acc"] == round(100 * direct["test_acc"], 2) and row["best_acc"] == round(100 * direct["best_acc"], 2)
-    assert f"| toy | digits | sym0.4 | 3 | 2 | {row['test_acc']:.2f} |" in Path(tmp_path / "runs/results.md").read_text()
+    assert row["test_acc"] == round(100 * direct["test_acc"], 2)
+    assert row["best_acc"] == round(100 * direct["best_acc"], 2)
+    assert f"| toy | digits | sym0.4 | 3 | 2 | {row['test_acc']:.2f} |" in (tmp_path / "runs/results.md").read_text()
 
 
-def test_register_refuses_a_taken_name_and_unknown_settings(toy):
+def test_register_refuses_a_taken_name_and_bad_flags(toy):
     with pytest.raises(ValueError, match="'toy' is already registered"):
         registry.register(registry.Method("toy", "elsewhere.train"))
     with pytest.raises(ValueError, match=r"unknown settings \['epoch'\]"):
         registry.register(registry.Method("toy2", "tests.launchers.toy_method", flags={"epoch": ("--rounds",)}))
+    with pytest.raises(ValueError, match=r"flags\['epochs'\] = '--rounds'; expected a tuple"):
+        registry.register(registry.Method("toy2", "tests.launchers.toy_method", flags={"epochs": "--rounds"}))
     assert set(registry.METHODS) >= {"toy", "standard"} and "toy2" not in registry.METHODS
