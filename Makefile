@@ -36,7 +36,7 @@ info: build
 	$(PY) -m lnl.info
 
 demo: build
-	$(PY) -m lnl.demo --out results/demo
+	$(PY) -m methods.demo --out results/demo
 
 test: build
 	bash launchers/install_slurm.sh

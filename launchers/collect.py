@@ -1,8 +1,9 @@
 """Gather every run's ``results.jsonl`` under one or more folders into one table (CSV + Markdown):
 one row per setting, test accuracy as mean ± std over seeds, and the paper's number beside it
-(``launchers/paper_numbers.yaml``). A setting is everything that changes the result: method,
-dataset, noise, ``--subset`` (a smoke run, marked as such), the run's length and the method's flags
-(from each run's ``args.yaml``; seeds, paths, devices and logging are not settings). Example::
+(``launchers/paper_numbers.yaml``, under the method's ``paper_key`` in ``methods/registry.py``). A
+setting is everything that changes the result: method, dataset, noise, ``--subset`` (a smoke run,
+marked as such), the run's length and the method's flags (from each run's ``args.yaml``; seeds,
+paths, devices and logging are not settings). Example::
 
     python launchers/collect.py runs            # writes runs/results.csv and runs/results.md
 
@@ -27,6 +28,7 @@ if str(REPO) not in sys.path:
 import yaml  # noqa: E402
 
 from lnl.engine.logger import read_jsonl  # noqa: E402
+from methods.registry import paper_key  # noqa: E402
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
 COLUMNS = ("method", "dataset", "noise", "seeds", "epochs", "test_acc", "test_std", "best_acc", "best_std",
@@ -126,7 +128,7 @@ def summarize(records: Sequence[dict], paper: Sequence[dict] = ()) -> list[dict[
         method, dataset, noise, subset, epochs, _ = key
         test = _mean_std([r["test_acc"] for r in runs if r.get("test_acc") is not None] or [math.nan])
         best = _mean_std([r["best_acc"] for r in runs if r.get("best_acc") is not None] or [math.nan])
-        ref = paper_number(paper, method, dataset, noise)
+        ref = paper_number(paper, paper_key(method), dataset, noise)
         rows.append({
             "method": method, "dataset": dataset, "noise": noise,
             "seeds": " ".join(sorted((str(r.get("seed", "?")) for r in runs), key=lambda s: (len(s), s))),

@@ -1,10 +1,10 @@
 """Submit lnl runs with submitit: to SLURM, as local subprocesses, or in-process (``--cluster``).
 
-``--method M --dataset D`` resolves to the method's entry point (its ``get_args_parser`` and
-``main``, imported, never re-implemented) and to the papers' hyperparameters of that setting from
-``lnl/presets/<method>.yaml`` (each value printed with its source); anything after ``--`` is passed
-to the entry point last, so it overrides everything. ``--seeds`` × ``--noise`` sweeps become one
-job array. Examples::
+``--method M --dataset D`` resolves to the method's entry point (``methods/registry.py``; its
+``get_args_parser`` and ``main``, imported, never re-implemented) and to the papers'
+hyperparameters of that setting from ``lnl/presets/<method>.yaml`` (each value printed with its
+source); anything after ``--`` is passed to the entry point last, so it overrides everything.
+``--seeds`` × ``--noise`` sweeps become one job array. Examples::
 
     python launchers/slurm.py --method plremix --dataset cifar10 --noise sym:0.5 \\
         --partition gpu --account myproj --data_root data -- --lambda_u 30
@@ -27,14 +27,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib
-import importlib.util
 import itertools
 import os
 import re
 import shlex
 import shutil
 import sys
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -49,56 +48,12 @@ from lnl.engine import comm  # noqa: E402
 from lnl.engine.args import default_argument_parser, parse_with_config  # noqa: E402
 from lnl.engine.checkpoint import LAST_CHECKPOINT  # noqa: E402
 from lnl.presets import get_preset, list_methods  # noqa: E402
+from methods.registry import METHODS, module_exists  # noqa: E402
 
 SIGNAL_DELAY_S = 120  # MAE / DINOv2: time to finish the step and write the checkpoint
 MAX_NUM_TIMEOUT = 30  # MAE / DINOv2: requeues after time-outs
 RESOURCES = Path(__file__).resolve().parent / "resources.yaml"
 CONTAINER_REPO = "/opt/lnl"  # where docker/Dockerfile installs the repository
-
-
-@dataclass(frozen=True)
-class Entry:
-    """A method's entry points: the default module and per-dataset scripts of the original.
-    ``ddp``: the entry point splits its work over several tasks (``comm.ddp``/``shard``); any other
-    gets one task per run, or several tasks would train copies of one run into one folder."""
-
-    module: str
-    per_dataset: dict[str, str] = field(default_factory=dict)
-    ddp: bool = False
-
-    def module_for(self, dataset: str) -> str:
-        """The dataset's own script when it exists, else the default entry point."""
-        special = self.per_dataset.get(dataset)
-        return special if special and module_exists(special) else self.module
-
-
-# The originals' script names (README "Methods" table); a module that does not exist yet is reported.
-METHODS: dict[str, Entry] = {
-    "standard": Entry("methods.standard.train", ddp=True),
-    "plremix": Entry("methods.plremix.train", {"clothing1m": "methods.plremix.train_clothing1m",
-                                               "webvision": "methods.plremix.train_webvision"}),
-    "dividemix": Entry("methods.dividemix.Train_cifar", {"clothing1m": "methods.dividemix.Train_clothing1M",
-                                                         "webvision": "methods.dividemix.Train_webvision"}),
-    "lra": Entry("methods.lra.train_CIFAR", {"food101n": "methods.lra.train_Food101N",
-                                             "clothing1m": "methods.lra.train_Clothing1M",
-                                             "webvision": "methods.lra.train_WebVision"}),
-    "dmlp": Entry("methods.dmlp.DMLP"),
-    "ieg": Entry("methods.ieg.main", ddp=True),
-    "nmtune": Entry("methods.nmtune.nml_tune"),
-    "linear-probe": Entry("methods.nmtune.finetune"),  # NMTune's baseline (finetune.py --freeze-encoder)
-    "nml-finetune": Entry("methods.nmtune.nml_finetune"),  # NMTune's regularisers in full fine-tuning
-}
-
-# Launcher setting -> the entry point's flag (first candidate its parser has).
-SETTING_FLAGS: dict[str, tuple[str, ...]] = {
-    "dataset": ("--dataset",),
-    "data_path": ("--data_path", "--data_root"),
-    "noise_mode": ("--noise_mode",),
-    "r": ("--r", "--noise_rate"),
-    "seed": ("--seed",),
-    "epochs": ("--num_epochs", "--epochs", "--nepoch"),
-    "out": ("--out",),
-}
 SHARED_NOT_FORWARDED = {"out", "help"}  # --out is the run folder of a single run (handled apart)
 # Datasets whose labels carry their own (real) noise: no --noise, and run folders named "real".
 REAL_NOISE = {"clothing1m", "webvision", "food101n", "cifar10n", "cifar100n"}
@@ -106,13 +61,6 @@ REAL_NOISE = {"clothing1m", "webvision", "food101n", "cifar10n", "cifar100n"}
 
 class LaunchError(ValueError):
     """A run that cannot be submitted (unknown method, missing entry point, flag it does not have)."""
-
-
-def module_exists(name: str) -> bool:
-    try:
-        return importlib.util.find_spec(name) is not None
-    except ModuleNotFoundError:
-        return False
 
 
 def script_path(module: str) -> str:
@@ -218,8 +166,8 @@ def parse_noise(items: Sequence[str] | None) -> list[tuple[str | None, float | N
     return points
 
 
-def _option(parser: argparse.ArgumentParser, key: str) -> str | None:
-    return next((o for o in SETTING_FLAGS[key] if o in parser._option_string_actions), None)
+def _option(parser: argparse.ArgumentParser, method: str, key: str) -> str | None:
+    return next((o for o in METHODS[method].setting_flags(key) if o in parser._option_string_actions), None)
 
 
 def flags_to_argv(parser: argparse.ArgumentParser, flags: dict[str, Any], origin: str) -> list[str]:
@@ -255,17 +203,17 @@ def _forwarded_shared(args: argparse.Namespace) -> list[str]:
     return flags_to_argv(shared, changed, "the launcher")
 
 
-def _setting_argv(parser, setting: dict[str, Any], module: str) -> list[str]:
+def _setting_argv(parser, setting: dict[str, Any], method: str, module: str) -> list[str]:
     argv: list[str] = []
     for key, value in setting.items():
         if value is None:
             continue
-        opt = _option(parser, key)
-        if opt is None and key == "dataset" and module in _DATASET_SCRIPTS:
+        opt = _option(parser, method, key)
+        if opt is None and key == "dataset" and module in METHODS[method].per_dataset.values():
             continue  # the original's per-dataset script (Train_clothing1M.py): the dataset is its own
         if opt is None:
-            raise LaunchError(f"{script_path(module)} has none of {SETTING_FLAGS[key]} (for the launcher's "
-                              f"{key}); pass its own flag after --")
+            raise LaunchError(f"{script_path(module)} has none of {METHODS[method].setting_flags(key)} (for the "
+                              f"launcher's {key}); pass its own flag after --")
         argv += [opt, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv
 
@@ -306,7 +254,7 @@ def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> li
     for (mode, r), seed in points:
         setting = {"dataset": args.dataset, "data_path": data_path, "noise_mode": mode, "r": r,
                    "seed": seed, "epochs": args.epochs}
-        core = _setting_argv(parser, setting, module) + _forwarded_shared(args) + list(passthrough)
+        core = _setting_argv(parser, setting, args.method, module) + _forwarded_shared(args) + list(passthrough)
         ns = _validate(parser, core, module)  # the noise setting the run will have, for the preset
         preset = preset_for(args, getattr(ns, "noise_mode", None), getattr(ns, "r", None))
         argv = flags_to_argv(parser, preset.flags, f"lnl/presets/{args.method}.yaml") + core
@@ -314,15 +262,12 @@ def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> li
         out = getattr(ns, "out", None) or args.out or str(Path(args.output_dir) / args.method
                                                            / _run_name(ns, args.dataset))
         out = str(Path(out).resolve())
-        argv += _setting_argv(parser, {"out": out}, module)
+        argv += _setting_argv(parser, {"out": out}, args.method, module)
         sources = tuple((k, repr(preset.flags[k]), src) for k, src in sorted(preset.sources.items()))
         specs.append(RunSpec(args.method, module, tuple(argv), out, sources))
         _check_data_folder(ns, module, args.dataset)
     _refuse_shared_folders(specs)
     return specs
-
-
-_DATASET_SCRIPTS = {m for e in METHODS.values() for m in e.per_dataset.values()}
 
 
 def check_setting(args: argparse.Namespace) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from lnl import demo
+from methods import demo
 from lnl.engine import read_jsonl
 
 REQUIRED = {"method", "dataset", "noise", "test_acc", "seconds"}

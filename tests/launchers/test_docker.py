@@ -201,7 +201,7 @@ def test_built_image_trains_on_digits(tmp_path):
     digits run inside the image; its results match the same run in this process."""
     import torch
 
-    from lnl import demo
+    from methods import demo
     from lnl.engine import read_jsonl
 
     build = subprocess.run(["make", "image-cpu"], cwd=REPO, capture_output=True, text=True, timeout=7200)
@@ -218,7 +218,7 @@ def test_built_image_trains_on_digits(tmp_path):
     assert build_info["image_base"] == (os.environ.get("BASE") or base_default(DOCKER / "Dockerfile.cpu"))
 
     flags = ["--methods", "standard", "--epochs", "2", "--device", "cpu", "--seed", "0"]
-    run = run_in_image("lnl:cpu", ["python", "-m", "lnl.demo", *flags, "--out", "/runs/demo"], runs)
+    run = run_in_image("lnl:cpu", ["python", "-m", "methods.demo", *flags, "--out", "/runs/demo"], runs)
     assert run.returncode == 0, run.stdout + run.stderr
     (record,) = read_jsonl(runs / "demo" / "results.jsonl")
     threads = torch.get_num_threads()

@@ -14,8 +14,11 @@ pytest.importorskip("submitit")  # installed by make; absent on bare machines (t
 from launchers import collect, slurm  # noqa: E402
 from lnl.engine import LAST_CHECKPOINT, comm, find_resume_path, save_checkpoint
 from lnl.engine.data import noise_name
+from lnl.presets import list_methods
+from methods import registry
 
-ALL_METHODS = {"standard", "plremix", "dividemix", "lra", "dmlp", "ieg", "nmtune", "linear-probe", "nml-finetune"}
+ALL_METHODS = set(registry.METHODS)
+REPO = Path(__file__).resolve().parents[2]
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
@@ -24,7 +27,15 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
 
 
 def test_method_table_names_every_entry_point():
-    assert set(slurm.METHODS) == ALL_METHODS
+    assert slurm.METHODS is registry.METHODS
+    folders = {p.parent.name for p in (REPO / "methods").glob("*/__init__.py")}
+    assert {m.module.split(".")[1] for m in registry.METHODS.values()} == folders  # every method folder runs
+    for m in registry.METHODS.values():
+        missing = [s for s in (m.module, *m.per_dataset.values()) if not slurm.module_exists(s)]
+        assert not missing, f"{m.name}: {missing}"
+    assert set(list_methods()) <= ALL_METHODS  # every preset file is a method's
+    paper_keys = {registry.paper_key(m) for m in ALL_METHODS}
+    assert {row["method"] for row in collect.load_paper_numbers()} <= paper_keys
     assert slurm.METHODS["standard"].module_for("digits") == "methods.standard.train"
     assert slurm.script_path(slurm.METHODS["dividemix"].module) == "methods/dividemix/Train_cifar.py"
     assert slurm.script_path(slurm.METHODS["lra"].module) == "methods/lra/train_CIFAR.py"
@@ -189,3 +200,15 @@ def test_collect_skips_lines_of_other_schemas(tmp_path):
     (tmp_path / "b" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
     (found,) = collect.find_results([tmp_path])
     assert found == {**rec, "subset": None, "run_dir": str(tmp_path / "a"), "settings": {}}
+
+
+def test_collect_finds_paper_numbers_under_the_registry_key(monkeypatch):
+    # A variant registered with DivideMix's paper_key is compared with DivideMix's numbers; a record whose
+    # method no entry has (IEG's --method l2r) keeps its own name, which paper_numbers.yaml lacks.
+    variant = registry.Method("dividemix-variant", "methods.dividemix.Train_cifar", paper_key="dividemix")
+    monkeypatch.setitem(registry.METHODS, variant.name, variant)
+    records = [{"method": m, "dataset": "cifar10", "noise": "sym0.5", "seed": 1, "test_acc": 0.9}
+               for m in ("dividemix-variant", "l2r", "dividemix")]
+    rows = {r["method"]: r for r in collect.summarize(records, collect.load_paper_numbers())}
+    assert rows["dividemix-variant"]["paper_best"] == rows["dividemix"]["paper_best"] == 94.6
+    assert rows["l2r"]["paper_best"] is None

@@ -18,8 +18,8 @@ import pytest
 
 pytest.importorskip("submitit")  # installed by make; absent on bare machines (the lent GPU)
 from launchers import collect, slurm  # noqa: E402
-from lnl.demo import DEMO_RUNS
 from lnl.engine import LAST_CHECKPOINT, read_jsonl
+from methods.registry import METHODS
 
 pytestmark = pytest.mark.slow
 FAST = ["--no-tensorboard", "--device", "cpu"]
@@ -59,20 +59,20 @@ def finish(run: Launch, cluster) -> tuple[list[dict], list[str]]:
 
 
 def method_skip_reason(method: str) -> str | None:
-    module = slurm.METHODS[method].module_for("digits")
+    module = METHODS[method].module_for("digits")
     if not slurm.module_exists(module):
         return f"{method}: entry point {slurm.script_path(module)} is not written yet"
-    if method not in DEMO_RUNS:
-        return f"{method}: no digits row in lnl.demo.DEMO_RUNS yet (its smoke-test flags)"
+    if METHODS[method].demo is None:
+        return f"{method}: no demo row in methods/registry.py yet (its digits smoke-test flags)"
     return None
 
 
 def method_argv(method: str, root: Path) -> list[str]:
-    """The method's demo flags (lnl.demo.DEMO_RUNS) for 2 of CE's epochs: through the launcher's --epochs,
+    """The method's demo flags (its registry entry's) for 2 of CE's epochs: through the launcher's --epochs,
     or, for a method counted in iterations (IEG), its own length flag after --."""
-    run = DEMO_RUNS[method]
+    run = METHODS[method].demo
     length, own = ["--epochs", "2"], []
-    if run.length_flag not in slurm.SETTING_FLAGS["epochs"]:
+    if run.length_flag not in METHODS[method].setting_flags("epochs"):
         length, own = [], [run.length_flag, str(2 * run.units_per_epoch)]
     return ["--method", method, "--dataset", "digits", *length, "--output_dir", str(root),
             "--job_dir", str(root / "jobs" / "%j"), "--", *run.flags, *own, *FAST]
@@ -83,7 +83,7 @@ def early(slurm_cluster, tmp_path_factory):
     """Submitted together: each method's run, the sweep array and the failing job."""
     root = tmp_path_factory.mktemp("launcher_runs")
     subs: dict[str, Launch | str | Exception] = {}
-    for method in slurm.METHODS:
+    for method in METHODS:
         try:
             subs[method] = method_skip_reason(method) or launch(method_argv(method, root / "methods"))
         except slurm.LaunchError as e:  # reported by that method's test, not the whole module
@@ -96,7 +96,7 @@ def early(slurm_cluster, tmp_path_factory):
     return root, subs
 
 
-@pytest.mark.parametrize("method", list(slurm.METHODS))
+@pytest.mark.parametrize("method", list(METHODS))
 def test_method_runs_on_slurm_and_is_collected(early, slurm_cluster, method):
     root, subs = early
     run = subs[method]
@@ -104,7 +104,6 @@ def test_method_runs_on_slurm_and_is_collected(early, slurm_cluster, method):
         pytest.skip(run)
     if isinstance(run, Exception):
         pytest.fail(f"the launcher refused {method}: {run}")
-    assert slurm.METHODS[method].module_for("digits") == DEMO_RUNS[method].module, "launcher and demo disagree"
     results, failures = finish(run, slurm_cluster)
     assert not failures, failures
     (spec,) = run.specs
