@@ -27,7 +27,7 @@ if str(REPO) not in sys.path:
 
 import yaml  # noqa: E402
 
-from lnl.engine.logger import read_jsonl  # noqa: E402
+from lnl.engine.runner import RESULTS, read_records  # noqa: E402
 from methods.registry import paper_key  # noqa: E402
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
@@ -41,21 +41,20 @@ NOT_SETTINGS = {"seed", "out", "resume", "resume_id", "device", "wandb", "offlin
                 "num_epochs", "epochs", "nepoch", "max_iteration"}  # the length: the epochs column
 
 
-RECORD_KEYS = {"method", "dataset", "noise"}
-
-
 def find_results(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
     """The last lnl record of every ``results.jsonl`` below ``roots`` (each with its ``run_dir``).
 
     Lines of other schemas are skipped: NMTune's original per-epoch lines can share the file."""
     records = []
     for root in roots:
-        for path in sorted(Path(root).rglob("results.jsonl")):
-            rows = [r for r in read_jsonl(path) if RECORD_KEYS <= r.keys()]
+        for path in sorted(Path(root).rglob(RESULTS)):
+            rows = read_records(path)
             if rows:
                 flags = run_flags(path.parent)
-                record = {"subset": flags.get("subset"), **rows[-1]}  # a record may not say its subset
-                records.append({**record, "run_dir": str(path.parent), "settings": settings_of(flags)})
+                record = rows[-1]
+                subset = record.subset if record.subset is not None else flags.get("subset")  # may not say it
+                records.append({**record.to_line(), "subset": subset, "run_dir": str(path.parent),
+                                "settings": settings_of(flags)})
     return records
 
 

@@ -16,16 +16,13 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
 from lnl.engine import codivide as cd
-from lnl.engine.checkpoint import find_resume_path, load_checkpoint, save_checkpoint
-from lnl.engine.logger import MetricLogger, append_jsonl
-from lnl.engine.train_loop import Stopwatch, run_epochs
+from lnl.engine.runner import RunRecord, Runner
 
 HISTORY = 5  # DivideMix averages the last 5 epochs' losses at 90 % noise
 
@@ -211,12 +208,13 @@ class CoDivide:
 
 
 def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test: Callable[[], dict],
-        result: dict, track: str = "test_acc", final: Callable[[], dict] | None = None) -> dict:
+        result: dict, track: str = "test_acc", final: Callable[[], dict] | None = None,
+        logger_options: dict | None = None) -> dict:
     """Run (or resume) ``method`` for epochs ``0..args.num_epochs`` inclusive, as the originals' loops.
 
     Every epoch: ``method.run_epoch``, then ``test()`` (the ensemble's metrics, e.g. ``test_acc``),
     one ``eval.jsonl`` line and an atomic ``last.pth`` (both nets, optimizers, RNG states,
-    ``method.state_dict()``). ``--resume auto`` continues from it.
+    ``method.state_dict()``). ``--resume auto`` continues from it (``lnl.engine.runner.Runner``).
 
     Args:
         args: flags (``out``, ``resume``, ``num_epochs``, ``tensorboard``, ``wandb``, ``offline``).
@@ -226,26 +224,22 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
         result: fields of the results record (method, dataset, noise, seed, ...).
         track: the metric recorded as ``test_acc``/``best_acc`` (Clothing1M: ``val_acc``).
         final: evaluated once after the last epoch (e.g. Clothing1M's test); merged into the record.
+        logger_options: ``MetricLogger`` keywords over the flags' (PLReMix's ``--wo_wandb``, ``--resume_id``).
 
     Returns:
         The results record, also appended to ``<out>/results.jsonl``.
     """
     models = {f"net{k + 1}": n for k, n in enumerate(method.nets)}
     optims = {f"optimizer{k + 1}": o for k, o in enumerate(method.optimizers)}
-    run = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "last": {}}
-    path = find_resume_path(args.out, args.resume)
-    if path is not None:
-        # the LR step and PLReMix's α read --num_epochs: a longer relaunch is refused, not resumed on the old schedule
-        ckpt = load_checkpoint(path, models=models, optimizers=optims, run_args=args, length_flag="num_epochs")
-        run = {**ckpt["method_state"]["run"], "first_epoch": ckpt["epoch"] + 1}
+    # method_state = {"run": the runner's state, "method": the method's}, as checkpoints have always held
+    runner = Runner(args, log, models=models, optimizers=optims, state={"last": {}},
+                    length_flag="num_epochs",  # the LR step and PLReMix's α read --num_epochs
+                    pack=lambda run: {"run": dict(run), "method": method.state_dict()},
+                    unpack=lambda saved: saved["run"], logger_options=logger_options)
+    ckpt = runner.resume()
+    if ckpt is not None:
         method.load_state_dict(ckpt["method_state"]["method"])
-        log.info("resumed from %s at epoch %d", path, run["first_epoch"])
-    clock = Stopwatch(run["seconds"])
-    no_wandb = getattr(args, "wo_wandb", False)  # PLReMix's --no_wandb wins, as in the original
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb and not no_wandb,
-                          wandb_offline=args.offline and not no_wandb,
-                          wandb_id=None if no_wandb else getattr(args, "resume_id", None), name=Path(args.out).name,
-                          config=vars(args), resume_step=run["first_epoch"])
+    run = runner.state
 
     def step(epoch: int) -> dict:
         metrics = {**method.run_epoch(epoch), **test()}
@@ -254,22 +248,14 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
 
     def record(epoch: int, metrics: dict) -> None:
         run["last"] = metrics
-        logger.log(epoch, {**metrics, "seconds": clock.elapsed}, stream="eval")
+        runner.log_metrics(epoch, metrics)
 
-    def checkpoint(epoch: int, metrics: dict) -> None:
-        run["seconds"] = clock.elapsed
-        save_checkpoint(args.out, epoch=epoch, models=models, optimizers=optims, args=vars(args),
-                        method_state={"run": dict(run), "method": method.state_dict()})
-
-    run_epochs(run["first_epoch"], args.num_epochs + 1, step, after_epoch=[record, checkpoint])
-    logger.close()
+    runner.run(args.num_epochs + 1, step, record)
     last = run["last"]
     aucs = [last[k] for k in ("net1_auc", "net2_auc") if k in last]
-    out = {**result, "epochs": args.num_epochs + 1, "test_acc": last.get(track),
-           "best_acc": run["best_acc"], "auc": sum(aucs) / len(aucs) if aucs else None,
-           **{k: v for k, v in last.items() if k.startswith(("test_", "val_", "imagenet_")) and k != track},
-           **(final() if final is not None else {}),
-           "seconds": round(clock.elapsed, 2), "run_dir": str(args.out)}
-    append_jsonl(Path(args.out) / "results.jsonl", out)
-    log.info("result %s", out)
-    return out
+    line = {**result, "epochs": args.num_epochs + 1, "test_acc": last.get(track),
+            "best_acc": run["best_acc"], "auc": sum(aucs) / len(aucs) if aucs else None,
+            **{k: v for k, v in last.items() if k.startswith(("test_", "val_", "imagenet_")) and k != track},
+            **(final() if final is not None else {}),
+            "seconds": runner.seconds, "run_dir": str(args.out)}
+    return runner.finish(RunRecord.from_line(line))

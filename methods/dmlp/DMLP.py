@@ -25,12 +25,11 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
-                        find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from lnl.data.noise import save_noise_file
 from lnl.engine.data import add_subset_flag, noise_name, subset_suffix
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import Stopwatch, run_epochs
+from lnl.engine.runner import RunRecord, Runner
 from methods.dmlp import dmlp_lib as L
 
 METHOD = "dmlp"
@@ -177,15 +176,9 @@ def main(args: argparse.Namespace) -> dict:
     clean_t = None if fs.clean is None else fs.clean[train_idx].to(dev)
     test_y = None if fs.test_labels is None else fs.test_labels.to(dev)
     models, opts = _ckpt_objects(views)
-    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0}
-    resume = find_resume_path(args.out, args.resume)
-    if resume is not None:
-        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args)
-        state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
-        log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
-    clock = Stopwatch(state["seconds"])
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb, wandb_offline=args.offline,
-                          name=Path(args.out).name, config=vars(args), resume_step=state["first_epoch"])
+    runner = Runner(args, log, models=models, optimizers=opts)
+    runner.resume()
+    state = runner.state
 
     def step(epoch: int) -> dict:
         m = L.train_epoch(views, epoch, bounds, yv, clean_t, args)
@@ -198,22 +191,16 @@ def main(args: argparse.Namespace) -> dict:
 
     def record(epoch: int, metrics: dict) -> None:
         state["last"] = metrics
-        logger.log(epoch, {**metrics, "seconds": clock.elapsed}, stream="eval")
-
-    def checkpoint(epoch: int, metrics: dict) -> None:
-        state["seconds"] = clock.elapsed
-        save_checkpoint(args.out, epoch=epoch, models=models, optimizers=opts, method_state=state,
-                        args=vars(args))
+        runner.log_metrics(epoch, metrics)
 
     with cpu_threads(small_run_threads(args.threads, args.device, len(fs.train))):
-        run_epochs(state["first_epoch"], args.epochs, step, after_epoch=[record, checkpoint])
-    logger.close()
-    return finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, state, clock)
+        runner.run(args.epochs, step, record)
+    return finish(args, runner, views, fs, noisy, noise_meta, train_idx, meta_idx, yv)
 
 
-def finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, state, clock) -> dict:
+def finish(args, runner, views, fs, noisy, noise_meta, train_idx, meta_idx, yv) -> dict:
     """Write the purified labels, the report and the results line."""
-    c = args.num_classes
+    c, state = args.num_classes, runner.state
     hard, soft = L.purified(views, noisy, train_idx, meta_idx, yv.cpu(), c, args.purified == "heads",
                             args.fix_softmax)
     report = L.label_report(hard, noisy, fs.clean, train_idx, c)
@@ -227,17 +214,11 @@ def finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, sta
     report.update(meta=meta, last_epoch=state.get("last", {}))
     files = L.write_outputs(Path(args.out), "purified_labels", hard, soft, meta, report, extra)
     last = state.get("last", {})
-    result = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed,
-              "epochs": args.epochs, "fixes": fixes, "test_acc": last.get("test_acc"),
-              "best_acc": state["best_acc"], "purified_acc": report.get("purified_acc"),
-              "noisy_acc": report.get("noisy_acc"), "seconds": round(clock.elapsed, 2), "run_dir": args.out,
-              "files": files}
-    if args.subset is not None:
-        result["subset"] = args.subset
-    append_jsonl(Path(args.out) / "results.jsonl", result)
-    log.info("result %s", result)
-    return result
-
+    return runner.finish(RunRecord(
+        method=METHOD, dataset=args.dataset, noise=noise_name(args), seed=args.seed, epochs=args.epochs,
+        test_acc=last.get("test_acc"), best_acc=state["best_acc"], seconds=runner.seconds, run_dir=args.out,
+        subset=args.subset, extra={"fixes": fixes, "purified_acc": report.get("purified_acc"),
+                                   "noisy_acc": report.get("noisy_acc"), "files": files}))
 
 if __name__ == "__main__":
     main(parse_with_config(get_args_parser()))

@@ -27,14 +27,14 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 from lnl.data import get_dataset, list_datasets
 from lnl.data._registry import dataset_info, default_root
 from lnl.data.gpu import GPULoader
-from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
-                        find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
+from lnl.engine import comm, default_argument_parser, default_setup, find_resume_path, parse_with_config
+from lnl.engine.runner import RunRecord, Runner, subset_of
 from lnl.data._base import reading
 from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, check_subset_size, first_images, subset_suffix
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import FiniteGuard, Stopwatch, evaluate, progress
+from lnl.engine.train_loop import FiniteGuard, evaluate, progress
 from methods.ieg import ieg_lib as L
 from methods.ieg import webvision as W
 from methods.ieg.steps import STEPS, StepSetup
@@ -274,17 +274,15 @@ def update_and_average(setup: StepSetup, ema: EMA, step: int, ema_first: bool) -
         ema.update(setup.model)
 
 
-def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders, clean, state: dict) -> None:
+def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders, clean, runner: Runner) -> None:
     """Steps ``state['step']`` .. ``max_iteration``; evaluate + checkpoint at step 1, every
     ``eval_freq``, at every cosine-cycle end and at the end."""
     # TF's time_for_evaluation counts cycles for cosine and cosine_warmup (unshifted by the warmup).
     cosine = args.lr_schedule in ("cosine", "cosine_warmup")
     period = first_period(args, batches.steps_per_epoch)
     ends = L.cycle_ends(period, args.cos_t_mul, args.max_iteration) if cosine else set()
-    clock = Stopwatch(state["seconds"])
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
-                          wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
-                          resume_step=state["step"] + 1)
+    state = runner.state
+    logger = runner.start(resume_step=state["step"] + 1)  # evaluations are logged at their step count
     sums, count, guard = {}, 0, FiniteGuard()
     steps = range(state["step"], args.max_iteration)
     for step in progress(steps, desc=args.method, total=len(steps), leave=True):
@@ -297,9 +295,9 @@ def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders
         if evaluation_due(done, args.eval_freq, ends, args.max_iteration):
             guard.check()
             logger.log(done, {k: float(v) / count for k, v in sums.items()}, stream="train")
-            record(args, setup, ema, eval_loaders, state, logger, clock, done, done in ends)
+            record(args, setup, ema, eval_loaders, runner, done, done in ends)
             sums, count = {}, 0
-    logger.close()
+    runner.close()
 
 
 def evaluation_due(done: int, eval_freq: int, ends: set[int], last: int) -> bool:
@@ -308,15 +306,15 @@ def evaluation_due(done: int, eval_freq: int, ends: set[int], last: int) -> bool
     return done == 1 or done % eval_freq == 0 or done in ends or done == last
 
 
-def record(args, setup, ema, eval_loaders, state, logger, clock, done: int, cycle_end: bool) -> None:
-    acc = accuracy(setup, ema, eval_loaders, args)
-    state.update(step=done, seconds=clock.elapsed, last_acc=acc["test_acc"],
-                 best_acc=max(state["best_acc"], acc["test_acc"]), imagenet_acc=acc.get("imagenet_acc"))
+def record(args, setup, ema, eval_loaders, runner: Runner, done: int, cycle_end: bool) -> None:
+    """Evaluate, log and checkpoint after step ``done`` (the checkpoint's epoch is the step count)."""
+    acc, state = accuracy(setup, ema, eval_loaders, args), runner.state
+    state.update(step=done, last_acc=acc["test_acc"], best_acc=max(state["best_acc"], acc["test_acc"]),
+                 imagenet_acc=acc.get("imagenet_acc"))
     if cycle_end:
         state["cycle_end_acc"] = acc["test_acc"]
-    logger.log(done, {**acc, "seconds": clock.elapsed}, stream="eval")
-    path = save_checkpoint(args.out, epoch=done, models={"model": setup.model, "ema": ema},
-                           optimizers={"opt": setup.optimizer}, method_state=state, args=vars(args))
+    runner.log_metrics(done, acc)
+    path = runner.checkpoint(done)
     if comm.is_main_process():
         keep_step_checkpoint(path, done)
 
@@ -346,16 +344,19 @@ def step_checkpoint(out: str | Path, step: int) -> Path:
     return path
 
 
-def restore(args, setup: StepSetup, ema: EMA, path: Path) -> dict:
+def _without_first_epoch(state: dict) -> dict:
+    """The checkpoint's ``method_state``: IEG counts steps (``step``), not epochs."""
+    return {k: v for k, v in state.items() if k != "first_epoch"}
+
+
+def restore(args, runner: Runner, path: Path) -> None:
     """Load ``path``; refuse a checkpoint of another method, dataset or network (same folder)."""
-    ckpt = load_checkpoint(path, models={"model": setup.model, "ema": ema},
-                           optimizers={"opt": setup.optimizer}, run_args=args)
+    ckpt = runner.resume(path, unit="step")
     saved = ckpt.get("args") or {}
     for key in ("method", "dataset", "network_name", "subset"):
         if key in saved and saved[key] != getattr(args, key):
             raise ValueError(f"{path} was written by a run with {key}={saved[key]!r}, not "
                              f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume never")
-    return dict(ckpt["method_state"])
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -371,30 +372,26 @@ def main(args: argparse.Namespace) -> dict:
         raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
     batches, eval_loaders, num_classes, clean = prepare_data(args, name, resume is not None, log)
     setup, ema = build(args, num_classes)
-    state = {"step": 0, "seconds": 0.0, "best_acc": 0.0}
+    runner = Runner(args, log, models={"model": setup.model, "ema": ema}, optimizers={"opt": setup.optimizer},
+                    state={"step": 0}, pack=_without_first_epoch)
     if resume is not None:
-        state = restore(args, setup, ema, resume)
-        log.info("resumed from %s at step %d", resume, state["step"])
+        restore(args, runner, resume)
+    state = runner.state
     with cpu_threads(small_run_threads(args.threads, args.device, len(batches.train))):
         if args.mode == "train":
-            train(args, setup, ema, batches, eval_loaders, clean, state)
+            train(args, setup, ema, batches, eval_loaders, clean, runner)
         else:
             acc = accuracy(setup, ema, eval_loaders, args)
             state.update(last_acc=acc["test_acc"], imagenet_acc=acc.get("imagenet_acc"))
     method = "ieg" if args.method == "ieg" else f"ieg-{args.method}"
-    result = {"method": method, "dataset": name.base, "noise": name.noise_tag, "ieg_dataset": args.dataset,
-              "network": args.network_name, "seed": args.seed, "steps": state["step"], "mode": args.mode,
-              "test_acc": state.get("last_acc"), "best_acc": state["best_acc"],
-              "cycle_end_acc": state.get("cycle_end_acc"), "seconds": round(state["seconds"], 2),
-              "run_dir": args.out}
-    if args.subset:
-        result["subset"] = args.subset
+    extra = {"ieg_dataset": args.dataset, "network": args.network_name, "mode": args.mode,
+             "cycle_end_acc": state.get("cycle_end_acc")}
     if state.get("imagenet_acc") is not None:  # --use_imagenet_as_eval: ILSVRC12 val, 50 classes
-        result["imagenet_acc"] = state["imagenet_acc"]
-    append_jsonl(Path(args.out) / "results.jsonl", result)
-    log.info("result %s", result)
-    return result
-
+        extra["imagenet_acc"] = state["imagenet_acc"]
+    return runner.finish(RunRecord(method=method, dataset=name.base, noise=name.noise_tag, seed=args.seed,
+                                   steps=state["step"], test_acc=state.get("last_acc"), best_acc=state["best_acc"],
+                                   seconds=round(state["seconds"], 2), run_dir=args.out, subset=subset_of(args),
+                                   extra=extra))
 
 if __name__ == "__main__":
     main(parse_with_config(get_args_parser()))

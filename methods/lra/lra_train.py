@@ -19,12 +19,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
-                        find_resume_path, load_checkpoint, save_checkpoint)
+from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.data import add_subset_flag
 from lnl.engine.ema import EMA
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import DeviceTimer, FiniteGuard, Stopwatch, autocast, progress, run_epochs
+from lnl.engine.runner import RunRecord, Runner, subset_of
+from lnl.engine.train_loop import DeviceTimer, FiniteGuard, autocast, progress
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
 from methods.lra.lra_loader import OriginalLoader, draw_int64
@@ -389,21 +389,17 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     """Build the run, resume it when asked, train with evaluations, write the results line."""
     run = Run(args, data, log)
     models, opts = run.checkpoint_objects()
-    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "tracker": 0.0, "test_acc": None}
-    resume = find_resume_path(args.out, args.resume)
-    if resume is not None:
-        follows_length = args.lr_horizon == args.nepoch  # the cosine ends at --nepoch: a longer run is another
-        ckpt = load_checkpoint(resume, models=models, optimizers=opts, run_args=args,
-                               length_flag="nepoch" if follows_length else None)
-        state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
-        run.ema.load_state_dict(state.pop("ema"))
+    follows_length = args.lr_horizon == args.nepoch  # the cosine ends at --nepoch: a longer run is another
+    runner = Runner(args, log, models=models, optimizers=opts, state={"tracker": 0.0, "test_acc": None},
+                    length_flag="nepoch" if follows_length else None,
+                    pack=lambda state: {**state, "knn_seconds": run.knn_timer.seconds, "ema": run.ema.state_dict()},
+                    unpack=dict, checkpoint_args=lambda: _plain(vars(args)))
+    if runner.resume() is not None:
+        run.ema.load_state_dict(runner.state.pop("ema"))
         if run.table is None or run.table_from_cache:  # else the table was searched again: count that once
-            run.knn_timer.total += state.get("knn_seconds", 0.0)
-        log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
+            run.knn_timer.total += runner.state.get("knn_seconds", 0.0)
+    state = runner.state
     state.setdefault("knn_acc", run.knn_accuracy())
-    clock = Stopwatch(state["seconds"])
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb, wandb_offline=args.offline,
-                          name=Path(args.out).name, config=vars(args), resume_step=state["first_epoch"])
 
     def step(epoch: int) -> dict:
         metrics = run.train_epoch(epoch)
@@ -416,29 +412,19 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         return metrics
 
     def record(epoch: int, metrics: dict) -> None:
-        logger.log(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"], "seconds": clock.elapsed,
-                           "knn_seconds": run.knn_timer.seconds},
-                   stream="train")
+        runner.log_metrics(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"],
+                                   "knn_seconds": run.knn_timer.seconds}, stream="train")
         if "test_acc" in metrics or "val_acc" in metrics:
-            logger.log(epoch, {**metrics, "knn_acc": state["knn_acc"], "seconds": clock.elapsed}, stream="eval")
+            runner.log_metrics(epoch, {**metrics, "knn_acc": state["knn_acc"]})
 
-    def checkpoint(epoch: int, metrics: dict) -> None:
-        state["seconds"], state["knn_seconds"] = clock.elapsed, run.knn_timer.seconds
-        save_checkpoint(args.out, epoch=epoch, models=models, optimizers=opts,
-                        method_state={**state, "ema": run.ema.state_dict()}, args=_plain(vars(args)))
-
-    run_epochs(state["first_epoch"], args.nepoch, step, after_epoch=[record, checkpoint])
-    logger.close()
-    result = {"method": METHOD, "dataset": args.dataset, "noise": args.noise_type, "seed": args.seed,
-              "epochs": args.nepoch, "fp_encoder": args.fp_encoder, "fixes": [f for f in FIXES if getattr(args, f)],
-              "test_acc": state["test_acc"], "best_acc": state["best_acc"], "val_acc": state.get("val_acc"),
-              "knn_acc": state["knn_acc"], "seconds": round(clock.elapsed, 2),
-              "knn_seconds": round(run.knn_timer.seconds, 3), "run_dir": args.out}
-    if getattr(args, "subset", None):  # only then: a full run's record keeps its fields
-        result["subset"] = args.subset
-    append_jsonl(Path(args.out) / "results.jsonl", result)
-    log.info("result %s", result)
-    return result
+    runner.run(args.nepoch, step, record)
+    return runner.finish(RunRecord(
+        method=METHOD, dataset=args.dataset, noise=args.noise_type, seed=args.seed, epochs=args.nepoch,
+        test_acc=state["test_acc"], best_acc=state["best_acc"], seconds=runner.seconds, run_dir=args.out,
+        subset=subset_of(args),  # only then: a full run's record keeps its fields
+        extra={"fp_encoder": args.fp_encoder, "fixes": [f for f in FIXES if getattr(args, f)],
+               "val_acc": state.get("val_acc"), "knn_acc": state["knn_acc"],
+               "knn_seconds": round(run.knn_timer.seconds, 3)}))
 
 
 def _plain(values: dict) -> dict:

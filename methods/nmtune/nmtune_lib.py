@@ -1,6 +1,6 @@
 """NMTune and its linear-probe baseline (Chen et al., ICLR 2024; original ``src/``):
 the parser shared by ``finetune.py`` and ``nml_tune.py``, output paths, the legacy ``results.jsonl``
-writer and the epoch driver with checkpoint / resume.
+writer and the entry points' run (``run_job``, on ``lnl.engine.runner.Runner``).
 
 The rest lives beside it: ``regularisers.py`` (the three feature terms), ``encoders.py`` (the
 residual MLP, heads and timm / open_clip encoders), ``views.py`` (on-device preprocessing) and
@@ -22,11 +22,10 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, find_resume_path, load_checkpoint,
-                        read_jsonl, save_checkpoint)
+from lnl.engine import default_argument_parser, read_jsonl
 from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, subset_suffix
-from lnl.engine.train_loop import Stopwatch, run_epochs
+from lnl.engine.runner import RunRecord, Runner
 from methods.nmtune.downstream import Split, dataset_key
 from methods.nmtune.encoders import ClassificationHead, ImageEncoder, build_encoder, build_zero_shot_head, make_head
 
@@ -202,17 +201,11 @@ class Job:
 def run_job(args: argparse.Namespace, log, job: Job) -> dict:
     """Train ``args.epochs`` epochs with evaluation, logging, results lines and a checkpoint after
     each; resume from ``<out>/last.pth`` (``--resume auto``). Returns the results record."""
-    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, "last_acc": None}
-    resume = find_resume_path(args.out, args.resume)
-    if resume is not None:
-        ckpt = load_checkpoint(resume, models=job.modules, optimizers={"opt": job.optimizer}, run_args=args,
-                               length_flag="epochs")  # the cosine schedule spans --epochs
-        state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
-        drop_results_after(args.results_db, args.save, state["first_epoch"])
-        log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
-    clock = Stopwatch(state["seconds"])
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb, wandb_offline=args.offline,
-                          name=Path(args.out).name, config=vars(args), resume_step=state["first_epoch"])
+    runner = Runner(args, log, models=job.modules, optimizers={"opt": job.optimizer}, state={"last_acc": None},
+                    length_flag="epochs")  # the cosine schedule spans --epochs
+    if runner.resume() is not None:
+        drop_results_after(args.results_db, args.save, runner.first_epoch)
+    state = runner.state
     first = args.eval_datasets[0]
 
     def step(epoch: int) -> dict:
@@ -223,27 +216,18 @@ def run_job(args: argparse.Namespace, log, job: Job) -> dict:
     def record(epoch: int, metrics: dict) -> None:
         state["best_acc"] = max(state["best_acc"], metrics["test_acc"])
         state["last_acc"] = metrics["test_acc"]
-        logger.log(epoch, {**metrics, "seconds": clock.elapsed + job.setup_seconds}, stream="eval")
+        runner.logger.log(epoch, {**metrics, "seconds": runner.clock.elapsed + job.setup_seconds}, stream="eval")
         top1 = {k[: -len(":top1")]: v for k, v in metrics.items() if k.endswith(":top1")}
         Path(args.results_db).parent.mkdir(parents=True, exist_ok=True)
         with open(args.results_db, "a") as f:
             f.write(json.dumps(legacy_results_line(args, epoch, top1)) + "\n")
 
-    def checkpoint(epoch: int, metrics: dict) -> None:
-        state["seconds"] = clock.elapsed
-        save_checkpoint(args.out, epoch=epoch, models=job.modules, optimizers={"opt": job.optimizer},
-                        method_state=state, args=vars(args))
-
-    run_epochs(state["first_epoch"], args.epochs, step, after_epoch=[record, checkpoint])
-    logger.close()
-    result = {"method": job.method, "dataset": dataset_key(args.train_dataset), "noise": job.noise,
-              "model": args.model, "seed": args.seed, "epochs": args.epochs, "test_acc": state["last_acc"],
-              "best_acc": state["best_acc"], "seconds": round(clock.elapsed + job.setup_seconds, 2),
-              "run_dir": args.out}
-    if args.subset is not None:  # trained and tested on the first N images only
-        result["subset"] = args.subset
+    runner.run(args.epochs, step, record)
     # lnl's record, as every entry point writes it (launchers/collect.py reads it); with the README's
     # `--results <save>/results.jsonl` it follows the original's per-epoch lines in the same file.
-    append_jsonl(Path(args.out) / "results.jsonl", result)
-    log.info("result %s", result)
-    return result
+    return runner.finish(RunRecord(
+        method=job.method, dataset=dataset_key(args.train_dataset), noise=job.noise, seed=args.seed,
+        epochs=args.epochs, test_acc=state["last_acc"], best_acc=state["best_acc"],
+        seconds=round(runner.clock.elapsed + job.setup_seconds, 2), run_dir=args.out,
+        subset=args.subset,  # trained and tested on the first N images only
+        extra={"model": args.model}))

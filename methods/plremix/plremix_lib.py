@@ -307,6 +307,14 @@ def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes:
     f.add_argument("--fix_all", action="store_true", help="all of the above")
 
 
+def wandb_options(args) -> dict:
+    """The logger's wandb keywords: ``--wo_wandb`` wins over ``--wandb``/``--offline``/``--resume_id``, as
+    in the original; ``--resume_id`` continues that wandb run."""
+    if args.wo_wandb:
+        return {"wandb": False, "wandb_offline": False, "wandb_id": None}
+    return {"wandb_id": args.resume_id or None}
+
+
 def resolve_fixes(args) -> None:
     """``--fix_all`` turns every ``--fix_*`` on."""
     if args.fix_all:

@@ -68,7 +68,7 @@ def main(args: argparse.Namespace) -> dict:
         return {"test_acc": method.test(data.test_loader)["top1"]}
 
     record = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed}
-    return fit(args, method, log, test=test, result=record)
+    return fit(args, method, log, test=test, result=record, logger_options=lib.wandb_options(args))
 
 
 if __name__ == "__main__":

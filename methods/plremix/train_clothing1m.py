@@ -69,7 +69,7 @@ def main(args: argparse.Namespace) -> dict:
 
     record = {"method": METHOD, "dataset": "clothing1m", "noise": "real", "seed": args.seed}
     return fit(args, method, log, test=lambda: {"val_acc": method.test(val)["top1"]}, result=record,
-               track="val_acc", final=final)
+               track="val_acc", final=final, logger_options=lib.wandb_options(args))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,8 @@ def main(args: argparse.Namespace) -> dict:
     loaders = webvision_tests(root, tf, args)
 
     record = {"method": METHOD, "dataset": "webvision", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=topk_tests(method, loaders, batch_mean=True), result=record)
+    return fit(args, method, log, test=topk_tests(method, loaders, batch_mean=True), result=record,
+               logger_options=lib.wandb_options(args))
 
 
 if __name__ == "__main__":

@@ -20,9 +20,9 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parser, default_setup,
-                        find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
-from lnl.engine.train_loop import Stopwatch, evaluate, run_epochs, train_one_epoch
+from lnl.engine import comm, default_argument_parser, default_setup, parse_with_config
+from lnl.engine.runner import RunRecord, Runner
+from lnl.engine.train_loop import evaluate, train_one_epoch
 from lnl.models import create_model
 from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
 
@@ -72,20 +72,12 @@ def main(args: argparse.Namespace) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
                                 weight_decay=args.weight_decay)
     scheduler = make_scheduler(optimizer, args.lr_schedule, args.num_epochs)
-    state = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0}
-    resume = find_resume_path(args.out, args.resume)
-    if resume is not None:
-        ckpt = load_checkpoint(resume, models={"model": model}, optimizers={"opt": optimizer},
-                               schedulers={"sched": scheduler}, run_args=args,
-                               length_flag="num_epochs")  # the scheduler's horizon
-        state = {**ckpt["method_state"], "first_epoch": ckpt["epoch"] + 1}
-        log.info("resumed from %s at epoch %d", resume, state["first_epoch"])
+    runner = Runner(args, log, models={"model": model}, optimizers={"opt": optimizer},
+                    schedulers={"sched": scheduler}, length_flag="num_epochs")  # the scheduler's horizon
+    runner.resume()
+    state = runner.state
     net, train_loader = comm.ddp(model, args.device), comm.shard(data.train_loader)  # DDP when >1 rank
     net = torch.compile(net) if args.compile else net  # the training forward; evaluation runs eagerly
-    clock = Stopwatch(state["seconds"])
-    logger = MetricLogger(args.out, tensorboard=args.tensorboard, wandb=args.wandb,
-                          wandb_offline=args.offline, name=Path(args.out).name, config=vars(args),
-                          resume_step=state["first_epoch"])
 
     def step(epoch: int) -> dict:
         data.train_loader.set_epoch(epoch)
@@ -99,22 +91,12 @@ def main(args: argparse.Namespace) -> dict:
 
     def record(epoch: int, metrics: dict) -> None:
         state["last_acc"] = metrics["test_acc"]
-        logger.log(epoch, {**metrics, "seconds": clock.elapsed}, stream="eval")
+        runner.log_metrics(epoch, metrics)
 
-    def checkpoint(epoch: int, metrics: dict) -> None:
-        state["seconds"] = clock.elapsed
-        save_checkpoint(args.out, epoch=epoch, models={"model": model}, optimizers={"opt": optimizer},
-                        schedulers={"sched": scheduler}, method_state=state, args=vars(args))
-
-    run_epochs(state["first_epoch"], args.num_epochs, step, after_epoch=[record, checkpoint])
-    logger.close()
-    result = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed,
-              "epochs": args.num_epochs, "test_acc": state.get("last_acc"),
-              "best_acc": state["best_acc"], "seconds": round(clock.elapsed, 2), "run_dir": args.out}
-    append_jsonl(Path(args.out) / "results.jsonl", result)
-    log.info("result %s", result)
-    return result
-
+    runner.run(args.num_epochs, step, record)
+    return runner.finish(RunRecord(method=METHOD, dataset=args.dataset, noise=noise_name(args), seed=args.seed,
+                                   epochs=args.num_epochs, test_acc=state.get("last_acc"),
+                                   best_acc=state["best_acc"], seconds=runner.seconds, run_dir=args.out))
 
 if __name__ == "__main__":
     main(parse_with_config(get_args_parser()))

@@ -199,7 +199,9 @@ def test_collect_skips_lines_of_other_schemas(tmp_path):
     (tmp_path / "b").mkdir()  # a run still going: only the original's lines so far
     (tmp_path / "b" / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in legacy))
     (found,) = collect.find_results([tmp_path])
-    assert found == {**rec, "subset": None, "run_dir": str(tmp_path / "a"), "settings": {}}
+    # read as a RunRecord: the fields the line lacks take the record's defaults
+    assert found == {**rec, "best_acc": None, "seconds": 0.0, "subset": None, "run_dir": str(tmp_path / "a"),
+                     "settings": {}}
 
 
 def test_collect_finds_paper_numbers_under_the_registry_key(monkeypatch):

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import lnl.engine.data as engine_data
+from lnl.engine import runner
 from lnl.data import InMemoryDataset, get_dataset
 
 
@@ -55,15 +56,15 @@ def ce_baseline(monkeypatch, out) -> dict:
 
 
 @contextlib.contextmanager
-def stop_after(monkeypatch, cotrain_module, last_epoch: int):
-    """Within the block, ``fit`` runs epochs only up to ``last_epoch`` (then returns normally)."""
-    original = cotrain_module.run_epochs
+def stop_after(monkeypatch, last_epoch: int):
+    """Within the block, a run (``lnl.engine.runner``) goes up to ``last_epoch`` only (then returns normally)."""
+    original = runner.run_epochs
 
     def truncated(first, end, step, after_epoch=()):
         return original(first, min(end, last_epoch + 1), step, after_epoch)
 
     with monkeypatch.context() as m:
-        m.setattr(cotrain_module, "run_epochs", truncated)
+        m.setattr(runner, "run_epochs", truncated)
         yield
 
 

@@ -65,7 +65,7 @@ def test_main_smoke_and_stop_and_resume_gives_the_same_weights(tmp_path, monkeyp
     assert [r["step"] for r in rows] == [0, 1, 2]
     assert rows[1]["net1_labeled"] > 0 and rows[1]["net1_lu"] >= 0 and 0 <= rows[2]["net2_auc"] <= 1
     assert result["method"] == "dividemix" and result["noise"] == f"sym{r}"
-    with stop_after(monkeypatch, cotrain, 1):
+    with stop_after(monkeypatch, 1):
         run_main(train, tmp_path / "cut", *smoke)
     run_main(train, tmp_path / "cut", *smoke)
     a = torch.load(tmp_path / "whole" / "last.pth", weights_only=False)

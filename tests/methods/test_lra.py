@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnl.engine import read_jsonl
+from lnl.engine import read_jsonl, runner
 from lnl.engine.ema import EMA
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
@@ -265,9 +265,9 @@ def test_stop_and_resume_equals_one_run(tmp_path, monkeypatch, fixes):
     """A run stopped after epoch 1 of 4 and resumed from last.pth ends in the same state."""
     monkeypatch.setattr(L, "build_image_encoder", _tiny_encoder)  # the CNN is not what is tested here
     whole = train_CIFAR.main(_args(tmp_path / "whole", *TINY, "--nepoch", "4", *fixes))
-    run_epochs = lra_train.run_epochs
+    run_epochs = runner.run_epochs
     with monkeypatch.context() as m:  # stop after epoch 1, as if killed after its checkpoint
-        m.setattr(lra_train, "run_epochs", lambda first, n, step, after_epoch: run_epochs(first, 2, step, after_epoch))
+        m.setattr(runner, "run_epochs", lambda first, n, step, after_epoch: run_epochs(first, 2, step, after_epoch))
         train_CIFAR.main(_args(tmp_path / "half", *TINY, "--nepoch", "4", *fixes))
     assert torch.load(tmp_path / "half" / "last.pth", weights_only=False)["epoch"] == 1
     resumed = _args(tmp_path / "half", *TINY, "--nepoch", "4", *fixes)

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from lnl.data import DatasetNotFoundError
-from lnl.engine import read_jsonl
+from lnl.engine import read_jsonl, runner
 from methods.nmtune import finetune, nml_tune, nmtune_lib
 from methods.nmtune.downstream import (downstream_noise, few_shot_indices, first_rows, load_downstream, load_split,
                                        subset_rows)
@@ -429,7 +429,7 @@ def test_interrupted_nmtune_resumes_exactly(tmp_path, encoder, monkeypatch):
     flags = ["--freeze-encoder", "--num-shots", "0.3", "--batch-size", "32", "--epochs", "3"]
     straight = _run(nml_tune, tmp_path / "a", *flags, pretrained=encoder)
     with monkeypatch.context() as m:
-        m.setattr(nmtune_lib, "run_epochs", _crash_before_second_checkpoint)
+        m.setattr(runner, "run_epochs", _crash_before_second_checkpoint)
         with pytest.raises(KeyboardInterrupt):
             _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
     resumed = _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)

@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.engine import cotrain, read_jsonl
+from lnl.engine import read_jsonl
 from lnl.presets import get_preset
 from methods.plremix import plremix_lib as lib
 from methods.plremix import train
@@ -242,6 +242,13 @@ def test_presets_resolve_to_the_readme_values_with_sources():
     assert args.lambda_u == 7  # the command line wins
 
 
+def test_wo_wandb_wins_over_the_wandb_flags_and_resume_id_continues_a_run():
+    options = lib.wandb_options(train.parse_args(["--no_wandb", "--wandb", "--offline", "--resume_id", "abc"]))
+    assert options == {"wandb": False, "wandb_offline": False, "wandb_id": None}
+    assert lib.wandb_options(train.parse_args(["--resume_id", "abc"])) == {"wandb_id": "abc"}
+    assert lib.wandb_options(train.parse_args([])) == {"wandb_id": None}
+
+
 def test_fix_all_turns_every_fix_on():
     args = train.parse_args(["--fix_all"])
     lib.resolve_fixes(args)
@@ -268,7 +275,7 @@ def test_main_smoke_and_stop_and_resume_gives_the_same_weights(tmp_path, monkeyp
     assert set(a["method_state"]["method"]) == {"tau_t", "p_model"}
     assert a["models"]["net1"]["prototypes"].norm(dim=1).allclose(torch.ones(10))
 
-    with stop_after(monkeypatch, cotrain, 1):
+    with stop_after(monkeypatch, 1):
         run_main(train, tmp_path / "cut", *SMOKE, *fixes)
     assert torch.load(tmp_path / "cut" / "last.pth", weights_only=False)["epoch"] == 1
     run_main(train, tmp_path / "cut", *SMOKE, *fixes)
