@@ -95,6 +95,11 @@ class Call(NamedTuple):
     run: Callable[[str], object]
 
 
+def _tracing(device: torch.device) -> bool:
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return capturing or torch.compiler.is_compiling()
+
+
 def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str, call: Call | None = None) -> str:
     """Pick the backend for one call.
 
@@ -111,6 +116,8 @@ def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str, 
         The chosen backend name.
     """
     if requested == "auto":
+        if call is not None and _tracing(call.device):
+            call = None  # no checks or timings inside torch.compile or a CUDA graph capture
         if call is not None:
             for backend in PRIORITY:
                 failed = None if reasons[backend] else _verify.mismatch(op, backend, call.device, call.dtype)

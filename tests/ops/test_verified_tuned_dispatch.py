@@ -215,3 +215,17 @@ def test_time_candidate_runs_the_backend():
     calls = []
     assert _tune.time_candidate("cpu", calls.append, CPU) >= 0
     assert calls == ["cpu"] * 3  # a warm-up and two timed calls
+
+
+@needs_cpu_kernels
+def test_no_check_or_timing_while_tracing(monkeypatch):
+    """Inside torch.compile (or a CUDA graph capture) auto takes the static rule: nothing to time or check."""
+    monkeypatch.setattr(_verify, "VERIFIED", ("cpu",))
+    monkeypatch.setenv("LNL_AUTOTUNE", "1")
+    monkeypatch.setattr(_tune, "MIN_WORK", 1)
+    measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    x, y = _points()
+    call = _dispatch.Call(CPU, x.dtype, "s", 10**12, lambda b: None)
+    assert knn.choose_backend(x, x, y, 5, "ip", "auto", call)[0] == "cpu"
+    assert not measured and not _verify._RESULTS
