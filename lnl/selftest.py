@@ -307,6 +307,7 @@ def on_streams(fn: Callable[[], dict], streams: int) -> list[dict]:
     side = [torch.cuda.Stream() for _ in range(streams)]
     outs = []
     for stream in side:
+        stream.wait_stream(torch.cuda.current_stream())  # the inputs were made on the current stream
         with torch.cuda.stream(stream):
             outs.append(fn())
     torch.cuda.synchronize()
