@@ -414,7 +414,7 @@ def timings(device: torch.device, quick: bool) -> list[dict]:
     rows = []
     for op, entries_of in (("knn_labels", knn_entries), ("gmm_em", gmm_entries), ("plr_loss", plr_entries)):
         size, entries = entries_of(device, quick)
-        measured = [(name, base, *timed_ms(fn, device, 3 if quick else 5)) for name, base, fn in entries]
+        measured = [(name, base, *timed_ms(fn, device, 2 if quick else 3)) for name, base, fn in entries]
         best = min((ms for _, base, ms, _ in measured if base and ms), default=None)
         rows += [dict(op=op, size=size, name=name, baseline=base, ms=ms, note=note,
                       vs_best_baseline=ms / best if ms and best else None) for name, base, ms, note in measured]
