@@ -79,3 +79,12 @@ def test_a_wrong_emulated_variant_is_caught_and_skipped(emulated, monkeypatch):
         got = knn_labels(x, x, y, 5, 4, metric="ip")
     want = knn_labels(x, x, y, 5, 4, metric="ip", backend="reference")
     assert torch.equal(got.indices, want.indices)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_the_plr_check_runs_the_emulated_backward(emulated, monkeypatch, dtype):
+    """A gradient 5% off in the emulated backward kernel fails the check (so the passes above ran it)."""
+    wrong = type("Wrong", (), {"plr_loss": emulated.plr_loss,
+                               "plr_loss_backward": lambda *a: 1.05 * emulated.plr_loss_backward(*a)})
+    monkeypatch.setattr(torch.ops.lnl, "plr_loss", lambda *args: EmulatedPlr.apply(wrong, *args))
+    assert "in the gradient" in _verify.CHECKS["plr_loss"]("cpu", CPU, dtype)
