@@ -36,8 +36,9 @@ import importlib
 import json
 import platform
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -51,8 +52,11 @@ from lnl.ops import plr as plr_op
 
 FLOATS = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 # Timing sizes: (quick, full on the CPU, full on CUDA). kNN: (N, D, k); GMM: N; PLR: B.
-SIZES = {"knn_labels": ((2000, 64, 10), (20000, 128, 10), (50000, 128, 10)),
-         "gmm_em": (20000, 50000, 50000), "plr_loss": (256, 1024, 4096)}
+SIZES = {
+    "knn_labels": ((2000, 64, 10), (20000, 128, 10), (50000, 128, 10)),
+    "gmm_em": (20000, 50000, 50000),
+    "plr_loss": (256, 1024, 4096),
+}
 HALF = (torch.float16, torch.bfloat16)
 
 
@@ -72,7 +76,11 @@ def _gen(seed: int) -> torch.Generator:
 
 def _randn(shape, seed, device, dtype, integers=False) -> torch.Tensor:
     g = _gen(seed)
-    t = torch.randint(-2, 3, shape, generator=g).float() if integers else torch.randn(shape, generator=g)
+    t = (
+        torch.randint(-2, 3, shape, generator=g).float()
+        if integers
+        else torch.randn(shape, generator=g)
+    )
     return t.to(device, dtype)
 
 
@@ -83,23 +91,42 @@ def _knn_case(name, q, n, d, k, exclude=False, integers=False, bad=None) -> Case
         if bad is not None:
             queries = queries.clone()
             queries[q // 2, 0] = bad
-        return dict(queries=queries, keys=keys, labels=torch.arange(n, device=device) % 7, k=k, exclude=exclude)
+        return {
+            "queries": queries,
+            "keys": keys,
+            "labels": torch.arange(n, device=device) % 7,
+            "k": k,
+            "exclude": exclude,
+        }
 
     return Case(name, make, raises=bad is not None, exact=integers)
 
 
-def _gmm_case(name, g, n, d, k, init="kmeans", ragged=False, step=None, bad=None, reg=1e-6) -> Case:
+def _gmm_case(
+    name, g, n, d, k, init="kmeans", ragged=False, step=None, bad=None, reg=1e-6
+) -> Case:
     def make(device, dtype):
         gen = _gen(n + d + k)
         centres = torch.rand(g, k, d, generator=gen) * 10
-        x = centres.gather(1, torch.randint(0, k, (g, n, 1), generator=gen).expand(-1, -1, d)) + \
-            0.3 * torch.randn(g, n, d, generator=gen)
+        x = centres.gather(
+            1, torch.randint(0, k, (g, n, 1), generator=gen).expand(-1, -1, d)
+        ) + 0.3 * torch.randn(g, n, d, generator=gen)
         if step is not None:  # values on a grid: many exact ties
             x = (x / step).round() * step
         if bad is not None:
             x[0, n // 3, 0] = bad
-        lengths = torch.tensor([n - 7 * i for i in range(g)], device=device) if ragged else None
-        return dict(x=x.to(device, dtype), lengths=lengths, k=k, init=init, reg=reg)
+        lengths = (
+            torch.tensor([n - 7 * i for i in range(g)], device=device)
+            if ragged
+            else None
+        )
+        return {
+            "x": x.to(device, dtype),
+            "lengths": lengths,
+            "k": k,
+            "init": init,
+            "reg": reg,
+        }
 
     return Case(name, make, raises=bad is not None)
 
@@ -114,44 +141,71 @@ def _plr_case(name, b, v, d, c, kappa, flat=True, same=False, bad=None) -> Case:
         labels = torch.randint(0, c, (b,), generator=gen)
         if same:  # every set holds class 0: no negative pair anywhere
             cand, labels = torch.zeros_like(cand), torch.zeros_like(labels)
-        return dict(features=feats.to(device, dtype), cand=cand.to(device), labels=labels.to(device),
-                    kappa=kappa, classes=c, flat=flat)
+        return {
+            "features": feats.to(device, dtype),
+            "cand": cand.to(device),
+            "labels": labels.to(device),
+            "kappa": kappa,
+            "classes": c,
+            "flat": flat,
+        }
 
     return Case(name, make, raises=bad is not None)
 
 
 def knn_cases(quick: bool) -> list[Case]:
-    cases = [_knn_case("odd 7x13 d5 k3", 7, 13, 5, 3), _knn_case("k=N 33x65 d17 k65", 33, 65, 17, 65),
-             _knn_case("self k=N-1 31 d3", 31, 31, 3, 30, exclude=True),
-             _knn_case("ties ints 40x90 d4 k10", 40, 90, 4, 10, integers=True),
-             _knn_case("ties d1 9x20 k19", 9, 20, 1, 19, integers=True),
-             _knn_case("nan row", 8, 16, 4, 2, bad=float("nan")), _knn_case("inf row", 8, 16, 4, 2, bad=float("inf"))]
+    cases = [
+        _knn_case("odd 7x13 d5 k3", 7, 13, 5, 3),
+        _knn_case("k=N 33x65 d17 k65", 33, 65, 17, 65),
+        _knn_case("self k=N-1 31 d3", 31, 31, 3, 30, exclude=True),
+        _knn_case("ties ints 40x90 d4 k10", 40, 90, 4, 10, integers=True),
+        _knn_case("ties d1 9x20 k19", 9, 20, 1, 19, integers=True),
+        _knn_case("nan row", 8, 16, 4, 2, bad=float("nan")),
+        _knn_case("inf row", 8, 16, 4, 2, bad=float("inf")),
+    ]
     if not quick:
-        cases += [_knn_case("tiles 130x1031 d129 k17", 130, 1031, 129, 17),
-                  _knn_case("k256 64x2000 d64", 64, 2000, 64, 256),
-                  _knn_case("ties self 515 d31 k50", 515, 515, 31, 50, exclude=True, integers=True)]
+        cases += [
+            _knn_case("tiles 130x1031 d129 k17", 130, 1031, 129, 17),
+            _knn_case("k256 64x2000 d64", 64, 2000, 64, 256),
+            _knn_case(
+                "ties self 515 d31 k50", 515, 515, 31, 50, exclude=True, integers=True
+            ),
+        ]
     return cases
 
 
 def gmm_cases(quick: bool) -> list[Case]:
-    cases = [_gmm_case("ragged 3x203 d1 k2", 3, 203, 1, 2, ragged=True),
-             _gmm_case("d2 k3 quantile 2x257", 2, 257, 2, 3, init="quantile"),
-             _gmm_case("k=N 1x4 d1 k4", 1, 4, 1, 4, init="quantile", reg=1e-2),
-             _gmm_case("ties grid 0.5 2x301 d2 k2", 2, 301, 2, 2, step=0.5),
-             _gmm_case("nan row", 2, 50, 1, 2, bad=float("nan")), _gmm_case("inf row", 2, 50, 2, 2, bad=float("inf"))]
+    cases = [
+        _gmm_case("ragged 3x203 d1 k2", 3, 203, 1, 2, ragged=True),
+        _gmm_case("d2 k3 quantile 2x257", 2, 257, 2, 3, init="quantile"),
+        _gmm_case("k=N 1x4 d1 k4", 1, 4, 1, 4, init="quantile", reg=1e-2),
+        _gmm_case("ties grid 0.5 2x301 d2 k2", 2, 301, 2, 2, step=0.5),
+        _gmm_case("nan row", 2, 50, 1, 2, bad=float("nan")),
+        _gmm_case("inf row", 2, 50, 2, 2, bad=float("inf")),
+    ]
     if not quick:
-        cases += [_gmm_case("large 2x20000 d2 k2", 2, 20000, 2, 2), _gmm_case("k4 4x3001 d2", 4, 3001, 2, 4, ragged=True)]
+        cases += [
+            _gmm_case("large 2x20000 d2 k2", 2, 20000, 2, 2),
+            _gmm_case("k4 4x3001 d2", 4, 3001, 2, 4, ragged=True),
+        ]
     return cases
 
 
 def plr_cases(quick: bool) -> list[Case]:
-    cases = [_plr_case("odd B7 V2 d5 C4 k1", 7, 2, 5, 4, 1), _plr_case("supcon B13 V3 d17 C10 k2", 13, 3, 17, 10, 2, flat=False),
-             _plr_case("kappa0 B9 d8 C5", 9, 2, 8, 5, 0), _plr_case("no negatives B5", 5, 2, 8, 3, 1, same=True),
-             _plr_case("one sample", 1, 2, 4, 3, 1), _plr_case("nan row", 6, 2, 4, 3, 1, bad=float("nan")),
-             _plr_case("inf row", 6, 2, 4, 3, 1, bad=float("inf"))]
+    cases = [
+        _plr_case("odd B7 V2 d5 C4 k1", 7, 2, 5, 4, 1),
+        _plr_case("supcon B13 V3 d17 C10 k2", 13, 3, 17, 10, 2, flat=False),
+        _plr_case("kappa0 B9 d8 C5", 9, 2, 8, 5, 0),
+        _plr_case("no negatives B5", 5, 2, 8, 3, 1, same=True),
+        _plr_case("one sample", 1, 2, 4, 3, 1),
+        _plr_case("nan row", 6, 2, 4, 3, 1, bad=float("nan")),
+        _plr_case("inf row", 6, 2, 4, 3, 1, bad=float("inf")),
+    ]
     if not quick:
-        cases += [_plr_case("tiles B300 d128 C100 k3", 300, 2, 128, 100, 3),
-                  _plr_case("supcon B129 V4 d64 C37", 129, 4, 64, 37, 2, flat=False)]
+        cases += [
+            _plr_case("tiles B300 d128 C100 k3", 300, 2, 128, 100, 3),
+            _plr_case("supcon B129 V4 d64 C37", 129, 4, 64, 37, 2, flat=False),
+        ]
     return cases
 
 
@@ -159,62 +213,120 @@ def plr_cases(quick: bool) -> list[Case]:
 
 
 def run_knn(inp: dict, backend: str) -> dict:
-    out = knn_op.knn_labels(inp["queries"], inp["keys"], inp["labels"], inp["k"], 7, metric=inp["metric"],
-                            exclude_self=inp["exclude"], backend=backend)
+    out = knn_op.knn_labels(
+        inp["queries"],
+        inp["keys"],
+        inp["labels"],
+        inp["k"],
+        7,
+        metric=inp["metric"],
+        exclude_self=inp["exclude"],
+        backend=backend,
+    )
     return out._asdict()
 
 
 def run_gmm(inp: dict, backend: str) -> dict:
-    out = gmm_op.gmm_fit(inp["x"], inp["lengths"], n_components=inp["k"], init=inp["init"], reg_covar=inp["reg"],
-                         max_iter=20, backend=backend)
-    return dict(resp=out.resp, means=out.means, weights=out.weights, n_iter=out.n_iter)
+    out = gmm_op.gmm_fit(
+        inp["x"],
+        inp["lengths"],
+        n_components=inp["k"],
+        init=inp["init"],
+        reg_covar=inp["reg"],
+        max_iter=20,
+        backend=backend,
+    )
+    return {
+        "resp": out.resp,
+        "means": out.means,
+        "weights": out.weights,
+        "n_iter": out.n_iter,
+    }
 
 
 def run_plr(inp: dict, backend: str) -> dict:
     feats = inp["features"].detach().clone().requires_grad_()
-    stats = plr_op.plr_loss(feats, inp["cand"], inp["labels"], kappa=inp["kappa"], num_classes=inp["classes"],
-                            flat=inp["flat"], return_stats=True, backend=backend)
+    stats = plr_op.plr_loss(
+        feats,
+        inp["cand"],
+        inp["labels"],
+        kappa=inp["kappa"],
+        num_classes=inp["classes"],
+        flat=inp["flat"],
+        return_stats=True,
+        backend=backend,
+    )
     stats.loss.backward()
-    return dict(loss=stats.loss.detach(), value=stats.value, lse=stats.lse, n_neg=stats.n_neg, grad=feats.grad)
+    return {
+        "loss": stats.loss.detach(),
+        "value": stats.value,
+        "lse": stats.lse,
+        "n_neg": stats.n_neg,
+        "grad": feats.grad,
+    }
 
 
 def run_mask(inp: dict, backend: str) -> dict:
-    return dict(mask=plr_op.plr_mask(inp["cand"], inp["labels"], inp["kappa"], num_classes=inp["classes"],
-                                     backend=backend))
+    return {
+        "mask": plr_op.plr_mask(
+            inp["cand"],
+            inp["labels"],
+            inp["kappa"],
+            num_classes=inp["classes"],
+            backend=backend,
+        )
+    }
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got − want| / max(|want|, 1) over finite entries; inf where the non-finite pattern differs."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    if got.shape != want.shape or not torch.equal(torch.isfinite(got), torch.isfinite(want)):
+    if got.shape != want.shape or not torch.equal(
+        torch.isfinite(got), torch.isfinite(want)
+    ):
         return float("inf")
     if not torch.equal(got[~torch.isfinite(want)], want[~torch.isfinite(want)]):
         return float("inf")
     finite = torch.isfinite(want)
     if not finite.any():
         return 0.0
-    return float((got - want)[finite].abs().max()) / max(float(want[finite].abs().max()), 1.0)
+    return float((got - want)[finite].abs().max()) / max(
+        float(want[finite].abs().max()), 1.0
+    )
 
 
 def tolerance(dtype: torch.dtype) -> float:
-    return {torch.float64: 1e-9, torch.float32: 1e-4, torch.float16: 2e-2, torch.bfloat16: 4e-2}[dtype]
+    return {
+        torch.float64: 1e-9,
+        torch.float32: 1e-4,
+        torch.float16: 2e-2,
+        torch.bfloat16: 4e-2,
+    }[dtype]
 
 
 def compare_knn(got: dict, want: dict, inp: dict, case: Case, dtype) -> str | None:
     """Scores as the reference's; each returned neighbour's score recomputed; exact indices on ties."""
     problems = []
     if case.exact and not torch.equal(got["indices"].cpu(), want["indices"].cpu()):
-        problems.append(f"{int((got['indices'] != want['indices']).sum())} indices differ on exact data")
+        problems.append(
+            f"{int((got['indices'] != want['indices']).sum())} indices differ on exact data"
+        )
     err = rel_error(got["scores"], want["scores"])
     if err > tolerance(dtype):
         problems.append(f"score error {err:.3g}")
     q, keys = inp["queries"].double(), inp["keys"].double()
     mine = want_scores(q, keys, got["indices"], inp["metric"])
     if rel_error(got["scores"], mine) > tolerance(dtype):
-        problems.append(f"returned scores are not their neighbours' (error {rel_error(got['scores'], mine):.3g})")
-    if inp["exclude"] and bool((got["indices"] == torch.arange(len(q), device=q.device)[:, None]).any()):
+        problems.append(
+            f"returned scores are not their neighbours' (error {rel_error(got['scores'], mine):.3g})"
+        )
+    if inp["exclude"] and bool(
+        (got["indices"] == torch.arange(len(q), device=q.device)[:, None]).any()
+    ):
         problems.append("a query found itself with exclude_self")
-    if not torch.equal(got["votes"], knn_op.votes_from_indices(got["indices"], inp["labels"], 7)):
+    if not torch.equal(
+        got["votes"], knn_op.votes_from_indices(got["indices"], inp["labels"], 7)
+    ):
         problems.append("votes do not count the neighbours' labels")
     return "; ".join(problems) or None
 
@@ -234,7 +346,9 @@ def compare_fields(got: dict, want: dict, exact: tuple[str, ...], dtype) -> str 
     for name, value in want.items():
         if name in exact:
             if not torch.equal(got[name].cpu(), value.cpu()):
-                problems.append(f"{name}: {int((got[name].cpu() != value.cpu()).sum())} entries differ")
+                problems.append(
+                    f"{name}: {int((got[name].cpu() != value.cpu()).sum())} entries differ"
+                )
         elif (err := rel_error(got[name], value)) > tolerance(dtype):
             problems.append(f"{name}: relative error {err:.3g}")
     return "; ".join(problems) or None
@@ -250,14 +364,35 @@ class Op(NamedTuple):
 
 
 CHECKED = {
-    "knn_labels": Op("knn_labels", FLOATS, knn_cases, run_knn, compare_knn,
-                     ({"metric": "cosine"}, {"metric": "ip"}, {"metric": "l2"})),
-    "gmm_em": Op("gmm_em", (torch.float32, torch.float64), gmm_cases, run_gmm,
-                 lambda g, w, i, c, dt: compare_fields(g, w, ("n_iter",), dt)),
-    "plr_loss": Op("plr_loss", FLOATS, plr_cases, run_plr,
-                   lambda g, w, i, c, dt: compare_fields(g, w, ("n_neg",), dt)),
-    "plr_mask": Op("plr_mask", (torch.int64,), plr_cases, run_mask,
-                   lambda g, w, i, c, dt: compare_fields(g, w, ("mask",), dt)),
+    "knn_labels": Op(
+        "knn_labels",
+        FLOATS,
+        knn_cases,
+        run_knn,
+        compare_knn,
+        ({"metric": "cosine"}, {"metric": "ip"}, {"metric": "l2"}),
+    ),
+    "gmm_em": Op(
+        "gmm_em",
+        (torch.float32, torch.float64),
+        gmm_cases,
+        run_gmm,
+        lambda g, w, i, c, dt: compare_fields(g, w, ("n_iter",), dt),
+    ),
+    "plr_loss": Op(
+        "plr_loss",
+        FLOATS,
+        plr_cases,
+        run_plr,
+        lambda g, w, i, c, dt: compare_fields(g, w, ("n_neg",), dt),
+    ),
+    "plr_mask": Op(
+        "plr_mask",
+        (torch.int64,),
+        plr_cases,
+        run_mask,
+        lambda g, w, i, c, dt: compare_fields(g, w, ("mask",), dt),
+    ),
 }
 
 
@@ -266,9 +401,13 @@ def supported_dtypes(op: str, backend: str, device: torch.device) -> list[torch.
     spec = CHECKED[op]
     found = []
     for dtype in spec.dtypes:
-        probe = torch.zeros(1, 4, 1 if op == "gmm_em" else 4, device=device, dtype=dtype)
+        probe = torch.zeros(
+            1, 4, 1 if op == "gmm_em" else 4, device=device, dtype=dtype
+        )
         if op == "knn_labels":
-            reasons = knn_op.not_supported_reasons(backend, probe[0], probe[0], probe[0, :, 0].long(), 1, "ip")
+            reasons = knn_op.not_supported_reasons(
+                backend, probe[0], probe[0], probe[0, :, 0].long(), 1, "ip"
+            )
         elif op == "gmm_em":
             reasons = gmm_op.not_supported_reasons(backend, probe, 2)
         else:
@@ -280,13 +419,21 @@ def supported_dtypes(op: str, backend: str, device: torch.device) -> list[torch.
 
 def upcast(inp: dict) -> dict:
     """The reference's inputs: 16-bit floats in float32 (its answer is the oracle for the kernel's)."""
-    return {k: v.float() if isinstance(v, torch.Tensor) and v.dtype in HALF else v for k, v in inp.items()}
+    return {
+        k: v.float() if isinstance(v, torch.Tensor) and v.dtype in HALF else v
+        for k, v in inp.items()
+    }
 
 
-def check_one(op: str, case: Case, backend: str, dtype, device, variant: dict, streams: int = 1) -> str | None:
+def check_one(
+    op: str, case: Case, backend: str, dtype, device, variant: dict, streams: int = 1
+) -> str | None:
     """None when ``backend`` agrees with the reference on this case (or raises as it must), else why not."""
     spec = CHECKED[op]
-    inp = {**case.make(device, dtype if dtype.is_floating_point else torch.float32), **variant}
+    inp = {
+        **case.make(device, dtype if dtype.is_floating_point else torch.float32),
+        **variant,
+    }
     if case.raises:
         try:
             spec.run(inp, backend)
@@ -307,7 +454,9 @@ def on_streams(fn: Callable[[], dict], streams: int) -> list[dict]:
     side = [torch.cuda.Stream() for _ in range(streams)]
     outs = []
     for stream in side:
-        stream.wait_stream(torch.cuda.current_stream())  # the inputs were made on the current stream
+        stream.wait_stream(
+            torch.cuda.current_stream()
+        )  # the inputs were made on the current stream
         with torch.cuda.stream(stream):
             outs.append(fn())
     torch.cuda.synchronize()
@@ -328,13 +477,24 @@ def correctness(device: torch.device, quick: bool) -> list[dict]:
     for op in OPS:
         runs, why = compiled_backends(op, device)
         if not runs:
-            rows.append(dict(op=op, backend="-", dtype="-", case="-", status="skipped", detail="; ".join(why)))
+            rows.append(
+                {
+                    "op": op,
+                    "backend": "-",
+                    "dtype": "-",
+                    "case": "-",
+                    "status": "skipped",
+                    "detail": "; ".join(why),
+                }
+            )
         for backend in runs:
             rows += check_backend(op, backend, device, quick)
     return rows
 
 
-def check_backend(op: str, backend: str, device: torch.device, quick: bool) -> list[dict]:
+def check_backend(
+    op: str, backend: str, device: torch.device, quick: bool
+) -> list[dict]:
     spec, rows = CHECKED[op], []
     for dtype in supported_dtypes(op, backend, device):
         for number, case in enumerate(spec.cases(quick)):
@@ -344,13 +504,26 @@ def check_backend(op: str, backend: str, device: torch.device, quick: bool) -> l
                 if case.exact and variant.get("metric") == "cosine":
                     continue  # normalised integers are not exact: their ties are rounding's
                 streams = 2 if device.type == "cuda" and number == 0 else 1
-                name = " ".join([case.name, *map(str, variant.values())] + (["2 streams"] if streams > 1 else []))
+                name = " ".join(
+                    [case.name, *map(str, variant.values())]
+                    + (["2 streams"] if streams > 1 else [])
+                )
                 try:
-                    problem = check_one(op, case, backend, dtype, device, variant, streams)
-                except Exception as exc:  # a crash is a failed check, and the run goes on
+                    problem = check_one(
+                        op, case, backend, dtype, device, variant, streams
+                    )
+                except Exception as exc:  # noqa: BLE001  (a crash is a failed check, and the run goes on)
                     problem = f"raised {type(exc).__name__}: {exc}"
-                rows.append(dict(op=op, backend=backend, dtype=str(dtype).removeprefix("torch."), case=name,
-                                 status="fail" if problem else "pass", detail=problem or ""))
+                rows.append(
+                    {
+                        "op": op,
+                        "backend": backend,
+                        "dtype": str(dtype).removeprefix("torch."),
+                        "case": name,
+                        "status": "fail" if problem else "pass",
+                        "detail": problem or "",
+                    }
+                )
     return rows
 
 
@@ -367,10 +540,12 @@ def benchmark_module(name: str):
     return importlib.import_module(name)
 
 
-def timed_ms(fn: Callable[[], object], device: torch.device, reps: int) -> tuple[float | None, str]:
+def timed_ms(
+    fn: Callable[[], object], device: torch.device, reps: int
+) -> tuple[float | None, str]:
     try:
         return 1e3 * _tune.seconds(fn, device, reps), ""
-    except Exception as exc:  # a baseline that cannot run here (faiss without GPU support ...)
+    except Exception as exc:  # noqa: BLE001  (a baseline that cannot run here: faiss without GPU support ...)
         return None, f"{type(exc).__name__}: {exc}"[:200]
 
 
@@ -382,20 +557,43 @@ def knn_entries(device, quick) -> tuple[str, list[tuple[str, bool, Callable]]]:
     n, d, k = size_of("knn_labels", device, quick)
     x = F.normalize(torch.randn(n, d, generator=_gen(0)), dim=1).to(device)
     labels = torch.arange(n, device=device) % 10
-    entries = [(b, False, lambda b=b: knn_op.knn_labels(x, x, labels, k, 10, exclude_self=True, backend=b))
-               for b in compiled_backends("knn_labels", device)[0]]
+    entries = [
+        (
+            b,
+            False,
+            lambda b=b: knn_op.knn_labels(
+                x, x, labels, k, 10, exclude_self=True, backend=b
+            ),
+        )
+        for b in compiled_backends("knn_labels", device)[0]
+    ]
     if bench := benchmark_module("bench_knn"):
-        entries.append(("torch mm+topk", True, lambda: bench.torch_mm_topk(x, x, labels, k, 1024)))
-    entries.append(("faiss", True, lambda: knn_op.knn_labels(x, x, labels, k, 10, exclude_self=True, backend="faiss")))
+        entries.append(
+            ("torch mm+topk", True, lambda: bench.torch_mm_topk(x, x, labels, k, 1024))
+        )
+    entries.append(
+        (
+            "faiss",
+            True,
+            lambda: knn_op.knn_labels(
+                x, x, labels, k, 10, exclude_self=True, backend="faiss"
+            ),
+        )
+    )
     return f"self-kNN N={n} D={d} k={k} cosine float32", entries
 
 
 def gmm_entries(device, quick) -> tuple[str, list[tuple[str, bool, Callable]]]:
     n = size_of("gmm_em", device, quick)
     x = torch.rand(1, n, 2, generator=_gen(1)).to(device)
-    kw = dict(max_iter=10, tol=1e-2, reg_covar=5e-4)
-    entries = [(b, False, lambda b=b: gmm_op.gmm_fit(x, backend=b, **kw)) for b in compiled_backends("gmm_em", device)[0]]
-    entries.append(("torch reference", True, lambda: gmm_op.gmm_fit(x, backend="reference", **kw)))
+    kw = {"max_iter": 10, "tol": 1e-2, "reg_covar": 5e-4}
+    entries = [
+        (b, False, lambda b=b: gmm_op.gmm_fit(x, backend=b, **kw))
+        for b in compiled_backends("gmm_em", device)[0]
+    ]
+    entries.append(
+        ("torch reference", True, lambda: gmm_op.gmm_fit(x, backend="reference", **kw))
+    )
     if bench := benchmark_module("bench_gmm"):
         host = x[0].cpu().numpy()
         entries.append(("sklearn", True, lambda: bench.sklearn_proba(host)))
@@ -405,19 +603,39 @@ def gmm_entries(device, quick) -> tuple[str, list[tuple[str, bool, Callable]]]:
 def plr_entries(device, quick) -> tuple[str, list[tuple[str, bool, Callable]]]:
     b = size_of("plr_loss", device, quick)
     inp = _plr_case("", b, 2, 128, 10, 2).make(device, torch.float32)
-    entries = [(name, False, lambda name=name: run_plr(inp, name)) for name in compiled_backends("plr_loss", device)[0]]
+    entries = [
+        (name, False, lambda name=name: run_plr(inp, name))
+        for name in compiled_backends("plr_loss", device)[0]
+    ]
     entries.append(("dense torch", True, lambda: run_plr(inp, "reference")))
     return f"PLR fwd+bwd B={b} V=2 D=128 C=10 float32", entries
 
 
 def timings(device: torch.device, quick: bool) -> list[dict]:
     rows = []
-    for op, entries_of in (("knn_labels", knn_entries), ("gmm_em", gmm_entries), ("plr_loss", plr_entries)):
+    for op, entries_of in (
+        ("knn_labels", knn_entries),
+        ("gmm_em", gmm_entries),
+        ("plr_loss", plr_entries),
+    ):
         size, entries = entries_of(device, quick)
-        measured = [(name, base, *timed_ms(fn, device, 2 if quick else 3)) for name, base, fn in entries]
+        measured = [
+            (name, base, *timed_ms(fn, device, 2 if quick else 3))
+            for name, base, fn in entries
+        ]
         best = min((ms for _, base, ms, _ in measured if base and ms), default=None)
-        rows += [dict(op=op, size=size, name=name, baseline=base, ms=ms, note=note,
-                      vs_best_baseline=ms / best if ms and best else None) for name, base, ms, note in measured]
+        rows += [
+            {
+                "op": op,
+                "size": size,
+                "name": name,
+                "baseline": base,
+                "ms": ms,
+                "note": note,
+                "vs_best_baseline": ms / best if ms and best else None,
+            }
+            for name, base, ms, note in measured
+        ]
     return rows
 
 
@@ -426,10 +644,19 @@ def timings(device: torch.device, quick: bool) -> list[dict]:
 
 def device_info(device: torch.device) -> dict:
     if device.type != "cuda":
-        return dict(type="cpu", name=_tune.device_name(device), capability=None, multiprocessors=None)
+        return {
+            "type": "cpu",
+            "name": _tune.device_name(device),
+            "capability": None,
+            "multiprocessors": None,
+        }
     props = torch.cuda.get_device_properties(device)
-    return dict(type="cuda", name=props.name, capability=[props.major, props.minor],
-                multiprocessors=props.multi_processor_count)
+    return {
+        "type": "cuda",
+        "name": props.name,
+        "capability": [props.major, props.minor],
+        "multiprocessors": props.multi_processor_count,
+    }
 
 
 def versions() -> dict:
@@ -442,8 +669,15 @@ def versions() -> dict:
         faiss_version = faiss.__version__
     except ImportError:
         faiss_version = None
-    return dict(lnl=lnl.__version__, python=platform.python_version(), torch=torch.__version__,
-                torch_cuda=torch.version.cuda, numpy=numpy.__version__, sklearn=sklearn.__version__, faiss=faiss_version)
+    return {
+        "lnl": lnl.__version__,
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "torch_cuda": torch.version.cuda,
+        "numpy": numpy.__version__,
+        "sklearn": sklearn.__version__,
+        "faiss": faiss_version,
+    }
 
 
 def print_tables(report: dict) -> None:
@@ -455,7 +689,11 @@ def print_tables(report: dict) -> None:
     print(f"{'op':<12} {'backend':<8} {'dtype':<9} {'checks':>7}  result")
     for (op, backend, dtype), rows in groups.items():
         failed = [r for r in rows if r["status"] == "fail"]
-        status = rows[0]["detail"] if rows[0]["status"] == "skipped" else ("FAIL" if failed else "ok")
+        status = (
+            rows[0]["detail"]
+            if rows[0]["status"] == "skipped"
+            else ("FAIL" if failed else "ok")
+        )
         print(f"{op:<12} {backend:<8} {dtype:<9} {len(rows):>7}  {status}")
         for r in failed:
             print(f"    FAIL {r['case']}: {r['detail']}")
@@ -464,23 +702,40 @@ def print_tables(report: dict) -> None:
         ms = f"{r['ms']:.2f}" if r["ms"] else "-"
         ratio = f"{r['vs_best_baseline']:.3g}x" if r["vs_best_baseline"] else "-"
         tag = " (baseline)" if r["baseline"] else ""
-        print(f"{r['op']:<12} {r['name']:<16} {ms:>10} {ratio:>17}  {r['size']}{tag} {r['note']}")
+        print(
+            f"{r['op']:<12} {r['name']:<16} {ms:>10} {ratio:>17}  {r['size']}{tag} {r['note']}"
+        )
     print(f"\n{report['failures']} failed check(s) of {len(checks)}")
 
 
 def run(quick: bool) -> dict:
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     checks = correctness(device, quick)
-    return dict(schema=1, created=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-                quick=quick, device=device_info(device), versions=versions(),
-                build=dict(_ext.build_info(), extension=_ext.load_error()), checks=checks,
-                timings=timings(device, quick), failures=sum(r["status"] == "fail" for r in checks))
+    return {
+        "schema": 1,
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": quick,
+        "device": device_info(device),
+        "versions": versions(),
+        "build": dict(_ext.build_info(), extension=_ext.load_error()),
+        "checks": checks,
+        "timings": timings(device, quick),
+        "failures": sum(r["status"] == "fail" for r in checks),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="small grid and timings (under a minute on a CPU)")
-    p.add_argument("--json", default="selftest.json", help="where to write the report (default ./selftest.json)")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="small grid and timings (under a minute on a CPU)",
+    )
+    p.add_argument(
+        "--json",
+        default="selftest.json",
+        help="where to write the report (default ./selftest.json)",
+    )
     args = p.parse_args(argv)
     report = run(args.quick)
     print_tables(report)

@@ -22,16 +22,20 @@ import platform
 import statistics
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from lnl import _ext
 
-MIN_WORK = 1 << 30  # ~multiply-adds; about a millisecond on a GPU, where a timing costs ~10 µs
+MIN_WORK = (
+    1 << 30
+)  # ~multiply-adds; about a millisecond on a GPU, where a timing costs ~10 µs
 FORMAT = 1
-_TABLES: dict[str, dict[str, str]] = {}  # cache file -> winners, loaded once per process
+_TABLES: dict[
+    str, dict[str, str]
+] = {}  # cache file -> winners, loaded once per process
 
 
 def enabled(device: torch.device) -> bool:
@@ -49,13 +53,19 @@ def bucket(*dims: int) -> str:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".replace("  ", " ")
+    return f"cpu {platform.machine()} {platform.processor() or ''} {os.cpu_count()} cores".replace(
+        "  ", " "
+    )
 
 
 def cache_key(device: torch.device) -> dict[str, str]:
     """What a cached winner is valid for: this device, torch and build of ``lnl._C``."""
     info = json.dumps(_ext.build_info(), sort_keys=True)
-    build = hashlib.sha256(info.encode()).hexdigest()[:12] if _ext.available() else "no-extension"
+    build = (
+        hashlib.sha256(info.encode()).hexdigest()[:12]
+        if _ext.available()
+        else "no-extension"
+    )
     return {"device": device_name(device), "torch": torch.__version__, "build": build}
 
 
@@ -66,7 +76,10 @@ def cache_root() -> Path:
 
 
 def cache_path(key: dict[str, str]) -> Path:
-    slug = "".join(c if c.isalnum() or c in ".-" else "_" for c in f"{key['device']}-{key['torch']}-{key['build']}")
+    slug = "".join(
+        c if c.isalnum() or c in ".-" else "_"
+        for c in f"{key['device']}-{key['torch']}-{key['build']}"
+    )
     return cache_root() / f"{slug}.json"
 
 
@@ -84,7 +97,9 @@ def read_cache(path: Path, key: dict[str, str]) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         problem = f"it does not parse ({exc})"
     if problem:
-        warnings.warn(f"lnl.ops: ignoring the autotune cache {path}: {problem}; measuring again")
+        warnings.warn(
+            f"lnl.ops: ignoring the autotune cache {path}: {problem}; measuring again"
+        )
         return {}
     return dict(data["winners"])
 
@@ -95,7 +110,9 @@ def _cache_problem(data, key: dict[str, str]) -> str | None:
     if data.get("key") != key:
         return f"it was written for {data.get('key')}, not {key}"
     winners = data.get("winners")
-    if not isinstance(winners, dict) or not all(isinstance(v, str) for v in winners.values()):
+    if not isinstance(winners, dict) or not all(
+        isinstance(v, str) for v in winners.values()
+    ):
         return "its winners are not a table of backend names"
     if data.get("sha256") != _checksum(winners):
         return "its checksum does not match its contents"
@@ -104,14 +121,21 @@ def _cache_problem(data, key: dict[str, str]) -> str | None:
 
 def write_cache(path: Path, key: dict[str, str], winners: dict[str, str]) -> None:
     """Write atomically; an unwritable cache folder costs a warning, not the run."""
-    data = {"format": FORMAT, "key": key, "winners": winners, "sha256": _checksum(winners)}
+    data = {
+        "format": FORMAT,
+        "key": key,
+        "winners": winners,
+        "sha256": _checksum(winners),
+    }
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".tmp{os.getpid()}")
         tmp.write_text(json.dumps(data, indent=1, sort_keys=True))
         os.replace(tmp, path)
     except OSError as exc:
-        warnings.warn(f"lnl.ops: could not write the autotune cache {path} ({exc}); winners kept in memory only")
+        warnings.warn(
+            f"lnl.ops: could not write the autotune cache {path} ({exc}); winners kept in memory only"
+        )
 
 
 def _table(device: torch.device) -> tuple[Path, dict[str, str], dict[str, str]]:
@@ -136,14 +160,22 @@ def seconds(fn: Callable[[], object], device: torch.device, reps: int = 3) -> fl
     return statistics.median(times)
 
 
-def time_candidate(name: str, run: Callable[[str], object], device: torch.device) -> float:
+def time_candidate(
+    name: str, run: Callable[[str], object], device: torch.device
+) -> float:
     """Seconds of one call with backend ``name`` (the tests replace this with fake timings)."""
     with torch.no_grad():
         return seconds(lambda: run(name), device, reps=2)
 
 
-def pick(op: str, candidates: list[str], device: torch.device, shape: str, work: float,
-         run: Callable[[str], object]) -> str:
+def pick(
+    op: str,
+    candidates: list[str],
+    device: torch.device,
+    shape: str,
+    work: float,
+    run: Callable[[str], object],
+) -> str:
     """The backend to use among ``candidates`` (static order first): measured and cached for problems of
     at least ``MIN_WORK``, else the static rule."""
     if len(candidates) < 2 or work < MIN_WORK or not enabled(device):
@@ -152,7 +184,9 @@ def pick(op: str, candidates: list[str], device: torch.device, shape: str, work:
     entry = f"{op}|{shape}|{'/'.join(candidates)}"
     if winners.get(entry) not in candidates:
         times = {name: time_candidate(name, run, device) for name in candidates}
-        winners[entry] = min(candidates, key=lambda name: (times[name], candidates.index(name)))
+        winners[entry] = min(
+            candidates, key=lambda name: (times[name], candidates.index(name))
+        )
         write_cache(path, key, winners)
     return winners[entry]
 
@@ -162,12 +196,17 @@ def describe_cache() -> str:
     root = cache_root()
     files = sorted(root.glob("*.json")) if root.is_dir() else []
     setting = os.environ.get("LNL_AUTOTUNE", "") or "unset (CUDA only)"
-    lines = [f"autotune cache: {root} (LNL_AUTOTUNE={setting}, LNL_VERIFY={os.environ.get('LNL_VERIFY', '1')})"]
+    lines = [
+        f"autotune cache: {root} (LNL_AUTOTUNE={setting}, LNL_VERIFY={os.environ.get('LNL_VERIFY', '1')})"
+    ]
     for path in files:
         try:
             data = json.loads(path.read_text())
             lines.append(f"  {path.name}: {data.get('key')}")
-            lines += [f"    {entry} -> {name}" for entry, name in sorted(data.get("winners", {}).items())]
+            lines += [
+                f"    {entry} -> {name}"
+                for entry, name in sorted(data.get("winners", {}).items())
+            ]
         except (OSError, ValueError, AttributeError) as exc:
             lines.append(f"  {path.name}: unreadable ({exc})")
     if not files:

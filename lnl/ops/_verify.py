@@ -15,7 +15,9 @@ import warnings
 
 import torch
 
-VERIFIED = ("cuda",)  # the compiled CPU kernels run in CI; the CUDA ones meet a GPU first at a user's
+VERIFIED = (
+    "cuda",
+)  # the compiled CPU kernels run in CI; the CUDA ones meet a GPU first at a user's
 _RESULTS: dict[tuple[str, str, str, torch.dtype], str | None] = {}
 
 
@@ -23,7 +25,9 @@ def enabled() -> bool:
     return os.environ.get("LNL_VERIFY", "1") != "0"
 
 
-def mismatch(op: str, backend: str, device: torch.device, dtype: torch.dtype | None) -> str | None:
+def mismatch(
+    op: str, backend: str, device: torch.device, dtype: torch.dtype | None
+) -> str | None:
     """None when ``backend``'s kernel of ``op`` agrees with the reference on ``device`` and ``dtype``
     (or needs no check), else what differed. Runs the check once per process per key."""
     if backend not in VERIFIED or not enabled() or op not in CHECKS:
@@ -32,12 +36,14 @@ def mismatch(op: str, backend: str, device: torch.device, dtype: torch.dtype | N
     if key not in _RESULTS:
         try:
             _RESULTS[key] = CHECKS[op](backend, device, dtype or torch.float32)
-        except Exception as exc:  # a kernel that raises on a valid problem fails its check too
+        except Exception as exc:  # noqa: BLE001  (a kernel that raises on a valid problem fails its check)
             _RESULTS[key] = f"raised {type(exc).__name__}: {exc}"
         if _RESULTS[key]:
-            warnings.warn(f"lnl.ops.{op}: the {backend} kernel ({dtype}, {device}) disagrees with the PyTorch "
-                          f"reference on a small check ({_RESULTS[key]}); using the next backend. Please report "
-                          "this with the output of `python -m lnl.selftest`. LNL_VERIFY=0 skips the check.")
+            warnings.warn(
+                f"lnl.ops.{op}: the {backend} kernel ({dtype}, {device}) disagrees with the PyTorch "
+                f"reference on a small check ({_RESULTS[key]}); using the next backend. Please report "
+                "this with the output of `python -m lnl.selftest`. LNL_VERIFY=0 skips the check."
+            )
     return _RESULTS[key]
 
 
@@ -60,7 +66,10 @@ def _integer_points(rows: int, dim: int, seed: int, device, dtype) -> torch.Tens
 def check_knn(backend: str, device, dtype) -> str | None:
     from lnl.ops.knn import knn_labels
 
-    q, keys = _integer_points(37, 16, 1, device, dtype), _integer_points(61, 16, 2, device, dtype)
+    q, keys = (
+        _integer_points(37, 16, 1, device, dtype),
+        _integer_points(61, 16, 2, device, dtype),
+    )
     labels = torch.arange(61, device=device) % 7
     got = knn_labels(q, keys, labels, 5, 7, metric="ip", backend=backend)
     want = knn_labels(q, keys, labels, 5, 7, metric="ip", backend="reference")
@@ -76,43 +85,62 @@ def check_gmm(backend: str, device, dtype) -> str | None:
 
     g = torch.Generator().manual_seed(3)
     centres = torch.tensor([[0.2, 0.1], [0.8, 0.7]])
-    x = (centres[torch.arange(2 * 60) % 2] + 0.05 * torch.randn(120, 2, generator=g)).view(2, 60, 2)
+    x = (
+        centres[torch.arange(2 * 60) % 2] + 0.05 * torch.randn(120, 2, generator=g)
+    ).view(2, 60, 2)
     x = x.to(device, dtype if dtype in RTOL else torch.float32)
-    kw = dict(n_components=2, max_iter=5, init="quantile")
+    kw = {"n_components": 2, "max_iter": 5, "init": "quantile"}
     got, want = gmm_fit(x, backend=backend, **kw), gmm_fit(x, backend="reference", **kw)
     err = max(_rel_error(got.resp, want.resp), _rel_error(got.means, want.means))
-    return f"relative error {err:.3g} in resp/means" if err > 100 * RTOL[x.dtype] else None
+    return (
+        f"relative error {err:.3g} in resp/means" if err > 100 * RTOL[x.dtype] else None
+    )
 
 
 def check_plr(backend: str, device, dtype) -> str | None:
     from lnl.ops.plr import RTOL, plr_loss
 
     g = torch.Generator().manual_seed(4)
-    feats = torch.nn.functional.normalize(torch.randn(2 * 19, 8, generator=g), dim=1).to(device, dtype)
+    feats = torch.nn.functional.normalize(
+        torch.randn(2 * 19, 8, generator=g), dim=1
+    ).to(device, dtype)
     cand = torch.randint(0, 6, (19, 2), generator=g).to(device)
     labels = torch.randint(0, 6, (19,), generator=g).to(device)
     out = {}
     for name in (backend, "reference"):
         f = feats.detach().clone().requires_grad_()
-        stats = plr_loss(f, cand, labels, kappa=1, num_classes=6, return_stats=True, backend=name)
+        stats = plr_loss(
+            f, cand, labels, kappa=1, num_classes=6, return_stats=True, backend=name
+        )
         stats.loss.backward()
         out[name] = (stats.value, f.grad)
     err_value = _rel_error(out[backend][0], out["reference"][0])
     err_grad = _rel_error(out[backend][1], out["reference"][1])
     tol = 10 * RTOL.get(dtype, 1e-5)
-    return f"relative error {err_value:.3g} in the value, {err_grad:.3g} in the gradient" \
-        if max(err_value, err_grad) > tol else None
+    return (
+        f"relative error {err_value:.3g} in the value, {err_grad:.3g} in the gradient"
+        if max(err_value, err_grad) > tol
+        else None
+    )
 
 
 def check_plr_mask(backend: str, device, dtype) -> str | None:
     from lnl.ops.plr import plr_mask
 
     g = torch.Generator().manual_seed(5)
-    cand, labels = torch.randint(0, 9, (23, 2), generator=g).to(device), torch.randint(0, 9, (23,), generator=g).to(device)
+    cand, labels = (
+        torch.randint(0, 9, (23, 2), generator=g).to(device),
+        torch.randint(0, 9, (23,), generator=g).to(device),
+    )
     got = plr_mask(cand, labels, 1, num_classes=9, backend=backend)
     want = plr_mask(cand, labels, 1, num_classes=9, backend="reference")
     wrong = int((got.cpu() != want.cpu()).sum())
     return f"{wrong} of {want.numel()} mask entries differ" if wrong else None
 
 
-CHECKS = {"knn_labels": check_knn, "gmm_em": check_gmm, "plr_loss": check_plr, "plr_mask": check_plr_mask}
+CHECKS = {
+    "knn_labels": check_knn,
+    "gmm_em": check_gmm,
+    "plr_loss": check_plr,
+    "plr_mask": check_plr_mask,
+}

@@ -240,7 +240,7 @@ def gmm_fit(x: torch.Tensor, lengths: torch.Tensor | None = None, *, n_component
     """
     # values=False: NaN/inf are the kernels' to find (status 2), the reference checks them itself
     lengths = check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, values=False)
-    run = lambda b: gmm_fit(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,  # noqa: E731
+    run = lambda b: gmm_fit(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,
                             reg_covar=reg_covar, init=init, seed=seed, backend=b)
     g, n, d = x.shape
     shape = f"{x.dtype}|{_tune.bucket(g, n)}|d{d}|k{n_components}|it{max_iter}"

@@ -236,7 +236,7 @@ def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tens
     if backend == "faiss":
         chosen = backend
     else:
-        run = lambda b: knn_labels(queries, keys, key_labels, k, num_classes, metric=metric,  # noqa: E731
+        run = lambda b: knn_labels(queries, keys, key_labels, k, num_classes, metric=metric,
                                    exclude_self=exclude_self, chunk=chunk, backend=b)
         shape = f"{queries.dtype}|{metric}|{exclude_self}|{_tune.bucket(queries.shape[0], *keys.shape, k)}"
         work = queries.shape[0] * keys.shape[0] * keys.shape[1]

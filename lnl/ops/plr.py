@@ -237,7 +237,7 @@ def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *
         num_classes = default_num_classes(cand, labels, kappa)
     check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
                  values=validate)
-    run = lambda b: _timed_step(features, cand, labels, kappa, num_classes, b,  # noqa: E731
+    run = lambda b: _timed_step(features, cand, labels, kappa, num_classes, b,
                                 temperature=temperature, base_temperature=base_temperature, flat=flat)
     shape = f"{features.dtype}|{flat}|{_tune.bucket(*features.shape, num_classes)}"
     call = _dispatch.Call(features.device, features.dtype, shape, 2 * features.shape[0] ** 2 * features.shape[1], run)

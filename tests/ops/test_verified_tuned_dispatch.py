@@ -17,7 +17,9 @@ from lnl import _ext
 from lnl.ops import _dispatch, _tune, _verify, gmm_fit, knn, knn_labels, plr_loss
 
 CPU = torch.device("cpu")
-needs_cpu_kernels = pytest.mark.skipif(not _ext.has_kernel("knn_labels", "CPU"), reason="lnl._C not built")
+needs_cpu_kernels = pytest.mark.skipif(
+    not _ext.has_kernel("knn_labels", "CPU"), reason="lnl._C not built"
+)
 
 
 @pytest.fixture(autouse=True)
@@ -38,7 +40,12 @@ def _points(n=40, d=6, seed=0):
 def _wrong_knn(monkeypatch):
     """The compiled kernel, with each row's neighbours in reverse order (as a broken kernel might)."""
     right = torch.ops.lnl.knn_labels
-    monkeypatch.setattr(torch.ops.lnl, "knn_labels", lambda *a: (lambda r: (r[0].flip(1), *r[1:]))(right(*a)))
+
+    def reversed_rows(*args):
+        indices, *rest = right(*args)
+        return (indices.flip(1), *rest)
+
+    monkeypatch.setattr(torch.ops.lnl, "knn_labels", reversed_rows)
 
 
 @needs_cpu_kernels
@@ -46,12 +53,16 @@ def test_a_wrong_kernel_is_caught_warned_once_and_skipped(monkeypatch):
     monkeypatch.setattr(_verify, "VERIFIED", ("cpu",))
     _wrong_knn(monkeypatch)
     x, y = _points()
-    with pytest.warns(UserWarning, match=r"cpu kernel .* disagrees .* neighbours differ"):
+    with pytest.warns(
+        UserWarning, match=r"cpu kernel .* disagrees .* neighbours differ"
+    ):
         got = knn_labels(x, x, y, 5, 4, metric="ip")
     want = knn_labels(x, x, y, 5, 4, metric="ip", backend="reference")
     torch.testing.assert_close(got.indices, want.indices)
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # once per process: the second call neither checks nor warns
+        warnings.simplefilter(
+            "error"
+        )  # once per process: the second call neither checks nor warns
         assert torch.equal(knn_labels(x, x, y, 5, 4, metric="ip").indices, want.indices)
     assert list(_verify._RESULTS) == [("knn_labels", "cpu", "cpu", torch.float32)]
 
@@ -99,7 +110,9 @@ def test_a_kernel_that_raises_fails_its_check(monkeypatch):
     x = torch.rand(2, 30, 1)
     with pytest.warns(UserWarning, match="raised RuntimeError: no kernel image"):
         got = gmm_fit(x, init="quantile", max_iter=3)
-    torch.testing.assert_close(got.means, gmm_fit(x, init="quantile", max_iter=3, backend="reference").means)
+    torch.testing.assert_close(
+        got.means, gmm_fit(x, init="quantile", max_iter=3, backend="reference").means
+    )
 
 
 @needs_cpu_kernels
@@ -111,6 +124,7 @@ def test_wrong_plr_gradient_is_caught(monkeypatch):
 
 
 # ---- the tuner, on fake timings ----
+
 
 def _fake_timings(monkeypatch, times: dict[str, float]) -> list[str]:
     measured = []
@@ -127,28 +141,48 @@ def test_the_tuner_picks_the_fastest_and_caches_it(monkeypatch):
     monkeypatch.setenv("LNL_AUTOTUNE", "1")
     measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
     big = _tune.MIN_WORK
-    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None) == "reference"
-    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None) == "reference"
+    assert (
+        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None)
+        == "reference"
+    )
+    assert (
+        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None)
+        == "reference"
+    )
     assert measured == ["cpu", "reference"]  # measured once per bucket
     key = _tune.cache_key(CPU)
     assert key["torch"] == torch.__version__ and key["device"] == _tune.device_name(CPU)
     path = _tune.cache_path(key)
     data = json.loads(path.read_text())
-    assert data["key"] == key and data["winners"] == {"knn_labels|s1|cpu/reference": "reference"}
+    assert data["key"] == key and data["winners"] == {
+        "knn_labels|s1|cpu/reference": "reference"
+    }
     monkeypatch.setattr(_tune, "_TABLES", {})  # a new process reads the file back
     assert _tune.read_cache(path, key) == data["winners"]
-    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None) == "reference"
+    assert (
+        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None)
+        == "reference"
+    )
     assert len(measured) == 2
-    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s2", big, None) == "reference"
+    assert (
+        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s2", big, None)
+        == "reference"
+    )
     assert len(measured) == 4  # another bucket is measured again
 
 
 def test_the_cache_is_keyed_by_device_torch_and_build(monkeypatch):
     key = _tune.cache_key(CPU)
-    others = [dict(key, device="NVIDIA H100"), dict(key, torch="0.0"), dict(key, build="0123456789ab")]
+    others = [
+        dict(key, device="NVIDIA H100"),
+        dict(key, torch="0.0"),
+        dict(key, build="0123456789ab"),
+    ]
     assert len({_tune.cache_path(k) for k in [key, *others]}) == 4
     _tune.write_cache(_tune.cache_path(key), key, {"e": "cpu"})
-    with pytest.warns(UserWarning, match="was written for"):  # a file under another key's name is refused
+    with pytest.warns(
+        UserWarning, match="was written for"
+    ):  # a file under another key's name is refused
         assert _tune.read_cache(_tune.cache_path(key), others[0]) == {}
 
 
@@ -169,9 +203,16 @@ def test_a_damaged_cache_is_refused(monkeypatch, damage):
         path.write_text(json.dumps(data))
     measured = _fake_timings(monkeypatch, {"cpu": 1.0, "reference": 2.0})
     with pytest.warns(UserWarning, match="ignoring the autotune cache"):
-        assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None) == "cpu"
+        assert (
+            _tune.pick(
+                "knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None
+            )
+            == "cpu"
+        )
     assert measured == ["cpu", "reference"]
-    assert _tune.read_cache(path, key) == {"knn_labels|s1|cpu/reference": "cpu"}  # rewritten whole
+    assert _tune.read_cache(path, key) == {
+        "knn_labels|s1|cpu/reference": "cpu"
+    }  # rewritten whole
 
 
 @pytest.mark.parametrize("setting", ["0", None])
@@ -179,14 +220,22 @@ def test_static_rule_when_off_or_on_the_cpu_by_default(monkeypatch, setting):
     if setting is not None:
         monkeypatch.setenv("LNL_AUTOTUNE", setting)
     measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
-    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None) == "cpu"
+    assert (
+        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None)
+        == "cpu"
+    )
     assert not measured and not _tune.cache_root().exists()
 
 
 def test_small_problems_use_the_static_rule(monkeypatch):
     monkeypatch.setenv("LNL_AUTOTUNE", "1")
     measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
-    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK - 1, None) == "cpu"
+    assert (
+        _tune.pick(
+            "knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK - 1, None
+        )
+        == "cpu"
+    )
     assert not measured
 
 
@@ -204,7 +253,13 @@ def test_auto_follows_the_measured_winner_end_to_end(monkeypatch):
     x, y = _points()
     knn_labels(x, x, y, 5, 4, metric="ip")
     feats = torch.nn.functional.normalize(torch.randn(20, 4), dim=1)
-    plr_loss(feats, torch.randint(0, 3, (10, 1)), torch.randint(0, 3, (10,)), kappa=1, num_classes=3)
+    plr_loss(
+        feats,
+        torch.randint(0, 3, (10, 1)),
+        torch.randint(0, 3, (10,)),
+        kappa=1,
+        num_classes=3,
+    )
     winners = _tune._TABLES[str(_tune.cache_path(_tune.cache_key(CPU)))]
     assert measured == ["cpu", "reference"] * 2
     assert sorted(e.split("|")[0] for e in winners) == ["knn_labels", "plr_loss"]
