@@ -284,3 +284,13 @@ def test_no_check_or_timing_while_tracing(monkeypatch):
     call = _dispatch.Call(CPU, x.dtype, "s", 10**12, lambda b: None)
     assert knn.choose_backend(x, x, y, 5, "ip", "auto", call)[0] == "cpu"
     assert not measured and not _verify._RESULTS
+
+
+def test_lnl_info_prints_the_cache(monkeypatch):
+    from lnl import info
+
+    key = _tune.cache_key(CPU)
+    _tune.write_cache(_tune.cache_path(key), key, {"knn_labels|float32|s1|cpu/reference": "cpu"})
+    text = info.report()
+    assert str(_tune.cache_root()) in text
+    assert "knn_labels|float32|s1|cpu/reference -> cpu" in text
