@@ -294,3 +294,22 @@ def test_lnl_info_prints_the_cache(monkeypatch):
     text = info.report()
     assert str(_tune.cache_root()) in text
     assert "knn_labels|float32|s1|cpu/reference -> cpu" in text
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(
+    not (torch.cuda.is_available() and _ext.has_kernel("knn_labels", "CUDA")), reason="needs a GPU and CUDA kernels"
+)
+@pytest.mark.parametrize(
+    "op, dtypes",
+    [
+        ("knn_labels", (torch.float32, torch.float16, torch.bfloat16, torch.float64)),
+        ("gmm_em", (torch.float32, torch.float64)),
+        ("plr_loss", (torch.float32, torch.float16, torch.bfloat16)),
+        ("plr_mask", (torch.int64,)),
+    ],
+)
+def test_every_cuda_kernel_passes_its_first_use_check(op, dtypes):
+    """On a GPU: a check that failed a right kernel would turn the CUDA path off for every user."""
+    for dtype in dtypes:
+        assert _verify.CHECKS[op]("cuda", torch.device("cuda"), dtype) is None, (op, dtype)
