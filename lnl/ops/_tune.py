@@ -168,6 +168,16 @@ def time_candidate(
         return seconds(lambda: run(name), device, reps=2)
 
 
+def _time_or_inf(name: str, run: Callable[[str], object], device: torch.device) -> float:
+    """A candidate that runs out of memory (the dense PyTorch path of a large problem) loses."""
+    try:
+        return time_candidate(name, run, device)
+    except torch.OutOfMemoryError:
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return float("inf")
+
+
 def pick(
     op: str,
     candidates: list[str],
@@ -183,7 +193,7 @@ def pick(
     path, key, winners = _table(device)
     entry = f"{op}|{shape}|{'/'.join(candidates)}"
     if winners.get(entry) not in candidates:
-        times = {name: time_candidate(name, run, device) for name in candidates}
+        times = {name: _time_or_inf(name, run, device) for name in candidates}
         winners[entry] = min(
             candidates, key=lambda name: (times[name], candidates.index(name))
         )

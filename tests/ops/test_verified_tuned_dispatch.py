@@ -313,3 +313,16 @@ def test_every_cuda_kernel_passes_its_first_use_check(op, dtypes):
     """On a GPU: a check that failed a right kernel would turn the CUDA path off for every user."""
     for dtype in dtypes:
         assert _verify.CHECKS[op]("cuda", torch.device("cuda"), dtype) is None, (op, dtype)
+
+
+def test_a_candidate_out_of_memory_loses(monkeypatch):
+    monkeypatch.setenv("LNL_AUTOTUNE", "1")
+
+    def fake(name, run, device):
+        if name == "reference":
+            raise torch.OutOfMemoryError("dense masks of a large batch")
+        return 5.0
+
+    monkeypatch.setattr(_tune, "time_candidate", fake)
+    order = ["reference", "cpu"]  # the failing one first: it would win ties
+    assert _tune.pick("plr_loss", order, CPU, "s1", _tune.MIN_WORK, None) == "cpu"
