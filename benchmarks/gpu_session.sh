@@ -9,6 +9,8 @@
 #            DivideMix noise files (data_prep/make_noise.py --out data/noise_labels/dividemix_json/cifar10/0.50.json)
 #            into three ignored chunks (.gpu_data/c1 .. c3, <= 48 MiB each), one to carry per call.
 #   build    pip install -e . for sm_90 (MAX_JOBS=16), then python -m lnl.info.
+#   selftest python -m lnl.selftest (every kernel vs its reference, then timings against the baselines):
+#            first, so a wrong kernel shows before anything trains; selftest.json comes back.
 #   test     the CUDA tests (pytest -m cuda) with a junit file; then the CPU suite of tests/ops.
 #   bench    bench_knn, bench_gmm and bench_plr on the GPU, each with --record.
 #   unpack   (needs c1..c3 carried) reassemble and check the chunks into .gpu_data/data (methods does it).
@@ -18,7 +20,7 @@
 #            call: the run folders stay in /tmp, their logs come back as runs.tar.gz.
 #
 # The three calls (names in `carry`; each call also keeps what the last left on the warm machine):
-#   1. carry [.gpu_data/c1]  bash benchmarks/gpu_session.sh build test
+#   1. carry [.gpu_data/c1]  bash benchmarks/gpu_session.sh build selftest test
 #   2. carry [.gpu_data/c2]  bash benchmarks/gpu_session.sh bench
 #   3. carry [.gpu_data/c3]  bash benchmarks/gpu_session.sh methods
 # Logs, junit and benchmarks/RESULTS.md come back under $OUT; copy the new RESULTS.md rows into the
@@ -66,6 +68,13 @@ stage_test() {
 
 built() {  # a machine given back between calls comes back bare: build again (costs ~4 minutes)
     $PY -c 'import lnl._C' 2>/dev/null || { log "lnl._C missing: the machine is a fresh one"; stage_build; }
+}
+
+stage_selftest() {  # the full grid: a few minutes; --quick if a call runs short of time
+    built
+    log "selftest: python -m lnl.selftest"
+    timeout 300 $PY -m lnl.selftest --json "$OUT/selftest.json" 2>&1 | tee "$OUT/selftest.log" | tail -n 40
+    return "${PIPESTATUS[0]}"
 }
 
 stage_bench() {  # each capped so that the call ends inside its 10 minutes
@@ -119,13 +128,13 @@ stage_methods() {  # caps sum to ~480 s: the call's 600 s include the unpacking 
     tar -C "$runs" -czf "$OUT/runs.tar.gz" --exclude '*.pth' --exclude '*.npz' .
 }
 
-[ $# -gt 0 ] || { sed -n 2,25p "$0"; exit 2; }
+[ $# -gt 0 ] || { sed -n 2,28p "$0"; exit 2; }
 status=0
 DATA=${DATA:-$PWD/.gpu_data/data}
 for stage in "$@"; do
     case $stage in
-        pack|build|test|bench|unpack|methods) "stage_$stage" || status=1 ;;
-        *) echo "unknown stage $stage (pack, build, test, bench, unpack, methods)"; exit 2 ;;
+        pack|build|selftest|test|bench|unpack|methods) "stage_$stage" || status=1 ;;
+        *) echo "unknown stage $stage (pack, build, selftest, test, bench, unpack, methods)"; exit 2 ;;
     esac
 done
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null

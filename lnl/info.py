@@ -1,6 +1,7 @@
 """``python -m lnl.info``: versions, the build metadata of ``lnl._C``, and for every op and backend
 either "available", "compiled, not runnable here" (a CUDA kernel on a machine without a GPU) or the
-reasons it is not (the same report ``default_setup`` writes per run)."""
+reasons it is not (the same report ``default_setup`` writes per run), and the autotune cache
+(``lnl.ops._tune``: the measured winner per op and shape bucket on this device, torch and build)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import platform
 import torch
 
 from lnl import __version__, _ext
+from lnl.ops import _tune
 
 
 def report() -> str:
@@ -27,6 +29,7 @@ def report() -> str:
         for backend in ("cuda", "cpu"):
             lines.append(f"  {op:<12} {backend:<5} {_status(op, backend)}")
         lines.append(f"  {op:<12} reference available")
+    lines.append(_tune.describe_cache())
     return "\n".join(lines)
 
 

@@ -1,6 +1,8 @@
 """Python faces of lnl's kernels. Each op dispatches to the compiled ``lnl._C`` kernel for the
 inputs' device when it was built, else to its pure-PyTorch reference (same signature), with a
-one-time warning. ``backend()`` says what was compiled; each op's ``choose_backend`` says why."""
+one-time warning. ``backend()`` says what was compiled; each op's ``choose_backend`` says why.
+On CUDA, ``auto`` first checks each kernel once per process against the reference (``_verify``) and
+times the runnable backends of large problems (``_tune``); ``python -m lnl.selftest`` checks them all."""
 
 from __future__ import annotations
 

@@ -2,17 +2,22 @@
 
 Each op lists, for every backend, the reasons it cannot run the given inputs (an empty list means it
 can). ``"auto"`` takes the first backend in ``PRIORITY`` with no reasons and warns once per op and
-reason when that is the pure-PyTorch reference; a forced backend with reasons raises a ``ValueError``
-that shows the inputs and the reasons, instead of silently running something else.
+reason when that is the pure-PyTorch reference. Given the call (``Call``), a CUDA kernel must first
+pass its first-use check (``_verify``), and on large problems the runnable backends compete by
+measurement (``_tune``). A forced backend with reasons raises a ``ValueError`` that shows the inputs
+and the reasons, instead of silently running something else.
 """
 
 from __future__ import annotations
 
 import warnings
+from typing import NamedTuple
+from collections.abc import Callable
 
 import torch
 
 from lnl import _ext
+from lnl.ops import _tune, _verify
 
 PRIORITY = ("cuda", "cpu", "reference")
 _WARNED: set[tuple[str, str]] = set()
@@ -80,7 +85,23 @@ def describe(**tensors: torch.Tensor) -> str:
     return ", ".join(parts)
 
 
-def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str) -> str:
+class Call(NamedTuple):
+    """What ``auto`` needs beyond the reasons: the inputs' device and dtype (first-use verification),
+    the shape bucket and work (multiply-adds) of the problem, and ``run(backend)`` to time a candidate."""
+
+    device: torch.device
+    dtype: torch.dtype
+    shape: str
+    work: float
+    run: Callable[[str], object]
+
+
+def _tracing(device: torch.device) -> bool:
+    capturing = device.type == "cuda" and torch.cuda.is_current_stream_capturing()
+    return capturing or torch.compiler.is_compiling()
+
+
+def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str, call: Call | None = None) -> str:
     """Pick the backend for one call.
 
     Args:
@@ -88,14 +109,25 @@ def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str) 
         requested: "auto" or one of ``PRIORITY``.
         reasons: for each backend in ``PRIORITY``, why it cannot run these inputs.
         inputs: ``describe(...)`` of the inputs, shown when a forced backend cannot run.
+        call: for "auto": a CUDA kernel is used only once it passed its first-use check
+            (``_verify``), and among several runnable backends a large problem takes the measured
+            fastest (``_tune``). Without it, the first runnable backend in ``PRIORITY``.
 
     Returns:
         The chosen backend name.
     """
     if requested == "auto":
-        chosen = next(b for b in PRIORITY if not reasons[b])
+        if call is not None and _tracing(call.device):
+            call = None  # no checks or timings inside torch.compile or a CUDA graph capture
+        if call is not None:
+            for backend in PRIORITY:
+                failed = None if reasons[backend] else _verify.mismatch(op, backend, call.device, call.dtype)
+                if failed:
+                    reasons[backend] = [f"the {backend} kernel failed its first-use check ({failed})"]
+        runnable = [b for b in PRIORITY if not reasons[b]]
+        chosen = runnable[0] if call is None else _tune.pick(op, runnable, call.device, call.shape, call.work, call.run)
         skipped = [r for b in PRIORITY[: PRIORITY.index(chosen)] for r in reasons[b]]
-        if chosen == "reference" and skipped:
+        if runnable[0] == "reference" and skipped:  # not when measured faster than a runnable kernel
             key = (op, "; ".join(skipped))
             if key not in _WARNED:
                 _WARNED.add(key)

@@ -38,7 +38,7 @@ from typing import NamedTuple
 import torch
 
 from lnl import _ext
-from lnl.ops import _dispatch
+from lnl.ops import _dispatch, _tune
 from lnl.ops import gmm_reference as ref
 
 OP = "gmm_em"
@@ -179,10 +179,12 @@ def not_supported_reasons(backend: str, x: torch.Tensor, n_components: int) -> l
     return reasons
 
 
-def choose_backend(x: torch.Tensor, n_components: int = 2, requested: str = "auto") -> tuple[str, dict]:
-    """The backend ``gmm_fit`` would use, and why each higher-priority one was skipped."""
+def choose_backend(x: torch.Tensor, n_components: int = 2, requested: str = "auto",
+                   call: _dispatch.Call | None = None) -> tuple[str, dict]:
+    """The backend ``gmm_fit`` would use, and why each higher-priority one was skipped (``call``: verify
+    and measure, see ``_dispatch.choose``)."""
     reasons = {b: not_supported_reasons(b, x, n_components) for b in _dispatch.PRIORITY}
-    return _dispatch.choose(OP, requested, reasons, _dispatch.describe(x=x)), reasons
+    return _dispatch.choose(OP, requested, reasons, _dispatch.describe(x=x), call), reasons
 
 
 def _device_uniforms(seed: int, k: int, device: torch.device) -> torch.Tensor:
@@ -238,7 +240,12 @@ def gmm_fit(x: torch.Tensor, lengths: torch.Tensor | None = None, *, n_component
     """
     # values=False: NaN/inf are the kernels' to find (status 2), the reference checks them itself
     lengths = check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, values=False)
-    chosen, _ = choose_backend(x, n_components, backend)
+    run = lambda b: gmm_fit(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,
+                            reg_covar=reg_covar, init=init, seed=seed, backend=b)
+    g, n, d = x.shape
+    shape = f"{x.dtype}|{_tune.bucket(g, n)}|d{d}|k{n_components}|it{max_iter}"
+    call = _dispatch.Call(x.device, x.dtype, shape, g * n * n_components * d * d * max_iter, run)
+    chosen, _ = choose_backend(x, n_components, backend, call)
     if chosen == "reference":
         return gmm_fit_reference(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,
                                  reg_covar=reg_covar, init=init, seed=seed)

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from lnl import _ext
-from lnl.ops import _dispatch
+from lnl.ops import _dispatch, _tune
 
 OP = "knn_labels"
 METRICS = ("cosine", "ip", "l2")
@@ -199,11 +199,13 @@ def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) ->
     return reasons
 
 
-def choose_backend(queries, keys, key_labels, k, metric="cosine", requested="auto") -> tuple[str, dict[str, list[str]]]:
-    """The backend ``knn_labels`` would use, and why each higher-priority one was skipped."""
+def choose_backend(queries, keys, key_labels, k, metric="cosine", requested="auto",
+                   call: _dispatch.Call | None = None) -> tuple[str, dict[str, list[str]]]:
+    """The backend ``knn_labels`` would use, and why each higher-priority one was skipped (``call``:
+    verify and measure, see ``_dispatch.choose``)."""
     reasons = {b: not_supported_reasons(b, queries, keys, key_labels, k, metric) for b in _dispatch.PRIORITY}
     inputs = _dispatch.describe(queries=queries, keys=keys, key_labels=key_labels)
-    return _dispatch.choose(OP, requested, reasons, inputs), reasons
+    return _dispatch.choose(OP, requested, reasons, inputs, call), reasons
 
 
 def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor, k: int,
@@ -231,7 +233,15 @@ def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tens
     if queries.dtype != keys.dtype:  # float32 queries, float64 keys: both in the wider type, as the reference
         dtype = torch.promote_types(queries.dtype, keys.dtype)
         queries, keys = queries.to(dtype), keys.to(dtype)
-    chosen = backend if backend == "faiss" else choose_backend(queries, keys, key_labels, k, metric, backend)[0]
+    if backend == "faiss":
+        chosen = backend
+    else:
+        run = lambda b: knn_labels(queries, keys, key_labels, k, num_classes, metric=metric,
+                                   exclude_self=exclude_self, chunk=chunk, backend=b)
+        shape = f"{queries.dtype}|{metric}|{exclude_self}|{_tune.bucket(queries.shape[0], *keys.shape, k)}"
+        work = queries.shape[0] * keys.shape[0] * keys.shape[1]
+        call = _dispatch.Call(queries.device, queries.dtype, shape, work, run)
+        chosen = choose_backend(queries, keys, key_labels, k, metric, backend, call)[0]
     if chosen == "reference":  # exact distances, no shift needed
         return knn_labels_reference(queries, keys, key_labels, k, num_classes, metric=metric,
                                     exclude_self=exclude_self, chunk=chunk)

@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 
 from lnl import _ext
-from lnl.ops import _dispatch
+from lnl.ops import _dispatch, _tune
 from lnl.ops.plr_reference import (
     PlrStats,
     candidate_columns,
@@ -168,12 +168,21 @@ def not_supported_reasons(backend: str, features: torch.Tensor, num_classes: int
     return reasons
 
 
-def choose_backend(features, cand, labels, num_classes, requested="auto",
-                   op: str = OP) -> tuple[str, dict[str, list[str]]]:
-    """The backend ``plr_loss`` (or ``plr_mask``) would use, and why each higher one was skipped."""
+def choose_backend(features, cand, labels, num_classes, requested="auto", op: str = OP,
+                   call: _dispatch.Call | None = None) -> tuple[str, dict[str, list[str]]]:
+    """The backend ``plr_loss`` (or ``plr_mask``) would use, and why each higher one was skipped
+    (``call``: verify and measure, see ``_dispatch.choose``)."""
     reasons = {b: not_supported_reasons(b, features, num_classes, op) for b in _dispatch.PRIORITY}
     inputs = _dispatch.describe(features=features, cand=cand, labels=labels)
-    return _dispatch.choose(op, requested, reasons, inputs), reasons
+    return _dispatch.choose(op, requested, reasons, inputs, call), reasons
+
+
+def _timed_step(features, cand, labels, kappa, num_classes, backend, **kw) -> None:
+    """One forward and backward of ``backend`` on a detached copy (what the tuner measures)."""
+    with torch.enable_grad():
+        f = features.detach().requires_grad_()
+        plr_loss(f, cand, labels, kappa=kappa, num_classes=num_classes, validate=False, backend=backend,
+                 **kw).backward()
 
 
 def plr_mask(cand: torch.Tensor, labels: torch.Tensor, kappa: int, *, num_classes: int | None = None,
@@ -194,7 +203,8 @@ def plr_mask(cand: torch.Tensor, labels: torch.Tensor, kappa: int, *, num_classe
         check_mask_inputs(cand, labels, kappa, UNBOUNDED)
         num_classes = default_num_classes(cand, labels, kappa)
     check_mask_inputs(cand, labels, kappa, num_classes)
-    chosen, _ = choose_backend(cand, cand, labels, num_classes, backend, op=MASK_OP)
+    call = _dispatch.Call(cand.device, cand.dtype, "", 0, lambda b: None)  # verified, never measured
+    chosen, _ = choose_backend(cand, cand, labels, num_classes, backend, op=MASK_OP, call=call)
     if chosen == "reference":
         return plr_mask_reference(cand, labels, kappa, num_classes)
     return torch.ops.lnl.plr_mask(cand.contiguous().long(), labels.contiguous().long(), kappa, num_classes)
@@ -227,7 +237,11 @@ def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *
         num_classes = default_num_classes(cand, labels, kappa)
     check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
                  values=validate)
-    chosen, _ = choose_backend(features, cand, labels, num_classes, backend)
+    run = lambda b: _timed_step(features, cand, labels, kappa, num_classes, b,
+                                temperature=temperature, base_temperature=base_temperature, flat=flat)
+    shape = f"{features.dtype}|{flat}|{_tune.bucket(*features.shape, num_classes)}"
+    call = _dispatch.Call(features.device, features.dtype, shape, 2 * features.shape[0] ** 2 * features.shape[1], run)
+    chosen, _ = choose_backend(features, cand, labels, num_classes, backend, call=call)
     if chosen == "reference":
         return plr_loss_reference(features, cand, labels, kappa=kappa, temperature=temperature,
                                   base_temperature=base_temperature, flat=flat,
