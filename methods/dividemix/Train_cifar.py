@@ -24,8 +24,8 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lnl.codivide.cotrain import CoDivide, fit
 from lnl.engine import default_argument_parser, default_setup
-from lnl.engine.cotrain import CoDivide, fit
 from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
 from lnl.models import create_model
 from lnl.presets import parse_with_preset

@@ -22,10 +22,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lnl.codivide.cotrain import fit
+from lnl.codivide.files import eval_file_loader, file_data, transforms_for
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import eval_file_loader, file_data, transforms_for
-from lnl.engine.cotrain import fit
 from methods.dividemix import dividemix_lib as lib
 
 METHOD = "dividemix"

@@ -1,7 +1,7 @@
 """DivideMix-only logic for Clothing1M and WebVision (``LiJunnan1992/DivideMix: Train_clothing1M.py``,
 ``Train_webvision.py`` @ d9d3058; specs/plremix_dividemix.md §6.3): the file-list co-divide with one
 LR milestone, per-net 32k class-balanced eval subsets (Clothing1M), the labeled-only MixMatch forward
-(Clothing1M) and best-validation model selection (Clothing1M). The loop is ``lnl.engine.cotrain``.
+(Clothing1M) and best-validation model selection (Clothing1M). The loop is ``lnl.codivide.cotrain``.
 """
 
 from __future__ import annotations
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from lnl.engine import codivide as cd
+from lnl.codivide import steps as cd
+from lnl.codivide.cotrain import CoDivide
+from lnl.codivide.files import FileListMixin, Recipe
 from lnl.engine.checkpoint import atomic_save
-from lnl.engine.codivide_files import FileListMixin, Recipe
-from lnl.engine.cotrain import CoDivide
 from lnl.models import create_model
 
 # DivideMix Clothing1M: eval subsets of num_batches (1000) × bs (32) per net; warm-up 64k at batch 64.

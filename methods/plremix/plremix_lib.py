@@ -1,6 +1,6 @@
 """PLReMix-only logic (specs/plremix_dividemix.md §3–§5, §13.1): the warm-up contrastive loss, the
 2-D GMM input, the PLR term of the MixMatch step, the κ schedule and the prototypes with the
-FreeMatch-style self-adaptive selection. The co-divide loop itself is ``lnl.engine.cotrain.CoDivide``
+FreeMatch-style self-adaptive selection. The co-divide loop itself is ``lnl.codivide.cotrain.CoDivide``
 (shared with DivideMix); ``PLReMix`` overrides its hooks.
 
 Ported from ``lxysl/PLReMix @ b0c4ec3`` (``utils/train_utils.py``, ``losses/losses.py``). Quirks kept
@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lnl.engine import codivide as cd
-from lnl.engine.codivide_files import FileListMixin
-from lnl.engine.cotrain import CoDivide
+from lnl.codivide import steps as cd
+from lnl.codivide.cotrain import CoDivide
+from lnl.codivide.files import FileListMixin
 
 #: ``--aug`` → the GPU loader's strong view: PLReMix's PIL AutoAugment (CIFAR policy on CIFAR, ImageNet
 #: policy on Tiny-ImageNet, ``data/data_loader.py``), FixMatch's RandAugment, or the weak view itself.

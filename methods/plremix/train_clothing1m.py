@@ -20,10 +20,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lnl.codivide.cotrain import fit
+from lnl.codivide.files import CLOTHING1M, eval_file_loader, file_data, transforms_for
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import CLOTHING1M, eval_file_loader, file_data, transforms_for
-from lnl.engine.cotrain import fit
 from methods.plremix import plremix_lib as lib
 
 METHOD = "plremix"

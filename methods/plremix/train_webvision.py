@@ -18,10 +18,10 @@ from typing import Sequence
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lnl.codivide.cotrain import fit
+from lnl.codivide.files import WEBVISION, file_data, topk_tests, transforms_for, webvision_tests
 from lnl.data import get_dataset
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import WEBVISION, file_data, topk_tests, transforms_for, webvision_tests
-from lnl.engine.cotrain import fit
 from methods.plremix import plremix_lib as lib
 
 METHOD = "plremix"

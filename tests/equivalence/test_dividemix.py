@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.engine import codivide as cd
-from lnl.engine import mixmatch as mm
-from lnl.engine.cotrain import CoDivide
+from lnl.codivide import steps as cd
+from lnl.codivide import mixmatch as mm
+from lnl.codivide.cotrain import CoDivide
 from lnl.models import create_model
 from tests.equivalence import _golden as G
 from tests.equivalence import make_goldens_dividemix as gen

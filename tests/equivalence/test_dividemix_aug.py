@@ -48,7 +48,7 @@ def test_clothing1m_and_webvision_views(golden):
     from PIL import Image
 
     from lnl.data import webscale
-    from lnl.engine.codivide_files import transforms_for
+    from lnl.codivide.files import transforms_for
     from methods.dividemix import dividemix_lib as lib
 
     image = Image.fromarray(G.file_image())

@@ -12,7 +12,7 @@ original's order, both ways the GPU loader dispatches (sorted; dense ``torch.whe
 default); the composed CIFAR and
 Tiny-ImageNet views through ``GPULoader.apply`` (what ``GPULoader.transform`` runs for these views)
 with ``GPULoader.draws_like_original``; the Clothing1M/WebVision views through
-``lnl.engine.codivide_files.transforms_for`` + ``MultiView`` with ``plremix_lib.file_view_names``.
+``lnl.codivide.files.transforms_for`` + ``MultiView`` with ``plremix_lib.file_view_names``.
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def test_file_list_views_of_warmup_and_labeled_items(dataset):
     from PIL import Image
 
     from lnl.data import webscale
-    from lnl.engine.codivide_files import CLOTHING1M, WEBVISION, MultiView, transforms_for
+    from lnl.codivide.files import CLOTHING1M, WEBVISION, MultiView, transforms_for
     from methods.plremix.plremix_lib import file_view_names
 
     golden = _golden("aug_file_views")

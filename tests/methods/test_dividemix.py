@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lnl.engine import cotrain, read_jsonl
-from lnl.engine.codivide import minmax, per_sample_ce
+from lnl.codivide import cotrain
+from lnl.codivide.steps import minmax, per_sample_ce
+from lnl.engine import read_jsonl
 from lnl.presets import get_preset
 from methods.dividemix import Train_cifar as train
 from tests.methods.codivide_helpers import run_main, stop_after, tiny_digits

@@ -12,7 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.engine import cotrain, read_jsonl
+from lnl.codivide import cotrain
+from lnl.engine import read_jsonl
 from lnl.presets import get_preset
 from methods.plremix import plremix_lib as lib
 from methods.plremix import train

@@ -20,8 +20,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import SubsetRandomSampler
 
+from lnl.codivide import steps as cd
 from lnl.data.loaders import build_file_loader, class_balanced_subset
-from lnl.engine import codivide as cd
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from lnl.engine import codivide as cd
+from lnl.codivide import steps as cd
 from lnl.engine.checkpoint import find_resume_path, load_checkpoint, save_checkpoint
 from lnl.engine.logger import MetricLogger, append_jsonl
 from lnl.engine.train_loop import Stopwatch, run_epochs

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lnl.codivide import mixmatch as mm
 from lnl.data.gpu import GPULoader
-from lnl.engine import mixmatch as mm
 from lnl.engine.train_loop import FiniteGuard, autocast, progress
 
 ForwardFn = Callable[[torch.nn.Module, Tensor], dict]
