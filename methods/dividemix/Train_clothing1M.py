@@ -23,8 +23,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.codivide.cotrain import fit
-from lnl.codivide.files import eval_file_loader, file_data, transforms_for
+from lnl.codivide.files import eval_file_loader, file_data
 from lnl.data import get_dataset
+from lnl.data.file_views import transforms_for
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from methods.dividemix import dividemix_lib as lib
 
@@ -69,7 +70,7 @@ def main(args: argparse.Namespace) -> dict:
     val_set, test_set = get_dataset("clothing1m", root, "val"), get_dataset("clothing1m", root, "test")
     recipe = dataclasses.replace(lib.CLOTHING1M, warmup_samples=2 * args.num_batches * args.batch_size,
                                  eval_samples=args.num_batches * args.batch_size)
-    tf = transforms_for(recipe, train_set.mean, train_set.std)
+    tf = transforms_for(recipe.crops, train_set.mean, train_set.std)
     nets, optimizers = lib.build_nets(args, "torchvision_resnet50", 14, pretrained=args.pretrained)
     method = lib.FileDivideMix(args, nets, optimizers, file_data(train_set), log, recipe=recipe, milestone=40,
                                penalty=True, labeled_only=True, tf=tf)

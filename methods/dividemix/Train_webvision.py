@@ -20,8 +20,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.codivide.cotrain import fit
-from lnl.codivide.files import file_data, topk_tests, transforms_for, webvision_tests
+from lnl.codivide.files import file_data, topk_tests, webvision_tests
 from lnl.data import get_dataset
+from lnl.data.file_views import transforms_for
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from methods.dividemix import dividemix_lib as lib
 
@@ -61,7 +62,7 @@ def main(args: argparse.Namespace) -> dict:
     log = default_setup(args)
     root = Path(args.data_path).expanduser()
     train_set = get_dataset("webvision", root, "train")
-    tf = transforms_for(lib.WEBVISION, train_set.mean, train_set.std)
+    tf = transforms_for(lib.WEBVISION.crops, train_set.mean, train_set.std)
     nets, optimizers = lib.build_nets(args, "timm_inception_resnet_v2", 50)
     method = lib.FileDivideMix(args, nets, optimizers, file_data(train_set), log, recipe=lib.WEBVISION,
                                milestone=40, penalty=False, labeled_only=False, tf=tf)

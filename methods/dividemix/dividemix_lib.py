@@ -7,6 +7,7 @@ LR milestone, per-net 32k class-balanced eval subsets (Clothing1M), the labeled-
 from __future__ import annotations
 
 import copy
+import dataclasses
 from pathlib import Path
 
 import torch
@@ -14,12 +15,13 @@ import torch
 from lnl.codivide import steps as cd
 from lnl.codivide.cotrain import CoDivide
 from lnl.codivide.files import FileListMixin, Recipe
+from lnl.data.file_views import CLOTHING1M_CROPS, WEBVISION_CROPS
 from lnl.engine.checkpoint import atomic_save
 from lnl.models import create_model
 
 # DivideMix Clothing1M: eval subsets of num_batches (1000) × bs (32) per net; warm-up 64k at batch 64.
-CLOTHING1M = Recipe(256, 224, (196, 0.7, 1.0), (120, 0.4, 0.7), 64_000, 32_000)
-WEBVISION = Recipe(320, 299, (224, 0.14, 1.0), (128, 0.05, 0.14), None, None, random_resized_crop=True)
+CLOTHING1M = Recipe(CLOTHING1M_CROPS, 64_000, 32_000)
+WEBVISION = Recipe(dataclasses.replace(WEBVISION_CROPS, random_resized_crop=True), None, None)
 
 
 class FileDivideMix(FileListMixin, CoDivide):

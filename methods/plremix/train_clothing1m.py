@@ -21,8 +21,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.codivide.cotrain import fit
-from lnl.codivide.files import CLOTHING1M, eval_file_loader, file_data, transforms_for
+from lnl.codivide.files import CLOTHING1M, eval_file_loader, file_data
 from lnl.data import get_dataset
+from lnl.data.file_views import transforms_for
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from methods.plremix import plremix_lib as lib
 
@@ -53,7 +54,7 @@ def main(args: argparse.Namespace) -> dict:
     root = Path(args.data_path).expanduser()
     train_set = get_dataset("clothing1m", root, "train")
     val_set, test_set = get_dataset("clothing1m", root, "val"), get_dataset("clothing1m", root, "test")
-    tf = transforms_for(CLOTHING1M, train_set.mean, train_set.std, aug=args.aug)
+    tf = transforms_for(CLOTHING1M.crops, train_set.mean, train_set.std, aug=args.aug)
     nets, optimizers = lib.build_nets(args, 14)
     method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=CLOTHING1M,
                              milestones=MILESTONES, penalty=True, tf=tf)

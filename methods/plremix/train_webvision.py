@@ -19,8 +19,9 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.codivide.cotrain import fit
-from lnl.codivide.files import WEBVISION, file_data, topk_tests, transforms_for, webvision_tests
+from lnl.codivide.files import WEBVISION, file_data, topk_tests, webvision_tests
 from lnl.data import get_dataset
+from lnl.data.file_views import transforms_for
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from methods.plremix import plremix_lib as lib
 
@@ -49,7 +50,7 @@ def main(args: argparse.Namespace) -> dict:
     args.warm_up = WARM_UP if args.warm_up is None else args.warm_up
     root = Path(args.data_path).expanduser()
     train_set = get_dataset("webvision", root, "train")
-    tf = transforms_for(WEBVISION, train_set.mean, train_set.std, aug=args.aug)
+    tf = transforms_for(WEBVISION.crops, train_set.mean, train_set.std, aug=args.aug)
     nets, optimizers = lib.build_nets(args, 50)
     method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=WEBVISION,
                              milestones=MILESTONES, penalty=False, tf=tf)

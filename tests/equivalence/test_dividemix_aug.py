@@ -48,7 +48,7 @@ def test_clothing1m_and_webvision_views(golden):
     from PIL import Image
 
     from lnl.data import webscale
-    from lnl.codivide.files import transforms_for
+    from lnl.data.file_views import transforms_for
     from methods.dividemix import dividemix_lib as lib
 
     image = Image.fromarray(G.file_image())
@@ -57,7 +57,7 @@ def test_clothing1m_and_webvision_views(golden):
              (("train", "weak"), ("test", "val"))),
             ("webvision", lib.WEBVISION, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD,
              (("train", "weak"), ("test", "val"), ("imagenet", "val")))):
-        tf = transforms_for(recipe, mean, std)
+        tf = transforms_for(recipe.crops, mean, std)
         for original, port in cases:
             torch.manual_seed(G.SEED)
             got = G.digest(tf[port](image))
