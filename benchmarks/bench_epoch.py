@@ -54,16 +54,18 @@ def build(method: str, argv: list[str]) -> CoDivide:
         from methods.plremix import train as entry
     else:
         from methods.dividemix import Train_cifar as entry
+        from methods.dividemix import dividemix_lib as dm_lib
     args = entry.parse_args(argv)
+    vars(args).pop("recipe")  # the entry point's main() pops it too
     args.noise_file = args.noise_file or None
     log = default_setup(args)
-    args.warm_up = args.warm_up if args.warm_up is not None else entry.WARM_UP[args.dataset]
+    args.warm_up = args.warm_up if args.warm_up is not None else entry.RECIPE.warm_up_epochs[args.dataset]
     data = engine_data.build_noisy_data(args, log)
     if method == "plremix":
         lib.resolve_fixes(args)
-        nets, opts = lib.build_nets(args, data.num_classes)
+        nets, opts = lib.proto_nets(args, data.num_classes)
         return lib.PLReMix(args, nets, opts, data, log)
-    nets, opts = entry.build_nets(args, data.num_classes)
+    nets, opts = dm_lib.dividemix_nets(args, entry.RECIPE.backbone, data.num_classes, weight_decay=5e-4)
     return CoDivide(args, nets, opts, data, log)
 
 

@@ -25,7 +25,7 @@ from torch import Tensor
 from lnl.codivide import steps as cd
 from lnl.engine.checkpoint import find_resume_path, load_checkpoint, save_checkpoint
 from lnl.engine.logger import MetricLogger, append_jsonl
-from lnl.engine.train_loop import Stopwatch, run_epochs
+from lnl.engine.train_loop import Stopwatch, run_epochs, set_lr
 
 HISTORY = 5  # DivideMix averages the last 5 epochs' losses at 90 % noise
 
@@ -188,7 +188,7 @@ class CoDivide:
         """One epoch (warm-up or co-divide training), returning its training metrics."""
         lr = self.lr_at(epoch)
         for opt in self.optimizers:
-            cd.set_lr(opt, lr)
+            set_lr(opt, lr)
         metrics = self.warmup(epoch) if epoch < self.args.warm_up else self.train(epoch)
         return {"lr": lr, **metrics}
 

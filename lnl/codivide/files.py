@@ -11,7 +11,6 @@ torch seed of its worker, which ``DataLoader`` derives from the loader's generat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Callable
@@ -21,28 +20,16 @@ from torch import Tensor
 from torch.utils.data import SubsetRandomSampler
 
 from lnl.codivide import steps as cd
-from lnl.data.file_views import CLOTHING1M_CROPS, WEBVISION_CROPS, Crops, MultiView
+from lnl.codivide.recipe import Recipe
+from lnl.data.file_views import MultiView
 from lnl.data.loaders import DeviceLoader, build_file_loader, class_balanced_subset
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The views and subset sizes of one file-list dataset's recipe."""
-
-    crops: Crops
-    warmup_samples: int | None  # class-balanced warm-up subset (None: all samples)
-    eval_samples: int | None  # class-balanced eval subset per net (None: all samples)
-
-
-CLOTHING1M = Recipe(CLOTHING1M_CROPS, 64_000, 64_000)
-WEBVISION = Recipe(WEBVISION_CROPS, None, None)
 
 
 class FileListMixin:
     """Loader hooks of ``CoDivide`` for file-list data. The subclass sets ``recipe``, ``warmup_names``,
     ``semi_names`` and provides ``self.train_set`` (a ``FileListDataset``) and ``self.tf``."""
 
-    recipe: Recipe = CLOTHING1M
+    recipe: Recipe
     warmup_names: tuple[str, ...] = ("weak",)
     semi_names: tuple[str, ...] = ("weak", "weak")
     eval_batch_size = 256

@@ -87,12 +87,6 @@ def keep_partial_batch(size: int, batch_size: int, drop_last: bool, what: str, l
     return drop_last
 
 
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate (the originals' ``adjust_learning_rate``)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
-
-
 @torch.no_grad()
 def collect_outputs(net: torch.nn.Module, loader, num_rows: int, *, forward: ForwardFn | None = None,
                     rows: Tensor | None = None, amp: bool = False) -> dict[str, Tensor]:

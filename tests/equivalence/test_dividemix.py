@@ -188,7 +188,7 @@ def test_noise_generation(shared_data, dataset, mode, r):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_normalisation_is_dividemix_own(dataset):
-    from methods.dividemix.Train_cifar import NORMALISATION
+    from methods.dividemix.dividemix_train import NORMALISATION
 
     g = golden("noise")
     mean, std = NORMALISATION[dataset]

@@ -11,6 +11,7 @@ from lnl.codivide.steps import minmax, per_sample_ce
 from lnl.engine import read_jsonl
 from lnl.presets import get_preset
 from methods.dividemix import Train_cifar as train
+from methods.dividemix import dividemix_train
 from tests.methods.codivide_helpers import run_main, stop_after, tiny_digits
 
 
@@ -29,8 +30,8 @@ def test_defaults_and_presets():
 def test_original_noise_file_name_is_used_when_present(tmp_path):
     (tmp_path / "0.5_sym.json").write_text("[]")
     a = train.parse_args(["--data_path", str(tmp_path)])
-    assert train.default_noise_file(a) == str(tmp_path / "0.5_sym.json")
-    assert train.default_noise_file(train.parse_args(["--data_path", str(tmp_path), "--r", "0.8"])) is None
+    assert dividemix_train.default_noise_file(a) == str(tmp_path / "0.5_sym.json")
+    assert dividemix_train.default_noise_file(train.parse_args(["--data_path", str(tmp_path), "--r", "0.8"])) is None
 
 
 class _Args:
