@@ -61,7 +61,8 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     if r.pretrained:
         e.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random init")
     if not r.file_list:
-        e.add_argument("--lr_milestone", default="150", help="epoch of the LR ÷10 step (the original's 150), or 'half'")
+        e.add_argument("--lr_milestone", default="150",
+                       help="epoch of the LR ÷10 step (the original's 150), or 'half'")
         e.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/dividemix.yaml")
         add_subset_flag(p)
     p.set_defaults(recipe=r)
@@ -104,6 +105,9 @@ def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
 
 def main_file_list(args: argparse.Namespace, r: Recipe) -> dict:
     """Clothing1M (best-val nets tested at the end) or WebVision (both val sets every epoch)."""
+    if r.evaluation not in ("val_best", "webvision"):
+        raise ValueError(f"{r.title}: evaluation {r.evaluation!r}; DivideMix's file-list runs provide "
+                         "'val_best', 'webvision'")
     args.out = args.out or f"runs/{METHOD}/{r.dataset}-s{args.seed}"
     log = default_setup(args)
     root = Path(args.data_path).expanduser()

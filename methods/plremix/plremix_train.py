@@ -62,6 +62,9 @@ def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
 
 def main_file_list(args: argparse.Namespace, r: Recipe) -> dict:
     """Clothing1M (val every epoch, the last epoch's nets tested) or WebVision (both val sets every epoch)."""
+    if r.evaluation not in ("val_last", "webvision"):
+        raise ValueError(f"{r.title}: evaluation {r.evaluation!r}; PLReMix's file-list runs provide "
+                         "'val_last', 'webvision'")
     args.out = args.out or f"runs/{METHOD}/{r.dataset}-s{args.seed}"
     log = default_setup(args)
     args.warm_up = r.warm_up_epochs[r.dataset] if args.warm_up is None else args.warm_up

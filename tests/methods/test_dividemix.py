@@ -116,3 +116,17 @@ def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch)
     aucs = [min(r["net1_auc"], r["net2_auc"]) for r in rows if "net1_auc" in r]
     assert aucs[-1] >= 0.9 and min(aucs) >= 0.85, aucs  # the issue: the GMM *reaches* AUC >= 0.9
     assert res["test_acc"] > ce["test_acc"], (res["test_acc"], ce["test_acc"])
+
+
+@pytest.mark.parametrize("method", ["dividemix", "plremix"])
+def test_a_file_list_recipe_with_an_evaluation_its_method_lacks_is_refused(tmp_path, method):
+    import dataclasses
+    import importlib
+
+    entry = importlib.import_module("methods.dividemix.Train_webvision" if method == "dividemix"
+                                    else "methods.plremix.train_webvision")
+    args = entry.parse_args(["--data_path", str(tmp_path), "--out", str(tmp_path / "run")])
+    args.recipe = dataclasses.replace(args.recipe, evaluation="test")
+    with pytest.raises(ValueError, match="evaluation 'test'"):
+        entry.main(args)
+    assert not (tmp_path / "run").exists()
