@@ -27,9 +27,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import lnl.engine.data as engine_data  # noqa: E402
+from lnl.codivide.cotrain import CoDivide  # noqa: E402
 from lnl.data import InMemoryDataset  # noqa: E402
 from lnl.engine import default_setup  # noqa: E402
-from lnl.engine.cotrain import CoDivide  # noqa: E402
 from lnl.engine.defaults import git_sha  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
@@ -54,16 +54,18 @@ def build(method: str, argv: list[str]) -> CoDivide:
         from methods.plremix import train as entry
     else:
         from methods.dividemix import Train_cifar as entry
+        from methods.dividemix import dividemix_lib as dm_lib
     args = entry.parse_args(argv)
+    vars(args).pop("recipe")  # the entry point's main() pops it too
     args.noise_file = args.noise_file or None
     log = default_setup(args)
-    args.warm_up = args.warm_up if args.warm_up is not None else entry.WARM_UP[args.dataset]
+    args.warm_up = args.warm_up if args.warm_up is not None else entry.RECIPE.warm_up_epochs[args.dataset]
     data = engine_data.build_noisy_data(args, log)
     if method == "plremix":
         lib.resolve_fixes(args)
-        nets, opts = lib.build_nets(args, data.num_classes)
+        nets, opts = lib.proto_nets(args, data.num_classes)
         return lib.PLReMix(args, nets, opts, data, log)
-    nets, opts = entry.build_nets(args, data.num_classes)
+    nets, opts = dm_lib.dividemix_nets(args, entry.RECIPE.backbone, data.num_classes, weight_decay=5e-4)
     return CoDivide(args, nets, opts, data, log)
 
 

@@ -3,7 +3,9 @@
 * :func:`get_dataset` / :func:`list_datasets`: the dataset registry (:mod:`lnl.data.datasets`).
 * :mod:`lnl.data.noise`: synthetic label-noise generators and noise-file readers/writers.
 * :mod:`lnl.data.gpu`: :class:`~lnl.data.gpu.GPULoader`, batches and augmentation on the device.
-* :mod:`lnl.data.loaders`: ``DataLoader`` helpers for file-list datasets (Clothing1M subsets).
+* :mod:`lnl.data.loaders`: ``DataLoader`` helpers for file-list datasets (Clothing1M subsets,
+  ``DeviceLoader``).
+* :mod:`lnl.data.file_views`: the PIL views of file-list datasets (crops, ``transforms_for``, ``MultiView``).
 """
 
 from lnl.data.datasets import (

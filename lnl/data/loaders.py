@@ -142,6 +142,25 @@ class IndexedDataset(Dataset):
         return img, label, i
 
 
+class DeviceLoader:
+    """Moves ``(views, labels, indices)`` batches of a ``DataLoader`` to ``device``; exposes
+    ``indices`` and ``batch_size`` like ``GPULoader`` (``semi_epoch`` sizes its λ_u ramp with them)."""
+
+    def __init__(self, loader: DataLoader, device: torch.device, indices: torch.Tensor):
+        self.loader, self.device, self.indices, self.batch_size = loader, device, indices, loader.batch_size
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for views, labels, idx in self.loader:
+            if isinstance(views, (tuple, list)):
+                views = tuple(v.to(self.device, non_blocking=True) for v in views)
+            else:
+                views = views.to(self.device, non_blocking=True)
+            yield views, labels.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+
+
 def build_file_loader(
     dataset: Dataset,
     transform: Callable | None,

@@ -21,6 +21,12 @@ def autocast(device: torch.device, enabled: bool):
     return contextlib.nullcontext()
 
 
+def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Set every parameter group's learning rate (the originals' ``adjust_learning_rate``)."""
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, leave: bool = False):
     """A tqdm bar on rank 0 (to stderr), silent on other ranks."""
     return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True,

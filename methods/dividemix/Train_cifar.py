@@ -14,100 +14,30 @@ saved no checkpoints); writes ``eval.jsonl`` (with the GMM's clean/noisy AUC) an
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
-
-import torch
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import default_argument_parser, default_setup
-from lnl.engine.cotrain import CoDivide, fit
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
-from lnl.models import create_model
+from lnl.codivide.recipe import Recipe
 from lnl.presets import parse_with_preset
+from methods.dividemix import dividemix_train
+from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this entry point's)
 
-METHOD = "dividemix"
-WARM_UP = {"cifar10": 10, "cifar100": 30, "digits": 3}  # Train_cifar.py @ d9d3058; digits: lnl
-# dataloader_cifar.py @ d9d3058: DivideMix's own constants (CIFAR-100's differ from PLReMix's)
-NORMALISATION = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-                 "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))}
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("DivideMix (CIFAR-10/100)", parents=[default_argument_parser()])
-    g = p.add_argument_group("DivideMix (LiJunnan1992/DivideMix @ d9d3058)")
-    g.add_argument("--batch_size", default=64, type=int, help="train batchsize (labeled and unlabeled)")
-    g.add_argument("--lr", "--learning_rate", dest="lr", default=0.02, type=float, help="initial learning rate")
-    g.add_argument("--noise_mode", default="sym")
-    g.add_argument("--alpha", default=4, type=float, help="parameter for Beta")
-    g.add_argument("--lambda_u", default=25, type=float, help="weight for unsupervised loss")
-    g.add_argument("--p_threshold", default=0.5, type=float, help="clean probability threshold")
-    g.add_argument("--T", default=0.5, type=float, help="sharpening temperature")
-    g.add_argument("--num_epochs", default=300, type=int, help="epochs 0..num_epochs inclusive")
-    g.add_argument("--r", default=0.5, type=float, help="noise ratio")
-    g.add_argument("--id", default="")
-    g.add_argument("--seed", default=123, type=int)
-    g.add_argument("--gpuid", default=0, type=int, help="accepted for compatibility; use --device")
-    g.add_argument("--num_class", default=10, type=int, help="overwritten by the dataset")
-    g.add_argument("--data_path", default=None, help="dataset folder (default: $LNL_DATA/<dataset>)")
-    g.add_argument("--dataset", default="cifar10", choices=("cifar10", "cifar100", "digits"))
-    e = p.add_argument_group("lnl additions")
-    e.add_argument("--noise_file", default=None, help="noise labels file (see the module docstring)")
-    e.add_argument("--warm_up", type=int, default=None, help="default: 10 (cifar10) / 30 (cifar100)")
-    e.add_argument("--arch", default=None, help="lnl model (default: DivideMix's PreAct ResNet-18)")
-    e.add_argument("--lr_milestone", default="150", help="epoch of the LR ÷10 step (the original's 150), or 'half'")
-    e.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/dividemix.yaml")
-    add_subset_flag(p)
-    return p
+RECIPE = Recipe(
+    title="DivideMix (CIFAR-10/100)", dataset="cifar10", datasets=("cifar10", "cifar100", "digits"), num_classes=10,
+    data_path=None, backbone="dividemix_preact_resnet18", batch_size=64, lr=0.02, weight_decay=5e-4, num_epochs=300,
+    alpha=4, lambda_u=25, warm_up_epochs={"cifar10": 10, "cifar100": 30, "digits": 3}, flags={"id": ""})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def get_args_parser():
+    return dividemix_train.get_args_parser(RECIPE)
+
+
+def parse_args(argv=None):
     """Parse the command line; with ``--preset`` the setting's preset values become defaults first."""
-    return parse_with_preset(get_args_parser(), METHOD, argv)
-
-
-def default_noise_file(args: argparse.Namespace) -> str | None:
-    """The original's ``<data_path>/<r:.1f>_<noise_mode>.json`` when it exists."""
-    if args.data_path is None:
-        return None
-    path = Path(args.data_path) / f"{args.r:.1f}_{args.noise_mode}.json"
-    return str(path) if path.is_file() else None
-
-
-def build_nets(args: argparse.Namespace, num_classes: int) -> tuple[list, list]:
-    """Two PreAct ResNet-18 (or ``--arch``) and SGD(lr, momentum 0.9, wd 5e-4) optimizers."""
-    nets, optimizers = [], []
-    for _ in range(2):
-        net = create_model(args.arch or "dividemix_preact_resnet18", num_classes=num_classes).to(args.device)
-        if args.device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-        optimizers.append(torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=5e-4))
-        nets.append(torch.compile(net) if args.compile else net)
-    return nets, optimizers
-
-
-def main(args: argparse.Namespace) -> dict:
-    """Train both networks, test the ensemble every epoch, checkpoint every epoch; returns the record."""
-    args.noise_file = args.noise_file or default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
-    log = default_setup(args)
-    args.warm_up = WARM_UP[args.dataset] if args.warm_up is None else args.warm_up
-    data = build_noisy_data(args, log, normalisation=NORMALISATION.get(args.dataset))
-    args.num_class = data.num_classes
-    if args.arch is None and args.dataset == "digits":
-        args.arch = "small_cnn"
-    nets, optimizers = build_nets(args, data.num_classes)
-    method = CoDivide(args, nets, optimizers, data, log)
-
-    def test() -> dict:
-        return {"test_acc": method.test(data.test_loader)["top1"]}
-
-    record = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed}
-    return fit(args, method, log, test=test, result=record)
+    return parse_with_preset(get_args_parser(), dividemix_train.METHOD, argv)
 
 
 if __name__ == "__main__":

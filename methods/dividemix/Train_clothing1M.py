@@ -12,72 +12,32 @@ best-validation nets (top-1/5). Unmeasured here: needs the dataset and a GPU.
 
 from __future__ import annotations
 
-import argparse
-import dataclasses
 import sys
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.data import get_dataset
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import eval_file_loader, file_data, transforms_for
-from lnl.engine.cotrain import fit
-from methods.dividemix import dividemix_lib as lib
+from lnl.codivide.recipe import Recipe
+from lnl.data.file_views import CLOTHING1M_CROPS
+from lnl.engine import parse_with_config
+from methods.dividemix import dividemix_train
+from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this entry point's)
 
-METHOD = "dividemix"
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("DivideMix (Clothing1M)", parents=[default_argument_parser()])
-    g = p.add_argument_group("DivideMix (LiJunnan1992/DivideMix @ d9d3058)")
-    g.add_argument("--batch_size", default=32, type=int)
-    g.add_argument("--lr", "--learning_rate", dest="lr", default=0.002, type=float)
-    g.add_argument("--alpha", default=0.5, type=float)
-    g.add_argument("--lambda_u", default=0, type=float)
-    g.add_argument("--p_threshold", default=0.5, type=float)
-    g.add_argument("--T", default=0.5, type=float)
-    g.add_argument("--num_epochs", default=80, type=int, help="epochs 0..num_epochs inclusive")
-    g.add_argument("--id", default="clothing1m")
-    g.add_argument("--data_path", default="../../Clothing1M/data", type=str)
-    g.add_argument("--seed", default=123, type=int)
-    g.add_argument("--gpuid", default=0, type=int, help="accepted for compatibility; use --device")
-    g.add_argument("--num_class", default=14, type=int)
-    g.add_argument("--num_batches", default=1000, type=int, help="eval subset = num_batches × batch_size")
-    e = p.add_argument_group("lnl additions")
-    e.add_argument("--weight_decay", default=1e-3, type=float)
-    e.add_argument("--warm_up", default=1, type=int)
-    e.add_argument("--num_workers", default=5, type=int)
-    e.add_argument("--arch", default=None, help="lnl model instead of ResNet-50 (tests)")
-    e.add_argument("--no-pretrained", dest="pretrained", action="store_false", help="random init")
-    return p
+# the eval subsets are --num_batches × --batch_size = 32,000 per net (PLReMix's: 64,000); warm-up twice that
+RECIPE = Recipe(
+    title="DivideMix (Clothing1M)", dataset="clothing1m", datasets=("clothing1m",), num_classes=14,
+    data_path="../../Clothing1M/data", backbone="torchvision_resnet50", batch_size=32, lr=0.002, weight_decay=1e-3,
+    num_epochs=80, alpha=0.5, lambda_u=0, warm_up=1, milestones=(40,), penalty=True, crops=CLOTHING1M_CROPS,
+    evaluation="val_best", pretrained=True, labeled_only=True, flags={"id": "clothing1m", "num_batches": 1000})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def get_args_parser():
+    return dividemix_train.get_args_parser(RECIPE)
+
+
+def parse_args(argv=None):
     return parse_with_config(get_args_parser(), argv)
-
-
-def main(args: argparse.Namespace) -> dict:
-    """Train, keep best-val weights per net, test their ensemble; returns the results record."""
-    args.out = args.out or f"runs/{METHOD}/clothing1m-s{args.seed}"
-    log = default_setup(args)
-    root = Path(args.data_path).expanduser()
-    train_set = get_dataset("clothing1m", root, "train")
-    val_set, test_set = get_dataset("clothing1m", root, "val"), get_dataset("clothing1m", root, "test")
-    recipe = dataclasses.replace(lib.CLOTHING1M, warmup_samples=2 * args.num_batches * args.batch_size,
-                                 eval_samples=args.num_batches * args.batch_size)
-    tf = transforms_for(recipe, train_set.mean, train_set.std)
-    nets, optimizers = lib.build_nets(args, "torchvision_resnet50", 14, pretrained=args.pretrained)
-    method = lib.FileDivideMix(args, nets, optimizers, file_data(train_set), log, recipe=recipe, milestone=40,
-                               penalty=True, labeled_only=True, tf=tf)
-    val = eval_file_loader(val_set, tf["val"], 4 * args.batch_size, args.num_workers, args.device)
-    test = eval_file_loader(test_set, tf["val"], 4 * args.batch_size, args.num_workers, args.device)
-    out = Path(args.out)
-    record = {"method": METHOD, "dataset": "clothing1m", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=lambda: lib.track_best(method, val, out), result=record, track="val_acc",
-               final=lambda: lib.test_best(method, test, out))
 
 
 if __name__ == "__main__":

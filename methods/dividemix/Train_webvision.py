@@ -10,64 +10,32 @@ or by WNID, PLReMix's). Unmeasured here: needs the dataset and a GPU.
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import sys
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.data import get_dataset
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import file_data, topk_tests, transforms_for, webvision_tests
-from lnl.engine.cotrain import fit
-from methods.dividemix import dividemix_lib as lib
+from lnl.codivide.recipe import Recipe
+from lnl.data.file_views import WEBVISION_CROPS
+from lnl.engine import parse_with_config
+from methods.dividemix import dividemix_train
+from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this entry point's)
 
-METHOD = "dividemix"
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("DivideMix (WebVision)", parents=[default_argument_parser()])
-    g = p.add_argument_group("DivideMix (LiJunnan1992/DivideMix @ d9d3058)")
-    g.add_argument("--batch_size", default=32, type=int)
-    g.add_argument("--lr", "--learning_rate", dest="lr", default=0.01, type=float)
-    g.add_argument("--alpha", default=0.5, type=float)
-    g.add_argument("--lambda_u", default=0, type=float)
-    g.add_argument("--p_threshold", default=0.5, type=float)
-    g.add_argument("--T", default=0.5, type=float)
-    g.add_argument("--num_epochs", default=80, type=int, help="epochs 0..num_epochs inclusive")
-    g.add_argument("--id", default="")
-    g.add_argument("--seed", default=123, type=int)
-    g.add_argument("--gpuid", default=0, type=int, help="accepted for compatibility; use --device")
-    g.add_argument("--num_class", default=50, type=int)
-    g.add_argument("--data_path", default="./dataset/", type=str)
-    e = p.add_argument_group("lnl additions")
-    e.add_argument("--weight_decay", default=5e-4, type=float)
-    e.add_argument("--warm_up", default=1, type=int)
-    e.add_argument("--num_workers", default=5, type=int)
-    e.add_argument("--arch", default=None, help="lnl model instead of InceptionResNetV2 (tests)")
-    return p
+RECIPE = Recipe(
+    title="DivideMix (WebVision)", dataset="webvision", datasets=("webvision",), num_classes=50,
+    data_path="./dataset/", backbone="timm_inception_resnet_v2", batch_size=32, lr=0.01, weight_decay=5e-4,
+    num_epochs=80, alpha=0.5, lambda_u=0, warm_up=1, milestones=(40,), penalty=False,
+    crops=dataclasses.replace(WEBVISION_CROPS, random_resized_crop=True), evaluation="webvision", flags={"id": ""})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def get_args_parser():
+    return dividemix_train.get_args_parser(RECIPE)
+
+
+def parse_args(argv=None):
     return parse_with_config(get_args_parser(), argv)
-
-
-def main(args: argparse.Namespace) -> dict:
-    """Train, test both validation sets every epoch; returns the results record."""
-    args.out = args.out or f"runs/{METHOD}/webvision-s{args.seed}"
-    log = default_setup(args)
-    root = Path(args.data_path).expanduser()
-    train_set = get_dataset("webvision", root, "train")
-    tf = transforms_for(lib.WEBVISION, train_set.mean, train_set.std)
-    nets, optimizers = lib.build_nets(args, "timm_inception_resnet_v2", 50)
-    method = lib.FileDivideMix(args, nets, optimizers, file_data(train_set), log, recipe=lib.WEBVISION,
-                               milestone=40, penalty=False, labeled_only=False, tf=tf)
-    loaders = webvision_tests(root, tf, args)
-
-    record = {"method": METHOD, "dataset": "webvision", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=topk_tests(method, loaders), result=record)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """DivideMix-only logic for Clothing1M and WebVision (``LiJunnan1992/DivideMix: Train_clothing1M.py``,
 ``Train_webvision.py`` @ d9d3058): the file-list co-divide with one
 LR milestone, per-net 32k class-balanced eval subsets (Clothing1M), the labeled-only MixMatch forward
-(Clothing1M) and best-validation model selection (Clothing1M). The loop is ``lnl.engine.cotrain``.
+(Clothing1M), best-validation model selection (Clothing1M) and the two nets. The loop is
+``lnl.codivide.cotrain``; the entry points' parser and ``main``: ``dividemix_train``.
 """
 
 from __future__ import annotations
@@ -11,22 +12,19 @@ from pathlib import Path
 
 import torch
 
-from lnl.engine import codivide as cd
+from lnl.codivide import steps as cd
+from lnl.codivide.cotrain import CoDivide
+from lnl.codivide.files import FileListMixin
+from lnl.codivide.nets import build_nets
 from lnl.engine.checkpoint import atomic_save
-from lnl.engine.codivide_files import FileListMixin, Recipe
-from lnl.engine.cotrain import CoDivide
 from lnl.models import create_model
-
-# DivideMix Clothing1M: eval subsets of num_batches (1000) × bs (32) per net; warm-up 64k at batch 64.
-CLOTHING1M = Recipe(256, 224, (196, 0.7, 1.0), (120, 0.4, 0.7), 64_000, 32_000)
-WEBVISION = Recipe(320, 299, (224, 0.14, 1.0), (128, 0.05, 0.14), None, None, random_resized_crop=True)
 
 
 class FileDivideMix(FileListMixin, CoDivide):
     """DivideMix on a file-list dataset: LR ÷10 at ``milestone``, weak views only.
 
     Args:
-        recipe: image and subset sizes.
+        recipe: the script's ``Recipe`` (views and subset sizes).
         milestone: the LR step epoch (40 for both).
         penalty: NegEntropy in the warm-up (Clothing1M yes, WebVision no).
         labeled_only: Clothing1M forwards only the labeled mixed rows and drops L_u.
@@ -51,17 +49,13 @@ class FileDivideMix(FileListMixin, CoDivide):
         return cd.minmax(cd.per_sample_ce(outs["logits"], outs["labels"]))[:, None]
 
 
-def build_nets(args, name: str, num_classes: int, **kwargs) -> tuple[list, list]:
-    """Two ``create_model(name)`` nets (``--arch`` overrides) and SGD(momentum 0.9, ``weight_decay``)."""
-    nets, optimizers = [], []
-    for _ in range(2):
-        net = create_model(args.arch or name, num_classes=num_classes, **({} if args.arch else kwargs))
-        net = net.to(args.device)
-        if args.device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-        optimizers.append(torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.weight_decay))
-        nets.append(torch.compile(net) if args.compile else net)
-    return nets, optimizers
+def dividemix_nets(args, name: str, num_classes: int, *, weight_decay: float, **kwargs) -> tuple[list, list]:
+    """Two ``create_model(name, **kwargs)`` nets (``--arch`` overrides, without ``kwargs``) and their
+    SGD optimizers."""
+    def make_net():
+        return create_model(args.arch or name, num_classes=num_classes, **({} if args.arch else kwargs))
+
+    return build_nets(make_net, device=args.device, lr=args.lr, weight_decay=weight_decay, compile=args.compile)
 
 
 def track_best(method: FileDivideMix, val_loader, out: Path) -> dict:

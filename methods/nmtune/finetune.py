@@ -32,11 +32,11 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.engine import default_setup, parse_with_config
-from lnl.engine.train_loop import FiniteGuard, autocast, progress
+from lnl.engine.train_loop import FiniteGuard, autocast, progress, set_lr
 from methods.nmtune import nmtune_lib as L
 from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
 from methods.nmtune.encoders import ImageEncoder
-from methods.nmtune.views import batches, cosine_lr, epoch_generator, set_lr, train_view
+from methods.nmtune.views import batches, cosine_lr, epoch_generator, train_view
 
 
 def get_args_parser() -> argparse.ArgumentParser:

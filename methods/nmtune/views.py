@@ -239,8 +239,3 @@ def cosine_lr(step: int, base_lr: float, warmup: int, total: int) -> float:
         return base_lr * (step + 1) / warmup
     e, es = step - warmup, max(total - warmup, 1)
     return 0.5 * (1 + math.cos(math.pi * e / es)) * base_lr
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    for group in optimizer.param_groups:
-        group["lr"] = lr

@@ -1,6 +1,6 @@
 """PLReMix-only logic (bug IDs: README's deviation table): the warm-up contrastive loss, the
 2-D GMM input, the PLR term of the MixMatch step, the κ schedule and the prototypes with the
-FreeMatch-style self-adaptive selection. The co-divide loop itself is ``lnl.engine.cotrain.CoDivide``
+FreeMatch-style self-adaptive selection. The co-divide loop itself is ``lnl.codivide.cotrain.CoDivide``
 (shared with DivideMix); ``PLReMix`` overrides its hooks.
 
 Ported from ``lxysl/PLReMix @ b0c4ec3`` (``utils/train_utils.py``, ``losses/losses.py``). Quirks kept
@@ -23,9 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from lnl.engine import codivide as cd
-from lnl.engine.codivide_files import FileListMixin
-from lnl.engine.cotrain import CoDivide
+from lnl.codivide import steps as cd
+from lnl.codivide.cotrain import CoDivide
+from lnl.codivide.files import FileListMixin
+from lnl.codivide.nets import build_nets
+from lnl.codivide.recipe import Recipe
 
 #: ``--aug`` → the GPU loader's strong view: PLReMix's PIL AutoAugment (CIFAR policy on CIFAR, ImageNet
 #: policy on Tiny-ImageNet, ``data/data_loader.py``), FixMatch's RandAugment, or the weak view itself.
@@ -259,32 +261,30 @@ BACKBONES = {"preact_resnet18": "dividemix_preact_resnet18", "resnet50": "torchv
              "inception": "timm_inception_resnet_v2"}
 
 
-def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes: int, data_path: str | None,
-                     backbone: str, batch_size: int, lr: float, wd: float, num_epochs: int, alpha: float,
-                     lambda_u: float, crl: str) -> None:
-    """The flags of PLReMix's three scripts, with one script's defaults; plus lnl's
+def add_plremix_args(p, r: Recipe) -> None:
+    """The flags of PLReMix's three scripts, with the defaults of ``r``'s script; plus lnl's
     ``--noise_file``, ``--warm_up``, ``--arch`` and the opt-in ``--fix_*`` switches."""
     g = p.add_argument_group("PLReMix (lxysl/PLReMix @ b0c4ec3)")
-    g.add_argument("--dataset", default=dataset, choices=datasets)
-    g.add_argument("--num_classes", type=int, default=num_classes, help="overwritten by the dataset")
-    g.add_argument("--data_path", default=data_path, help="dataset folder (default: $LNL_DATA/<dataset>)")
+    g.add_argument("--dataset", default=r.dataset, choices=r.datasets)
+    g.add_argument("--num_classes", type=int, default=r.num_classes, help="overwritten by the dataset")
+    g.add_argument("--data_path", default=r.data_path, help="dataset folder (default: $LNL_DATA/<dataset>)")
     g.add_argument("--noise_mode", default="sym", help="sym or asym")
     g.add_argument("--r", type=float, default=0.5, help="noise ratio")
     g.add_argument("--noise_file", default=None, help="noise labels file (default: the original's ./data/noise_file/..., else generated; README)")
-    g.add_argument("--backbone", default=backbone, help=f"{', '.join(BACKBONES)} or any lnl model name")
+    g.add_argument("--backbone", default=r.backbone, help=f"{', '.join(BACKBONES)} or any lnl model name")
     g.add_argument("--arch", default=None, help="lnl model name overriding --backbone (tests: small_cnn)")
     g.add_argument("--pretrain", action="store_true", help="ImageNet weights (resnet50 only)")
-    g.add_argument("--batch_size", type=int, default=batch_size, help="labeled and unlabeled batch")
-    g.add_argument("--lr", "--learning_rate", dest="lr", type=float, default=lr)
-    g.add_argument("--wd", type=float, default=wd)
+    g.add_argument("--batch_size", type=int, default=r.batch_size, help="labeled and unlabeled batch")
+    g.add_argument("--lr", "--learning_rate", dest="lr", type=float, default=r.lr)
+    g.add_argument("--wd", type=float, default=r.weight_decay)
     g.add_argument("--cos", action="store_true", help="cosine LR instead of the step")
-    g.add_argument("--num_epochs", type=int, default=num_epochs, help="epochs 0..num_epochs inclusive")
+    g.add_argument("--num_epochs", type=int, default=r.num_epochs, help="epochs 0..num_epochs inclusive")
     g.add_argument("--warm_up", type=int, default=None, help="default: the original's per-dataset value")
     g.add_argument("--num_workers", type=int, default=16, help="file-list datasets only")
     g.add_argument("--gpu", type=int, default=0, help="accepted for compatibility; use --device")
     g.add_argument("--seed", type=int, default=123, help="(an int here; the original passed a string, P7)")
-    g.add_argument("--alpha", type=float, default=alpha, help="Beta(α, α) of mixup")
-    g.add_argument("--lambda_u", type=float, default=lambda_u, help="unlabeled loss weight (ramped)")
+    g.add_argument("--alpha", type=float, default=r.alpha, help="Beta(α, α) of mixup")
+    g.add_argument("--lambda_u", type=float, default=r.lambda_u, help="unlabeled loss weight (ramped)")
     g.add_argument("--lambda_c", type=float, default=1.0, help="PLR loss weight")
     g.add_argument("--lambda_warmup_crl", type=float, default=1.0,
                    help="weight of the warm-up contrastive term (lnl's; 1 = the original; README: Numbers)")
@@ -293,7 +293,7 @@ def add_plremix_args(p, *, dataset: str, datasets: tuple[str, ...], num_classes:
     g.add_argument("--topk", type=int, default=3, help="initial κ (scheduled 3/2/1)")
     g.add_argument("--semi_m", type=float, default=0.99, help="EMA momentum of the self-adaptive selection")
     g.add_argument("--aug", default="autoaug", choices=("train", "simclr", "autoaug", "randaug"))
-    g.add_argument("--crl", default=crl, choices=("plr", "flat_plr"))
+    g.add_argument("--crl", default=r.flags["crl"], choices=("plr", "flat_plr"))
     g.add_argument("--mcrop", action="store_true", help="multi-crop (Clothing1M/WebVision)")
     g.add_argument("--wo_wandb", "--no_wandb", dest="wo_wandb", action="store_true",
                    help="no-op: lnl logs to wandb only with --wandb (the README's --no_wandb is accepted, P3)")
@@ -330,23 +330,20 @@ def default_noise_file(args) -> str | None:
     return str(path) if path.is_file() else None
 
 
-def build_nets(args, num_classes: int, *, input_size: int = 32) -> tuple[list, list]:
-    """Two ``proto_net`` models on ``args.device`` (channels_last on CUDA, optionally compiled) and
-    their SGD optimizers (momentum 0.9, weight decay ``--wd``)."""
+def proto_nets(args, num_classes: int, *, input_size: int = 32) -> tuple[list, list]:
+    """Two ``proto_net`` models over ``--backbone`` (``--arch`` overrides) and their SGD optimizers
+    (weight decay ``--wd``)."""
     from lnl.models import create_model
 
     name = args.arch or BACKBONES.get(args.backbone, args.backbone)
     kwargs = {"input_size": input_size} if name in ("dividemix_preact_resnet18", "textbook_preact_resnet18") else {}
     if name == "torchvision_resnet50":
         kwargs["pretrained"] = bool(args.pretrain)
-    nets, optimizers = [], []
-    for _ in range(2):
-        net = create_model("proto_net", backbone=name, num_classes=num_classes, **kwargs).to(args.device)
-        if args.device.type == "cuda":
-            net = net.to(memory_format=torch.channels_last)
-        optimizers.append(torch.optim.SGD(net.parameters(), lr=args.lr, momentum=0.9, weight_decay=args.wd))
-        nets.append(torch.compile(net) if args.compile else net)
-    return nets, optimizers
+
+    def make_net():
+        return create_model("proto_net", backbone=name, num_classes=num_classes, **kwargs)
+
+    return build_nets(make_net, device=args.device, lr=args.lr, weight_decay=args.wd, compile=args.compile)
 
 
 # ----------------------------------------------------------------------------- Clothing1M / WebVision

@@ -14,61 +14,31 @@ Resumes from ``<out>/last.pth`` by default; writes ``eval.jsonl`` per epoch and 
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import default_argument_parser, default_setup
-from lnl.engine.cotrain import fit
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
+from lnl.codivide.recipe import Recipe
 from lnl.presets import parse_with_preset
-from methods.plremix import plremix_lib as lib
+from methods.plremix import plremix_train
+from methods.plremix.plremix_train import main  # noqa: F401  (main is this entry point's)
 
-METHOD = "plremix"
-WARM_UP = {"cifar10": 10, "cifar100": 30, "tiny_imagenet": 10, "digits": 3}  # train.py @ b0c4ec3; digits: lnl
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("PLReMix (CIFAR-10/100, Tiny-ImageNet)", parents=[default_argument_parser()])
-    lib.add_plremix_args(p, dataset="cifar10", datasets=("cifar10", "cifar100", "tiny_imagenet", "digits"),
-                         num_classes=10, data_path=None, backbone="preact_resnet18", batch_size=64, lr=0.02,
-                         wd=5e-4, num_epochs=400, alpha=4, lambda_u=25, crl="flat_plr")
-    p.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/plremix.yaml")
-    add_subset_flag(p)
-    return p
+RECIPE = Recipe(
+    title="PLReMix (CIFAR-10/100, Tiny-ImageNet)", dataset="cifar10",
+    datasets=("cifar10", "cifar100", "tiny_imagenet", "digits"), num_classes=10, data_path=None,
+    backbone="preact_resnet18", batch_size=64, lr=0.02, weight_decay=5e-4, num_epochs=400, alpha=4, lambda_u=25,
+    warm_up_epochs={"cifar10": 10, "cifar100": 30, "tiny_imagenet": 10, "digits": 3}, flags={"crl": "flat_plr"})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def get_args_parser():
+    return plremix_train.get_args_parser(RECIPE)
+
+
+def parse_args(argv=None):
     """Parse the command line; with ``--preset`` the setting's preset values become defaults first."""
-    return parse_with_preset(get_args_parser(), METHOD, argv)
-
-
-def main(args: argparse.Namespace) -> dict:
-    """Train both networks, test the ensemble every epoch, checkpoint every epoch; returns the record."""
-    lib.resolve_fixes(args)
-    args.noise_file = args.noise_file or lib.default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
-    log = default_setup(args)
-    if args.warm_up is None:
-        args.warm_up = WARM_UP[args.dataset]
-    if args.mcrop:
-        log.warning("--mcrop only applies to Clothing1M/WebVision; ignored")
-    data = build_noisy_data(args, log)
-    args.num_classes = data.num_classes
-    if args.arch is None and args.dataset == "digits":
-        args.arch = "small_cnn"
-    nets, optimizers = lib.build_nets(args, data.num_classes, input_size=data.train.images.shape[1])
-    method = lib.PLReMix(args, nets, optimizers, data, log)
-
-    def test() -> dict:
-        return {"test_acc": method.test(data.test_loader)["top1"]}
-
-    record = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed}
-    return fit(args, method, log, test=test, result=record, logger_options=lib.wandb_options(args))
+    return parse_with_preset(get_args_parser(), plremix_train.METHOD, argv)
 
 
 if __name__ == "__main__":

@@ -12,64 +12,33 @@ right rows (P1). Unmeasured here: needs the real dataset and a GPU.
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.data import get_dataset
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import CLOTHING1M, eval_file_loader, file_data, transforms_for
-from lnl.engine.cotrain import fit
-from methods.plremix import plremix_lib as lib
+from lnl.codivide.recipe import Recipe
+from lnl.data.file_views import CLOTHING1M_CROPS
+from lnl.engine import parse_with_config
+from methods.plremix import plremix_train
+from methods.plremix.plremix_train import main  # noqa: F401  (main is this entry point's)
 
-METHOD = "plremix"
-MILESTONES = (40, 80)
-WARM_UP = 1
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("PLReMix (Clothing1M)", parents=[default_argument_parser()])
-    lib.add_plremix_args(p, dataset="clothing1m", datasets=("clothing1m",), num_classes=14,
-                         data_path="~/Documents/Clothing1M", backbone="resnet50", batch_size=64, lr=0.004,
-                         wd=1e-3, num_epochs=100, alpha=0.5, lambda_u=0, crl="plr")
-    return p
+# class-balanced 64,000-image warm-up and eval subsets (DivideMix's eval subsets: 32,000)
+RECIPE = Recipe(
+    title="PLReMix (Clothing1M)", dataset="clothing1m", datasets=("clothing1m",), num_classes=14,
+    data_path="~/Documents/Clothing1M", backbone="resnet50", batch_size=64, lr=0.004, weight_decay=1e-3,
+    num_epochs=100, alpha=0.5, lambda_u=0, warm_up_epochs={"clothing1m": 1}, milestones=(40, 80), penalty=True,
+    crops=CLOTHING1M_CROPS, warmup_samples=64_000, eval_samples=64_000, evaluation="val_last", pretrained=True,
+    flags={"crl": "plr"})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def get_args_parser():
+    return plremix_train.get_args_parser(RECIPE)
+
+
+def parse_args(argv=None):
     return parse_with_config(get_args_parser(), argv)
-
-
-def main(args: argparse.Namespace) -> dict:
-    """Train, validate each epoch, test the last-epoch ensemble; returns the results record."""
-    lib.resolve_fixes(args)
-    args.out = args.out or f"runs/{METHOD}/clothing1m-s{args.seed}"
-    log = default_setup(args)
-    args.warm_up = WARM_UP if args.warm_up is None else args.warm_up
-    args.pretrain = args.arch is None or args.pretrain  # forced on in the original
-    root = Path(args.data_path).expanduser()
-    train_set = get_dataset("clothing1m", root, "train")
-    val_set, test_set = get_dataset("clothing1m", root, "val"), get_dataset("clothing1m", root, "test")
-    tf = transforms_for(CLOTHING1M, train_set.mean, train_set.std, aug=args.aug)
-    nets, optimizers = lib.build_nets(args, 14)
-    method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=CLOTHING1M,
-                             milestones=MILESTONES, penalty=True, tf=tf)
-    bs = 2 * args.batch_size
-    val = eval_file_loader(val_set, tf["val"], bs, args.num_workers, args.device)
-    test = eval_file_loader(test_set, tf["val"], bs, args.num_workers, args.device)
-
-    def final() -> dict:
-        res = method.test(test, topk=(1, 5))
-        # the original's test() averages per-batch accuracies: both are recorded, named
-        return {"test_acc": res["top1"], "test_top5": res["top5"], "test_top1_batchmean": res["top1_batchmean"],
-                "test_top5_batchmean": res["top5_batchmean"]}
-
-    record = {"method": METHOD, "dataset": "clothing1m", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=lambda: {"val_acc": method.test(val)["top1"]}, result=record,
-               track="val_acc", final=final, logger_options=lib.wandb_options(args))
 
 
 if __name__ == "__main__":

@@ -10,54 +10,31 @@ ensemble on WebVision val and on ILSVRC12 val (``<data_path>/imagenet/val/<WNID>
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
 
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.data import get_dataset
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
-from lnl.engine.codivide_files import WEBVISION, file_data, topk_tests, transforms_for, webvision_tests
-from lnl.engine.cotrain import fit
-from methods.plremix import plremix_lib as lib
+from lnl.codivide.recipe import Recipe
+from lnl.data.file_views import WEBVISION_CROPS
+from lnl.engine import parse_with_config
+from methods.plremix import plremix_train
+from methods.plremix.plremix_train import main  # noqa: F401  (main is this entry point's)
 
-METHOD = "plremix"
-MILESTONES = (60, 120)
-WARM_UP = 2
-
-
-def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("PLReMix (WebVision)", parents=[default_argument_parser()])
-    lib.add_plremix_args(p, dataset="webvision", datasets=("webvision",), num_classes=50,
-                         data_path="~/Documents/WebVision", backbone="inception", batch_size=48, lr=0.015,
-                         wd=5e-4, num_epochs=150, alpha=0.5, lambda_u=0, crl="plr")
-    return p
+RECIPE = Recipe(
+    title="PLReMix (WebVision)", dataset="webvision", datasets=("webvision",), num_classes=50,
+    data_path="~/Documents/WebVision", backbone="inception", batch_size=48, lr=0.015, weight_decay=5e-4,
+    num_epochs=150, alpha=0.5, lambda_u=0, warm_up_epochs={"webvision": 2}, milestones=(60, 120), penalty=False,
+    crops=WEBVISION_CROPS, evaluation="webvision", flags={"crl": "plr"})
 
 
-def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+def get_args_parser():
+    return plremix_train.get_args_parser(RECIPE)
+
+
+def parse_args(argv=None):
     return parse_with_config(get_args_parser(), argv)
-
-
-def main(args: argparse.Namespace) -> dict:
-    """Train, test both validation sets every epoch; returns the results record."""
-    lib.resolve_fixes(args)
-    args.out = args.out or f"runs/{METHOD}/webvision-s{args.seed}"
-    log = default_setup(args)
-    args.warm_up = WARM_UP if args.warm_up is None else args.warm_up
-    root = Path(args.data_path).expanduser()
-    train_set = get_dataset("webvision", root, "train")
-    tf = transforms_for(WEBVISION, train_set.mean, train_set.std, aug=args.aug)
-    nets, optimizers = lib.build_nets(args, 50)
-    method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=WEBVISION,
-                             milestones=MILESTONES, penalty=False, tf=tf)
-    loaders = webvision_tests(root, tf, args)
-
-    record = {"method": METHOD, "dataset": "webvision", "noise": "real", "seed": args.seed}
-    return fit(args, method, log, test=topk_tests(method, loaders, batch_mean=True), result=record,
-               logger_options=lib.wandb_options(args))
 
 
 if __name__ == "__main__":

@@ -56,7 +56,7 @@ def _default_out(args: argparse.Namespace) -> str:
 
 def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int):
     """Per-epoch LR: cosine annealing to 0, or one ÷10 step halfway. The co-divide methods run epochs
-    0..E and step at E // 2 (lnl.engine.cotrain); CE's 0..num_epochs-1 with E = num_epochs - 1 match it."""
+    0..E and step at E // 2 (lnl.codivide.cotrain); CE's 0..num_epochs-1 with E = num_epochs - 1 match it."""
     if kind == "step":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[(num_epochs - 1) // 2], gamma=0.1)
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=num_epochs)

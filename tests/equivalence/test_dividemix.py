@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.engine import codivide as cd
-from lnl.engine import mixmatch as mm
-from lnl.engine.cotrain import CoDivide
+from lnl.codivide import steps as cd
+from lnl.codivide import mixmatch as mm
+from lnl.codivide.cotrain import CoDivide
 from lnl.models import create_model
 from tests.equivalence import _golden as G
 from tests.equivalence import make_goldens_dividemix as gen
@@ -188,7 +188,7 @@ def test_noise_generation(shared_data, dataset, mode, r):
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 def test_normalisation_is_dividemix_own(dataset):
-    from methods.dividemix.Train_cifar import NORMALISATION
+    from methods.dividemix.dividemix_train import NORMALISATION
 
     g = golden("noise")
     mean, std = NORMALISATION[dataset]

@@ -48,16 +48,16 @@ def test_clothing1m_and_webvision_views(golden):
     from PIL import Image
 
     from lnl.data import webscale
-    from lnl.engine.codivide_files import transforms_for
-    from methods.dividemix import dividemix_lib as lib
+    from lnl.data.file_views import transforms_for
+    from methods.dividemix import Train_clothing1M, Train_webvision
 
     image = Image.fromarray(G.file_image())
     for dataset, recipe, mean, std, cases in (
-            ("clothing1m", lib.CLOTHING1M, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD,
+            ("clothing1m", Train_clothing1M.RECIPE, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD,
              (("train", "weak"), ("test", "val"))),
-            ("webvision", lib.WEBVISION, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD,
+            ("webvision", Train_webvision.RECIPE, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD,
              (("train", "weak"), ("test", "val"), ("imagenet", "val")))):
-        tf = transforms_for(recipe, mean, std)
+        tf = transforms_for(recipe.crops, mean, std)
         for original, port in cases:
             torch.manual_seed(G.SEED)
             got = G.digest(tf[port](image))

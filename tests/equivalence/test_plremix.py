@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.engine import codivide as cd
-from lnl.engine import mixmatch as mm
+from lnl.codivide import steps as cd
+from lnl.codivide import mixmatch as mm
 from lnl.models import create_model
 from methods.plremix import plremix_lib as lib
 from tests.equivalence import _golden as G

@@ -12,7 +12,7 @@ original's order, both ways the GPU loader dispatches (sorted; dense ``torch.whe
 default); the composed CIFAR and
 Tiny-ImageNet views through ``GPULoader.apply`` (what ``GPULoader.transform`` runs for these views)
 with ``GPULoader.draws_like_original``; the Clothing1M/WebVision views through
-``lnl.engine.codivide_files.transforms_for`` + ``MultiView`` with ``plremix_lib.file_view_names``.
+``lnl.data.file_views.transforms_for`` + ``MultiView`` with ``plremix_lib.file_view_names``.
 """
 
 from __future__ import annotations
@@ -169,17 +169,17 @@ def test_file_list_views_of_warmup_and_labeled_items(dataset):
     from PIL import Image
 
     from lnl.data import webscale
-    from lnl.engine.codivide_files import CLOTHING1M, WEBVISION, MultiView, transforms_for
+    from lnl.data.file_views import CLOTHING1M_CROPS, WEBVISION_CROPS, MultiView, transforms_for
     from methods.plremix.plremix_lib import file_view_names
 
     golden = _golden("aug_file_views")
     h, w = G.FILE_IMAGE
     image = G.aug_images(1, w, "file", height=h)[0]
     assert np.array_equal(G.digest(image), golden["image_digest"])
-    recipe, mean, std = ((CLOTHING1M, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD) if dataset == "clothing1m"
-                         else (WEBVISION, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD))
+    crops, mean, std = ((CLOTHING1M_CROPS, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD) if dataset == "clothing1m"
+                        else (WEBVISION_CROPS, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD))
     for aug, mcrop in G.FILE_CASES:
-        tf = transforms_for(recipe, mean, std, aug=aug)
+        tf = transforms_for(crops, mean, std, aug=aug)
         warmup, labeled = file_view_names(dataset, mcrop)
         for mode, names in (("all", warmup), ("labeled", labeled)):
             G.seed_all(G.SEED)

@@ -6,10 +6,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from lnl.engine import cotrain, read_jsonl
-from lnl.engine.codivide import minmax, per_sample_ce
+from lnl.codivide import cotrain
+from lnl.codivide.steps import minmax, per_sample_ce
+from lnl.engine import read_jsonl
 from lnl.presets import get_preset
 from methods.dividemix import Train_cifar as train
+from methods.dividemix import dividemix_train
 from tests.methods.codivide_helpers import run_main, stop_after, tiny_digits
 
 
@@ -28,8 +30,8 @@ def test_defaults_and_presets():
 def test_original_noise_file_name_is_used_when_present(tmp_path):
     (tmp_path / "0.5_sym.json").write_text("[]")
     a = train.parse_args(["--data_path", str(tmp_path)])
-    assert train.default_noise_file(a) == str(tmp_path / "0.5_sym.json")
-    assert train.default_noise_file(train.parse_args(["--data_path", str(tmp_path), "--r", "0.8"])) is None
+    assert dividemix_train.default_noise_file(a) == str(tmp_path / "0.5_sym.json")
+    assert dividemix_train.default_noise_file(train.parse_args(["--data_path", str(tmp_path), "--r", "0.8"])) is None
 
 
 class _Args:
@@ -114,3 +116,17 @@ def test_digits_integration_gmm_auc_and_accuracy_above_ce(tmp_path, monkeypatch)
     aucs = [min(r["net1_auc"], r["net2_auc"]) for r in rows if "net1_auc" in r]
     assert aucs[-1] >= 0.9 and min(aucs) >= 0.85, aucs  # the issue: the GMM *reaches* AUC >= 0.9
     assert res["test_acc"] > ce["test_acc"], (res["test_acc"], ce["test_acc"])
+
+
+@pytest.mark.parametrize("method", ["dividemix", "plremix"])
+def test_a_file_list_recipe_with_an_evaluation_its_method_lacks_is_refused(tmp_path, method):
+    import dataclasses
+    import importlib
+
+    entry = importlib.import_module("methods.dividemix.Train_webvision" if method == "dividemix"
+                                    else "methods.plremix.train_webvision")
+    args = entry.parse_args(["--data_path", str(tmp_path), "--out", str(tmp_path / "run")])
+    args.recipe = dataclasses.replace(args.recipe, evaluation="test")
+    with pytest.raises(ValueError, match="evaluation 'test'"):
+        entry.main(args)
+    assert not (tmp_path / "run").exists()

@@ -8,8 +8,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
+from lnl.codivide import steps as cd
 from lnl.data.gpu import GPULoader
-from lnl.engine import codivide as cd
 
 
 def _bimodal(n_clean=600, n_noisy=400, dims=1, seed=0):

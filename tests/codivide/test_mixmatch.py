@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnl.engine import mixmatch as mm
+from lnl.codivide import mixmatch as mm
 
 
 def test_sharpen_matches_the_formula():

@@ -12,106 +12,25 @@ torch seed of its worker, which ``DataLoader`` derives from the loader's generat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable, Sequence
+from typing import Callable
 
 import torch
 from torch import Tensor
 from torch.utils.data import SubsetRandomSampler
 
-from lnl.data.loaders import build_file_loader, class_balanced_subset
-from lnl.engine import codivide as cd
-
-
-@dataclass
-class Recipe:
-    """Image sizes and subset sizes of one dataset's recipe."""
-
-    resize: int  # Resize before the crops
-    crop: int  # RandomCrop / CenterCrop size
-    mcrop_large: tuple[int, float, float]  # (size, scale_min, scale_max) of the 2 large crops
-    mcrop_small: tuple[int, float, float]  # same for the 6 small crops
-    warmup_samples: int | None  # class-balanced warm-up subset (None: all samples)
-    eval_samples: int | None  # class-balanced eval subset per net (None: all samples)
-    random_resized_crop: bool = False  # DivideMix WebVision's train crop (d9d3058)
-
-
-CLOTHING1M = Recipe(256, 224, (196, 0.7, 1.0), (120, 0.4, 0.7), 64_000, 64_000)
-WEBVISION = Recipe(320, 299, (224, 0.14, 1.0), (128, 0.05, 0.14), None, None)
-
-
-def transforms_for(recipe: Recipe, mean: Sequence[float], std: Sequence[float], aug: str = "autoaug"
-                   ) -> dict[str, Callable]:
-    """``weak``, ``strong`` (+ the ``aug`` policy), ``val``, ``large`` and ``small`` crops (PIL in,
-    normalised tensor out), as torchvision transforms.
-
-    ``aug``: ``"autoaug"`` PLReMix's ImageNet AutoAugment policy, ``"randaug"`` FixMatch's RandAugment
-    (4 ops), ``"train"`` none (PLReMix's ``data/data_loader.py``); both policies are pixel-exact ports
-    (``lnl.data.pil_augment.PILPolicy``) that draw from Python's ``random`` in the original's order.
-    """
-    import torchvision.transforms as T
-
-    from lnl.data.pil_augment import PILPolicy
-
-    policies = {"autoaug": [PILPolicy("imagenet")], "randaug": [PILPolicy("randaug")], "train": []}
-    if aug not in policies:
-        raise ValueError(f"--aug {aug}: file-list datasets provide {sorted(policies)} (simclr's colour "
-                         "jitter/blur is not implemented)")
-    policy = policies[aug]
-    norm = [T.ToTensor(), T.Normalize(mean, std)]
-    crop = (T.RandomResizedCrop(recipe.crop) if recipe.random_resized_crop else T.RandomCrop(recipe.crop))
-    base = [T.Resize(recipe.resize), crop, T.RandomHorizontalFlip()]
-
-    def rrc(size, lo, hi):
-        return T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(), *policy, *norm])
-
-    return {"weak": T.Compose(base + norm), "strong": T.Compose(base + policy + norm),
-            "val": T.Compose([T.Resize(recipe.resize), T.CenterCrop(recipe.crop)] + norm),
-            "large": rrc(*recipe.mcrop_large), "small": rrc(*recipe.mcrop_small)}
-
-
-class MultiView:
-    """A transform returning a tuple of views, each drawn independently.
-
-    Args:
-        tf: ``transforms_for`` output.
-        names: e.g. ``("weak", "weak", "strong", "strong")`` or ``("large", "large", "large", "small", ...)``.
-    """
-
-    def __init__(self, tf: dict[str, Callable], names: Sequence[str]):
-        self.tf, self.names = tf, tuple(names)
-
-    def __call__(self, img):
-        out = tuple(self.tf[name](img) for name in self.names)
-        return out if len(out) > 1 else out[0]
-
-
-class DeviceLoader:
-    """Moves ``(views, labels, indices)`` batches of a ``DataLoader`` to ``device``; exposes
-    ``indices`` and ``batch_size`` like ``GPULoader`` (``semi_epoch`` sizes its λ_u ramp with them)."""
-
-    def __init__(self, loader, device: torch.device, indices: Tensor):
-        self.loader, self.device, self.indices, self.batch_size = loader, device, indices, loader.batch_size
-
-    def __len__(self) -> int:
-        return len(self.loader)
-
-    def __iter__(self):
-        for views, labels, idx in self.loader:
-            if isinstance(views, (tuple, list)):
-                views = tuple(v.to(self.device, non_blocking=True) for v in views)
-            else:
-                views = views.to(self.device, non_blocking=True)
-            yield views, labels.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+from lnl.codivide import steps as cd
+from lnl.codivide.recipe import Recipe
+from lnl.data.file_views import MultiView
+from lnl.data.loaders import DeviceLoader, build_file_loader, class_balanced_subset
 
 
 class FileListMixin:
     """Loader hooks of ``CoDivide`` for file-list data. The subclass sets ``recipe``, ``warmup_names``,
     ``semi_names`` and provides ``self.train_set`` (a ``FileListDataset``) and ``self.tf``."""
 
-    recipe: Recipe = CLOTHING1M
+    recipe: Recipe
     warmup_names: tuple[str, ...] = ("weak",)
     semi_names: tuple[str, ...] = ("weak", "weak")
     eval_batch_size = 256

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lnl.codivide import mixmatch as mm
 from lnl.data.gpu import GPULoader
-from lnl.engine import mixmatch as mm
 from lnl.engine.train_loop import FiniteGuard, autocast, progress
 
 ForwardFn = Callable[[torch.nn.Module, Tensor], dict]
@@ -85,12 +85,6 @@ def keep_partial_batch(size: int, batch_size: int, drop_last: bool, what: str, l
                         batch_size)
         return False
     return drop_last
-
-
-def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
-    """Set every parameter group's learning rate (the originals' ``adjust_learning_rate``)."""
-    for group in optimizer.param_groups:
-        group["lr"] = lr
 
 
 @torch.no_grad()

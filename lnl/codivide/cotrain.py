@@ -21,8 +21,9 @@ from typing import Any, Callable
 import torch
 from torch import Tensor
 
-from lnl.engine import codivide as cd
+from lnl.codivide import steps as cd
 from lnl.engine.runner import RunRecord, Runner
+from lnl.engine.train_loop import set_lr
 
 HISTORY = 5  # DivideMix averages the last 5 epochs' losses at 90 % noise
 
@@ -185,7 +186,7 @@ class CoDivide:
         """One epoch (warm-up or co-divide training), returning its training metrics."""
         lr = self.lr_at(epoch)
         for opt in self.optimizers:
-            cd.set_lr(opt, lr)
+            set_lr(opt, lr)
         metrics = self.warmup(epoch) if epoch < self.args.warm_up else self.train(epoch)
         return {"lr": lr, **metrics}
 

@@ -1,0 +1,46 @@
+"""``Recipe``: one DivideMix or PLReMix per-dataset script as data, the original's flag defaults and
+the values it hard-codes. Each method's shared parser and ``main`` read it, and each entry point is a
+recipe plus those two (LRA's pattern, ``methods/lra/lra_train.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from lnl.data.file_views import Crops
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One original script's defaults, including the values it hard-codes."""
+
+    title: str  # the parser's description
+    dataset: str  # --dataset's default
+    datasets: tuple[str, ...]  # --dataset's choices
+    num_classes: int
+    data_path: str | None
+    backbone: str  # the two nets' model
+    batch_size: int
+    lr: float
+    weight_decay: float
+    num_epochs: int  # epochs 0..num_epochs inclusive
+    alpha: float
+    lambda_u: float
+    warm_up: int | None = None  # --warm_up's default (None: ``warm_up_epochs`` of the dataset)
+    warm_up_epochs: Mapping[str, int] = field(default_factory=dict)  # warm-up per --dataset when --warm_up is None
+    milestones: tuple[int, ...] = ()  # file-list scripts: LR ÷10 at each (in-memory: --lr_milestone)
+    penalty: bool | None = None  # NegEntropy in the warm-up (None: for asym noise only)
+    crops: Crops | None = None  # file-list views (None: an in-memory dataset)
+    warmup_samples: int | None = None  # class-balanced warm-up subset drawn each epoch (None: all samples)
+    eval_samples: int | None = None  # class-balanced evaluation subset per net (None: all samples)
+    evaluation: str = "test"  # "test" (the test split every epoch), "webvision" (WebVision and ILSVRC12 val
+    #  top-1/5 every epoch), "val_last" (val every epoch, the last epoch's nets tested), "val_best" (val
+    #  every epoch, each net's best-val weights tested)
+    pretrained: bool = False  # ImageNet weights for the backbone by default
+    labeled_only: bool = False  # DivideMix Clothing1M: MixMatch forwards the labeled mixed rows only, no L_u
+    flags: Mapping[str, Any] = field(default_factory=dict)  # defaults of the method's own per-script flags
+
+    @property
+    def file_list(self) -> bool:
+        """A file-list dataset (decoded by ``DataLoader`` workers) rather than an in-memory one."""
+        return self.crops is not None
