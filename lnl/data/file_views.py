@@ -1,6 +1,6 @@
 """The PIL views of file-list datasets (Clothing1M, WebVision) in DivideMix and PLReMix: each
 original's crop sizes, its weak/strong/val/multi-crop transforms (PIL in, normalised tensor out) and
-``MultiView``, which draws several views of one image (specs/plremix_dividemix.md §4.2, §5.10).
+``MultiView``, which draws several views of one image (PLReMix ``datasets/``, DivideMix ``dataloader_clothing1M.py``).
 """
 
 from __future__ import annotations
