@@ -14,7 +14,8 @@ import torch
 from lnl.data import get_dataset
 from lnl.data._base import InMemoryDataset
 from lnl.data.gpu import GPULoader
-from lnl.data.noise import NoisyLabels, load_noise_file, make_noise, save_noise_file
+from lnl.data.noise import make_noise
+from lnl.data.noise_files import NoisyLabels, load_noise_file, save_noise_file
 from lnl.engine import comm
 
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnl.data.noise import load_noise_file
+from lnl.data.noise_files import load_noise_file
 from lnl.engine import read_jsonl
 from methods.dmlp import DMLP
 from methods.dmlp import dmlp_lib as L

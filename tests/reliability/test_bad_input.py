@@ -11,7 +11,7 @@ import torch
 
 from lnl.data import get_dataset
 from lnl.data._base import DataFileError, InMemoryDataset
-from lnl.data.noise import NoisyLabels, load_noise_file, save_noise_file
+from lnl.data.noise_files import NoisyLabels, load_noise_file, save_noise_file
 from lnl.engine.data import noisy_labels_for
 from methods.standard import train as standard
 
