@@ -26,7 +26,8 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import CoDivide, fit
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
+from lnl.engine.settings import DataSettings, NoiseSettings
 from lnl.models import create_model
 from lnl.presets import parse_with_preset
 
@@ -93,10 +94,11 @@ def build_nets(args: argparse.Namespace, num_classes: int) -> tuple[list, list]:
 def main(args: argparse.Namespace) -> dict:
     """Train both networks, test the ensemble every epoch, checkpoint every epoch; returns the record."""
     args.noise_file = args.noise_file or default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
     log = default_setup(args)
     args.warm_up = WARM_UP[args.dataset] if args.warm_up is None else args.warm_up
-    data = build_noisy_data(args, log, normalisation=NORMALISATION.get(args.dataset))
+    data = build_noisy_data(DataSettings.from_args(args), log, normalisation=NORMALISATION.get(args.dataset))
     args.num_class = data.num_classes
     if args.arch is None and args.dataset == "digits":
         args.arch = "small_cnn"
@@ -106,7 +108,7 @@ def main(args: argparse.Namespace) -> dict:
     def test() -> dict:
         return {"test_acc": method.test(data.test_loader)["top1"]}
 
-    record = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed}
+    record = {"method": METHOD, "dataset": args.dataset, "noise": noise.name, "seed": args.seed}
     return fit(args, method, log, test=test, result=record)
 
 

@@ -28,7 +28,8 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 from lnl.engine import (MetricLogger, append_jsonl, default_argument_parser, default_setup,
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.data.noise import save_noise_file
-from lnl.engine.data import add_subset_flag, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, subset_suffix
+from lnl.engine.settings import NoiseSettings
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import Stopwatch, run_epochs
 from methods.dmlp import dmlp_lib as L
@@ -151,7 +152,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.fix_all:
         for f in FIXES:
             setattr(args, f, True)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
     log = default_setup(args, supports=())
     fs = L.load_features(args)
     args.num_classes = c = _num_classes(args, fs)
@@ -218,7 +220,8 @@ def finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, sta
                             args.fix_softmax)
     report = L.label_report(hard, noisy, fs.clean, train_idx, c)
     fixes = [f for f in ALL_FIXES if getattr(args, f)]
-    meta = {"type": "dmlp_purified", "method": METHOD, "dataset": args.dataset, "noise": noise_name(args),
+    noise = NoiseSettings.from_args(args).name
+    meta = {"type": "dmlp_purified", "method": METHOD, "dataset": args.dataset, "noise": noise,
             "noise_source": noise_meta.get("source"), "seed": args.seed, "fixes": fixes,
             "features": fs.source, "num_classes": c, "purified_from": args.purified}
     if args.subset is not None:  # the outputs cover the first N rows only: not labels for a full run
@@ -227,7 +230,7 @@ def finish(args, log, views, fs, noisy, noise_meta, train_idx, meta_idx, yv, sta
     report.update(meta=meta, last_epoch=state.get("last", {}))
     files = L.write_outputs(Path(args.out), "purified_labels", hard, soft, meta, report, extra)
     last = state.get("last", {})
-    result = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed,
+    result = {"method": METHOD, "dataset": args.dataset, "noise": noise, "seed": args.seed,
               "epochs": args.epochs, "fixes": fixes, "test_acc": last.get("test_acc"),
               "best_acc": state["best_acc"], "purified_acc": report.get("purified_acc"),
               "noisy_acc": report.get("noisy_acc"), "seconds": round(clock.elapsed, 2), "run_dir": args.out,

@@ -24,7 +24,8 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.cotrain import fit
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
+from lnl.engine.settings import DataSettings, NoiseSettings
 from lnl.presets import parse_with_preset
 from methods.plremix import plremix_lib as lib
 
@@ -51,13 +52,14 @@ def main(args: argparse.Namespace) -> dict:
     """Train both networks, test the ensemble every epoch, checkpoint every epoch; returns the record."""
     lib.resolve_fixes(args)
     args.noise_file = args.noise_file or lib.default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
     log = default_setup(args)
     if args.warm_up is None:
         args.warm_up = WARM_UP[args.dataset]
     if args.mcrop:
         log.warning("--mcrop only applies to Clothing1M/WebVision; ignored")
-    data = build_noisy_data(args, log)
+    data = build_noisy_data(DataSettings.from_args(args), log)
     args.num_classes = data.num_classes
     if args.arch is None and args.dataset == "digits":
         args.arch = "small_cnn"
@@ -67,7 +69,7 @@ def main(args: argparse.Namespace) -> dict:
     def test() -> dict:
         return {"test_acc": method.test(data.test_loader)["top1"]}
 
-    record = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed}
+    record = {"method": METHOD, "dataset": args.dataset, "noise": noise.name, "seed": args.seed}
     return fit(args, method, log, test=test, result=record)
 
 

@@ -23,7 +23,8 @@ from lnl.engine import (MetricLogger, append_jsonl, comm, default_argument_parse
                         find_resume_path, load_checkpoint, parse_with_config, save_checkpoint)
 from lnl.engine.train_loop import Stopwatch, evaluate, run_epochs, train_one_epoch
 from lnl.models import create_model
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
+from lnl.engine.settings import DataSettings, NoiseSettings
 
 METHOD = "standard"
 
@@ -50,8 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _default_out(args: argparse.Namespace) -> str:
-    return f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+def _default_out(args: argparse.Namespace, noise: NoiseSettings) -> str:
+    return f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int):
@@ -64,9 +65,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int)
 
 def main(args: argparse.Namespace) -> dict:
     """Train, evaluate every epoch, checkpoint every epoch; returns the results record."""
-    args.out = args.out or _default_out(args)
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or _default_out(args, noise)
     log = default_setup(args)
-    data = build_noisy_data(args, log)
+    data = build_noisy_data(DataSettings.from_args(args), log)
     arch = args.arch or ("small_cnn" if args.dataset == "digits" else "preact_resnet18")
     model = create_model(arch, num_classes=data.num_classes).to(args.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -108,7 +110,7 @@ def main(args: argparse.Namespace) -> dict:
 
     run_epochs(state["first_epoch"], args.num_epochs, step, after_epoch=[record, checkpoint])
     logger.close()
-    result = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed,
+    result = {"method": METHOD, "dataset": args.dataset, "noise": noise.name, "seed": args.seed,
               "epochs": args.num_epochs, "test_acc": state.get("last_acc"),
               "best_acc": state["best_acc"], "seconds": round(clock.elapsed, 2), "run_dir": args.out}
     append_jsonl(Path(args.out) / "results.jsonl", result)
