@@ -31,6 +31,7 @@ from lnl.codivide.cotrain import CoDivide  # noqa: E402
 from lnl.data import InMemoryDataset  # noqa: E402
 from lnl.engine import default_setup  # noqa: E402
 from lnl.engine.defaults import git_sha  # noqa: E402
+from lnl.engine.settings import DataSettings  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
@@ -60,7 +61,7 @@ def build(method: str, argv: list[str]) -> CoDivide:
     args.noise_file = args.noise_file or None
     log = default_setup(args)
     args.warm_up = args.warm_up if args.warm_up is not None else entry.RECIPE.warm_up_epochs[args.dataset]
-    data = engine_data.build_noisy_data(args, log)
+    data = engine_data.build_noisy_data(DataSettings.from_args(args), log)
     if method == "plremix":
         lib.resolve_fixes(args)
         nets, opts = lib.proto_nets(args, data.num_classes)

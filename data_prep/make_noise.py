@@ -114,7 +114,8 @@ def options(args: argparse.Namespace, images) -> dict:
 
 def main(args: argparse.Namespace) -> None:
     """Generate, write, and print the measured rate and the file's sha256."""
-    from lnl.data.noise import make_noise, save_noise_file
+    from lnl.data.noise import make_noise
+    from lnl.data.noise_files import save_noise_file
 
     y, num_classes, dataset, images = clean_labels(args)
     if args.first is not None:
@@ -147,7 +148,7 @@ def overlay_file(args: argparse.Namespace, y: np.ndarray, num_classes: int, data
     reproduces LRA's shipped ``_U_r``/``_A_r`` files from their base file bit for bit."""
     import torch
 
-    from lnl.data.noise import NoisyLabels, load_noise_file
+    from lnl.data.noise_files import NoisyLabels, load_noise_file
     from lnl.data.noise_models import plc_overlay
 
     if args.noise not in ("pmd+U", "pmd+A"):

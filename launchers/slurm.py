@@ -231,13 +231,20 @@ def _validate(parser: argparse.ArgumentParser, argv: list[str], module: str) -> 
 
 
 def _run_name(ns: argparse.Namespace, dataset: str) -> str:
-    from lnl.engine.data import noise_name, subset_suffix
+    from lnl.engine.data import subset_suffix
+    from lnl.engine.settings import NoiseSettings
 
     if dataset in REAL_NOISE and not getattr(ns, "noise_file", None):
         noise = "real"  # the dataset's own labels, whatever the entry point's unused noise defaults say
+    elif hasattr(ns, "noise_mode") and hasattr(ns, "r"):
+        try:
+            noise = NoiseSettings.from_args(ns).name
+        except ValueError as e:  # e.g. --r 1.5 passed through: refused now, not when the job starts
+            raise LaunchError(str(e)) from None
     else:
-        noise = noise_name(ns) if hasattr(ns, "noise_mode") and hasattr(ns, "r") else "default"
-    return f"{getattr(ns, 'dataset', dataset)}-{noise}-s{getattr(ns, 'seed', 0)}{subset_suffix(ns)}"
+        noise = "default"
+    suffix = subset_suffix(getattr(ns, "subset", None))
+    return f"{getattr(ns, 'dataset', dataset)}-{noise}-s{getattr(ns, 'seed', 0)}{suffix}"
 
 
 def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> list[RunSpec]:

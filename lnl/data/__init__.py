@@ -1,7 +1,8 @@
 """lnl.data: datasets, noise models and the GPU-resident data pipeline.
 
 * :func:`get_dataset` / :func:`list_datasets`: the dataset registry (:mod:`lnl.data.datasets`).
-* :mod:`lnl.data.noise`: synthetic label-noise generators and noise-file readers/writers.
+* :mod:`lnl.data.noise`: synthetic label-noise generators (feature-dependent ones in
+  :mod:`lnl.data.noise_models`); :mod:`lnl.data.noise_files`: noise-file readers/writers.
 * :mod:`lnl.data.gpu`: :class:`~lnl.data.gpu.GPULoader`, batches and augmentation on the device.
 * :mod:`lnl.data.loaders`: ``DataLoader`` helpers for file-list datasets (Clothing1M subsets,
   ``DeviceLoader``).

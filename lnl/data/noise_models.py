@@ -52,7 +52,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lnl.data.noise import _per_sample_multinomial, _reject_options, asym_map, check_rate, map_matrix
+from lnl.data.noise_checks import check_rate, reject_options
+from lnl.data.noise_maps import asym_map, map_matrix, per_sample_multinomial
 
 PMD_OPTIONS = ("pmd_type", "pmd_factor", "pmd_anchor", "pmd_procedure")
 
@@ -203,7 +204,7 @@ def plc_overlay(base: Any, kind: str, rate: float, num_classes: int, dataset: st
         raise ValueError(f"overlay kind must be 'U' or 'A', got {kind!r}")
     if rate == 0.0:  # PLC skips the draw at rate 0 (noisify_* return the labels unchanged)
         return base.copy()
-    return _per_sample_multinomial(base, overlay_matrix(kind, rate, num_classes, dataset), seed)
+    return per_sample_multinomial(base, overlay_matrix(kind, rate, num_classes, dataset), seed)
 
 
 def _independent_overlay(kind, base, rate, num_classes, seed, mapping):
@@ -280,12 +281,12 @@ def idn(y, rate, num_classes, seed, features, std) -> tuple[np.ndarray, dict[str
 def generate(noise_type, y, rate, num_classes, seed, dataset, probs, options):
     """Dispatch for :func:`lnl.data.noise.make_noise`; returns ``(noisy, meta)``."""
     if noise_type == "pmd":
-        _reject_options(options, PMD_OPTIONS)
+        reject_options(options, PMD_OPTIONS)
         return pmd(y, rate, num_classes, seed, probs, options)
     if noise_type in ("pmd+U", "pmd+A"):
-        _reject_options(options, PMD_OPTIONS + ("pmd_level", "overlay_procedure", "overlay_seed"))
+        reject_options(options, PMD_OPTIONS + ("pmd_level", "overlay_procedure", "overlay_seed"))
         return hybrid(noise_type[-1], y, rate, num_classes, seed, dataset, probs, options)
-    _reject_options(options, ("features", "idn_std"))
+    reject_options(options, ("features", "idn_std"))
     std = float(options.get("idn_std", 0.1))
     if std <= 0:
         raise ValueError(f"idn_std must be > 0, got {std}")

@@ -27,7 +27,8 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from lnl.data.noise import save_noise_file
-from lnl.engine.data import add_subset_flag, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, subset_suffix
+from lnl.engine.settings import NoiseSettings
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.runner import RunRecord, Runner
 from methods.dmlp import dmlp_lib as L
@@ -150,7 +151,8 @@ def main(args: argparse.Namespace) -> dict:
     if args.fix_all:
         for f in FIXES:
             setattr(args, f, True)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
     log = default_setup(args, supports=())
     fs = L.load_features(args)
     args.num_classes = c = _num_classes(args, fs)
@@ -205,7 +207,8 @@ def finish(args, runner, views, fs, noisy, noise_meta, train_idx, meta_idx, yv) 
                             args.fix_softmax)
     report = L.label_report(hard, noisy, fs.clean, train_idx, c)
     fixes = [f for f in ALL_FIXES if getattr(args, f)]
-    meta = {"type": "dmlp_purified", "method": METHOD, "dataset": args.dataset, "noise": noise_name(args),
+    noise = NoiseSettings.from_args(args).name
+    meta = {"type": "dmlp_purified", "method": METHOD, "dataset": args.dataset, "noise": noise,
             "noise_source": noise_meta.get("source"), "seed": args.seed, "fixes": fixes,
             "features": fs.source, "num_classes": c, "purified_from": args.purified}
     if args.subset is not None:  # the outputs cover the first N rows only: not labels for a full run
@@ -215,7 +218,7 @@ def finish(args, runner, views, fs, noisy, noise_meta, train_idx, meta_idx, yv) 
     files = L.write_outputs(Path(args.out), "purified_labels", hard, soft, meta, report, extra)
     last = state.get("last", {})
     return runner.finish(RunRecord(
-        method=METHOD, dataset=args.dataset, noise=noise_name(args), seed=args.seed, epochs=args.epochs,
+        method=METHOD, dataset=args.dataset, noise=noise, seed=args.seed, epochs=args.epochs,
         test_acc=last.get("test_acc"), best_acc=state["best_acc"], seconds=runner.seconds, run_dir=args.out,
         subset=args.subset, extra={"fixes": fixes, "purified_acc": report.get("purified_acc"),
                                    "noisy_acc": report.get("noisy_acc"), "files": files}))

@@ -96,7 +96,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 def run_dir(args: argparse.Namespace) -> str:
     """``--out``, else the original's ``<checkpoint_path>/<dataset>_p<ratio>/<network_name>``
     (``_p<ratio>-sub<N>`` with ``--subset N``: ``--resume auto`` never mixes a subset and a full run)."""
-    folder = f"{args.dataset}_p{args.probe_dataset_hold_ratio}{subset_suffix(args)}/{args.network_name}"
+    folder = f"{args.dataset}_p{args.probe_dataset_hold_ratio}{subset_suffix(args.subset)}/{args.network_name}"
     return args.out or f"{args.checkpoint_path}/{folder}"
 
 

@@ -112,7 +112,8 @@ def resolve_paths(args: argparse.Namespace, method: str) -> None:
     """Map lnl's ``--out`` and the original's ``--save``/``--results``: ``--out`` (else ``--save``,
     else ``runs/<method>/<dataset>-<model>-s<seed>``) is the run folder; ``--save`` defaults to it and
     ``--results`` to ``<save>/results.jsonl`` (the original crashed without it)."""
-    default = f"runs/{method}/{dataset_key(args.train_dataset)}-{args.model}-s{args.seed}{subset_suffix(args)}"
+    suffix = subset_suffix(args.subset)
+    default = f"runs/{method}/{dataset_key(args.train_dataset)}-{args.model}-s{args.seed}{suffix}"
     args.out = args.out or args.save or default
     args.save = args.save or args.out
     args.results_db = args.results_db or str(Path(args.save) / "results.jsonl")

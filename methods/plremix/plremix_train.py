@@ -14,7 +14,8 @@ from lnl.codivide.recipe import Recipe
 from lnl.data import get_dataset
 from lnl.data.file_views import transforms_for
 from lnl.engine import default_argument_parser, default_setup
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
+from lnl.engine.settings import DataSettings, NoiseSettings
 from methods.plremix import plremix_lib as lib
 
 METHOD = "plremix"
@@ -40,13 +41,14 @@ def main(args: argparse.Namespace) -> dict:
 def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
     """CIFAR-10/100, Tiny-ImageNet (and digits) with synthetic noise, tested on the test split every epoch."""
     args.noise_file = args.noise_file or lib.default_noise_file(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
     log = default_setup(args)
     if args.warm_up is None:
         args.warm_up = r.warm_up_epochs[args.dataset]
     if args.mcrop:
         log.warning("--mcrop only applies to Clothing1M/WebVision; ignored")
-    data = build_noisy_data(args, log)
+    data = build_noisy_data(DataSettings.from_args(args), log)
     args.num_classes = data.num_classes
     if args.arch is None and args.dataset == "digits":
         args.arch = "small_cnn"
@@ -56,7 +58,7 @@ def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
     def test() -> dict:
         return {"test_acc": method.test(data.test_loader)["top1"]}
 
-    record = {"method": METHOD, "dataset": args.dataset, "noise": noise_name(args), "seed": args.seed}
+    record = {"method": METHOD, "dataset": args.dataset, "noise": noise.name, "seed": args.seed}
     return fit(args, method, log, test=test, result=record, logger_options=lib.wandb_options(args))
 
 

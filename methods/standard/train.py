@@ -24,7 +24,8 @@ from lnl.engine import comm, default_argument_parser, default_setup, parse_with_
 from lnl.engine.runner import RunRecord, Runner
 from lnl.engine.train_loop import evaluate, train_one_epoch
 from lnl.models import create_model
-from lnl.engine.data import add_subset_flag, build_noisy_data, noise_name, subset_suffix
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
+from lnl.engine.settings import DataSettings, NoiseSettings
 
 METHOD = "standard"
 
@@ -50,8 +51,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _default_out(args: argparse.Namespace) -> str:
-    return f"runs/{METHOD}/{args.dataset}-{noise_name(args)}-s{args.seed}{subset_suffix(args)}"
+def _default_out(args: argparse.Namespace, noise: NoiseSettings) -> str:
+    return f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
 
 
 def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int):
@@ -64,9 +65,10 @@ def make_scheduler(optimizer: torch.optim.Optimizer, kind: str, num_epochs: int)
 
 def main(args: argparse.Namespace) -> dict:
     """Train, evaluate every epoch, checkpoint every epoch; returns the results record."""
-    args.out = args.out or _default_out(args)
+    noise = NoiseSettings.from_args(args)
+    args.out = args.out or _default_out(args, noise)
     log = default_setup(args)
-    data = build_noisy_data(args, log)
+    data = build_noisy_data(DataSettings.from_args(args), log)
     arch = args.arch or ("small_cnn" if args.dataset == "digits" else "preact_resnet18")
     model = create_model(arch, num_classes=data.num_classes).to(args.device)
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=args.momentum,
@@ -94,7 +96,7 @@ def main(args: argparse.Namespace) -> dict:
         runner.log_metrics(epoch, metrics)
 
     runner.run(args.num_epochs, step, record)
-    return runner.finish(RunRecord(method=METHOD, dataset=args.dataset, noise=noise_name(args), seed=args.seed,
+    return runner.finish(RunRecord(method=METHOD, dataset=args.dataset, noise=noise.name, seed=args.seed,
                                    epochs=args.num_epochs, test_acc=state.get("last_acc"),
                                    best_acc=state["best_acc"], seconds=runner.seconds, run_dir=args.out))
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from lnl.data import get_dataset
-from lnl.data.noise import load_noise_file
+from lnl.data.noise_files import load_noise_file
 
 from ._fakes import (
     make_clothing1m,

@@ -3,14 +3,18 @@ shipped DivideMix/PLReMix files, feature-dependent noise and bad input."""
 
 from __future__ import annotations
 
+import ast
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
 from lnl.data._classes import CIFAR100_FINE_TO_COARSE
-from lnl.data.noise import NOISE_TYPES, asym_map, load_noise_file, make_noise
+from lnl.data.noise import NOISE_TYPES, make_noise
+from lnl.data.noise_files import load_noise_file
+from lnl.data.noise_maps import asym_map
 
 Y10 = np.repeat(np.arange(10), 500)  # 5,000 balanced CIFAR-10-like labels
 Y100 = np.repeat(np.arange(100), 50)
@@ -254,3 +258,21 @@ def test_idn_rate_and_range():
     ).labels.numpy()
     flipped = copies[copies != 3]
     assert len(flipped) > 150 and np.bincount(flipped).max() / len(flipped) > 0.5
+
+
+def _imported_modules(path: Path) -> set[str]:
+    """Every module a file imports, at the top or inside a function."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found |= {node.module} | {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+@pytest.mark.parametrize("helper", ["noise_models", "noise_files", "noise_checks", "noise_maps"])
+def test_the_noise_helpers_do_not_import_the_generator_module(helper):
+    """``lnl.data.noise`` imports its helpers, never the other way round (no import loop)."""
+    path = Path(__file__).parents[2] / "lnl" / "data" / f"{helper}.py"
+    assert "lnl.data.noise" not in _imported_modules(path)

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from lnl.data.noise import NoisyLabels, asym_map, load_noise_file, meta_from_name, save_noise_file
+from lnl.data.noise_files import NoisyLabels, load_noise_file, meta_from_name, save_noise_file
+from lnl.data.noise_maps import asym_map
 
 from .conftest import NOISE_DIR
 

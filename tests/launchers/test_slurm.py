@@ -13,7 +13,7 @@ import torch
 pytest.importorskip("submitit")  # installed by make; absent on bare machines (the lent GPU)
 from launchers import collect, slurm  # noqa: E402
 from lnl.engine import LAST_CHECKPOINT, comm, find_resume_path, save_checkpoint
-from lnl.engine.data import noise_name
+from lnl.engine.settings import NoiseSettings
 from lnl.presets import list_methods
 from methods import registry
 
@@ -75,7 +75,7 @@ def test_sweep_is_an_array_and_flags_override_presets(tmp_path):
     from methods.standard.train import get_args_parser
 
     ns = get_args_parser().parse_args(list(specs[-1].argv))
-    assert (ns.batch_size, ns.lr, ns.num_epochs, noise_name(ns), ns.seed) == (32, 0.05, 30, "asym0.4", 2)
+    assert (ns.batch_size, ns.lr, ns.num_epochs, NoiseSettings.from_args(ns).name, ns.seed) == (32, 0.05, 30, "asym0.4", 2)
     script = slurm.sbatch_script(args, specs)
     assert "#SBATCH --array=0-5%6" in script and "%A_%a" in script
     args, extra = parse(["--method", "standard", "--dataset", "digits", "--output_dir", str(tmp_path),

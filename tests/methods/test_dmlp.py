@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from lnl.data.noise import load_noise_file
+from lnl.data.noise_files import load_noise_file
 from lnl.engine import read_jsonl
 from methods.dmlp import DMLP
 from methods.dmlp import dmlp_lib as L
@@ -248,15 +248,16 @@ def test_subset_keeps_the_first_rows_and_the_full_runs_noisy_labels(tmp_path):
 
 def test_subset_too_small_is_a_clear_error_and_its_labels_do_not_fit_a_full_run(tmp_path):
     from lnl.engine.data import noisy_labels_for
+    from lnl.engine.settings import NoiseSettings
 
     with pytest.raises(ValueError, match="--subset 5 keeps fewer rows than there are classes"):
         _run(tmp_path / "a", *DIGITS, "--subset", "5")
     with pytest.raises(ValueError, match="--subset 80 is too small for --meta_size 100"):
         _run(tmp_path / "a", *DIGITS, "--subset", "80")
     _run(tmp_path / "b", *DIGITS, "--subset", "250", "--epochs", "1", "--batch", "100")
-    full = SimpleNamespace(noise_file=str(tmp_path / "b" / "purified_labels.json"), dataset="digits")
+    full = NoiseSettings(file=str(tmp_path / "b" / "purified_labels.json"))
     with pytest.raises(ValueError, match="has 250 labels but the digits training split has 1437 images"):
-        noisy_labels_for(full, torch.zeros(1437, dtype=torch.long), 10)  # DivideMix/CE's --noise_file check
+        noisy_labels_for(full, torch.zeros(1437, dtype=torch.long), 10, dataset="digits")  # DivideMix/CE's --noise_file check
 
 
 # ---------------------------------------------------------------------------------------- integration

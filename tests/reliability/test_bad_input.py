@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 import numpy as np
@@ -11,8 +10,9 @@ import torch
 
 from lnl.data import get_dataset
 from lnl.data._base import DataFileError, InMemoryDataset
-from lnl.data.noise import NoisyLabels, load_noise_file, save_noise_file
+from lnl.data.noise_files import NoisyLabels, load_noise_file, save_noise_file
 from lnl.engine.data import noisy_labels_for
+from lnl.engine.settings import NoiseSettings
 from methods.standard import train as standard
 
 
@@ -29,16 +29,12 @@ def _cifar_folder(root, labels: np.ndarray, dtype=np.int64):
     return root
 
 
-def _args(**kw) -> argparse.Namespace:
-    return argparse.Namespace(**{"dataset": "digits", "subset": None, "seed": 0, **kw})
-
-
 def test_a_noise_file_label_beyond_the_classes_is_refused_before_training(tmp_path):
     """On a GPU this was a device-side assert deep inside the first epoch."""
     path = tmp_path / "noise.json"
     path.write_text(json.dumps([0, 3, 10, 2]))
     with pytest.raises(ValueError, match=f"{path} labels span|{path} labels out of range: maximum 10 >= num_classes=10"):
-        noisy_labels_for(_args(noise_file=str(path)), torch.zeros(4, dtype=torch.long), 10)
+        noisy_labels_for(NoiseSettings(file=str(path)), torch.zeros(4, dtype=torch.long), 10, dataset="digits")
     with pytest.raises(ValueError, match="maximum 10 >= num_classes=10"):
         load_noise_file(path, num_classes=10)
 
