@@ -46,8 +46,10 @@ class NoiseSettings:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> NoiseSettings:
-        """From ``--noise_mode``, ``--r``, ``--seed`` and ``--noise_file`` (an empty path means none)."""
-        return cls(mode=args.noise_mode, rate=args.r, seed=args.seed, file=args.noise_file or None)
+        """From ``--noise_mode``, ``--r``, ``--seed`` and ``--noise_file`` (an empty path means none;
+        entry points without the last two, such as a new method's first draft, get seed 0 and none)."""
+        return cls(mode=args.noise_mode, rate=args.r, seed=getattr(args, "seed", 0),
+                   file=getattr(args, "noise_file", None) or None)
 
 
 @dataclass(frozen=True)
