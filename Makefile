@@ -12,7 +12,7 @@ LNL_CUDA ?= auto
 BUILD_STAMP := build/.stamp-cuda-$(LNL_CUDA)
 CSRC := $(shell find csrc -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' 2>/dev/null)
 
-.PHONY: install build demo test bench clean info mutate image-cpu image-cuda test-images
+.PHONY: install build demo test lint bench clean info mutate image-cpu image-cuda test-images
 
 $(VENV)/.installed: requirements.txt
 	test -x $(PY) || $(PYTHON_BOOT) -m venv $(VENV)
@@ -38,9 +38,14 @@ info: build
 demo: build
 	$(PY) -m methods.demo --out results/demo
 
-test: build
+# Lint and format checks first (seconds), then the suite.
+test: build lint
 	bash launchers/install_slurm.sh
 	$(PY) -m pytest -q tests
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 
 # Deletes each barrier of the CUDA kernels in turn and runs the emulation tests (an hour or more on
 # two cores; tests/ops/cuda_emulation/README.md): every deletion must make a test fail.

@@ -29,9 +29,10 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+
 from lnl.data import get_dataset  # noqa: E402
 from lnl.data.gpu import GPULoader  # noqa: E402
-from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 PIPELINES = {"weak": ("weak",), "mixmatch": ("weak", "strong", "strong")}

@@ -26,13 +26,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+
 import lnl.engine.data as engine_data  # noqa: E402
 from lnl.codivide.cotrain import CoDivide  # noqa: E402
 from lnl.data import InMemoryDataset  # noqa: E402
 from lnl.engine import default_setup  # noqa: E402
 from lnl.engine.defaults import git_sha  # noqa: E402
 from lnl.engine.settings import DataSettings  # noqa: E402
-from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 

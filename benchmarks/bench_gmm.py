@@ -39,9 +39,10 @@ import torch
 from sklearn.mixture import GaussianMixture
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from anywhere, installed or not
-from lnl.ops import gmm_fit  # noqa: E402
-from lnl.ops import gmm as gmm_mod  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+
+from lnl.ops import gmm as gmm_mod  # noqa: E402
+from lnl.ops import gmm_fit  # noqa: E402
 
 SETTINGS = dict(max_iter=10, tol=1e-2, reg_covar=5e-4)
 RESULTS = Path(__file__).with_name("RESULTS.md")
@@ -121,7 +122,7 @@ def run_case(name: str, xs: np.ndarray, reps: int, sk_reps: int, full_per_class:
                  dp=0.0, dp64=float(np.abs(sk_p - sk_p64).max()), agree=1.0)]
     for b, dev in backends():
         x = torch.from_numpy(xs).to(dev)
-        t, cpu, res = timed(lambda: fit_resp(x, b), reps if b != "reference" else max(3, reps // 3), dev)
+        t, cpu, res = timed(lambda x=x, b=b: fit_resp(x, b), reps if b != "reference" else max(3, reps // 3), dev)
         p = res.cpu().numpy()
         rows.append(dict(case=name, backend=b, ms=t * 1e3, speedup=sk_t / t, cpu_ms=cpu * 1e3,
                          cpu_speedup=sk_cpu / cpu if dev == "cpu" else float("nan"),

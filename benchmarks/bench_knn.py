@@ -31,8 +31,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from lnl.ops.knn import knn_labels, votes_from_indices  # noqa: E402
 from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+
+from lnl.ops.knn import knn_labels, votes_from_indices  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 GPU_SIZES = ["50000x128", "50000x512", "66000x768", "1000000x128:16384", "1000000x512:16384"]

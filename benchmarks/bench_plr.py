@@ -31,9 +31,10 @@ import torch.nn.functional as F
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
+
 from lnl.ops import plr_loss, plr_loss_reference  # noqa: E402
 from lnl.ops.plr import choose_backend  # noqa: E402
-from _machine import machine_line  # noqa: E402  (benchmarks/ is sys.path[0] for a script)
 
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 

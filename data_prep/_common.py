@@ -19,8 +19,8 @@ import tarfile
 import tempfile
 import urllib.request
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from tqdm import tqdm
 

@@ -71,7 +71,7 @@ def train(model: torch.nn.Module, loader, epochs: int, lr: float, wd: float) -> 
     total, step, loss_sum = epochs * len(loader), 0, 0.0
     from lnl.engine.train_loop import progress
 
-    for epoch in progress(range(epochs), desc="pre-training", total=epochs, leave=True):
+    for _ in progress(range(epochs), desc="pre-training", total=epochs, leave=True):
         model.train()
         loss_sum = torch.zeros(())
         for x, y, _ in loader:

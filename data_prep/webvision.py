@@ -36,9 +36,8 @@ import tarfile
 import tempfile
 from pathlib import Path
 
-from tqdm import tqdm
-
 from _common import extract, place, report, write_text_atomic
+from tqdm import tqdm
 
 INFO = ("info/train_filelist_google.txt", "info/val_filelist.txt", "info/synsets.txt")
 

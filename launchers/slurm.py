@@ -33,9 +33,10 @@ import re
 import shlex
 import shutil
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as a script
@@ -96,7 +97,7 @@ class RunSpec:
         """The command line the job is equivalent to."""
         return shlex.join([python, script_path(self.module), *self.argv])
 
-    def resumed(self) -> "RunSpec":
+    def resumed(self) -> RunSpec:
         """The same run with ``--resume auto`` (whatever ``--resume`` it had)."""
         argv, skip = [], False
         for a in self.argv:

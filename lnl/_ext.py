@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ import torch
 _BUILD_INFO = Path(__file__).with_name("_build_info.json")
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_error() -> str | None:
     """Import ``lnl._C`` once; return None on success, else the error text."""
     try:
@@ -42,7 +42,7 @@ def available() -> bool:
     return load_error() is None
 
 
-@lru_cache(maxsize=None)
+@cache
 def build_info() -> dict[str, Any]:
     """The metadata ``setup.py`` wrote beside ``_C`` (torch, CUDA, arch list, flags, git SHA)."""
     if not _BUILD_INFO.exists():

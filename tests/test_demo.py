@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from methods import demo
 from lnl.engine import read_jsonl
+from methods import demo
 
 REQUIRED = {"method", "dataset", "noise", "test_acc", "seconds"}
 

@@ -16,13 +16,14 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import Tensor
 
 from lnl.codivide import steps as cd
-from lnl.engine.runner import RunRecord, Runner
+from lnl.engine.runner import Runner, RunRecord
 from lnl.engine.train_loop import set_lr
 
 HISTORY = 5  # DivideMix averages the last 5 epochs' losses at 90 % noise

@@ -12,9 +12,9 @@ torch seed of its worker, which ``DataLoader`` derives from the loader's generat
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Callable
 
 import torch
 from torch import Tensor

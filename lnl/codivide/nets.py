@@ -3,7 +3,7 @@ calls, one net after the other)."""
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -4,8 +4,9 @@ recipe plus those two (LRA's pattern, ``methods/lra/lra_train.py``)."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from lnl.data.file_views import Crops
 

@@ -17,7 +17,7 @@ Differences from the originals, all speed or reproducibility and none semantic:
 
 from __future__ import annotations
 
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F

@@ -31,8 +31,8 @@ import tempfile
 import warnings
 import zipfile
 import zlib
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import fnmatch
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 #: The ``data_prep`` command that prepares each dataset; ``{root}`` is the dataset folder.
 DATA_PREP_HINT: dict[str, str] = {

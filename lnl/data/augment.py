@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -118,7 +118,7 @@ def normalize(
     return torch.addcmul(shift, x, scale).to(dtype=dtype, memory_format=fmt)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _normalize_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
     """``(-mean/std, 1/(255 std))`` as ``[1, C, 1, 1]`` float32 on ``device``, built once: a host-to-device
     copy per batch would wait for all the work queued on the GPU."""

@@ -264,17 +264,17 @@ def _per_image(mask: Tensor) -> Tensor:
 
 # Constant tables, built and copied once per device: a host-to-device copy waits for all the work
 # queued on the GPU, so rebuilding them per batch would stall the pipeline every step.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _signed_mask(device: torch.device) -> Tensor:
     return _SIGNED_MASK.to(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _magnitudes(num_bins: int, h: int, w: int, device: torch.device) -> Tensor:
     return magnitude_table(num_bins, h, w).to(device)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _cifar_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(op ids, probabilities, magnitude bins), each ``[25, 2]``."""
     return (torch.tensor([[OP_ID[o] for o, _, _ in sp] for sp in CIFAR10_POLICY], device=device),
@@ -282,7 +282,7 @@ def _cifar_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
             torch.tensor([[m or 0 for _, _, m in sp] for sp in CIFAR10_POLICY], device=device))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _randaug_choices(device: torch.device) -> Tensor:
     return torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=device)
 
@@ -458,7 +458,7 @@ def _solarize_add(x: Tensor, addition: Tensor) -> Tensor:
     return torch.where(x < 128, added.to(torch.uint8), x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _imagenet_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(op ids, probabilities, float64 magnitudes, signed?), each ``[25, 2]``, of the v0 policy."""
     table, op_id = IMAGENET_POLICY_V0, {**OP_ID, "SolarizeAdd": _SOLARIZE_ADD}

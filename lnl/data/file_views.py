@@ -5,8 +5,8 @@ original's crop sizes, its weak/strong/val/multi-crop transforms (PIL in, normal
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 
 @dataclass(frozen=True)

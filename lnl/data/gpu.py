@@ -33,7 +33,7 @@ CPU and CUDA generators produce different streams.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 import torch

@@ -250,7 +250,7 @@ def cutout(x: Tensor, size: Tensor, cx: Tensor, cy: Tensor, color: Sequence[int]
     return torch.where(inside.unsqueeze(1), _paint(tuple(color), x.device), x)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _paint(color: tuple[int, ...], device: torch.device) -> Tensor:
     """The colour as ``[1, 3, 1, 1]`` uint8 on ``device``, copied once (a host-to-device copy per batch
     would wait for the queued GPU work)."""
@@ -404,7 +404,7 @@ class PolicyDraws:
     sign: Tensor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _policy_tables(policy: str, device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(op ids, probabilities, unsigned magnitudes, signed?), each ``[n, 2]``, on ``device``."""
     table = POLICIES[policy]
@@ -445,7 +445,7 @@ def policy_draws_python(policy: str, b: int, rng=_random, device: torch.device |
                        torch.tensor(sign, dtype=torch.float64, device=device))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _slot_ops(policy: str, slot: int) -> tuple[int, ...]:
     return tuple(sorted({AA_ID[sp[slot][0]] for sp in POLICIES[policy]}))
 
@@ -551,7 +551,7 @@ def randaug_draws_python(b: int, n: int, w: int, h: int, rng=_random, np_rng=np.
                         torch.tensor(centres, **f64))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _fixmatch_ranges(device: torch.device) -> tuple[Tensor, Tensor]:
     low = torch.tensor([float(lo) for _, lo, _ in FIXMATCH_OPS], dtype=torch.float64, device=device)
     high = torch.tensor([float(hi) for _, _, hi in FIXMATCH_OPS], dtype=torch.float64, device=device)

@@ -4,7 +4,7 @@ originals' flag names for everything else; ``--config`` YAML files set defaults 
 from __future__ import annotations
 
 import argparse
-from typing import Sequence
+from collections.abc import Sequence
 
 import yaml
 

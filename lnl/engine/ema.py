@@ -9,7 +9,7 @@ training continues unchanged; ``state_dict()`` makes the average part of a check
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 import torch.nn as nn

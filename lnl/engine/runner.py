@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import argparse
 import logging
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from lnl.engine.checkpoint import find_resume_path, load_checkpoint, save_checkpoint
 from lnl.engine.logger import MetricLogger, append_jsonl, read_jsonl

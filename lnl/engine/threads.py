@@ -8,7 +8,7 @@ runs pin one thread for their duration and restore the previous count afterwards
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 

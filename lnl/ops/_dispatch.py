@@ -11,8 +11,8 @@ and the reasons, instead of silently running something else.
 from __future__ import annotations
 
 import warnings
-from typing import NamedTuple
 from collections.abc import Callable
+from typing import NamedTuple
 
 import torch
 

@@ -14,7 +14,7 @@ order, so general entries come first and specific ones override them.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ def list_methods() -> list[str]:
     return sorted(p.stem for p in FOLDER.glob("*.yaml"))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _entries(method: str) -> tuple[dict, ...]:
     path = FOLDER / f"{method}.yaml"
     if not path.exists():

@@ -25,12 +25,12 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from lnl.data.noise import save_noise_file
+from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from lnl.engine.data import add_subset_flag, subset_suffix
+from lnl.engine.runner import Runner, RunRecord
 from lnl.engine.settings import NoiseSettings
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.runner import RunRecord, Runner
 from methods.dmlp import dmlp_lib as L
 
 METHOD = "dmlp"

@@ -137,7 +137,7 @@ def _op_id(name: str) -> int:
     return CUTOUT if name == "Cutout" else OP_ID[name]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _policy_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(op ids, probabilities, float64 magnitudes, signed?), each ``[95, 2]``."""
     rows = CIFAR_POLICIES
@@ -148,7 +148,7 @@ def _policy_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor
             torch.tensor([[o in SIGNED for o, _, _ in sp] for sp in rows], device=device))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _randaug_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(op ids ``[14]``, magnitudes ``[14, 10]`` by level, signed? ``[14]``)."""
     return (torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=device),

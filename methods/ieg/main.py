@@ -25,14 +25,20 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.data import get_dataset, list_datasets
+from lnl.data._base import reading
 from lnl.data._registry import dataset_info, default_root
 from lnl.data.gpu import GPULoader
-from lnl.engine import comm, default_argument_parser, default_setup, find_resume_path, parse_with_config
-from lnl.engine.runner import RunRecord, Runner, subset_of
-from lnl.data._base import reading
+from lnl.engine import (
+    comm,
+    default_argument_parser,
+    default_setup,
+    find_resume_path,
+    parse_with_config,
+)
 from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, check_subset_size, first_images, subset_suffix
 from lnl.engine.ema import EMA
+from lnl.engine.runner import Runner, RunRecord, subset_of
 from lnl.engine.threads import cpu_threads, small_run_threads
 from lnl.engine.train_loop import FiniteGuard, evaluate, progress
 from methods.ieg import ieg_lib as L

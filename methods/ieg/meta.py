@@ -24,8 +24,8 @@ statistics without touching the running averages, as in the original.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import torch
 import torch.nn as nn

@@ -8,8 +8,8 @@ original; the strong-view, MixUp and meta forwards use batch statistics (:func:`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -18,8 +18,15 @@ from torch import Tensor
 from torch.func import functional_call
 
 from methods.ieg import ieg_lib as L
-from methods.ieg.meta import (MetaConfig, MetaResult, bn_stats_frozen, meta_double_backward, meta_jvp,
-                              mixed_target, soft_ce)
+from methods.ieg.meta import (
+    MetaConfig,
+    MetaResult,
+    bn_stats_frozen,
+    meta_double_backward,
+    meta_jvp,
+    mixed_target,
+    soft_ce,
+)
 
 
 @dataclass

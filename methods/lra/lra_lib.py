@@ -45,7 +45,7 @@ class Schedule:
     alphas_cumprod: torch.Tensor  # Tensor[T]
 
     @classmethod
-    def cosine(cls, num_timesteps: int = NUM_TIMESTEPS, device: torch.device | str = "cpu") -> "Schedule":
+    def cosine(cls, num_timesteps: int = NUM_TIMESTEPS, device: torch.device | str = "cpu") -> Schedule:
         # β rounded to float32 first, then 1 − β and the cumulative product in float32, as the original
         # (model_diffusion.py: Diffusion.__init__); a float64 product differs in the last bits
         return cls(torch.cumprod(1 - cosine_betas(num_timesteps).float(), 0).to(device))

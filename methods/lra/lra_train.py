@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.data import add_subset_flag
 from lnl.engine.ema import EMA
+from lnl.engine.runner import Runner, RunRecord, subset_of
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.runner import RunRecord, Runner, subset_of
 from lnl.engine.train_loop import DeviceTimer, FiniteGuard, autocast, progress
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L

@@ -34,7 +34,13 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
 from lnl.engine import default_setup, parse_with_config
 from lnl.engine.train_loop import FiniteGuard, autocast, progress, set_lr
 from methods.nmtune import nmtune_lib as L
-from methods.nmtune.downstream import Downstream, cached_features, encode_split, load_downstream, top1
+from methods.nmtune.downstream import (
+    Downstream,
+    cached_features,
+    encode_split,
+    load_downstream,
+    top1,
+)
 from methods.nmtune.encoders import ImageEncoder, ResidualMLP
 from methods.nmtune.regularisers import LossWeights, nmtune_objective
 from methods.nmtune.views import batches, cosine_lr, epoch_generator, train_view

@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn as nn
@@ -25,9 +25,15 @@ import torch.nn as nn
 from lnl.engine import default_argument_parser, read_jsonl
 from lnl.engine.args import str2bool
 from lnl.engine.data import add_subset_flag, subset_suffix
-from lnl.engine.runner import RunRecord, Runner
+from lnl.engine.runner import Runner, RunRecord
 from methods.nmtune.downstream import Split, dataset_key
-from methods.nmtune.encoders import ClassificationHead, ImageEncoder, build_encoder, build_zero_shot_head, make_head
+from methods.nmtune.encoders import (
+    ClassificationHead,
+    ImageEncoder,
+    build_encoder,
+    build_zero_shot_head,
+    make_head,
+)
 
 
 def optional_float(value: str) -> float | None:

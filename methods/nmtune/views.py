@@ -40,7 +40,7 @@ def _normalize(x255: Tensor, prep: Preprocess) -> Tensor:
 
 # Built once per device: a host-to-device copy waits for the GPU's queue, so making these per batch
 # would stall every step.
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _mean_std_255(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
     return (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
             torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)

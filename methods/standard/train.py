@@ -21,11 +21,11 @@ if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lnl.engine import comm, default_argument_parser, default_setup, parse_with_config
-from lnl.engine.runner import RunRecord, Runner
+from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
+from lnl.engine.runner import Runner, RunRecord
+from lnl.engine.settings import DataSettings, NoiseSettings
 from lnl.engine.train_loop import evaluate, train_one_epoch
 from lnl.models import create_model
-from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
-from lnl.engine.settings import DataSettings, NoiseSettings
 
 METHOD = "standard"
 

@@ -43,12 +43,12 @@ def write_cifar_pickles(folder: Path, x: np.ndarray, y: np.ndarray, name: str = 
             dump(f"data_batch_{b + 1}", tr_x[chunk], tr_y[chunk])
         dump("test_batch", te_x, te_y)
         with open(folder / "batches.meta", "wb") as f:
-            pickle.dump({"label_names": ["c%d" % i for i in range(10)]}, f, protocol=2)
+            pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f, protocol=2)
     else:
         dump("train", tr_x, tr_y)
         dump("test", te_x, te_y)
         with open(folder / "meta", "wb") as f:
-            pickle.dump({"fine_label_names": ["c%d" % i for i in range(100)]}, f, protocol=2)
+            pickle.dump({"fine_label_names": [f"c{i}" for i in range(100)]}, f, protocol=2)
     return {p.name: md5(p) for p in sorted(folder.iterdir())}
 
 

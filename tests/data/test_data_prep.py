@@ -167,7 +167,7 @@ def test_cifar_from_npz_and_cifar_n(tmp_path, cifar10_test, capsys, private_cach
     )
     out = capsys.readouterr().out
     assert (
-        "clean labels match" in out and len([l for l in out.splitlines() if l[:64].isalnum()]) >= 3
+        "clean labels match" in out and len([line for line in out.splitlines() if line[:64].isalnum()]) >= 3
     )
 
 

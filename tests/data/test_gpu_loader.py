@@ -174,7 +174,7 @@ def test_cuda_matches_cpu_shapes_and_eval_values(small):
     images, labels = small
     cpu = GPULoader(images, labels, 64, mean=MEAN, std=STD, train=False)
     gpu = GPULoader(images, labels, 64, mean=MEAN, std=STD, train=False, device="cuda")
-    for (xc, yc, ic), (xg, yg, ig) in zip(cpu, gpu):
+    for (xc, _, ic), (xg, _, ig) in zip(cpu, gpu):
         assert xg.is_cuda and torch.allclose(xc, xg.cpu(), atol=1e-6) and torch.equal(ic, ig.cpu())
     strong = GPULoader(images, labels, 64, mean=MEAN, std=STD, views=("strong",), device="cuda")
     x, _, _ = next(iter(strong))

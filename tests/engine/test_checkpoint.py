@@ -16,8 +16,13 @@ import numpy as np
 import pytest
 import torch
 
-from lnl.engine import (LAST_CHECKPOINT, find_resume_path, load_checkpoint, read_jsonl,
-                        save_checkpoint)
+from lnl.engine import (
+    LAST_CHECKPOINT,
+    find_resume_path,
+    load_checkpoint,
+    read_jsonl,
+    save_checkpoint,
+)
 from lnl.engine.checkpoint import atomic_save
 
 REPO = Path(__file__).resolve().parents[2]

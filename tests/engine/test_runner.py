@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from lnl.engine.runner import RunRecord, Runner, read_records
+from lnl.engine.runner import Runner, RunRecord, read_records
 from lnl.engine.train_loop import FiniteGuard, NonFiniteLossError
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))

@@ -15,9 +15,9 @@ import io
 import sys
 import zipfile
 import zlib
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import torch

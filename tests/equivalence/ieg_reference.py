@@ -332,7 +332,7 @@ def l2r_step(theta, batch, cfg):
     """l2rmodel.py ``L2R.meta_optimize`` + ``train_step``: target = 0, look-ahead
     ``θ' = θ − α∇(Σ target_i ℓ_i + R)`` (R included, no momentum), weights from ``−grad_target``;
     ``net_loss = Σ ω_i ℓ_i + R``."""
-    c, b = cfg["num_classes"], len(batch["y"])
+    c = cfg["num_classes"]
     onehot, probe_onehot = np.eye(c)[batch["y"]], np.eye(c)[batch["yp"]]
     real = {k: v.astype(np.float64) for k, v in theta.items()}
     grad_cost = complex_grad(lambda th: softmax_ce(onehot, mlp_forward(th, batch["xw"])), real)

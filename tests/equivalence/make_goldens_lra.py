@@ -37,7 +37,16 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.equivalence._golden import (  # noqa: E402
-    FIXTURES, det_array, det_tensor, fill_state, git_commit, grad_sample, import_original, load_definitions, save_golden)
+    FIXTURES,
+    det_array,
+    det_tensor,
+    fill_state,
+    git_commit,
+    grad_sample,
+    import_original,
+    load_definitions,
+    save_golden,
+)
 
 LRA_COMMIT = "231e587f3569ce413d40d96b9cce5a3c08ee361f"
 PLC_COMMIT = "8c2bcfd25e538fdcdb637a820ac340e9ee084e59"
@@ -267,6 +276,7 @@ def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
     returns a 1-element tensor; ``test``/``prepare_fp_x`` are wrapped to record what they return; an
     empty ``clip`` module stands in for OpenAI's package (imported, unused)."""
     import argparse as ap
+
     import torchvision.transforms as tv
 
     sys.modules.setdefault("clip", types.ModuleType("clip"))  # imported by clip_wrapper.py, never called here

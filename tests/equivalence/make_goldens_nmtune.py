@@ -34,8 +34,15 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-from tests.equivalence._golden import (FIXTURES, cpu_only, det_array, det_tensor, fill_state,  # noqa: E402
-                                       git_commit, save_golden)
+from tests.equivalence._golden import (  # noqa: E402
+    FIXTURES,
+    cpu_only,
+    det_array,
+    det_tensor,
+    fill_state,
+    git_commit,
+    save_golden,
+)
 
 ORIGINAL = "Hhhhhhao/Noisy-Model-Learning"
 COMMIT = "f249dceebd08523acbef868ece897d4fce42c9e1"
@@ -202,9 +209,8 @@ def head_forward(root: Path) -> dict:
 
 def preprocessing(root: Path) -> dict:
     from PIL import Image
-    from torchvision import transforms
-
     from src.models.modeling import timm_load
+    from torchvision import transforms
 
     _State.timm_cfg = PREP_CFG
     _, train, val = timm_load("tiny", "Fake")

@@ -31,7 +31,16 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tests.equivalence import _golden as G  # noqa: E402
 from tests.equivalence.make_goldens_dividemix import (  # noqa: E402
-    Batches, bn_buffers, delta_table, grad_table, images, labels, record_gradients, record_outputs, snapshot)
+    Batches,
+    bn_buffers,
+    delta_table,
+    grad_table,
+    images,
+    labels,
+    record_gradients,
+    record_outputs,
+    snapshot,
+)
 
 COMMIT = "b0c4ec373068705e5eba63202341738617a56711"
 OUT = G.FIXTURES / "plremix"

@@ -115,11 +115,11 @@ def ops_golden(size: int, OA, OR) -> dict:
     for name, (fn, lo, hi) in fns.items():
         for k, u in enumerate(FIXMATCH_VALUES):
             v = lo + float(hi - lo) * u
-            out[f"fm/{name}/{k}"] = keep(per_image(lambda img: fn(img, v), images))
+            out[f"fm/{name}/{k}"] = keep(per_image(lambda img, fn=fn, v=v: fn(img, v), images))
     for frac in CUTOUT_FRACTIONS:
         for c, (cx, cy) in enumerate(CUTOUT_CENTRES):
             with _fixed_uniform([cx * size, cy * size]):
-                out[f"cutout/{frac}/{c}"] = keep(per_image(lambda img: OR.Cutout(img, frac), images[:1]))
+                out[f"cutout/{frac}/{c}"] = keep(per_image(lambda img, frac=frac: OR.Cutout(img, frac), images[:1]))
     return out
 
 
@@ -221,7 +221,6 @@ def main() -> None:
     root = args.original.resolve()
     sys.path.insert(0, str(root))
     import PIL
-
     from data import auto_augment as OA
     from data import data_loader as DL
     from data import rand_augment as OR

@@ -12,8 +12,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.codivide import steps as cd
 from lnl.codivide import mixmatch as mm
+from lnl.codivide import steps as cd
 from lnl.codivide.cotrain import CoDivide
 from lnl.models import create_model
 from tests.equivalence import _golden as G

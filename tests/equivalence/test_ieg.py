@@ -23,8 +23,8 @@ from methods.ieg import steps as S
 from tests.equivalence._golden import assert_close, check_meta, load_golden
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import make_goldens_ieg as G  # noqa: E402
 import ieg_reference as R  # noqa: E402
+import make_goldens_ieg as G  # noqa: E402
 
 
 def golden(name: str, commit_key: str) -> dict:

@@ -21,6 +21,7 @@ from methods.lra import lra_lib as L
 from tests.equivalence import make_goldens_lra as G
 from tests.equivalence._golden import assert_close, check_meta, fill_state, grad_sample, load_golden
 
+
 def shipped_dir() -> Path:
     """LRA's noise_label files: ``$LNL_DATA/noise_labels/lra_pmd`` or ``../shared/data/...`` (CI)."""
     roots = [Path(os.environ["LNL_DATA"])] if "LNL_DATA" in os.environ else []
@@ -297,11 +298,10 @@ def test_two_epochs_of_train_cifar_end_to_end(tmp_path):
     f_p table): initial weights from the seed, prepare_fp_x's draw, the loaders, kNN draws, steps, the
     DDIM evaluation of val (and test when val improves): accuracies, final weights, the encoder's BN
     statistics and the global generator after it all equal the original's."""
+    import logging
     import types
 
     from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
-    import logging
-
     from methods.lra import lra_data as D
     from methods.lra import lra_train
     from methods.lra.lra_loader import OriginalLoader

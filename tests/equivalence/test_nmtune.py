@@ -13,10 +13,30 @@ from lnl.engine.train_loop import set_lr
 from methods.nmtune.encoders import Preprocess, ResidualMLP, make_head
 from methods.nmtune.nml_tune import Tuner, train_step
 from methods.nmtune.regularisers import LossWeights
-from methods.nmtune.views import _to_tensor_normalize, cosine_lr, pil_crop_image, pil_val_image, val_view
+from methods.nmtune.views import (
+    _to_tensor_normalize,
+    cosine_lr,
+    pil_crop_image,
+    pil_val_image,
+    val_view,
+)
 from tests.equivalence._golden import assert_close, check_meta, fill_state, load_golden
-from tests.equivalence.make_goldens_nmtune import (BATCHES, COMMIT, DIM, LR, NUM_CLASSES, PREP_CFG, PREP_SEEDS, SEED,
-                                                   WD, WEIGHTINGS, TinyTimm, head_inputs, prep_image, train_batches)
+from tests.equivalence.make_goldens_nmtune import (
+    BATCHES,
+    COMMIT,
+    DIM,
+    LR,
+    NUM_CLASSES,
+    PREP_CFG,
+    PREP_SEEDS,
+    SEED,
+    WD,
+    WEIGHTINGS,
+    TinyTimm,
+    head_inputs,
+    prep_image,
+    train_batches,
+)
 
 PREFIXES = {"encoder.": "image_encoder.model.model.", "mlp.": "image_encoder.", "head.": "classification_head."}
 

@@ -13,14 +13,19 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from lnl.codivide import steps as cd
 from lnl.codivide import mixmatch as mm
+from lnl.codivide import steps as cd
 from lnl.models import create_model
 from methods.plremix import plremix_lib as lib
 from tests.equivalence import _golden as G
 from tests.equivalence import make_goldens_plremix as gen
-from tests.equivalence.make_goldens_dividemix import (bn_buffers, images, labels, record_gradients,
-                                                       record_outputs)
+from tests.equivalence.make_goldens_dividemix import (
+    bn_buffers,
+    images,
+    labels,
+    record_gradients,
+    record_outputs,
+)
 
 COMMIT = gen.COMMIT
 

@@ -128,7 +128,7 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                                 env=self.env(), start_new_session=True)
         self.procs[name] = proc.pid
 
-    def start(self, timeout_s: float = 90.0) -> "LocalSlurm":
+    def start(self, timeout_s: float = 90.0) -> LocalSlurm:
         """Write the config, start the three daemons (foreground, so their pids are ours) and wait."""
         self.write_config()
         m = self.root / "munge"

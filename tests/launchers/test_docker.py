@@ -201,8 +201,8 @@ def test_built_image_trains_on_digits(tmp_path):
     digits run inside the image; its results match the same run in this process."""
     import torch
 
-    from methods import demo
     from lnl.engine import read_jsonl
+    from methods import demo
 
     build = subprocess.run(["make", "image-cpu"], cwd=REPO, capture_output=True, text=True, timeout=7200)
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]

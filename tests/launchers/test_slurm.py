@@ -165,7 +165,7 @@ def test_sharded_loader_splits_each_global_batch():
         shards.append(list(sharded))
     loader.set_epoch(0)
     full = list(loader)
-    for b, (x, y, i) in enumerate(full):
+    for b, (x, _, i) in enumerate(full):
         assert torch.equal(torch.cat([shards[0][b][0], shards[1][b][0]]), x)
         assert torch.equal(torch.cat([shards[0][b][2], shards[1][b][2]]), i)
         assert len(shards[0][b][1]) - len(shards[1][b][1]) in (0, 1)

@@ -10,8 +10,8 @@ import torch
 import torch.nn.functional as F
 
 import lnl.engine.data as engine_data
-from lnl.engine import runner
 from lnl.data import InMemoryDataset, get_dataset
+from lnl.engine import runner
 
 
 def _shrink(ds, n: int, size: int = 16):

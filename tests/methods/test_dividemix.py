@@ -43,7 +43,7 @@ def test_ninety_percent_noise_averages_the_last_five_epochs():
     method.args, method.state = _Args(), {"history": [[], []]}
     g = torch.Generator().manual_seed(0)
     seen = []
-    for epoch in range(7):
+    for _ in range(7):
         logits, labels = torch.randn(20, 3, generator=g), torch.randint(0, 3, (20,), generator=g)
         seen.append(minmax(per_sample_ce(logits, labels)))
         x = method.gmm_input(0, {"logits": logits, "labels": labels})

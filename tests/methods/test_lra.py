@@ -18,8 +18,7 @@ from lnl.engine import read_jsonl, runner
 from lnl.engine.ema import EMA
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
-from methods.lra import lra_train
-from methods.lra import train_CIFAR
+from methods.lra import lra_train, train_CIFAR
 
 # A few-second digits run: tiny denoiser, 2 DDIM steps.
 TINY = ["--noise_type", "digits-sym-0.4", "--fp_encoder", "pixels", "--diff_encoder", "small_cnn",

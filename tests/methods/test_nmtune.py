@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 import shlex
-
 from dataclasses import replace
 
 import pytest
@@ -16,13 +15,24 @@ import torch.nn.functional as F
 from lnl.data import DatasetNotFoundError
 from lnl.engine import read_jsonl, runner
 from methods.nmtune import finetune, nml_tune, nmtune_lib
-from methods.nmtune.downstream import (downstream_noise, few_shot_indices, first_rows, load_downstream, load_split,
-                                       subset_rows)
+from methods.nmtune.downstream import (
+    downstream_noise,
+    few_shot_indices,
+    first_rows,
+    load_downstream,
+    load_split,
+    subset_rows,
+)
 from methods.nmtune.encoders import Preprocess, ResidualMLP, build_encoder, make_head
-from methods.nmtune.regularisers import (LossWeights, covariance_loss, mse_consistency_loss, nmtune_objective,
-                                         singular_values, top_singular_share)
+from methods.nmtune.regularisers import (
+    LossWeights,
+    covariance_loss,
+    mse_consistency_loss,
+    nmtune_objective,
+    singular_values,
+    top_singular_share,
+)
 from methods.nmtune.views import train_view, val_view
-
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -16,7 +16,13 @@ from lnl.engine import read_jsonl
 from lnl.presets import get_preset
 from methods.plremix import plremix_lib as lib
 from methods.plremix import train
-from tests.methods.codivide_helpers import fake_clothing1m, fake_webvision, run_main, stop_after, tiny_digits
+from tests.methods.codivide_helpers import (
+    fake_clothing1m,
+    fake_webvision,
+    run_main,
+    stop_after,
+    tiny_digits,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 SEEDS = REPO.parent / "shared" / "seeds"
@@ -107,7 +113,7 @@ def test_lambda_warmup_crl_scales_the_warm_up_term_and_its_gradient():
     results = []
     for weight in (1.0, 0.25):
         args = argparse.Namespace(lambda_warmup_crl=weight, crl="plr", fix_p8=True)  # InfoNCE: a non-constant value
-        fake = types.SimpleNamespace(args=args, warmup_kind=lambda v: lib.PLReMix.warmup_kind(fake, v))
+        fake = types.SimpleNamespace(args=args, warmup_kind=lambda v: lib.PLReMix.warmup_kind(fake, v))  # noqa: B023
         loss = lib.PLReMix.warmup_extra(fake, 0)(net, views, torch.arange(6))
         (grad,) = torch.autograd.grad(loss, net.lin.weight)
         results.append((loss, grad))

@@ -155,6 +155,6 @@ def test_gmm_checks_every_tensor_device():
              "means": (lengths, None, None, weights, means.to("meta"), covs),
              "covs": (lengths, None, None, weights, means, covs.to("meta"))}
     inits["lengths"] = (lengths.to("meta"), labels, None, None, None, None)
-    for name, rest in inits.items():
+    for rest in inits.values():
         with pytest.raises(RuntimeError, match="on meta"):
             em(x, *rest, 2, 5, 1e-3, 1e-6)

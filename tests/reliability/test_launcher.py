@@ -135,7 +135,7 @@ def test_collect_of_a_missing_folder_is_an_error(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_without_cluster_flag_a_run_goes_to_the_real_slurm(slurm_cluster, tmp_path, capsys):
+def test_without_cluster_flag_a_run_goes_to_the_real_slurm(slurm_cluster, tmp_path, capsys):  # noqa: F811
     """On the test cluster (sbatch on PATH) the default is SLURM: the job gets a SLURM id and finishes."""
     rc = slurm.main(["--method", "standard", "--dataset", "digits", "--epochs", "1", "--output_dir",
                      str(tmp_path), "--wait", "--", "--subset", "256", "--no-tensorboard", "--device", "cpu"])

@@ -65,7 +65,7 @@ def _write_if_changed(path: Path, text: str) -> None:
         path.write_text(text)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def load(verbose: bool = False):
     """Compile (once; ninja rebuilds on change) and import the emulated ops."""
     from torch.utils import cpp_extension
