@@ -25,7 +25,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from lnl.data.noise import save_noise_file
+from lnl.data.noise_files import save_noise_file
 from lnl.engine import default_argument_parser, default_setup, parse_with_config
 from lnl.engine.data import add_subset_flag, subset_suffix
 from lnl.engine.runner import Runner, RunRecord

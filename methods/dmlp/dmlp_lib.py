@@ -22,7 +22,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from lnl.data._base import reading
-from lnl.data.noise import load_noise_file, make_noise, save_noise_file
+from lnl.data.noise import make_noise
+from lnl.data.noise_files import load_noise_file, save_noise_file
 from lnl.engine.train_loop import FiniteGuard
 
 # ----------------------------------------------------------------------------------------------------
@@ -483,7 +484,7 @@ def label_report(hard: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor | 
 
 def write_outputs(out: Path, name: str, hard, soft, meta: dict, report: dict, extra: dict) -> dict:
     """``<out>/<name>.json`` (DivideMix/PLReMix list), ``<out>/<name>.npz`` (``labels``, ``soft_labels``,
-    ``meta`` and the split; ``lnl.data.noise.load_noise_file`` reads it) and ``<out>/report.json``."""
+    ``meta`` and the split; ``lnl.data.noise_files.load_noise_file`` reads it) and ``<out>/report.json``."""
     paths = {"json": out / f"{name}.json", "npz": out / f"{name}.npz", "report": out / "report.json"}
     save_noise_file(paths["json"], hard)
     tmp = out / f".{name}.tmp.npz"

@@ -35,7 +35,8 @@ from lnl.data import get_dataset
 from lnl.data._base import InMemoryDataset, reading
 from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lnl.data.gpu import GPULoader
-from lnl.data.noise import NOISE_TYPES, load_noise_file, make_noise
+from lnl.data.noise import NOISE_TYPES, make_noise
+from lnl.data.noise_files import load_noise_file
 from lnl.engine.data import check_subset_size, first_images
 
 FP_ENCODERS = ("SimCLR", "CLIP", "ResNet", "CC", "pixels")
