@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from lnl import demo
+from lnl.data import get_dataset
 from lnl.data.noise import load_noise_file
 from lnl.engine import read_jsonl
 
@@ -30,7 +31,7 @@ def assert_same_labels(out):
     clean by definition; LRA records the file it read)."""
     mode, rate = demo.NOISE
     shared = load_noise_file(out / f"{mode}{rate:g}.npz").labels.numpy()
-    assert 0.5 < (shared != demo.get_dataset("digits", None, "train").targets.numpy()).mean() < 0.6
+    assert 0.5 < (shared != get_dataset("digits", None, "train").targets.numpy()).mean() < 0.6
     for method in ("standard", "dividemix", "plremix", "dmlp"):
         assert np.array_equal(np.load(out / method / "noisy_labels.npz")["labels"], shared), method
     ieg = np.load(out / "ieg" / "noisy_labels.npz")["labels"]
