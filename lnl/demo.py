@@ -200,7 +200,8 @@ def format_table(rows: list[dict]) -> str:
     if ce is not None:
         others = [r for r in rows if r["method"] != BASELINE]
         above = sum(r["test_acc"] > ce for r in others)
-        lines.append(f"\nCE's last accuracy {100 * ce:.2f}% is the bar: {above} of {len(others)} methods end above it.")
+        lines.append(f"\nCE's last accuracy {100 * ce:.2f}% is the bar: "
+                     f"{above} of {len(others)} methods end above it.")
     return "\n".join(lines)
 
 
