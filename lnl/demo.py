@@ -2,7 +2,7 @@
 from scikit-learn, upsampled to 32×32) with 60% symmetric noise, on whatever device is there.
 
 The setting shows what the methods are for: with 60% of the labels wrong, plain cross-entropy (CE) on
-the methods' own schedule ends below its best test accuracy and far below the noisy-label methods. Every
+the methods' own schedule ends below its best test accuracy and below every noisy-label method. Every
 method reads the same noisy labels (``<out>/sym0.6.npz``, drawn once from ``--seed``); NMTune's rows are
 the other kind of noise, in the encoder's pre-training. Each run is its real ``main(args)`` in a fresh
 process with pinned threads, so a seed gives the same table twice (on the same machine and build).

@@ -63,7 +63,7 @@ def test_table_marks_the_bar():
 
 @pytest.mark.slow
 def test_full_demo_every_method_ends_above_ce(tmp_path):
-    """The demo's own results (~5 min on 2 idle cores): CE memorises (its last accuracy is below its best)
+    """The demo's own results (~9 min on 2 idle cores): CE ends below its best accuracy
     and every other method's last accuracy is above CE's last."""
     rows = {r["method"]: r for r in demo.main(["--out", str(tmp_path), "--device", "cpu"])}
     ce = rows.pop(demo.BASELINE)
