@@ -35,7 +35,7 @@ NOISE = ("sym", 0.6)  # (make_noise type, rate) of the labels every method reads
 BASELINE = "standard"  # CE: its last accuracy is the bar of the table
 PRETRAIN_NOISE = "30% sym"  # NMTune's rows: the encoder's pre-training noise (their own flags say so)
 # CE's epochs; the co-divide methods run epochs 0..EPOCHS-1, as many. Measured at 60% sym (RESULTS.md): CE
-# 81.4% last (82.8% best); DivideMix 82.8%; LRA, DMLP, IEG 7-9 points above.
+# 81.4% last (82.8% best); DivideMix 82.8%, PLReMix 78.9% (below); DMLP, LRA, IEG 7-14 points above.
 EPOCHS = 20
 
 
@@ -64,7 +64,9 @@ class DemoRun:
 # The co-divide methods: warm-up 5, batch 32, lr 0.05; mixup's Beta(0.5, 0.5) (the originals' Clothing1M and
 # WebVision value) instead of CIFAR's 4: the small CNN fits the labeled set faster in the demo's 20 epochs
 # (DivideMix 82.8% last vs 76.4% with 4, RESULTS.md).
-CODIVIDE = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--warm_up", "5", "--alpha", "0.5"]
+# λ_u 25: the DivideMix paper's weight for 50-80% symmetric noise.
+CODIVIDE = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--warm_up", "5", "--alpha", "0.5",
+            "--lambda_u", "25"]
 
 # Every run also gets --out, --device, --seed, --resume never and its noise flag.
 DEMO_RUNS: dict[str, DemoRun] = {
@@ -73,11 +75,12 @@ DEMO_RUNS: dict[str, DemoRun] = {
     "standard": DemoRun("methods.standard.train", ["--dataset", "digits", "--batch_size", "64", "--lr", "0.05",
                                                    "--lr_schedule", "step"], length=EPOCHS, cost=1.2 * EPOCHS),
     # epochs 0..num_epochs: EPOCHS in all, the LR step halfway as CE's (--lr_milestone half)
-    # λ_u 25: the DivideMix paper's weight for 50-80% symmetric noise.
-    "dividemix": DemoRun("methods.dividemix.Train_cifar", CODIVIDE + ["--lambda_u", "25", "--lr_milestone", "half"],
+    "dividemix": DemoRun("methods.dividemix.Train_cifar", CODIVIDE + ["--lr_milestone", "half"],
                          length=EPOCHS, length_offset=-1, cost=6 * EPOCHS),
-    "plremix": DemoRun("methods.plremix.train", CODIVIDE + ["--lambda_u", "0", "--aug", "train"], length=EPOCHS,
-                       length_offset=-1, cost=10 * EPOCHS),
+    # PLReMix ends 2.5 points under CE's last here (78.9%; its 2-D GMM's AUC falls to 0.8): the slow test fails
+    # on this row (RESULTS.md, issue 20 item 14).
+    "plremix": DemoRun("methods.plremix.train", CODIVIDE + ["--aug", "train"], length=EPOCHS, length_offset=-1,
+                       cost=10 * EPOCHS),
     # DMLP purifies the labels on fixed features (8x8 pixels here); its test_acc is its linear head's.
     "dmlp": DemoRun("methods.dmlp.DMLP", ["--dataset", "digits", "--feature_file", "pixels", "--meta_size", "100",
                                           "--batch", "200", "--batch_fc", "64", "--fix_all"], length=100, cost=4),
