@@ -41,8 +41,8 @@ Noise types (DivideMix ``dataloader_cifar.py``, IEG ``ieg/dataset_utils``, LRA's
     Feature-dependent noise from a classifier's probabilities or from features; see
     :mod:`lnl.data.noise_models`.
 
-Files: :mod:`lnl.data.noise_files` (:class:`NoisyLabels`, :func:`load_noise_file` and
-:func:`save_noise_file` are imported here too); checks: :mod:`lnl.data.noise_checks`; class maps:
+Files: :mod:`lnl.data.noise_files` (:class:`NoisyLabels`, :func:`load_noise_file`,
+:func:`save_noise_file`); checks: :mod:`lnl.data.noise_checks`; class maps:
 :mod:`lnl.data.noise_maps`.
 """
 
@@ -56,10 +56,10 @@ import torch
 
 from lnl.data import noise_models
 from lnl.data.noise_checks import check_labels, check_rate, reject_options
-from lnl.data.noise_files import NoisyLabels, load_noise_file, save_noise_file
+from lnl.data.noise_files import NoisyLabels
 from lnl.data.noise_maps import asym_map, map_matrix, per_sample_multinomial, resolve_dataset
 
-__all__ = ["NOISE_TYPES", "NoisyLabels", "load_noise_file", "make_noise", "noise_rate", "save_noise_file",
+__all__ = ["NOISE_TYPES", "make_noise", "noise_rate",
            "transition_matrix"]
 
 NOISE_TYPES = ("sym", "sym_flip", "asym", "asym_superclass", "pmd", "pmd+U", "pmd+A", "idn")

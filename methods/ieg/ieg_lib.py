@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lnl.data import augment as A
-from lnl.data.noise import NoisyLabels, make_noise, save_noise_file
+from lnl.data.noise import make_noise
+from lnl.data.noise_files import NoisyLabels, save_noise_file
 from lnl.models import create_model
 from methods.ieg.augment import tf_autoaugment, tf_randaugment
 
@@ -142,6 +143,20 @@ def make_ieg_labels(clean: np.ndarray, name: DatasetName, probe_ratio: float, nu
     return labels, probe, train
 
 
+def file_ieg_labels(clean: np.ndarray, noisy: np.ndarray, probe_ratio: float, num_classes: int,
+                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``--noise_file``: the file's labels on the train rows, the probe drawn as :func:`make_ieg_labels`
+    draws it (the same rows for the same seed) and given its clean labels back.
+
+    Returns:
+        ``(labels, probe, train)`` as :func:`make_ieg_labels`.
+    """
+    probe, train = probe_split(clean, probe_ratio, num_classes, np.random.RandomState(seed))
+    labels = noisy.astype(np.int64).copy()
+    labels[probe] = clean[probe]
+    return labels, probe, train
+
+
 def subset_ieg_labels(clean: np.ndarray, labels: np.ndarray, n: int, probe_ratio: float, num_classes: int,
                       seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``--subset n``: the first ``n`` rows of the whole split's :func:`make_ieg_labels`, with the probe
@@ -169,12 +184,15 @@ def subset_ieg_labels(clean: np.ndarray, labels: np.ndarray, n: int, probe_ratio
 
 
 def save_labels(out: Path, clean: np.ndarray, labels: np.ndarray, probe: np.ndarray,
-                name: DatasetName, seed: int, subset: int | None = None) -> None:
+                name: DatasetName, seed: int, subset: int | None = None, noise_file: str | None = None) -> None:
     """``noisy_labels.npz`` (lnl format, all N rows; probe rows clean) and ``probe_indices.npy``.
     With ``subset`` the files cover only the first ``subset`` images, and the meta says so."""
     meta = {"type": f"ieg_{name.noise}", "rate": name.ratio, "seed": seed,
             "actual_noise_rate": float((labels != clean).mean()), "probe_size": int(len(probe)),
             "procedure": "probe split then per-example noise, np.random.RandomState(seed)"}
+    if noise_file:
+        meta.update(type="file", rate=None, noise_file=str(noise_file),
+                    procedure="probe split from np.random.RandomState(seed), the file's labels elsewhere")
     if subset:
         meta["subset"] = subset
     save_noise_file(out / "noisy_labels.npz", NoisyLabels(torch.from_numpy(labels), meta))

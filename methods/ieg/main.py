@@ -28,6 +28,7 @@ from lnl.data import get_dataset, list_datasets
 from lnl.data._base import reading
 from lnl.data._registry import dataset_info, default_root
 from lnl.data.gpu import GPULoader
+from lnl.data.noise_files import load_noise_file
 from lnl.engine import (
     comm,
     default_argument_parser,
@@ -91,6 +92,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     g.add_argument("--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP")
     g.add_argument("--detach_pseudo_label", action="store_true",
                    help="stop-gradient on g in the meta look-ahead too (the final loss always stops it)")
+    g.add_argument("--noise_file", default=None,
+                   help="noisy train labels from a file (.npz/.json/.npy) instead of the dataset name's noise")
     g.add_argument("--threads", type=int, default=None,
                    help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
     g.add_argument("--faithful_resnet29", type=str2bool, default=True, help="keep the missing-ReLU quirk")
@@ -116,6 +119,8 @@ def check_args(args: argparse.Namespace) -> L.DatasetName:
         if value not in valid:
             raise ValueError(f"{flag} {value!r}: unknown; choose from {', '.join(valid)}")
     name = L.parse_dataset(args.dataset, tuple(list_datasets()))
+    if args.noise_file and name.base == "webvisionmini":
+        raise ValueError("--noise_file: WebVision-mini has its own (real) noisy labels")
     if args.use_imagenet_as_eval and name.base != "webvisionmini":
         raise ValueError(f"--use_imagenet_as_eval: only for --dataset webvisionmini, not {args.dataset!r}")
     return name
@@ -165,11 +170,15 @@ def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray,
                              f"on {n} images (--subset {args.subset}); pass another --out or --resume never")
         return labels, probe, np.setdiff1d(np.arange(n), probe)
     ratio = args.probe_dataset_hold_ratio
-    labels, probe, rest = L.make_ieg_labels(clean, name, ratio, num_classes, args.seed)
+    if args.noise_file:
+        noisy = load_noise_file(args.noise_file, num_classes=num_classes, num_samples=len(clean)).labels.numpy()
+        labels, probe, rest = L.file_ieg_labels(clean, noisy, ratio, num_classes, args.seed)
+    else:
+        labels, probe, rest = L.make_ieg_labels(clean, name, ratio, num_classes, args.seed)
     if args.subset:
         labels, probe, rest = L.subset_ieg_labels(clean, labels, n, ratio, num_classes, args.seed)
     if comm.is_main_process():
-        L.save_labels(out, clean[:n], labels, probe, name, args.seed, args.subset)
+        L.save_labels(out, clean[:n], labels, probe, name, args.seed, args.subset, args.noise_file)
     return labels, probe, rest
 
 
@@ -390,11 +399,12 @@ def main(args: argparse.Namespace) -> dict:
             acc = accuracy(setup, ema, eval_loaders, args)
             state.update(last_acc=acc["test_acc"], imagenet_acc=acc.get("imagenet_acc"))
     method = "ieg" if args.method == "ieg" else f"ieg-{args.method}"
+    noise = Path(args.noise_file).stem if args.noise_file else name.noise_tag
     extra = {"ieg_dataset": args.dataset, "network": args.network_name, "mode": args.mode,
              "cycle_end_acc": state.get("cycle_end_acc")}
     if state.get("imagenet_acc") is not None:  # --use_imagenet_as_eval: ILSVRC12 val, 50 classes
         extra["imagenet_acc"] = state["imagenet_acc"]
-    return runner.finish(RunRecord(method=method, dataset=name.base, noise=name.noise_tag, seed=args.seed,
+    return runner.finish(RunRecord(method=method, dataset=name.base, noise=noise, seed=args.seed,
                                    steps=state["step"], test_acc=state.get("last_acc"), best_acc=state["best_acc"],
                                    seconds=round(state["seconds"], 2), run_dir=args.out, subset=subset_of(args),
                                    extra=extra))
