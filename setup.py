@@ -46,7 +46,9 @@ def _arch_list(torch, requested: str | None) -> str:
     entries = [e for e in (requested or "8.0;9.0+PTX").replace(" ", ";").split(";") if e]
     kept = [e for e in entries if int(e.split(".")[0]) >= 8]  # "8.6", "9.0a", "9.0+PTX"
     if len(kept) < len(entries):
-        print(f"lnl setup: dropping CUDA architectures below 8.0 from {entries} (the kernels need sm_80+)")
+        print(
+            f"lnl setup: dropping CUDA architectures below 8.0 from {entries} (the kernels need sm_80+)"
+        )
     return ";".join(_with_ptx(kept)) or "8.0;9.0+PTX"
 
 
@@ -77,7 +79,9 @@ def _want_cuda(torch, cpp_extension) -> bool:
 
 
 def _git_sha() -> str:
-    if os.environ.get("LNL_GIT_SHA"):  # image builds: the context has no .git, the commit is a build arg
+    if os.environ.get(
+        "LNL_GIT_SHA"
+    ):  # image builds: the context has no .git, the commit is a build arg
         return os.environ["LNL_GIT_SHA"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -90,8 +94,9 @@ def _nvcc_version(cuda_home: str | None) -> str | None:
     if not cuda_home:
         return None
     try:
-        out = subprocess.run([os.path.join(cuda_home, "bin", "nvcc"), "--version"],
-                             capture_output=True, text=True)
+        out = subprocess.run(
+            [os.path.join(cuda_home, "bin", "nvcc"), "--version"], capture_output=True, text=True
+        )
         return out.stdout.strip().splitlines()[-1] if out.stdout else None
     except OSError:
         return None
@@ -111,7 +116,9 @@ def _extensions():
     extra = {"cxx": cxx}
     ext_cls = cpp_extension.CppExtension
     if with_cuda:
-        os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list(torch, os.environ.get("TORCH_CUDA_ARCH_LIST"))
+        os.environ["TORCH_CUDA_ARCH_LIST"] = _arch_list(
+            torch, os.environ.get("TORCH_CUDA_ARCH_LIST")
+        )
         sources += sorted(glob.glob("csrc/*/*_cuda.cu", root_dir=ROOT))
         nvcc = ["-O0", "-g", "-G", "-lineinfo"] if debug else ["-O3", "-lineinfo"]
         extra["nvcc"] = nvcc + ["--use_fast_math", "--expt-relaxed-constexpr"]
@@ -137,7 +144,9 @@ def _extensions():
         "debug": debug,
         "git_sha": _git_sha(),
     }
-    if os.environ.get("LNL_IMAGE_BASE"):  # set by docker/Dockerfile*: the base image it was built on
+    if os.environ.get(
+        "LNL_IMAGE_BASE"
+    ):  # set by docker/Dockerfile*: the base image it was built on
         info["image_base"] = os.environ["LNL_IMAGE_BASE"]
     if os.environ.get("SOURCE_DATE_EPOCH"):
         info["source_date_epoch"] = int(os.environ["SOURCE_DATE_EPOCH"])

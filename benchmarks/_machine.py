@@ -28,8 +28,9 @@ def backend_threads() -> dict[str, int | str]:
         from threadpoolctl import threadpool_info
 
         for pool in threadpool_info():
-            threads[f"{pool.get('internal_api')} ({pool.get('user_api')}, {os.path.basename(pool.get('filepath', ''))})"] = \
-                pool.get("num_threads")
+            threads[
+                f"{pool.get('internal_api')} ({pool.get('user_api')}, {os.path.basename(pool.get('filepath', ''))})"
+            ] = pool.get("num_threads")
     except ImportError:
         pass
     return threads

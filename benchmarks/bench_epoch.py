@@ -40,12 +40,16 @@ RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 
 def synthetic(n: int):
     """Replace ``get_dataset`` with random CIFAR-shaped uint8 data of ``n`` training images."""
+
     def fake(name, root=None, split="train", **kw):
         m = n if split == "train" else max(n // 5, 100)
         g = torch.Generator().manual_seed(0 if split == "train" else 1)
         images = torch.randint(0, 256, (m, 32, 32, 3), dtype=torch.uint8, generator=g)
         targets = torch.randint(0, 10, (m,), generator=g)
-        return InMemoryDataset("cifar10", split, images, targets, 10, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2))
+        return InMemoryDataset(
+            "cifar10", split, images, targets, 10, (0.49, 0.48, 0.45), (0.2, 0.2, 0.2)
+        )
+
     engine_data.get_dataset = fake
 
 
@@ -61,13 +65,17 @@ def build(method: str, argv: list[str]) -> CoDivide:
     vars(args).pop("recipe")  # the entry point's main() pops it too
     args.noise_file = args.noise_file or None
     log = default_setup(args)
-    args.warm_up = args.warm_up if args.warm_up is not None else entry.RECIPE.warm_up_epochs[args.dataset]
+    args.warm_up = (
+        args.warm_up if args.warm_up is not None else entry.RECIPE.warm_up_epochs[args.dataset]
+    )
     data = engine_data.build_noisy_data(DataSettings.from_args(args), log)
     if method == "plremix":
         lib.resolve_fixes(args)
         nets, opts = lib.proto_nets(args, data.num_classes)
         return lib.PLReMix(args, nets, opts, data, log)
-    nets, opts = dm_lib.dividemix_nets(args, entry.RECIPE.backbone, data.num_classes, weight_decay=5e-4)
+    nets, opts = dm_lib.dividemix_nets(
+        args, entry.RECIPE.backbone, data.num_classes, weight_decay=5e-4
+    )
     return CoDivide(args, nets, opts, data, log)
 
 
@@ -85,27 +93,35 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--method", choices=("plremix", "dividemix"), default="plremix")
     p.add_argument("--data_path", default=None, help="real CIFAR-10 folder")
-    p.add_argument("--synthetic", type=int, default=0, help="use N random CIFAR-shaped images instead")
+    p.add_argument(
+        "--synthetic", type=int, default=0, help="use N random CIFAR-shaped images instead"
+    )
     p.add_argument("--repeats", type=int, default=3, help="epochs timed per kind (median reported)")
     p.add_argument("--no-record", dest="record", action="store_false")
     argv = sys.argv[1:]
-    own, rest = (argv[: argv.index("--")], argv[argv.index("--") + 1:]) if "--" in argv else (argv, [])
+    own, rest = (
+        (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    )
     opts = p.parse_args(own)
     if opts.synthetic:
         synthetic(opts.synthetic)
     out = tempfile.mkdtemp(prefix="bench_epoch_")
     extra = ["--data_path", opts.data_path] if opts.data_path else []
-    method = build(opts.method, ["--out", out, "--resume", "none", "--no-tensorboard", *extra, *rest])
+    method = build(
+        opts.method, ["--out", out, "--resume", "none", "--no-tensorboard", *extra, *rest]
+    )
     n = len(method.noisy)
     warm = [timed(lambda: method.run_epoch(0)) for _ in range(opts.repeats)]
     full = [timed(lambda: method.run_epoch(method.args.warm_up)) for _ in range(opts.repeats)]
     w, f = statistics.median(warm), statistics.median(full)
     device = torch.cuda.get_device_name() if method.args.device.type == "cuda" else "cpu"
     device += f"; {machine_line()}"
-    line = (f"| bench_epoch | {opts.method} | {device} | torch {torch.__version__} | {git_sha()[:8]} | N={n} "
-            f"bs={method.args.batch_size} amp={method.args.amp} compile={method.args.compile} | warm-up epoch "
-            f"{w:.2f} s ({2 * n / w:.0f} img/s over both nets) | full epoch {f:.2f} s ({2 * n / f:.0f} train "
-            f"samples/s) | `python benchmarks/bench_epoch.py {' '.join(argv)}` |")
+    line = (
+        f"| bench_epoch | {opts.method} | {device} | torch {torch.__version__} | {git_sha()[:8]} | N={n} "
+        f"bs={method.args.batch_size} amp={method.args.amp} compile={method.args.compile} | warm-up epoch "
+        f"{w:.2f} s ({2 * n / w:.0f} img/s over both nets) | full epoch {f:.2f} s ({2 * n / f:.0f} train "
+        f"samples/s) | `python benchmarks/bench_epoch.py {' '.join(argv)}` |"
+    )
     print(line)
     if opts.record:
         with open(RESULTS, "a") as fh:

@@ -51,7 +51,9 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 def losses(n: int, d: int, rng: np.random.Generator) -> np.ndarray:
     cols = []
     for _ in range(d):
-        loss = np.concatenate([rng.gamma(1.0, 0.05, n // 2), np.clip(rng.normal(2.5, 0.8, n - n // 2), 0, None)])
+        loss = np.concatenate(
+            [rng.gamma(1.0, 0.05, n // 2), np.clip(rng.normal(2.5, 0.8, n - n // 2), 0, None)]
+        )
         rng.shuffle(loss)
         cols.append((loss - loss.min()) / (loss.max() - loss.min()))
     return np.stack(cols, 1).astype(np.float32)
@@ -94,7 +96,9 @@ def backends() -> list[tuple[str, str]]:
     cluster would run (the 50k case; one problem over 64k points keeps its cooperative grid)."""
     found = [("reference", "cpu")]
     for b, dev in (("cpu", "cpu"), ("cuda", "cuda")):
-        probe = torch.zeros(1, 4, 1, device=dev if dev == "cpu" or torch.cuda.is_available() else "cpu")
+        probe = torch.zeros(
+            1, 4, 1, device=dev if dev == "cpu" or torch.cuda.is_available() else "cpu"
+        )
         if not gmm_mod.not_supported_reasons(b, probe, 2):
             found.append((b, dev))
     if ("cuda", "cuda") in found and torch.cuda.get_device_capability()[0] >= 9:
@@ -112,28 +116,58 @@ def fit_resp(x: torch.Tensor, backend: str) -> torch.Tensor:
         del os.environ["LNL_GMM_CLUSTERS"]
 
 
-def run_case(name: str, xs: np.ndarray, reps: int, sk_reps: int, full_per_class: bool) -> list[dict]:
+def run_case(
+    name: str, xs: np.ndarray, reps: int, sk_reps: int, full_per_class: bool
+) -> list[dict]:
     """xs: [G, N, D] float32. Returns one row per backend (sklearn first)."""
     g = xs.shape[0]
     loop = lambda: np.stack([sklearn_proba(a) for a in xs])  # noqa: E731
     sk_t, sk_cpu, sk_p = timed(loop, sk_reps if g == 1 or full_per_class else 1, "cpu")
     sk_p64 = np.stack([sklearn_proba(a.astype(np.float64)) for a in xs])
-    rows = [dict(case=name, backend="sklearn", ms=sk_t * 1e3, cpu_ms=sk_cpu * 1e3, speedup=1.0, cpu_speedup=1.0,
-                 dp=0.0, dp64=float(np.abs(sk_p - sk_p64).max()), agree=1.0)]
+    rows = [
+        dict(
+            case=name,
+            backend="sklearn",
+            ms=sk_t * 1e3,
+            cpu_ms=sk_cpu * 1e3,
+            speedup=1.0,
+            cpu_speedup=1.0,
+            dp=0.0,
+            dp64=float(np.abs(sk_p - sk_p64).max()),
+            agree=1.0,
+        )
+    ]
     for b, dev in backends():
         x = torch.from_numpy(xs).to(dev)
-        t, cpu, res = timed(lambda x=x, b=b: fit_resp(x, b), reps if b != "reference" else max(3, reps // 3), dev)
+        t, cpu, res = timed(
+            lambda x=x, b=b: fit_resp(x, b), reps if b != "reference" else max(3, reps // 3), dev
+        )
         p = res.cpu().numpy()
-        rows.append(dict(case=name, backend=b, ms=t * 1e3, speedup=sk_t / t, cpu_ms=cpu * 1e3,
-                         cpu_speedup=sk_cpu / cpu if dev == "cpu" else float("nan"),
-                         dp=float(np.abs(p - sk_p).max()), dp64=float(np.abs(p - sk_p64).max()),
-                         agree=float(((p[..., 0] > 0.5) == (sk_p[..., 0] > 0.5)).mean())))
+        rows.append(
+            dict(
+                case=name,
+                backend=b,
+                ms=t * 1e3,
+                speedup=sk_t / t,
+                cpu_ms=cpu * 1e3,
+                cpu_speedup=sk_cpu / cpu if dev == "cpu" else float("nan"),
+                dp=float(np.abs(p - sk_p).max()),
+                dp64=float(np.abs(p - sk_p64).max()),
+                agree=float(((p[..., 0] > 0.5) == (sk_p[..., 0] > 0.5)).mean()),
+            )
+        )
     return rows
 
 
 def device_name() -> str:
-    cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor())
+    cpu = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in open("/proc/cpuinfo")
+            if ln.startswith("model name")
+        ),
+        platform.processor(),
+    )
     name = f"{cpu}; {machine_line()}"  # load average and each backend's threads (sklearn's BLAS/OpenMP too)
     return name + (f"; {torch.cuda.get_device_name()}" if torch.cuda.is_available() else "")
 
@@ -144,14 +178,21 @@ def record(rows: list[dict], command: str, cases: list[str]) -> None:
 
     sha = git_sha(short=True)
     if not RESULTS.exists():
-        RESULTS.write_text("# Measured results\n\n| date | device | what | command | numbers |\n|---|---|---|---|---|\n")
+        RESULTS.write_text(
+            "# Measured results\n\n| date | device | what | command | numbers |\n|---|---|---|---|---|\n"
+        )
     load = open("/proc/loadavg").read().split()[0]
-    what = (f"gmm_fit (k-means init + EM + predict_proba, DivideMix settings, float32) vs sklearn "
-            f"{sklearn.__version__}: {', '.join(cases)}; torch {torch.__version__}, git {sha or 'uncommitted'}, "
-            f"load average {load}")
-    numbers = "; ".join(f"{r['case']} {r['backend']}: {r['ms']:.2f} ms wall ({r['speedup']:.1f}x), "
-                        f"{r['cpu_ms']:.2f} ms CPU ({r['cpu_speedup']:.1f}x), max|dp| {r['dp']:.1e} "
-                        f"(float64 sklearn {r['dp64']:.1e}), agree {r['agree']:.4f}" for r in rows)
+    what = (
+        f"gmm_fit (k-means init + EM + predict_proba, DivideMix settings, float32) vs sklearn "
+        f"{sklearn.__version__}: {', '.join(cases)}; torch {torch.__version__}, git {sha or 'uncommitted'}, "
+        f"load average {load}"
+    )
+    numbers = "; ".join(
+        f"{r['case']} {r['backend']}: {r['ms']:.2f} ms wall ({r['speedup']:.1f}x), "
+        f"{r['cpu_ms']:.2f} ms CPU ({r['cpu_speedup']:.1f}x), max|dp| {r['dp']:.1e} "
+        f"(float64 sklearn {r['dp64']:.1e}), agree {r['agree']:.4f}"
+        for r in rows
+    )
     date = f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC"
     with RESULTS.open("a") as f:
         f.write(f"| {date} | {device_name()} | {what} | `{command}` | {numbers} |\n")
@@ -161,28 +202,45 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="gmm_fit vs scikit-learn")
     parser.add_argument("--quick", action="store_true", help="50k and 100 x 2,400 only, fewer reps")
     parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--full-per-class", action="store_true",
-                        help="time sklearn's per-class loop --reps times (default: once)")
-    parser.add_argument("--record", action="store_true", help=f"append the results to {RESULTS.name}")
+    parser.add_argument(
+        "--full-per-class",
+        action="store_true",
+        help="time sklearn's per-class loop --reps times (default: once)",
+    )
+    parser.add_argument(
+        "--record", action="store_true", help=f"append the results to {RESULTS.name}"
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     cases = [("50k 1-D", losses(50_000, 1, rng)[None])]
     if args.quick:
         cases.append(("100 x 2400 1-D", np.stack([losses(2400, 1, rng) for _ in range(100)])))
     else:
-        cases += [("1M 1-D", losses(1_000_000, 1, rng)[None]), ("1M 2-D", losses(1_000_000, 2, rng)[None]),
-                  ("1000 x 2400 1-D", np.stack([losses(2400, 1, rng) for _ in range(1000)]))]
+        cases += [
+            ("1M 1-D", losses(1_000_000, 1, rng)[None]),
+            ("1M 2-D", losses(1_000_000, 2, rng)[None]),
+            ("1000 x 2400 1-D", np.stack([losses(2400, 1, rng) for _ in range(1000)])),
+        ]
     rows = []
     print(f"{device_name()}; torch {torch.__version__}")
-    print(f"{'case':16s} {'backend':10s} {'wall ms':>10s} {'speedup':>8s} {'CPU ms':>10s} {'speedup':>8s} "
-          f"{'max|dp|':>9s} {'dp64':>9s} {'agree':>7s}")
+    print(
+        f"{'case':16s} {'backend':10s} {'wall ms':>10s} {'speedup':>8s} {'CPU ms':>10s} {'speedup':>8s} "
+        f"{'max|dp|':>9s} {'dp64':>9s} {'agree':>7s}"
+    )
     for name, xs in cases:
         for r in run_case(name, xs, args.reps, args.reps, args.full_per_class):
             rows.append(r)
-            print(f"{r['case']:16s} {r['backend']:10s} {r['ms']:10.2f} {r['speedup']:7.1f}x {r['cpu_ms']:10.2f} "
-                  f"{r['cpu_speedup']:7.1f}x {r['dp']:9.2e} {r['dp64']:9.2e} {r['agree']:7.4f}", flush=True)
+            print(
+                f"{r['case']:16s} {r['backend']:10s} {r['ms']:10.2f} {r['speedup']:7.1f}x {r['cpu_ms']:10.2f} "
+                f"{r['cpu_speedup']:7.1f}x {r['dp']:9.2e} {r['dp64']:9.2e} {r['agree']:7.4f}",
+                flush=True,
+            )
     if args.record:
-        record(rows, " ".join(["python benchmarks/bench_gmm.py", *sys.argv[1:]]), [name for name, _ in cases])
+        record(
+            rows,
+            " ".join(["python benchmarks/bench_gmm.py", *sys.argv[1:]]),
+            [name for name, _ in cases],
+        )
 
 
 if __name__ == "__main__":

@@ -87,8 +87,9 @@ def faiss_search(queries, keys, k: int, device: str):
     if device == "cuda":
         import faiss.contrib.torch_utils  # noqa: F401  (lets knn_gpu take torch tensors)
 
-        return faiss.knn_gpu(faiss.StandardGpuResources(), queries, keys, k + 1,
-                             metric=faiss.METRIC_INNER_PRODUCT)
+        return faiss.knn_gpu(
+            faiss.StandardGpuResources(), queries, keys, k + 1, metric=faiss.METRIC_INNER_PRODUCT
+        )
     index = faiss.IndexFlatIP(keys.shape[1])
     index.add(keys.numpy())
     return index.search(queries.numpy(), k + 1)
@@ -119,8 +120,9 @@ def recall(a: torch.Tensor, b: torch.Tensor) -> float:
 def best_chunk(queries, keys, labels, k: int, device: str) -> int:
     """The chunk (query rows per mm) with the lowest single timed run on a slice of the queries."""
     sub = queries[: min(queries.shape[0], 8192)]
-    times = {c: timed(lambda c=c: torch_mm_topk(sub, keys, labels, k, c), 1, device)
-             for c in CHUNKS}
+    times = {
+        c: timed(lambda c=c: torch_mm_topk(sub, keys, labels, k, c), 1, device) for c in CHUNKS
+    }
     return min(times, key=times.get)
 
 
@@ -142,7 +144,11 @@ def measure(name: str, fn, reps: int, device: str):
 
 
 def _status_kib(field: str) -> int:
-    line = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith(field + ":"))
+    line = next(
+        ln
+        for ln in Path("/proc/self/status").read_text().splitlines()
+        if ln.startswith(field + ":")
+    )
     return int(line.split()[1])
 
 
@@ -177,19 +183,32 @@ def run_case(q: int, n: int, d: int, k: int, args) -> list[dict]:
     for dtype in dtypes:
         kq, kk = queries.to(dtype), keys.to(dtype)
         tag = str(dtype).replace("torch.", "")
+
         def ours(kq=kq, kk=kk):
-            return knn_labels(kq, kk, labels, k, CLASSES, metric="ip", exclude_self=q == n,
-                              backend=args.device)
+            return knn_labels(
+                kq, kk, labels, k, CLASSES, metric="ip", exclude_self=q == n, backend=args.device
+            )
 
         rows.append(measure(f"ours {tag}", ours, args.reps, args.device))
         chunk = best_chunk(kq, kk, labels, k, args.device)
-        rows.append(measure(f"torch mm+topk {tag} (chunk {chunk})",
-                            lambda kq=kq, kk=kk, c=chunk: torch_mm_topk(kq, kk, labels, k, c),
-                            args.reps, args.device))
+        rows.append(
+            measure(
+                f"torch mm+topk {tag} (chunk {chunk})",
+                lambda kq=kq, kk=kk, c=chunk: torch_mm_topk(kq, kk, labels, k, c),
+                args.reps,
+                args.device,
+            )
+        )
     if has_faiss(args.device):
         qf, kf = queries.float().contiguous(), keys.float().contiguous()
-        rows.append(measure("faiss " + ("knn_gpu" if args.device == "cuda" else "IndexFlatIP"),
-                            lambda: faiss_search(qf, kf, k, args.device), args.reps, args.device))
+        rows.append(
+            measure(
+                "faiss " + ("knn_gpu" if args.device == "cuda" else "IndexFlatIP"),
+                lambda: faiss_search(qf, kf, k, args.device),
+                args.reps,
+                args.device,
+            )
+        )
     return summarise(rows, q, n, d, k, args)
 
 
@@ -202,32 +221,45 @@ def summarise(rows, q: int, n: int, d: int, k: int, args) -> list[dict]:
     for name, seconds, peak, result, cpu in rows:
         indices = result[0] if not name.startswith("faiss") else None
         rate = args.gemm["bf16" if "bfloat16" in name else "fp32"]
-        out.append({
-            "case": f"Q={q} N={n} D={d} k={k}", "backend": name, "ms": seconds * 1e3,
-            "ratio": seconds / anchor[1], "tflops": flops / seconds / 1e12,
-            "of_gemm": flops / seconds / rate,
-            "recall": recall(indices.cpu(), exact.cpu()) if indices is not None else float("nan"),
-            "peak_mib": peak, "cpu_s": cpu,
-        })
+        out.append(
+            {
+                "case": f"Q={q} N={n} D={d} k={k}",
+                "backend": name,
+                "ms": seconds * 1e3,
+                "ratio": seconds / anchor[1],
+                "tflops": flops / seconds / 1e12,
+                "of_gemm": flops / seconds / rate,
+                "recall": recall(indices.cpu(), exact.cpu())
+                if indices is not None
+                else float("nan"),
+                "peak_mib": peak,
+                "cpu_s": cpu,
+            }
+        )
     return out
 
 
 def print_rows(rows: list[dict], anchor_name: str) -> None:
-    print(f"{'case':28} {'backend':36} {'ms':>10} {'/' + anchor_name:>10} {'TFLOP/s':>8} "
-          f"{'of GEMM':>8} {'recall':>7} {'peak MiB':>9} {'CPU s':>7}")
+    print(
+        f"{'case':28} {'backend':36} {'ms':>10} {'/' + anchor_name:>10} {'TFLOP/s':>8} "
+        f"{'of GEMM':>8} {'recall':>7} {'peak MiB':>9} {'CPU s':>7}"
+    )
     for r in rows:
         peak = f"{r['peak_mib']:.0f}" if r["peak_mib"] is not None else "-"
         cpu = f"{r['cpu_s']:.2f}" if r["cpu_s"] is not None else "-"
-        print(f"{r['case']:28} {r['backend']:36} {r['ms']:10.1f} {r['ratio']:10.2f} "
-              f"{r['tflops']:8.3f} {r['of_gemm']:8.2f} {r['recall']:7.4f} {peak:>9} {cpu:>7}")
+        print(
+            f"{r['case']:28} {r['backend']:36} {r['ms']:10.1f} {r['ratio']:10.2f} "
+            f"{r['tflops']:8.3f} {r['of_gemm']:8.2f} {r['recall']:7.4f} {peak:>9} {cpu:>7}"
+        )
 
 
 def device_name(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()}; {machine_line()}"
     lines = Path("/proc/cpuinfo").read_text().splitlines()
-    cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")),
-               "cpu")
+    cpu = next(
+        (line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), "cpu"
+    )
     # Other processes share these cores: the load average says how quiet the machine was, and the
     # threads of each backend whether the anchor ran on as many cores as lnl (faiss is imported first).
     if has_faiss("cpu"):
@@ -238,8 +270,10 @@ def device_name(device: str) -> str:
 def record(rows: list[dict], args) -> None:
     """Append one row to benchmarks/RESULTS.md (created with a header if absent)."""
     if not RESULTS.exists():
-        RESULTS.write_text("# Measured results\n\n| date | device | what | command | numbers |\n"
-                           "|---|---|---|---|---|\n")
+        RESULTS.write_text(
+            "# Measured results\n\n| date | device | what | command | numbers |\n"
+            "|---|---|---|---|---|\n"
+        )
     from lnl.engine.defaults import git_sha
 
     sha = git_sha(short=True)
@@ -249,34 +283,46 @@ def record(rows: list[dict], args) -> None:
         f"{r['tflops']:.3f} TFLOP/s = {r['of_gemm']:.2f} of GEMM"
         + (f", recall {r['recall']:.4f}" if r["recall"] == r["recall"] else "")
         + (f", {r['cpu_s']:.2f} CPU s" if r["cpu_s"] is not None else "")
-        + (f", {r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else "") + ")"
-        for r in rows)
-    line = (f"| {datetime.date.today()} | {args.device_name}, torch {torch.__version__}, "
-            f"git {sha} | knn_labels self-kNN ip, votes C={CLASSES}; {gemm} | "
-            f"`{' '.join(sys.argv)}` | {numbers} |\n")
+        + (f", {r['peak_mib']:.0f} MiB" if r["peak_mib"] is not None else "")
+        + ")"
+        for r in rows
+    )
+    line = (
+        f"| {datetime.date.today()} | {args.device_name}, torch {torch.__version__}, "
+        f"git {sha} | knn_labels self-kNN ip, votes C={CLASSES}; {gemm} | "
+        f"`{' '.join(sys.argv)}` | {numbers} |\n"
+    )
     with RESULTS.open("a") as fh:
         fh.write(line)
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sizes", nargs="+", default=None, help="NxD or NxD:Q (Q queries among N keys)")
     p.add_argument("--ks", type=int, nargs="+", default=[10, 50])
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--quick", action="store_true", help="CPU-sized: N=20000, D in {128, 512}")
-    p.add_argument("--record", action="store_true", help="append a row per case to benchmarks/RESULTS.md")
+    p.add_argument(
+        "--record", action="store_true", help="append a row per case to benchmarks/RESULTS.md"
+    )
     args = p.parse_args()
     if args.sizes is None:
-        args.sizes = ["20000x128", "20000x512"] if args.quick else (
-            GPU_SIZES if args.device == "cuda" else CPU_SIZES)
+        args.sizes = (
+            ["20000x128", "20000x512"]
+            if args.quick
+            else (GPU_SIZES if args.device == "cuda" else CPU_SIZES)
+        )
     args.gemm = {"fp32": gemm_rate(args.device, torch.float32)}
     if args.device == "cuda":
         args.gemm["bf16"] = gemm_rate(args.device, torch.bfloat16)
     args.device_name = device_name(args.device)
-    print(f"# {args.device_name}; " + ", ".join(f"{k} GEMM {v / 1e12:.2f} TFLOP/s"
-                                                        for k, v in args.gemm.items()))
+    print(
+        f"# {args.device_name}; "
+        + ", ".join(f"{k} GEMM {v / 1e12:.2f} TFLOP/s" for k, v in args.gemm.items())
+    )
     for size in args.sizes:
         for k in args.ks:
             case = run_case(*parse_size(size), k, args)

@@ -79,7 +79,9 @@ def time_ms(name: str, inputs, args) -> float:
 
 
 def _status_kb(field: str) -> int:
-    line = next(x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field))
+    line = next(
+        x for x in Path("/proc/self/status").read_text().splitlines() if x.startswith(field)
+    )
     return int(line.split()[1])
 
 
@@ -127,8 +129,14 @@ def measure(name: str, batch: int, args, inputs) -> tuple[str, str]:
 def device_name(device: str) -> str:
     if device == "cuda":
         return f"{torch.cuda.get_device_name()}; {machine_line()}"
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), "cpu")
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        "cpu",
+    )
     return f"{cpu}; {machine_line()}"
 
 
@@ -138,13 +146,17 @@ def record(rows, args) -> None:
 
     sha = git_sha(short=True)
     if not RESULTS.exists():
-        RESULTS.write_text("# Measured results\n\n| date | device | what | command | numbers |\n"
-                           "|---|---|---|---|---|\n")
+        RESULTS.write_text(
+            "# Measured results\n\n| date | device | what | command | numbers |\n"
+            "|---|---|---|---|---|\n"
+        )
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-    what = (f"plr_loss fwd+bwd (median of {args.reps}, peak MiB beyond inputs) vs the dense PyTorch "
-            f"formulation: V={args.views} D={args.dim} C={args.classes} kappa={args.kappa} "
-            f"flat={not args.supcon}; torch {torch.__version__}, git {sha}, "
-            f"load average {os.getloadavg()[0]:.2f}")
+    what = (
+        f"plr_loss fwd+bwd (median of {args.reps}, peak MiB beyond inputs) vs the dense PyTorch "
+        f"formulation: V={args.views} D={args.dim} C={args.classes} kappa={args.kappa} "
+        f"flat={not args.supcon}; torch {torch.__version__}, git {sha}, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
     numbers = "; ".join(f"B={b} {n}: {ms} ms, {mem} MiB" for b, n, ms, mem in rows)
     line = f"| {now} | {device_name(args.device)} | {what} | `python {' '.join(sys.argv)}` | {numbers} |\n"
     text = RESULTS.read_text()
@@ -153,7 +165,9 @@ def record(rows, args) -> None:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--sizes", type=int, nargs="+", default=[128, 512, 1024, 2048, 4096, 8192])
     p.add_argument("--quick", action="store_true", help="B in 128..4096, 5 reps less")
@@ -164,7 +178,9 @@ def main() -> None:
     p.add_argument("--supcon", action="store_true", help="flat=False (SupCon form)")
     p.add_argument("--reps", type=int, default=10)
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
-    p.add_argument("--max-dense-batch", type=int, default=8192, help="skip the dense baseline above")
+    p.add_argument(
+        "--max-dense-batch", type=int, default=8192, help="skip the dense baseline above"
+    )
     p.add_argument("--record", action="store_true", help="append a line to benchmarks/RESULTS.md")
     args = p.parse_args()
     if args.quick:

@@ -52,8 +52,7 @@ def check_images(root: Path, paths: list[str], how: str) -> None:
     absent = [p for p in sample if not (root / p).is_file()]
     if absent:
         raise SystemExit(
-            f"{len(absent)} of {len(sample)} checked images missing under {root}, "
-            f"e.g. {absent[:3]}"
+            f"{len(absent)} of {len(sample)} checked images missing under {root}, e.g. {absent[:3]}"
         )
     print(f"checked {len(sample)} image paths: all present")
 

@@ -61,7 +61,14 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 _PREFIXES = ("module.", "encoder.", "backbone.", "f.", "model.")
 _HEAD_KEYS = ("fc.", "head.", "projector.", "projection_head.", "g.")
 # LRA's SimCLR_encoder: f = Sequential(conv1, bn1, relu, layer1..4, avgpool) (utils/model_SimCLR.py)
-_SIMCLR_F_INDEX = {"0": "conv1", "1": "bn1", "3": "layer1", "4": "layer2", "5": "layer3", "6": "layer4"}
+_SIMCLR_F_INDEX = {
+    "0": "conv1",
+    "1": "bn1",
+    "3": "layer1",
+    "4": "layer2",
+    "5": "layer3",
+    "6": "layer4",
+}
 CLIP_MEAN, CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
 
@@ -84,14 +91,27 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--cifar-stem", action="store_true", help="SimCLR CIFAR stem (3x3, no max-pool)")
     p.add_argument("--image-size", type=int, default=224, help="resnet50 input size")
     p.add_argument("--no-normalize", action="store_true", help="keep raw open_clip features")
-    p.add_argument("--quick-gelu", choices=("auto", "on", "off"), default="auto",
-                   help="open_clip QuickGELU (auto: on for --pretrained openai)")
-    p.add_argument("--preprocess", choices=("open_clip", "lra"), default="open_clip",
-                   help="open_clip: the model's PIL pipeline; lra: LRA's clip_wrapper on float tensors")
-    p.add_argument("--augment", action="store_true", help="encode one random training augmentation per image")
+    p.add_argument(
+        "--quick-gelu",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="open_clip QuickGELU (auto: on for --pretrained openai)",
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=("open_clip", "lra"),
+        default="open_clip",
+        help="open_clip: the model's PIL pipeline; lra: LRA's clip_wrapper on float tensors",
+    )
+    p.add_argument(
+        "--augment", action="store_true", help="encode one random training augmentation per image"
+    )
     p.add_argument("--seed", type=int, default=123, help="seeds --augment")
-    p.add_argument("--dataset-norm", action="store_true",
-                   help="CIFAR-100 with its own mean/std (LRA's transforms use CIFAR-10's)")
+    p.add_argument(
+        "--dataset-norm",
+        action="store_true",
+        help="CIFAR-100 with its own mean/std (LRA's transforms use CIFAR-10's)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--num-workers", type=int, default=4)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -168,12 +188,18 @@ def build_cc(weights: str) -> CCEncoder:
     raw = torch.load(weights, map_location="cpu", weights_only=True)
     raw = raw.get("state_dict", raw)
     raw = {k.removeprefix("module."): v for k, v in raw.items()}
-    state = {"backbone." + k[len("model_resnet."):]: v for k, v in raw.items() if k.startswith("model_resnet.")}
+    state = {
+        "backbone." + k[len("model_resnet.") :]: v
+        for k, v in raw.items()
+        if k.startswith("model_resnet.")
+    }
     state.update({k: v for k, v in raw.items() if k.startswith("dr.")})
     result = net.load_state_dict(state, strict=False)
     if result.missing_keys or result.unexpected_keys:
-        raise SystemExit(f"{weights} is not a CC_net checkpoint (model_resnet.*, dr.*): missing "
-                         f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}")
+        raise SystemExit(
+            f"{weights} is not a CC_net checkpoint (model_resnet.*, dr.*): missing "
+            f"{result.missing_keys[:3]}, unexpected {result.unexpected_keys[:3]}"
+        )
     return net
 
 
@@ -220,9 +246,17 @@ def lra_clip_transform(args: argparse.Namespace, ds, size: int):
 
     mean, std = normalisation(args, ds)
     inverse = T.Normalize([-m / s for m, s in zip(mean, std)], [1 / s for s in std])
-    return T.Compose([*augmentation(args, ds), T.ToTensor(), T.Normalize(mean, std), inverse,
-                      T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=False),
-                      T.CenterCrop(size), T.Normalize(CLIP_MEAN, CLIP_STD)])
+    return T.Compose(
+        [
+            *augmentation(args, ds),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+            inverse,
+            T.Resize(size, interpolation=T.InterpolationMode.BICUBIC, antialias=False),
+            T.CenterCrop(size),
+            T.Normalize(CLIP_MEAN, CLIP_STD),
+        ]
+    )
 
 
 def build_encoder(args: argparse.Namespace, ds):
@@ -242,7 +276,9 @@ def build_encoder(args: argparse.Namespace, ds):
 
         if args.preprocess == "lra":
             size = model.visual.image_size
-            preprocess = lra_clip_transform(args, ds, size[0] if isinstance(size, (tuple, list)) else size)
+            preprocess = lra_clip_transform(
+                args, ds, size[0] if isinstance(size, (tuple, list)) else size
+            )
         elif args.augment:
             preprocess = T.Compose([*augmentation(args, ds), preprocess])
         return ClipImage(model), preprocess
@@ -257,7 +293,14 @@ def build_encoder(args: argparse.Namespace, ds):
         )
         return build_resnet("resnet50", args.weights, False), tf
     if args.encoder == "cc":
-        tf = T.Compose([T.Resize(256), T.CenterCrop(args.image_size), T.ToTensor(), T.Normalize(ds.mean, ds.std)])
+        tf = T.Compose(
+            [
+                T.Resize(256),
+                T.CenterCrop(args.image_size),
+                T.ToTensor(),
+                T.Normalize(ds.mean, ds.std),
+            ]
+        )
         return build_cc(args.weights), tf
     if args.weights.lower() == "none":
         print("warning: simclr without --weights gives a random encoder")

@@ -51,11 +51,19 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--pmd-level", type=float, default=0.35, help="PMD level under pmd+U / pmd+A")
     p.add_argument("--pmd-anchor", choices=("top1", "label"), default="top1")
     p.add_argument("--asym-procedure", choices=("subset", "per_sample"), default=None)
-    p.add_argument("--overlay-procedure", choices=("plc", "independent"), default="plc",
-                   help="pmd+U/pmd+A overlay: PLC's RandomState multinomial, or the earlier independent draws")
+    p.add_argument(
+        "--overlay-procedure",
+        choices=("plc", "independent"),
+        default="plc",
+        help="pmd+U/pmd+A overlay: PLC's RandomState multinomial, or the earlier independent draws",
+    )
     p.add_argument("--overlay-seed", type=int, default=77, help="PLC's overlay seed (its --seed)")
-    p.add_argument("--base", type=Path, default=None,
-                   help="pmd+U/pmd+A: overlay this PMD file (e.g. LRA's cifar10-1-0.35.npy) as PLC does")
+    p.add_argument(
+        "--base",
+        type=Path,
+        default=None,
+        help="pmd+U/pmd+A: overlay this PMD file (e.g. LRA's cifar10-1-0.35.npy) as PLC does",
+    )
     p.add_argument("--out", type=Path, required=True)
     return p
 
@@ -98,8 +106,11 @@ def options(args: argparse.Namespace, images) -> dict:
             "pmd_anchor": args.pmd_anchor,
         }
         if args.noise != "pmd":
-            opts.update(pmd_level=args.pmd_level, overlay_procedure=args.overlay_procedure,
-                        overlay_seed=args.overlay_seed)
+            opts.update(
+                pmd_level=args.pmd_level,
+                overlay_procedure=args.overlay_procedure,
+                overlay_seed=args.overlay_seed,
+            )
         return opts
     if args.noise == "idn":
         if args.features is not None:
@@ -155,13 +166,19 @@ def overlay_file(args: argparse.Namespace, y: np.ndarray, num_classes: int, data
         raise SystemExit("--base applies to --noise pmd+U or pmd+A")
     base = load_noise_file(args.base, num_classes=num_classes).labels.numpy()
     if len(base) != len(y):
-        raise SystemExit(f"--base {args.base} has {len(base)} labels, the clean labels {len(y)} (use --first)")
+        raise SystemExit(
+            f"--base {args.base} has {len(base)} labels, the clean labels {len(y)} (use --first)"
+        )
     out = plc_overlay(base, args.noise[-1], args.rate, num_classes, dataset, args.overlay_seed)
-    meta = {"type": args.noise, "rate": args.rate, "base": str(args.base), "overlay_seed": args.overlay_seed,
-            "procedure": "PLC: np.random.RandomState(seed).multinomial(1, P[y]) per sample on the base file",
-            "actual_noise_rate": float(np.mean(out != y))}
+    meta = {
+        "type": args.noise,
+        "rate": args.rate,
+        "base": str(args.base),
+        "overlay_seed": args.overlay_seed,
+        "procedure": "PLC: np.random.RandomState(seed).multinomial(1, P[y]) per sample on the base file",
+        "actual_noise_rate": float(np.mean(out != y)),
+    }
     return NoisyLabels(torch.as_tensor(out), meta)
-
 
 
 if __name__ == "__main__":

@@ -39,8 +39,12 @@ if str(REPO_ROOT) not in sys.path:  # run as a script: make `lnl` importable
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="digits", help="digits, cifar10 or cifar100 (any lnl dataset)")
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--dataset", default="digits", help="digits, cifar10 or cifar100 (any lnl dataset)"
+    )
     p.add_argument("--root", default=None, help="the dataset folder (digits: none)")
     p.add_argument("--noise", default="sym", help="lnl.data.noise type (sym, asym, ...)")
     p.add_argument("--rate", type=float, default=0.3, help="pre-training label-noise rate")
@@ -86,10 +90,21 @@ def train(model: torch.nn.Module, loader, epochs: int, lr: float, wd: float) -> 
     return float(loss_sum) / len(loader)
 
 
-def pretrain(*, dataset: str = "digits", rate: float = 0.3, out: Path, noise: str = "sym",
-             model: str = "test_resnet", root: str | None = None, epochs: int = DEFAULT_EPOCHS,
-             batch_size: int = 64, lr: float = 0.05, wd: float = 5e-4, seed: int = 0,
-             device: str | None = None) -> dict:
+def pretrain(
+    *,
+    dataset: str = "digits",
+    rate: float = 0.3,
+    out: Path,
+    noise: str = "sym",
+    model: str = "test_resnet",
+    root: str | None = None,
+    epochs: int = DEFAULT_EPOCHS,
+    batch_size: int = 64,
+    lr: float = 0.05,
+    wd: float = 5e-4,
+    seed: int = 0,
+    device: str | None = None,
+) -> dict:
     """Train ``model`` on ``dataset`` with ``noise`` at ``rate`` and write the checkpoint ``out``.
 
     Returns:
@@ -107,19 +122,34 @@ def pretrain(*, dataset: str = "digits", rate: float = 0.3, out: Path, noise: st
     torch.manual_seed(seed)
     started = time.perf_counter()
     tr, te = get_dataset(dataset, root, "train"), get_dataset(dataset, root, "test")
-    noisy = make_noise(tr.targets, noise, rate, num_classes=tr.num_classes, seed=seed, dataset=dataset)
+    noisy = make_noise(
+        tr.targets, noise, rate, num_classes=tr.num_classes, seed=seed, dataset=dataset
+    )
     common = dict(mean=tr.mean, std=tr.std, device=dev)
     loader = GPULoader(tr.images, noisy.labels, batch_size, train=True, seed=seed, **common)
     test_loader = GPULoader(te.images, te.targets, 256, train=False, **common)
     net = timm.create_model(model, pretrained=False, num_classes=tr.num_classes).to(dev)
     last_loss = train(net, loader, epochs, lr, wd)
-    record = {"dataset": dataset, "noise": noise, "rate": rate, "seed": seed, "epochs": epochs, "model": model,
-              "actual_noise_rate": float((noisy.labels != tr.targets).float().mean()),
-              "train_loss": last_loss, "clean_test_acc": clean_accuracy(net, test_loader),
-              "seconds": round(time.perf_counter() - started, 2)}
+    record = {
+        "dataset": dataset,
+        "noise": noise,
+        "rate": rate,
+        "seed": seed,
+        "epochs": epochs,
+        "model": model,
+        "actual_noise_rate": float((noisy.labels != tr.targets).float().mean()),
+        "train_loss": last_loss,
+        "clean_test_acc": clean_accuracy(net, test_loader),
+        "seconds": round(time.perf_counter() - started, 2),
+    }
     size = int(tr.images.shape[1])
-    cfg = {"input_size": (3, size, size), "crop_pct": 1.0, "mean": tuple(tr.mean), "std": tuple(tr.std),
-           "interpolation": "bilinear"}
+    cfg = {
+        "input_size": (3, size, size),
+        "crop_pct": 1.0,
+        "mean": tuple(tr.mean),
+        "std": tuple(tr.std),
+        "interpolation": "bilinear",
+    }
     state = {k: v.cpu() for k, v in net.state_dict().items()}
     atomic_save({"state_dict": state, "pretrained_cfg": cfg, "lnl_pretrain": record}, out)
     return record
@@ -128,9 +158,20 @@ def pretrain(*, dataset: str = "digits", rate: float = 0.3, out: Path, noise: st
 def main(args: argparse.Namespace) -> dict:
     from _common import report
 
-    record = pretrain(dataset=args.dataset, rate=args.rate, out=args.out, noise=args.noise, model=args.model,
-                      root=args.root, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                      wd=args.wd, seed=args.seed, device=args.device)
+    record = pretrain(
+        dataset=args.dataset,
+        rate=args.rate,
+        out=args.out,
+        noise=args.noise,
+        model=args.model,
+        root=args.root,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        wd=args.wd,
+        seed=args.seed,
+        device=args.device,
+    )
     print(record)
     report([args.out])
     return record

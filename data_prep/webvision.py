@@ -56,7 +56,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-labels", type=Path, default=None, help="LRA's ILSVRC2012_val_label.txt")
     p.add_argument("--val-images", type=Path, default=None, help="folder or ILSVRC2012_img_val.tar")
     p.add_argument(
-        "--train-images", type=Path, default=None,
+        "--train-images",
+        type=Path,
+        default=None,
         help="ILSVRC2012_img_train.tar or a folder of <WNID>.tar / <WNID>/ (writes train/<WNID>/)",
     )
     p.add_argument("--mode", choices=("copy", "move", "symlink"), default="copy")
@@ -122,7 +124,9 @@ def synset_lines(args: argparse.Namespace, devkit_wnids: list[str] | None) -> li
     if synsets_src is not None and synsets_src.is_file():
         return [s for s in synsets_src.read_text().splitlines() if s.strip()]
     if devkit_wnids is None:
-        raise SystemExit("--train-images needs the class order: --root (WebVision), --devkit or --val-labels")
+        raise SystemExit(
+            "--train-images needs the class order: --root (WebVision), --devkit or --val-labels"
+        )
     return devkit_wnids
 
 
@@ -159,8 +163,10 @@ def unpack_imagenet_train(source: Path, dest: Path, wnids: list[str], mode: str)
                     count += 1
     missing = [w for w in wnids if not (dest / "train" / w).is_dir()]
     if missing:
-        raise SystemExit(f"{source}: no train images for {len(missing)} of {len(wnids)} classes "
-                         f"(e.g. {missing[0]}); expected <WNID>.tar members or <WNID>/ folders")
+        raise SystemExit(
+            f"{source}: no train images for {len(missing)} of {len(wnids)} classes "
+            f"(e.g. {missing[0]}); expected <WNID>.tar members or <WNID>/ folders"
+        )
     return count
 
 
@@ -168,7 +174,9 @@ def prepare_imagenet_train(args: argparse.Namespace) -> list[Path]:
     """``--train-images``: the first ``--num-classes`` classes into ``train/<WNID>/``."""
     devkit_wnids = None
     if args.devkit or args.val_labels:
-        devkit_wnids = (devkit_labels(args.devkit) if args.devkit else lra_labels(args.val_labels))[0]
+        devkit_wnids = (devkit_labels(args.devkit) if args.devkit else lra_labels(args.val_labels))[
+            0
+        ]
     lines = synset_lines(args, devkit_wnids)
     keep = [line.split()[0] for line in lines[: args.num_classes]]
     n = unpack_imagenet_train(args.train_images, args.imagenet_root, keep, args.mode)
@@ -219,7 +227,9 @@ def main(args: argparse.Namespace) -> None:
         written += check_webvision(args.root, args.num_classes, args.check_images)
     if args.imagenet_root is not None and args.train_images is not None:
         written += prepare_imagenet_train(args)
-    if args.imagenet_root is not None and (args.train_images is None or args.val_images is not None):
+    if args.imagenet_root is not None and (
+        args.train_images is None or args.val_images is not None
+    ):
         written += regroup_imagenet_val(args)
         from lnl.data import get_dataset
 

@@ -32,14 +32,55 @@ from lnl.engine.runner import RESULTS, read_records  # noqa: E402
 from methods.registry import paper_key  # noqa: E402
 
 PAPER_NUMBERS = Path(__file__).resolve().parent / "paper_numbers.yaml"
-COLUMNS = ("method", "dataset", "noise", "seeds", "epochs", "test_acc", "test_std", "best_acc", "best_std",
-           "paper_best", "paper_last", "seconds", "paper_source", "subset", "settings")
+COLUMNS = (
+    "method",
+    "dataset",
+    "noise",
+    "seeds",
+    "epochs",
+    "test_acc",
+    "test_std",
+    "best_acc",
+    "best_std",
+    "paper_best",
+    "paper_last",
+    "seconds",
+    "paper_source",
+    "subset",
+    "settings",
+)
 # args.yaml keys that do not change the result (or that the noise column already names); any value
 # that is a path (contains "/") is left out too: data and output folders differ between machines.
-NOT_SETTINGS = {"seed", "out", "resume", "resume_id", "device", "wandb", "offline", "wo_wandb", "tensorboard",
-                "config", "data_path", "data_root", "noise_file", "noise_mode", "r", "dataset", "subset",
-                "knn_backend", "gmm_backend", "plr_backend", "compile", "num_workers", "threads", "eval_freq",
-                "num_epochs", "epochs", "nepoch", "max_iteration"}  # the length: the epochs column
+NOT_SETTINGS = {
+    "seed",
+    "out",
+    "resume",
+    "resume_id",
+    "device",
+    "wandb",
+    "offline",
+    "wo_wandb",
+    "tensorboard",
+    "config",
+    "data_path",
+    "data_root",
+    "noise_file",
+    "noise_mode",
+    "r",
+    "dataset",
+    "subset",
+    "knn_backend",
+    "gmm_backend",
+    "plr_backend",
+    "compile",
+    "num_workers",
+    "threads",
+    "eval_freq",
+    "num_epochs",
+    "epochs",
+    "nepoch",
+    "max_iteration",
+}  # the length: the epochs column
 
 
 def find_results(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
@@ -53,9 +94,17 @@ def find_results(roots: Iterable[str | Path]) -> list[dict[str, Any]]:
             if rows:
                 flags = run_flags(path.parent)
                 record = rows[-1]
-                subset = record.subset if record.subset is not None else flags.get("subset")  # may not say it
-                records.append({**record.to_line(), "subset": subset, "run_dir": str(path.parent),
-                                "settings": settings_of(flags)})
+                subset = (
+                    record.subset if record.subset is not None else flags.get("subset")
+                )  # may not say it
+                records.append(
+                    {
+                        **record.to_line(),
+                        "subset": subset,
+                        "run_dir": str(path.parent),
+                        "settings": settings_of(flags),
+                    }
+                )
     return records
 
 
@@ -67,14 +116,24 @@ def run_flags(run_dir: Path) -> dict[str, Any]:
 
 def settings_of(flags: dict[str, Any]) -> dict[str, Any]:
     """The flags that change a run's result."""
-    return {k: v for k, v in flags.items() if k not in NOT_SETTINGS and not (isinstance(v, str) and "/" in v)}
+    return {
+        k: v
+        for k, v in flags.items()
+        if k not in NOT_SETTINGS and not (isinstance(v, str) and "/" in v)
+    }
 
 
 def _setting(r: dict) -> tuple:
     """The grouping key: every seed of one setting, and nothing else, shares it."""
     settings = tuple(sorted((k, repr(v)) for k, v in (r.get("settings") or {}).items()))
-    return (r["method"], r["dataset"], str(r["noise"]), r.get("subset") or 0,
-            str(r.get("epochs", r.get("steps", "?"))), settings)
+    return (
+        r["method"],
+        r["dataset"],
+        str(r["noise"]),
+        r.get("subset") or 0,
+        str(r.get("epochs", r.get("steps", "?"))),
+        settings,
+    )
 
 
 def _differing(groups: Iterable[tuple]) -> dict[tuple, str]:
@@ -88,7 +147,11 @@ def _differing(groups: Iterable[tuple]) -> dict[tuple, str]:
         for key in keys:
             for k, v in dict(key[5]).items():
                 values[k].add(v)
-        differ = {k for k, vs in values.items() if len(vs) > 1 or any(k not in dict(key[5]) for key in keys)}
+        differ = {
+            k
+            for k, vs in values.items()
+            if len(vs) > 1 or any(k not in dict(key[5]) for key in keys)
+        }
         for key in keys:
             labels[key] = " ".join(f"{k}={v}" for k, v in key[5] if k in differ)
     return labels
@@ -101,7 +164,11 @@ def load_paper_numbers(path: Path = PAPER_NUMBERS) -> list[dict[str, Any]]:
 def paper_number(paper: Sequence[dict], method: str, dataset: str, noise: str) -> dict[str, Any]:
     """The paper row for this setting; a row without ``noise`` matches any noise of its dataset."""
     for row in paper:
-        if row["method"] == method and row["dataset"] == dataset and row.get("noise", noise) == noise:
+        if (
+            row["method"] == method
+            and row["dataset"] == dataset
+            and row.get("noise", noise) == noise
+        ):
             return row
     return {}
 
@@ -126,18 +193,34 @@ def summarize(records: Sequence[dict], paper: Sequence[dict] = ()) -> list[dict[
     rows = []
     for key, runs in sorted(groups.items(), key=lambda item: repr(item[0])):
         method, dataset, noise, subset, epochs, _ = key
-        test = _mean_std([r["test_acc"] for r in runs if r.get("test_acc") is not None] or [math.nan])
-        best = _mean_std([r["best_acc"] for r in runs if r.get("best_acc") is not None] or [math.nan])
+        test = _mean_std(
+            [r["test_acc"] for r in runs if r.get("test_acc") is not None] or [math.nan]
+        )
+        best = _mean_std(
+            [r["best_acc"] for r in runs if r.get("best_acc") is not None] or [math.nan]
+        )
         ref = paper_number(paper, paper_key(method), dataset, noise)
-        rows.append({
-            "method": method, "dataset": dataset, "noise": noise,
-            "seeds": " ".join(sorted((str(r.get("seed", "?")) for r in runs), key=lambda s: (len(s), s))),
-            "epochs": epochs,
-            "test_acc": _pct(test[0]), "test_std": _pct(test[1]), "best_acc": _pct(best[0]),
-            "best_std": _pct(best[1]), "paper_best": ref.get("best"), "paper_last": ref.get("last"),
-            "seconds": round(sum(r.get("seconds", 0.0) for r in runs) / len(runs), 1),
-            "paper_source": ref.get("source", ""), "subset": subset or None, "settings": labels[key],
-        })
+        rows.append(
+            {
+                "method": method,
+                "dataset": dataset,
+                "noise": noise,
+                "seeds": " ".join(
+                    sorted((str(r.get("seed", "?")) for r in runs), key=lambda s: (len(s), s))
+                ),
+                "epochs": epochs,
+                "test_acc": _pct(test[0]),
+                "test_std": _pct(test[1]),
+                "best_acc": _pct(best[0]),
+                "best_std": _pct(best[1]),
+                "paper_best": ref.get("best"),
+                "paper_last": ref.get("last"),
+                "seconds": round(sum(r.get("seconds", 0.0) for r in runs) / len(runs), 1),
+                "paper_source": ref.get("source", ""),
+                "subset": subset or None,
+                "settings": labels[key],
+            }
+        )
     return rows
 
 
@@ -149,14 +232,19 @@ def _cell(mean: float | None, std: float | None) -> str:
 
 def to_markdown(rows: Sequence[dict]) -> str:
     """A Markdown table: measured last/best accuracy (mean ± std over seeds) beside the paper's."""
-    lines = ["| method | dataset | noise | seeds | epochs | test acc (%) | best acc (%) | paper best | "
-             "paper last | s/run | settings |", "|" + "---|" * 11]
+    lines = [
+        "| method | dataset | noise | seeds | epochs | test acc (%) | best acc (%) | paper best | "
+        "paper last | s/run | settings |",
+        "|" + "---|" * 11,
+    ]
     for r in rows:
         paper = [("—" if r[k] is None else f"{r[k]:.2f}") for k in ("paper_best", "paper_last")]
         smoke = f"smoke run (--subset {r['subset']}) " if r.get("subset") else ""
-        lines.append(f"| {r['method']} | {r['dataset']} | {r['noise']} | {r['seeds']} | {r['epochs']} | "
-                     f"{_cell(r['test_acc'], r['test_std'])} | {_cell(r['best_acc'], r['best_std'])} | "
-                     f"{paper[0]} | {paper[1]} | {r['seconds']} | {(smoke + r.get('settings', '')).strip()} |")
+        lines.append(
+            f"| {r['method']} | {r['dataset']} | {r['noise']} | {r['seeds']} | {r['epochs']} | "
+            f"{_cell(r['test_acc'], r['test_std'])} | {_cell(r['best_acc'], r['best_std'])} | "
+            f"{paper[0]} | {paper[1]} | {r['seconds']} | {(smoke + r.get('settings', '')).strip()} |"
+        )
     sources = sorted({r["paper_source"] for r in rows if r["paper_source"]})
     lines += [""] + [f"Paper numbers: {s}" for s in sources] if sources else []
     return "\n".join(lines) + "\n"
@@ -171,9 +259,14 @@ def write_csv(rows: Sequence[dict], path: Path) -> None:
 
 def main(argv: Sequence[str] | None = None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("roots", nargs="+",
-                   help="folders searched for results.jsonl (e.g. the launcher's --output_dir)")
-    p.add_argument("--out", default=None, help="output prefix (default: FIRST_ROOT/results -> .csv and .md)")
+    p.add_argument(
+        "roots",
+        nargs="+",
+        help="folders searched for results.jsonl (e.g. the launcher's --output_dir)",
+    )
+    p.add_argument(
+        "--out", default=None, help="output prefix (default: FIRST_ROOT/results -> .csv and .md)"
+    )
     args = p.parse_args(argv)
     for root in args.roots:
         if not Path(root).is_dir():

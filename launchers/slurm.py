@@ -91,7 +91,9 @@ class RunSpec:
     module: str
     argv: tuple[str, ...]
     out: str  # the run folder, fixed at submission; every restart resumes from it
-    sources: tuple[tuple[str, str, str], ...] = ()  # (preset flag, value, where the value comes from)
+    sources: tuple[
+        tuple[str, str, str], ...
+    ] = ()  # (preset flag, value, where the value comes from)
 
     def command(self, python: str = "python") -> str:
         """The command line the job is equivalent to."""
@@ -129,7 +131,10 @@ class Trainer:
 
             if torch.cuda.is_available():
                 args.device = f"cuda:{torch.cuda.current_device()}"
-        print(f"lnl job: {spec.command()}  [rank {comm.get_rank()}/{world}, local {local_rank}]", flush=True)
+        print(
+            f"lnl job: {spec.command()}  [rank {comm.get_rank()}/{world}, local {local_rank}]",
+            flush=True,
+        )
         return module.main(args)
 
     def checkpoint(self, spec: RunSpec) -> submitit.helpers.DelayedSubmission:
@@ -159,7 +164,9 @@ def parse_noise(items: Sequence[str] | None) -> list[tuple[str | None, float | N
             continue
         mode, _, rates = item.partition(":")
         if not mode or not rates:
-            raise LaunchError(f"--noise {item!r}: expected MODE:RATE[,RATE...] (e.g. sym:0.2,0.5) or none")
+            raise LaunchError(
+                f"--noise {item!r}: expected MODE:RATE[,RATE...] (e.g. sym:0.2,0.5) or none"
+            )
         try:
             points += [(mode, float(r)) for r in rates.split(",")]
         except ValueError as e:
@@ -168,7 +175,9 @@ def parse_noise(items: Sequence[str] | None) -> list[tuple[str | None, float | N
 
 
 def _option(parser: argparse.ArgumentParser, method: str, key: str) -> str | None:
-    return next((o for o in METHODS[method].setting_flags(key) if o in parser._option_string_actions), None)
+    return next(
+        (o for o in METHODS[method].setting_flags(key) if o in parser._option_string_actions), None
+    )
 
 
 def flags_to_argv(parser: argparse.ArgumentParser, flags: dict[str, Any], origin: str) -> list[str]:
@@ -197,8 +206,11 @@ def _forwarded_shared(args: argparse.Namespace) -> list[str]:
     """The engine's shared flags given to the launcher (non-default values) for the entry point."""
     shared = default_argument_parser()
     defaults = {a.dest: a.default for a in shared._actions if a.option_strings}
-    changed = {k: getattr(args, k) for k in defaults
-               if k not in SHARED_NOT_FORWARDED and getattr(args, k) != defaults[k]}
+    changed = {
+        k: getattr(args, k)
+        for k in defaults
+        if k not in SHARED_NOT_FORWARDED and getattr(args, k) != defaults[k]
+    }
     if changed.get("config"):
         changed["config"] = str(Path(changed["config"]).resolve())
     return flags_to_argv(shared, changed, "the launcher")
@@ -213,8 +225,10 @@ def _setting_argv(parser, setting: dict[str, Any], method: str, module: str) -> 
         if opt is None and key == "dataset" and module in METHODS[method].per_dataset.values():
             continue  # the original's per-dataset script (Train_clothing1M.py): the dataset is its own
         if opt is None:
-            raise LaunchError(f"{script_path(module)} has none of {METHODS[method].setting_flags(key)} (for the "
-                              f"launcher's {key}); pass its own flag after --")
+            raise LaunchError(
+                f"{script_path(module)} has none of {METHODS[method].setting_flags(key)} (for the "
+                f"launcher's {key}); pass its own flag after --"
+            )
         argv += [opt, f"{value:g}" if isinstance(value, float) else str(value)]
     return argv
 
@@ -223,11 +237,14 @@ def _validate(parser: argparse.ArgumentParser, argv: list[str], module: str) -> 
     try:
         ns, unknown = parser.parse_known_args(argv)
     except SystemExit:
-        raise LaunchError(f"{script_path(module)} rejects these flags (its message is above): "
-                          f"{shlex.join(argv)}") from None
+        raise LaunchError(
+            f"{script_path(module)} rejects these flags (its message is above): {shlex.join(argv)}"
+        ) from None
     if unknown:
-        raise LaunchError(f"{script_path(module)} does not accept {unknown}; see "
-                          f"python {script_path(module)} --help")
+        raise LaunchError(
+            f"{script_path(module)} does not accept {unknown}; see "
+            f"python {script_path(module)} --help"
+        )
     return ns
 
 
@@ -236,7 +253,9 @@ def _run_name(ns: argparse.Namespace, dataset: str) -> str:
     from lnl.engine.settings import NoiseSettings
 
     if dataset in REAL_NOISE and not getattr(ns, "noise_file", None):
-        noise = "real"  # the dataset's own labels, whatever the entry point's unused noise defaults say
+        noise = (
+            "real"  # the dataset's own labels, whatever the entry point's unused noise defaults say
+        )
     elif hasattr(ns, "noise_mode") and hasattr(ns, "r"):
         try:
             noise = NoiseSettings.from_args(ns).name
@@ -260,18 +279,33 @@ def build_specs(args: argparse.Namespace, passthrough: Sequence[str] = ()) -> li
     data_path = str(Path(args.data_root).resolve() / args.dataset) if args.data_root else None
     specs = []
     for (mode, r), seed in points:
-        setting = {"dataset": args.dataset, "data_path": data_path, "noise_mode": mode, "r": r,
-                   "seed": seed, "epochs": args.epochs}
-        core = _setting_argv(parser, setting, args.method, module) + _forwarded_shared(args) + list(passthrough)
+        setting = {
+            "dataset": args.dataset,
+            "data_path": data_path,
+            "noise_mode": mode,
+            "r": r,
+            "seed": seed,
+            "epochs": args.epochs,
+        }
+        core = (
+            _setting_argv(parser, setting, args.method, module)
+            + _forwarded_shared(args)
+            + list(passthrough)
+        )
         ns = _validate(parser, core, module)  # the noise setting the run will have, for the preset
         preset = preset_for(args, getattr(ns, "noise_mode", None), getattr(ns, "r", None))
         argv = flags_to_argv(parser, preset.flags, f"lnl/presets/{args.method}.yaml") + core
         ns = _validate(parser, argv, module)
-        out = getattr(ns, "out", None) or args.out or str(Path(args.output_dir) / args.method
-                                                           / _run_name(ns, args.dataset))
+        out = (
+            getattr(ns, "out", None)
+            or args.out
+            or str(Path(args.output_dir) / args.method / _run_name(ns, args.dataset))
+        )
         out = str(Path(out).resolve())
         argv += _setting_argv(parser, {"out": out}, args.method, module)
-        sources = tuple((k, repr(preset.flags[k]), src) for k, src in sorted(preset.sources.items()))
+        sources = tuple(
+            (k, repr(preset.flags[k]), src) for k, src in sorted(preset.sources.items())
+        )
         specs.append(RunSpec(args.method, module, tuple(argv), out, sources))
         _check_data_folder(ns, module, args.dataset)
     _refuse_shared_folders(specs)
@@ -292,16 +326,25 @@ def check_setting(args: argparse.Namespace) -> None:
         if mode is None:
             continue
         if args.dataset in REAL_NOISE:
-            raise LaunchError(f"--noise {mode}:{r:g}: {args.dataset} has real label noise (its own labels); "
-                              f"drop --noise")
+            raise LaunchError(
+                f"--noise {mode}:{r:g}: {args.dataset} has real label noise (its own labels); "
+                f"drop --noise"
+            )
         if mode not in NOISE_TYPES:
-            raise LaunchError(f"--noise {mode}:{r:g}: unknown noise mode {mode!r}; known: {', '.join(NOISE_TYPES)}")
+            raise LaunchError(
+                f"--noise {mode}:{r:g}: unknown noise mode {mode!r}; known: {', '.join(NOISE_TYPES)}"
+            )
         if not 0.0 <= r <= 1.0:
             raise LaunchError(f"--noise {mode}:{r:g}: a noise rate is in [0, 1]")
-    for what, values in (("--noise", [p for p in points if p != (None, None)]), ("--seeds", args.seeds or [])):
+    for what, values in (
+        ("--noise", [p for p in points if p != (None, None)]),
+        ("--seeds", args.seeds or []),
+    ):
         repeated = sorted({_show(v) for v in values if values.count(v) > 1})
         if repeated:
-            raise LaunchError(f"{what} repeats {', '.join(repeated)}: each run needs its own folder; give each once")
+            raise LaunchError(
+                f"{what} repeats {', '.join(repeated)}: each run needs its own folder; give each once"
+            )
 
 
 def _show(value) -> str:
@@ -316,16 +359,20 @@ def _check_data_folder(ns: argparse.Namespace, module: str, dataset: str) -> Non
     for key in ("data_path", "data_root"):
         folder = getattr(ns, key, None)
         if folder and not Path(folder).is_dir():
-            raise LaunchError(f"{script_path(module)} --{key} {folder}: no such folder (check --data_root; "
-                              f"prepare the dataset with data_prep/)")
+            raise LaunchError(
+                f"{script_path(module)} --{key} {folder}: no such folder (check --data_root; "
+                f"prepare the dataset with data_prep/)"
+            )
 
 
 def _refuse_shared_folders(specs: Sequence[RunSpec]) -> None:
     seen: dict[str, RunSpec] = {}
     for spec in specs:
         if spec.out in seen:
-            raise LaunchError(f"two runs would write {spec.out}:\n  {seen[spec.out].command()}\n  {spec.command()}\n"
-                              f"give them different seeds, noise or --out")
+            raise LaunchError(
+                f"two runs would write {spec.out}:\n  {seen[spec.out].command()}\n  {spec.command()}\n"
+                f"give them different seeds, noise or --out"
+            )
         seen[spec.out] = spec
 
 
@@ -365,7 +412,9 @@ def resources(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]
     return values, sources
 
 
-def container_setup(args: argparse.Namespace, specs: Sequence[RunSpec]) -> tuple[str | None, list[str]]:
+def container_setup(
+    args: argparse.Namespace, specs: Sequence[RunSpec]
+) -> tuple[str | None, list[str]]:
     """``(python command, srun args)`` that run the job inside ``--container``.
 
     A ``.sif`` file runs under Apptainer (``apptainer exec --nv``); anything else is an image for
@@ -382,11 +431,16 @@ def container_setup(args: argparse.Namespace, specs: Sequence[RunSpec]) -> tuple
     python = f"{CONTAINER_REPO}/.venv/bin/python"
     if args.container.endswith(".sif"):
         binds = ",".join(sorted(mounts))
-        return (f"apptainer exec --nv --pwd {CONTAINER_REPO} --bind {shlex.quote(binds)} "
-                f"{shlex.quote(str(Path(args.container).resolve()))} {python}"), []
+        return (
+            f"apptainer exec --nv --pwd {CONTAINER_REPO} --bind {shlex.quote(binds)} "
+            f"{shlex.quote(str(Path(args.container).resolve()))} {python}"
+        ), []
     pairs = ",".join(m if ":" in m else f"{m}:{m}" for m in sorted(mounts))
-    return python, [f"--container-image={args.container}", f"--container-mounts={pairs}",
-                    f"--container-workdir={CONTAINER_REPO}"]
+    return python, [
+        f"--container-image={args.container}",
+        f"--container-mounts={pairs}",
+        f"--container-workdir={CONTAINER_REPO}",
+    ]
 
 
 def job_root(args: argparse.Namespace) -> Path:
@@ -402,17 +456,23 @@ def job_folder(args: argparse.Namespace) -> Path:
     return folder.absolute()
 
 
-def executor_parameters(args: argparse.Namespace, res: dict[str, Any], srun_args: list[str],
-                        n_jobs: int) -> dict[str, Any]:
+def executor_parameters(
+    args: argparse.Namespace, res: dict[str, Any], srun_args: list[str], n_jobs: int
+) -> dict[str, Any]:
     """AutoExecutor parameters: generic ones plus ``slurm_*`` ones (ignored off SLURM)."""
     repo = CONTAINER_REPO if args.container else str(REPO)
     tasks = tasks_per_run(args, res)
     params: dict[str, Any] = {
         "name": args.name or f"lnl-{args.method}-{args.dataset}",
-        "nodes": res["nodes"], "tasks_per_node": tasks, "cpus_per_task": res["cpus_per_task"],
-        "timeout_min": res["timeout_min"], "slurm_signal_delay_s": args.signal_delay_s,
-        "slurm_setup": [f"export PYTHONPATH={shlex.quote(repo)}${{PYTHONPATH:+:$PYTHONPATH}}",
-                        f"export OMP_NUM_THREADS={res['cpus_per_task']}"],
+        "nodes": res["nodes"],
+        "tasks_per_node": tasks,
+        "cpus_per_task": res["cpus_per_task"],
+        "timeout_min": res["timeout_min"],
+        "slurm_signal_delay_s": args.signal_delay_s,
+        "slurm_setup": [
+            f"export PYTHONPATH={shlex.quote(repo)}${{PYTHONPATH:+:$PYTHONPATH}}",
+            f"export OMP_NUM_THREADS={res['cpus_per_task']}",
+        ],
     }
     if res.get("gpus_per_node"):
         params["gpus_per_node"] = res["gpus_per_node"]
@@ -436,8 +496,10 @@ def tasks_per_run(args: argparse.Namespace, res: dict[str, Any]) -> int:
     """
     if not METHODS[args.method].ddp:
         if (args.tasks_per_node or 1) > 1:
-            raise LaunchError(f"--tasks_per_node {args.tasks_per_node}: {args.method} does not split its work "
-                              f"over tasks (no DDP); every task would train the same run")
+            raise LaunchError(
+                f"--tasks_per_node {args.tasks_per_node}: {args.method} does not split its work "
+                f"over tasks (no DDP); every task would train the same run"
+            )
         return 1
     return args.tasks_per_node or max(int(res.get("gpus_per_node") or 0), 1)
 
@@ -452,8 +514,10 @@ def resolve_cluster(args: argparse.Namespace) -> str:
         return args.cluster
     if shutil.which("sbatch"):
         return "slurm"
-    raise LaunchError("no SLURM on this machine (sbatch is not on PATH): pass --cluster local to run the jobs as "
-                      "local processes here, or --cluster debug to run them in this process")
+    raise LaunchError(
+        "no SLURM on this machine (sbatch is not on PATH): pass --cluster local to run the jobs as "
+        "local processes here, or --cluster debug to run them in this process"
+    )
 
 
 @contextlib.contextmanager
@@ -503,11 +567,15 @@ def sbatch_script(args: argparse.Namespace, specs: Sequence[RunSpec]) -> str:
 def describe(args: argparse.Namespace, specs: Sequence[RunSpec]) -> str:
     """Human-readable summary: resources and their sources, preset values and sources, commands."""
     res, res_sources = resources(args)
-    lines = [f"{len(specs)} run(s) of {args.method} on {args.dataset}; resources "
-             + " ".join(f"{k}={res.get(k)}" for k in RESOURCE_KEYS)]
+    lines = [
+        f"{len(specs)} run(s) of {args.method} on {args.dataset}; resources "
+        + " ".join(f"{k}={res.get(k)}" for k in RESOURCE_KEYS)
+    ]
     if not METHODS[args.method].ddp and int(res.get("gpus_per_node") or 0) > 1:
-        lines.append(f"  {args.method} does not split its work over tasks (no DDP): one task per run, its "
-                     f"{res['gpus_per_node']} GPUs visible to that task")
+        lines.append(
+            f"  {args.method} does not split its work over tasks (no DDP): one task per run, its "
+            f"{res['gpus_per_node']} GPUs visible to that task"
+        )
     for source in dict.fromkeys(res_sources[k] for k in RESOURCE_KEYS if k in res_sources):
         keys = ", ".join(k for k in RESOURCE_KEYS if res_sources.get(k) == source)
         lines.append(f"  {keys}: {source}")
@@ -543,10 +611,14 @@ def report(jobs: Sequence, specs: Sequence[RunSpec]) -> tuple[list[dict], list[s
     for job, spec in zip(jobs, specs):
         try:
             results.append(job.results()[0])  # rank 0's record (every task returns main's result)
-        except Exception as e:  # submitit raises FailedJobError / UncompletedJobError with the traceback
+        except (
+            Exception
+        ) as e:  # submitit raises FailedJobError / UncompletedJobError with the traceback
             error = _last_exception_line(str(e)) or repr(e)
-            failures.append(f"job {job.job_id} ({spec.out}) failed: {error.strip()}\n"
-                            f"  log: {job.paths.stderr}\n  stdout: {job.paths.stdout}")
+            failures.append(
+                f"job {job.job_id} ({spec.out}) failed: {error.strip()}\n"
+                f"  log: {job.paths.stderr}\n  stdout: {job.paths.stdout}"
+            )
     return results, failures
 
 
@@ -556,42 +628,80 @@ def report(jobs: Sequence, specs: Sequence[RunSpec]) -> tuple[list[dict], list[s
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        "Submit lnl runs (submitit: SLURM, local or in-process)", parents=[default_argument_parser()],
+        "Submit lnl runs (submitit: SLURM, local or in-process)",
+        parents=[default_argument_parser()],
         usage="%(prog)s --method M --dataset D [options] [-- entry-point flags]",
-        epilog="Flags after -- go to the entry point unchanged and override presets and settings.")
+        epilog="Flags after -- go to the entry point unchanged and override presets and settings.",
+    )
     g = p.add_argument_group("what to run")
     g.add_argument("--method", required=True, choices=sorted(METHODS))
     g.add_argument("--dataset", required=True, help="a name from lnl.data.list_datasets()")
-    g.add_argument("--noise", nargs="+", default=None, metavar="MODE:R[,R...]",
-                   help="noise points, e.g. sym:0.2,0.5,0.8 asym:0.4 ('none': the entry point's own)")
-    g.add_argument("--seeds", nargs="+", type=int, default=None, help="one run per seed and noise point")
+    g.add_argument(
+        "--noise",
+        nargs="+",
+        default=None,
+        metavar="MODE:R[,R...]",
+        help="noise points, e.g. sym:0.2,0.5,0.8 asym:0.4 ('none': the entry point's own)",
+    )
+    g.add_argument(
+        "--seeds", nargs="+", type=int, default=None, help="one run per seed and noise point"
+    )
     g.add_argument("--epochs", type=int, default=None, help="the entry point's epoch flag")
-    g.add_argument("--data_root", default=None, help="folder of dataset folders (--data_path ROOT/DATASET)")
-    g.add_argument("--output_dir", default="runs", help="run folders go to OUTPUT_DIR/<method>/<setting>")
-    g.add_argument("--no_preset", action="store_true", help="do not apply lnl/presets/<method>.yaml")
+    g.add_argument(
+        "--data_root", default=None, help="folder of dataset folders (--data_path ROOT/DATASET)"
+    )
+    g.add_argument(
+        "--output_dir", default="runs", help="run folders go to OUTPUT_DIR/<method>/<setting>"
+    )
+    g.add_argument(
+        "--no_preset", action="store_true", help="do not apply lnl/presets/<method>.yaml"
+    )
     c = p.add_argument_group("cluster (resources default from launchers/resources.yaml)")
-    c.add_argument("--cluster", choices=("slurm", "local", "debug"), default=None,
-                   help="default: slurm when sbatch is on PATH (else an error: pass --cluster local)")
-    c.add_argument("--job_dir", default=None,
-                   help="submitit folder, must contain %%j (default OUTPUT_DIR/jobs/%%j)")
+    c.add_argument(
+        "--cluster",
+        choices=("slurm", "local", "debug"),
+        default=None,
+        help="default: slurm when sbatch is on PATH (else an error: pass --cluster local)",
+    )
+    c.add_argument(
+        "--job_dir",
+        default=None,
+        help="submitit folder, must contain %%j (default OUTPUT_DIR/jobs/%%j)",
+    )
     for key in CLUSTER_KEYS:
         c.add_argument(f"--{key}", default=None, help=f"sbatch --{key}")
     c.add_argument("--nodes", type=int, default=None)
     c.add_argument("--gpus_per_node", type=int, default=None, help="one task (rank) per GPU")
-    c.add_argument("--tasks_per_node", type=int, default=None, help="default: max(gpus_per_node, 1)")
+    c.add_argument(
+        "--tasks_per_node", type=int, default=None, help="default: max(gpus_per_node, 1)"
+    )
     c.add_argument("--cpus_per_task", type=int, default=None)
     c.add_argument("--mem_gb", type=float, default=None)
     c.add_argument("--timeout_min", type=int, default=None)
-    c.add_argument("--array_parallelism", type=int, default=None, help="max array tasks running at once")
-    c.add_argument("--signal_delay_s", type=int, default=SIGNAL_DELAY_S, help="USR2 this early: checkpoint")
-    c.add_argument("--max_num_timeout", type=int, default=MAX_NUM_TIMEOUT, help="requeues after time-outs")
+    c.add_argument(
+        "--array_parallelism", type=int, default=None, help="max array tasks running at once"
+    )
+    c.add_argument(
+        "--signal_delay_s", type=int, default=SIGNAL_DELAY_S, help="USR2 this early: checkpoint"
+    )
+    c.add_argument(
+        "--max_num_timeout", type=int, default=MAX_NUM_TIMEOUT, help="requeues after time-outs"
+    )
     c.add_argument("--name", default=None, help="job name (default lnl-<method>-<dataset>)")
-    c.add_argument("--container", default=None,
-                   help="IMAGE for pyxis/enroot (srun --container-image) or an Apptainer .sif")
+    c.add_argument(
+        "--container",
+        default=None,
+        help="IMAGE for pyxis/enroot (srun --container-image) or an Apptainer .sif",
+    )
     c.add_argument("--container_mounts", nargs="+", default=None, help="extra SRC[:DST] mounts")
-    c.add_argument("--dry_run", action="store_true",
-                   help="print the sbatch script and commands; submit nothing")
-    c.add_argument("--wait", action="store_true", help="wait for the jobs and print results or errors")
+    c.add_argument(
+        "--dry_run",
+        action="store_true",
+        help="print the sbatch script and commands; submit nothing",
+    )
+    c.add_argument(
+        "--wait", action="store_true", help="wait for the jobs and print results or errors"
+    )
     return p
 
 
@@ -599,7 +709,7 @@ def split_passthrough(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     argv = list(argv)
     if "--" in argv:
         i = argv.index("--")
-        return argv[:i], argv[i + 1:]
+        return argv[:i], argv[i + 1 :]
     return argv, []
 
 

@@ -47,8 +47,11 @@ def main(argv: list[str] | None = None) -> int:
     import lnl.ops as ops
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--require-cuda", action="store_true",
-                   help="exit 1 unless lnl._C has CUDA kernels (image builds use this)")
+    p.add_argument(
+        "--require-cuda",
+        action="store_true",
+        help="exit 1 unless lnl._C has CUDA kernels (image builds use this)",
+    )
     args = p.parse_args(argv)
     print(report())
     if args.require_cuda and "cuda" not in ops.backend():

@@ -102,9 +102,7 @@ def _knn_case(name, q, n, d, k, exclude=False, integers=False, bad=None) -> Case
     return Case(name, make, raises=bad is not None, exact=integers)
 
 
-def _gmm_case(
-    name, g, n, d, k, init="kmeans", ragged=False, step=None, bad=None, reg=1e-6
-) -> Case:
+def _gmm_case(name, g, n, d, k, init="kmeans", ragged=False, step=None, bad=None, reg=1e-6) -> Case:
     def make(device, dtype):
         gen = _gen(n + d + k)
         centres = torch.rand(g, k, d, generator=gen) * 10
@@ -115,11 +113,7 @@ def _gmm_case(
             x = (x / step).round() * step
         if bad is not None:
             x[0, n // 3, 0] = bad
-        lengths = (
-            torch.tensor([n - 7 * i for i in range(g)], device=device)
-            if ragged
-            else None
-        )
+        lengths = torch.tensor([n - 7 * i for i in range(g)], device=device) if ragged else None
         return {
             "x": x.to(device, dtype),
             "lengths": lengths,
@@ -167,9 +161,7 @@ def knn_cases(quick: bool) -> list[Case]:
         cases += [
             _knn_case("tiles 130x1031 d129 k17", 130, 1031, 129, 17),
             _knn_case("k256 64x2000 d64", 64, 2000, 64, 256),
-            _knn_case(
-                "ties self 515 d31 k50", 515, 515, 31, 50, exclude=True, integers=True
-            ),
+            _knn_case("ties self 515 d31 k50", 515, 515, 31, 50, exclude=True, integers=True),
         ]
     return cases
 
@@ -281,18 +273,14 @@ def run_mask(inp: dict, backend: str) -> dict:
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
     """max |got − want| / max(|want|, 1) over finite entries; inf where the non-finite pattern differs."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    if got.shape != want.shape or not torch.equal(
-        torch.isfinite(got), torch.isfinite(want)
-    ):
+    if got.shape != want.shape or not torch.equal(torch.isfinite(got), torch.isfinite(want)):
         return float("inf")
     if not torch.equal(got[~torch.isfinite(want)], want[~torch.isfinite(want)]):
         return float("inf")
     finite = torch.isfinite(want)
     if not finite.any():
         return 0.0
-    return float((got - want)[finite].abs().max()) / max(
-        float(want[finite].abs().max()), 1.0
-    )
+    return float((got - want)[finite].abs().max()) / max(float(want[finite].abs().max()), 1.0)
 
 
 def tolerance(dtype: torch.dtype) -> float:
@@ -324,9 +312,7 @@ def compare_knn(got: dict, want: dict, inp: dict, case: Case, dtype) -> str | No
         (got["indices"] == torch.arange(len(q), device=q.device)[:, None]).any()
     ):
         problems.append("a query found itself with exclude_self")
-    if not torch.equal(
-        got["votes"], knn_op.votes_from_indices(got["indices"], inp["labels"], 7)
-    ):
+    if not torch.equal(got["votes"], knn_op.votes_from_indices(got["indices"], inp["labels"], 7)):
         problems.append("votes do not count the neighbours' labels")
     return "; ".join(problems) or None
 
@@ -401,9 +387,7 @@ def supported_dtypes(op: str, backend: str, device: torch.device) -> list[torch.
     spec = CHECKED[op]
     found = []
     for dtype in spec.dtypes:
-        probe = torch.zeros(
-            1, 4, 1 if op == "gmm_em" else 4, device=device, dtype=dtype
-        )
+        probe = torch.zeros(1, 4, 1 if op == "gmm_em" else 4, device=device, dtype=dtype)
         if op == "knn_labels":
             reasons = knn_op.not_supported_reasons(
                 backend, probe[0], probe[0], probe[0, :, 0].long(), 1, "ip"
@@ -492,9 +476,7 @@ def correctness(device: torch.device, quick: bool) -> list[dict]:
     return rows
 
 
-def check_backend(
-    op: str, backend: str, device: torch.device, quick: bool
-) -> list[dict]:
+def check_backend(op: str, backend: str, device: torch.device, quick: bool) -> list[dict]:
     spec, rows = CHECKED[op], []
     for dtype in supported_dtypes(op, backend, device):
         for number, case in enumerate(spec.cases(quick)):
@@ -509,9 +491,7 @@ def check_backend(
                     + (["2 streams"] if streams > 1 else [])
                 )
                 try:
-                    problem = check_one(
-                        op, case, backend, dtype, device, variant, streams
-                    )
+                    problem = check_one(op, case, backend, dtype, device, variant, streams)
                 except Exception as exc:  # noqa: BLE001  (a crash is a failed check, and the run goes on)
                     problem = f"raised {type(exc).__name__}: {exc}"
                 rows.append(
@@ -540,9 +520,7 @@ def benchmark_module(name: str):
     return importlib.import_module(name)
 
 
-def timed_ms(
-    fn: Callable[[], object], device: torch.device, reps: int
-) -> tuple[float | None, str]:
+def timed_ms(fn: Callable[[], object], device: torch.device, reps: int) -> tuple[float | None, str]:
     try:
         return 1e3 * _tune.seconds(fn, device, reps), ""
     except Exception as exc:  # noqa: BLE001  (a baseline that cannot run here: faiss without GPU support ...)
@@ -561,23 +539,17 @@ def knn_entries(device, quick) -> tuple[str, list[tuple[str, bool, Callable]]]:
         (
             b,
             False,
-            lambda b=b: knn_op.knn_labels(
-                x, x, labels, k, 10, exclude_self=True, backend=b
-            ),
+            lambda b=b: knn_op.knn_labels(x, x, labels, k, 10, exclude_self=True, backend=b),
         )
         for b in compiled_backends("knn_labels", device)[0]
     ]
     if bench := benchmark_module("bench_knn"):
-        entries.append(
-            ("torch mm+topk", True, lambda: bench.torch_mm_topk(x, x, labels, k, 1024))
-        )
+        entries.append(("torch mm+topk", True, lambda: bench.torch_mm_topk(x, x, labels, k, 1024)))
     entries.append(
         (
             "faiss",
             True,
-            lambda: knn_op.knn_labels(
-                x, x, labels, k, 10, exclude_self=True, backend="faiss"
-            ),
+            lambda: knn_op.knn_labels(x, x, labels, k, 10, exclude_self=True, backend="faiss"),
         )
     )
     return f"self-kNN N={n} D={d} k={k} cosine float32", entries
@@ -591,9 +563,7 @@ def gmm_entries(device, quick) -> tuple[str, list[tuple[str, bool, Callable]]]:
         (b, False, lambda b=b: gmm_op.gmm_fit(x, backend=b, **kw))
         for b in compiled_backends("gmm_em", device)[0]
     ]
-    entries.append(
-        ("torch reference", True, lambda: gmm_op.gmm_fit(x, backend="reference", **kw))
-    )
+    entries.append(("torch reference", True, lambda: gmm_op.gmm_fit(x, backend="reference", **kw)))
     if bench := benchmark_module("bench_gmm"):
         host = x[0].cpu().numpy()
         entries.append(("sklearn", True, lambda: bench.sklearn_proba(host)))
@@ -620,8 +590,7 @@ def timings(device: torch.device, quick: bool) -> list[dict]:
     ):
         size, entries = entries_of(device, quick)
         measured = [
-            (name, base, *timed_ms(fn, device, 2 if quick else 3))
-            for name, base, fn in entries
+            (name, base, *timed_ms(fn, device, 2 if quick else 3)) for name, base, fn in entries
         ]
         best = min((ms for _, base, ms, _ in measured if base and ms), default=None)
         rows += [
@@ -690,9 +659,7 @@ def print_tables(report: dict) -> None:
     for (op, backend, dtype), rows in groups.items():
         failed = [r for r in rows if r["status"] == "fail"]
         status = (
-            rows[0]["detail"]
-            if rows[0]["status"] == "skipped"
-            else ("FAIL" if failed else "ok")
+            rows[0]["detail"] if rows[0]["status"] == "skipped" else ("FAIL" if failed else "ok")
         )
         print(f"{op:<12} {backend:<8} {dtype:<9} {len(rows):>7}  {status}")
         for r in failed:
@@ -702,9 +669,7 @@ def print_tables(report: dict) -> None:
         ms = f"{r['ms']:.2f}" if r["ms"] else "-"
         ratio = f"{r['vs_best_baseline']:.3g}x" if r["vs_best_baseline"] else "-"
         tag = " (baseline)" if r["baseline"] else ""
-        print(
-            f"{r['op']:<12} {r['name']:<16} {ms:>10} {ratio:>17}  {r['size']}{tag} {r['note']}"
-        )
+        print(f"{r['op']:<12} {r['name']:<16} {ms:>10} {ratio:>17}  {r['size']}{tag} {r['note']}")
     print(f"\n{report['failures']} failed check(s) of {len(checks)}")
 
 

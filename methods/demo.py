@@ -39,7 +39,9 @@ from methods.registry import DEMO_EPOCHS, METHODS, DemoRun
 
 NOISE = ("sym", 0.6)  # (make_noise type, rate) of the labels every method reads
 BASELINE = "standard"  # CE: its last accuracy is the bar of the table
-PRETRAIN_NOISE = "30% sym"  # NMTune's rows: the encoder's pre-training noise (their own flags say so)
+PRETRAIN_NOISE = (
+    "30% sym"  # NMTune's rows: the encoder's pre-training noise (their own flags say so)
+)
 # Measured at 60% sym, DEMO_EPOCHS (RESULTS.md): CE 81.4% last (82.8% best); DivideMix 82.8%, PLReMix 78.9%
 # (below); DMLP, LRA, IEG 7-14 points above.
 EPOCHS = DEMO_EPOCHS
@@ -52,19 +54,30 @@ def demo_noise(out: Path, seed: int) -> Path:
     where every method's noise flag reads them: all rows train on the same labels."""
     train = get_dataset("digits", None, "train")
     mode, rate = NOISE
-    noisy = make_noise(train.targets, mode, rate, num_classes=train.num_classes, seed=seed, dataset="digits")
+    noisy = make_noise(
+        train.targets, mode, rate, num_classes=train.num_classes, seed=seed, dataset="digits"
+    )
     path = out / f"{mode}{rate:g}.npz"  # its stem is the noise column of every record that reads it
     save_noise_file(path, noisy)
     return path
 
 
-def run_argv(method: str, out: Path, noise_file: Path, epochs: int | None, device: str | None,
-             seed: int) -> list[str]:
+def run_argv(
+    method: str, out: Path, noise_file: Path, epochs: int | None, device: str | None, seed: int
+) -> list[str]:
     """The command line of one method's demo run."""
     run = DEMO_RUNS[method]
     length = (run.length if epochs is None else epochs * run.units_per_epoch) + run.length_offset
-    argv = run.flags + ["--out", str(out / method), "--resume", "never", "--seed", str(seed),
-                        run.length_flag, str(length)]
+    argv = run.flags + [
+        "--out",
+        str(out / method),
+        "--resume",
+        "never",
+        "--seed",
+        str(seed),
+        run.length_flag,
+        str(length),
+    ]
     if run.noise_flag:
         argv += [run.noise_flag, str(noise_file)]
     return argv + (["--device", device] if device else [])
@@ -94,7 +107,10 @@ def run_group(methods: list[str], argvs: dict[str, list[str]], threads: int) -> 
 
 def thread_env(threads: int) -> dict[str, str]:
     """Environment of the worker processes: OpenMP/BLAS pools sized before any library starts them."""
-    return {name: str(threads) for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    return {
+        name: str(threads)
+        for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+    }
 
 
 def run_all(methods: list[str], argvs: dict[str, list[str]], jobs: int, threads: int) -> list[dict]:
@@ -132,20 +148,29 @@ def noise_label(record: dict) -> str:
 def format_table(rows: list[dict]) -> str:
     """A fixed-width table of results records: best and last test accuracy, the margin over CE's last."""
     ce = bar(rows)
-    header = (f"{'method':<13} {'noise':<14} {'best acc':>9} {'last acc':>9} {'last - CE last':>15} "
-              f"{'seconds':>8} {'cpu s':>7}")
+    header = (
+        f"{'method':<13} {'noise':<14} {'best acc':>9} {'last acc':>9} {'last - CE last':>15} "
+        f"{'seconds':>8} {'cpu s':>7}"
+    )
     lines = [header, "-" * len(header)]
     for r in rows:
-        margin = "(the bar)" if r["method"] == BASELINE else (
-            "" if ce is None else f"{100 * (r['test_acc'] - ce):+.2f}")
-        lines.append(f"{r['method']:<13} {noise_label(r):<14} {100 * r['best_acc']:>8.2f}% "
-                     f"{100 * r['test_acc']:>8.2f}% {margin:>15} {r['seconds']:>8.1f} "
-                     f"{r.get('cpu_seconds', float('nan')):>7.1f}")
+        margin = (
+            "(the bar)"
+            if r["method"] == BASELINE
+            else ("" if ce is None else f"{100 * (r['test_acc'] - ce):+.2f}")
+        )
+        lines.append(
+            f"{r['method']:<13} {noise_label(r):<14} {100 * r['best_acc']:>8.2f}% "
+            f"{100 * r['test_acc']:>8.2f}% {margin:>15} {r['seconds']:>8.1f} "
+            f"{r.get('cpu_seconds', float('nan')):>7.1f}"
+        )
     if ce is not None:
         others = [r for r in rows if r["method"] != BASELINE]
         above = sum(r["test_acc"] > ce for r in others)
-        lines.append(f"\nCE's last accuracy {100 * ce:.2f}% is the bar: "
-                     f"{above} of {len(others)} methods end above it.")
+        lines.append(
+            f"\nCE's last accuracy {100 * ce:.2f}% is the bar: "
+            f"{above} of {len(others)} methods end above it."
+        )
     return "\n".join(lines)
 
 
@@ -157,14 +182,23 @@ def plot_curves(out: Path, methods: list[str]) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 4))
-    for method in methods:  # methods count epochs, short epochs or iterations: plot against run progress
+    for (
+        method
+    ) in methods:  # methods count epochs, short epochs or iterations: plot against run progress
         rows = read_jsonl(out / method / "eval.jsonl")
         last = rows[-1]["step"] + 1
-        ax.plot([(r["step"] + 1) / last for r in rows], [100 * r["test_acc"] for r in rows], marker=".",
-                label=method)
+        ax.plot(
+            [(r["step"] + 1) / last for r in rows],
+            [100 * r["test_acc"] for r in rows],
+            marker=".",
+            label=method,
+        )
     mode, rate = NOISE
-    ax.set(xlabel="fraction of the run", ylabel="test accuracy (%)",
-           title=f"digits, {100 * rate:g}% {mode} noise (NMTune: {PRETRAIN_NOISE} in pre-training)")
+    ax.set(
+        xlabel="fraction of the run",
+        ylabel="test accuracy (%)",
+        title=f"digits, {100 * rate:g}% {mode} noise (NMTune: {PRETRAIN_NOISE} in pre-training)",
+    )
     ax.grid(alpha=0.3)
     ax.legend()
     path = out / "accuracy.png"
@@ -182,14 +216,18 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--device", default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jobs", type=int, default=2, help="runs side by side, each in its own process")
-    p.add_argument("--threads", type=int, default=1, help="CPU threads per run (the table depends on it)")
+    p.add_argument(
+        "--threads", type=int, default=1, help="CPU threads per run (the table depends on it)"
+    )
     args = p.parse_args(argv)
     if args.jobs < 1 or args.threads < 1:
         p.error("--jobs and --threads must be at least 1")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     noise_file = demo_noise(out, args.seed)
-    argvs = {m: run_argv(m, out, noise_file, args.epochs, args.device, args.seed) for m in args.methods}
+    argvs = {
+        m: run_argv(m, out, noise_file, args.epochs, args.device, args.seed) for m in args.methods
+    }
     for method in args.methods:
         shutil.rmtree(out / method, ignore_errors=True)  # a demo always starts fresh
     rows = run_all(args.methods, argvs, args.jobs, args.threads)

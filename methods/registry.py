@@ -81,15 +81,23 @@ def register(method: Method) -> Method:
             maps one to anything but a tuple of flags.
     """
     if method.name in METHODS:
-        raise ValueError(f"method {method.name!r} is already registered (by {METHODS[method.name].module})")
+        raise ValueError(
+            f"method {method.name!r} is already registered (by {METHODS[method.name].module})"
+        )
     unknown = sorted(set(method.flags) - set(SETTING_FLAGS))
     if unknown:
-        raise ValueError(f"method {method.name!r}: flags for unknown settings {unknown}; known: "
-                         f"{', '.join(SETTING_FLAGS)}")
+        raise ValueError(
+            f"method {method.name!r}: flags for unknown settings {unknown}; known: "
+            f"{', '.join(SETTING_FLAGS)}"
+        )
     for setting, flags in method.flags.items():
-        if not isinstance(flags, tuple) or not all(isinstance(f, str) and f.startswith("-") for f in flags):
-            raise ValueError(f"method {method.name!r}: flags[{setting!r}] = {flags!r}; expected a tuple of "
-                             f"flags such as ('--epochs',)")
+        if not isinstance(flags, tuple) or not all(
+            isinstance(f, str) and f.startswith("-") for f in flags
+        ):
+            raise ValueError(
+                f"method {method.name!r}: flags[{setting!r}] = {flags!r}; expected a tuple of "
+                f"flags such as ('--epochs',)"
+            )
     METHODS[method.name] = method
     return method
 
@@ -115,51 +123,215 @@ DEMO_EPOCHS = 20  # CE's; the co-divide methods run epochs 0..DEMO_EPOCHS-1, as 
 # Clothing1M/WebVision value) instead of CIFAR's 4, as the small CNN fits the labeled set faster in 20
 # epochs (DivideMix 82.8% last vs 76.4% with 4, RESULTS.md); λ_u 25: the DivideMix paper's weight for
 # 50-80% symmetric noise.
-_CODIVIDE_DEMO = ["--dataset", "digits", "--batch_size", "32", "--lr", "0.05", "--warm_up", "5", "--alpha", "0.5",
-                  "--lambda_u", "25"]
+_CODIVIDE_DEMO = [
+    "--dataset",
+    "digits",
+    "--batch_size",
+    "32",
+    "--lr",
+    "0.05",
+    "--warm_up",
+    "5",
+    "--alpha",
+    "0.5",
+    "--lambda_u",
+    "25",
+]
 
 # CE on the co-divide methods' schedule (LR / 10 halfway), as the DivideMix paper's CE baseline (best and
 # last); its cosine default anneals to 0 at the last epoch, where CE's accuracy peaks in a short run.
-register(Method("standard", "methods.standard.train", ddp=True, demo=DemoRun(
-    ["--dataset", "digits", "--batch_size", "64", "--lr", "0.05", "--lr_schedule", "step"], length=DEMO_EPOCHS,
-    cost=1.2 * DEMO_EPOCHS)))
-register(Method("dividemix", "methods.dividemix.Train_cifar",
-                {"clothing1m": "methods.dividemix.Train_clothing1M", "webvision": "methods.dividemix.Train_webvision"},
-                demo=DemoRun(_CODIVIDE_DEMO + ["--lr_milestone", "half"], length=DEMO_EPOCHS, length_offset=-1,
-                             cost=6 * DEMO_EPOCHS)))
-register(Method("plremix", "methods.plremix.train",
-                {"clothing1m": "methods.plremix.train_clothing1m", "webvision": "methods.plremix.train_webvision"},
-                demo=DemoRun(_CODIVIDE_DEMO + ["--aug", "train"], length=DEMO_EPOCHS, length_offset=-1,
-                             cost=10 * DEMO_EPOCHS)))
+register(
+    Method(
+        "standard",
+        "methods.standard.train",
+        ddp=True,
+        demo=DemoRun(
+            ["--dataset", "digits", "--batch_size", "64", "--lr", "0.05", "--lr_schedule", "step"],
+            length=DEMO_EPOCHS,
+            cost=1.2 * DEMO_EPOCHS,
+        ),
+    )
+)
+register(
+    Method(
+        "dividemix",
+        "methods.dividemix.Train_cifar",
+        {
+            "clothing1m": "methods.dividemix.Train_clothing1M",
+            "webvision": "methods.dividemix.Train_webvision",
+        },
+        demo=DemoRun(
+            _CODIVIDE_DEMO + ["--lr_milestone", "half"],
+            length=DEMO_EPOCHS,
+            length_offset=-1,
+            cost=6 * DEMO_EPOCHS,
+        ),
+    )
+)
+register(
+    Method(
+        "plremix",
+        "methods.plremix.train",
+        {
+            "clothing1m": "methods.plremix.train_clothing1m",
+            "webvision": "methods.plremix.train_webvision",
+        },
+        demo=DemoRun(
+            _CODIVIDE_DEMO + ["--aug", "train"],
+            length=DEMO_EPOCHS,
+            length_offset=-1,
+            cost=10 * DEMO_EPOCHS,
+        ),
+    )
+)
 # DMLP purifies the labels on fixed features (8x8 pixels here); its test_acc is its linear head's.
-register(Method("dmlp", "methods.dmlp.DMLP", demo=DemoRun(
-    ["--dataset", "digits", "--feature_file", "pixels", "--meta_size", "100", "--batch", "200", "--batch_fc", "64",
-     "--fix_all"], length=100, cost=4)))
+register(
+    Method(
+        "dmlp",
+        "methods.dmlp.DMLP",
+        demo=DemoRun(
+            [
+                "--dataset",
+                "digits",
+                "--feature_file",
+                "pixels",
+                "--meta_size",
+                "100",
+                "--batch",
+                "200",
+                "--batch_fc",
+                "64",
+                "--fix_all",
+            ],
+            length=100,
+            cost=4,
+        ),
+    )
+)
 # IEG holds out 10 clean images per class as its probe set (the name's noise is replaced by the demo's
 # file); 26 steps of 50 ~ one CE epoch; 250 steps end a cosine cycle (100, then 150: --cos_t_mul 1.5).
 # The paper's loss weights (ce_factor 5, consistency_factor 20) collapse small_cnn on digits: 1 and 1.
-register(Method("ieg", "methods.ieg.main", ddp=True, demo=DemoRun(
-    ["--dataset", "digits_uniform_0.6", "--network_name", "small_cnn", "--probe_dataset_hold_ratio", "0.07",
-     "--ce_factor", "1", "--consistency_factor", "1", "--batch_size", "50", "--eval_freq", "20",
-     "--decay_steps", "100", "--meta_jvp"], length=250, length_flag="--max_iteration", units_per_epoch=26,
-    cost=90)))
+register(
+    Method(
+        "ieg",
+        "methods.ieg.main",
+        ddp=True,
+        demo=DemoRun(
+            [
+                "--dataset",
+                "digits_uniform_0.6",
+                "--network_name",
+                "small_cnn",
+                "--probe_dataset_hold_ratio",
+                "0.07",
+                "--ce_factor",
+                "1",
+                "--consistency_factor",
+                "1",
+                "--batch_size",
+                "50",
+                "--eval_freq",
+                "20",
+                "--decay_steps",
+                "100",
+                "--meta_jvp",
+            ],
+            length=250,
+            length_flag="--max_iteration",
+            units_per_epoch=26,
+            cost=90,
+        ),
+    )
+)
 # LRA-Diffusion retrieves labels among 8x8-pixel neighbours; its denoiser's encoder is linear here.
-register(Method("lra", "methods.lra.train_CIFAR",
-                {"food101n": "methods.lra.train_Food101N", "clothing1m": "methods.lra.train_Clothing1M",
-                 "webvision": "methods.lra.train_WebVision"},
-                demo=DemoRun(["--dataset", "digits", "--fp_encoder", "pixels", "--diff_encoder", "linear",
-                              "--feature_dim", "128", "--batch_size", "64", "--lr", "3e-3", "--eval_freq", "10",
-                              "--fix_lr_horizon"], length=150, length_flag="--nepoch", units_per_epoch=15,
-                             noise_flag="--noise_type", cost=20)))
+register(
+    Method(
+        "lra",
+        "methods.lra.train_CIFAR",
+        {
+            "food101n": "methods.lra.train_Food101N",
+            "clothing1m": "methods.lra.train_Clothing1M",
+            "webvision": "methods.lra.train_WebVision",
+        },
+        demo=DemoRun(
+            [
+                "--dataset",
+                "digits",
+                "--fp_encoder",
+                "pixels",
+                "--diff_encoder",
+                "linear",
+                "--feature_dim",
+                "128",
+                "--batch_size",
+                "64",
+                "--lr",
+                "3e-3",
+                "--eval_freq",
+                "10",
+                "--fix_lr_horizon",
+            ],
+            length=150,
+            length_flag="--nepoch",
+            units_per_epoch=15,
+            noise_flag="--noise_type",
+            cost=20,
+        ),
+    )
+)
 # NMTune's noise is in pre-training: a small timm encoder is pre-trained on digits with 30% symmetric
 # noise (once, cached in $LNL_CACHE/nmtune), then probed / tuned frozen on the clean labels.
 # linear-probe is NMTune's baseline (finetune.py --freeze-encoder).
-register(Method("linear-probe", "methods.nmtune.finetune", demo=DemoRun(
-    ["--train-dataset", "digits", "--model", "test_resnet", "--model_source", "timm", "--pretrain-if-missing",
-     "digits:0.3", "--freeze-encoder", "--lr", "0.01"], length=10, length_flag="--epochs", noise_flag=None,
-    group="nmtune", cost=30)))
-register(Method("nmtune", "methods.nmtune.nml_tune", demo=DemoRun(
-    ["--train-dataset", "digits", "--model", "test_resnet", "--model_source", "timm", "--pretrain-if-missing",
-     "digits:0.3", "--freeze-encoder"], length=10, length_flag="--epochs", noise_flag=None, group="nmtune",
-    cost=5)))
-register(Method("nml-finetune", "methods.nmtune.nml_finetune"))  # NMTune's regularisers in full fine-tuning
+register(
+    Method(
+        "linear-probe",
+        "methods.nmtune.finetune",
+        demo=DemoRun(
+            [
+                "--train-dataset",
+                "digits",
+                "--model",
+                "test_resnet",
+                "--model_source",
+                "timm",
+                "--pretrain-if-missing",
+                "digits:0.3",
+                "--freeze-encoder",
+                "--lr",
+                "0.01",
+            ],
+            length=10,
+            length_flag="--epochs",
+            noise_flag=None,
+            group="nmtune",
+            cost=30,
+        ),
+    )
+)
+register(
+    Method(
+        "nmtune",
+        "methods.nmtune.nml_tune",
+        demo=DemoRun(
+            [
+                "--train-dataset",
+                "digits",
+                "--model",
+                "test_resnet",
+                "--model_source",
+                "timm",
+                "--pretrain-if-missing",
+                "digits:0.3",
+                "--freeze-encoder",
+            ],
+            length=10,
+            length_flag="--epochs",
+            noise_flag=None,
+            group="nmtune",
+            cost=5,
+        ),
+    )
+)
+register(
+    Method("nml-finetune", "methods.nmtune.nml_finetune")
+)  # NMTune's regularisers in full fine-tuning

@@ -45,17 +45,47 @@ def test_same_table_twice(tmp_path):
     """A seed gives the same curve twice (pinned threads, a fresh process per run)."""
     curves = []
     for run in ("a", "b"):
-        demo.main(["--out", str(tmp_path / run), "--methods", "standard", "dmlp", "--epochs", "2",
-                   "--device", "cpu"])
-        curves.append([r["test_acc"] for m in ("standard", "dmlp")
-                       for r in read_jsonl(tmp_path / run / m / "eval.jsonl")])
+        demo.main(
+            [
+                "--out",
+                str(tmp_path / run),
+                "--methods",
+                "standard",
+                "dmlp",
+                "--epochs",
+                "2",
+                "--device",
+                "cpu",
+            ]
+        )
+        curves.append(
+            [
+                r["test_acc"]
+                for m in ("standard", "dmlp")
+                for r in read_jsonl(tmp_path / run / m / "eval.jsonl")
+            ]
+        )
     assert curves[0] == curves[1]
 
 
 def test_table_marks_the_bar():
-    rows = [{"method": "standard", "noise": "sym0.6", "test_acc": 0.75, "best_acc": 0.8, "seconds": 1.0},
-            {"method": "lra", "noise": "/x/sym0.6.npz", "test_acc": 0.9, "best_acc": 0.91, "seconds": 2.0},
-            {"method": "ieg", "noise": "sym0.6", "test_acc": 0.7, "best_acc": 0.72, "seconds": 3.0}]
+    rows = [
+        {
+            "method": "standard",
+            "noise": "sym0.6",
+            "test_acc": 0.75,
+            "best_acc": 0.8,
+            "seconds": 1.0,
+        },
+        {
+            "method": "lra",
+            "noise": "/x/sym0.6.npz",
+            "test_acc": 0.9,
+            "best_acc": 0.91,
+            "seconds": 2.0,
+        },
+        {"method": "ieg", "noise": "sym0.6", "test_acc": 0.7, "best_acc": 0.72, "seconds": 3.0},
+    ]
     table = demo.format_table(rows)
     assert "(the bar)" in table and "+15.00" in table and "-5.00" in table and "/x/" not in table
     assert "75.00% is the bar: 1 of 2 methods end above it" in table

@@ -23,7 +23,9 @@ SHARED = re.compile(
 
 def tracked_files() -> list[str]:
     try:
-        out = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True
+        )
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("not a git checkout")
     return [f for f in out.stdout.splitlines() if (REPO / f).is_file()]
@@ -46,14 +48,27 @@ def shared_references(files: list[str]) -> list[str]:
 
 def test_no_file_outside_tests_ci_and_data_prep_refers_to_shared():
     hits = shared_references(tracked_files())
-    assert not hits, "references to ../shared or its notes (cite the original's file or the README's " \
+    assert not hits, (
+        "references to ../shared or its notes (cite the original's file or the README's "
         "deviation table instead):\n" + "\n".join(hits)
+    )
 
 
 def test_the_pattern_catches_each_kind_of_reference():
-    caught = ["--data_path ../shared/data/cifar10", "see /work/shared/specs", "(specs/lra_dmlp.md Part A)",
-              "spec §13.1 P14", "ieg_nmtune.md B3", 'ROOT.parent / "shared" / "data"']
-    missed = ["shared memory per block", "the shared parser", "data/cifar10", "lnl/presets/dmlp.yaml"]
+    caught = [
+        "--data_path ../shared/data/cifar10",
+        "see /work/shared/specs",
+        "(specs/lra_dmlp.md Part A)",
+        "spec §13.1 P14",
+        "ieg_nmtune.md B3",
+        'ROOT.parent / "shared" / "data"',
+    ]
+    missed = [
+        "shared memory per block",
+        "the shared parser",
+        "data/cifar10",
+        "lnl/presets/dmlp.yaml",
+    ]
     assert all(SHARED.search(s) for s in caught)
     assert not any(SHARED.search(s) for s in missed)
 
@@ -79,8 +94,12 @@ def test_every_bug_id_cited_in_code_is_a_row_of_a_deviation_table():
     defined = table_ids()
     missing = []
     for name in tracked_files():
-        if not name.endswith((".py", ".h", ".cpp", ".cu", ".cuh", ".yaml")) or name.startswith(EXEMPT):
+        if not name.endswith((".py", ".h", ".cpp", ".cu", ".cuh", ".yaml")) or name.startswith(
+            EXEMPT
+        ):
             continue
         for number, line in enumerate((REPO / name).read_text(encoding="utf-8").splitlines(), 1):
             missing += [f"{name}:{number}: {i}" for i in BUG_ID.findall(line) if i not in defined]
-    assert defined and not missing, "bug IDs with no row in methods/*/README.md:\n" + "\n".join(missing)
+    assert defined and not missing, "bug IDs with no row in methods/*/README.md:\n" + "\n".join(
+        missing
+    )

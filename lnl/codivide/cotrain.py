@@ -50,8 +50,16 @@ class CoDivide:
     eval_batch_size = 1000
     gmm_sklearn_dtype = torch.float64  # DivideMix's sklearn converts its float32 tensor to float64
 
-    def __init__(self, args: argparse.Namespace, nets: list, optimizers: list, data, log: logging.Logger):
-        self.args, self.nets, self.optimizers, self.data, self.log = args, nets, optimizers, data, log
+    def __init__(
+        self, args: argparse.Namespace, nets: list, optimizers: list, data, log: logging.Logger
+    ):
+        self.args, self.nets, self.optimizers, self.data, self.log = (
+            args,
+            nets,
+            optimizers,
+            data,
+            log,
+        )
         self.num_classes = data.num_classes
         self.noisy = data.noisy.labels.to(args.device)
         # ground truth, for the AUC only: the clean labels where known (Clothing1M: -1 where unknown)
@@ -74,12 +82,23 @@ class CoDivide:
         return self.args.noise_mode == "asym"
 
     # ----------------------------------------------------------------- loaders (in-memory data)
-    def _loader(self, indices, batch_size: int, views, tag: int, epoch: int, shuffle=True, drop_last=None):
+    def _loader(
+        self, indices, batch_size: int, views, tag: int, epoch: int, shuffle=True, drop_last=None
+    ):
         size = len(self.noisy) if indices is None else len(indices)
         drop_last = self.drop_last if drop_last is None else drop_last
-        drop_last = cd.keep_partial_batch(size, batch_size, drop_last, cd.loader_name(tag), self.log)
-        loader = cd.subset_loader(self.data.train_loader, indices, batch_size, views=views,
-                                  seed=int(self.args.seed) * 100 + tag, shuffle=shuffle, drop_last=drop_last)
+        drop_last = cd.keep_partial_batch(
+            size, batch_size, drop_last, cd.loader_name(tag), self.log
+        )
+        loader = cd.subset_loader(
+            self.data.train_loader,
+            indices,
+            batch_size,
+            views=views,
+            seed=int(self.args.seed) * 100 + tag,
+            shuffle=shuffle,
+            drop_last=drop_last,
+        )
         loader.set_epoch(epoch)
         return loader
 
@@ -89,7 +108,9 @@ class CoDivide:
 
     def eval_loader(self, epoch: int, k: int) -> tuple[Any, Tensor]:
         """All samples in order with the val transform, and their dataset indices (one per row)."""
-        loader = self._loader(None, self.eval_batch_size, ("none",), 20 + k, epoch, shuffle=False, drop_last=False)
+        loader = self._loader(
+            None, self.eval_batch_size, ("none",), 20 + k, epoch, shuffle=False, drop_last=False
+        )
         return loader, torch.arange(len(self.noisy), device=self.noisy.device)
 
     def semi_loaders(self, epoch: int, k: int, labeled: Tensor, unlabeled: Tensor):
@@ -131,11 +152,21 @@ class CoDivide:
     def evaluate_train(self, k: int, epoch: int) -> dict:
         """Net ``k``'s evaluation pass and GMM: outputs by row plus ``prob`` by dataset index."""
         loader, index = self.eval_loader(epoch, k)
-        outs = cd.collect_outputs(self.nets[k], loader, len(index), forward=self.eval_forward,
-                                  rows=self.rows_lookup(index), amp=self.args.amp)
+        outs = cd.collect_outputs(
+            self.nets[k],
+            loader,
+            len(index),
+            forward=self.eval_forward,
+            rows=self.rows_lookup(index),
+            amp=self.args.amp,
+        )
         x = self.gmm_input(k, outs)
-        prob_rows = cd.clean_probability(x, backend=self.args.gmm_backend, seed=cd.gmm_seed(self.args.seed, epoch, k),
-                                         sklearn_dtype=self.gmm_sklearn_dtype)
+        prob_rows = cd.clean_probability(
+            x,
+            backend=self.args.gmm_backend,
+            seed=cd.gmm_seed(self.args.seed, epoch, k),
+            sklearn_dtype=self.gmm_sklearn_dtype,
+        )
         prob = torch.zeros(len(self.noisy), device=prob_rows.device)
         prob[index] = prob_rows
         outs.update(index=index, prob=prob, prob_rows=prob_rows)
@@ -153,10 +184,18 @@ class CoDivide:
     def warmup(self, epoch: int) -> dict:
         metrics = {}
         for k in (0, 1):
-            res = cd.warmup_epoch(self.nets[k], self.optimizers[k], self.warmup_loader(epoch, k),
-                                  penalty=self.warmup_penalty, amp=self.args.amp, extra_loss=self.warmup_extra(k),
-                                  desc=f"warmup net{k + 1} e{epoch}")
-            metrics.update({f"net{k + 1}_warmup_ce": res["ce"], f"net{k + 1}_warmup_extra": res["extra"]})
+            res = cd.warmup_epoch(
+                self.nets[k],
+                self.optimizers[k],
+                self.warmup_loader(epoch, k),
+                penalty=self.warmup_penalty,
+                amp=self.args.amp,
+                extra_loss=self.warmup_extra(k),
+                desc=f"warmup net{k + 1} e{epoch}",
+            )
+            metrics.update(
+                {f"net{k + 1}_warmup_ce": res["ce"], f"net{k + 1}_warmup_extra": res["extra"]}
+            )
         if epoch == self.args.warm_up - 1:
             metrics.update(self.after_warmup(epoch))
         return metrics
@@ -168,11 +207,25 @@ class CoDivide:
             labeled, unlabeled = cd.divide(outs[o]["prob_rows"], self.args.p_threshold)
             labeled, unlabeled = outs[o]["index"][labeled], outs[o]["index"][unlabeled]
             lab, unl = self.semi_loaders(epoch, k, labeled, unlabeled)
-            res = cd.semi_epoch(self.nets[k], self.nets[o], self.optimizers[k], lab, unl, outs[o]["prob"],
-                                epoch=epoch, warm_up=self.args.warm_up, lambda_u=self.args.lambda_u,
-                                temperature=self.args.T, alpha=self.args.alpha, num_classes=self.num_classes,
-                                mix_views=self.mix_views, amp=self.args.amp, labeled_only=self.labeled_only,
-                                extra_loss=self.semi_extra(k, outs[o]), desc=f"train net{k + 1} e{epoch}")
+            res = cd.semi_epoch(
+                self.nets[k],
+                self.nets[o],
+                self.optimizers[k],
+                lab,
+                unl,
+                outs[o]["prob"],
+                epoch=epoch,
+                warm_up=self.args.warm_up,
+                lambda_u=self.args.lambda_u,
+                temperature=self.args.T,
+                alpha=self.args.alpha,
+                num_classes=self.num_classes,
+                mix_views=self.mix_views,
+                amp=self.args.amp,
+                labeled_only=self.labeled_only,
+                extra_loss=self.semi_extra(k, outs[o]),
+                desc=f"train net{k + 1} e{epoch}",
+            )
             res.pop("steps")
             metrics.update({f"net{k + 1}_{name}": v for name, v in res.items()})
             metrics[f"net{k + 1}_labeled"] = len(labeled)  # trained on the other net's division
@@ -180,7 +233,9 @@ class CoDivide:
         for k in (0, 1):
             idx = outs[k]["index"]
             known = self.known[idx]
-            metrics[f"net{k + 1}_auc"] = cd.roc_auc(outs[k]["prob_rows"][known], self.clean[idx][known])
+            metrics[f"net{k + 1}_auc"] = cd.roc_auc(
+                outs[k]["prob_rows"][known], self.clean[idx][known]
+            )
         return metrics
 
     def run_epoch(self, epoch: int) -> dict:
@@ -206,12 +261,22 @@ class CoDivide:
     def load_state_dict(self, state: dict) -> None:
         dev = self.noisy.device
         self.state = {k: (v.to(dev) if isinstance(v, Tensor) else v) for k, v in state.items()}
-        self.state["history"] = [[t.to(dev) for t in h] for h in self.state.get("history", [[], []])]
+        self.state["history"] = [
+            [t.to(dev) for t in h] for h in self.state.get("history", [[], []])
+        ]
 
 
-def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test: Callable[[], dict],
-        result: dict, track: str = "test_acc", final: Callable[[], dict] | None = None,
-        logger_options: dict | None = None) -> dict:
+def fit(
+    args: argparse.Namespace,
+    method: CoDivide,
+    log: logging.Logger,
+    *,
+    test: Callable[[], dict],
+    result: dict,
+    track: str = "test_acc",
+    final: Callable[[], dict] | None = None,
+    logger_options: dict | None = None,
+) -> dict:
     """Run (or resume) ``method`` for epochs ``0..args.num_epochs`` inclusive, as the originals' loops.
 
     Every epoch: ``method.run_epoch``, then ``test()`` (the ensemble's metrics, e.g. ``test_acc``),
@@ -234,10 +299,17 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
     models = {f"net{k + 1}": n for k, n in enumerate(method.nets)}
     optims = {f"optimizer{k + 1}": o for k, o in enumerate(method.optimizers)}
     # method_state = {"run": the runner's state, "method": the method's}, as checkpoints have always held
-    runner = Runner(args, log, models=models, optimizers=optims, state={"last": {}},
-                    length_flag="num_epochs",  # the LR step and PLReMix's α read --num_epochs
-                    pack=lambda run: {"run": dict(run), "method": method.state_dict()},
-                    unpack=lambda saved: saved["run"], logger_options=logger_options)
+    runner = Runner(
+        args,
+        log,
+        models=models,
+        optimizers=optims,
+        state={"last": {}},
+        length_flag="num_epochs",  # the LR step and PLReMix's α read --num_epochs
+        pack=lambda run: {"run": dict(run), "method": method.state_dict()},
+        unpack=lambda saved: saved["run"],
+        logger_options=logger_options,
+    )
     ckpt = runner.resume()
     if ckpt is not None:
         method.load_state_dict(ckpt["method_state"]["method"])
@@ -255,9 +327,19 @@ def fit(args: argparse.Namespace, method: CoDivide, log: logging.Logger, *, test
     runner.run(args.num_epochs + 1, step, record)
     last = run["last"]
     aucs = [last[k] for k in ("net1_auc", "net2_auc") if k in last]
-    line = {**result, "epochs": args.num_epochs + 1, "test_acc": last.get(track),
-            "best_acc": run["best_acc"], "auc": sum(aucs) / len(aucs) if aucs else None,
-            **{k: v for k, v in last.items() if k.startswith(("test_", "val_", "imagenet_")) and k != track},
-            **(final() if final is not None else {}),
-            "seconds": runner.seconds, "run_dir": str(args.out)}
+    line = {
+        **result,
+        "epochs": args.num_epochs + 1,
+        "test_acc": last.get(track),
+        "best_acc": run["best_acc"],
+        "auc": sum(aucs) / len(aucs) if aucs else None,
+        **{
+            k: v
+            for k, v in last.items()
+            if k.startswith(("test_", "val_", "imagenet_")) and k != track
+        },
+        **(final() if final is not None else {}),
+        "seconds": runner.seconds,
+        "run_dir": str(args.out),
+    }
     return runner.finish(RunRecord.from_line(line))

@@ -35,7 +35,9 @@ def sharpen(p: Tensor, temperature: float) -> Tensor:
 
 
 @torch.no_grad()
-def co_guess(net: torch.nn.Module, net2: torch.nn.Module, u1: Tensor, u2: Tensor, temperature: float) -> Tensor:
+def co_guess(
+    net: torch.nn.Module, net2: torch.nn.Module, u1: Tensor, u2: Tensor, temperature: float
+) -> Tensor:
     """Co-guessed targets of unlabeled samples: the sharpened mean of both nets on two views.
 
     Args:
@@ -47,14 +49,24 @@ def co_guess(net: torch.nn.Module, net2: torch.nn.Module, u1: Tensor, u2: Tensor
     Returns:
         Tensor[B, C] float32 targets.
     """
-    p = (net(u1).float().softmax(1) + net(u2).float().softmax(1)
-         + net2(u1).float().softmax(1) + net2(u2).float().softmax(1)) / 4
+    p = (
+        net(u1).float().softmax(1)
+        + net(u2).float().softmax(1)
+        + net2(u1).float().softmax(1)
+        + net2(u2).float().softmax(1)
+    ) / 4
     return sharpen(p, temperature)
 
 
 @torch.no_grad()
-def co_refine(net: torch.nn.Module, x1: Tensor, x2: Tensor, labels_onehot: Tensor, w: Tensor,
-              temperature: float) -> Tensor:
+def co_refine(
+    net: torch.nn.Module,
+    x1: Tensor,
+    x2: Tensor,
+    labels_onehot: Tensor,
+    w: Tensor,
+    temperature: float,
+) -> Tensor:
     """Co-refined targets of labeled samples: ``sharpen(w·onehot + (1−w)·mean(p(x1), p(x2)))``.
 
     Args:
@@ -94,7 +106,9 @@ def mixup(inputs: Tensor, targets: Tensor, alpha: float) -> tuple[Tensor, Tensor
     return mixed_x, mixed_y, lam
 
 
-def semi_loss(logits_x: Tensor, targets_x: Tensor, logits_u: Tensor, targets_u: Tensor) -> tuple[Tensor, Tensor]:
+def semi_loss(
+    logits_x: Tensor, targets_x: Tensor, logits_u: Tensor, targets_u: Tensor
+) -> tuple[Tensor, Tensor]:
     """DivideMix's ``SemiLoss``: soft cross-entropy on labeled rows, MSE (mean over rows and classes)
     on unlabeled rows.
 
@@ -110,7 +124,9 @@ def semi_loss(logits_x: Tensor, targets_x: Tensor, logits_u: Tensor, targets_u: 
     return lx, lu
 
 
-def linear_rampup(current: float, warm_up: int, lambda_u: float, rampup_length: int = RAMPUP_EPOCHS) -> float:
+def linear_rampup(
+    current: float, warm_up: int, lambda_u: float, rampup_length: int = RAMPUP_EPOCHS
+) -> float:
     """``lambda_u · clip((current − warm_up) / rampup_length, 0, 1)`` (DivideMix ``linear_rampup``)."""
     return lambda_u * float(np.clip((current - warm_up) / rampup_length, 0.0, 1.0))
 

@@ -8,8 +8,14 @@ from collections.abc import Callable
 import torch
 
 
-def build_nets(make_net: Callable[[], torch.nn.Module], *, device: torch.device, lr: float, weight_decay: float,
-               compile: bool = False) -> tuple[list, list]:
+def build_nets(
+    make_net: Callable[[], torch.nn.Module],
+    *,
+    device: torch.device,
+    lr: float,
+    weight_decay: float,
+    compile: bool = False,
+) -> tuple[list, list]:
     """Two ``make_net()`` nets on ``device`` (channels_last on CUDA, ``torch.compile``d with ``compile``)
     and their SGD optimizers (``lr``, momentum 0.9, ``weight_decay``), as the originals build them."""
     nets, optimizers = [], []
@@ -17,6 +23,8 @@ def build_nets(make_net: Callable[[], torch.nn.Module], *, device: torch.device,
         net = make_net().to(device)
         if device.type == "cuda":
             net = net.to(memory_format=torch.channels_last)
-        optimizers.append(torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay))
+        optimizers.append(
+            torch.optim.SGD(net.parameters(), lr=lr, momentum=0.9, weight_decay=weight_decay)
+        )
         nets.append(torch.compile(net) if compile else net)
     return nets, optimizers

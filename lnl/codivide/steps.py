@@ -34,8 +34,16 @@ SemiExtra = Callable[[torch.nn.Module, tuple, tuple, Tensor, Tensor], Tensor]
 WarmupExtra = Callable[[torch.nn.Module, tuple, Tensor], Tensor]
 
 
-def subset_loader(base: GPULoader, indices: Tensor | None, batch_size: int, *, views: Sequence[str],
-                  seed: int, shuffle: bool = True, drop_last: bool = False) -> GPULoader:
+def subset_loader(
+    base: GPULoader,
+    indices: Tensor | None,
+    batch_size: int,
+    *,
+    views: Sequence[str],
+    seed: int,
+    shuffle: bool = True,
+    drop_last: bool = False,
+) -> GPULoader:
     """A ``GPULoader`` over ``indices`` of ``base``'s dataset that shares its device images (no copy).
 
     Args:
@@ -49,10 +57,24 @@ def subset_loader(base: GPULoader, indices: Tensor | None, batch_size: int, *, v
     Returns:
         The loader; its batches report dataset indices.
     """
-    return GPULoader(base.images.permute(0, 2, 3, 1), base.labels, batch_size, mean=base.mean, std=base.std,
-                     device=base.device, train=True, shuffle=shuffle, drop_last=drop_last, seed=seed,
-                     views=tuple(views), indices=indices, fill=base.fill, crop_padding=base.crop_padding,
-                     dtype=base.dtype, channels_last=base.channels_last)
+    return GPULoader(
+        base.images.permute(0, 2, 3, 1),
+        base.labels,
+        batch_size,
+        mean=base.mean,
+        std=base.std,
+        device=base.device,
+        train=True,
+        shuffle=shuffle,
+        drop_last=drop_last,
+        seed=seed,
+        views=tuple(views),
+        indices=indices,
+        fill=base.fill,
+        crop_padding=base.crop_padding,
+        dtype=base.dtype,
+        channels_last=base.channels_last,
+    )
 
 
 def cycle(loader) -> Iterator:
@@ -65,7 +87,9 @@ def cycle(loader) -> Iterator:
             empty = False
             yield batch
         if empty:
-            raise RuntimeError("cycle(): the loader yields no batch (fewer samples than one batch with drop_last)")
+            raise RuntimeError(
+                "cycle(): the loader yields no batch (fewer samples than one batch with drop_last)"
+            )
 
 
 def loader_name(tag: int) -> str:
@@ -81,15 +105,26 @@ def keep_partial_batch(size: int, batch_size: int, drop_last: bool, what: str, l
     originals crash there (an empty unlabeled iterator) or train on nothing (an empty warm-up)."""
     if drop_last and 0 < size < batch_size:
         if log is not None:
-            log.warning("%s: %d samples, fewer than one batch of %d: training on one short batch", what, size,
-                        batch_size)
+            log.warning(
+                "%s: %d samples, fewer than one batch of %d: training on one short batch",
+                what,
+                size,
+                batch_size,
+            )
         return False
     return drop_last
 
 
 @torch.no_grad()
-def collect_outputs(net: torch.nn.Module, loader, num_rows: int, *, forward: ForwardFn | None = None,
-                    rows: Tensor | None = None, amp: bool = False) -> dict[str, Tensor]:
+def collect_outputs(
+    net: torch.nn.Module,
+    loader,
+    num_rows: int,
+    *,
+    forward: ForwardFn | None = None,
+    rows: Tensor | None = None,
+    amp: bool = False,
+) -> dict[str, Tensor]:
     """The per-sample evaluation pass: run ``net`` in eval mode and store its outputs by sample.
 
     Args:
@@ -114,7 +149,9 @@ def collect_outputs(net: torch.nn.Module, loader, num_rows: int, *, forward: For
         result = {**{k: v.float() for k, v in result.items()}, "labels": labels}
         for name, value in result.items():
             if name not in out:
-                out[name] = torch.zeros((num_rows, *value.shape[1:]), dtype=value.dtype, device=value.device)
+                out[name] = torch.zeros(
+                    (num_rows, *value.shape[1:]), dtype=value.dtype, device=value.device
+                )
             out[name].index_copy_(0, dest, value)
     net.train(was_training)
     return out
@@ -136,8 +173,15 @@ def gmm_seed(seed: int, epoch: int, net: int) -> int:
     return (int(seed) * 1_000_003 + epoch * 2 + net) % (2**32)
 
 
-def sklearn_clean_prob(x: Tensor, seed: int, *, max_iter: int = 10, tol: float = 1e-2,
-                       reg_covar: float = 5e-4, dtype: torch.dtype = torch.float64) -> Tensor:
+def sklearn_clean_prob(
+    x: Tensor,
+    seed: int,
+    *,
+    max_iter: int = 10,
+    tol: float = 1e-2,
+    reg_covar: float = 5e-4,
+    dtype: torch.dtype = torch.float64,
+) -> Tensor:
     """The originals' sklearn path (``--gmm-backend sklearn``): ``GaussianMixture(2, ...)`` on CPU.
 
     Args:
@@ -153,14 +197,22 @@ def sklearn_clean_prob(x: Tensor, seed: int, *, max_iter: int = 10, tol: float =
     from sklearn.mixture import GaussianMixture
 
     data = x.detach().to(dtype).cpu().numpy()
-    gmm = GaussianMixture(n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed)
+    gmm = GaussianMixture(
+        n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, random_state=seed
+    )
     gmm.fit(data)
     prob = gmm.predict_proba(data)
-    clean = int(gmm.means_[:, 0].argmin()) if data.shape[1] == 1 else int((gmm.means_**2).sum(1).argmin())
+    clean = (
+        int(gmm.means_[:, 0].argmin())
+        if data.shape[1] == 1
+        else int((gmm.means_**2).sum(1).argmin())
+    )
     return torch.from_numpy(prob[:, clean]).float().to(x.device)
 
 
-def clean_probability(x: Tensor, *, backend: str, seed: int, sklearn_dtype: torch.dtype = torch.float64) -> Tensor:
+def clean_probability(
+    x: Tensor, *, backend: str, seed: int, sklearn_dtype: torch.dtype = torch.float64
+) -> Tensor:
     """Clean posterior of a 2-component GMM on already-normalised losses (``eval_train``).
 
     Args:
@@ -176,7 +228,9 @@ def clean_probability(x: Tensor, *, backend: str, seed: int, sklearn_dtype: torc
         return sklearn_clean_prob(x, seed, dtype=sklearn_dtype)
     from lnl.ops import gmm_clean_prob
 
-    return gmm_clean_prob(x.float(), dims=x.shape[1], normalise="none", seed=seed, backend=backend).float()
+    return gmm_clean_prob(
+        x.float(), dims=x.shape[1], normalise="none", seed=seed, backend=backend
+    ).float()
 
 
 def divide(prob: Tensor, p_threshold: float) -> tuple[Tensor, Tensor]:
@@ -198,13 +252,23 @@ def roc_auc(scores: Tensor, positive: Tensor) -> float:
     ranks = torch.empty_like(s)
     ranks[order] = torch.arange(1, len(s) + 1, dtype=torch.float64)
     uniq, inverse = torch.unique(s, return_inverse=True)  # average the ranks of ties
-    ranks = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks)[inverse] / torch.bincount(
-        inverse, minlength=len(uniq)).double()[inverse]
+    ranks = (
+        torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inverse, ranks)[inverse]
+        / torch.bincount(inverse, minlength=len(uniq)).double()[inverse]
+    )
     return float((ranks[pos.cpu()].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
 
 
-def warmup_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader, *, penalty: bool,
-                 amp: bool = False, extra_loss: WarmupExtra | None = None, desc: str = "warmup") -> dict:
+def warmup_epoch(
+    net: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loader,
+    *,
+    penalty: bool,
+    amp: bool = False,
+    extra_loss: WarmupExtra | None = None,
+    desc: str = "warmup",
+) -> dict:
     """One warm-up epoch: CE on the noisy labels of the first view (+ ``NegEntropy`` when ``penalty``,
     DivideMix's asym setting) (+ ``extra_loss``, PLReMix's contrastive term); one SGD step per batch.
 
@@ -238,12 +302,17 @@ def warmup_epoch(net: torch.nn.Module, optimizer: torch.optim.Optimizer, loader,
     return {"ce": sums[0], "extra": sums[1]}
 
 
-def _semi_step(net, net2, xv, y, w, uv, *, num_classes, temperature, alpha, mix_views, amp,
-               labeled_only) -> tuple[Tensor, Tensor, Tensor]:
+def _semi_step(
+    net, net2, xv, y, w, uv, *, num_classes, temperature, alpha, mix_views, amp, labeled_only
+) -> tuple[Tensor, Tensor, Tensor]:
     """Co-guess, co-refine, mix and return (logits of the mixed rows, mixed targets, #labeled rows)."""
-    with autocast(y.device, amp):  # u before x, as the originals: train-mode BN statistics depend on it
+    with autocast(
+        y.device, amp
+    ):  # u before x, as the originals: train-mode BN statistics depend on it
         targets_u = mm.co_guess(net, net2, uv[0], uv[1], temperature)
-        targets_x = mm.co_refine(net, xv[0], xv[1], F.one_hot(y, num_classes).float(), w, temperature)
+        targets_x = mm.co_refine(
+            net, xv[0], xv[1], F.one_hot(y, num_classes).float(), w, temperature
+        )
     a, b = mix_views
     inputs = torch.cat([xv[a], xv[b], uv[a], uv[b]])
     targets = torch.cat([targets_x, targets_x, targets_u, targets_u])
@@ -254,11 +323,26 @@ def _semi_step(net, net2, xv, y, w, uv, *, num_classes, temperature, alpha, mix_
     return logits.float(), mixed_y, n_x
 
 
-def semi_epoch(net: torch.nn.Module, net2: torch.nn.Module, optimizer: torch.optim.Optimizer,
-               labeled: GPULoader, unlabeled, prob: Tensor, *, epoch: int, warm_up: int, lambda_u: float,
-               temperature: float, alpha: float, num_classes: int, mix_views: tuple[int, int] = (0, 1),
-               amp: bool = False, labeled_only: bool = False, extra_loss: SemiExtra | None = None,
-               desc: str = "train") -> dict:
+def semi_epoch(
+    net: torch.nn.Module,
+    net2: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    labeled: GPULoader,
+    unlabeled,
+    prob: Tensor,
+    *,
+    epoch: int,
+    warm_up: int,
+    lambda_u: float,
+    temperature: float,
+    alpha: float,
+    num_classes: int,
+    mix_views: tuple[int, int] = (0, 1),
+    amp: bool = False,
+    labeled_only: bool = False,
+    extra_loss: SemiExtra | None = None,
+    desc: str = "train",
+) -> dict:
     """One MixMatch epoch of ``net`` on the other net's division (``Train_cifar.py: train``).
 
     Args:
@@ -285,11 +369,25 @@ def semi_epoch(net: torch.nn.Module, net2: torch.nn.Module, optimizer: torch.opt
     guard = FiniteGuard(desc)
     for b, (xv, y, ix) in enumerate(progress(labeled, desc=desc, total=len(labeled))):
         uv, _, iu = next(u_iter)
-        logits, mixed_y, n_x = _semi_step(net, net2, xv, y, prob[ix], uv, num_classes=num_classes,
-                                          temperature=temperature, alpha=alpha, mix_views=mix_views, amp=amp,
-                                          labeled_only=labeled_only)
+        logits, mixed_y, n_x = _semi_step(
+            net,
+            net2,
+            xv,
+            y,
+            prob[ix],
+            uv,
+            num_classes=num_classes,
+            temperature=temperature,
+            alpha=alpha,
+            mix_views=mix_views,
+            amp=amp,
+            labeled_only=labeled_only,
+        )
         if labeled_only:
-            lx, lu = -(F.log_softmax(logits, 1) * mixed_y[:n_x]).sum(1).mean(), torch.zeros_like(logits[0, 0])
+            lx, lu = (
+                -(F.log_softmax(logits, 1) * mixed_y[:n_x]).sum(1).mean(),
+                torch.zeros_like(logits[0, 0]),
+            )
         else:
             lx, lu = mm.semi_loss(logits[:n_x], mixed_y[:n_x], logits[n_x:], mixed_y[n_x:])
         lamb = mm.linear_rampup(epoch + b / num_iter, warm_up, lambda_u)
@@ -311,7 +409,9 @@ def semi_epoch(net: torch.nn.Module, net2: torch.nn.Module, optimizer: torch.opt
 
 
 @torch.no_grad()
-def ensemble_eval(nets: Sequence[torch.nn.Module], loader, *, topk: Sequence[int] = (1,), amp: bool = False) -> dict:
+def ensemble_eval(
+    nets: Sequence[torch.nn.Module], loader, *, topk: Sequence[int] = (1,), amp: bool = False
+) -> dict:
     """Accuracy of the summed logits of ``nets`` (DivideMix's ``outputs1 + outputs2``).
 
     Returns:
@@ -341,4 +441,7 @@ def ensemble_eval(nets: Sequence[torch.nn.Module], loader, *, topk: Sequence[int
         return {**{f"top{t}": 0.0 for t in topk}, **{f"top{t}_batchmean": 0.0 for t in topk}}
     values = (correct.double() / seen).tolist()
     means = (batch_means / batches).tolist()
-    return {**{f"top{t}": v for t, v in zip(topk, values)}, **{f"top{t}_batchmean": v for t, v in zip(topk, means)}}
+    return {
+        **{f"top{t}": v for t, v in zip(topk, values)},
+        **{f"top{t}_batchmean": v for t, v in zip(topk, means)},
+    }

@@ -55,8 +55,17 @@ class DataFileError(ValueError):
 
 
 # What numpy, zipfile, lzma, zlib, json and pickle raise on a damaged file.
-_READ_ERRORS = (OSError, EOFError, ValueError, KeyError, zipfile.BadZipFile, zlib.error, lzma.LZMAError,
-                pickle.UnpicklingError, json.JSONDecodeError)
+_READ_ERRORS = (
+    OSError,
+    EOFError,
+    ValueError,
+    KeyError,
+    zipfile.BadZipFile,
+    zlib.error,
+    lzma.LZMAError,
+    pickle.UnpicklingError,
+    json.JSONDecodeError,
+)
 
 
 @contextlib.contextmanager
@@ -67,8 +76,10 @@ def reading(path: Path | str, what: str = "file") -> Iterator[None]:
     except (DataFileError, FileNotFoundError):
         raise
     except _READ_ERRORS as exc:
-        raise DataFileError(f"{what} {path} cannot be read ({type(exc).__name__}: {exc}): it is damaged, "
-                            f"truncated or not the format its name says; make it again") from exc
+        raise DataFileError(
+            f"{what} {path} cannot be read ({type(exc).__name__}: {exc}): it is damaged, "
+            f"truncated or not the format its name says; make it again"
+        ) from exc
 
 
 def missing(name: str, root: Path | str, what: str, hint: str) -> DatasetNotFoundError:
@@ -149,23 +160,34 @@ def _write_cache(folder: Path, arrays: dict[str, np.ndarray]) -> None:
         raise
 
 
-def as_labels(values: Sequence[int] | np.ndarray | torch.Tensor, num_classes: int | None = None,
-              what: str = "labels", *, unknown_ok: bool = False) -> torch.Tensor:
+def as_labels(
+    values: Sequence[int] | np.ndarray | torch.Tensor,
+    num_classes: int | None = None,
+    what: str = "labels",
+    *,
+    unknown_ok: bool = False,
+) -> torch.Tensor:
     """Convert labels to a 1-D ``torch.int64`` tensor (a copy).
 
     Raises:
         ValueError: non-integer values (float labels would be truncated, 0.7 -> 0), or labels outside
             ``[0, num_classes)`` (``-1`` allowed with ``unknown_ok``), naming ``what``.
     """
-    t = torch.as_tensor(np.asarray(values) if not isinstance(values, torch.Tensor) else values).reshape(-1)
+    t = torch.as_tensor(
+        np.asarray(values) if not isinstance(values, torch.Tensor) else values
+    ).reshape(-1)
     if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
         if t.dtype == torch.bool or t.is_complex() or not torch.equal(t, t.round()):
-            raise ValueError(f"{what} must be integers, got {t.dtype} values such as {t[:3].tolist()}")
+            raise ValueError(
+                f"{what} must be integers, got {t.dtype} values such as {t[:3].tolist()}"
+            )
     t = t.to(torch.int64).clone()
     if t.numel() and num_classes is not None:
         low, high = int(t.min()), int(t.max())
         if low < (-1 if unknown_ok else 0) or high >= num_classes:
-            raise ValueError(f"{what} span {low}..{high}, outside 0..{num_classes - 1} ({num_classes} classes)")
+            raise ValueError(
+                f"{what} span {low}..{high}, outside 0..{num_classes - 1} ({num_classes} classes)"
+            )
     return t
 
 
@@ -220,8 +242,11 @@ class InMemoryDataset(torch.utils.data.Dataset):
         self.num_classes = int(num_classes)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.classes = list(classes) if classes is not None else None
-        self.noisy_targets = (None if noisy_targets is None
-                              else as_labels(noisy_targets, self.num_classes, f"{where} noisy labels"))
+        self.noisy_targets = (
+            None
+            if noisy_targets is None
+            else as_labels(noisy_targets, self.num_classes, f"{where} noisy labels")
+        )
         self.root = None if root is None else Path(root)
         self.transform: Callable | None = None
 
@@ -284,10 +309,18 @@ class FileListDataset(torch.utils.data.Dataset):
         self.num_classes = int(num_classes)
         self.mean, self.std = tuple(float(m) for m in mean), tuple(float(s) for s in std)
         self.classes = list(classes) if classes is not None else None
-        self.noisy_targets = (None if noisy_targets is None
-                              else as_labels(noisy_targets, self.num_classes, f"{where} noisy labels"))
-        self.clean_targets = (None if clean_targets is None  # -1: no verified clean label
-                              else as_labels(clean_targets, self.num_classes, f"{where} clean labels", unknown_ok=True))
+        self.noisy_targets = (
+            None
+            if noisy_targets is None
+            else as_labels(noisy_targets, self.num_classes, f"{where} noisy labels")
+        )
+        self.clean_targets = (
+            None
+            if clean_targets is None  # -1: no verified clean label
+            else as_labels(
+                clean_targets, self.num_classes, f"{where} clean labels", unknown_ok=True
+            )
+        )
         self.transform = transform
 
     def __len__(self) -> int:

@@ -112,14 +112,18 @@ def normalize(
     Returns:
         ``Tensor[B, C, H, W]`` of ``dtype``.
     """
-    shift, scale = _normalize_constants(tuple(map(float, mean)), tuple(map(float, std)), images.device)
+    shift, scale = _normalize_constants(
+        tuple(map(float, mean)), tuple(map(float, std)), images.device
+    )
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     x = images.to(memory_format=fmt).float()
     return torch.addcmul(shift, x, scale).to(dtype=dtype, memory_format=fmt)
 
 
 @functools.cache
-def _normalize_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
+def _normalize_constants(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
     """``(-mean/std, 1/(255 std))`` as ``[1, C, 1, 1]`` float32 on ``device``, built once: a host-to-device
     copy per batch would wait for all the work queued on the GPU."""
     m = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)

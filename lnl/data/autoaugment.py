@@ -277,9 +277,11 @@ def _magnitudes(num_bins: int, h: int, w: int, device: torch.device) -> Tensor:
 @functools.cache
 def _cifar_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(op ids, probabilities, magnitude bins), each ``[25, 2]``."""
-    return (torch.tensor([[OP_ID[o] for o, _, _ in sp] for sp in CIFAR10_POLICY], device=device),
-            torch.tensor([[p for _, p, _ in sp] for sp in CIFAR10_POLICY], device=device),
-            torch.tensor([[m or 0 for _, _, m in sp] for sp in CIFAR10_POLICY], device=device))
+    return (
+        torch.tensor([[OP_ID[o] for o, _, _ in sp] for sp in CIFAR10_POLICY], device=device),
+        torch.tensor([[p for _, p, _ in sp] for sp in CIFAR10_POLICY], device=device),
+        torch.tensor([[m or 0 for _, _, m in sp] for sp in CIFAR10_POLICY], device=device),
+    )
 
 
 @functools.cache
@@ -462,11 +464,16 @@ def _solarize_add(x: Tensor, addition: Tensor) -> Tensor:
 def _imagenet_policy(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(op ids, probabilities, float64 magnitudes, signed?), each ``[25, 2]``, of the v0 policy."""
     table, op_id = IMAGENET_POLICY_V0, {**OP_ID, "SolarizeAdd": _SOLARIZE_ADD}
-    return (torch.tensor([[op_id[o] for o, _, _ in sp] for sp in table], device=device),
-            torch.tensor([[p for _, p, _ in sp] for sp in table], device=device),
-            torch.tensor([[_v0_magnitude(o, lv) for o, _, lv in sp] for sp in table],
-                         dtype=torch.float64, device=device),
-            torch.tensor([[o in _V0_SIGNED for o, _, _ in sp] for sp in table], device=device))
+    return (
+        torch.tensor([[op_id[o] for o, _, _ in sp] for sp in table], device=device),
+        torch.tensor([[p for _, p, _ in sp] for sp in table], device=device),
+        torch.tensor(
+            [[_v0_magnitude(o, lv) for o, _, lv in sp] for sp in table],
+            dtype=torch.float64,
+            device=device,
+        ),
+        torch.tensor([[o in _V0_SIGNED for o, _, _ in sp] for sp in table], device=device),
+    )
 
 
 _IMAGENET_SLOT_OPS = tuple(_slot_ops(IMAGENET_POLICY_V0, OP_ID, slot) for slot in range(2))

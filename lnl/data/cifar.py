@@ -133,7 +133,9 @@ def load_cifar_arrays(name: str, root: Path, split: str) -> dict[str, np.ndarray
         ``index``.
     """
     if root is None or not Path(root).is_dir():
-        raise missing(name, root or "<none>", "the folder to exist", prep_hint(name, root or "<root>"))
+        raise missing(
+            name, root or "<none>", "the folder to exist", prep_hint(name, root or "<root>")
+        )
     kind, files = _find_source(name, Path(root), split)
     arrays = read_npz(files[0]) if kind == "npz" else read_pickles(files)
     x = arrays["x"]
@@ -185,12 +187,16 @@ def _build(name: str, root: Path, split: str) -> InMemoryDataset:
     return ds
 
 
-def _check_label_span(name: str, root: Path, split: str, labels: np.ndarray, num_classes: int) -> None:
+def _check_label_span(
+    name: str, root: Path, split: str, labels: np.ndarray, num_classes: int
+) -> None:
     """Every class occurs in a CIFAR split of 10+ images per class: ``--dataset cifar100`` on a
     CIFAR-10 folder (labels 0..9, all below 100) would otherwise train silently."""
     if len(labels) >= 10 * num_classes and int(labels.max()) + 1 < num_classes:
-        raise ValueError(f"{root}: the {split} labels span 0..{int(labels.max())}, but {name} has {num_classes} "
-                         f"classes: is this another dataset's folder (check --dataset and the data folder)?")
+        raise ValueError(
+            f"{root}: the {split} labels span 0..{int(labels.max())}, but {name} has {num_classes} "
+            f"classes: is this another dataset's folder (check --dataset and the data folder)?"
+        )
 
 
 @register_dataset(

@@ -24,8 +24,9 @@ CLOTHING1M_CROPS = Crops(256, 224, (196, 0.7, 1.0), (120, 0.4, 0.7))
 WEBVISION_CROPS = Crops(320, 299, (224, 0.14, 1.0), (128, 0.05, 0.14))
 
 
-def transforms_for(crops: Crops, mean: Sequence[float], std: Sequence[float], aug: str = "autoaug"
-                   ) -> dict[str, Callable]:
+def transforms_for(
+    crops: Crops, mean: Sequence[float], std: Sequence[float], aug: str = "autoaug"
+) -> dict[str, Callable]:
     """``weak``, ``strong`` (+ the ``aug`` policy), ``val``, ``large`` and ``small`` crops (PIL in,
     normalised tensor out), as torchvision transforms.
 
@@ -39,19 +40,29 @@ def transforms_for(crops: Crops, mean: Sequence[float], std: Sequence[float], au
 
     policies = {"autoaug": [PILPolicy("imagenet")], "randaug": [PILPolicy("randaug")], "train": []}
     if aug not in policies:
-        raise ValueError(f"--aug {aug}: file-list datasets provide {sorted(policies)} (simclr's colour "
-                         "jitter/blur is not implemented)")
+        raise ValueError(
+            f"--aug {aug}: file-list datasets provide {sorted(policies)} (simclr's colour "
+            "jitter/blur is not implemented)"
+        )
     policy = policies[aug]
     norm = [T.ToTensor(), T.Normalize(mean, std)]
-    crop = (T.RandomResizedCrop(crops.crop) if crops.random_resized_crop else T.RandomCrop(crops.crop))
+    crop = (
+        T.RandomResizedCrop(crops.crop) if crops.random_resized_crop else T.RandomCrop(crops.crop)
+    )
     base = [T.Resize(crops.resize), crop, T.RandomHorizontalFlip()]
 
     def rrc(size, lo, hi):
-        return T.Compose([T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(), *policy, *norm])
+        return T.Compose(
+            [T.RandomResizedCrop(size, scale=(lo, hi)), T.RandomHorizontalFlip(), *policy, *norm]
+        )
 
-    return {"weak": T.Compose(base + norm), "strong": T.Compose(base + policy + norm),
-            "val": T.Compose([T.Resize(crops.resize), T.CenterCrop(crops.crop)] + norm),
-            "large": rrc(*crops.mcrop_large), "small": rrc(*crops.mcrop_small)}
+    return {
+        "weak": T.Compose(base + norm),
+        "strong": T.Compose(base + policy + norm),
+        "val": T.Compose([T.Resize(crops.resize), T.CenterCrop(crops.crop)] + norm),
+        "large": rrc(*crops.mcrop_large),
+        "small": rrc(*crops.mcrop_small),
+    }
 
 
 class MultiView:

@@ -43,7 +43,11 @@ from lnl.data import augment as A
 from lnl.data import pil_augment as P
 from lnl.data.autoaugment import auto_augment, rand_augment
 
-PIL_VIEWS = {"autoaug_cifar": "cifar", "autoaug_imagenet": "imagenet", "randaug_fixmatch": "randaug"}
+PIL_VIEWS = {
+    "autoaug_cifar": "cifar",
+    "autoaug_imagenet": "imagenet",
+    "randaug_fixmatch": "randaug",
+}
 VIEWS = ("weak", "strong", "randaug", "none", *PIL_VIEWS)
 #: Views whose parameters :meth:`GPULoader.draw` draws (and :meth:`GPULoader.apply` applies).
 DRAWN_VIEWS = ("weak", *PIL_VIEWS)

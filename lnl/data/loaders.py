@@ -147,7 +147,12 @@ class DeviceLoader:
     ``indices`` and ``batch_size`` like ``GPULoader`` (``semi_epoch`` sizes its λ_u ramp with them)."""
 
     def __init__(self, loader: DataLoader, device: torch.device, indices: torch.Tensor):
-        self.loader, self.device, self.indices, self.batch_size = loader, device, indices, loader.batch_size
+        self.loader, self.device, self.indices, self.batch_size = (
+            loader,
+            device,
+            indices,
+            loader.batch_size,
+        )
 
     def __len__(self) -> int:
         return len(self.loader)
@@ -158,7 +163,11 @@ class DeviceLoader:
                 views = tuple(v.to(self.device, non_blocking=True) for v in views)
             else:
                 views = views.to(self.device, non_blocking=True)
-            yield views, labels.to(self.device, non_blocking=True), idx.to(self.device, non_blocking=True)
+            yield (
+                views,
+                labels.to(self.device, non_blocking=True),
+                idx.to(self.device, non_blocking=True),
+            )
 
 
 def build_file_loader(

@@ -59,8 +59,7 @@ from lnl.data.noise_checks import check_labels, check_rate, reject_options
 from lnl.data.noise_files import NoisyLabels
 from lnl.data.noise_maps import asym_map, map_matrix, per_sample_multinomial, resolve_dataset
 
-__all__ = ["NOISE_TYPES", "make_noise", "noise_rate",
-           "transition_matrix"]
+__all__ = ["NOISE_TYPES", "make_noise", "noise_rate", "transition_matrix"]
 
 NOISE_TYPES = ("sym", "sym_flip", "asym", "asym_superclass", "pmd", "pmd+U", "pmd+A", "idn")
 _DEFAULT_ASYM_PROCEDURE = {
@@ -220,4 +219,3 @@ def _finish_meta(meta: dict[str, Any], clean: np.ndarray, noisy: np.ndarray) -> 
     meta["actual_noise_rate"] = noise_rate(clean, noisy)
     meta["transition_matrix"] = np.round(transition_matrix(clean, noisy, c), 6).tolist()
     return meta
-

@@ -168,8 +168,9 @@ def pmd(y, rate, num_classes, seed, probs, options) -> tuple[np.ndarray, dict[st
     return noisy, meta
 
 
-def plc_binomial_draws(probs: np.ndarray, u: np.ndarray, s: np.ndarray, pmd_type: int, factor: float,
-                       seed: int) -> np.ndarray:
+def plc_binomial_draws(
+    probs: np.ndarray, u: np.ndarray, s: np.ndarray, pmd_type: int, factor: float, seed: int
+) -> np.ndarray:
     """PLC's ``label_noise`` draws (``utils.py``): the keep probability from float32 η_u, η_s as PLC
     computes it per type, then ``binomial(1, level_i / factor)`` per sample in order from
     ``RandomState(seed)`` (clipped to 1, where PLC's would raise). Returns keep-u flags ``[N]``."""
@@ -182,7 +183,9 @@ def plc_binomial_draws(probs: np.ndarray, u: np.ndarray, s: np.ndarray, pmd_type
     else:
         level = 1 - (1 - (1 / 3) * np.abs(d) ** 3 - (1 / 3) * np.abs(d) ** 2 - (1 / 3) * np.abs(d))
     rs = np.random.RandomState(seed)
-    return np.array([rs.binomial(1, min(float(level[i]) / factor, 1.0), 1)[0] for i in rows], dtype=bool)
+    return np.array(
+        [rs.binomial(1, min(float(level[i]) / factor, 1.0), 1)[0] for i in rows], dtype=bool
+    )
 
 
 def overlay_matrix(kind: str, rate: float, num_classes: int, dataset: str | None) -> np.ndarray:
@@ -195,8 +198,9 @@ def overlay_matrix(kind: str, rate: float, num_classes: int, dataset: str | None
     return map_matrix(asym_map(dataset, num_classes), rate)
 
 
-def plc_overlay(base: Any, kind: str, rate: float, num_classes: int, dataset: str | None = None,
-                seed: int = 77) -> np.ndarray:
+def plc_overlay(
+    base: Any, kind: str, rate: float, num_classes: int, dataset: str | None = None, seed: int = 77
+) -> np.ndarray:
     """PLC's uniform (``U``) or asymmetric (``A``) noise on top of ``base`` labels (a PMD file), drawn
     with ``RandomState(seed).multinomial`` per sample in order (``multiclass_noisify``)."""
     base = np.asarray(base, dtype=np.int64)
@@ -210,7 +214,11 @@ def plc_overlay(base: Any, kind: str, rate: float, num_classes: int, dataset: st
 def _independent_overlay(kind, base, rate, num_classes, seed, mapping):
     rng = np.random.default_rng([seed, 1])
     hit = rng.random(len(base)) < rate
-    other = (base + rng.integers(1, num_classes, size=len(base))) % num_classes if kind == "U" else mapping[base]
+    other = (
+        (base + rng.integers(1, num_classes, size=len(base))) % num_classes
+        if kind == "U"
+        else mapping[base]
+    )
     return np.where(hit, other, base)
 
 
@@ -224,8 +232,14 @@ def hybrid(kind, y, rate, num_classes, seed, dataset, probs, options):
         noisy = plc_overlay(base, kind, rate, num_classes, dataset, overlay_seed)
         how = f"np.random.RandomState({overlay_seed}).multinomial(1, P[y]) per sample (PLC)"
     elif procedure == "independent":
-        noisy = _independent_overlay(kind, base, rate, num_classes, seed,
-                                     asym_map(dataset, num_classes) if kind == "A" else None)
+        noisy = _independent_overlay(
+            kind,
+            base,
+            rate,
+            num_classes,
+            seed,
+            asym_map(dataset, num_classes) if kind == "A" else None,
+        )
         how = "np.random.default_rng([seed, 1])"
     else:
         raise ValueError(f"overlay_procedure must be 'plc' or 'independent', got {procedure!r}")

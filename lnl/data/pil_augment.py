@@ -261,8 +261,15 @@ def _paint(color: tuple[int, ...], device: torch.device) -> Tensor:
 OpFn = Callable[[Tensor, Tensor], Tensor]
 
 
-def apply_per_image(x: Tensor, op: Tensor, arg: Tensor, ops: Sequence[OpFn], *, dense: bool | None = None,
-                    may_use: Sequence[int] | None = None) -> Tensor:
+def apply_per_image(
+    x: Tensor,
+    op: Tensor,
+    arg: Tensor,
+    ops: Sequence[OpFn],
+    *,
+    dense: bool | None = None,
+    may_use: Sequence[int] | None = None,
+) -> Tensor:
     """Apply ``ops[op[b]](image b, arg[b])`` to every image (op 0 must be the identity).
 
     ``dense=False`` (the CPU default) sorts the batch by op and runs each op on its segment (one host
@@ -282,7 +289,7 @@ def apply_per_image(x: Tensor, op: Tensor, arg: Tensor, ops: Sequence[OpFn], *, 
     out, start = xs.clone(), 0
     for i, n in enumerate(counts):
         if n and i:
-            out[start:start + n] = ops[i](xs[start:start + n], args[start:start + n])
+            out[start : start + n] = ops[i](xs[start : start + n], args[start : start + n])
         start += n
     result = torch.empty_like(x)
     result[order] = out
@@ -291,12 +298,28 @@ def apply_per_image(x: Tensor, op: Tensor, arg: Tensor, ops: Sequence[OpFn], *, 
 
 # ----------------------------------------------------------------------------- PLReMix's AutoAugment
 #: Op ids shared by the policies below (0 is the identity: an op whose coin came up tails).
-AA_OPS = ("Identity", "ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Color", "Posterize",
-          "Solarize", "Contrast", "Sharpness", "Brightness", "AutoContrast", "Equalize", "Invert")
+AA_OPS = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Color",
+    "Posterize",
+    "Solarize",
+    "Contrast",
+    "Sharpness",
+    "Brightness",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+)
 AA_ID = {name: i for i, name in enumerate(AA_OPS)}
 #: Ops whose magnitude takes a random sign in PLReMix's SubPolicy (Rotate does not: always +θ).
-AA_SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Color", "Contrast", "Sharpness",
-                       "Brightness"})
+AA_SIGNED = frozenset(
+    {"ShearX", "ShearY", "TranslateX", "TranslateY", "Color", "Contrast", "Sharpness", "Brightness"}
+)
 
 #: AutoAugment's CIFAR-10 policy as PLReMix's ``CIFARPolicy`` lists it: (op, probability, bin) pairs.
 CIFAR_POLICY = (
@@ -361,9 +384,18 @@ POLICIES = {"cifar": CIFAR_POLICY, "imagenet": IMAGENET_POLICY}
 def aa_magnitudes(name: str) -> np.ndarray:
     """The 10 magnitude bins of op ``name`` (PLReMix's ``SubPolicy`` ranges, in its units: shear factor,
     translation as a fraction of the size, degrees, enhance offset, bits, threshold)."""
-    ranges = {"ShearX": (0, 0.3), "ShearY": (0, 0.3), "TranslateX": (0, 150 / 331),
-              "TranslateY": (0, 150 / 331), "Rotate": (0, 30), "Color": (0.0, 0.9), "Contrast": (0.0, 0.9),
-              "Sharpness": (0.0, 0.9), "Brightness": (0.0, 0.9), "Solarize": (256, 0)}
+    ranges = {
+        "ShearX": (0, 0.3),
+        "ShearY": (0, 0.3),
+        "TranslateX": (0, 150 / 331),
+        "TranslateY": (0, 150 / 331),
+        "Rotate": (0, 30),
+        "Color": (0.0, 0.9),
+        "Contrast": (0.0, 0.9),
+        "Sharpness": (0.0, 0.9),
+        "Brightness": (0.0, 0.9),
+        "Solarize": (256, 0),
+    }
     if name == "Posterize":
         return np.round(np.linspace(8, 4, 10), 0).astype(np.int32).astype(np.float64)
     if name in ranges:
@@ -381,14 +413,21 @@ def aa_ops(fill: int = 128) -> tuple[OpFn, ...]:
             return lambda x, m: translate(x, m * x.shape[3], torch.zeros_like(m), fill)
         if kind == "TranslateY":
             return lambda x, m: translate(x, torch.zeros_like(m), m * x.shape[2], fill)
-        return lambda x, m: rotate(x, m, fill)  # rotated as RGBA, uncovered pixels composited on grey
+        return lambda x, m: rotate(
+            x, m, fill
+        )  # rotated as RGBA, uncovered pixels composited on grey
 
     def enh(kind: str) -> OpFn:
         return lambda x, m: enhance(x, kind, 1 + m)
 
-    table = {"Identity": lambda x, m: x, "Posterize": posterize, "Solarize": solarize,
-             "AutoContrast": lambda x, m: autocontrast(x), "Equalize": lambda x, m: A.equalize(x),
-             "Invert": lambda x, m: 255 - x}
+    table = {
+        "Identity": lambda x, m: x,
+        "Posterize": posterize,
+        "Solarize": solarize,
+        "AutoContrast": lambda x, m: autocontrast(x),
+        "Equalize": lambda x, m: A.equalize(x),
+        "Invert": lambda x, m: 255 - x,
+    }
     table.update({k: geo(k) for k in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")})
     table.update({k: enh(k) for k in ("Color", "Contrast", "Sharpness", "Brightness")})
     return tuple(table[name] for name in AA_OPS)
@@ -409,14 +448,21 @@ def _policy_tables(policy: str, device: torch.device) -> tuple[Tensor, Tensor, T
     """(op ids, probabilities, unsigned magnitudes, signed?), each ``[n, 2]``, on ``device``."""
     table = POLICIES[policy]
     ids = torch.tensor([[AA_ID[o] for o, _, _ in sp] for sp in table], device=device)
-    probs = torch.tensor([[p for _, p, _ in sp] for sp in table], dtype=torch.float64, device=device)
-    mags = torch.tensor([[aa_magnitudes(o)[m] for o, _, m in sp] for sp in table], dtype=torch.float64,
-                        device=device)
+    probs = torch.tensor(
+        [[p for _, p, _ in sp] for sp in table], dtype=torch.float64, device=device
+    )
+    mags = torch.tensor(
+        [[aa_magnitudes(o)[m] for o, _, m in sp] for sp in table],
+        dtype=torch.float64,
+        device=device,
+    )
     signed = torch.tensor([[o in AA_SIGNED for o, _, _ in sp] for sp in table], device=device)
     return ids, probs, mags, signed
 
 
-def policy_draws(policy: str, b: int, generator: torch.Generator, device: torch.device) -> PolicyDraws:
+def policy_draws(
+    policy: str, b: int, generator: torch.Generator, device: torch.device
+) -> PolicyDraws:
     """Per-image draws from ``generator``, with the original's distributions: a uniform sub-policy,
     coin ``U < p`` per op, sign ±1 with probability ½."""
     _, probs, _, _ = _policy_tables(policy, device)
@@ -426,7 +472,9 @@ def policy_draws(policy: str, b: int, generator: torch.Generator, device: torch.
     return PolicyDraws(sub, coins < probs[sub], torch.where(flips, -1.0, 1.0).to(torch.float64))
 
 
-def policy_draws_python(policy: str, b: int, rng=_random, device: torch.device | str = "cpu") -> PolicyDraws:
+def policy_draws_python(
+    policy: str, b: int, rng=_random, device: torch.device | str = "cpu"
+) -> PolicyDraws:
     """Draws from Python's ``rng`` in the original's order, image after image: ``randint(0, n − 1)``,
     then per op ``random() < p`` and, if it applies and is signed, ``choice([-1, 1])``."""
     table = POLICIES[policy]
@@ -441,8 +489,11 @@ def policy_draws_python(policy: str, b: int, rng=_random, device: torch.device |
         sub.append(k)
         apply.append(row_apply)
         sign.append(row_sign)
-    return PolicyDraws(torch.tensor(sub, device=device), torch.tensor(apply, device=device),
-                       torch.tensor(sign, dtype=torch.float64, device=device))
+    return PolicyDraws(
+        torch.tensor(sub, device=device),
+        torch.tensor(apply, device=device),
+        torch.tensor(sign, dtype=torch.float64, device=device),
+    )
 
 
 @functools.cache
@@ -450,8 +501,9 @@ def _slot_ops(policy: str, slot: int) -> tuple[int, ...]:
     return tuple(sorted({AA_ID[sp[slot][0]] for sp in POLICIES[policy]}))
 
 
-def auto_augment(x: Tensor, policy: str, draws: PolicyDraws, fill: int = 128, *,
-                 dense: bool | None = None) -> Tensor:
+def auto_augment(
+    x: Tensor, policy: str, draws: PolicyDraws, fill: int = 128, *, dense: bool | None = None
+) -> Tensor:
     """PLReMix's ``CIFARPolicy``/``ImageNetPolicy`` on a uint8 batch with the given draws.
 
     Args:
@@ -479,10 +531,20 @@ def auto_augment(x: Tensor, policy: str, draws: PolicyDraws, fill: int = 128, *,
 # ----------------------------------------------------------------------------- FixMatch's RandAugment
 #: FixMatch's ``augment_list`` (name, low, high), in its order: an op's value is ``low + (high − low)·U``.
 FIXMATCH_OPS = (
-    ("AutoContrast", 0, 1), ("Brightness", 0.05, 0.95), ("Color", 0.05, 0.95), ("Contrast", 0.05, 0.95),
-    ("Equalize", 0, 1), ("Identity", 0, 1), ("Posterize", 4, 8), ("Rotate", -30, 30),
-    ("Sharpness", 0.05, 0.95), ("ShearX", -0.3, 0.3), ("ShearY", -0.3, 0.3), ("Solarize", 0, 256),
-    ("TranslateX", -0.3, 0.3), ("TranslateY", -0.3, 0.3),
+    ("AutoContrast", 0, 1),
+    ("Brightness", 0.05, 0.95),
+    ("Color", 0.05, 0.95),
+    ("Contrast", 0.05, 0.95),
+    ("Equalize", 0, 1),
+    ("Identity", 0, 1),
+    ("Posterize", 4, 8),
+    ("Rotate", -30, 30),
+    ("Sharpness", 0.05, 0.95),
+    ("ShearX", -0.3, 0.3),
+    ("ShearY", -0.3, 0.3),
+    ("Solarize", 0, 256),
+    ("TranslateX", -0.3, 0.3),
+    ("TranslateY", -0.3, 0.3),
 )
 CUTOUT_COLOR = (125, 123, 114)
 
@@ -506,8 +568,11 @@ def fixmatch_ops() -> tuple[OpFn, ...]:
             return lambda x, v: posterize(x, torch.trunc(v).clamp(min=1))
         if name == "Solarize":
             return solarize
-        return {"AutoContrast": lambda x, v: autocontrast(x), "Equalize": lambda x, v: A.equalize(x),
-                "Identity": lambda x, v: x}[name]
+        return {
+            "AutoContrast": lambda x, v: autocontrast(x),
+            "Equalize": lambda x, v: A.equalize(x),
+            "Identity": lambda x, v: x,
+        }[name]
 
     return (lambda x, v: x,) + tuple(one(name) for name, _, _ in FIXMATCH_OPS)
 
@@ -524,19 +589,30 @@ class RandAugDraws:
     centre: Tensor
 
 
-def randaug_draws(b: int, n: int, generator: torch.Generator, device: torch.device, w: int, h: int) -> RandAugDraws:
+def randaug_draws(
+    b: int, n: int, generator: torch.Generator, device: torch.device, w: int, h: int
+) -> RandAugDraws:
     """Draws from ``generator`` with the original's distributions (its centre is
     ``np.random.uniform(w)``, i.e. uniform on (1, w], sic)."""
     op = torch.randint(0, len(FIXMATCH_OPS), (b, n), device=device, generator=generator)
     u = torch.rand(b, n, device=device, generator=generator, dtype=torch.float64)
     cut = torch.rand(b, device=device, generator=generator, dtype=torch.float64)
     r = torch.rand(b, 2, device=device, generator=generator, dtype=torch.float64)
-    centre = torch.stack([w + (1.0 - w) * r[:, 0], h + (1.0 - h) * r[:, 1]], 1)  # numpy's low + (high - low)·U
+    centre = torch.stack(
+        [w + (1.0 - w) * r[:, 0], h + (1.0 - h) * r[:, 1]], 1
+    )  # numpy's low + (high - low)·U
     return RandAugDraws(op, u, cut, centre)
 
 
-def randaug_draws_python(b: int, n: int, w: int, h: int, rng=_random, np_rng=np.random,
-                         device: torch.device | str = "cpu") -> RandAugDraws:
+def randaug_draws_python(
+    b: int,
+    n: int,
+    w: int,
+    h: int,
+    rng=_random,
+    np_rng=np.random,
+    device: torch.device | str = "cpu",
+) -> RandAugDraws:
     """Draws in the original's order, image after image: ``choices(k=n)`` (n uniforms), one uniform per
     op value, the cutout uniform, then (if the cutout is not empty) numpy's two centre uniforms."""
     ops, us, cuts, centres = [], [], [], []
@@ -547,14 +623,20 @@ def randaug_draws_python(b: int, n: int, w: int, h: int, rng=_random, np_rng=np.
         cuts.append(cut)
         centres.append([np_rng.uniform(w), np_rng.uniform(h)] if cut * 0.5 > 0 else [0.0, 0.0])
     f64 = dict(dtype=torch.float64, device=device)
-    return RandAugDraws(torch.tensor(ops, device=device), torch.tensor(us, **f64), torch.tensor(cuts, **f64),
-                        torch.tensor(centres, **f64))
+    return RandAugDraws(
+        torch.tensor(ops, device=device),
+        torch.tensor(us, **f64),
+        torch.tensor(cuts, **f64),
+        torch.tensor(centres, **f64),
+    )
 
 
 @functools.cache
 def _fixmatch_ranges(device: torch.device) -> tuple[Tensor, Tensor]:
     low = torch.tensor([float(lo) for _, lo, _ in FIXMATCH_OPS], dtype=torch.float64, device=device)
-    high = torch.tensor([float(hi) for _, _, hi in FIXMATCH_OPS], dtype=torch.float64, device=device)
+    high = torch.tensor(
+        [float(hi) for _, _, hi in FIXMATCH_OPS], dtype=torch.float64, device=device
+    )
     return low, high - low
 
 
@@ -589,7 +671,12 @@ class PILPolicy:
     def __call__(self, img):
         from PIL import Image
 
-        x = torch.from_numpy(np.asarray(img.convert("RGB")).copy()).permute(2, 0, 1).unsqueeze(0).contiguous()
+        x = (
+            torch.from_numpy(np.asarray(img.convert("RGB")).copy())
+            .permute(2, 0, 1)
+            .unsqueeze(0)
+            .contiguous()
+        )
         if self.kind == "randaug":
             x = rand_augment(x, randaug_draws_python(1, self.num_ops, x.shape[3], x.shape[2]))
         else:

@@ -12,7 +12,18 @@ from lnl.engine.logger import MetricLogger, append_jsonl, read_jsonl
 from lnl.engine.seed import get_rng_state, seed_everything, set_rng_state
 
 __all__ = [
-    "LAST_CHECKPOINT", "MetricLogger", "append_jsonl", "default_argument_parser", "default_setup",
-    "find_resume_path", "get_rng_state", "load_checkpoint", "parse_with_config", "read_jsonl",
-    "resolve_device", "save_checkpoint", "seed_everything", "set_rng_state",
+    "LAST_CHECKPOINT",
+    "MetricLogger",
+    "append_jsonl",
+    "default_argument_parser",
+    "default_setup",
+    "find_resume_path",
+    "get_rng_state",
+    "load_checkpoint",
+    "parse_with_config",
+    "read_jsonl",
+    "resolve_device",
+    "save_checkpoint",
+    "seed_everything",
+    "set_rng_state",
 ]

@@ -16,16 +16,29 @@ def default_argument_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(add_help=False)
     g = p.add_argument_group("lnl (shared)")
     g.add_argument("--config", default=None, help="YAML file of flag defaults (command line wins)")
-    g.add_argument("--out", default=None, help="run folder (default: runs/<method>/<dataset>-<noise>-s<seed>)")
-    g.add_argument("--resume", default="auto",
-                   help="'auto' (resume <out>/last.pth when present), 'never' (start over), or a checkpoint path")
-    g.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)")
+    g.add_argument(
+        "--out", default=None, help="run folder (default: runs/<method>/<dataset>-<noise>-s<seed>)"
+    )
+    g.add_argument(
+        "--resume",
+        default="auto",
+        help="'auto' (resume <out>/last.pth when present), 'never' (start over), or a checkpoint path",
+    )
+    g.add_argument(
+        "--device", default=None, help="cpu, cuda or cuda:N (default: cuda when available)"
+    )
     g.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA")
     g.add_argument("--compile", action="store_true", help="torch.compile the networks")
     g.add_argument("--wandb", action="store_true", help="also log to Weights & Biases")
-    g.add_argument("--offline", action="store_true", help="log to wandb in offline mode (implies --wandb)")
-    g.add_argument("--no-tensorboard", dest="tensorboard", action="store_false",
-                   help="do not write TensorBoard event files")
+    g.add_argument(
+        "--offline", action="store_true", help="log to wandb in offline mode (implies --wandb)"
+    )
+    g.add_argument(
+        "--no-tensorboard",
+        dest="tensorboard",
+        action="store_false",
+        help="do not write TensorBoard event files",
+    )
     g.add_argument("--knn-backend", default="auto", choices=BACKENDS + ("faiss",))
     g.add_argument("--gmm-backend", default="auto", choices=BACKENDS + ("sklearn",))
     g.add_argument("--plr-backend", default="auto", choices=BACKENDS)
@@ -47,7 +60,9 @@ def str2bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"boolean value expected (true/false), got {value!r}")
 
 
-def parse_with_config(parser: argparse.ArgumentParser, argv: Sequence[str] | None = None) -> argparse.Namespace:
+def parse_with_config(
+    parser: argparse.ArgumentParser, argv: Sequence[str] | None = None
+) -> argparse.Namespace:
     """Parse ``argv``; when ``--config FILE`` is given, its keys become defaults first.
 
     Raises:

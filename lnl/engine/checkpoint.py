@@ -99,8 +99,11 @@ def _keep_previous(path: Path) -> None:
 
 def _ways_on(path: Path) -> str:
     previous = path.with_name(PREVIOUS_CHECKPOINT)
-    alternative = (f", or resume from the checkpoint before it with --resume {previous}"
-                   if previous.exists() and previous != path else "")
+    alternative = (
+        f", or resume from the checkpoint before it with --resume {previous}"
+        if previous.exists() and previous != path
+        else ""
+    )
     return f"start over with --resume never{alternative}"
 
 
@@ -116,12 +119,18 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
         f.seek(max(size - _TRAILER_LEN, 0))
         match = _TRAILER.search(f.read())
         if match is None:
-            what = "is empty" if size == 0 else "has no lnl checkpoint marker (truncated, or not an lnl checkpoint)"
+            what = (
+                "is empty"
+                if size == 0
+                else "has no lnl checkpoint marker (truncated, or not an lnl checkpoint)"
+            )
             raise CheckpointError(f"checkpoint {path} {what}: {_ways_on(path)}")
         expected, length = match.group(1).decode(), int(match.group(2))
         if length != size - _TRAILER_LEN:
-            raise CheckpointError(f"checkpoint {path} is damaged (its length does not match its marker): "
-                                  f"{_ways_on(path)}")
+            raise CheckpointError(
+                f"checkpoint {path} is damaged (its length does not match its marker): "
+                f"{_ways_on(path)}"
+            )
         f.seek(0)
         sha, left = hashlib.sha256(), length
         while left:
@@ -135,7 +144,11 @@ def verify_checkpoint(path: str | os.PathLike) -> None:
 def _entry_point() -> str:
     """``<method>/<script>`` of the running entry point (``methods/plremix/train.py`` -> ``plremix/train.py``)."""
     script = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path("")
-    return f"{script.parent.name}/{script.name}" if script.parent.parent.name == "methods" else script.name
+    return (
+        f"{script.parent.name}/{script.name}"
+        if script.parent.parent.name == "methods"
+        else script.name
+    )
 
 
 def _state_dicts(objects: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -148,9 +161,17 @@ def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(model, "_orig_mod", model)
 
 
-def save_checkpoint(run_dir: str | os.PathLike, *, epoch: int, models: Mapping[str, torch.nn.Module],
-                    optimizers: Mapping[str, Any] | None = None, schedulers: Mapping[str, Any] | None = None,
-                    scaler: Any = None, method_state: Any = None, args: Any = None) -> Path:
+def save_checkpoint(
+    run_dir: str | os.PathLike,
+    *,
+    epoch: int,
+    models: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, Any] | None = None,
+    schedulers: Mapping[str, Any] | None = None,
+    scaler: Any = None,
+    method_state: Any = None,
+    args: Any = None,
+) -> Path:
     """Write ``<run_dir>/last.pth`` atomically.
 
     Args:
@@ -211,7 +232,16 @@ def find_resume_path(run_dir: str | os.PathLike, resume: str | None) -> Path | N
 # --train-dataset); a name either side lacks is not compared. Noise files (--noise_file, and LRA's
 # --noise_type when it is a path) compare by content while both exist, and by file name when the saved
 # path is gone (a data folder that moved still resumes).
-SAME_RUN_ARGS = ("dataset", "train_dataset", "noise_mode", "noise_type", "r", "noise_file", "seed", "subset")
+SAME_RUN_ARGS = (
+    "dataset",
+    "train_dataset",
+    "noise_mode",
+    "noise_type",
+    "r",
+    "noise_file",
+    "seed",
+    "subset",
+)
 _NOISE_FILE_SUFFIXES = (".json", ".npy", ".npz")
 
 
@@ -223,14 +253,19 @@ def _same_noise_file(saved: str, now: str) -> bool:
 
 
 def _same_value(key: str, saved: Any, now: Any) -> bool:
-    saved, now = saved or None, now or None  # unset, "" and 0 alike: a folder written before the flag
+    saved, now = (
+        saved or None,
+        now or None,
+    )  # unset, "" and 0 alike: a folder written before the flag
     if key in ("noise_file", "noise_type") and saved is not None and now is not None:
         if key == "noise_file" or str(saved).endswith(_NOISE_FILE_SUFFIXES):
             return _same_noise_file(str(saved), str(now))
     return saved == now
 
 
-def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any, length_flag: str | None = None) -> None:
+def _check_same_run(
+    path, saved: Mapping[str, Any] | None, run_args: Any, length_flag: str | None = None
+) -> None:
     if saved is None or run_args is None:
         return
     now = vars(run_args) if hasattr(run_args, "__dict__") else run_args
@@ -238,37 +273,59 @@ def _check_same_run(path, saved: Mapping[str, Any] | None, run_args: Any, length
         if key == "subset" or (key in saved and key in now):  # subset: absent means none
             if not _same_value(key, saved.get(key), now.get(key)):
                 flag = "--" + key.replace("_", "-") if key == "train_dataset" else "--" + key
-                raise ValueError(f"{path} was written by a run with {flag} {saved.get(key)}, this run has "
-                                 f"{flag} {now.get(key)}: give this run its own --out (or --resume never)")
+                raise ValueError(
+                    f"{path} was written by a run with {flag} {saved.get(key)}, this run has "
+                    f"{flag} {now.get(key)}: give this run its own --out (or --resume never)"
+                )
     key = length_flag
     if key is not None and key in saved and key in now and saved[key] != now[key]:
-        raise ValueError(f"{path} was written by a run of --{key} {saved[key]}, this run asks for --{key} "
-                         f"{now[key]}: its learning-rate schedule and state were built for {saved[key]}, so "
-                         f"resuming would continue the old schedule. Rerun with --{key} {saved[key]}, or give "
-                         f"the longer run its own --out (or --resume never)")
+        raise ValueError(
+            f"{path} was written by a run of --{key} {saved[key]}, this run asks for --{key} "
+            f"{now[key]}: its learning-rate schedule and state were built for {saved[key]}, so "
+            f"resuming would continue the old schedule. Rerun with --{key} {saved[key]}, or give "
+            f"the longer run its own --out (or --resume never)"
+        )
 
 
-def _check_same_method(path, state: Mapping[str, Any], groups: Mapping[str, Mapping[str, Any] | None]) -> None:
+def _check_same_method(
+    path, state: Mapping[str, Any], groups: Mapping[str, Mapping[str, Any] | None]
+) -> None:
     """Another method's checkpoint (other model or optimizer names, another entry point): a clear error."""
     saved_entry, entry = state.get("entry_point"), _entry_point()
     written = f" (written by {saved_entry})" if saved_entry and "/" in saved_entry else ""
     # methods/<method>/<script>: the method's folder is compared (LRA's train_CIFAR.py runs lra_train.py's loop)
-    if saved_entry and "/" in saved_entry and "/" in entry and saved_entry.split("/")[0] != entry.split("/")[0]:
-        raise CheckpointError(f"{path} was written by {saved_entry}, not {entry}: another method's checkpoint; "
-                              f"give this run its own --out (or --resume never)")
+    if (
+        saved_entry
+        and "/" in saved_entry
+        and "/" in entry
+        and saved_entry.split("/")[0] != entry.split("/")[0]
+    ):
+        raise CheckpointError(
+            f"{path} was written by {saved_entry}, not {entry}: another method's checkpoint; "
+            f"give this run its own --out (or --resume never)"
+        )
     for group, objects in groups.items():
         wanted = {name for name, obj in (objects or {}).items() if obj is not None}
         missing = sorted(wanted - set(state.get(group) or {}))
         if missing:
-            raise CheckpointError(f"{path}{written} has no {group} {missing} (it holds "
-                                  f"{sorted(state.get(group) or {})}): another method's checkpoint? give this run "
-                                  f"its own --out (or --resume never)")
+            raise CheckpointError(
+                f"{path}{written} has no {group} {missing} (it holds "
+                f"{sorted(state.get(group) or {})}): another method's checkpoint? give this run "
+                f"its own --out (or --resume never)"
+            )
 
 
-def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Module],
-                    optimizers: Mapping[str, Any] | None = None, schedulers: Mapping[str, Any] | None = None,
-                    scaler: Any = None, restore_rng: bool = True, run_args: Any = None,
-                    length_flag: str | None = None) -> dict[str, Any]:
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    models: Mapping[str, torch.nn.Module],
+    optimizers: Mapping[str, Any] | None = None,
+    schedulers: Mapping[str, Any] | None = None,
+    scaler: Any = None,
+    restore_rng: bool = True,
+    run_args: Any = None,
+    length_flag: str | None = None,
+) -> dict[str, Any]:
     """Load a checkpoint written by ``save_checkpoint`` into the given objects.
 
     The file's checksum is verified first; ``run_args`` (this run's arguments): refuse a checkpoint
@@ -288,12 +345,24 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Mo
     state = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(state, dict) or "models" not in state:
         raise CheckpointError(f"{path} is not a training checkpoint (no models): {_ways_on(path)}")
-    _check_same_method(path, state, {"models": models, "optimizers": optimizers, "schedulers": schedulers})
+    _check_same_method(
+        path, state, {"models": models, "optimizers": optimizers, "schedulers": schedulers}
+    )
     _check_same_run(path, state.get("args"), run_args, length_flag)
-    for group, objects in (("models", models), ("optimizers", optimizers), ("schedulers", schedulers)):
+    for group, objects in (
+        ("models", models),
+        ("optimizers", optimizers),
+        ("schedulers", schedulers),
+    ):
         for name, obj in (objects or {}).items():
             if obj is not None:
-                _load_into(path, group, name, _unwrap(obj) if group == "models" else obj, state[group][name])
+                _load_into(
+                    path,
+                    group,
+                    name,
+                    _unwrap(obj) if group == "models" else obj,
+                    state[group][name],
+                )
     if scaler is not None and state.get("scaler") is not None:
         scaler.load_state_dict(state["scaler"])
     if restore_rng:
@@ -306,7 +375,13 @@ def load_checkpoint(path: str | os.PathLike, *, models: Mapping[str, torch.nn.Mo
 def _load_into(path: Path, group: str, name: str, obj: Any, state: Any) -> None:
     try:
         obj.load_state_dict(state)
-    except (RuntimeError, KeyError, ValueError) as exc:  # other shapes or parameter names: another network
-        raise CheckpointError(f"{path}: its {group[:-1]} {name!r} does not fit this run's (another network or "
-                              f"method?): {str(exc).splitlines()[0]}; give this run its own --out (or --resume "
-                              f"never)") from exc
+    except (
+        RuntimeError,
+        KeyError,
+        ValueError,
+    ) as exc:  # other shapes or parameter names: another network
+        raise CheckpointError(
+            f"{path}: its {group[:-1]} {name!r} does not fit this run's (another network or "
+            f"method?): {str(exc).splitlines()[0]}; give this run its own --out (or --resume "
+            f"never)"
+        ) from exc

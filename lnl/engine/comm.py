@@ -52,8 +52,13 @@ def _launcher_env() -> tuple[int, int, int, str | None, int | None]:
     count so a requeued job does not reuse a port that may still be in TIME_WAIT)."""
     env = os.environ
     if "RANK" in env and "WORLD_SIZE" in env:  # torchrun / torch.distributed.run
-        return (int(env["RANK"]), int(env.get("LOCAL_RANK", 0)), int(env["WORLD_SIZE"]),
-                env.get("MASTER_ADDR"), int(env["MASTER_PORT"]) if "MASTER_PORT" in env else None)
+        return (
+            int(env["RANK"]),
+            int(env.get("LOCAL_RANK", 0)),
+            int(env["WORLD_SIZE"]),
+            env.get("MASTER_ADDR"),
+            int(env["MASTER_PORT"]) if "MASTER_PORT" in env else None,
+        )
     if "SUBMITIT_EXECUTOR" not in env:
         return 0, 0, 1, None, None
     import submitit
@@ -90,8 +95,13 @@ def init_distributed(backend: str | None = None, timeout_s: int = 1800) -> tuple
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.set_device(local_rank % torch.cuda.device_count())
-    dist.init_process_group(backend or ("nccl" if cuda else "gloo"), init_method="env://", rank=rank,
-                            world_size=world, timeout=datetime.timedelta(seconds=timeout_s))
+    dist.init_process_group(
+        backend or ("nccl" if cuda else "gloo"),
+        init_method="env://",
+        rank=rank,
+        world_size=world,
+        timeout=datetime.timedelta(seconds=timeout_s),
+    )
     return rank, local_rank, world
 
 

@@ -31,8 +31,14 @@ class NoisyData:
     test_loader: GPULoader
 
 
-def noisy_labels_for(noise: NoiseSettings, targets: torch.Tensor, num_classes: int, *, dataset: str,
-                     subset: int | None = None) -> NoisyLabels:
+def noisy_labels_for(
+    noise: NoiseSettings,
+    targets: torch.Tensor,
+    num_classes: int,
+    *,
+    dataset: str,
+    subset: int | None = None,
+) -> NoisyLabels:
     """Read ``noise.file`` when given, else generate ``noise.mode`` at ``noise.rate`` with ``noise.seed``
     for the training split of ``dataset`` (``targets``); ``subset``: the run's ``--subset``."""
     if noise.file:
@@ -40,14 +46,19 @@ def noisy_labels_for(noise: NoiseSettings, targets: torch.Tensor, num_classes: i
         if _labels_of_a_subset_run(noisy, noise.file, dataset, subset, len(targets)):
             return noisy
         if noisy.labels.shape[0] != targets.shape[0]:
-            raise ValueError(f"--noise_file {noise.file} has {noisy.labels.shape[0]} labels but "
-                             f"the {dataset} training split has {targets.shape[0]} images")
+            raise ValueError(
+                f"--noise_file {noise.file} has {noisy.labels.shape[0]} labels but "
+                f"the {dataset} training split has {targets.shape[0]} images"
+            )
         return noisy
-    return make_noise(targets, noise.mode, noise.rate, num_classes=num_classes, seed=noise.seed, dataset=dataset)
+    return make_noise(
+        targets, noise.mode, noise.rate, num_classes=num_classes, seed=noise.seed, dataset=dataset
+    )
 
 
-def _labels_of_a_subset_run(noisy: NoisyLabels, path: str, dataset: str, subset: int | None,
-                            split_size: int) -> bool:
+def _labels_of_a_subset_run(
+    noisy: NoisyLabels, path: str, dataset: str, subset: int | None, split_size: int
+) -> bool:
     """True for the ``noisy_labels.npz`` of a ``--subset N`` run read by a run with the same ``--subset``
     on the same dataset (the labels of the first N images, or of all when the split is smaller); any
     other run gets an error saying what the file needs."""
@@ -58,8 +69,10 @@ def _labels_of_a_subset_run(noisy: NoisyLabels, path: str, dataset: str, subset:
     if made_for is not None and made_for != dataset:
         raise ValueError(f"--noise_file {path} holds labels of {made_for}, not {dataset}")
     if subset != written or noisy.labels.shape[0] != min(written, split_size):
-        raise ValueError(f"--noise_file {path} holds the labels of a --subset {written} run (its "
-                         f"first {written} images): read it with --subset {written}, or use a full run's file")
+        raise ValueError(
+            f"--noise_file {path} holds the labels of a --subset {written} run (its "
+            f"first {written} images): read it with --subset {written}, or use a full run's file"
+        )
     return True
 
 
@@ -76,14 +89,21 @@ def positive_int(text: str) -> int:
 
 def add_subset_flag(parser: argparse.ArgumentParser) -> None:
     """``--subset N`` for entry points that load their data through ``build_noisy_data``."""
-    parser.add_argument("--subset", type=positive_int, default=None, metavar="N",
-                        help="train and test on the first N images only (a CPU smoke test of a real dataset)")
+    parser.add_argument(
+        "--subset",
+        type=positive_int,
+        default=None,
+        metavar="N",
+        help="train and test on the first N images only (a CPU smoke test of a real dataset)",
+    )
 
 
 def check_subset_size(subset: int | None, num_classes: int, dataset: str) -> None:
     """``--subset N`` must keep at least one image per class (of the split it cuts)."""
     if subset is not None and subset < num_classes:
-        raise ValueError(f"--subset {subset} keeps fewer images than {dataset} has classes ({num_classes})")
+        raise ValueError(
+            f"--subset {subset} keeps fewer images than {dataset} has classes ({num_classes})"
+        )
 
 
 def subset_suffix(subset: int | None) -> str:
@@ -97,12 +117,25 @@ def first_images(ds: InMemoryDataset, n: int) -> InMemoryDataset:
     if n >= len(ds):
         return ds
     noisy = None if ds.noisy_targets is None else ds.noisy_targets[:n]
-    return InMemoryDataset(ds.name, ds.split, ds.images[:n], ds.targets[:n], ds.num_classes, ds.mean, ds.std,
-                           classes=ds.classes, noisy_targets=noisy, root=ds.root)
+    return InMemoryDataset(
+        ds.name,
+        ds.split,
+        ds.images[:n],
+        ds.targets[:n],
+        ds.num_classes,
+        ds.mean,
+        ds.std,
+        classes=ds.classes,
+        noisy_targets=noisy,
+        root=ds.root,
+    )
 
 
-def build_noisy_data(settings: DataSettings, log: logging.Logger | None = None,
-                     normalisation: tuple[Sequence[float], Sequence[float]] | None = None) -> NoisyData:
+def build_noisy_data(
+    settings: DataSettings,
+    log: logging.Logger | None = None,
+    normalisation: tuple[Sequence[float], Sequence[float]] | None = None,
+) -> NoisyData:
     """Load ``settings.dataset`` from ``settings.data_path``, apply ``settings.noise``, save the labels
     as ``<settings.out>/noisy_labels.npz``.
 
@@ -116,22 +149,38 @@ def build_noisy_data(settings: DataSettings, log: logging.Logger | None = None,
     dataset, subset = settings.dataset, settings.subset
     train = get_dataset(dataset, settings.data_path, "train")
     test = get_dataset(dataset, settings.data_path, "test")
-    noisy = noisy_labels_for(settings.noise, train.targets, train.num_classes, dataset=dataset, subset=subset)
+    noisy = noisy_labels_for(
+        settings.noise, train.targets, train.num_classes, dataset=dataset, subset=subset
+    )
     if subset:
         check_subset_size(subset, train.num_classes, dataset)
         train, test = first_images(train, subset), first_images(test, subset)
-        noisy = NoisyLabels(noisy.labels[:subset], {**noisy.meta, "subset": subset})  # no-op on a subset file
+        noisy = NoisyLabels(
+            noisy.labels[:subset], {**noisy.meta, "subset": subset}
+        )  # no-op on a subset file
     if comm.is_main_process():
         save_noise_file(Path(settings.out) / "noisy_labels.npz", noisy)
     if log is not None:
         actual = float((noisy.labels != train.targets).float().mean())
-        log.info("%s: %d train / %d test, noise %s, measured noise rate %.4f", dataset, len(train),
-                 len(test), settings.noise.name, actual)
+        log.info(
+            "%s: %d train / %d test, noise %s, measured noise rate %.4f",
+            dataset,
+            len(train),
+            len(test),
+            settings.noise.name,
+            actual,
+        )
     # channels_last batches on CUDA, where the networks are channels_last (no layout change per forward)
     mean, std = normalisation if normalisation is not None else (train.mean, train.std)
-    common = dict(mean=mean, std=std, device=settings.device,
-                  channels_last=torch.device(settings.device).type == "cuda")
+    common = dict(
+        mean=mean,
+        std=std,
+        device=settings.device,
+        channels_last=torch.device(settings.device).type == "cuda",
+    )
     bs = settings.batch_size
-    train_loader = GPULoader(train.images, noisy.labels, bs, train=True, seed=settings.seed, **common)
+    train_loader = GPULoader(
+        train.images, noisy.labels, bs, train=True, seed=settings.seed, **common
+    )
     test_loader = GPULoader(test.images, test.targets, max(bs, 256), train=False, **common)
     return NoisyData(train, test, noisy, train.num_classes, train_loader, test_loader)

@@ -27,7 +27,9 @@ class EMA:
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"EMA decay must be in [0, 1], got {decay}")
         self.decay = decay
-        self.shadow = {n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad}
+        self.shadow = {
+            n: p.detach().clone() for n, p in module.named_parameters() if p.requires_grad
+        }
 
     @torch.no_grad()
     def update(self, module: nn.Module) -> None:

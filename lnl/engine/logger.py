@@ -40,11 +40,20 @@ class MetricLogger:
             TensorBoard purges them, so no epoch appears twice.
     """
 
-    def __init__(self, run_dir: str | os.PathLike, *, tensorboard: bool = True, wandb: bool = False,
-                 wandb_offline: bool = False, wandb_id: str | None = None, project: str = "lnl",
-                 name: str | None = None,
-                 config: Mapping[str, Any] | None = None, stdout: bool = True,
-                 resume_step: int = 0):
+    def __init__(
+        self,
+        run_dir: str | os.PathLike,
+        *,
+        tensorboard: bool = True,
+        wandb: bool = False,
+        wandb_offline: bool = False,
+        wandb_id: str | None = None,
+        project: str = "lnl",
+        name: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        stdout: bool = True,
+        resume_step: int = 0,
+    ):
         self.run_dir = Path(run_dir)
         self.enabled = comm.is_main_process()
         self.stdout = stdout and self.enabled
@@ -70,10 +79,18 @@ class MetricLogger:
         """Record ``metrics`` at ``step`` in ``<stream>.jsonl`` (e.g. ``train``, ``eval``) and the backends."""
         if not self.enabled:
             return
-        row = {"step": step, "time": round(time.time(), 3), **{k: _jsonable(v) for k, v in metrics.items()}}
+        row = {
+            "step": step,
+            "time": round(time.time(), 3),
+            **{k: _jsonable(v) for k, v in metrics.items()},
+        }
         with open(self.run_dir / f"{stream}.jsonl", "a") as f:
             f.write(json.dumps(row) + "\n")
-        numeric = {k: v for k, v in row.items() if isinstance(v, (int, float)) and k not in ("step", "time")}
+        numeric = {
+            k: v
+            for k, v in row.items()
+            if isinstance(v, (int, float)) and k not in ("step", "time")
+        }
         if self._tb is not None:
             for key, value in numeric.items():
                 self._tb.add_scalar(f"{stream}/{key}", value, step)
@@ -99,16 +116,30 @@ class MetricLogger:
             self._wandb.finish()
 
 
-def _init_wandb(run_dir: Path, offline: bool, project: str, name: str | None, config: Any,
-                run_id: str | None = None):
+def _init_wandb(
+    run_dir: Path,
+    offline: bool,
+    project: str,
+    name: str | None,
+    config: Any,
+    run_id: str | None = None,
+):
     try:
         import wandb
     except ImportError as exc:
-        raise RuntimeError("--wandb (or --offline, --resume_id) needs the wandb package: pip install wandb") from exc
+        raise RuntimeError(
+            "--wandb (or --offline, --resume_id) needs the wandb package: pip install wandb"
+        ) from exc
     # A given id must exist (resume="must"): a typo would otherwise start an empty run under that id.
-    return wandb.init(project=project, name=name, dir=str(run_dir), config=dict(config or {}),
-                      id=run_id or None, resume="must" if run_id else "allow",
-                      mode="offline" if offline else None)
+    return wandb.init(
+        project=project,
+        name=name,
+        dir=str(run_dir),
+        config=dict(config or {}),
+        id=run_id or None,
+        resume="must" if run_id else "allow",
+        mode="offline" if offline else None,
+    )
 
 
 def append_jsonl(path: str | os.PathLike, record: Mapping[str, Any]) -> None:

@@ -45,9 +45,14 @@ def _alive(pid: int) -> bool:
 
 
 def _me() -> dict:
-    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _start_time(os.getpid()),
-            "slurm_job": os.environ.get("SLURM_JOB_ID"), "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "command": " ".join(sys.argv)}
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "start": _start_time(os.getpid()),
+        "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "command": " ".join(sys.argv),
+    }
 
 
 def _stale(holder: dict) -> bool:
@@ -59,7 +64,9 @@ def _stale(holder: dict) -> bool:
     pid = holder.get("pid")
     if not isinstance(pid, int) or not _alive(pid):
         return True
-    return holder.get("start") is not None and _start_time(pid) != holder["start"]  # the pid was reused
+    return (
+        holder.get("start") is not None and _start_time(pid) != holder["start"]
+    )  # the pid was reused
 
 
 def _read(lock: Path) -> dict | None:
@@ -74,8 +81,10 @@ def _read(lock: Path) -> dict | None:
 
 def _describe(holder: dict) -> str:
     job = f", SLURM job {holder['slurm_job']}" if holder.get("slurm_job") else ""
-    return (f"pid {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('since')}: "
-            f"{holder.get('command', '?')}")
+    return (
+        f"pid {holder.get('pid')} on {holder.get('host')}{job}, since {holder.get('since')}: "
+        f"{holder.get('command', '?')}"
+    )
 
 
 def acquire(run_dir: str | os.PathLike) -> Path:
@@ -111,8 +120,10 @@ def _lock_or_raise(fd: int, lock: Path, run_dir: Path) -> None:
         holder = _read(lock) or {}
         if not holder or _stale(holder):
             return
-    raise RunFolderLocked(f"run folder {run_dir} is in use by {_describe(holder)}. Give this run another "
-                          f"--out, or wait for that run to end")
+    raise RunFolderLocked(
+        f"run folder {run_dir} is in use by {_describe(holder)}. Give this run another "
+        f"--out, or wait for that run to end"
+    )
 
 
 def release(run_dir: str | os.PathLike) -> None:

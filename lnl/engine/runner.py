@@ -51,7 +51,11 @@ class RunRecord:
     subset: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
-    REQUIRED = ("method", "dataset", "noise")  # a line without them is another schema (NMTune's per-epoch lines)
+    REQUIRED = (
+        "method",
+        "dataset",
+        "noise",
+    )  # a line without them is another schema (NMTune's per-epoch lines)
 
     @classmethod
     def is_record(cls, line: Mapping[str, Any]) -> bool:
@@ -61,17 +65,33 @@ class RunRecord:
     def from_line(cls, line: Mapping[str, Any]) -> RunRecord:
         """The record of a ``results.jsonl`` line; fields it does not know go to ``extra``."""
         if not cls.is_record(line):
-            raise ValueError(f"not a results record (needs {', '.join(cls.REQUIRED)}): {dict(line)}")
+            raise ValueError(
+                f"not a results record (needs {', '.join(cls.REQUIRED)}): {dict(line)}"
+            )
         names = {f.name for f in fields(cls)} - {"extra"}
-        return cls(**{k: v for k, v in line.items() if k in names},
-                   extra={k: v for k, v in line.items() if k not in names})
+        return cls(
+            **{k: v for k, v in line.items() if k in names},
+            extra={k: v for k, v in line.items() if k not in names},
+        )
 
     def to_line(self) -> dict[str, Any]:
         """The JSON line: unset ``epochs``/``steps``/``subset`` are left out, ``extra`` follows the scores."""
-        line = {"method": self.method, "dataset": self.dataset, "noise": self.noise, "seed": self.seed}
-        line.update({k: v for k, v in (("epochs", self.epochs), ("steps", self.steps)) if v is not None})
-        line.update(test_acc=self.test_acc, best_acc=self.best_acc, **self.extra, seconds=self.seconds,
-                    run_dir=self.run_dir)
+        line = {
+            "method": self.method,
+            "dataset": self.dataset,
+            "noise": self.noise,
+            "seed": self.seed,
+        }
+        line.update(
+            {k: v for k, v in (("epochs", self.epochs), ("steps", self.steps)) if v is not None}
+        )
+        line.update(
+            test_acc=self.test_acc,
+            best_acc=self.best_acc,
+            **self.extra,
+            seconds=self.seconds,
+            run_dir=self.run_dir,
+        )
         if self.subset is not None:
             line["subset"] = self.subset
         return line
@@ -110,15 +130,29 @@ class Runner:
         checkpoint_args: the arguments stored in the checkpoint (default ``vars(args)``).
     """
 
-    def __init__(self, args: argparse.Namespace, log: logging.Logger, *, models: Mapping[str, Any],
-                 optimizers: Mapping[str, Any], schedulers: Mapping[str, Any] | None = None,
-                 state: Mapping[str, Any] | None = None, length_flag: str | None = None,
-                 pack: Callable[[dict], dict] = _identity, unpack: Callable[[dict], dict] = _identity,
-                 logger_options: Mapping[str, Any] | None = None,
-                 checkpoint_args: Callable[[], dict] | None = None):
+    def __init__(
+        self,
+        args: argparse.Namespace,
+        log: logging.Logger,
+        *,
+        models: Mapping[str, Any],
+        optimizers: Mapping[str, Any],
+        schedulers: Mapping[str, Any] | None = None,
+        state: Mapping[str, Any] | None = None,
+        length_flag: str | None = None,
+        pack: Callable[[dict], dict] = _identity,
+        unpack: Callable[[dict], dict] = _identity,
+        logger_options: Mapping[str, Any] | None = None,
+        checkpoint_args: Callable[[], dict] | None = None,
+    ):
         self.args, self.log = args, log
         self.models, self.optimizers, self.schedulers = models, optimizers, schedulers
-        self.state: dict[str, Any] = {"first_epoch": 0, "seconds": 0.0, "best_acc": 0.0, **(state or {})}
+        self.state: dict[str, Any] = {
+            "first_epoch": 0,
+            "seconds": 0.0,
+            "best_acc": 0.0,
+            **(state or {}),
+        }
         self.length_flag, self.pack, self.unpack = length_flag, pack, unpack
         self.logger_options = dict(logger_options or {})
         self.checkpoint_args = checkpoint_args or (lambda: vars(args))
@@ -135,8 +169,14 @@ class Runner:
         path = find_resume_path(self.args.out, self.args.resume) if path is None else path
         if path is None:
             return None
-        ckpt = load_checkpoint(path, models=self.models, optimizers=self.optimizers, schedulers=self.schedulers,
-                               run_args=self.args, length_flag=self.length_flag)
+        ckpt = load_checkpoint(
+            path,
+            models=self.models,
+            optimizers=self.optimizers,
+            schedulers=self.schedulers,
+            run_args=self.args,
+            length_flag=self.length_flag,
+        )
         self.state = {**self.unpack(ckpt["method_state"]), "first_epoch": ckpt["epoch"] + 1}
         where = self.state["step"] if unit == "step" else self.first_epoch
         self.log.info("resumed from %s at %s %d", path, unit, where)
@@ -146,9 +186,14 @@ class Runner:
         """Start the stopwatch (from the saved seconds) and the logger; rows from ``resume_step`` on
         (default: the first epoch run again) are dropped from the streams."""
         self.clock = Stopwatch(self.state["seconds"])
-        options = dict(tensorboard=self.args.tensorboard, wandb=self.args.wandb, wandb_offline=self.args.offline,
-                       name=Path(self.args.out).name, config=vars(self.args),
-                       resume_step=self.first_epoch if resume_step is None else resume_step)
+        options = dict(
+            tensorboard=self.args.tensorboard,
+            wandb=self.args.wandb,
+            wandb_offline=self.args.offline,
+            name=Path(self.args.out).name,
+            config=vars(self.args),
+            resume_step=self.first_epoch if resume_step is None else resume_step,
+        )
         self.logger = MetricLogger(self.args.out, **{**options, **self.logger_options})
         return self.logger
 
@@ -159,11 +204,19 @@ class Runner:
     def checkpoint(self, epoch: int, metrics: Mapping[str, Any] | None = None) -> Path:
         """``last.pth`` after ``epoch`` (rank 0 writes), the state's ``seconds`` updated first."""
         self.state["seconds"] = self.clock.elapsed
-        return save_checkpoint(self.args.out, epoch=epoch, models=self.models, optimizers=self.optimizers,
-                               schedulers=self.schedulers, method_state=self.pack(self.state),
-                               args=self.checkpoint_args())
+        return save_checkpoint(
+            self.args.out,
+            epoch=epoch,
+            models=self.models,
+            optimizers=self.optimizers,
+            schedulers=self.schedulers,
+            method_state=self.pack(self.state),
+            args=self.checkpoint_args(),
+        )
 
-    def run(self, num_epochs: int, step: Callable[[int], dict], record: Callable[[int, dict], None]) -> None:
+    def run(
+        self, num_epochs: int, step: Callable[[int], dict], record: Callable[[int, dict], None]
+    ) -> None:
         """Epochs ``first_epoch .. num_epochs - 1``: ``step``, then ``record`` (log, track), then the
         checkpoint (last, so it covers the whole epoch); the logger is closed at the end. A step that
         raises (a non-finite loss) leaves the previous epoch's checkpoint as the last one."""

@@ -45,5 +45,9 @@ def set_rng_state(state: dict[str, Any]) -> None:
     cuda = state.get("cuda")
     if cuda is not None and torch.cuda.is_available():
         if isinstance(cuda, (list, tuple)):
-            cuda = cuda[torch.cuda.current_device()] if torch.cuda.current_device() < len(cuda) else cuda[0]
+            cuda = (
+                cuda[torch.cuda.current_device()]
+                if torch.cuda.current_device() < len(cuda)
+                else cuda[0]
+            )
         torch.cuda.set_rng_state(cuda)

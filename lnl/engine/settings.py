@@ -36,7 +36,9 @@ class NoiseSettings:
         if self.file is not None:
             return  # the file's labels are read as they are: mode and rate go unused
         if self.mode not in NOISE_TYPES:
-            raise ValueError(f"--noise_mode {self.mode!r} is not a noise type; valid: {', '.join(NOISE_TYPES)}")
+            raise ValueError(
+                f"--noise_mode {self.mode!r} is not a noise type; valid: {', '.join(NOISE_TYPES)}"
+            )
         check_rate(self.rate, "--r (the noise rate)")
 
     @property
@@ -48,8 +50,12 @@ class NoiseSettings:
     def from_args(cls, args: argparse.Namespace) -> NoiseSettings:
         """From ``--noise_mode``, ``--r``, ``--seed`` and ``--noise_file`` (an empty path means none;
         entry points without the last two, such as a new method's first draft, get seed 0 and none)."""
-        return cls(mode=args.noise_mode, rate=args.r, seed=getattr(args, "seed", 0),
-                   file=getattr(args, "noise_file", None) or None)
+        return cls(
+            mode=args.noise_mode,
+            rate=args.r,
+            seed=getattr(args, "seed", 0),
+            file=getattr(args, "noise_file", None) or None,
+        )
 
 
 @dataclass(frozen=True)
@@ -77,5 +83,13 @@ class DataSettings:
     def from_args(cls, args: argparse.Namespace) -> DataSettings:
         """From ``--dataset``, ``--data_path``, ``--out``, ``--device``, ``--batch_size``, ``--seed``,
         ``--subset`` and the noise flags (:meth:`NoiseSettings.from_args`)."""
-        return cls(dataset=args.dataset, noise=NoiseSettings.from_args(args), out=args.out, data_path=args.data_path,
-                   device=args.device, batch_size=args.batch_size, seed=args.seed, subset=args.subset)
+        return cls(
+            dataset=args.dataset,
+            noise=NoiseSettings.from_args(args),
+            out=args.out,
+            data_path=args.data_path,
+            device=args.device,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            subset=args.subset,
+        )

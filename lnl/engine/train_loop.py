@@ -30,8 +30,15 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
 
 def progress(iterable: Iterable, *, desc: str, total: int | None = None, leave: bool = False):
     """A tqdm bar on rank 0 (to stderr), silent on other ranks."""
-    return tqdm(iterable, desc=desc, total=total, leave=leave, dynamic_ncols=True,
-                disable=not comm.is_main_process(), mininterval=1.0)
+    return tqdm(
+        iterable,
+        desc=desc,
+        total=total,
+        leave=leave,
+        dynamic_ncols=True,
+        disable=not comm.is_main_process(),
+        mininterval=1.0,
+    )
 
 
 class NonFiniteLossError(RuntimeError):
@@ -51,11 +58,15 @@ class FiniteGuard:
         self.where = where
         self.defer = defer  # None: defer off the CPU only
         self._names: tuple[str, ...] = ()
-        self._first: torch.Tensor | None = None  # the first bad step, -1 while every step was finite
+        self._first: torch.Tensor | None = (
+            None  # the first bad step, -1 while every step was finite
+        )
         self._values: torch.Tensor | None = None  # that step's terms
 
     def watch(self, step: int, **terms) -> None:
-        values = torch.stack([torch.as_tensor(t).detach().float().reshape(()) for t in terms.values()])
+        values = torch.stack(
+            [torch.as_tensor(t).detach().float().reshape(()) for t in terms.values()]
+        )
         if self._first is None or tuple(terms) != self._names:
             self.check()
             self._names = tuple(terms)
@@ -73,14 +84,23 @@ class FiniteGuard:
             return
         terms = ", ".join(f"{k}={v:.6g}" for k, v in zip(self._names, self._values.tolist()))
         where = f"{self.where}, " if self.where else ""
-        raise NonFiniteLossError(f"non-finite loss at {where}step {int(self._first)}: {terms}. The run stops "
-                                 f"without a result; the last checkpoint (before this epoch) is kept: lower the "
-                                 f"learning rate or check the data")
+        raise NonFiniteLossError(
+            f"non-finite loss at {where}step {int(self._first)}: {terms}. The run stops "
+            f"without a result; the last checkpoint (before this epoch) is kept: lower the "
+            f"learning rate or check the data"
+        )
 
 
-def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optimizer, *,
-                    device: torch.device, epoch: int, amp: bool = False,
-                    loss_fn: Callable[..., torch.Tensor] = F.cross_entropy) -> dict[str, float]:
+def train_one_epoch(
+    model: torch.nn.Module,
+    loader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    device: torch.device,
+    epoch: int,
+    amp: bool = False,
+    loss_fn: Callable[..., torch.Tensor] = F.cross_entropy,
+) -> dict[str, float]:
     """One pass of supervised training on ``(images, labels, indices)`` batches.
 
     Returns:
@@ -91,7 +111,9 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
     correct = torch.zeros((), device=device, dtype=torch.long)
     seen = 0
     guard = FiniteGuard(f"epoch {epoch}")
-    for step, (images, labels, _) in enumerate(progress(loader, desc=f"epoch {epoch}", total=len(loader))):
+    for step, (images, labels, _) in enumerate(
+        progress(loader, desc=f"epoch {epoch}", total=len(loader))
+    ):
         images, labels = images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
         with autocast(device, amp):
             logits = model(images)
@@ -109,7 +131,9 @@ def train_one_epoch(model: torch.nn.Module, loader, optimizer: torch.optim.Optim
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loader, *, device: torch.device, amp: bool = False) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module, loader, *, device: torch.device, amp: bool = False
+) -> dict[str, float]:
     """Top-1 accuracy and mean cross-entropy on ``(images, labels, indices)`` batches."""
     model.eval()
     loss_sum, correct, seen = 0.0, 0, 0
@@ -169,8 +193,12 @@ class DeviceTimer:
         return self.total
 
 
-def run_epochs(first_epoch: int, num_epochs: int, step: Callable[[int], dict[str, Any]],
-               after_epoch: Iterable[Callable[[int, dict[str, Any]], None]] = ()) -> None:
+def run_epochs(
+    first_epoch: int,
+    num_epochs: int,
+    step: Callable[[int], dict[str, Any]],
+    after_epoch: Iterable[Callable[[int, dict[str, Any]], None]] = (),
+) -> None:
     """Call ``step(epoch)`` for each remaining epoch, then each hook with the epoch's metrics.
 
     Hooks run in order; put the checkpoint hook last so a checkpoint covers the whole epoch.

@@ -22,14 +22,19 @@ from lnl.models.preact_resnet import PreActBlock
 
 class DivideMixResNet(nn.Module):
     """Args:
-        num_blocks: blocks per stage ((2, 2, 2, 2) for ResNet-18).
-        num_classes: width of the linear head.
-        input_size: 32 (CIFAR, 512 features) or 64 (Tiny-ImageNet, 2048 features).
-        preact_identity: identity shortcuts carry ``relu(bn1(x))`` (the originals) instead of ``x``.
+    num_blocks: blocks per stage ((2, 2, 2, 2) for ResNet-18).
+    num_classes: width of the linear head.
+    input_size: 32 (CIFAR, 512 features) or 64 (Tiny-ImageNet, 2048 features).
+    preact_identity: identity shortcuts carry ``relu(bn1(x))`` (the originals) instead of ``x``.
     """
 
-    def __init__(self, num_blocks=(2, 2, 2, 2), num_classes: int = 10, input_size: int = 32,
-                 preact_identity: bool = True):
+    def __init__(
+        self,
+        num_blocks=(2, 2, 2, 2),
+        num_classes: int = 10,
+        input_size: int = 32,
+        preact_identity: bool = True,
+    ):
         super().__init__()
         self.num_classes = num_classes
         self.conv1 = nn.Conv2d(3, 64, 3, 1, 1, bias=False)
@@ -39,7 +44,9 @@ class DivideMixResNet(nn.Module):
             layers = []
             for b in range(blocks):
                 stride = 2 if (i > 0 and b == 0) else 1
-                layers.append(PreActBlock(in_planes, planes, stride, preact_identity=preact_identity))
+                layers.append(
+                    PreActBlock(in_planes, planes, stride, preact_identity=preact_identity)
+                )
                 in_planes = planes
             stages.append(nn.Sequential(*layers))
         self.layers = nn.Sequential(*stages)
@@ -60,12 +67,18 @@ class DivideMixResNet(nn.Module):
 
 
 @register_model
-def dividemix_preact_resnet18(num_classes: int = 10, input_size: int = 32, **kwargs) -> DivideMixResNet:
+def dividemix_preact_resnet18(
+    num_classes: int = 10, input_size: int = 32, **kwargs
+) -> DivideMixResNet:
     return DivideMixResNet((2, 2, 2, 2), num_classes, input_size=input_size, **kwargs)
 
 
 @register_model
-def textbook_preact_resnet18(num_classes: int = 10, input_size: int = 32, **kwargs) -> DivideMixResNet:
+def textbook_preact_resnet18(
+    num_classes: int = 10, input_size: int = 32, **kwargs
+) -> DivideMixResNet:
     """DivideMix's network with the paper's identity shortcut (``x``), as lnl computed before it
     matched the originals (``--arch`` in DivideMix, ``--backbone`` in PLReMix)."""
-    return DivideMixResNet((2, 2, 2, 2), num_classes, input_size=input_size, preact_identity=False, **kwargs)
+    return DivideMixResNet(
+        (2, 2, 2, 2), num_classes, input_size=input_size, preact_identity=False, **kwargs
+    )

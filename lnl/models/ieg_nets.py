@@ -108,7 +108,9 @@ class WideResNet(nn.Module):
         self.stages = nn.ModuleList()
         for s in range(3):
             blocks = [WRNBlock(self.widths[s], self.widths[s + 1], self.strides[s], s == 0)]
-            blocks += [WRNBlock(self.widths[s + 1], self.widths[s + 1], 1, False) for _ in range(n - 1)]
+            blocks += [
+                WRNBlock(self.widths[s + 1], self.widths[s + 1], 1, False) for _ in range(n - 1)
+            ]
             self.stages.append(nn.Sequential(*blocks))
         self.bn = _bn(4 * k)
         self.fc = nn.Linear(4 * k, num_classes)
@@ -135,11 +137,15 @@ class WideResNet(nn.Module):
 class _PreAct(nn.Module):
     """Keras ``resnet_layer(conv_first=False)``: [BN] → [ReLU] → conv."""
 
-    def __init__(self, cin: int, cout: int, k: int, stride: int = 1, bn: bool = True, relu: bool = True):
+    def __init__(
+        self, cin: int, cout: int, k: int, stride: int = 1, bn: bool = True, relu: bool = True
+    ):
         super().__init__()
         self.bn = _bn(cin) if bn else None
         self.relu = relu
-        self.conv = nn.Conv2d(cin, cout, k, stride, padding=k // 2, bias=False)  # 'same': k odd, stride 2 only for k=1
+        self.conv = nn.Conv2d(
+            cin, cout, k, stride, padding=k // 2, bias=False
+        )  # 'same': k odd, stride 2 only for k=1
         glorot_normal_(self.conv.weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -149,10 +155,15 @@ class _PreAct(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, cin: int, mid: int, cout: int, stride: int, first_bn: bool, first_relu: bool):
+    def __init__(
+        self, cin: int, mid: int, cout: int, stride: int, first_bn: bool, first_relu: bool
+    ):
         super().__init__()
-        self.body = nn.Sequential(_PreAct(cin, mid, 1, stride, first_bn, first_relu),
-                                  _PreAct(mid, mid, 3), _PreAct(mid, cout, 1))
+        self.body = nn.Sequential(
+            _PreAct(cin, mid, 1, stride, first_bn, first_relu),
+            _PreAct(mid, mid, 3),
+            _PreAct(mid, cout, 1),
+        )
         self.project = None
         if stride != 1 or cin != cout:
             self.project = nn.Conv2d(cin, cout, 1, stride, bias=False)
@@ -180,7 +191,9 @@ class ResNet29(nn.Module):
                 very_first = stage == 0 and b == 0
                 stride = 2 if stage > 0 and b == 0 else 1
                 relu = not very_first and not faithful
-                blocks.append(Bottleneck(cin if b == 0 else cout, cin, cout, stride, not very_first, relu))
+                blocks.append(
+                    Bottleneck(cin if b == 0 else cout, cin, cout, stride, not very_first, relu)
+                )
             cin = cout
         self.blocks = nn.Sequential(*blocks)
         self.bn = _bn(256)
@@ -266,7 +279,10 @@ class ResNetV2(nn.Module):
 
     def __init__(self, num_classes: int = 50, block_sizes=(3, 4, 6, 3), num_filters: int = 64):
         super().__init__()
-        self.num_classes, self.num_features = num_classes, num_filters * 2 ** (len(block_sizes) - 1) * 4
+        self.num_classes, self.num_features = (
+            num_classes,
+            num_filters * 2 ** (len(block_sizes) - 1) * 4,
+        )
         self.stem = _variance_scaling_conv(3, num_filters, 7, 2)
         stages, cin = [], num_filters
         for i, blocks in enumerate(block_sizes):

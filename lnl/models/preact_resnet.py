@@ -13,11 +13,11 @@ from lnl.models._registry import register_model
 
 class PreActBlock(nn.Module):
     """Args:
-        in_planes, planes, stride: as torchvision's BasicBlock.
-        preact_identity: the identity shortcut carries ``relu(bn1(x))`` instead of ``x``. DivideMix
-            and PLReMix do this (their empty ``nn.Sequential`` shortcut is applied to the
-            pre-activated input: DivideMix ``PreResNet.py`` ``PreActBlock.forward``); the paper's
-            block (False) adds ``x``. Same parameters, another function.
+    in_planes, planes, stride: as torchvision's BasicBlock.
+    preact_identity: the identity shortcut carries ``relu(bn1(x))`` instead of ``x``. DivideMix
+        and PLReMix do this (their empty ``nn.Sequential`` shortcut is applied to the
+        pre-activated input: DivideMix ``PreResNet.py`` ``PreActBlock.forward``); the paper's
+        block (False) adds ``x``. Same parameters, another function.
     """
 
     expansion = 1
@@ -47,9 +47,9 @@ class PreActBlock(nn.Module):
 
 class PreActResNet(nn.Module):
     """Args:
-        num_blocks: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
-        num_classes: width of the linear head.
-        in_chans: input channels.
+    num_blocks: blocks per stage, e.g. (2, 2, 2, 2) for ResNet-18.
+    num_classes: width of the linear head.
+    in_chans: input channels.
     """
 
     def __init__(self, num_blocks=(2, 2, 2, 2), num_classes: int = 10, in_chans: int = 3):

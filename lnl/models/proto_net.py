@@ -20,18 +20,22 @@ from lnl.models._registry import create_model, register_model
 
 class ProtoNet(nn.Module):
     """Args:
-        backbone: a classifier with ``forward_features``/``forward_head``/``num_features``.
-        num_classes: C.
-        proj_dim: projection width (128).
-        temperature: prototype-logit temperature (0.1).
+    backbone: a classifier with ``forward_features``/``forward_head``/``num_features``.
+    num_classes: C.
+    proj_dim: projection width (128).
+    temperature: prototype-logit temperature (0.1).
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, proj_dim: int = 128, temperature: float = 0.1):
+    def __init__(
+        self, backbone: nn.Module, num_classes: int, proj_dim: int = 128, temperature: float = 0.1
+    ):
         super().__init__()
         self.backbone = backbone
         dim = backbone.num_features
         self.num_features, self.num_classes, self.temperature = dim, num_classes, temperature
-        self.projector = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, proj_dim))
+        self.projector = nn.Sequential(
+            nn.Linear(dim, dim), nn.ReLU(inplace=True), nn.Linear(dim, proj_dim)
+        )
         self.register_buffer("prototypes", torch.zeros(num_classes, proj_dim))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
@@ -53,14 +57,22 @@ class ProtoNet(nn.Module):
         if mode == "proj":
             return q
         if mode == "all":
-            with torch.autocast(x.device.type, enabled=False):  # the GMM's second column: float32 under --amp
+            with torch.autocast(
+                x.device.type, enabled=False
+            ):  # the GMM's second column: float32 under --amp
                 proto_logits = q.float() @ self.prototypes.float().t() / self.temperature
             return self.forward_head(f), proto_logits, q
         raise ValueError(f"ProtoNet: unknown mode {mode!r} (cls, proj, all)")
 
 
 @register_model
-def proto_net(backbone: str = "dividemix_preact_resnet18", num_classes: int = 10, proj_dim: int = 128,
-              **backbone_kwargs) -> ProtoNet:
+def proto_net(
+    backbone: str = "dividemix_preact_resnet18",
+    num_classes: int = 10,
+    proj_dim: int = 128,
+    **backbone_kwargs,
+) -> ProtoNet:
     """``ProtoNet`` around ``create_model(backbone, num_classes=..., **backbone_kwargs)``."""
-    return ProtoNet(create_model(backbone, num_classes=num_classes, **backbone_kwargs), num_classes, proj_dim)
+    return ProtoNet(
+        create_model(backbone, num_classes=num_classes, **backbone_kwargs), num_classes, proj_dim
+    )

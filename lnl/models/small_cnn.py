@@ -11,16 +11,21 @@ from lnl.models._registry import register_model
 
 
 def _stage(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-                         nn.ReLU(inplace=True), nn.MaxPool2d(2))
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(2),
+    )
 
 
 class SmallCNN(nn.Module):
     def __init__(self, num_classes: int = 10, in_chans: int = 3, width: int = 32):
         super().__init__()
         self.num_classes = num_classes
-        self.features = nn.Sequential(_stage(in_chans, width), _stage(width, 2 * width),
-                                      _stage(2 * width, 4 * width))
+        self.features = nn.Sequential(
+            _stage(in_chans, width), _stage(width, 2 * width), _stage(2 * width, 4 * width)
+        )
         self.num_features = 4 * width
         self.head = nn.Linear(4 * width, num_classes)
 

@@ -22,6 +22,20 @@ def backend() -> tuple[str, ...]:
     return tuple(compiled)
 
 
-__all__ = ["backend", "KnnResult", "knn_labels", "knn_labels_reference", "knn_graph", "PlrStats",
-           "plr_loss", "plr_loss_reference", "plr_mask", "plr_mask_reference",
-           "GMMParams", "GMMResult", "gmm_fit", "gmm_fit_reference", "gmm_clean_prob"]
+__all__ = [
+    "backend",
+    "KnnResult",
+    "knn_labels",
+    "knn_labels_reference",
+    "knn_graph",
+    "PlrStats",
+    "plr_loss",
+    "plr_loss_reference",
+    "plr_mask",
+    "plr_mask_reference",
+    "GMMParams",
+    "GMMResult",
+    "gmm_fit",
+    "gmm_fit_reference",
+    "gmm_clean_prob",
+]

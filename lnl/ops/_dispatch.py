@@ -50,9 +50,11 @@ def _capability_reasons(capability: tuple[int, int], device: str) -> list[str]:
         return [f"the CUDA kernels need compute capability 8.0+, {device} has {cap}"]
     arch_list = _ext.build_info().get("arch_list")
     if arch_list and not arch_list_runs_on(arch_list, capability):
-        return [f"lnl._C was built for TORCH_CUDA_ARCH_LIST={arch_list!r}, which has no code that "
-                f"{device} (compute capability {cap}) can load; rebuild with "
-                f"TORCH_CUDA_ARCH_LIST='{cap}+PTX'"]
+        return [
+            f"lnl._C was built for TORCH_CUDA_ARCH_LIST={arch_list!r}, which has no code that "
+            f"{device} (compute capability {cap}) can load; rebuild with "
+            f"TORCH_CUDA_ARCH_LIST='{cap}+PTX'"
+        ]
     return []
 
 
@@ -101,7 +103,9 @@ def _tracing(device: torch.device) -> bool:
     return capturing or torch.compiler.is_compiling()
 
 
-def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str, call: Call | None = None) -> str:
+def choose(
+    op: str, requested: str, reasons: dict[str, list[str]], inputs: str, call: Call | None = None
+) -> str:
     """Pick the backend for one call.
 
     Args:
@@ -121,22 +125,37 @@ def choose(op: str, requested: str, reasons: dict[str, list[str]], inputs: str, 
             call = None  # no checks or timings inside torch.compile or a CUDA graph capture
         if call is not None:
             for backend in PRIORITY:
-                failed = None if reasons[backend] else _verify.mismatch(op, backend, call.device, call.dtype)
+                failed = (
+                    None
+                    if reasons[backend]
+                    else _verify.mismatch(op, backend, call.device, call.dtype)
+                )
                 if failed:
-                    reasons[backend] = [f"the {backend} kernel failed its first-use check ({failed})"]
+                    reasons[backend] = [
+                        f"the {backend} kernel failed its first-use check ({failed})"
+                    ]
         runnable = [b for b in PRIORITY if not reasons[b]]
-        chosen = runnable[0] if call is None else _tune.pick(op, runnable, call.device, call.shape, call.work, call.run)
+        chosen = (
+            runnable[0]
+            if call is None
+            else _tune.pick(op, runnable, call.device, call.shape, call.work, call.run)
+        )
         skipped = [r for b in PRIORITY[: PRIORITY.index(chosen)] for r in reasons[b]]
-        if runnable[0] == "reference" and skipped:  # not when measured faster than a runnable kernel
+        if (
+            runnable[0] == "reference" and skipped
+        ):  # not when measured faster than a runnable kernel
             key = (op, "; ".join(skipped))
             if key not in _WARNED:
                 _WARNED.add(key)
                 warnings.warn(f"lnl.ops.{op}: using the PyTorch reference because {key[1]}")
         return chosen
     if requested not in PRIORITY:
-        raise ValueError(f"{op}: unknown backend {requested!r}; expected 'auto' or one of {PRIORITY}")
+        raise ValueError(
+            f"{op}: unknown backend {requested!r}; expected 'auto' or one of {PRIORITY}"
+        )
     if reasons[requested]:
         raise ValueError(
-            f"{op}: backend {requested!r} cannot run inputs [{inputs}]: " + "; ".join(reasons[requested])
+            f"{op}: backend {requested!r} cannot run inputs [{inputs}]: "
+            + "; ".join(reasons[requested])
         )
     return requested

@@ -29,13 +29,9 @@ import torch
 
 from lnl import _ext
 
-MIN_WORK = (
-    1 << 30
-)  # ~multiply-adds; about a millisecond on a GPU, where a timing costs ~10 µs
+MIN_WORK = 1 << 30  # ~multiply-adds; about a millisecond on a GPU, where a timing costs ~10 µs
 FORMAT = 1
-_TABLES: dict[
-    str, dict[str, str]
-] = {}  # cache file -> winners, loaded once per process
+_TABLES: dict[str, dict[str, str]] = {}  # cache file -> winners, loaded once per process
 
 
 def enabled(device: torch.device) -> bool:
@@ -61,11 +57,7 @@ def device_name(device: torch.device) -> str:
 def cache_key(device: torch.device) -> dict[str, str]:
     """What a cached winner is valid for: this device, torch and build of ``lnl._C``."""
     info = json.dumps(_ext.build_info(), sort_keys=True)
-    build = (
-        hashlib.sha256(info.encode()).hexdigest()[:12]
-        if _ext.available()
-        else "no-extension"
-    )
+    build = hashlib.sha256(info.encode()).hexdigest()[:12] if _ext.available() else "no-extension"
     return {"device": device_name(device), "torch": torch.__version__, "build": build}
 
 
@@ -97,9 +89,7 @@ def read_cache(path: Path, key: dict[str, str]) -> dict[str, str]:
     except (OSError, ValueError) as exc:
         problem = f"it does not parse ({exc})"
     if problem:
-        warnings.warn(
-            f"lnl.ops: ignoring the autotune cache {path}: {problem}; measuring again"
-        )
+        warnings.warn(f"lnl.ops: ignoring the autotune cache {path}: {problem}; measuring again")
         return {}
     return dict(data["winners"])
 
@@ -110,9 +100,7 @@ def _cache_problem(data, key: dict[str, str]) -> str | None:
     if data.get("key") != key:
         return f"it was written for {data.get('key')}, not {key}"
     winners = data.get("winners")
-    if not isinstance(winners, dict) or not all(
-        isinstance(v, str) for v in winners.values()
-    ):
+    if not isinstance(winners, dict) or not all(isinstance(v, str) for v in winners.values()):
         return "its winners are not a table of backend names"
     if data.get("sha256") != _checksum(winners):
         return "its checksum does not match its contents"
@@ -160,9 +148,7 @@ def seconds(fn: Callable[[], object], device: torch.device, reps: int = 3) -> fl
     return statistics.median(times)
 
 
-def time_candidate(
-    name: str, run: Callable[[str], object], device: torch.device
-) -> float:
+def time_candidate(name: str, run: Callable[[str], object], device: torch.device) -> float:
     """Seconds of one call with backend ``name`` (the tests replace this with fake timings)."""
     with torch.no_grad():
         return seconds(lambda: run(name), device, reps=2)
@@ -194,9 +180,7 @@ def pick(
     entry = f"{op}|{shape}|{'/'.join(candidates)}"
     if winners.get(entry) not in candidates:
         times = {name: _time_or_inf(name, run, device) for name in candidates}
-        winners[entry] = min(
-            candidates, key=lambda name: (times[name], candidates.index(name))
-        )
+        winners[entry] = min(candidates, key=lambda name: (times[name], candidates.index(name)))
         write_cache(path, key, winners)
     return winners[entry]
 
@@ -214,8 +198,7 @@ def describe_cache() -> str:
             data = json.loads(path.read_text())
             lines.append(f"  {path.name}: {data.get('key')}")
             lines += [
-                f"    {entry} -> {name}"
-                for entry, name in sorted(data.get("winners", {}).items())
+                f"    {entry} -> {name}" for entry, name in sorted(data.get("winners", {}).items())
             ]
         except (OSError, ValueError, AttributeError) as exc:
             lines.append(f"  {path.name}: unreadable ({exc})")

@@ -25,9 +25,7 @@ def enabled() -> bool:
     return os.environ.get("LNL_VERIFY", "1") != "0"
 
 
-def mismatch(
-    op: str, backend: str, device: torch.device, dtype: torch.dtype | None
-) -> str | None:
+def mismatch(op: str, backend: str, device: torch.device, dtype: torch.dtype | None) -> str | None:
     """None when ``backend``'s kernel of ``op`` agrees with the reference on ``device`` and ``dtype``
     (or needs no check), else what differed. Runs the check once per process per key."""
     if backend not in VERIFIED or not enabled() or op not in CHECKS:
@@ -85,33 +83,27 @@ def check_gmm(backend: str, device, dtype) -> str | None:
 
     g = torch.Generator().manual_seed(3)
     centres = torch.tensor([[0.2, 0.1], [0.8, 0.7]])
-    x = (
-        centres[torch.arange(2 * 60) % 2] + 0.05 * torch.randn(120, 2, generator=g)
-    ).view(2, 60, 2)
+    x = (centres[torch.arange(2 * 60) % 2] + 0.05 * torch.randn(120, 2, generator=g)).view(2, 60, 2)
     x = x.to(device, dtype if dtype in RTOL else torch.float32)
     kw = {"n_components": 2, "max_iter": 5, "init": "quantile"}
     got, want = gmm_fit(x, backend=backend, **kw), gmm_fit(x, backend="reference", **kw)
     err = max(_rel_error(got.resp, want.resp), _rel_error(got.means, want.means))
-    return (
-        f"relative error {err:.3g} in resp/means" if err > 100 * RTOL[x.dtype] else None
-    )
+    return f"relative error {err:.3g} in resp/means" if err > 100 * RTOL[x.dtype] else None
 
 
 def check_plr(backend: str, device, dtype) -> str | None:
     from lnl.ops.plr import RTOL, plr_loss
 
     g = torch.Generator().manual_seed(4)
-    feats = torch.nn.functional.normalize(
-        torch.randn(2 * 19, 8, generator=g), dim=1
-    ).to(device, dtype)
+    feats = torch.nn.functional.normalize(torch.randn(2 * 19, 8, generator=g), dim=1).to(
+        device, dtype
+    )
     cand = torch.randint(0, 6, (19, 2), generator=g).to(device)
     labels = torch.randint(0, 6, (19,), generator=g).to(device)
     out = {}
     for name in (backend, "reference"):
         f = feats.detach().clone().requires_grad_()
-        stats = plr_loss(
-            f, cand, labels, kappa=1, num_classes=6, return_stats=True, backend=name
-        )
+        stats = plr_loss(f, cand, labels, kappa=1, num_classes=6, return_stats=True, backend=name)
         stats.loss.backward()
         out[name] = (stats.value, f.grad)
     err_value = _rel_error(out[backend][0], out["reference"][0])

@@ -74,18 +74,28 @@ def _finite(name: str, t: torch.Tensor) -> None:
 def _check_init(init, g: int, n: int, k: int, d: int) -> None:
     if isinstance(init, str):
         if init not in INITS:
-            raise ValueError(f"gmm_fit: unknown init {init!r}; expected one of {INITS}, a Tensor or GMMParams")
+            raise ValueError(
+                f"gmm_fit: unknown init {init!r}; expected one of {INITS}, a Tensor or GMMParams"
+            )
     elif isinstance(init, torch.Tensor):
         if tuple(init.shape) != (g, n, k):
-            raise ValueError(f"gmm_fit: init responsibilities must be [G={g}, N={n}, K={k}], got {tuple(init.shape)}")
+            raise ValueError(
+                f"gmm_fit: init responsibilities must be [G={g}, N={n}, K={k}], got {tuple(init.shape)}"
+            )
         _finite("init responsibilities", init)
         if bool((init < 0).any()):
             raise ValueError("gmm_fit: init responsibilities must be non-negative")
     else:
         w, m, c = GMMParams(**init) if isinstance(init, dict) else init
-        for name, t, shape in (("weights", w, (g, k)), ("means", m, (g, k, d)), ("covs", c, (g, k, d, d))):
+        for name, t, shape in (
+            ("weights", w, (g, k)),
+            ("means", m, (g, k, d)),
+            ("covs", c, (g, k, d, d)),
+        ):
             if tuple(t.shape) != shape:
-                raise ValueError(f"gmm_fit: init {name} must be {list(shape)}, got {tuple(t.shape)}")
+                raise ValueError(
+                    f"gmm_fit: init {name} must be {list(shape)}, got {tuple(t.shape)}"
+                )
             _finite(f"init {name}", t)
         if bool((w <= 0).any()):
             raise ValueError("gmm_fit: init weights must be positive")
@@ -93,35 +103,55 @@ def _check_init(init, g: int, n: int, k: int, d: int) -> None:
             raise ValueError("gmm_fit: init covs must be symmetric (a covariance matrix)")
 
 
-def check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, values=True) -> torch.Tensor:
+def check_inputs(
+    x, lengths, n_components, max_iter, tol, reg_covar, init, values=True
+) -> torch.Tensor:
     """Raise ``ValueError`` naming the first problem; return lengths as Tensor[G] int64 on x's device.
 
     ``values=False`` skips the NaN/inf scan of x (the CPU kernel does it in its own loop).
     """
     if not isinstance(x, torch.Tensor) or x.dim() != 3:
-        raise ValueError(f"gmm_fit: x must be Tensor[G, N, D], got shape {tuple(getattr(x, 'shape', ()))}")
+        raise ValueError(
+            f"gmm_fit: x must be Tensor[G, N, D], got shape {tuple(getattr(x, 'shape', ()))}"
+        )
     if x.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"gmm_fit: x must be float32 or float64, got {x.dtype}")
     g, n, d = x.shape
     if g < 1 or d < 1:
-        raise ValueError(f"gmm_fit: x must have G >= 1 problems and D >= 1 features, got {tuple(x.shape)}")
+        raise ValueError(
+            f"gmm_fit: x must have G >= 1 problems and D >= 1 features, got {tuple(x.shape)}"
+        )
     if n == 0:
-        raise ValueError(f"gmm_fit: x has no points (N=0, shape {tuple(x.shape)}): a fit needs at least "
-                         f"max(2, n_components) points per problem")
+        raise ValueError(
+            f"gmm_fit: x has no points (N=0, shape {tuple(x.shape)}): a fit needs at least "
+            f"max(2, n_components) points per problem"
+        )
     if not isinstance(n_components, int) or not 1 <= n_components <= max(n, 1):
         raise ValueError(f"gmm_fit: n_components={n_components} must be an int in [1, N={n}]")
     full = lengths is None
     low = max(2, n_components)
     if full:
         if n < low:
-            raise ValueError(f"gmm_fit: N={n} points; a fit needs at least max(2, n_components)={low}")
+            raise ValueError(
+                f"gmm_fit: N={n} points; a fit needs at least max(2, n_components)={low}"
+            )
         lengths = torch.full((g,), n, dtype=torch.long, device=x.device)
-    if not isinstance(lengths, torch.Tensor) or tuple(lengths.shape) != (g,) or lengths.dtype.is_floating_point:
-        raise ValueError(f"gmm_fit: lengths must be an integer Tensor[G={g}], got {getattr(lengths, 'shape', lengths)}")
+    if (
+        not isinstance(lengths, torch.Tensor)
+        or tuple(lengths.shape) != (g,)
+        or lengths.dtype.is_floating_point
+    ):
+        raise ValueError(
+            f"gmm_fit: lengths must be an integer Tensor[G={g}], got {getattr(lengths, 'shape', lengths)}"
+        )
     lengths = lengths.to(x.device, torch.long)
-    if not full and bool(((lengths < low) | (lengths > n)).any()):  # a read-back: kernels index by lengths
-        raise ValueError(f"gmm_fit: lengths must lie in [max(2, n_components)={low}, N={n}], got range "
-                         f"[{int(lengths.min())}, {int(lengths.max())}]")
+    if not full and bool(
+        ((lengths < low) | (lengths > n)).any()
+    ):  # a read-back: kernels index by lengths
+        raise ValueError(
+            f"gmm_fit: lengths must lie in [max(2, n_components)={low}, N={n}], got range "
+            f"[{int(lengths.min())}, {int(lengths.max())}]"
+        )
     if not isinstance(max_iter, int) or max_iter < 1:
         raise ValueError(f"gmm_fit: max_iter must be a positive int, got {max_iter}")
     if not tol >= 0 or not reg_covar >= 0:
@@ -133,17 +163,32 @@ def check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, value
 
 
 def _initial_resp(x, lengths, k, init, seed) -> torch.Tensor:
-    labels = ref.kmeans_labels(x, lengths, k, seed) if init == "kmeans" else ref.quantile_labels(x, lengths, k)
+    labels = (
+        ref.kmeans_labels(x, lengths, k, seed)
+        if init == "kmeans"
+        else ref.quantile_labels(x, lengths, k)
+    )
     return torch.nn.functional.one_hot(labels, k).double()
 
 
-def gmm_fit_reference(x, lengths=None, *, n_components=2, max_iter=100, tol=1e-3, reg_covar=1e-6,
-                      init="kmeans", seed=0) -> GMMResult:
+def gmm_fit_reference(
+    x,
+    lengths=None,
+    *,
+    n_components=2,
+    max_iter=100,
+    tol=1e-3,
+    reg_covar=1e-6,
+    init="kmeans",
+    seed=0,
+) -> GMMResult:
     """Pure-PyTorch ``gmm_fit`` (float64 internally); arguments as ``gmm_fit``."""
     lengths = check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init)
     eps = torch.finfo(x.dtype).eps
     if isinstance(init, (str, torch.Tensor)):
-        resp0 = _initial_resp(x, lengths, n_components, init, seed) if isinstance(init, str) else init
+        resp0 = (
+            _initial_resp(x, lengths, n_components, init, seed) if isinstance(init, str) else init
+        )
         params = ref.initial_params(x, lengths, resp0, reg_covar, eps)
     else:
         params = tuple(GMMParams(**init) if isinstance(init, dict) else init)
@@ -154,13 +199,31 @@ def gmm_fit_reference(x, lengths=None, *, n_components=2, max_iter=100, tol=1e-3
 if _ext.has_op(OP):
 
     @torch.library.register_fake(f"lnl::{OP}")
-    def _gmm_em_fake(x, lengths, init_labels, init_resp, weights, means, covs, n_components, max_iter,
-                     tol, reg_covar):
+    def _gmm_em_fake(
+        x,
+        lengths,
+        init_labels,
+        init_resp,
+        weights,
+        means,
+        covs,
+        n_components,
+        max_iter,
+        tol,
+        reg_covar,
+    ):
         g, n, d = x.shape
         k = n_components
-        return (x.new_empty((g, k)), x.new_empty((g, k, d)), x.new_empty((g, k, d, d)), x.new_empty((g, n, k)),
-                x.new_empty((g,)), x.new_empty((g,), dtype=torch.int64), x.new_empty((g,), dtype=torch.bool),
-                x.new_empty((g,), dtype=torch.int64))
+        return (
+            x.new_empty((g, k)),
+            x.new_empty((g, k, d)),
+            x.new_empty((g, k, d, d)),
+            x.new_empty((g, n, k)),
+            x.new_empty((g,)),
+            x.new_empty((g,), dtype=torch.int64),
+            x.new_empty((g,), dtype=torch.bool),
+            x.new_empty((g,), dtype=torch.int64),
+        )
 
     @torch.library.register_fake("lnl::gmm_kmeans")
     def _gmm_kmeans_fake(x, lengths, uniforms, n_components):
@@ -179,8 +242,12 @@ def not_supported_reasons(backend: str, x: torch.Tensor, n_components: int) -> l
     return reasons
 
 
-def choose_backend(x: torch.Tensor, n_components: int = 2, requested: str = "auto",
-                   call: _dispatch.Call | None = None) -> tuple[str, dict]:
+def choose_backend(
+    x: torch.Tensor,
+    n_components: int = 2,
+    requested: str = "auto",
+    call: _dispatch.Call | None = None,
+) -> tuple[str, dict]:
     """The backend ``gmm_fit`` would use, and why each higher-priority one was skipped (``call``: verify
     and measure, see ``_dispatch.choose``)."""
     reasons = {b: not_supported_reasons(b, x, n_components) for b in _dispatch.PRIORITY}
@@ -205,22 +272,37 @@ def _compiled_fit(x, lengths, k, max_iter, tol, reg_covar, init, seed) -> GMMRes
     elif init == "quantile":
         labels = ref.quantile_labels(x, lengths, k)
     else:
-        w, m, c = (t.to(x.dtype).contiguous() for t in (GMMParams(**init) if isinstance(init, dict) else init))
-    out = torch.ops.lnl.gmm_em(x.contiguous(), lengths, labels, resp, w, m, c, k, max_iter, float(tol),
-                               float(reg_covar))
+        w, m, c = (
+            t.to(x.dtype).contiguous()
+            for t in (GMMParams(**init) if isinstance(init, dict) else init)
+        )
+    out = torch.ops.lnl.gmm_em(
+        x.contiguous(), lengths, labels, resp, w, m, c, k, max_iter, float(tol), float(reg_covar)
+    )
     status = out[7]
     if bool((status != 0).any()):  # the one read-back of the result
         g = int((status != 0).nonzero()[0, 0])
         if int(status[g]) == 2:
             raise ValueError(f"gmm_fit: x contains NaN or inf (problem {g})")
-        raise ValueError(f"gmm_fit: problem {g} has a component with an ill-defined (not positive definite) "
-                         "covariance, e.g. a collapsed component; increase reg_covar")
+        raise ValueError(
+            f"gmm_fit: problem {g} has a component with an ill-defined (not positive definite) "
+            "covariance, e.g. a collapsed component; increase reg_covar"
+        )
     return GMMResult(*out[:7])
 
 
-def gmm_fit(x: torch.Tensor, lengths: torch.Tensor | None = None, *, n_components: int = 2, max_iter: int = 100,
-            tol: float = 1e-3, reg_covar: float = 1e-6, init="kmeans", seed: int = 0,
-            backend: str = "auto") -> GMMResult:
+def gmm_fit(
+    x: torch.Tensor,
+    lengths: torch.Tensor | None = None,
+    *,
+    n_components: int = 2,
+    max_iter: int = 100,
+    tol: float = 1e-3,
+    reg_covar: float = 1e-6,
+    init="kmeans",
+    seed: int = 0,
+    backend: str = "auto",
+) -> GMMResult:
     """Fit G independent full-covariance Gaussian mixtures by EM, as scikit-learn does.
 
     Args:
@@ -240,15 +322,32 @@ def gmm_fit(x: torch.Tensor, lengths: torch.Tensor | None = None, *, n_component
     """
     # values=False: NaN/inf are the kernels' to find (status 2), the reference checks them itself
     lengths = check_inputs(x, lengths, n_components, max_iter, tol, reg_covar, init, values=False)
-    run = lambda b: gmm_fit(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,
-                            reg_covar=reg_covar, init=init, seed=seed, backend=b)
+    run = lambda b: gmm_fit(
+        x,
+        lengths,
+        n_components=n_components,
+        max_iter=max_iter,
+        tol=tol,
+        reg_covar=reg_covar,
+        init=init,
+        seed=seed,
+        backend=b,
+    )
     g, n, d = x.shape
     shape = f"{x.dtype}|{_tune.bucket(g, n)}|d{d}|k{n_components}|it{max_iter}"
     call = _dispatch.Call(x.device, x.dtype, shape, g * n * n_components * d * d * max_iter, run)
     chosen, _ = choose_backend(x, n_components, backend, call)
     if chosen == "reference":
-        return gmm_fit_reference(x, lengths, n_components=n_components, max_iter=max_iter, tol=tol,
-                                 reg_covar=reg_covar, init=init, seed=seed)
+        return gmm_fit_reference(
+            x,
+            lengths,
+            n_components=n_components,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            init=init,
+            seed=seed,
+        )
     return _compiled_fit(x, lengths, n_components, max_iter, tol, reg_covar, init, seed)
 
 
@@ -268,14 +367,27 @@ def _minmax(x: torch.Tensor, lengths: torch.Tensor | None) -> tuple[torch.Tensor
 def _raise_if_constant(constant: torch.Tensor) -> None:
     if bool(constant.any()):
         g, _, j = constant.nonzero()[0].tolist()
-        raise ValueError(f"gmm_clean_prob: problem {g}, column {j} is constant (max == min); min-max "
-                         "normalisation is undefined (DivideMix would divide by zero)")
+        raise ValueError(
+            f"gmm_clean_prob: problem {g}, column {j} is constant (max == min); min-max "
+            "normalisation is undefined (DivideMix would divide by zero)"
+        )
 
 
-def gmm_clean_prob(losses: torch.Tensor, *, dims: int, clean: str | None = None, normalise: str = "minmax",
-                   lengths: torch.Tensor | None = None, max_iter: int = 10, tol: float = 1e-2,
-                   reg_covar: float = 5e-4, init="kmeans", seed: int = 0, backend: str = "auto",
-                   return_fit: bool = False):
+def gmm_clean_prob(
+    losses: torch.Tensor,
+    *,
+    dims: int,
+    clean: str | None = None,
+    normalise: str = "minmax",
+    lengths: torch.Tensor | None = None,
+    max_iter: int = 10,
+    tol: float = 1e-2,
+    reg_covar: float = 5e-4,
+    init="kmeans",
+    seed: int = 0,
+    backend: str = "auto",
+    return_fit: bool = False,
+):
     """Per-sample probability of the clean (low-loss) component, as DivideMix / PLReMix compute it.
 
     DivideMix: ``dims=1``, ``clean="min_mean"`` (``prob[:, means_.argmin()]``); PLReMix: ``dims=2`` (CE
@@ -298,11 +410,15 @@ def gmm_clean_prob(losses: torch.Tensor, *, dims: int, clean: str | None = None,
     batched = losses.dim() == 3
     x = losses if batched else losses.reshape(1, losses.shape[0] if losses.dim() else 0, -1)
     if losses.dim() not in (1, 2, 3) or x.shape[-1] != dims or (losses.dim() == 1 and dims != 1):
-        raise ValueError(f"gmm_clean_prob: losses of shape {tuple(losses.shape)} do not have dims={dims} columns")
+        raise ValueError(
+            f"gmm_clean_prob: losses of shape {tuple(losses.shape)} do not have dims={dims} columns"
+        )
     clean = clean or ("min_mean" if dims == 1 else "min_norm")
     if clean not in CLEAN_RULES or normalise not in ("minmax", "none"):
-        raise ValueError(f"gmm_clean_prob: clean={clean!r} must be in {CLEAN_RULES}, normalise={normalise!r} "
-                         "in ('minmax', 'none')")
+        raise ValueError(
+            f"gmm_clean_prob: clean={clean!r} must be in {CLEAN_RULES}, normalise={normalise!r} "
+            "in ('minmax', 'none')"
+        )
     x = x if x.dtype in (torch.float32, torch.float64) else x.float()
     checked = check_inputs(x, lengths, 2, max_iter, tol, reg_covar, init, values=False)
     lengths = None if lengths is None else checked  # None: gmm_fit skips the range check
@@ -310,8 +426,17 @@ def gmm_clean_prob(losses: torch.Tensor, *, dims: int, clean: str | None = None,
     if normalise == "minmax":
         x, constant = _minmax(x, lengths)
     try:
-        fit = gmm_fit(x, lengths, n_components=2, max_iter=max_iter, tol=tol, reg_covar=reg_covar, init=init,
-                      seed=seed, backend=backend)
+        fit = gmm_fit(
+            x,
+            lengths,
+            n_components=2,
+            max_iter=max_iter,
+            tol=tol,
+            reg_covar=reg_covar,
+            init=init,
+            seed=seed,
+            backend=backend,
+        )
     except ValueError:
         if constant is not None:
             _raise_if_constant(constant)  # the cause of the NaN the fit reported

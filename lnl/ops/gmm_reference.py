@@ -49,8 +49,9 @@ def _sqdist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return ((x[:, :, None, :] - c[:, None, :, :]) ** 2).sum(-1)
 
 
-def _kmeanspp(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, k: int,
-              uniforms: torch.Tensor) -> torch.Tensor:
+def _kmeanspp(
+    x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, k: int, uniforms: torch.Tensor
+) -> torch.Tensor:
     """sklearn's greedy k-means++ seeding (``_kmeans_plusplus``), batched; returns centres [G, K, D]."""
     g_idx = torch.arange(x.shape[0], device=x.device)
     trials = 2 + int(math.log(k))
@@ -73,7 +74,9 @@ def _kmeanspp(x: torch.Tensor, mask: torch.Tensor, lengths: torch.Tensor, k: int
     return torch.stack(centres, 1)
 
 
-def kmeans_labels(x: torch.Tensor, lengths: torch.Tensor, n_components: int, seed: int) -> torch.Tensor:
+def kmeans_labels(
+    x: torch.Tensor, lengths: torch.Tensor, n_components: int, seed: int
+) -> torch.Tensor:
     """k-means labels Tensor[G, N] int64 as ``KMeans(K, n_init=1, random_state=seed)`` (Lloyd).
 
     Same seeding draws, Lloyd iterations with sklearn's stopping rule (labels unchanged, or total
@@ -128,8 +131,14 @@ def quantile_labels(x: torch.Tensor, lengths: torch.Tensor, n_components: int) -
     return torch.where(mask, labels, torch.zeros_like(labels))
 
 
-def m_step(x: torch.Tensor, resp: torch.Tensor, reg_covar: float, eps: float, n: torch.Tensor,
-           initial: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def m_step(
+    x: torch.Tensor,
+    resp: torch.Tensor,
+    reg_covar: float,
+    eps: float,
+    n: torch.Tensor,
+    initial: bool,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """sklearn's ``_estimate_gaussian_parameters`` (full) on float64 x [G,N,D], resp [G,N,K] (0 on padding).
 
     Returns weights [G,K] (``N_k / N`` when ``initial`` as ``_initialize``, else ``N_k / sum N_k``),
@@ -161,11 +170,19 @@ def precision_cholesky(covs: torch.Tensor) -> torch.Tensor:
     return torch.linalg.solve_triangular(chol, eye, upper=False).transpose(-1, -2)
 
 
-def e_step(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
-           covs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def e_step(
+    x: torch.Tensor,
+    mask: torch.Tensor,
+    weights: torch.Tensor,
+    means: torch.Tensor,
+    covs: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Responsibilities [G,N,K] (0 on padding) and the mean log-likelihood [G] for float64 inputs."""
     prec = precision_cholesky(covs)  # [G, K, D, D]
-    y = torch.einsum("gnd,gkde->gkne", x, prec) - torch.einsum("gkd,gkde->gke", means, prec)[:, :, None]
+    y = (
+        torch.einsum("gnd,gkde->gkne", x, prec)
+        - torch.einsum("gkd,gkde->gke", means, prec)[:, :, None]
+    )
     log_det = torch.diagonal(prec, dim1=-2, dim2=-1).log().sum(-1)  # [G, K]
     d = x.shape[-1]
     log_prob = -0.5 * (d * math.log(2 * math.pi) + (y**2).sum(-1)) + log_det[..., None]  # [G, K, N]
@@ -176,8 +193,16 @@ def e_step(x: torch.Tensor, mask: torch.Tensor, weights: torch.Tensor, means: to
     return resp, lower_bound
 
 
-def em(x: torch.Tensor, lengths: torch.Tensor, params: tuple, *, max_iter: int, tol: float,
-       reg_covar: float, eps: float) -> tuple:
+def em(
+    x: torch.Tensor,
+    lengths: torch.Tensor,
+    params: tuple,
+    *,
+    max_iter: int,
+    tol: float,
+    reg_covar: float,
+    eps: float,
+) -> tuple:
     """Runs EM from initial (weights, means, covs); returns (weights, means, covs, resp, lb, n_iter, conv).
 
     Each problem stops on its own at sklearn's rule ``|lb - lb_prev| < tol``; its parameters then stay
@@ -210,9 +235,11 @@ def em(x: torch.Tensor, lengths: torch.Tensor, params: tuple, *, max_iter: int, 
     return weights, means, covs, resp, lower_bound, n_iter, converged
 
 
-def initial_params(x: torch.Tensor, lengths: torch.Tensor, resp: torch.Tensor, reg_covar: float,
-                   eps: float) -> tuple:
+def initial_params(
+    x: torch.Tensor, lengths: torch.Tensor, resp: torch.Tensor, reg_covar: float, eps: float
+) -> tuple:
     """sklearn's ``_initialize``: an M-step (weights = N_k / N) from initial responsibilities [G,N,K]."""
     mask = valid_mask(lengths, x.shape[1])
-    return m_step(x.double(), resp.double() * mask[..., None], reg_covar, eps, lengths.double(),
-                  initial=True)
+    return m_step(
+        x.double(), resp.double() * mask[..., None], reg_covar, eps, lengths.double(), initial=True
+    )

@@ -47,22 +47,32 @@ class KnnResult(NamedTuple):
 def check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk) -> None:
     """Raise ``ValueError`` naming the first problem with the arguments of ``knn_labels``."""
     if queries.dim() != 2 or keys.dim() != 2:
-        raise ValueError(f"queries and keys must be 2-D, got {tuple(queries.shape)} and {tuple(keys.shape)}")
+        raise ValueError(
+            f"queries and keys must be 2-D, got {tuple(queries.shape)} and {tuple(keys.shape)}"
+        )
     if queries.shape[1] != keys.shape[1]:
         raise ValueError(f"queries have D={queries.shape[1]} but keys have D={keys.shape[1]}")
     if key_labels.dim() != 1 or key_labels.shape[0] != keys.shape[0]:
-        raise ValueError(f"key_labels must be Tensor[N={keys.shape[0]}], got {tuple(key_labels.shape)}")
+        raise ValueError(
+            f"key_labels must be Tensor[N={keys.shape[0]}], got {tuple(key_labels.shape)}"
+        )
     if key_labels.dtype.is_floating_point or key_labels.dtype == torch.bool:
         raise ValueError(f"key_labels must be an integer tensor, got {key_labels.dtype}")
     if not queries.dtype.is_floating_point or not keys.dtype.is_floating_point:
-        raise ValueError(f"queries and keys must be floating point, got {queries.dtype}, {keys.dtype}")
+        raise ValueError(
+            f"queries and keys must be floating point, got {queries.dtype}, {keys.dtype}"
+        )
     if metric not in METRICS:
         raise ValueError(f"unknown metric {metric!r}; expected one of {METRICS}")
     n_avail = keys.shape[0] - (1 if exclude_self else 0)
     if not 1 <= k <= n_avail:
-        raise ValueError(f"k={k} must be in [1, {n_avail}] (N={keys.shape[0]} keys, exclude_self={exclude_self})")
+        raise ValueError(
+            f"k={k} must be in [1, {n_avail}] (N={keys.shape[0]} keys, exclude_self={exclude_self})"
+        )
     if exclude_self and queries.shape[0] != keys.shape[0]:
-        raise ValueError(f"exclude_self needs query i to be key i: Q={queries.shape[0]} != N={keys.shape[0]}")
+        raise ValueError(
+            f"exclude_self needs query i to be key i: Q={queries.shape[0]} != N={keys.shape[0]}"
+        )
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of query rows, got {chunk}")
     if key_labels.numel() and (int(key_labels.min()) < 0 or int(key_labels.max()) >= num_classes):
@@ -79,8 +89,9 @@ def _block_rows(chunk: int | None, n_keys: int) -> int:
     return chunk if chunk else max(1, _TILE_ELEMENTS // max(n_keys, 1))
 
 
-def knn_labels_reference(queries, keys, key_labels, k, num_classes, *, metric="cosine",
-                         exclude_self=False, chunk=None) -> KnnResult:
+def knn_labels_reference(
+    queries, keys, key_labels, k, num_classes, *, metric="cosine", exclude_self=False, chunk=None
+) -> KnnResult:
     """Pure-PyTorch ``knn_labels``: blocks of query rows, a stable sort per row (exact tie order).
 
     Computes in the inputs' promoted dtype (at least float32). Memory is one block × N scores.
@@ -94,7 +105,9 @@ def knn_labels_reference(queries, keys, key_labels, k, num_classes, *, metric="c
     for start in range(0, q.shape[0], rows):
         block = q[start : start + rows]
         if metric == "l2":
-            s = torch.cdist(block.unsqueeze(0), kk.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist")[0]
+            s = torch.cdist(
+                block.unsqueeze(0), kk.unsqueeze(0), compute_mode="donot_use_mm_for_euclid_dist"
+            )[0]
         else:
             s = block @ kk.T
         if exclude_self:
@@ -104,12 +117,18 @@ def knn_labels_reference(queries, keys, key_labels, k, num_classes, *, metric="c
         vals, idx = s.sort(dim=1, descending=metric != "l2", stable=True)
         out_idx.append(idx[:, :k])
         out_scores.append(vals[:, :k])
-    indices = torch.cat(out_idx) if out_idx else torch.empty(0, k, dtype=torch.long, device=q.device)
-    scores = torch.cat(out_scores) if out_scores else torch.empty(0, k, dtype=dtype, device=q.device)
+    indices = (
+        torch.cat(out_idx) if out_idx else torch.empty(0, k, dtype=torch.long, device=q.device)
+    )
+    scores = (
+        torch.cat(out_scores) if out_scores else torch.empty(0, k, dtype=dtype, device=q.device)
+    )
     return KnnResult(indices, scores, votes_from_indices(indices, key_labels, num_classes))
 
 
-def votes_from_indices(indices: torch.Tensor, key_labels: torch.Tensor, num_classes: int) -> torch.Tensor:
+def votes_from_indices(
+    indices: torch.Tensor, key_labels: torch.Tensor, num_classes: int
+) -> torch.Tensor:
     """Histogram of the neighbours' labels: Tensor[Q, C] float32 from indices Tensor[Q, k]."""
     labels = key_labels.to(indices.device).long()[indices]
     votes = torch.zeros(indices.shape[0], num_classes, dtype=torch.float32, device=indices.device)
@@ -121,7 +140,9 @@ if _ext.has_op(OP):
     @torch.library.register_fake(f"lnl::{OP}")
     def _knn_labels_fake(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk):
         q = queries.shape[0]
-        score_dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+        score_dtype = torch.promote_types(
+            torch.promote_types(queries.dtype, keys.dtype), torch.float32
+        )
         return (
             queries.new_empty((q, k), dtype=torch.int64),
             queries.new_empty((q, k), dtype=score_dtype),
@@ -148,8 +169,9 @@ def l2_shift(keys: torch.Tensor) -> torch.Tensor | None:
     return shift.to(keys.dtype)
 
 
-def knn_labels_faiss(queries, keys, key_labels, k, num_classes, *, metric="cosine",
-                     exclude_self=False) -> KnnResult:
+def knn_labels_faiss(
+    queries, keys, key_labels, k, num_classes, *, metric="cosine", exclude_self=False
+) -> KnnResult:
     """``knn_labels`` through a faiss flat (exhaustive) search, in float32.
 
     ``exclude_self`` asks faiss for ``k + 1`` neighbours and drops query i's own key (or the last one
@@ -162,8 +184,10 @@ def knn_labels_faiss(queries, keys, key_labels, k, num_classes, *, metric="cosin
     try:
         import faiss
     except ImportError as exc:
-        raise ValueError("knn_labels: backend 'faiss' needs faiss (pip install faiss-cpu; the CUDA Docker image "
-                         f"has faiss-gpu) ({exc})") from exc
+        raise ValueError(
+            "knn_labels: backend 'faiss' needs faiss (pip install faiss-cpu; the CUDA Docker image "
+            f"has faiss-gpu) ({exc})"
+        ) from exc
     q, kk = queries.float(), keys.float()
     if metric == "cosine":
         q, kk = F.normalize(q, dim=1), F.normalize(kk, dim=1)
@@ -172,8 +196,9 @@ def knn_labels_faiss(queries, keys, key_labels, k, num_classes, *, metric="cosin
     if q.is_cuda and hasattr(faiss, "StandardGpuResources"):
         import faiss.contrib.torch_utils  # noqa: F401  (knn_gpu takes torch tensors)
 
-        scores, indices = faiss.knn_gpu(faiss.StandardGpuResources(), q.contiguous(), kk.contiguous(), want,
-                                        metric=faiss_metric)
+        scores, indices = faiss.knn_gpu(
+            faiss.StandardGpuResources(), q.contiguous(), kk.contiguous(), want, metric=faiss_metric
+        )
     else:
         d, i = faiss.knn(q.cpu().numpy(), kk.cpu().numpy(), want, metric=faiss_metric)
         scores, indices = torch.from_numpy(d).to(q.device), torch.from_numpy(i).to(q.device)
@@ -199,18 +224,37 @@ def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) ->
     return reasons
 
 
-def choose_backend(queries, keys, key_labels, k, metric="cosine", requested="auto",
-                   call: _dispatch.Call | None = None) -> tuple[str, dict[str, list[str]]]:
+def choose_backend(
+    queries,
+    keys,
+    key_labels,
+    k,
+    metric="cosine",
+    requested="auto",
+    call: _dispatch.Call | None = None,
+) -> tuple[str, dict[str, list[str]]]:
     """The backend ``knn_labels`` would use, and why each higher-priority one was skipped (``call``:
     verify and measure, see ``_dispatch.choose``)."""
-    reasons = {b: not_supported_reasons(b, queries, keys, key_labels, k, metric) for b in _dispatch.PRIORITY}
+    reasons = {
+        b: not_supported_reasons(b, queries, keys, key_labels, k, metric)
+        for b in _dispatch.PRIORITY
+    }
     inputs = _dispatch.describe(queries=queries, keys=keys, key_labels=key_labels)
     return _dispatch.choose(OP, requested, reasons, inputs, call), reasons
 
 
-def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tensor, k: int,
-               num_classes: int, *, metric: str = "cosine", exclude_self: bool = False,
-               chunk: int | None = None, backend: str = "auto") -> KnnResult:
+def knn_labels(
+    queries: torch.Tensor,
+    keys: torch.Tensor,
+    key_labels: torch.Tensor,
+    k: int,
+    num_classes: int,
+    *,
+    metric: str = "cosine",
+    exclude_self: bool = False,
+    chunk: int | None = None,
+    backend: str = "auto",
+) -> KnnResult:
     """Exact kNN of each query among the keys, with the neighbours' label histogram.
 
     Args:
@@ -230,33 +274,70 @@ def knn_labels(queries: torch.Tensor, keys: torch.Tensor, key_labels: torch.Tens
         best first, ties broken by the lower key index.
     """
     check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk)
-    if queries.dtype != keys.dtype:  # float32 queries, float64 keys: both in the wider type, as the reference
+    if (
+        queries.dtype != keys.dtype
+    ):  # float32 queries, float64 keys: both in the wider type, as the reference
         dtype = torch.promote_types(queries.dtype, keys.dtype)
         queries, keys = queries.to(dtype), keys.to(dtype)
     if backend == "faiss":
         chosen = backend
     else:
-        run = lambda b: knn_labels(queries, keys, key_labels, k, num_classes, metric=metric,
-                                   exclude_self=exclude_self, chunk=chunk, backend=b)
+        run = lambda b: knn_labels(
+            queries,
+            keys,
+            key_labels,
+            k,
+            num_classes,
+            metric=metric,
+            exclude_self=exclude_self,
+            chunk=chunk,
+            backend=b,
+        )
         shape = f"{queries.dtype}|{metric}|{exclude_self}|{_tune.bucket(queries.shape[0], *keys.shape, k)}"
         work = queries.shape[0] * keys.shape[0] * keys.shape[1]
         call = _dispatch.Call(queries.device, queries.dtype, shape, work, run)
         chosen = choose_backend(queries, keys, key_labels, k, metric, backend, call)[0]
     if chosen == "reference":  # exact distances, no shift needed
-        return knn_labels_reference(queries, keys, key_labels, k, num_classes, metric=metric,
-                                    exclude_self=exclude_self, chunk=chunk)
+        return knn_labels_reference(
+            queries,
+            keys,
+            key_labels,
+            k,
+            num_classes,
+            metric=metric,
+            exclude_self=exclude_self,
+            chunk=chunk,
+        )
     shift = l2_shift(keys) if metric == "l2" else None
     if shift is not None:
         queries, keys = (keys - shift,) * 2 if queries is keys else (queries - shift, keys - shift)
     if chosen == "faiss":
-        return knn_labels_faiss(queries, keys, key_labels, k, num_classes, metric=metric, exclude_self=exclude_self)
-    out = torch.ops.lnl.knn_labels(queries.contiguous(), keys.contiguous(), key_labels.contiguous().long(),
-                                   k, num_classes, metric, exclude_self, int(chunk or 0))
+        return knn_labels_faiss(
+            queries, keys, key_labels, k, num_classes, metric=metric, exclude_self=exclude_self
+        )
+    out = torch.ops.lnl.knn_labels(
+        queries.contiguous(),
+        keys.contiguous(),
+        key_labels.contiguous().long(),
+        k,
+        num_classes,
+        metric,
+        exclude_self,
+        int(chunk or 0),
+    )
     return KnnResult(*out)
 
 
-def knn_graph(features: torch.Tensor, labels: torch.Tensor, k: int, *, num_classes: int | None = None,
-              metric: str = "cosine", chunk: int | None = None, backend: str = "auto") -> KnnResult:
+def knn_graph(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    *,
+    num_classes: int | None = None,
+    metric: str = "cosine",
+    chunk: int | None = None,
+    backend: str = "auto",
+) -> KnnResult:
     """Self-kNN over a feature set, excluding each point itself (LRA-Diffusion's retrieval graph).
 
     Args:
@@ -270,5 +351,14 @@ def knn_graph(features: torch.Tensor, labels: torch.Tensor, k: int, *, num_class
     """
     if num_classes is None:
         num_classes = int(labels.max()) + 1 if labels.numel() else 1
-    return knn_labels(features, features, labels, k, num_classes, metric=metric, exclude_self=True,
-                      chunk=chunk, backend=backend)
+    return knn_labels(
+        features,
+        features,
+        labels,
+        k,
+        num_classes,
+        metric=metric,
+        exclude_self=True,
+        chunk=chunk,
+        backend=backend,
+    )

@@ -57,7 +57,9 @@ ATOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bf
 RTOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 2e-3}
 CUDA_MAX_CLASSES = 1024  # bitsets of at most 16 words live in registers/shared memory
 CUDA_MAX_DIM = 1024
-UNBOUNDED = 1 << 62  # num_classes while it is not known yet (inferred from the labels after the checks)
+UNBOUNDED = (
+    1 << 62
+)  # num_classes while it is not known yet (inferred from the labels after the checks)
 
 
 def _check_index(name: str, t: torch.Tensor, num_classes: int, values: bool = True) -> None:
@@ -68,8 +70,9 @@ def _check_index(name: str, t: torch.Tensor, num_classes: int, values: bool = Tr
         raise ValueError(f"{name} must be {allowed}, got range [{int(t.min())}, {int(t.max())}]")
 
 
-def check_mask_inputs(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int,
-                      values: bool = True) -> None:
+def check_mask_inputs(
+    cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int, values: bool = True
+) -> None:
     """Raise ``ValueError`` naming the first problem with the candidate sets; ``values=False``
     checks shapes and dtypes only (no host sync)."""
     if cand.dim() != 2 or cand.shape[1] < 1:
@@ -88,18 +91,23 @@ def check_mask_inputs(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_
     _check_index("labels", labels, num_classes, values)
 
 
-def check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
-                 values: bool = True) -> None:
+def check_inputs(
+    features, cand, labels, kappa, num_classes, temperature, base_temperature, values: bool = True
+) -> None:
     """Raise ``ValueError`` naming the first problem with the arguments of ``plr_loss``;
     ``values=False`` skips the checks that read tensor values (ranges, NaN/inf: host syncs)."""
     if features.dim() != 2 or not features.dtype.is_floating_point:
-        raise ValueError(f"features must be a floating Tensor[V*B, D], got {tuple(features.shape)} "
-                         f"{features.dtype}")
+        raise ValueError(
+            f"features must be a floating Tensor[V*B, D], got {tuple(features.shape)} "
+            f"{features.dtype}"
+        )
     if cand.dim() != 2:
         raise ValueError(f"cand must be Tensor[B, κ'], got {tuple(cand.shape)}")
     batch = cand.shape[0]
     if batch < 1:
-        raise ValueError(f"plr_loss needs at least one sample: cand has 0 rows (shape {tuple(cand.shape)})")
+        raise ValueError(
+            f"plr_loss needs at least one sample: cand has 0 rows (shape {tuple(cand.shape)})"
+        )
     if features.shape[0] % batch:
         raise ValueError(f"features has {features.shape[0]} rows, not a multiple of B={batch}")
     if features.shape[0] // batch < 2:
@@ -116,16 +124,33 @@ def check_inputs(features, cand, labels, kappa, num_classes, temperature, base_t
 if _ext.has_op(OP):
 
     @torch.library.register_fake(f"lnl::{OP}")
-    def _plr_loss_fake(features, cand, labels, kappa, num_classes, temperature, base_temperature, flat):
+    def _plr_loss_fake(
+        features, cand, labels, kappa, num_classes, temperature, base_temperature, flat
+    ):
         acc = torch.promote_types(features.dtype, torch.float32)
         n = features.shape[0]
         scalar = features.new_empty((), dtype=acc)
-        return scalar, scalar.clone(), features.new_empty((n,), dtype=acc), \
-            features.new_empty((n,), dtype=torch.int32)
+        return (
+            scalar,
+            scalar.clone(),
+            features.new_empty((n,), dtype=acc),
+            features.new_empty((n,), dtype=torch.int32),
+        )
 
     @torch.library.register_fake(f"lnl::{OP}_backward")
-    def _plr_loss_backward_fake(grad, features, cand, labels, lse, n_neg, kappa, num_classes,
-                                temperature, base_temperature, flat):
+    def _plr_loss_backward_fake(
+        grad,
+        features,
+        cand,
+        labels,
+        lse,
+        n_neg,
+        kappa,
+        num_classes,
+        temperature,
+        base_temperature,
+        flat,
+    ):
         return torch.empty_like(features)
 
     def _setup_context(ctx, inputs, output) -> None:
@@ -139,8 +164,9 @@ if _ext.has_op(OP):
         features, cand, labels, lse, n_neg = ctx.saved_tensors
         if grad_objective is None:
             grad_objective = torch.zeros((), dtype=lse.dtype, device=lse.device)
-        grad = torch.ops.lnl.plr_loss_backward(grad_objective, features, cand, labels, lse, n_neg,
-                                               *ctx.args)
+        grad = torch.ops.lnl.plr_loss_backward(
+            grad_objective, features, cand, labels, lse, n_neg, *ctx.args
+        )
         return grad, None, None, None, None, None, None, None
 
     torch.library.register_autograd(f"lnl::{OP}", _backward, setup_context=_setup_context)
@@ -152,24 +178,36 @@ if _ext.has_op(MASK_OP):
         return cand.new_empty((cand.shape[0], cand.shape[0]), dtype=torch.int8)
 
 
-def not_supported_reasons(backend: str, features: torch.Tensor, num_classes: int,
-                          op: str = OP) -> list[str]:
+def not_supported_reasons(
+    backend: str, features: torch.Tensor, num_classes: int, op: str = OP
+) -> list[str]:
     """Why ``backend`` cannot run these inputs (empty when it can)."""
     reasons = _dispatch.compiled_reasons(op, backend, features.device)
     if backend == "cpu" and op == OP and features.dtype not in (torch.float32, torch.float64):
         reasons.append(f"the CPU kernel takes float32/float64 features, got {features.dtype}")
     if backend == "cuda":
         if op == OP and features.dtype not in (torch.float32, torch.float16, torch.bfloat16):
-            reasons.append(f"the CUDA kernel takes float32/float16/bfloat16 features, got {features.dtype}")
+            reasons.append(
+                f"the CUDA kernel takes float32/float16/bfloat16 features, got {features.dtype}"
+            )
         if num_classes > CUDA_MAX_CLASSES:
-            reasons.append(f"the CUDA kernel takes num_classes <= {CUDA_MAX_CLASSES}, got {num_classes}")
+            reasons.append(
+                f"the CUDA kernel takes num_classes <= {CUDA_MAX_CLASSES}, got {num_classes}"
+            )
         if op == OP and features.shape[-1] > CUDA_MAX_DIM:
             reasons.append(f"the CUDA kernel takes D <= {CUDA_MAX_DIM}, got {features.shape[-1]}")
     return reasons
 
 
-def choose_backend(features, cand, labels, num_classes, requested="auto", op: str = OP,
-                   call: _dispatch.Call | None = None) -> tuple[str, dict[str, list[str]]]:
+def choose_backend(
+    features,
+    cand,
+    labels,
+    num_classes,
+    requested="auto",
+    op: str = OP,
+    call: _dispatch.Call | None = None,
+) -> tuple[str, dict[str, list[str]]]:
     """The backend ``plr_loss`` (or ``plr_mask``) would use, and why each higher one was skipped
     (``call``: verify and measure, see ``_dispatch.choose``)."""
     reasons = {b: not_supported_reasons(b, features, num_classes, op) for b in _dispatch.PRIORITY}
@@ -181,12 +219,26 @@ def _timed_step(features, cand, labels, kappa, num_classes, backend, **kw) -> No
     """One forward and backward of ``backend`` on a detached copy (what the tuner measures)."""
     with torch.enable_grad():
         f = features.detach().requires_grad_()
-        plr_loss(f, cand, labels, kappa=kappa, num_classes=num_classes, validate=False, backend=backend,
-                 **kw).backward()
+        plr_loss(
+            f,
+            cand,
+            labels,
+            kappa=kappa,
+            num_classes=num_classes,
+            validate=False,
+            backend=backend,
+            **kw,
+        ).backward()
 
 
-def plr_mask(cand: torch.Tensor, labels: torch.Tensor, kappa: int, *, num_classes: int | None = None,
-             backend: str = "auto") -> torch.Tensor:
+def plr_mask(
+    cand: torch.Tensor,
+    labels: torch.Tensor,
+    kappa: int,
+    *,
+    num_classes: int | None = None,
+    backend: str = "auto",
+) -> torch.Tensor:
     """PLReMix's sample-level mask, for debugging and tests (the loss never builds it).
 
     Args:
@@ -203,17 +255,31 @@ def plr_mask(cand: torch.Tensor, labels: torch.Tensor, kappa: int, *, num_classe
         check_mask_inputs(cand, labels, kappa, UNBOUNDED)
         num_classes = default_num_classes(cand, labels, kappa)
     check_mask_inputs(cand, labels, kappa, num_classes)
-    call = _dispatch.Call(cand.device, cand.dtype, "", 0, lambda b: None)  # verified, never measured
+    call = _dispatch.Call(
+        cand.device, cand.dtype, "", 0, lambda b: None
+    )  # verified, never measured
     chosen, _ = choose_backend(cand, cand, labels, num_classes, backend, op=MASK_OP, call=call)
     if chosen == "reference":
         return plr_mask_reference(cand, labels, kappa, num_classes)
-    return torch.ops.lnl.plr_mask(cand.contiguous().long(), labels.contiguous().long(), kappa, num_classes)
+    return torch.ops.lnl.plr_mask(
+        cand.contiguous().long(), labels.contiguous().long(), kappa, num_classes
+    )
 
 
-def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *, kappa: int,
-             temperature: float = 1.0, base_temperature: float = 1.0, flat: bool = True,
-             num_classes: int | None = None, return_stats: bool = False, validate: bool = True,
-             backend: str = "auto") -> torch.Tensor | PlrStats:
+def plr_loss(
+    features: torch.Tensor,
+    cand: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kappa: int,
+    temperature: float = 1.0,
+    base_temperature: float = 1.0,
+    flat: bool = True,
+    num_classes: int | None = None,
+    return_stats: bool = False,
+    validate: bool = True,
+    backend: str = "auto",
+) -> torch.Tensor | PlrStats:
     """PLR contrastive loss with candidate-set relaxed negatives (see the module docstring).
 
     Args:
@@ -235,24 +301,52 @@ def plr_loss(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *
     if num_classes is None:
         check_mask_inputs(cand, labels, kappa, UNBOUNDED)
         num_classes = default_num_classes(cand, labels, kappa)
-    check_inputs(features, cand, labels, kappa, num_classes, temperature, base_temperature,
-                 values=validate)
-    run = lambda b: _timed_step(features, cand, labels, kappa, num_classes, b,
-                                temperature=temperature, base_temperature=base_temperature, flat=flat)
+    check_inputs(
+        features, cand, labels, kappa, num_classes, temperature, base_temperature, values=validate
+    )
+    run = lambda b: _timed_step(
+        features,
+        cand,
+        labels,
+        kappa,
+        num_classes,
+        b,
+        temperature=temperature,
+        base_temperature=base_temperature,
+        flat=flat,
+    )
     shape = f"{features.dtype}|{flat}|{_tune.bucket(*features.shape, num_classes)}"
-    call = _dispatch.Call(features.device, features.dtype, shape, 2 * features.shape[0] ** 2 * features.shape[1], run)
+    call = _dispatch.Call(
+        features.device, features.dtype, shape, 2 * features.shape[0] ** 2 * features.shape[1], run
+    )
     chosen, _ = choose_backend(features, cand, labels, num_classes, backend, call=call)
     if chosen == "reference":
-        return plr_loss_reference(features, cand, labels, kappa=kappa, temperature=temperature,
-                                  base_temperature=base_temperature, flat=flat,
-                                  num_classes=num_classes, return_stats=return_stats)
+        return plr_loss_reference(
+            features,
+            cand,
+            labels,
+            kappa=kappa,
+            temperature=temperature,
+            base_temperature=base_temperature,
+            flat=flat,
+            num_classes=num_classes,
+            return_stats=return_stats,
+        )
     objective, value, lse, n_neg = torch.ops.lnl.plr_loss(
-        features.contiguous(), cand.contiguous().long(), labels.contiguous().long(), kappa,
-        num_classes, float(temperature), float(base_temperature), flat)
+        features.contiguous(),
+        cand.contiguous().long(),
+        labels.contiguous().long(),
+        kappa,
+        num_classes,
+        float(temperature),
+        float(base_temperature),
+        flat,
+    )
     num_valid = (n_neg > 0).sum()
     if flat:  # the original's exp(v − sg(v)): value 1, gradient that of the objective
-        loss = torch.where(num_valid > 0, torch.exp(objective - objective.detach()),
-                           torch.zeros_like(objective))
+        loss = torch.where(
+            num_valid > 0, torch.exp(objective - objective.detach()), torch.zeros_like(objective)
+        )
     else:
         loss = objective
     if not return_stats:

@@ -41,7 +41,9 @@ def candidate_columns(cand: torch.Tensor, kappa: int) -> torch.Tensor:
     return cand[:, : max(kappa, 1)]
 
 
-def candidate_onehot(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int) -> torch.Tensor:
+def candidate_onehot(
+    cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int
+) -> torch.Tensor:
     """T[B, C] float32 with T_ic = 1[c ∈ S_i]: top-κ ∪ {label} (κ ≥ 1) or {top-1} (κ = 0)."""
     used = candidate_columns(cand, kappa).long()
     onehot = torch.zeros(cand.shape[0], num_classes, dtype=torch.float32, device=cand.device)
@@ -51,8 +53,9 @@ def candidate_onehot(cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_c
     return onehot
 
 
-def plr_mask_reference(cand: torch.Tensor, labels: torch.Tensor, kappa: int,
-                       num_classes: int | None = None) -> torch.Tensor:
+def plr_mask_reference(
+    cand: torch.Tensor, labels: torch.Tensor, kappa: int, num_classes: int | None = None
+) -> torch.Tensor:
     """Sample-level mask Tensor[B, B] int8: +1 on the diagonal, −1 for disjoint sets, 0 otherwise."""
     if num_classes is None:
         num_classes = default_num_classes(cand, labels, kappa)
@@ -93,14 +96,17 @@ def _dense_rows(features, cand, labels, kappa, num_classes, temperature, flat):
     return lse, (sim * pos).sum(1), neg.sum(1).to(torch.int32), pos.sum(1)
 
 
-def plr_terms_reference(features, cand, labels, kappa, num_classes, temperature, base_temperature,
-                        flat) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def plr_terms_reference(
+    features, cand, labels, kappa, num_classes, temperature, base_temperature, flat
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(objective, value, lse, n_neg) as the compiled op ``lnl::plr_loss`` returns them.
 
     The objective is the quantity whose gradient is the loss's: flat, (1/R) Σ_valid v_a (0 when
     R = 0); non-flat, the SupCon-style loss itself. Computes in at least float32.
     """
-    lse, pos_sum, n_neg, n_pos = _dense_rows(features, cand, labels, kappa, num_classes, temperature, flat)
+    lse, pos_sum, n_neg, n_pos = _dense_rows(
+        features, cand, labels, kappa, num_classes, temperature, flat
+    )
     if flat:
         valid = n_neg > 0
         count = valid.sum().clamp_min(1).to(lse.dtype)
@@ -113,10 +119,19 @@ def plr_terms_reference(features, cand, labels, kappa, num_classes, temperature,
     return loss, loss.detach(), lse.detach(), n_neg
 
 
-def plr_loss_reference(features: torch.Tensor, cand: torch.Tensor, labels: torch.Tensor, *, kappa: int,
-                       temperature: float = 1.0, base_temperature: float = 1.0, flat: bool = True,
-                       num_classes: int | None = None, return_stats: bool = False,
-                       backend: str = "reference"):
+def plr_loss_reference(
+    features: torch.Tensor,
+    cand: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    kappa: int,
+    temperature: float = 1.0,
+    base_temperature: float = 1.0,
+    flat: bool = True,
+    num_classes: int | None = None,
+    return_stats: bool = False,
+    backend: str = "reference",
+):
     """Dense PyTorch PLR loss; same signature and results as ``lnl.ops.plr_loss``.
 
     The flat loss is written as the original does, the mean over valid rows of exp(v_a − sg(v_a)),
@@ -126,10 +141,13 @@ def plr_loss_reference(features: torch.Tensor, cand: torch.Tensor, labels: torch
     if num_classes is None:
         num_classes = default_num_classes(cand, labels, kappa)
     if not flat:
-        loss, value, lse, n_neg = plr_terms_reference(features, cand, labels, kappa, num_classes,
-                                                      temperature, base_temperature, flat)
+        loss, value, lse, n_neg = plr_terms_reference(
+            features, cand, labels, kappa, num_classes, temperature, base_temperature, flat
+        )
     else:
-        lse, pos_sum, n_neg, _ = _dense_rows(features, cand, labels, kappa, num_classes, temperature, flat)
+        lse, pos_sum, n_neg, _ = _dense_rows(
+            features, cand, labels, kappa, num_classes, temperature, flat
+        )
         valid = n_neg > 0
         count = valid.sum().clamp_min(1).to(lse.dtype)
         v = torch.where(valid, lse - pos_sum, torch.zeros_like(lse))

@@ -26,9 +26,21 @@ from methods.dividemix import dividemix_train
 from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this entry point's)
 
 RECIPE = Recipe(
-    title="DivideMix (CIFAR-10/100)", dataset="cifar10", datasets=("cifar10", "cifar100", "digits"), num_classes=10,
-    data_path=None, backbone="dividemix_preact_resnet18", batch_size=64, lr=0.02, weight_decay=5e-4, num_epochs=300,
-    alpha=4, lambda_u=25, warm_up_epochs={"cifar10": 10, "cifar100": 30, "digits": 3}, flags={"id": ""})
+    title="DivideMix (CIFAR-10/100)",
+    dataset="cifar10",
+    datasets=("cifar10", "cifar100", "digits"),
+    num_classes=10,
+    data_path=None,
+    backbone="dividemix_preact_resnet18",
+    batch_size=64,
+    lr=0.02,
+    weight_decay=5e-4,
+    num_epochs=300,
+    alpha=4,
+    lambda_u=25,
+    warm_up_epochs={"cifar10": 10, "cifar100": 30, "digits": 3},
+    flags={"id": ""},
+)
 
 
 def get_args_parser():

@@ -26,10 +26,27 @@ from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this 
 
 # the eval subsets are --num_batches × --batch_size = 32,000 per net (PLReMix's: 64,000); warm-up twice that
 RECIPE = Recipe(
-    title="DivideMix (Clothing1M)", dataset="clothing1m", datasets=("clothing1m",), num_classes=14,
-    data_path="../../Clothing1M/data", backbone="torchvision_resnet50", batch_size=32, lr=0.002, weight_decay=1e-3,
-    num_epochs=80, alpha=0.5, lambda_u=0, warm_up=1, milestones=(40,), penalty=True, crops=CLOTHING1M_CROPS,
-    evaluation="val_best", pretrained=True, labeled_only=True, flags={"id": "clothing1m", "num_batches": 1000})
+    title="DivideMix (Clothing1M)",
+    dataset="clothing1m",
+    datasets=("clothing1m",),
+    num_classes=14,
+    data_path="../../Clothing1M/data",
+    backbone="torchvision_resnet50",
+    batch_size=32,
+    lr=0.002,
+    weight_decay=1e-3,
+    num_epochs=80,
+    alpha=0.5,
+    lambda_u=0,
+    warm_up=1,
+    milestones=(40,),
+    penalty=True,
+    crops=CLOTHING1M_CROPS,
+    evaluation="val_best",
+    pretrained=True,
+    labeled_only=True,
+    flags={"id": "clothing1m", "num_batches": 1000},
+)
 
 
 def get_args_parser():

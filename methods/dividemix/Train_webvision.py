@@ -24,10 +24,25 @@ from methods.dividemix import dividemix_train
 from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this entry point's)
 
 RECIPE = Recipe(
-    title="DivideMix (WebVision)", dataset="webvision", datasets=("webvision",), num_classes=50,
-    data_path="./dataset/", backbone="timm_inception_resnet_v2", batch_size=32, lr=0.01, weight_decay=5e-4,
-    num_epochs=80, alpha=0.5, lambda_u=0, warm_up=1, milestones=(40,), penalty=False,
-    crops=dataclasses.replace(WEBVISION_CROPS, random_resized_crop=True), evaluation="webvision", flags={"id": ""})
+    title="DivideMix (WebVision)",
+    dataset="webvision",
+    datasets=("webvision",),
+    num_classes=50,
+    data_path="./dataset/",
+    backbone="timm_inception_resnet_v2",
+    batch_size=32,
+    lr=0.01,
+    weight_decay=5e-4,
+    num_epochs=80,
+    alpha=0.5,
+    lambda_u=0,
+    warm_up=1,
+    milestones=(40,),
+    penalty=False,
+    crops=dataclasses.replace(WEBVISION_CROPS, random_resized_crop=True),
+    evaluation="webvision",
+    flags={"id": ""},
+)
 
 
 def get_args_parser():

@@ -31,7 +31,9 @@ class FileDivideMix(FileListMixin, CoDivide):
         tf: ``transforms_for`` output.
     """
 
-    def __init__(self, args, nets, optimizers, data, log, *, recipe, milestone, penalty, labeled_only, tf):
+    def __init__(
+        self, args, nets, optimizers, data, log, *, recipe, milestone, penalty, labeled_only, tf
+    ):
         self.recipe, self.milestone, self._penalty, self.tf = recipe, milestone, penalty, tf
         self.labeled_only, self.train_set = labeled_only, data.train
         super().__init__(args, nets, optimizers, data, log)
@@ -49,13 +51,20 @@ class FileDivideMix(FileListMixin, CoDivide):
         return cd.minmax(cd.per_sample_ce(outs["logits"], outs["labels"]))[:, None]
 
 
-def dividemix_nets(args, name: str, num_classes: int, *, weight_decay: float, **kwargs) -> tuple[list, list]:
+def dividemix_nets(
+    args, name: str, num_classes: int, *, weight_decay: float, **kwargs
+) -> tuple[list, list]:
     """Two ``create_model(name, **kwargs)`` nets (``--arch`` overrides, without ``kwargs``) and their
     SGD optimizers."""
-    def make_net():
-        return create_model(args.arch or name, num_classes=num_classes, **({} if args.arch else kwargs))
 
-    return build_nets(make_net, device=args.device, lr=args.lr, weight_decay=weight_decay, compile=args.compile)
+    def make_net():
+        return create_model(
+            args.arch or name, num_classes=num_classes, **({} if args.arch else kwargs)
+        )
+
+    return build_nets(
+        make_net, device=args.device, lr=args.lr, weight_decay=weight_decay, compile=args.compile
+    )
 
 
 def track_best(method: FileDivideMix, val_loader, out: Path) -> dict:
@@ -67,7 +76,10 @@ def track_best(method: FileDivideMix, val_loader, out: Path) -> dict:
         metrics[f"val_acc_net{k + 1}"] = acc
         if acc > method.state["best"][k]:
             method.state["best"][k] = acc
-            atomic_save(copy.deepcopy(getattr(net, "_orig_mod", net).state_dict()), out / f"best_net{k + 1}.pth")
+            atomic_save(
+                copy.deepcopy(getattr(net, "_orig_mod", net).state_dict()),
+                out / f"best_net{k + 1}.pth",
+            )
     metrics["val_acc"] = method.test(val_loader)["top1"]
     return metrics
 
@@ -77,6 +89,8 @@ def test_best(method: FileDivideMix, test_loader, out: Path) -> dict:
     for k, net in enumerate(method.nets):
         path = out / f"best_net{k + 1}.pth"
         if path.exists():
-            getattr(net, "_orig_mod", net).load_state_dict(torch.load(path, map_location=method.args.device))
+            getattr(net, "_orig_mod", net).load_state_dict(
+                torch.load(path, map_location=method.args.device)
+            )
     res = method.test(test_loader, topk=(1, 5))
     return {"test_acc": res["top1"], "test_top5": res["top5"]}

@@ -67,7 +67,8 @@ def read_prefix(spec: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
         raise FileNotFoundError(
             f"--feature_file {spec}: neither the original's folder (trainfeatures.npy, testfeatures.npy, "
             f"trainlabels.npy, correctlabels.npy, testlabels.npy from its Drive link) nor a "
-            f"data_prep/extract_features.py prefix ({pre}_features.npy)")
+            f"data_prep/extract_features.py prefix ({pre}_features.npy)"
+        )
     labels = _npy(pre.with_name(pre.name + "_labels.npy"), np.int64)
     noisy = _npy(pre.with_name(pre.name + "_noisy_labels.npy"), np.int64)
     return feats, labels, noisy
@@ -75,12 +76,14 @@ def read_prefix(spec: str) -> tuple[torch.Tensor, torch.Tensor | None, torch.Ten
 
 def read_original_folder(folder: Path) -> FeatureSet:
     """The Drive layout of the original: train/test features, noisy, clean and test labels."""
-    return FeatureSet(train=_npy(folder / "trainfeatures.npy", np.float32),
-                      clean=_npy(folder / "correctlabels.npy", np.int64),
-                      noisy=_npy(folder / "trainlabels.npy", np.int64),
-                      test=_npy(folder / "testfeatures.npy", np.float32),
-                      test_labels=_npy(folder / "testlabels.npy", np.int64),
-                      source={"kind": "original_folder", "path": str(folder)})
+    return FeatureSet(
+        train=_npy(folder / "trainfeatures.npy", np.float32),
+        clean=_npy(folder / "correctlabels.npy", np.int64),
+        noisy=_npy(folder / "trainlabels.npy", np.int64),
+        test=_npy(folder / "testfeatures.npy", np.float32),
+        test_labels=_npy(folder / "testlabels.npy", np.int64),
+        source={"kind": "original_folder", "path": str(folder)},
+    )
 
 
 def pixel_features(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -96,9 +99,14 @@ def read_pixels(dataset: str, root: str | None, size: int) -> FeatureSet:
     train, test = get_dataset(dataset, root, "train"), get_dataset(dataset, root, "test")
     xtr, xte = pixel_features(train.images, size), pixel_features(test.images, size)
     mean, std = xtr.mean(0), xtr.std(0).clamp_min(1e-3)  # standardise with train statistics
-    return FeatureSet(train=(xtr - mean) / std, clean=torch.as_tensor(train.targets).long(), noisy=None,
-                      test=(xte - mean) / std, test_labels=torch.as_tensor(test.targets).long(),
-                      source={"kind": "pixels", "dataset": dataset, "size": size})
+    return FeatureSet(
+        train=(xtr - mean) / std,
+        clean=torch.as_tensor(train.targets).long(),
+        noisy=None,
+        test=(xte - mean) / std,
+        test_labels=torch.as_tensor(test.targets).long(),
+        source={"kind": "pixels", "dataset": dataset, "size": size},
+    )
 
 
 def _test_prefix(spec: str) -> str | None:
@@ -118,11 +126,15 @@ def load_features(args) -> FeatureSet:
         fs = read_pixels(args.dataset, args.data_path, args.pixel_size)
     elif Path(spec).is_dir():
         if not (Path(spec) / "trainfeatures.npy").is_file():
-            raise FileNotFoundError(f"--feature_file {spec}: no trainfeatures.npy (the original's layout)")
+            raise FileNotFoundError(
+                f"--feature_file {spec}: no trainfeatures.npy (the original's layout)"
+            )
         fs = read_original_folder(Path(spec))
     else:
         feats, labels, noisy = read_prefix(spec)
-        fs = FeatureSet(train=feats, clean=labels, noisy=noisy, source={"kind": "prefix", "path": spec})
+        fs = FeatureSet(
+            train=feats, clean=labels, noisy=noisy, source={"kind": "prefix", "path": spec}
+        )
         test_spec = args.test_feature_file or _test_prefix(spec)
         if test_spec:
             fs.test, fs.test_labels, _ = read_prefix(test_spec)
@@ -159,14 +171,23 @@ def noisy_labels(args, fs: FeatureSet, num_classes: int) -> tuple[torch.Tensor, 
     if fs.noisy is not None:
         return fs.noisy, {"source": "feature_file"}
     if fs.clean is None:
-        raise ValueError("no noisy labels: pass --noise_file, or features with clean labels to add noise to")
-    nl = make_noise(fs.clean, args.noise_mode, args.r, num_classes=num_classes, seed=args.seed,
-                    dataset=args.dataset)
+        raise ValueError(
+            "no noisy labels: pass --noise_file, or features with clean labels to add noise to"
+        )
+    nl = make_noise(
+        fs.clean,
+        args.noise_mode,
+        args.r,
+        num_classes=num_classes,
+        seed=args.seed,
+        dataset=args.dataset,
+    )
     return nl.labels, {**nl.meta, "source": "generated"}
 
 
-def first_rows(fs: FeatureSet, noisy: torch.Tensor, n: int, num_classes: int,
-               meta_size: int) -> tuple[FeatureSet, torch.Tensor]:
+def first_rows(
+    fs: FeatureSet, noisy: torch.Tensor, n: int, num_classes: int, meta_size: int
+) -> tuple[FeatureSet, torch.Tensor]:
     """``--subset n``: the first ``n`` training rows (features, clean and noisy labels) and test rows.
 
     ``noisy`` was made or read over the whole split, so row i keeps the full run's label (a noise
@@ -176,24 +197,41 @@ def first_rows(fs: FeatureSet, noisy: torch.Tensor, n: int, num_classes: int,
     if n < num_classes:
         raise ValueError(f"--subset {n} keeps fewer rows than there are classes ({num_classes})")
     if fs.meta is None and meta_size >= min(n, len(fs.train)):
-        raise ValueError(f"--subset {n} is too small for --meta_size {meta_size}: the meta set is held out "
-                         f"from within the subset, so --subset must exceed --meta_size")
+        raise ValueError(
+            f"--subset {n} is too small for --meta_size {meta_size}: the meta set is held out "
+            f"from within the subset, so --subset must exceed --meta_size"
+        )
     cut = lambda t: None if t is None else t[:n]  # noqa: E731
-    fs = replace(fs, train=fs.train[:n], clean=cut(fs.clean), noisy=cut(fs.noisy), test=cut(fs.test),
-                 test_labels=cut(fs.test_labels), source={**fs.source, "subset": n})
+    fs = replace(
+        fs,
+        train=fs.train[:n],
+        clean=cut(fs.clean),
+        noisy=cut(fs.noisy),
+        test=cut(fs.test),
+        test_labels=cut(fs.test_labels),
+        source={**fs.source, "subset": n},
+    )
     return fs, noisy[:n]
 
 
-def split_meta(n: int, meta_size: int, seed: int, clean: torch.Tensor | None = None,
-               balanced: bool = False, num_classes: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def split_meta(
+    n: int,
+    meta_size: int,
+    seed: int,
+    clean: torch.Tensor | None = None,
+    balanced: bool = False,
+    num_classes: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(train indices, meta indices). Default: the original's split, ``perm = randperm(n)``, the last
     ``meta_size`` rows are the meta set, drawn here from a seeded generator. ``balanced``: take
     ``meta_size // C`` of each clean class, the first of each class in the permutation."""
     if not 0 <= meta_size < n:  # a negative slice below would silently give a wrong split
-        raise ValueError(f"--meta_size {meta_size} leaves no noisy-set rows of the {n} training rows")
+        raise ValueError(
+            f"--meta_size {meta_size} leaves no noisy-set rows of the {n} training rows"
+        )
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     if not balanced:
-        return perm[: n - meta_size], perm[n - meta_size:]
+        return perm[: n - meta_size], perm[n - meta_size :]
     if clean is None:
         raise ValueError("--balanced_meta needs the clean labels")
     per = meta_size // num_classes
@@ -201,7 +239,9 @@ def split_meta(n: int, meta_size: int, seed: int, clean: torch.Tensor | None = N
     order = torch.argsort(lab, stable=True)  # by class, permutation order within a class
     counts = torch.bincount(lab, minlength=num_classes)
     if int(counts.min()) < per:
-        raise ValueError(f"--balanced_meta: a class has only {int(counts.min())} samples, need {per}")
+        raise ValueError(
+            f"--balanced_meta: a class has only {int(counts.min())} samples, need {per}"
+        )
     starts = torch.cumsum(counts, 0) - counts
     rank = torch.arange(n) - starts[lab[order]]  # rank of each sorted position within its class
     meta_mask = torch.zeros(n, dtype=torch.bool)
@@ -264,7 +304,9 @@ def closed_form(solver: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return solver @ y
 
 
-def meta_loss(w: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, xb: torch.Tensor) -> torch.Tensor:
+def meta_loss(
+    w: torch.Tensor, xv: torch.Tensor, yv: torch.Tensor, xb: torch.Tensor
+) -> torch.Tensor:
     """CE(X_v W, y_v) + Σ(X_v W − onehot)² + KL(uniform ‖ mean softmax(X_b W)) (IPC)."""
     out = xv @ w
     c = w.shape[1]
@@ -291,8 +333,13 @@ def head_probs(out: torch.Tensor, fix_softmax: bool) -> torch.Tensor:
     return torch.softmax(out, dim=1) if fix_softmax else out
 
 
-def eac_loss(out: torch.Tensor, target: torch.Tensor, weight_prior: float, weight_conf: float,
-             fix_softmax: bool = False) -> torch.Tensor:
+def eac_loss(
+    out: torch.Tensor,
+    target: torch.Tensor,
+    weight_prior: float,
+    weight_conf: float,
+    fix_softmax: bool = False,
+) -> torch.Tensor:
     """CE(out, ŷ) + weight_prior·KL(π ‖ mean softmax(p)) + weight_conf·mean Σ p log p (EAC).
 
     Original: ``out`` already holds probabilities, ``p = softmax(out)`` and the prior term takes a
@@ -300,7 +347,9 @@ def eac_loss(out: torch.Tensor, target: torch.Tensor, weight_prior: float, weigh
     """
     ce = F.cross_entropy(out, target)
     p = torch.softmax(out, dim=1)
-    conf = (p.log() * p).sum(1).mean()  # built before the prior term, as the original: same float gradients
+    conf = (
+        (p.log() * p).sum(1).mean()
+    )  # built before the prior term, as the original: same float gradients
     pred_mean = p.mean(0) if fix_softmax else torch.softmax(p, dim=1).mean(0)
     prior = torch.full_like(pred_mean, 1.0 / out.shape[1])
     penalty = (prior * (prior / pred_mean).log()).sum()
@@ -345,9 +394,13 @@ def build_view(x, xv, xt, noisy, bounds, args, solvers=None) -> View:
     if solvers is None:
         solvers = [batch_solver(x[s:e], args.fix_solver, args.ridge) for s, e in bounds]
     labels = SoftLabels(noisy, c).to(x.device)
-    opt = torch.optim.Adam(labels.parameters(), args.lr, betas=(0.5, 0.999), weight_decay=args.weight_decay)
+    opt = torch.optim.Adam(
+        labels.parameters(), args.lr, betas=(0.5, 0.999), weight_decay=args.weight_decay
+    )
     head = make_head(x.shape[1], c, args.fix_softmax).to(x.device)
-    head_opt = torch.optim.Adam(head.parameters(), 0.03, betas=(0.5, 0.999), weight_decay=args.weight_decay)
+    head_opt = torch.optim.Adam(
+        head.parameters(), 0.03, betas=(0.5, 0.999), weight_decay=args.weight_decay
+    )
     return View(x, xv, xt, solvers, labels, opt, head, head_opt)
 
 
@@ -389,7 +442,9 @@ def train_epoch(views: list[View], epoch: int, bounds, yv, clean_t, args, bar=No
         for g in v.head_opt.param_groups:
             g["lr"] = eac_lr(epoch, args.lr_fc, args.lr_fc_decay_epoch)
     dev = views[0].x.device
-    sums = {k: torch.zeros((), device=dev) for k in ("ipc_loss", "eac_loss", "acc_before", "acc_head")}
+    sums = {
+        k: torch.zeros((), device=dev) for k in ("ipc_loss", "eac_loss", "acc_before", "acc_head")
+    }
     swap = exchange_due(epoch, args.epochs, args.epoch_T, args.fix_exchange)
     guard = FiniteGuard(f"epoch {epoch}")
     for j, (s, e) in enumerate(bounds):
@@ -397,8 +452,11 @@ def train_epoch(views: list[View], epoch: int, bounds, yv, clean_t, args, bar=No
         sums["acc_before"] += _count_correct(views[0].labels.y.detach()[s:e].argmax(1), clean_b)
         ipc = [ipc_step(v, j, s, e, yv) for v in views]
         eac = [eac_steps(v, s, e, args) for v in views]
-        guard.watch(j, **{f"ipc_loss_v{k}": t for k, t in enumerate(ipc, 1)},
-                    **{f"eac_loss_v{k}": t for k, t in enumerate(eac, 1)})
+        guard.watch(
+            j,
+            **{f"ipc_loss_v{k}": t for k, t in enumerate(ipc, 1)},
+            **{f"eac_loss_v{k}": t for k, t in enumerate(eac, 1)},
+        )
         for t in ipc:
             sums["ipc_loss"] += t / len(views)
         for t in eac:
@@ -415,7 +473,9 @@ def train_epoch(views: list[View], epoch: int, bounds, yv, clean_t, args, bar=No
     n = float(bounds[-1][1])
     out = {k: float(t) / len(bounds) for k, t in sums.items() if k.endswith("loss")}
     if clean_t is not None:
-        out.update(acc_before=float(sums["acc_before"]) / n, acc_head_v1=float(sums["acc_head"]) / n)
+        out.update(
+            acc_before=float(sums["acc_before"]) / n, acc_head_v1=float(sums["acc_head"]) / n
+        )
     out["exchanged"] = swap
     return out
 
@@ -443,8 +503,16 @@ def evaluate(views: list[View], test_labels: torch.Tensor | None, fix_softmax: b
 
 
 @torch.no_grad()
-def purified(views: list[View], noisy: torch.Tensor, train_idx, meta_idx, meta_labels, num_classes: int,
-             use_heads: bool, fix_softmax: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def purified(
+    views: list[View],
+    noisy: torch.Tensor,
+    train_idx,
+    meta_idx,
+    meta_labels,
+    num_classes: int,
+    use_heads: bool,
+    fix_softmax: bool,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(hard [N], soft [N, C]) in the dataset's order. Noisy-set rows: the views' mean Y projected on
     the simplex (``use_heads``: the heads' ensemble probabilities); meta rows: their clean labels."""
     if use_heads:
@@ -465,16 +533,24 @@ def _acc(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a == b).float().mean())
 
 
-def label_report(hard: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor | None, train_idx,
-                 num_classes: int) -> dict:
+def label_report(
+    hard: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor | None, train_idx, num_classes: int
+) -> dict:
     """Accuracy of the purified and of the noisy labels (all rows, noisy-set rows), per class."""
-    rep = {"num_samples": int(len(hard)), "num_noisy_set": int(len(train_idx)),
-           "changed": int((hard != noisy).sum())}
+    rep = {
+        "num_samples": int(len(hard)),
+        "num_noisy_set": int(len(train_idx)),
+        "changed": int((hard != noisy).sum()),
+    }
     if clean is None:
         return rep
     t = train_idx
-    rep.update(purified_acc=_acc(hard, clean), noisy_acc=_acc(noisy, clean),
-               purified_acc_noisy_set=_acc(hard[t], clean[t]), noisy_acc_noisy_set=_acc(noisy[t], clean[t]))
+    rep.update(
+        purified_acc=_acc(hard, clean),
+        noisy_acc=_acc(noisy, clean),
+        purified_acc_noisy_set=_acc(hard[t], clean[t]),
+        noisy_acc_noisy_set=_acc(noisy[t], clean[t]),
+    )
     counts = torch.bincount(clean, minlength=num_classes).clamp_min(1).float()
     for name, lab in (("purified", hard), ("noisy", noisy)):
         right = torch.bincount(clean[lab == clean], minlength=num_classes)
@@ -485,11 +561,20 @@ def label_report(hard: torch.Tensor, noisy: torch.Tensor, clean: torch.Tensor | 
 def write_outputs(out: Path, name: str, hard, soft, meta: dict, report: dict, extra: dict) -> dict:
     """``<out>/<name>.json`` (DivideMix/PLReMix list), ``<out>/<name>.npz`` (``labels``, ``soft_labels``,
     ``meta`` and the split; ``lnl.data.noise_files.load_noise_file`` reads it) and ``<out>/report.json``."""
-    paths = {"json": out / f"{name}.json", "npz": out / f"{name}.npz", "report": out / "report.json"}
+    paths = {
+        "json": out / f"{name}.json",
+        "npz": out / f"{name}.npz",
+        "report": out / "report.json",
+    }
     save_noise_file(paths["json"], hard)
     tmp = out / f".{name}.tmp.npz"
-    np.savez(tmp, labels=hard.numpy().astype(np.int64), soft_labels=soft.numpy().astype(np.float32),
-             meta=np.array(json.dumps(meta, default=str)), **{k: v.numpy() for k, v in extra.items()})
+    np.savez(
+        tmp,
+        labels=hard.numpy().astype(np.int64),
+        soft_labels=soft.numpy().astype(np.float32),
+        meta=np.array(json.dumps(meta, default=str)),
+        **{k: v.numpy() for k, v in extra.items()},
+    )
     tmp.replace(paths["npz"])
     paths["report"].write_text(json.dumps(report, indent=1))
     return {k: str(v) for k, v in paths.items()}

@@ -89,13 +89,30 @@ Equalize .2 0, AutoContrast .1 2 | Equalize .6 9, Equalize .4 4
 
 def _parse(text: str) -> tuple:
     subs = [sp for line in text.strip().splitlines() if line.strip() for sp in line.split("|")]
-    return tuple(tuple((o, float(p), int(lv)) for o, p, lv in (op.split() for op in sp.split(","))) for sp in subs)
+    return tuple(
+        tuple((o, float(p), int(lv)) for o, p, lv in (op.split() for op in sp.split(",")))
+        for sp in subs
+    )
 
 
 CIFAR_POLICIES = _parse(_POLICY_TEXT)
 #: randaugment.py ``RANDOM_POLICY_OPS``.
-RANDAUG_OPS = ("Identity", "AutoContrast", "Equalize", "Rotate", "Solarize", "Color", "Contrast", "Brightness",
-               "Sharpness", "ShearX", "TranslateX", "TranslateY", "Posterize", "ShearY")
+RANDAUG_OPS = (
+    "Identity",
+    "AutoContrast",
+    "Equalize",
+    "Rotate",
+    "Solarize",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "ShearX",
+    "TranslateX",
+    "TranslateY",
+    "Posterize",
+    "ShearY",
+)
 SIGNED = {"Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY"}
 ENHANCE = {"Color", "Contrast", "Brightness", "Sharpness"}
 CUTOUT = len(OPS)  # not one of lnl's ops: its own id, run after apply_ops
@@ -104,6 +121,7 @@ PARAMETER_MAX = 10
 
 def tf_argument(name: str, level: int) -> float:
     """augmentation_transforms.py's argument of ``name`` at ``level`` (before the random sign)."""
+
     def as_float(maxval):
         return float(level) * maxval / PARAMETER_MAX
 
@@ -141,20 +159,30 @@ def _op_id(name: str) -> int:
 def _policy_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """(op ids, probabilities, float64 magnitudes, signed?), each ``[95, 2]``."""
     rows = CIFAR_POLICIES
-    return (torch.tensor([[_op_id(o) for o, _, _ in sp] for sp in rows], device=device),
-            torch.tensor([[p for _, p, _ in sp] for sp in rows], dtype=torch.float64, device=device),
-            torch.tensor([[_magnitude(o, lv) for o, _, lv in sp] for sp in rows], dtype=torch.float64,
-                         device=device),
-            torch.tensor([[o in SIGNED for o, _, _ in sp] for sp in rows], device=device))
+    return (
+        torch.tensor([[_op_id(o) for o, _, _ in sp] for sp in rows], device=device),
+        torch.tensor([[p for _, p, _ in sp] for sp in rows], dtype=torch.float64, device=device),
+        torch.tensor(
+            [[_magnitude(o, lv) for o, _, lv in sp] for sp in rows],
+            dtype=torch.float64,
+            device=device,
+        ),
+        torch.tensor([[o in SIGNED for o, _, _ in sp] for sp in rows], device=device),
+    )
 
 
 @functools.cache
 def _randaug_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
     """(op ids ``[14]``, magnitudes ``[14, 10]`` by level, signed? ``[14]``)."""
-    return (torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=device),
-            torch.tensor([[_magnitude(o, lv) for lv in range(PARAMETER_MAX)] for o in RANDAUG_OPS],
-                         dtype=torch.float64, device=device),
-            torch.tensor([o in SIGNED for o in RANDAUG_OPS], device=device))
+    return (
+        torch.tensor([OP_ID[o] for o in RANDAUG_OPS], device=device),
+        torch.tensor(
+            [[_magnitude(o, lv) for lv in range(PARAMETER_MAX)] for o in RANDAUG_OPS],
+            dtype=torch.float64,
+            device=device,
+        ),
+        torch.tensor([o in SIGNED for o in RANDAUG_OPS], device=device),
+    )
 
 
 def cutout_fill(x: Tensor, size: Tensor, g: torch.Generator, fill: int) -> Tensor:
@@ -170,8 +198,15 @@ def cutout_fill(x: Tensor, size: Tensor, g: torch.Generator, fill: int) -> Tenso
     return torch.where(inside.unsqueeze(1), torch.full_like(x, fill), x)
 
 
-def _apply_slot(x: Tensor, op: Tensor, mag: Tensor, signed: Tensor, applied: Tensor, g: torch.Generator,
-                fill: int) -> Tensor:
+def _apply_slot(
+    x: Tensor,
+    op: Tensor,
+    mag: Tensor,
+    signed: Tensor,
+    applied: Tensor,
+    g: torch.Generator,
+    fill: int,
+) -> Tensor:
     """One op per image where ``applied`` (TF: ``random.random() < probability``), with a random sign
     for the signed ops (TF: ``random.random() > 0.5``)."""
     negative = (torch.rand(op.shape, device=op.device, generator=g) > 0.5) & signed
@@ -188,7 +223,9 @@ def tf_autoaugment(x: Tensor, g: torch.Generator, fill: int = 128) -> Tensor:
     policy = torch.randint(0, len(CIFAR_POLICIES), (b,), device=dev, generator=g)
     for slot in range(2):
         applied = torch.rand(b, device=dev, generator=g, dtype=torch.float64) < probs[policy, slot]
-        x = _apply_slot(x, ids[policy, slot], mags[policy, slot], signs[policy, slot], applied, g, fill)
+        x = _apply_slot(
+            x, ids[policy, slot], mags[policy, slot], signs[policy, slot], applied, g, fill
+        )
     return x
 
 

@@ -71,12 +71,15 @@ def parse_dataset(name: str, known_bases: tuple[str, ...]) -> DatasetName:
         return DatasetName("webvisionmini", None, 0.0, per_class)
     m = re.fullmatch(r"([a-z0-9_]+?)_(uniform|asymmetric)_([0-9.]+)", name)
     if m is None:
-        raise ValueError(f"--dataset {name!r}: expected <dataset>_<uniform|asymmetric>_<ratio> "
-                         f"(e.g. cifar100_uniform_0.8) or webvisionmini")
+        raise ValueError(
+            f"--dataset {name!r}: expected <dataset>_<uniform|asymmetric>_<ratio> "
+            f"(e.g. cifar100_uniform_0.8) or webvisionmini"
+        )
     base, noise, ratio = m.group(1), m.group(2), float(m.group(3))
     if base not in known_bases:
-        raise ValueError(f"--dataset {name!r}: unknown dataset {base!r}; "
-                         f"known: {', '.join(known_bases)}")
+        raise ValueError(
+            f"--dataset {name!r}: unknown dataset {base!r}; known: {', '.join(known_bases)}"
+        )
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"--dataset {name!r}: noise ratio {ratio} is outside [0, 1]")
     if noise == "asymmetric" and base != "cifar10":
@@ -84,8 +87,9 @@ def parse_dataset(name: str, known_bases: tuple[str, ...]) -> DatasetName:
     return DatasetName(base, noise, ratio)
 
 
-def probe_split(clean: np.ndarray, ratio: float, num_classes: int,
-                rng: np.random.RandomState) -> tuple[np.ndarray, np.ndarray]:
+def probe_split(
+    clean: np.ndarray, ratio: float, num_classes: int, rng: np.random.RandomState
+) -> tuple[np.ndarray, np.ndarray]:
     """Hold out ``floor(N·ratio) // C`` clean images per class as the probe set.
 
     Returns:
@@ -100,9 +104,11 @@ def probe_split(clean: np.ndarray, ratio: float, num_classes: int,
     per_class = n_probe // num_classes
     if per_class < 1:
         need = num_classes / len(clean)
-        raise ValueError(f"--probe_dataset_hold_ratio {ratio}: {len(clean)}·{ratio} = {n_probe} probe "
-                         f"images for {num_classes} classes; need at least one per class "
-                         f"(ratio >= {need:.4g})")
+        raise ValueError(
+            f"--probe_dataset_hold_ratio {ratio}: {len(clean)}·{ratio} = {n_probe} probe "
+            f"images for {num_classes} classes; need at least one per class "
+            f"(ratio >= {need:.4g})"
+        )
     chosen = []
     for c in range(num_classes):
         members = np.flatnonzero(clean == c)
@@ -114,8 +120,9 @@ def probe_split(clean: np.ndarray, ratio: float, num_classes: int,
     return probe.astype(np.int64), train.astype(np.int64)
 
 
-def uniform_noise(clean: np.ndarray, ratio: float, num_classes: int,
-                  rng: np.random.RandomState) -> np.ndarray:
+def uniform_noise(
+    clean: np.ndarray, ratio: float, num_classes: int, rng: np.random.RandomState
+) -> np.ndarray:
     """IEG's ``uniform_r``: each label independently, with probability r (``rand <= r``), is redrawn
     uniformly from **all** C classes (the true one included): corruption ≈ r·(1 − 1/C)."""
     flip = rng.rand(len(clean)) <= ratio
@@ -123,8 +130,9 @@ def uniform_noise(clean: np.ndarray, ratio: float, num_classes: int,
     return np.where(flip, drawn, clean).astype(np.int64)
 
 
-def make_ieg_labels(clean: np.ndarray, name: DatasetName, probe_ratio: float, num_classes: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def make_ieg_labels(
+    clean: np.ndarray, name: DatasetName, probe_ratio: float, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probe split first (from the clean labels), then noise on the rest, both from ``seed``.
 
     Returns:
@@ -137,14 +145,22 @@ def make_ieg_labels(clean: np.ndarray, name: DatasetName, probe_ratio: float, nu
     if name.noise == "uniform":
         labels[train] = uniform_noise(clean[train], name.ratio, num_classes, rng)
     elif name.noise == "asymmetric":
-        noisy = make_noise(clean[train], "asym", name.ratio, num_classes=num_classes, seed=seed,
-                           dataset="cifar10", asym_procedure="per_sample")
+        noisy = make_noise(
+            clean[train],
+            "asym",
+            name.ratio,
+            num_classes=num_classes,
+            seed=seed,
+            dataset="cifar10",
+            asym_procedure="per_sample",
+        )
         labels[train] = noisy.labels.numpy()
     return labels, probe, train
 
 
-def file_ieg_labels(clean: np.ndarray, noisy: np.ndarray, probe_ratio: float, num_classes: int,
-                    seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def file_ieg_labels(
+    clean: np.ndarray, noisy: np.ndarray, probe_ratio: float, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``--noise_file``: the file's labels on the train rows, the probe drawn as :func:`make_ieg_labels`
     draws it (the same rows for the same seed) and given its clean labels back.
 
@@ -157,8 +173,9 @@ def file_ieg_labels(clean: np.ndarray, noisy: np.ndarray, probe_ratio: float, nu
     return labels, probe, train
 
 
-def subset_ieg_labels(clean: np.ndarray, labels: np.ndarray, n: int, probe_ratio: float, num_classes: int,
-                      seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def subset_ieg_labels(
+    clean: np.ndarray, labels: np.ndarray, n: int, probe_ratio: float, num_classes: int, seed: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``--subset n``: the first ``n`` rows of the whole split's :func:`make_ieg_labels`, with the probe
     re-drawn class-balanced from within them.
 
@@ -174,25 +191,44 @@ def subset_ieg_labels(clean: np.ndarray, labels: np.ndarray, n: int, probe_ratio
     """
     n_probe = int(math.floor(n * probe_ratio))
     if n_probe // num_classes < 1:
-        raise ValueError(f"--subset {n} with --probe_dataset_hold_ratio {probe_ratio}: {n}·{probe_ratio} = "
-                         f"{n_probe} probe images for {num_classes} classes; need at least one per class "
-                         f"(raise --subset or the ratio)")
+        raise ValueError(
+            f"--subset {n} with --probe_dataset_hold_ratio {probe_ratio}: {n}·{probe_ratio} = "
+            f"{n_probe} probe images for {num_classes} classes; need at least one per class "
+            f"(raise --subset or the ratio)"
+        )
     clean, labels = clean[:n], labels[:n].copy()
     probe, train = probe_split(clean, probe_ratio, num_classes, np.random.RandomState(seed))
     labels[probe] = clean[probe]
     return labels, probe, train
 
 
-def save_labels(out: Path, clean: np.ndarray, labels: np.ndarray, probe: np.ndarray,
-                name: DatasetName, seed: int, subset: int | None = None, noise_file: str | None = None) -> None:
+def save_labels(
+    out: Path,
+    clean: np.ndarray,
+    labels: np.ndarray,
+    probe: np.ndarray,
+    name: DatasetName,
+    seed: int,
+    subset: int | None = None,
+    noise_file: str | None = None,
+) -> None:
     """``noisy_labels.npz`` (lnl format, all N rows; probe rows clean) and ``probe_indices.npy``.
     With ``subset`` the files cover only the first ``subset`` images, and the meta says so."""
-    meta = {"type": f"ieg_{name.noise}", "rate": name.ratio, "seed": seed,
-            "actual_noise_rate": float((labels != clean).mean()), "probe_size": int(len(probe)),
-            "procedure": "probe split then per-example noise, np.random.RandomState(seed)"}
+    meta = {
+        "type": f"ieg_{name.noise}",
+        "rate": name.ratio,
+        "seed": seed,
+        "actual_noise_rate": float((labels != clean).mean()),
+        "probe_size": int(len(probe)),
+        "procedure": "probe split then per-example noise, np.random.RandomState(seed)",
+    }
     if noise_file:
-        meta.update(type="file", rate=None, noise_file=str(noise_file),
-                    procedure="probe split from np.random.RandomState(seed), the file's labels elsewhere")
+        meta.update(
+            type="file",
+            rate=None,
+            noise_file=str(noise_file),
+            procedure="probe split from np.random.RandomState(seed), the file's labels elsewhere",
+        )
     if subset:
         meta["subset"] = subset
     save_noise_file(out / "noisy_labels.npz", NoisyLabels(torch.from_numpy(labels), meta))
@@ -217,7 +253,9 @@ class NetSpec:
 NETWORKS = {
     "wrn28-10": NetSpec("wrn28_10", 5e-4, "all", 5e-4),
     "resnet29": NetSpec("resnet29", 2e-4, "kernels", 1e-4),
-    "resnet50": NetSpec("resnet50_v2", 4e-4, "all", 4e-4),  # TF-official ResNet-50 v2; decay: --l2_weight_decay
+    "resnet50": NetSpec(
+        "resnet50_v2", 4e-4, "all", 4e-4
+    ),  # TF-official ResNet-50 v2; decay: --l2_weight_decay
     "small_cnn": NetSpec("small_cnn", 5e-4, "all", 5e-4),  # lnl's CPU network for digits runs
 }
 
@@ -245,8 +283,10 @@ def sgd_groups(model: nn.Module, spec: NetSpec, decay: float) -> list[dict]:
     """SGD parameter groups whose ``weight_decay`` reproduces the network's L2 term."""
     params = dict(model.named_parameters())
     on = set(decayed(params, spec.scope))
-    groups = [{"params": [p for n, p in params.items() if n in on], "weight_decay": decay},
-              {"params": [p for n, p in params.items() if n not in on], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for n, p in params.items() if n in on], "weight_decay": decay},
+        {"params": [p for n, p in params.items() if n not in on], "weight_decay": 0.0},
+    ]
     return [g for g in groups if g["params"]]
 
 
@@ -254,7 +294,9 @@ def sgd_groups(model: nn.Module, spec: NetSpec, decay: float) -> list[dict]:
 # Learning rate
 
 
-def cosine_restarts_lr(step: int, lr0: float, first_period: int, t_mul: float, m_mul: float) -> float:
+def cosine_restarts_lr(
+    step: int, lr0: float, first_period: int, t_mul: float, m_mul: float
+) -> float:
     """TF ``cosine_decay_restarts`` with ``alpha=0``: cycle k lasts ``P0·t_mul^k`` steps, peaks at
     ``lr0·m_mul^k`` and decays to 0 by a half cosine. In float32 as TF computes it, so that a step on
     a cycle boundary falls on the side TF's rounding puts it."""
@@ -305,7 +347,9 @@ def cosine_one_lr(step: int, lr0: float, total: int) -> float:
     return float(f32(lr0) * (f32(0.5) * (f32(1.0) + np.cos(f32(math.pi) * fraction))))
 
 
-def warmup_cosine_lr(step: int, lr0: float, first_period: int, t_mul: float, m_mul: float, warmup: int) -> float:
+def warmup_cosine_lr(
+    step: int, lr0: float, first_period: int, t_mul: float, m_mul: float, warmup: int
+) -> float:
     """``--lr_schedule cosine_warmup``: ``lr0·step/warmup`` below ``warmup`` steps, then the cosine
     restarts on ``step − warmup`` (basemodel.py ``set_lr_schedule``)."""
     if step < warmup:
@@ -332,15 +376,31 @@ class StepOrder:
     order cyclically, as the original's repeated probe dataset does.
     """
 
-    def __init__(self, train: np.ndarray, probe: np.ndarray, batch_size: int, device: torch.device,
-                 seed: int, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        train: np.ndarray,
+        probe: np.ndarray,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.train = torch.as_tensor(train, device=device)
         self.probe = torch.as_tensor(probe, device=device)
-        self.batch, self.device, self.seed, self.rank, self.world = batch_size, device, seed, rank, world
+        self.batch, self.device, self.seed, self.rank, self.world = (
+            batch_size,
+            device,
+            seed,
+            rank,
+            world,
+        )
         self.steps_per_epoch = len(train) // (batch_size * world)
         if self.steps_per_epoch < 1:
-            raise ValueError(f"--batch_size {batch_size} × {world} replicas exceeds the {len(train)} "
-                             f"training images")
+            raise ValueError(
+                f"--batch_size {batch_size} × {world} replicas exceeds the {len(train)} "
+                f"training images"
+            )
         self._order: tuple[int, Tensor] | None = None
 
     def _epoch_order(self, epoch: int) -> Tensor:
@@ -353,7 +413,7 @@ class StepOrder:
     def train_indices(self, step: int) -> Tensor:
         order = self._epoch_order(step // self.steps_per_epoch)
         start = ((step % self.steps_per_epoch) * self.world + self.rank) * self.batch
-        return order[start:start + self.batch]
+        return order[start : start + self.batch]
 
     def probe_indices(self, step: int) -> Tensor:
         start = (step * self.world + self.rank) * self.batch
@@ -365,9 +425,21 @@ class StepBatches(StepOrder):
     """In-memory images (CIFAR, digits): :class:`StepOrder`'s indices, augmented on the device.
     Images stay uint8 on the device."""
 
-    def __init__(self, images: Tensor, labels: Tensor, train: np.ndarray, probe: np.ndarray,
-                 batch_size: int, mean, std, device: torch.device, seed: int, aug_type: str,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        images: Tensor,
+        labels: Tensor,
+        train: np.ndarray,
+        probe: np.ndarray,
+        batch_size: int,
+        mean,
+        std,
+        device: torch.device,
+        seed: int,
+        aug_type: str,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if aug_type not in AUG_TYPES:
             raise ValueError(f"--aug_type {aug_type!r}: choose from {', '.join(AUG_TYPES)}")
         super().__init__(train, probe, batch_size, device, seed, rank, world)
@@ -380,8 +452,13 @@ class StepBatches(StepOrder):
         g = step_generator(self.device, self.seed, 2, step, self.rank)
         idx, pidx = self.train_indices(step), self.probe_indices(step)
         raw = weak_crop_flip(self.images.index_select(0, idx), g)
-        out = {"xw": A.normalize(raw, self.mean, self.std), "y": self.labels[idx], "idx": idx,
-               "xp": self.weak(self.images.index_select(0, pidx), g), "yp": self.labels[pidx]}
+        out = {
+            "xw": A.normalize(raw, self.mean, self.std),
+            "y": self.labels[idx],
+            "idx": idx,
+            "xp": self.weak(self.images.index_select(0, pidx), g),
+            "yp": self.labels[pidx],
+        }
         if strong:
             out["xs"] = self.strong(raw, g)
         return out
@@ -401,7 +478,9 @@ class StepBatches(StepOrder):
         return A.normalize(weak_crop_flip(raw, g), self.mean, self.std)
 
 
-def _crop_offsets(b: int, count: int, device: torch.device, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def _crop_offsets(
+    b: int, count: int, device: torch.device, g: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """Per-image crop offsets uniform in ``[0, count)`` (rows, columns) and flips with probability ½."""
     top = torch.randint(0, count, (b,), device=device, generator=g)
     left = torch.randint(0, count, (b,), device=device, generator=g)
@@ -454,7 +533,9 @@ def guess_label(z_weak: Tensor, z_strong: Tensor, detach: bool) -> Tensor:
     return g.detach() if detach else g
 
 
-def mixup_draws(n_probe: int, b: int, device: torch.device, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:
+def mixup_draws(
+    n_probe: int, b: int, device: torch.device, g: torch.Generator
+) -> tuple[Tensor, Tensor, Tensor]:
     """MixUp's random draws: B probe rows with replacement, the 3B mixing coefficients
     ``m = max(u²/2, 1 − u²/2)`` (u ~ U(0, 1): custom_ops.py ``MixMode`` with β = 0.5) and the partner
     permutation of the 3B rows."""
@@ -468,8 +549,9 @@ def mixup_coefficient(u: Tensor) -> Tensor:
     return torch.maximum(u.pow(2) / 2, 1 - u.pow(2) / 2)
 
 
-def mixup_batch(xp: Tensor, yp_onehot: Tensor, xw: Tensor, xs: Tensor, pseudo: Tensor,
-                g: torch.Generator) -> tuple[Tensor, Tensor]:
+def mixup_batch(
+    xp: Tensor, yp_onehot: Tensor, xw: Tensor, xs: Tensor, pseudo: Tensor, g: torch.Generator
+) -> tuple[Tensor, Tensor]:
     """MixUp over probe ∪ weak ∪ strong (3B rows), targets stop-gradient: each row mixes with its
     permutation partner at ``m`` ∈ [0.5, 1] (:func:`mixup_draws`)."""
     pick, m, perm = mixup_draws(xp.shape[0], xw.shape[0], xw.device, g)
@@ -498,5 +580,3 @@ def consistency_loss(z_weak: Tensor, z_strong: Tensor, factor: float) -> Tensor:
 
 # ----------------------------------------------------------------------------------------------
 # Flags and replicas
-
-

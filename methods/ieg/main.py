@@ -48,30 +48,49 @@ from methods.ieg.steps import STEPS, StepSetup
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("IEG / L2R / supervised under label noise",
-                                parents=[default_argument_parser()])
+    p = argparse.ArgumentParser(
+        "IEG / L2R / supervised under label noise", parents=[default_argument_parser()]
+    )
     a = p.add_argument
-    a("--dataset", default="cifar100_uniform_0.8",
-      help="<cifar10|cifar100|digits>_<uniform|asymmetric>_<ratio>, or webvisionmini[_<probe per class>]")
+    a(
+        "--dataset",
+        default="cifar100_uniform_0.8",
+        help="<cifar10|cifar100|digits>_<uniform|asymmetric>_<ratio>, or webvisionmini[_<probe per class>]",
+    )
     a("--data_path", default=None, help="the base dataset's folder (default: $LNL_DATA/<dataset>)")
-    a("--imagenet_path", default=None,
-      help="webvisionmini: ImageNet folder, train/<WNID>/ and val/ (default $LNL_DATA/imagenet)")
+    a(
+        "--imagenet_path",
+        default=None,
+        help="webvisionmini: ImageNet folder, train/<WNID>/ and val/ (default $LNL_DATA/imagenet)",
+    )
     a("--network_name", default="wrn28-10", help="wrn28-10, resnet29, resnet50 or small_cnn")
     a("--method", default="ieg", help="ieg, l2r or supervised")
     a("--mode", default="train", help="train or evaluation")
-    a("--checkpoint_path", default="/tmp/ieg", help="root of the run folder when --out is not given")
+    a(
+        "--checkpoint_path",
+        default="/tmp/ieg",
+        help="root of the run folder when --out is not given",
+    )
     a("--max_iteration", type=int, default=200000)
     a("--batch_size", type=int, default=100, help="per replica (as the original)")
     a("--val_batch_size", type=int, default=100)
     a("--learning_rate", type=float, default=0.1)
     a("--momentum", type=float, default=0.9)
     a("--lr_schedule", default="cosine", help=f"{', '.join(L.LR_SCHEDULES)}")
-    a("--decay_steps", default="500",
-      help="cosine*: first period in steps; exponential: period; custom_step: comma list (README)")
+    a(
+        "--decay_steps",
+        default="500",
+        help="cosine*: first period in steps; exponential: period; custom_step: comma list (README)",
+    )
     a("--decay_rate", type=float, default=0.1)
     a("--cos_t_mul", type=float, default=1.5)
     a("--cos_m_mul", type=float, default=0.9)
-    a("--warmup_epochs", type=int, default=0, help="linear warmup of --lr_schedule cosine_warmup only")
+    a(
+        "--warmup_epochs",
+        type=int,
+        default=0,
+        help="linear warmup of --lr_schedule cosine_warmup only",
+    )
     a("--eval_freq", type=int, default=500)
     a("--use_ema", type=str2bool, default=True)
     a("--meta_momentum", type=float, default=0.9)
@@ -81,23 +100,53 @@ def get_args_parser() -> argparse.ArgumentParser:
     a("--probe_dataset_hold_ratio", type=float, default=0.02)
     a("--grad_eps_init", type=float, default=0.9)
     a("--aug_type", default="autoaug", help="autoaug, randaug or default")
-    a("--post_batch_mode_autoaug", type=str2bool, default=True, help="accepted; always on, as in IEG")
-    a("--use_imagenet_as_eval", type=str2bool, default=False, help="webvisionmini: also ILSVRC12 val")
+    a(
+        "--post_batch_mode_autoaug",
+        type=str2bool,
+        default=True,
+        help="accepted; always on, as in IEG",
+    )
+    a(
+        "--use_imagenet_as_eval",
+        type=str2bool,
+        default=False,
+        help="webvisionmini: also ILSVRC12 val",
+    )
     a("--l2_weight_decay", type=float, default=0.0004, help="ResNet-50 only")
     a("--seed", type=int, default=12345)
-    a("--restore_step", type=int, default=0,
-      help="start from (or evaluate) the checkpoint of this step (the newest 5 evaluations are kept); 0 = last")
+    a(
+        "--restore_step",
+        type=int,
+        default=0,
+        help="start from (or evaluate) the checkpoint of this step (the newest 5 evaluations are kept); 0 = last",
+    )
     add_subset_flag(p)
     g = p.add_argument_group("port options (defaults = the original's behaviour)")
-    g.add_argument("--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP")
-    g.add_argument("--detach_pseudo_label", action="store_true",
-                   help="stop-gradient on g in the meta look-ahead too (the final loss always stops it)")
-    g.add_argument("--noise_file", default=None,
-                   help="noisy train labels from a file (.npz/.json/.npy) instead of the dataset name's noise")
-    g.add_argument("--threads", type=int, default=None,
-                   help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
-    g.add_argument("--faithful_resnet29", type=str2bool, default=True, help="keep the missing-ReLU quirk")
-    g.add_argument("--image_size", type=int, default=224, help="webvisionmini: crop size (original 224)")
+    g.add_argument(
+        "--meta_jvp", action="store_true", help="exact meta step by one forward-mode JVP"
+    )
+    g.add_argument(
+        "--detach_pseudo_label",
+        action="store_true",
+        help="stop-gradient on g in the meta look-ahead too (the final loss always stops it)",
+    )
+    g.add_argument(
+        "--noise_file",
+        default=None,
+        help="noisy train labels from a file (.npz/.json/.npy) instead of the dataset name's noise",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default on CPU: 1 below 20k images, else unchanged)",
+    )
+    g.add_argument(
+        "--faithful_resnet29", type=str2bool, default=True, help="keep the missing-ReLU quirk"
+    )
+    g.add_argument(
+        "--image_size", type=int, default=224, help="webvisionmini: crop size (original 224)"
+    )
     g.add_argument("--workers", type=int, default=8, help="webvisionmini: image-decoding processes")
     return p
 
@@ -111,10 +160,13 @@ def run_dir(args: argparse.Namespace) -> str:
 
 def check_args(args: argparse.Namespace) -> L.DatasetName:
     """Validate the enumerated flags; returns the parsed ``--dataset``."""
-    choices = (("--method", args.method, L.METHODS), ("--mode", args.mode, ("train", "evaluation")),
-               ("--aug_type", args.aug_type, L.AUG_TYPES),
-               ("--network_name", args.network_name, tuple(L.NETWORKS)),
-               ("--lr_schedule", args.lr_schedule, L.LR_SCHEDULES))
+    choices = (
+        ("--method", args.method, L.METHODS),
+        ("--mode", args.mode, ("train", "evaluation")),
+        ("--aug_type", args.aug_type, L.AUG_TYPES),
+        ("--network_name", args.network_name, tuple(L.NETWORKS)),
+        ("--lr_schedule", args.lr_schedule, L.LR_SCHEDULES),
+    )
     for flag, value, valid in choices:
         if value not in valid:
             raise ValueError(f"{flag} {value!r}: unknown; choose from {', '.join(valid)}")
@@ -122,7 +174,9 @@ def check_args(args: argparse.Namespace) -> L.DatasetName:
     if args.noise_file and name.base == "webvisionmini":
         raise ValueError("--noise_file: WebVision-mini has its own (real) noisy labels")
     if args.use_imagenet_as_eval and name.base != "webvisionmini":
-        raise ValueError(f"--use_imagenet_as_eval: only for --dataset webvisionmini, not {args.dataset!r}")
+        raise ValueError(
+            f"--use_imagenet_as_eval: only for --dataset webvisionmini, not {args.dataset!r}"
+        )
     return name
 
 
@@ -141,13 +195,37 @@ def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, l
     if args.subset:
         train, test = first_images(train, args.subset), first_images(test, args.subset)
     clean = train.targets.numpy()
-    log.info("%s: %d probe (%d/class), %d train, measured noise %.4f", args.dataset, len(probe),
-             len(probe) // train.num_classes, len(rest), float((labels[rest] != clean[rest]).mean()))
-    batches = L.StepBatches(train.images, torch.from_numpy(labels), rest, probe, args.batch_size,
-                            train.mean, train.std, args.device, args.seed, args.aug_type,
-                            comm.get_rank(), comm.get_world_size())
-    test_loader = GPULoader(test.images, test.targets, args.val_batch_size, mean=train.mean,
-                            std=train.std, device=args.device, train=False)
+    log.info(
+        "%s: %d probe (%d/class), %d train, measured noise %.4f",
+        args.dataset,
+        len(probe),
+        len(probe) // train.num_classes,
+        len(rest),
+        float((labels[rest] != clean[rest]).mean()),
+    )
+    batches = L.StepBatches(
+        train.images,
+        torch.from_numpy(labels),
+        rest,
+        probe,
+        args.batch_size,
+        train.mean,
+        train.std,
+        args.device,
+        args.seed,
+        args.aug_type,
+        comm.get_rank(),
+        comm.get_world_size(),
+    )
+    test_loader = GPULoader(
+        test.images,
+        test.targets,
+        args.val_batch_size,
+        mean=train.mean,
+        std=train.std,
+        device=args.device,
+        train=False,
+    )
     return batches, {"": test_loader}, train.num_classes, train.targets.to(args.device)
 
 
@@ -155,8 +233,13 @@ def check_subset(args: argparse.Namespace, num_classes: int) -> None:
     check_subset_size(args.subset, num_classes, args.dataset)
 
 
-def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray, num_classes: int,
-               resumed: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def ieg_labels(
+    args: argparse.Namespace,
+    name: L.DatasetName,
+    clean: np.ndarray,
+    num_classes: int,
+    resumed: bool,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(labels, probe, train)`` of the run: read back when resuming, else drawn over the whole split
     (``clean``) and, with ``--subset N``, cut to the first N rows with a probe from within them."""
     out, n = Path(args.out), min(args.subset or len(clean), len(clean))
@@ -166,12 +249,16 @@ def ieg_labels(args: argparse.Namespace, name: L.DatasetName, clean: np.ndarray,
         with reading(out / "probe_indices.npy", "run file"):
             probe = np.load(out / "probe_indices.npy")
         if len(labels) != n:  # a full run's labels under a --subset run (or the reverse)
-            raise ValueError(f"{out / 'noisy_labels.npz'} holds {len(labels)} labels but this run trains "
-                             f"on {n} images (--subset {args.subset}); pass another --out or --resume never")
+            raise ValueError(
+                f"{out / 'noisy_labels.npz'} holds {len(labels)} labels but this run trains "
+                f"on {n} images (--subset {args.subset}); pass another --out or --resume never"
+            )
         return labels, probe, np.setdiff1d(np.arange(n), probe)
     ratio = args.probe_dataset_hold_ratio
     if args.noise_file:
-        noisy = load_noise_file(args.noise_file, num_classes=num_classes, num_samples=len(clean)).labels.numpy()
+        noisy = load_noise_file(
+            args.noise_file, num_classes=num_classes, num_samples=len(clean)
+        ).labels.numpy()
         labels, probe, rest = L.file_ieg_labels(clean, noisy, ratio, num_classes, args.seed)
     else:
         labels, probe, rest = L.make_ieg_labels(clean, name, ratio, num_classes, args.seed)
@@ -189,18 +276,44 @@ def prepare_webvision(args: argparse.Namespace, name: L.DatasetName, resumed: bo
     check_subset(args, train.num_classes)
     train = W.first_files(train, args.subset)  # real noise: the labels are the file list's, no draw
     imagenet = Path(args.imagenet_path or default_root(dataset_info("ilsvrc12_val")))
-    probe = W.probe_dataset(imagenet, train.classes, name.probe_per_class, args.seed, Path(args.out),
-                            resumed, comm.is_main_process())
-    log.info("%s: %d probe (%d/class, ImageNet train), %d train (real noise)", args.dataset, len(probe),
-             name.probe_per_class, len(train))
-    batches = W.FileStepBatches(train, probe, args.batch_size, args.device, args.seed, args.aug_type,
-                                args.max_iteration, args.image_size, args.workers, comm.get_rank(),
-                                comm.get_world_size())
+    probe = W.probe_dataset(
+        imagenet,
+        train.classes,
+        name.probe_per_class,
+        args.seed,
+        Path(args.out),
+        resumed,
+        comm.is_main_process(),
+    )
+    log.info(
+        "%s: %d probe (%d/class, ImageNet train), %d train (real noise)",
+        args.dataset,
+        len(probe),
+        name.probe_per_class,
+        len(train),
+    )
+    batches = W.FileStepBatches(
+        train,
+        probe,
+        args.batch_size,
+        args.device,
+        args.seed,
+        args.aug_type,
+        args.max_iteration,
+        args.image_size,
+        args.workers,
+        comm.get_rank(),
+        comm.get_world_size(),
+    )
     evals = {"": get_dataset("webvision", args.data_path, "val")}
     if args.use_imagenet_as_eval:
         evals["imagenet_"] = get_dataset("ilsvrc12_val", imagenet, "val")
-    loaders = {k: W.eval_loader(W.first_files(ds, args.subset), args.image_size, args.val_batch_size,
-                                args.workers) for k, ds in evals.items()}
+    loaders = {
+        k: W.eval_loader(
+            W.first_files(ds, args.subset), args.image_size, args.val_batch_size, args.workers
+        )
+        for k, ds in evals.items()
+    }
     return batches, loaders, train.num_classes, None
 
 
@@ -211,10 +324,13 @@ def build(args: argparse.Namespace, num_classes: int) -> tuple[StepSetup, EMA]:
     probe_decay = args.l2_weight_decay if args.network_name == "resnet50" else spec.probe_decay
     model = L.build_network(args.network_name, num_classes, args.faithful_resnet29).to(args.device)
     comm.broadcast_from_rank0(model)
-    optimizer = torch.optim.SGD(L.sgd_groups(model, spec, decay), lr=args.learning_rate,
-                                momentum=args.momentum)
+    optimizer = torch.optim.SGD(
+        L.sgd_groups(model, spec, decay), lr=args.learning_rate, momentum=args.momentum
+    )
     names = L.decayed(dict(model.named_parameters()), spec.scope)
-    return StepSetup(model, optimizer, num_classes, names, decay, probe_decay, args), EMA(model, 0.999)
+    return StepSetup(model, optimizer, num_classes, names, decay, probe_decay, args), EMA(
+        model, 0.999
+    )
 
 
 def first_period(args: argparse.Namespace, steps_per_epoch: int) -> int:
@@ -230,15 +346,18 @@ def learning_rate(args: argparse.Namespace, step: int, steps_per_epoch: int) -> 
     """``--lr_schedule`` at ``step`` (0-based: TF's global step while the update runs)."""
     lr0, schedule = args.learning_rate, args.lr_schedule
     if schedule == "custom_step":
-        return L.custom_step_lr(step, lr0, [int(s) for s in args.decay_steps.split(",")], args.decay_rate)
+        return L.custom_step_lr(
+            step, lr0, [int(s) for s in args.decay_steps.split(",")], args.decay_rate
+        )
     if schedule == "exponential":
         return L.exponential_lr(step, lr0, first_period(args, steps_per_epoch))
     if schedule == "cosine_one":
         return L.cosine_one_lr(step, lr0, args.max_iteration)
     period = first_period(args, steps_per_epoch)
     if schedule == "cosine_warmup" and args.warmup_epochs > 0:
-        return L.warmup_cosine_lr(step, lr0, period, args.cos_t_mul, args.cos_m_mul,
-                                  args.warmup_epochs * steps_per_epoch)
+        return L.warmup_cosine_lr(
+            step, lr0, period, args.cos_t_mul, args.cos_m_mul, args.warmup_epochs * steps_per_epoch
+        )
     return L.cosine_restarts_lr(step, lr0, period, args.cos_t_mul, args.cos_m_mul)
 
 
@@ -252,7 +371,9 @@ def accuracy(setup: StepSetup, ema: EMA, loaders: dict, args) -> dict[str, float
         if args.use_ema:
             with ema.swapped_in(setup.model):
                 out[f"{prefix}ema_acc"] = evaluate(setup.model, loader, device=args.device)["acc"]
-        out[f"{prefix}acc" if prefix else "test_acc"] = out.get(f"{prefix}ema_acc", out[f"{prefix}raw_acc"])
+        out[f"{prefix}acc" if prefix else "test_acc"] = out.get(
+            f"{prefix}ema_acc", out[f"{prefix}raw_acc"]
+        )
     setup.model.train()
     return out
 
@@ -289,7 +410,9 @@ def update_and_average(setup: StepSetup, ema: EMA, step: int, ema_first: bool) -
         ema.update(setup.model)
 
 
-def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders, clean, runner: Runner) -> None:
+def train(
+    args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders, clean, runner: Runner
+) -> None:
     """Steps ``state['step']`` .. ``max_iteration``; evaluate + checkpoint at step 1, every
     ``eval_freq``, at every cosine-cycle end and at the end."""
     # TF's time_for_evaluation counts cycles for cosine and cosine_warmup (unshifted by the warmup).
@@ -297,16 +420,24 @@ def train(args, setup: StepSetup, ema: EMA, batches: L.StepBatches, eval_loaders
     period = first_period(args, batches.steps_per_epoch)
     ends = L.cycle_ends(period, args.cos_t_mul, args.max_iteration) if cosine else set()
     state = runner.state
-    logger = runner.start(resume_step=state["step"] + 1)  # evaluations are logged at their step count
+    logger = runner.start(
+        resume_step=state["step"] + 1
+    )  # evaluations are logged at their step count
     sums, count, guard = {}, 0, FiniteGuard()
     steps = range(state["step"], args.max_iteration)
     for step in progress(steps, desc=args.method, total=len(steps), leave=True):
         batch = batches.get(step, strong=args.method == "ieg")
-        batch.update(y_clean=None if clean is None else clean[batch["idx"]],
-                     steps_per_epoch=batches.steps_per_epoch)
+        batch.update(
+            y_clean=None if clean is None else clean[batch["idx"]],
+            steps_per_epoch=batches.steps_per_epoch,
+        )
         metrics = optimize(args, setup, ema, batch, step, guard)
         # Metrics stay on the device until an evaluation: one host sync per evaluation.
-        sums, count, done = {k: sums.get(k, 0.0) + v for k, v in metrics.items()}, count + 1, step + 1
+        sums, count, done = (
+            {k: sums.get(k, 0.0) + v for k, v in metrics.items()},
+            count + 1,
+            step + 1,
+        )
         if evaluation_due(done, args.eval_freq, ends, args.max_iteration):
             guard.check()
             logger.log(done, {k: float(v) / count for k, v in sums.items()}, stream="train")
@@ -324,8 +455,12 @@ def evaluation_due(done: int, eval_freq: int, ends: set[int], last: int) -> bool
 def record(args, setup, ema, eval_loaders, runner: Runner, done: int, cycle_end: bool) -> None:
     """Evaluate, log and checkpoint after step ``done`` (the checkpoint's epoch is the step count)."""
     acc, state = accuracy(setup, ema, eval_loaders, args), runner.state
-    state.update(step=done, last_acc=acc["test_acc"], best_acc=max(state["best_acc"], acc["test_acc"]),
-                 imagenet_acc=acc.get("imagenet_acc"))
+    state.update(
+        step=done,
+        last_acc=acc["test_acc"],
+        best_acc=max(state["best_acc"], acc["test_acc"]),
+        imagenet_acc=acc.get("imagenet_acc"),
+    )
     if cycle_end:
         state["cycle_end_acc"] = acc["test_acc"]
     runner.log_metrics(done, acc)
@@ -355,7 +490,9 @@ def step_checkpoint(out: str | Path, step: int) -> Path:
     path = step_checkpoint_path(out, step)
     if not path.exists():
         kept = sorted(p.name for p in Path(out).glob("checkpoint-*.pth"))
-        raise FileNotFoundError(f"--restore_step {step}: no {path}; kept: {', '.join(kept) or 'none'}")
+        raise FileNotFoundError(
+            f"--restore_step {step}: no {path}; kept: {', '.join(kept) or 'none'}"
+        )
     return path
 
 
@@ -370,8 +507,10 @@ def restore(args, runner: Runner, path: Path) -> None:
     saved = ckpt.get("args") or {}
     for key in ("method", "dataset", "network_name", "subset"):
         if key in saved and saved[key] != getattr(args, key):
-            raise ValueError(f"{path} was written by a run with {key}={saved[key]!r}, not "
-                             f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume never")
+            raise ValueError(
+                f"{path} was written by a run with {key}={saved[key]!r}, not "
+                f"{getattr(args, key)!r}; pass another --out/--checkpoint_path or --resume never"
+            )
 
 
 def main(args: argparse.Namespace) -> dict:
@@ -380,15 +519,23 @@ def main(args: argparse.Namespace) -> dict:
     args.out = run_dir(args)
     log = default_setup(args, supports=())
     evaluating = args.mode == "evaluation"
-    resume = find_resume_path(args.out, "auto" if evaluating and args.resume in ("never", "none") else args.resume)
+    resume = find_resume_path(
+        args.out, "auto" if evaluating and args.resume in ("never", "none") else args.resume
+    )
     if args.restore_step:
         resume = step_checkpoint(args.out, args.restore_step)
     if evaluating and resume is None:
         raise FileNotFoundError(f"--mode evaluation: no checkpoint {Path(args.out) / 'last.pth'}")
     batches, eval_loaders, num_classes, clean = prepare_data(args, name, resume is not None, log)
     setup, ema = build(args, num_classes)
-    runner = Runner(args, log, models={"model": setup.model, "ema": ema}, optimizers={"opt": setup.optimizer},
-                    state={"step": 0}, pack=_without_first_epoch)
+    runner = Runner(
+        args,
+        log,
+        models={"model": setup.model, "ema": ema},
+        optimizers={"opt": setup.optimizer},
+        state={"step": 0},
+        pack=_without_first_epoch,
+    )
     if resume is not None:
         restore(args, runner, resume)
     state = runner.state
@@ -400,14 +547,30 @@ def main(args: argparse.Namespace) -> dict:
             state.update(last_acc=acc["test_acc"], imagenet_acc=acc.get("imagenet_acc"))
     method = "ieg" if args.method == "ieg" else f"ieg-{args.method}"
     noise = Path(args.noise_file).stem if args.noise_file else name.noise_tag
-    extra = {"ieg_dataset": args.dataset, "network": args.network_name, "mode": args.mode,
-             "cycle_end_acc": state.get("cycle_end_acc")}
+    extra = {
+        "ieg_dataset": args.dataset,
+        "network": args.network_name,
+        "mode": args.mode,
+        "cycle_end_acc": state.get("cycle_end_acc"),
+    }
     if state.get("imagenet_acc") is not None:  # --use_imagenet_as_eval: ILSVRC12 val, 50 classes
         extra["imagenet_acc"] = state["imagenet_acc"]
-    return runner.finish(RunRecord(method=method, dataset=name.base, noise=noise, seed=args.seed,
-                                   steps=state["step"], test_acc=state.get("last_acc"), best_acc=state["best_acc"],
-                                   seconds=round(state["seconds"], 2), run_dir=args.out, subset=subset_of(args),
-                                   extra=extra))
+    return runner.finish(
+        RunRecord(
+            method=method,
+            dataset=name.base,
+            noise=noise,
+            seed=args.seed,
+            steps=state["step"],
+            test_acc=state.get("last_acc"),
+            best_acc=state["best_acc"],
+            seconds=round(state["seconds"], 2),
+            run_dir=args.out,
+            subset=subset_of(args),
+            extra=extra,
+        )
+    )
+
 
 if __name__ == "__main__":
     main(parse_with_config(get_args_parser()))

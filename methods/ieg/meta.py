@@ -109,7 +109,9 @@ def _finish(a: Tensor, b: Tensor | None, probe_loss: Tensor) -> MetaResult:
     return MetaResult(weights, keep, raw, probe_loss.detach())
 
 
-def _look_ahead(params: Params, grads: tuple[Tensor, ...], momentum: Params, cfg: MetaConfig) -> Params:
+def _look_ahead(
+    params: Params, grads: tuple[Tensor, ...], momentum: Params, cfg: MetaConfig
+) -> Params:
     """θ' = θ − α(μ·m + G); a missing momentum buffer counts as zeros."""
     out = {}
     for (name, p), g in zip(params.items(), grads):
@@ -119,9 +121,16 @@ def _look_ahead(params: Params, grads: tuple[Tensor, ...], momentum: Params, cfg
     return out
 
 
-def meta_double_backward(batch_fn: BatchFn, probe_fn: ProbeFn, reg_fn: RegFn, params: Params,
-                         labels: Tensor, momentum: Params, cfg: MetaConfig,
-                         current: tuple[Tensor, Tensor | None] | None = None) -> MetaResult:
+def meta_double_backward(
+    batch_fn: BatchFn,
+    probe_fn: ProbeFn,
+    reg_fn: RegFn,
+    params: Params,
+    labels: Tensor,
+    momentum: Params,
+    cfg: MetaConfig,
+    current: tuple[Tensor, Tensor | None] | None = None,
+) -> MetaResult:
     """The reference: ``a``, ``b`` by differentiating L_p(θ'(ε, λ)) with a second backward.
 
     Args:
@@ -150,9 +159,16 @@ def meta_double_backward(batch_fn: BatchFn, probe_fn: ProbeFn, reg_fn: RegFn, pa
     return _finish(d[0], None if pseudo is None else d[1], probe_loss)
 
 
-def meta_jvp(batch_fn: BatchFn, probe_fn: ProbeFn, reg_fn: RegFn, params: Params, labels: Tensor,
-             momentum: Params, cfg: MetaConfig,
-             current: tuple[Tensor, Tensor | None] | None = None) -> MetaResult:
+def meta_jvp(
+    batch_fn: BatchFn,
+    probe_fn: ProbeFn,
+    reg_fn: RegFn,
+    params: Params,
+    labels: Tensor,
+    momentum: Params,
+    cfg: MetaConfig,
+    current: tuple[Tensor, Tensor | None] | None = None,
+) -> MetaResult:
     """``a``, ``b`` from one backward (θ'), one probe backward (v) and one JVP (module docstring).
 
     Same arguments and result as :func:`meta_double_backward`; ``batch_fn`` must also accept plain
@@ -162,14 +178,20 @@ def meta_jvp(batch_fn: BatchFn, probe_fn: ProbeFn, reg_fn: RegFn, params: Params
     logits, pseudo = current if current is not None else batch_fn(params)
     onehot = F.one_hot(labels, logits.shape[-1]).to(logits.dtype)
     look = cfg.eps0 * soft_ce(mixed_target(onehot, pseudo, cfg.lam0), logits).sum() + reg_fn(params)
-    grads = torch.autograd.grad(look, [params[n] for n in names], retain_graph=True, allow_unused=True)
+    grads = torch.autograd.grad(
+        look, [params[n] for n in names], retain_graph=True, allow_unused=True
+    )
     grads = tuple(g if g is not None else torch.zeros_like(params[n]) for n, g in zip(names, grads))
     detached = {n: p.detach() for n, p in params.items()}
-    ahead = {n: t.detach().requires_grad_(True)
-             for n, t in _look_ahead(detached, grads, momentum, cfg).items()}
+    ahead = {
+        n: t.detach().requires_grad_(True)
+        for n, t in _look_ahead(detached, grads, momentum, cfg).items()
+    }
     probe_loss = probe_fn(ahead)
     v = torch.autograd.grad(probe_loss, [ahead[n] for n in names], allow_unused=True)
-    tangents = {n: (g if g is not None else torch.zeros_like(detached[n])) for n, g in zip(names, v)}
+    tangents = {
+        n: (g if g is not None else torch.zeros_like(detached[n])) for n, g in zip(names, v)
+    }
 
     def per_example(ps: Params) -> tuple[Tensor, Tensor]:
         z, g = batch_fn(ps)

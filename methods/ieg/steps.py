@@ -90,12 +90,22 @@ def l2r_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dic
     z = s.model(xw)
     cfg = MetaConfig(alpha=s.args.meta_stepsize, mu=0.0, eps0=0.0)
     with bn_stats_frozen(s.model):
-        res = s.meta(lambda ps: (functional_call(s.model, ps, (xw,)), None),
-                     s.probe_fn(batch["xp"], batch["yp"]), s.reg_fn,
-                     dict(s.model.named_parameters()), y, {}, cfg, current=(z, None))
+        res = s.meta(
+            lambda ps: (functional_call(s.model, ps, (xw,)), None),
+            s.probe_fn(batch["xp"], batch["yp"]),
+            s.reg_fn,
+            dict(s.model.named_parameters()),
+            y,
+            {},
+            cfg,
+            current=(z, None),
+        )
     loss = (res.weights * F.cross_entropy(z, y, reduction="none")).sum()
-    return loss, {"loss": loss.detach(), "meta_loss": res.probe_loss,
-                  "weights_zero": (res.raw == 0).float().mean()}
+    return loss, {
+        "loss": loss.detach(),
+        "meta_loss": res.probe_loss,
+        "weights_zero": (res.raw == 0).float().mean(),
+    }
 
 
 def ieg_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dict]:
@@ -121,9 +131,15 @@ def ieg_step(s: StepSetup, batch: dict, g: torch.Generator) -> tuple[Tensor, dic
     l_lam = soft_ce(mixed_target(onehot, target, res.keep_label), z).mean()
     l_w = (res.weights * soft_ce(mixed_target(onehot, target, a.grad_eps_init), z)).sum()
     loss = 0.5 * (l_lam + l_w) + l_mix + l_kl
-    metrics = {"loss": loss.detach(), "xemin": (0.5 * (l_lam + l_w)).detach(), "mixup": l_mix.detach(),
-               "consistency": l_kl.detach(), "meta_loss": res.probe_loss,
-               "weights_zero": (res.raw == 0).float().mean(), "keep_label": res.keep_label.mean()}
+    metrics = {
+        "loss": loss.detach(),
+        "xemin": (0.5 * (l_lam + l_w)).detach(),
+        "mixup": l_mix.detach(),
+        "consistency": l_kl.detach(),
+        "meta_loss": res.probe_loss,
+        "weights_zero": (res.raw == 0).float().mean(),
+        "keep_label": res.keep_label.mean(),
+    }
     return loss, {**metrics, **_label_choice_quality(res.keep_label, y, batch.get("y_clean"))}
 
 
@@ -138,10 +154,22 @@ def _ieg_meta(s: StepSetup, batch: dict, z: Tensor, pseudo: Tensor) -> MetaResul
             return zw, pseudo
         return zw, L.guess_label(zw, functional_call(s.model, ps, (xs,)), detach=False)
 
-    cfg = MetaConfig(alpha=s.args.meta_stepsize, mu=s.args.meta_momentum, eps0=1.0 / xw.shape[0],
-                     lam0=s.args.grad_eps_init)
-    return s.meta(batch_fn, s.probe_fn(batch["xp"], batch["yp"]), s.reg_fn,
-                  dict(s.model.named_parameters()), batch["y"], s.momentum(), cfg, current=(z, pseudo))
+    cfg = MetaConfig(
+        alpha=s.args.meta_stepsize,
+        mu=s.args.meta_momentum,
+        eps0=1.0 / xw.shape[0],
+        lam0=s.args.grad_eps_init,
+    )
+    return s.meta(
+        batch_fn,
+        s.probe_fn(batch["xp"], batch["yp"]),
+        s.reg_fn,
+        dict(s.model.named_parameters()),
+        batch["y"],
+        s.momentum(),
+        cfg,
+        current=(z, pseudo),
+    )
 
 
 def _label_choice_quality(keep: Tensor, y: Tensor, y_clean: Tensor | None) -> dict:
@@ -149,8 +177,10 @@ def _label_choice_quality(keep: Tensor, y: Tensor, y_clean: Tensor | None) -> di
     if y_clean is None:
         return {}
     noisy = (y != y_clean).float()
-    return {"keep_on_noisy": (keep * noisy).sum() / noisy.sum().clamp_min(1),
-            "keep_on_clean": (keep * (1 - noisy)).sum() / (1 - noisy).sum().clamp_min(1)}
+    return {
+        "keep_on_noisy": (keep * noisy).sum() / noisy.sum().clamp_min(1),
+        "keep_on_clean": (keep * (1 - noisy)).sum() / (1 - noisy).sum().clamp_min(1),
+    }
 
 
 STEPS = {"ieg": ieg_step, "l2r": l2r_step, "supervised": supervised_step}

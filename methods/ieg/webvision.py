@@ -43,11 +43,15 @@ PROBE_FILE = "probe_files.txt"
 
 def imagenet_train_hint(root: Path) -> str:
     """How to provide the ImageNet train folders the probe is drawn from."""
-    return (f"python data_prep/webvision.py --root WEBVISION_ROOT --imagenet-root {root} "
-            f"--train-images ILSVRC2012_img_train.tar   # only the 50 WebVision-mini classes are written")
+    return (
+        f"python data_prep/webvision.py --root WEBVISION_ROOT --imagenet-root {root} "
+        f"--train-images ILSVRC2012_img_train.tar   # only the 50 WebVision-mini classes are written"
+    )
 
 
-def draw_probe(root: Path, wnids: list[str] | None, per_class: int, seed: int) -> tuple[list[str], list[int]]:
+def draw_probe(
+    root: Path, wnids: list[str] | None, per_class: int, seed: int
+) -> tuple[list[str], list[int]]:
     """``per_class`` images of ``root/train/<WNID>/`` for each class, class-interleaved.
 
     Files are listed in sorted order and drawn with ``RandomState(seed)``; row j of the result holds
@@ -58,8 +62,10 @@ def draw_probe(root: Path, wnids: list[str] | None, per_class: int, seed: int) -
         DatasetNotFoundError: class folders are missing or hold fewer than ``per_class`` images.
     """
     if wnids is None:
-        raise ValueError("--dataset webvisionmini: the probe needs WebVision's info/synsets.txt to map "
-                         "classes to ImageNet WNIDs")
+        raise ValueError(
+            "--dataset webvisionmini: the probe needs WebVision's info/synsets.txt to map "
+            "classes to ImageNet WNIDs"
+        )
     absent = [w for w in wnids if not (root / "train" / w).is_dir()]
     if absent:
         raise DatasetNotFoundError(
@@ -67,20 +73,31 @@ def draw_probe(root: Path, wnids: list[str] | None, per_class: int, seed: int) -
             f"original ships them pre-built as imagenet2012-probe.tfrecord); expected class folders "
             f"{root.resolve()}/train/<WNID>/ for the first {len(wnids)} WebVision synsets, missing "
             f"{len(absent)} (e.g. {absent[0]}). Pass --imagenet_path, or extract ILSVRC2012_img_train.tar "
-            f"there:\n    {imagenet_train_hint(root)}")
+            f"there:\n    {imagenet_train_hint(root)}"
+        )
     rng, picks = np.random.RandomState(seed), []
     for w in wnids:
         files = sorted(f.name for f in (root / "train" / w).iterdir() if f.is_file())
         if len(files) < per_class:
-            raise DatasetNotFoundError(f"{root / 'train' / w}: {len(files)} images, the probe needs "
-                                       f"{per_class} per class")
-        picks.append([f"train/{w}/{files[i]}" for i in rng.choice(len(files), per_class, replace=False)])
+            raise DatasetNotFoundError(
+                f"{root / 'train' / w}: {len(files)} images, the probe needs {per_class} per class"
+            )
+        picks.append(
+            [f"train/{w}/{files[i]}" for i in rng.choice(len(files), per_class, replace=False)]
+        )
     paths = [picks[c][j] for j in range(per_class) for c in range(len(wnids))]
     return paths, [c for _ in range(per_class) for c in range(len(wnids))]
 
 
-def probe_dataset(root: Path, wnids: list[str] | None, per_class: int, seed: int, out: Path,
-                  resumed: bool, write: bool) -> FileListDataset:
+def probe_dataset(
+    root: Path,
+    wnids: list[str] | None,
+    per_class: int,
+    seed: int,
+    out: Path,
+    resumed: bool,
+    write: bool,
+) -> FileListDataset:
     """The probe as a file list; drawn once, written to ``out/probe_files.txt``, read back on resume."""
     saved = out / PROBE_FILE
     if resumed and saved.is_file():
@@ -90,8 +107,17 @@ def probe_dataset(root: Path, wnids: list[str] | None, per_class: int, seed: int
         paths, labels = draw_probe(root, wnids, per_class, seed)
         if write:
             saved.write_text("".join(f"{p} {y}\n" for p, y in zip(paths, labels)))
-    return FileListDataset("imagenet_probe", "train", root, paths, labels, len(wnids or labels),
-                           IMAGENET_MEAN, IMAGENET_STD, classes=wnids)
+    return FileListDataset(
+        "imagenet_probe",
+        "train",
+        root,
+        paths,
+        labels,
+        len(wnids or labels),
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        classes=wnids,
+    )
 
 
 def first_files(ds: FileListDataset, n: int | None) -> FileListDataset:
@@ -107,10 +133,20 @@ def first_files(ds: FileListDataset, n: int | None) -> FileListDataset:
     rank[order] = torch.arange(len(order)) - starts  # a row's position within its class
     keep = torch.sort(torch.from_numpy(np.lexsort((np.arange(len(rank)), rank.numpy())))[:n]).values
     cut = lambda t: None if t is None else torch.as_tensor(t)[keep]  # noqa: E731
-    return FileListDataset(ds.name, ds.split, ds.root, [ds.paths[i] for i in keep.tolist()], cut(ds.targets),
-                           ds.num_classes, ds.mean, ds.std, classes=ds.classes,
-                           noisy_targets=cut(ds.noisy_targets), clean_targets=cut(ds.clean_targets),
-                           transform=ds.transform)
+    return FileListDataset(
+        ds.name,
+        ds.split,
+        ds.root,
+        [ds.paths[i] for i in keep.tolist()],
+        cut(ds.targets),
+        ds.num_classes,
+        ds.mean,
+        ds.std,
+        classes=ds.classes,
+        noisy_targets=cut(ds.noisy_targets),
+        clean_targets=cut(ds.clean_targets),
+        transform=ds.transform,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -155,8 +191,9 @@ def eval_view(img: Image.Image, size: int, mean, std) -> Tensor:
 
 def eval_loader(ds: FileListDataset, size: int, batch_size: int, workers: int) -> DataLoader:
     """``(images, labels, indices)`` batches of ``ds`` with the eval crop, in file-list order."""
-    return build_file_loader(ds, partial(eval_view, size=size, mean=ds.mean, std=ds.std), batch_size,
-                             num_workers=workers)
+    return build_file_loader(
+        ds, partial(eval_view, size=size, mean=ds.mean, std=ds.std), batch_size, num_workers=workers
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -166,9 +203,21 @@ def eval_loader(ds: FileListDataset, size: int, batch_size: int, workers: int) -
 class StepImages(Dataset):
     """Item ``i`` = the decoded, cropped uint8 train and probe images of step ``steps[i]``."""
 
-    def __init__(self, train: FileListDataset, probe: FileListDataset, order: L.StepOrder,
-                 steps: range, size: int):
-        self.train_ds, self.probe_ds, self.order, self.steps, self.size = train, probe, order, steps, size
+    def __init__(
+        self,
+        train: FileListDataset,
+        probe: FileListDataset,
+        order: L.StepOrder,
+        steps: range,
+        size: int,
+    ):
+        self.train_ds, self.probe_ds, self.order, self.steps, self.size = (
+            train,
+            probe,
+            order,
+            steps,
+            size,
+        )
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -178,8 +227,12 @@ class StepImages(Dataset):
         rng = np.random.default_rng([self.order.seed, 4, step, self.order.rank])
         idx, pidx = self.order.train_indices(step), self.order.probe_indices(step)
         view = lambda ds, j: to_chw(inception_crop(ds.load(int(j)), rng, self.size))  # noqa: E731
-        return {"idx": idx, "pidx": pidx, "xw": torch.stack([view(self.train_ds, j) for j in idx]),
-                "xp": torch.stack([view(self.probe_ds, j) for j in pidx])}
+        return {
+            "idx": idx,
+            "pidx": pidx,
+            "xw": torch.stack([view(self.train_ds, j) for j in idx]),
+            "xp": torch.stack([view(self.probe_ds, j) for j in pidx]),
+        }
 
 
 class FileStepBatches:
@@ -189,13 +242,31 @@ class FileStepBatches:
     next one restarts the loader there.
     """
 
-    def __init__(self, train: FileListDataset, probe: FileListDataset, batch_size: int,
-                 device: torch.device, seed: int, aug_type: str, stop: int, size: int, workers: int,
-                 rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        train: FileListDataset,
+        probe: FileListDataset,
+        batch_size: int,
+        device: torch.device,
+        seed: int,
+        aug_type: str,
+        stop: int,
+        size: int,
+        workers: int,
+        rank: int = 0,
+        world: int = 1,
+    ):
         if aug_type not in L.AUG_TYPES:
             raise ValueError(f"--aug_type {aug_type!r}: choose from {', '.join(L.AUG_TYPES)}")
-        self.order = L.StepOrder(np.arange(len(train)), np.arange(len(probe)), batch_size,
-                                 torch.device("cpu"), seed, rank, world)
+        self.order = L.StepOrder(
+            np.arange(len(train)),
+            np.arange(len(probe)),
+            batch_size,
+            torch.device("cpu"),
+            seed,
+            rank,
+            world,
+        )
         self.train, self.steps_per_epoch = self.order.train, self.order.steps_per_epoch
         self.labels, self.probe_labels = train.targets.to(device), probe.targets.to(device)
         self.datasets, self.stop, self.size, self.workers = (train, probe), stop, size, workers
@@ -204,8 +275,14 @@ class FileStepBatches:
 
     def _items(self, step: int):
         steps = StepImages(*self.datasets, self.order, range(step, self.stop), self.size)
-        return iter(DataLoader(steps, batch_size=None, num_workers=self.workers,
-                               pin_memory=self.device.type == "cuda"))
+        return iter(
+            DataLoader(
+                steps,
+                batch_size=None,
+                num_workers=self.workers,
+                pin_memory=self.device.type == "cuda",
+            )
+        )
 
     def get(self, step: int, strong: bool) -> dict[str, Tensor]:
         """``xw``/``y``/``idx`` (train), ``xp``/``yp`` (probe) and, if ``strong``, ``xs``."""
@@ -214,12 +291,17 @@ class FileStepBatches:
         item, self._next = next(self._iter), step + 1
         idx, pidx = item["idx"].to(self.device), item["pidx"].to(self.device)
         raw = item["xw"].to(self.device, non_blocking=True)
-        out = {"xw": A.normalize(raw, self.mean, self.std), "y": self.labels[idx], "idx": idx,
-               "xp": A.normalize(item["xp"].to(self.device, non_blocking=True), self.mean, self.std),
-               "yp": self.probe_labels[pidx]}
+        out = {
+            "xw": A.normalize(raw, self.mean, self.std),
+            "y": self.labels[idx],
+            "idx": idx,
+            "xp": A.normalize(item["xp"].to(self.device, non_blocking=True), self.mean, self.std),
+            "yp": self.probe_labels[pidx],
+        }
         if strong:
-            out["xs"] = self.strong(raw, L.step_generator(self.device, self.order.seed, 2, step,
-                                                          self.order.rank))
+            out["xs"] = self.strong(
+                raw, L.step_generator(self.device, self.order.seed, 2, step, self.order.rank)
+            )
         return out
 
     def strong(self, raw: Tensor, g: torch.Generator) -> Tensor:

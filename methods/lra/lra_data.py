@@ -65,7 +65,10 @@ def noise_dirs(args: argparse.Namespace) -> list[Path]:
     and ``$LNL_DATA/noise_labels/lra_pmd`` (``$LNL_DATA`` defaults to ``data``)."""
     if args.noise_dir:
         return [Path(args.noise_dir)]
-    return [Path("noise_label"), Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd"]
+    return [
+        Path("noise_label"),
+        Path(os.environ.get("LNL_DATA", "data")) / "noise_labels" / "lra_pmd",
+    ]
 
 
 def parse_noise_type(args: argparse.Namespace) -> NoiseSpec:
@@ -86,7 +89,9 @@ def parse_noise_type(args: argparse.Namespace) -> NoiseSpec:
         for path in tried:
             if path.is_file():
                 return NoiseSpec(name.split("-")[0], "file", path=path)
-        raise FileNotFoundError(f"--noise_type {name}: not found in {[str(p) for p in tried]} (pass --noise_dir)")
+        raise FileNotFoundError(
+            f"--noise_type {name}: not found in {[str(p) for p in tried]} (pass --noise_dir)"
+        )
     m = GENERATED.match(name)
     if m and m["mode"] in NO_CLASSIFIER_MODES:
         rate = float(m["rate"])
@@ -96,7 +101,8 @@ def parse_noise_type(args: argparse.Namespace) -> NoiseSpec:
     raise ValueError(
         f"unknown --noise_type {name!r}: expected an original file stem like cifar10-1-0.35 or "
         f"cifar100-1-0.35_U_0.3, <dataset>-<mode>-<rate> with mode in {NO_CLASSIFIER_MODES} "
-        f"(e.g. digits-sym-0.4), a .npy/.json/.npz noise file, or 'real'")
+        f"(e.g. digits-sym-0.4), a .npy/.json/.npz noise file, or 'real'"
+    )
 
 
 def noisy_labels(spec: NoiseSpec, train, n_train: int, seed: int) -> tuple[torch.Tensor, dict]:
@@ -106,13 +112,21 @@ def noisy_labels(spec: NoiseSpec, train, n_train: int, seed: int) -> tuple[torch
             raise ValueError(f"--noise_type real: {spec.dataset} has no noisy labels of its own")
         return train.noisy_targets[:n_train], {"source": "dataset"}
     if spec.kind == "generated":
-        noisy = make_noise(train.targets, spec.mode, spec.rate, num_classes=train.num_classes, seed=seed,
-                           dataset=spec.dataset)
+        noisy = make_noise(
+            train.targets,
+            spec.mode,
+            spec.rate,
+            num_classes=train.num_classes,
+            seed=seed,
+            dataset=spec.dataset,
+        )
         return noisy.labels[:n_train], noisy.meta
     noisy = load_noise_file(spec.path, num_classes=train.num_classes)
     if len(noisy.labels) not in (n_train, len(train)):
-        raise ValueError(f"{spec.path} holds {len(noisy.labels)} labels; {spec.dataset} trains on the first "
-                         f"{n_train} of {len(train)} images (set --val_size to match)")
+        raise ValueError(
+            f"{spec.path} holds {len(noisy.labels)} labels; {spec.dataset} trains on the first "
+            f"{n_train} of {len(train)} images (set --val_size to match)"
+        )
     return noisy.labels[:n_train], noisy.meta
 
 
@@ -133,12 +147,19 @@ def split_prefix(prefix: str, split: str) -> Path:
     if split == "train":
         return p
     if "train" not in p.name:
-        raise ValueError(f"--feature_file {prefix}: cannot derive the {split} prefix (no 'train' in the name)")
+        raise ValueError(
+            f"--feature_file {prefix}: cannot derive the {split} prefix (no 'train' in the name)"
+        )
     return p.with_name(p.name.replace("train", split, 1))
 
 
-def read_features(prefix: Path, split: str, args: argparse.Namespace, n_rows: int,
-                  keep: torch.Tensor | None = None) -> torch.Tensor:
+def read_features(
+    prefix: Path,
+    split: str,
+    args: argparse.Namespace,
+    n_rows: int,
+    keep: torch.Tensor | None = None,
+) -> torch.Tensor:
     """``<prefix>_features.npy`` as float32, only its rows ``keep`` when given (the file must still cover
     the whole split of ``n_rows`` images, so row i is image i); raises with the command that makes a
     missing file."""
@@ -147,18 +168,24 @@ def read_features(prefix: Path, split: str, args: argparse.Namespace, n_rows: in
         hint = EXTRACT_HINT.get(args.fp_encoder, "--encoder ...").format(dataset=args.dataset)
         raise FileNotFoundError(
             f"no feature file {path}; make it with: python data_prep/extract_features.py --dataset "
-            f"{args.dataset} --root <data folder> --split {split} {hint} --out {prefix}")
+            f"{args.dataset} --root <data folder> --split {split} {hint} --out {prefix}"
+        )
     with reading(path, "feature file"):
         rows = np.load(path, mmap_mode="r")  # memory-mapped: a subset reads only its rows
     if rows.shape[0] != n_rows:
-        raise ValueError(f"{path} has {rows.shape[0]} rows but the {args.dataset} {split} split has {n_rows}")
+        raise ValueError(
+            f"{path} has {rows.shape[0]} rows but the {args.dataset} {split} split has {n_rows}"
+        )
     if keep is not None:
         rows = rows[keep.numpy()]
     return torch.from_numpy(np.array(rows, dtype=np.float32))
 
 
-def prior_features(args: argparse.Namespace, splits: dict[str, object],
-                   rows: dict[str, tuple[int, torch.Tensor]] | None = None) -> dict[str, torch.Tensor]:
+def prior_features(
+    args: argparse.Namespace,
+    splits: dict[str, object],
+    rows: dict[str, tuple[int, torch.Tensor]] | None = None,
+) -> dict[str, torch.Tensor]:
     """f_p(x) of every split in ``splits`` (name → dataset), normalised as the original does.
 
     ``rows`` (``--subset``; split → (its full size, the kept images' row indices)): ``splits`` hold the
@@ -173,7 +200,9 @@ def prior_features(args: argparse.Namespace, splits: dict[str, object],
     prefix = args.feature_file or f"features/{args.dataset}_train_{args.fp_encoder.lower()}"
     rows = rows or {s: (len(ds), None) for s, ds in splits.items()}
     feats = {s: read_features(split_prefix(prefix, s), s, args, *rows[s]) for s in splits}
-    if args.fp_encoder == "SimCLR":  # the original's SimCLR encoder returns normalize(avgpool feature)
+    if (
+        args.fp_encoder == "SimCLR"
+    ):  # the original's SimCLR encoder returns normalize(avgpool feature)
         feats = {s: F.normalize(x, dim=1) for s, x in feats.items()}
     return feats
 
@@ -187,14 +216,26 @@ def kept_rows(n: int, n_train: int, subset: int) -> torch.Tensor:
     """The rows ``--subset`` keeps of a split of ``n`` images trained on up to ``n_train`` (``n`` for
     test/val splits): the first ``subset`` of [0, n_train) and the first ``subset`` of the held-out
     [n_train, n). Cutting both parts, not the split's prefix, keeps a validation set."""
-    return torch.cat([torch.arange(min(subset, n_train)), torch.arange(n_train, min(n, n_train + subset))])
+    return torch.cat(
+        [torch.arange(min(subset, n_train)), torch.arange(n_train, min(n, n_train + subset))]
+    )
 
 
 def _take_rows(ds: InMemoryDataset, rows: torch.Tensor) -> InMemoryDataset:
     """The images at ``rows`` (``first_images`` takes a prefix only; the training rows skip a gap)."""
     noisy = None if ds.noisy_targets is None else ds.noisy_targets[rows]
-    return InMemoryDataset(ds.name, ds.split, ds.images[rows], ds.targets[rows], ds.num_classes, ds.mean, ds.std,
-                           classes=ds.classes, noisy_targets=noisy, root=ds.root)
+    return InMemoryDataset(
+        ds.name,
+        ds.split,
+        ds.images[rows],
+        ds.targets[rows],
+        ds.num_classes,
+        ds.mean,
+        ds.std,
+        classes=ds.classes,
+        noisy_targets=noisy,
+        root=ds.root,
+    )
 
 
 def subset_splits(args: argparse.Namespace, splits: dict, n_train: int) -> tuple[dict, dict]:
@@ -206,12 +247,19 @@ def subset_splits(args: argparse.Namespace, splits: dict, n_train: int) -> tuple
     """
     subset, train = args.subset, splits["train"]
     if not getattr(train, "in_memory", False):
-        raise ValueError(f"--subset is not supported for {args.dataset} (a file-list dataset); it applies to "
-                         f"the in-memory datasets (CIFAR, digits)")
+        raise ValueError(
+            f"--subset is not supported for {args.dataset} (a file-list dataset); it applies to "
+            f"the in-memory datasets (CIFAR, digits)"
+        )
     check_subset_size(subset, train.num_classes, args.dataset)
-    rows = {s: (len(ds), kept_rows(len(ds), n_train if s == "train" else len(ds), subset))
-            for s, ds in splits.items()}
-    cut = {s: _take_rows(ds, rows[s][1]) if s == "train" else first_images(ds, subset) for s, ds in splits.items()}
+    rows = {
+        s: (len(ds), kept_rows(len(ds), n_train if s == "train" else len(ds), subset))
+        for s, ds in splits.items()
+    }
+    cut = {
+        s: _take_rows(ds, rows[s][1]) if s == "train" else first_images(ds, subset)
+        for s, ds in splits.items()
+    }
     return cut, rows
 
 
@@ -222,13 +270,17 @@ class LRAData:
     num_classes: int
     train_idx: torch.Tensor  # Tensor[n] dataset indices trained on (0..n−1)
     noisy: torch.Tensor  # Tensor[n] noisy labels of train_idx, on the device
-    features: dict  # split -> Tensor[N_split, d] on the device ("train" covers the held-out rows too)
+    features: (
+        dict  # split -> Tensor[N_split, d] on the device ("train" covers the held-out rows too)
+    )
     loaders: dict  # "train", "val" (optional), "test"
     eval_features: dict  # "val"/"test" -> the feature table their loader's indices refer to
     test_targets: torch.Tensor  # Tensor[N_test] clean test labels (for the kNN-vote reference)
     noise_meta: dict
     fp_encoder: torch.nn.Module | None = None  # online SimCLR prior: queries are encoded every step
-    datasets: dict | None = None  # "train"/"test" datasets (the online prior's tables are built from them)
+    datasets: dict | None = (
+        None  # "train"/"test" datasets (the online prior's tables are built from them)
+    )
 
 
 def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:
@@ -246,19 +298,42 @@ def _in_memory_loaders(args, train, test, n_train: int, noisy: torch.Tensor, dev
     labels = train.targets.clone()
     labels[:n_train] = noisy.cpu()
     if args.fast_loader:
+
         def loader(images, targets, batch, indices=None, train=False):
-            return GPULoader(images, targets, batch, train=train, seed=args.seed, indices=indices,
-                             drop_last=args.drop_last and train, **common)
+            return GPULoader(
+                images,
+                targets,
+                batch,
+                train=train,
+                seed=args.seed,
+                indices=indices,
+                drop_last=args.drop_last and train,
+                **common,
+            )
     else:  # the original's DataLoaders (4 workers), draw for draw
+
         def loader(images, targets, batch, indices=None, train=False):
             from methods.lra.lra_loader import OriginalLoader
 
-            return OriginalLoader(images, targets, batch, shuffle=train, augment=train, indices=indices,
-                                  drop_last=args.drop_last and train, **common)
-    loaders = {"train": loader(train.images, labels, args.batch_size, torch.arange(n_train), train=True),
-               "test": loader(test.images, test.targets, args.eval_batch_size)}
+            return OriginalLoader(
+                images,
+                targets,
+                batch,
+                shuffle=train,
+                augment=train,
+                indices=indices,
+                drop_last=args.drop_last and train,
+                **common,
+            )
+
+    loaders = {
+        "train": loader(train.images, labels, args.batch_size, torch.arange(n_train), train=True),
+        "test": loader(test.images, test.targets, args.eval_batch_size),
+    }
     if n_train < len(train):  # the held-out rows keep their clean labels
-        loaders["val"] = loader(train.images, train.targets, args.eval_batch_size, torch.arange(n_train, len(train)))
+        loaders["val"] = loader(
+            train.images, train.targets, args.eval_batch_size, torch.arange(n_train, len(train))
+        )
     return loaders
 
 
@@ -275,16 +350,31 @@ def _file_loaders(args, splits: dict, noisy: torch.Tensor) -> dict:
     plain = T.Compose([T.Resize(256), T.CenterCrop(224), *norm])
     sampler = None
     if args.samples_per_class:
-        sampler = ClassBalancedSampler(noisy.cpu(), args.samples_per_class * train.num_classes,
-                                       num_classes=train.num_classes, seed=args.seed)
-    loaders = {"train": build_file_loader(train, weak, args.batch_size, shuffle=True, sampler=sampler,
-                                          labels=noisy.cpu(), num_workers=args.num_workers, seed=args.seed,
-                                          drop_last=args.drop_last)}
+        sampler = ClassBalancedSampler(
+            noisy.cpu(),
+            args.samples_per_class * train.num_classes,
+            num_classes=train.num_classes,
+            seed=args.seed,
+        )
+    loaders = {
+        "train": build_file_loader(
+            train,
+            weak,
+            args.batch_size,
+            shuffle=True,
+            sampler=sampler,
+            labels=noisy.cpu(),
+            num_workers=args.num_workers,
+            seed=args.seed,
+            drop_last=args.drop_last,
+        )
+    }
     for role in ("val", "test"):
         split = getattr(args, f"{role}_split")
         if split and split in splits:
-            loaders[role] = build_file_loader(splits[split], plain, args.eval_batch_size,
-                                              num_workers=args.num_workers)
+            loaders[role] = build_file_loader(
+                splits[split], plain, args.eval_batch_size, num_workers=args.num_workers
+            )
     return loaders
 
 
@@ -302,32 +392,58 @@ def build_data(args: argparse.Namespace, log=None) -> LRAData:
     n_train = len(train) - val_size
     noisy, meta = noisy_labels(spec, train, n_train, args.seed)
     rows = None
-    if getattr(args, "subset", None):  # cut after the noise: labels drawn/read over the whole split stay aligned
+    if getattr(
+        args, "subset", None
+    ):  # cut after the noise: labels drawn/read over the whole split stay aligned
         splits, rows = subset_splits(args, splits, n_train)
         train, n_train = splits["train"], min(args.subset, n_train)
         noisy, meta = noisy[:n_train], {**meta, "subset": args.subset}
     in_memory = getattr(train, "in_memory", False)
     if args.fp_online and not in_memory:
-        raise ValueError(f"the online SimCLR prior needs an in-memory dataset (CIFAR); pass --precomputed_fp "
-                         f"for {spec.dataset}")
+        raise ValueError(
+            f"the online SimCLR prior needs an in-memory dataset (CIFAR); pass --precomputed_fp "
+            f"for {spec.dataset}"
+        )
     fp_encoder, feats = None, None
-    if args.fp_online:  # the encoder now (the original builds it first); its tables after the networks
+    if (
+        args.fp_online
+    ):  # the encoder now (the original builds it first); its tables after the networks
         from methods.lra import lra_prior
 
-        fp_encoder = lra_prior.load_simclr(args.simclr_weights or f"model/SimCLR_128_{args.dataset}.pt", args.device)
+        fp_encoder = lra_prior.load_simclr(
+            args.simclr_weights or f"model/SimCLR_128_{args.dataset}.pt", args.device
+        )
     else:
         feats = {s: x.to(args.device) for s, x in prior_features(args, splits, rows).items()}
     if in_memory:
-        loaders = _in_memory_loaders(args, train, splits[args.test_split], n_train, noisy, args.device)
+        loaders = _in_memory_loaders(
+            args, train, splits[args.test_split], n_train, noisy, args.device
+        )
     else:
         loaders = _file_loaders(args, splits, noisy)
     if log is not None and spec.kind != "real":
         clean = train.targets[:n_train]
-        log.info("%s: training on %d images%s, noise %s, measured noise rate %.4f, %s features",
-                 spec.dataset, n_train, f" (--subset {args.subset})" if rows else "", args.noise_type,
-                 float((noisy != clean).float().mean()), "online" if feats is None else f"{feats['train'].shape[1]}-d")
-    data = LRAData(train.num_classes, torch.arange(n_train), noisy.to(args.device), feats, loaders, {},
-                   splits[args.test_split].targets, meta, fp_encoder, {"train": train, "test": splits[args.test_split]})
+        log.info(
+            "%s: training on %d images%s, noise %s, measured noise rate %.4f, %s features",
+            spec.dataset,
+            n_train,
+            f" (--subset {args.subset})" if rows else "",
+            args.noise_type,
+            float((noisy != clean).float().mean()),
+            "online" if feats is None else f"{feats['train'].shape[1]}-d",
+        )
+    data = LRAData(
+        train.num_classes,
+        torch.arange(n_train),
+        noisy.to(args.device),
+        feats,
+        loaders,
+        {},
+        splits[args.test_split].targets,
+        meta,
+        fp_encoder,
+        {"train": train, "test": splits[args.test_split]},
+    )
     if feats is not None:
         set_eval_features(args, data)
     return data
@@ -337,7 +453,9 @@ def set_eval_features(args: argparse.Namespace, data: LRAData) -> None:
     """The tables the val/test loaders' indices refer to."""
     data.eval_features = {"test": data.features[args.test_split]}
     if "val" in data.loaders:
-        data.eval_features["val"] = data.features["train" if args.val_split == "holdout" else args.val_split]
+        data.eval_features["val"] = data.features[
+            "train" if args.val_split == "holdout" else args.val_split
+        ]
 
 
 def online_features(args: argparse.Namespace, data: LRAData) -> None:
@@ -353,16 +471,40 @@ def online_features(args: argparse.Namespace, data: LRAData) -> None:
     common = dict(mean=mean, std=std, device=args.device)
     n, enc = lra_prior.DATABASE_BATCH, data.fp_encoder
     if args.fast_loader:
-        database = GPULoader(train.images, train.targets, n, train=True, shuffle=False, seed=args.seed,
-                             indices=torch.arange(n_train), **common)
+        database = GPULoader(
+            train.images,
+            train.targets,
+            n,
+            train=True,
+            shuffle=False,
+            seed=args.seed,
+            indices=torch.arange(n_train),
+            **common,
+        )
     else:
-        database = OriginalLoader(train.images, train.targets, n, shuffle=False, augment=True, num_workers=16,
-                                  indices=torch.arange(n_train), **common)
+        database = OriginalLoader(
+            train.images,
+            train.targets,
+            n,
+            shuffle=False,
+            augment=True,
+            num_workers=16,
+            indices=torch.arange(n_train),
+            **common,
+        )
     feats = {"train": lra_prior.encode_loader(enc, database, len(train), args.device)}
     if n_train < len(train):  # no random draw: these are what test() embeds at every evaluation
-        held_out = GPULoader(train.images, train.targets, n, train=False, indices=torch.arange(n_train, len(train)),
-                             **common)
-        feats["train"][n_train:] = lra_prior.encode_loader(enc, held_out, len(train), args.device)[n_train:]
+        held_out = GPULoader(
+            train.images,
+            train.targets,
+            n,
+            train=False,
+            indices=torch.arange(n_train, len(train)),
+            **common,
+        )
+        feats["train"][n_train:] = lra_prior.encode_loader(enc, held_out, len(train), args.device)[
+            n_train:
+        ]
     plain = GPULoader(test.images, test.targets, n, train=False, **common)
     feats[args.test_split] = lra_prior.encode_loader(enc, plain, len(test), args.device)
     data.features = feats

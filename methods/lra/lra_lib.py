@@ -45,7 +45,9 @@ class Schedule:
     alphas_cumprod: torch.Tensor  # Tensor[T]
 
     @classmethod
-    def cosine(cls, num_timesteps: int = NUM_TIMESTEPS, device: torch.device | str = "cpu") -> Schedule:
+    def cosine(
+        cls, num_timesteps: int = NUM_TIMESTEPS, device: torch.device | str = "cpu"
+    ) -> Schedule:
         # β rounded to float32 first, then 1 − β and the cumulative product in float32, as the original
         # (model_diffusion.py: Diffusion.__init__); a float64 product differs in the last bits
         return cls(torch.cumprod(1 - cosine_betas(num_timesteps).float(), 0).to(device))
@@ -60,7 +62,9 @@ class Schedule:
         return a.sqrt() * y0 + (1 - a).sqrt() * noise
 
 
-def ddim_timesteps(num_steps: int, num_timesteps: int = NUM_TIMESTEPS, exact: bool = False) -> list[int]:
+def ddim_timesteps(
+    num_steps: int, num_timesteps: int = NUM_TIMESTEPS, exact: bool = False
+) -> list[int]:
     """The DDIM timesteps τ_0 < … < τ_{S'-1}.
 
     Original (``exact=False``): stride c = T // S, τ = {0, c, 2c, …} + 1. Entries equal to T (which
@@ -73,15 +77,18 @@ def ddim_timesteps(num_steps: int, num_timesteps: int = NUM_TIMESTEPS, exact: bo
         ValueError: ``num_steps`` outside [1, T].
     """
     if not 1 <= num_steps <= num_timesteps:
-        raise ValueError(f"--ddim_n_step {num_steps} must be in [1, {num_timesteps}] (T = {num_timesteps})")
+        raise ValueError(
+            f"--ddim_n_step {num_steps} must be in [1, {num_timesteps}] (T = {num_timesteps})"
+        )
     if exact:
         return [(i + 1) * num_timesteps // num_steps - 1 for i in range(num_steps)]
     stride = num_timesteps // num_steps
     return [t + 1 for t in range(0, num_timesteps, stride) if t + 1 < num_timesteps]
 
 
-def ddim_step(y: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor | float,
-              a_prev: torch.Tensor | float) -> tuple[torch.Tensor, torch.Tensor]:
+def ddim_step(
+    y: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor | float, a_prev: torch.Tensor | float
+) -> tuple[torch.Tensor, torch.Tensor]:
     """One deterministic (η = 0) DDIM step: ŷ_0 = (y − √(1−a_t)·ε̂)/√a_t and
     y_prev = √a_prev·ŷ_0 + √(1−a_prev)·ε̂. Returns (y_prev, ŷ_0)."""
     a_t, a_prev = torch.as_tensor(a_t, dtype=y.dtype), torch.as_tensor(a_prev, dtype=y.dtype)
@@ -90,8 +97,15 @@ def ddim_step(y: torch.Tensor, eps: torch.Tensor, a_t: torch.Tensor | float,
 
 
 @torch.no_grad()
-def ddim_sample(denoiser: nn.Module, x_embed: torch.Tensor, fp: torch.Tensor, schedule: Schedule,
-                timesteps: list[int], num_classes: int, return_y0: bool = False) -> torch.Tensor:
+def ddim_sample(
+    denoiser: nn.Module,
+    x_embed: torch.Tensor,
+    fp: torch.Tensor,
+    schedule: Schedule,
+    timesteps: list[int],
+    num_classes: int,
+    return_y0: bool = False,
+) -> torch.Tensor:
     """Decode labels from y = 0 ("mean start", the original's ``stochastic=False``).
 
     Step i (from the largest τ down) uses a_t = ᾱ[τ_i] and a_prev = ᾱ[τ_{i−1}], ᾱ[0] for the last.
@@ -151,7 +165,9 @@ class Denoiser(nn.Module):
     """ε_θ(E(x), y_t, t, f_p(x)) (model_diffusion.py): [y_t ‖ f_p] → F, gated by BN(E(x)), two more timestep-scaled
     layers, each followed by BN and softplus, then Linear(F → C)."""
 
-    def __init__(self, num_classes: int, fp_dim: int, feature_dim: int, num_timesteps: int = NUM_TIMESTEPS):
+    def __init__(
+        self, num_classes: int, fp_dim: int, feature_dim: int, num_timesteps: int = NUM_TIMESTEPS
+    ):
         super().__init__()
         self.norm = nn.BatchNorm1d(feature_dim)
         self.lin1 = ConditionalLinear(num_classes + fp_dim, feature_dim, num_timesteps)
@@ -162,7 +178,9 @@ class Denoiser(nn.Module):
         self.norm3 = nn.BatchNorm1d(feature_dim)
         self.lin4 = nn.Linear(feature_dim, num_classes)
 
-    def forward(self, x_embed: torch.Tensor, y_t: torch.Tensor, t: torch.Tensor, fp: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, x_embed: torch.Tensor, y_t: torch.Tensor, t: torch.Tensor, fp: torch.Tensor
+    ) -> torch.Tensor:
         h = F.softplus(self.norm1(self.lin1(torch.cat([y_t, fp], dim=-1), t)))
         h = self.norm(x_embed) * h  # the only place the image encoder enters
         h = F.softplus(self.norm2(self.lin2(h, t)))
@@ -206,8 +224,9 @@ def cifar_resnet(base: str, feature_dim: int, torchvision_init: bool = False) ->
     return net
 
 
-def build_image_encoder(name: str, feature_dim: int, weights: str = "none",
-                        torchvision_init: bool = False) -> nn.Module:
+def build_image_encoder(
+    name: str, feature_dim: int, weights: str = "none", torchvision_init: bool = False
+) -> nn.Module:
     """The diffusion image encoder E with a ``feature_dim`` output (``--diff_encoder``).
 
     * ``resnet18/34/50``: the original's ``ResNet_for_32`` (:func:`cifar_resnet`), PyTorch's default
@@ -222,7 +241,9 @@ def build_image_encoder(name: str, feature_dim: int, weights: str = "none",
     import torchvision
 
     if name == "linear":
-        return nn.Sequential(nn.AdaptiveAvgPool2d(16), nn.Flatten(), nn.Linear(3 * 16 * 16, feature_dim))
+        return nn.Sequential(
+            nn.AdaptiveAvgPool2d(16), nn.Flatten(), nn.Linear(3 * 16 * 16, feature_dim)
+        )
 
     base = name[:-2] if name.endswith("_l") else name
     if base in ("resnet18", "resnet34", "resnet50") and name.endswith("_l"):
@@ -242,9 +263,17 @@ def build_image_encoder(name: str, feature_dim: int, weights: str = "none",
 # ----------------------------------------------------------------------------------------------------
 
 
-def neighbour_candidates(features: torch.Tensor, labels: torch.Tensor, k: int, num_classes: int, *,
-                         metric: str = "l2", exclude_self: bool = False, layout: str = "own_last",
-                         backend: str = "auto") -> torch.Tensor:
+def neighbour_candidates(
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    k: int,
+    num_classes: int,
+    *,
+    metric: str = "l2",
+    exclude_self: bool = False,
+    layout: str = "own_last",
+    backend: str = "auto",
+) -> torch.Tensor:
     """The retrieval table: each sample's k nearest neighbours' noisy labels plus its own.
 
     ``layout="own_last"`` (``sample_knn_labels``: CIFAR, Clothing1M, WebVision): the k nearest (the
@@ -257,24 +286,44 @@ def neighbour_candidates(features: torch.Tensor, labels: torch.Tensor, k: int, n
         Tensor[N, k + 1] int64.
     """
     if exclude_self:
-        res = knn_graph(features, labels, k, num_classes=num_classes, metric=metric, backend=backend)
+        res = knn_graph(
+            features, labels, k, num_classes=num_classes, metric=metric, backend=backend
+        )
     elif layout == "food":
-        res = knn_labels(features, features, labels, k + 1, num_classes, metric=metric, backend=backend)
+        res = knn_labels(
+            features, features, labels, k + 1, num_classes, metric=metric, backend=backend
+        )
         return labels[res.indices]
     else:
         res = knn_labels(features, features, labels, k, num_classes, metric=metric, backend=backend)
     return torch.cat([labels[res.indices], labels.unsqueeze(1)], dim=1)
 
 
-def batch_candidates(queries: torch.Tensor, positions: torch.Tensor, db: torch.Tensor, db_labels: torch.Tensor,
-                     k: int, num_classes: int, *, metric: str = "l2", exclude_self: bool = False,
-                     layout: str = "own_last", backend: str = "auto") -> torch.Tensor:
+def batch_candidates(
+    queries: torch.Tensor,
+    positions: torch.Tensor,
+    db: torch.Tensor,
+    db_labels: torch.Tensor,
+    k: int,
+    num_classes: int,
+    *,
+    metric: str = "l2",
+    exclude_self: bool = False,
+    layout: str = "own_last",
+    backend: str = "auto",
+) -> torch.Tensor:
     """``--knn_per_batch``: search the batch's queries against the database every step, as the
     original's ``sample_knn_labels``; returns the same Tensor[B, k + 1] as the table rows."""
     if layout == "food" and not exclude_self:
-        return db_labels[knn_labels(queries, db, db_labels, k + 1, num_classes, metric=metric, backend=backend).indices]
+        return db_labels[
+            knn_labels(
+                queries, db, db_labels, k + 1, num_classes, metric=metric, backend=backend
+            ).indices
+        ]
     extra = 1 if exclude_self else 0
-    idx = knn_labels(queries, db, db_labels, k + extra, num_classes, metric=metric, backend=backend).indices
+    idx = knn_labels(
+        queries, db, db_labels, k + extra, num_classes, metric=metric, backend=backend
+    ).indices
     if exclude_self:  # drop the query's own row (if found), keep the first k others
         is_self = idx == positions.unsqueeze(1)
         order = torch.sort(is_self.to(torch.int8), dim=1, stable=True).indices
@@ -282,7 +331,9 @@ def batch_candidates(queries: torch.Tensor, positions: torch.Tensor, db: torch.T
     return torch.cat([db_labels[idx], db_labels[positions].unsqueeze(1)], dim=1)
 
 
-def sample_retrieved(candidates: torch.Tensor, num_classes: int, weighted: bool) -> tuple[torch.Tensor, torch.Tensor]:
+def sample_retrieved(
+    candidates: torch.Tensor, num_classes: int, weighted: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Draw one of the k + 1 candidates per row uniformly (global CPU generator) and weight the sample.
 
     Weights: n_i / Σ_j n_j with n_i the number of candidates equal to the drawn label (``weighted``,
@@ -301,8 +352,16 @@ def sample_retrieved(candidates: torch.Tensor, num_classes: int, weighted: bool)
     return drawn, torch.full((b,), 1.0 / b, device=candidates.device)
 
 
-def vote_accuracy(queries: torch.Tensor, db: torch.Tensor, db_labels: torch.Tensor, targets: torch.Tensor,
-                  k: int, num_classes: int, metric: str = "l2", backend: str = "auto") -> float:
+def vote_accuracy(
+    queries: torch.Tensor,
+    db: torch.Tensor,
+    db_labels: torch.Tensor,
+    targets: torch.Tensor,
+    k: int,
+    num_classes: int,
+    metric: str = "l2",
+    backend: str = "auto",
+) -> float:
     """Reference: accuracy of the majority vote of the k nearest training samples' noisy labels."""
     votes = knn_labels(queries, db, db_labels, k, num_classes, metric=metric, backend=backend).votes
     return float((votes.argmax(1) == targets.to(votes.device)).float().mean())
@@ -321,8 +380,14 @@ def learning_rate(epoch: float, warmup: float, horizon: float, peak: float = 1e-
     return peak * 0.5 * (1.0 + math.cos(math.pi * (epoch - warmup) / max(horizon - warmup, 1e-12)))
 
 
-def diffusion_loss(denoiser: nn.Module, x_embed: torch.Tensor, fp: torch.Tensor, y0: torch.Tensor,
-                   weights: torch.Tensor, schedule: Schedule) -> torch.Tensor:
+def diffusion_loss(
+    denoiser: nn.Module,
+    x_embed: torch.Tensor,
+    fp: torch.Tensor,
+    y0: torch.Tensor,
+    weights: torch.Tensor,
+    schedule: Schedule,
+) -> torch.Tensor:
     """Σ_i w_i · mean_c (ε_ic − ε̂_ic)² at antithetic timesteps (the original's matmul then mean)."""
     t = antithetic_timesteps(y0.shape[0], schedule.num_timesteps, y0.device)
     noise = torch.randn_like(y0)

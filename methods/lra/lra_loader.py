@@ -48,16 +48,36 @@ class OriginalLoader:
         drop_last: drop the last short batch.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int, *, mean: Sequence[float],
-                 std: Sequence[float], device, shuffle: bool, augment: bool, num_workers: int = 4,
-                 indices: torch.Tensor | None = None, drop_last: bool = False):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device,
+        shuffle: bool,
+        augment: bool,
+        num_workers: int = 4,
+        indices: torch.Tensor | None = None,
+        drop_last: bool = False,
+    ):
         self.images = torch.as_tensor(images).cpu()
         self.labels = torch.as_tensor(labels).cpu()
-        self.indices = torch.arange(len(self.images)) if indices is None else torch.as_tensor(indices).cpu()
+        self.indices = (
+            torch.arange(len(self.images)) if indices is None else torch.as_tensor(indices).cpu()
+        )
         if self.images.dtype != torch.uint8 or self.images.ndim != 4:
-            raise ValueError(f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {tuple(self.images.shape)}")
+            raise ValueError(
+                f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {tuple(self.images.shape)}"
+            )
         self.batch_size, self.shuffle, self.augment = int(batch_size), bool(shuffle), bool(augment)
-        self.num_workers, self.drop_last, self.device = int(num_workers), bool(drop_last), torch.device(device)
+        self.num_workers, self.drop_last, self.device = (
+            int(num_workers),
+            bool(drop_last),
+            torch.device(device),
+        )
         self.mean = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
 
@@ -72,13 +92,19 @@ class OriginalLoader:
             g = torch.Generator()
             g.manual_seed(draw_int64())
             order = torch.randperm(len(order), generator=g)
-        workers = [torch.Generator().manual_seed(base_seed + w) for w in range(max(self.num_workers, 1))]
+        workers = [
+            torch.Generator().manual_seed(base_seed + w) for w in range(max(self.num_workers, 1))
+        ]
         for b in range(len(self)):
-            idx = self.indices[order[b * self.batch_size:(b + 1) * self.batch_size]]
+            idx = self.indices[order[b * self.batch_size : (b + 1) * self.batch_size]]
             x = self.images[idx]
             if self.augment:
                 x = self.crop_and_flip(x, workers[b % len(workers)] if self.num_workers else None)
-            yield self.normalise(x).to(self.device), self.labels[idx].to(self.device), idx.to(self.device)
+            yield (
+                self.normalise(x).to(self.device),
+                self.labels[idx].to(self.device),
+                idx.to(self.device),
+            )
 
     @staticmethod
     def crop_and_flip(x: torch.Tensor, gen: torch.Generator | None) -> torch.Tensor:
@@ -90,7 +116,7 @@ class OriginalLoader:
         for r in range(n):
             i = int(torch.randint(0, h + 2 * PAD - h + 1, (1,), generator=gen))
             j = int(torch.randint(0, w + 2 * PAD - w + 1, (1,), generator=gen))
-            crop = padded[r, i:i + h, j:j + w]
+            crop = padded[r, i : i + h, j : j + w]
             out[r] = crop.flip(1) if bool(torch.rand(1, generator=gen) < 0.5) else crop
         return out
 

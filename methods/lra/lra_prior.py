@@ -40,8 +40,12 @@ class SimCLREncoder(nn.Module):
             if not isinstance(module, (nn.Linear, nn.MaxPool2d)):
                 layers.append(module)
         self.f = nn.Sequential(*layers)
-        self.g = nn.Sequential(nn.Linear(2048, 512, bias=False), nn.BatchNorm1d(512), nn.ReLU(inplace=True),
-                               nn.Linear(512, feature_dim, bias=True))
+        self.g = nn.Sequential(
+            nn.Linear(2048, 512, bias=False),
+            nn.BatchNorm1d(512),
+            nn.ReLU(inplace=True),
+            nn.Linear(512, feature_dim, bias=True),
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.normalize(torch.flatten(self.f(x), start_dim=1), dim=-1)
@@ -56,8 +60,10 @@ def load_simclr(path: str | Path, device) -> SimCLREncoder:
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"--simclr_weights {path}: no such file (the original's model/SimCLR_128_<dataset>.pt; "
-                                f"or pass --precomputed_fp with extract_features.py files)")
+        raise FileNotFoundError(
+            f"--simclr_weights {path}: no such file (the original's model/SimCLR_128_<dataset>.pt; "
+            f"or pass --precomputed_fp with extract_features.py files)"
+        )
     encoder = SimCLREncoder()
     state = torch.load(path, map_location="cpu", weights_only=True)
     if not set(state) & set(encoder.state_dict()):

@@ -30,8 +30,18 @@ from methods.lra import lra_lib as L
 from methods.lra.lra_loader import OriginalLoader, draw_int64
 
 METHOD = "lra"
-FIXES = ("train_encoder", "use_ema", "fix_lr_horizon", "exclude_self", "fix_ddim_steps", "fix_ddim_output",
-         "predict_argmax", "fix_selection", "keep_last_batch", "dataset_norm")
+FIXES = (
+    "train_encoder",
+    "use_ema",
+    "fix_lr_horizon",
+    "exclude_self",
+    "fix_ddim_steps",
+    "fix_ddim_output",
+    "predict_argmax",
+    "fix_selection",
+    "keep_last_batch",
+    "dataset_norm",
+)
 
 
 def data_parallel_ids(requested: list[int], device: int, visible: int) -> list[int]:
@@ -58,7 +68,9 @@ class Recipe:
     k: int
     fp_encoder: str
     diff_encoder: str
-    weighted: bool  # count-weighted kNN loss weights (CIFAR, Food) vs uniform (Clothing1M, WebVision)
+    weighted: (
+        bool  # count-weighted kNN loss weights (CIFAR, Food) vs uniform (Clothing1M, WebVision)
+    )
     train_encoder: bool  # the CIFAR/Food optimisers leave the image encoder out (A.9.2)
     lr_warmup: float | None  # hard-coded warm-up (None: --warmup_epochs)
     lr_horizon: float | None  # hard-coded cosine horizon (None: --nepoch)
@@ -70,72 +82,179 @@ class Recipe:
     val_size: int | None = 0  # None: 5000 for CIFAR, else 0
     samples_per_class: int = 0
     gpu_devices: bool = False
-    table_layout: str = "own_last"  # "food": prepare_knn's k + 1 nearest, self first, no own-label column
+    table_layout: str = (
+        "own_last"  # "food": prepare_knn's k + 1 nearest, self first, no own-label column
+    )
     eval_batch_size: int | None = None  # the original's val/test loader batch (None: --batch_size)
-    drop_last: bool = False  # the original's Food/Clothing1M/WebVision train loaders drop the short batch
-    online_simclr: bool = False  # CIFAR: SimCLR f_p computed online on the augmented batch (real_fp)
+    drop_last: bool = (
+        False  # the original's Food/Clothing1M/WebVision train loaders drop the short batch
+    )
+    online_simclr: bool = (
+        False  # CIFAR: SimCLR f_p computed online on the augmented batch (real_fp)
+    )
 
 
 def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(r.title, parents=[default_argument_parser()])
-    a = p.add_argument_group("original flags (puar-playground/LRA-diffusion @ 231e587)").add_argument
-    a("--noise_type", default=r.noise_type, help="file stem, <dataset>-<mode>-<rate>, a noise file, or 'real'")
+    a = p.add_argument_group(
+        "original flags (puar-playground/LRA-diffusion @ 231e587)"
+    ).add_argument
+    a(
+        "--noise_type",
+        default=r.noise_type,
+        help="file stem, <dataset>-<mode>-<rate>, a noise file, or 'real'",
+    )
     a("--nepoch", "--num_epochs", dest="nepoch", type=int, default=r.nepoch)
     a("--batch_size", type=int, default=r.batch_size)
     a("--num_workers", type=int, default=r.num_workers, help="file-list decoding workers")
     a("--warmup_epochs", type=int, default=r.warmup_epochs)
-    a("--feature_dim", type=int, default=r.feature_dim, help="denoiser width F and image-encoder output")
+    a(
+        "--feature_dim",
+        type=int,
+        default=r.feature_dim,
+        help="denoiser width F and image-encoder output",
+    )
     a("--k", type=int, default=r.k, help="kNN neighbours")
     a("--ddim_n_step", type=int, default=10, help="DDIM steps at inference, 1..1000")
     a("--fp_encoder", default=r.fp_encoder, help=f"prior features: one of {D.FP_ENCODERS}")
-    a("--CLIP_type", default="ViT-L/14", help="the CLIP model the features were extracted with (recorded)")
-    a("--diff_encoder", default=r.diff_encoder, help="resnet18/34/50 (CIFAR), resnet18_l/34_l/50_l, or an lnl model")
+    a(
+        "--CLIP_type",
+        default="ViT-L/14",
+        help="the CLIP model the features were extracted with (recorded)",
+    )
+    a(
+        "--diff_encoder",
+        default=r.diff_encoder,
+        help="resnet18/34/50 (CIFAR), resnet18_l/34_l/50_l, or an lnl model",
+    )
     if r.gpu_devices:
-        a("--gpu_devices", type=int, nargs="+", default=[0, 1, 2, 3], help="DataParallel over these GPUs")
+        a(
+            "--gpu_devices",
+            type=int,
+            nargs="+",
+            default=[0, 1, 2, 3],
+            help="DataParallel over these GPUs",
+        )
     extra = p.add_argument_group("lnl additions")
     b = extra.add_argument
     add_subset_flag(extra)  # --subset N (lra_data.subset_splits; CIFAR and digits only)
     b("--dataset", default=r.dataset, help="the dataset of a noise file given by path")
     b("--data_path", default=None, help="the dataset's folder (default: $LNL_DATA/<dataset>)")
-    b("--feature_file", default=None, help="extract_features.py train prefix (default: features/<dataset>_train_<fp_encoder>)")
-    b("--noise_dir", default=None, help="folder of the original noise files (default: see lra_data.noise_dirs)")
-    b("--val_size", type=int, default=r.val_size, help="held-out clean training images (CIFAR: 5000)")
+    b(
+        "--feature_file",
+        default=None,
+        help="extract_features.py train prefix (default: features/<dataset>_train_<fp_encoder>)",
+    )
+    b(
+        "--noise_dir",
+        default=None,
+        help="folder of the original noise files (default: see lra_data.noise_dirs)",
+    )
+    b(
+        "--val_size",
+        type=int,
+        default=r.val_size,
+        help="held-out clean training images (CIFAR: 5000)",
+    )
     b("--val_split", default=r.val_split, help="'holdout', a split name, or none")
     b("--test_split", default=r.test_split)
-    b("--eval_batch_size", type=int, default=r.eval_batch_size,
-      help="val/test batch (the original's: CIFAR --batch_size, Food 512, Clothing1M 400, WebVision 512)")
-    b("--eval_freq", type=int, default=r.eval_freq, help="evaluate every N epochs (and at the last)")
+    b(
+        "--eval_batch_size",
+        type=int,
+        default=r.eval_batch_size,
+        help="val/test batch (the original's: CIFAR --batch_size, Food 512, Clothing1M 400, WebVision 512)",
+    )
+    b(
+        "--eval_freq",
+        type=int,
+        default=r.eval_freq,
+        help="evaluate every N epochs (and at the last)",
+    )
     b("--lr", type=float, default=1e-3, help="peak learning rate")
     b("--knn_weights", choices=("count", "uniform"), default="count" if r.weighted else "uniform")
     b("--knn_per_batch", action="store_true", help="search the kNN every batch, as the original")
     b("--knn_metric", choices=("l2", "cosine"), default="l2", help="the original: torch.cdist (l2)")
-    b("--samples_per_class", type=int, default=r.samples_per_class, help="class-balanced epoch subset")
-    b("--encoder_weights", default="IMAGENET1K_V1", help="torchvision tag for *_l encoders, or none")
+    b(
+        "--samples_per_class",
+        type=int,
+        default=r.samples_per_class,
+        help="class-balanced epoch subset",
+    )
+    b(
+        "--encoder_weights",
+        default="IMAGENET1K_V1",
+        help="torchvision tag for *_l encoders, or none",
+    )
     b("--ema_decay", type=float, default=0.9999)
     b("--seed", type=int, default=123)
-    b("--precomputed_fp", action="store_true",
-      help="CIFAR/SimCLR: read un-augmented features from files instead of the online prior (fast)")
-    b("--fast_loader", action="store_true",
-      help="CIFAR: augment on the device with the loader's own generator (not the original's DataLoader draws)")
-    b("--simclr_weights", default=None, help="online SimCLR prior (default: model/SimCLR_128_<dataset>.pt)")
-    b("--threads", type=int, default=None, help="CPU threads (default on CPU: 1 below 20k images, else unchanged)")
-    f = p.add_argument_group("fixes and paper choices (all off: the original's behaviour)").add_argument
-    f("--train_encoder", action=argparse.BooleanOptionalAction, default=r.train_encoder,
-      help="A.9.2: train the diffusion image encoder and eval() it at test time")
+    b(
+        "--precomputed_fp",
+        action="store_true",
+        help="CIFAR/SimCLR: read un-augmented features from files instead of the online prior (fast)",
+    )
+    b(
+        "--fast_loader",
+        action="store_true",
+        help="CIFAR: augment on the device with the loader's own generator (not the original's DataLoader draws)",
+    )
+    b(
+        "--simclr_weights",
+        default=None,
+        help="online SimCLR prior (default: model/SimCLR_128_<dataset>.pt)",
+    )
+    b(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads (default on CPU: 1 below 20k images, else unchanged)",
+    )
+    f = p.add_argument_group(
+        "fixes and paper choices (all off: the original's behaviour)"
+    ).add_argument
+    f(
+        "--train_encoder",
+        action=argparse.BooleanOptionalAction,
+        default=r.train_encoder,
+        help="A.9.2: train the diffusion image encoder and eval() it at test time",
+    )
     f("--use_ema", action="store_true", help="A.9.6: evaluate with the EMA weights")
-    f("--fix_lr_horizon", action="store_true", help="A.9.5: warm-up --warmup_epochs, cosine to 0 at --nepoch")
-    f("--exclude_self", action="store_true",
-      help="A.9.9: a sample is not its own neighbour (k others + own label)")
-    f("--torchvision_init", action="store_true",
-      help="CIFAR ResNet encoder with torchvision's init (the original: PyTorch's default)")
-    f("--keep_last_batch", action="store_true",
-      help="Food/Clothing1M/WebVision: keep the short last training batch (the original drops it)")
-    f("--dataset_norm", action="store_true",
-      help="CIFAR-100 with its own mean/std (the original normalises it with CIFAR-10's)")
-    f("--fix_ddim_steps", action="store_true", help="A.9.11: exactly S evenly spaced steps ending at T-1")
+    f(
+        "--fix_lr_horizon",
+        action="store_true",
+        help="A.9.5: warm-up --warmup_epochs, cosine to 0 at --nepoch",
+    )
+    f(
+        "--exclude_self",
+        action="store_true",
+        help="A.9.9: a sample is not its own neighbour (k others + own label)",
+    )
+    f(
+        "--torchvision_init",
+        action="store_true",
+        help="CIFAR ResNet encoder with torchvision's init (the original: PyTorch's default)",
+    )
+    f(
+        "--keep_last_batch",
+        action="store_true",
+        help="Food/Clothing1M/WebVision: keep the short last training batch (the original drops it)",
+    )
+    f(
+        "--dataset_norm",
+        action="store_true",
+        help="CIFAR-100 with its own mean/std (the original normalises it with CIFAR-10's)",
+    )
+    f(
+        "--fix_ddim_steps",
+        action="store_true",
+        help="A.9.11: exactly S evenly spaced steps ending at T-1",
+    )
     f("--fix_ddim_output", action="store_true", help="issue #2: return ŷ_0 rather than y_{t-1}")
     f("--predict_argmax", action="store_true", help="argmax of the decoded label, not closest to 1")
-    f("--fix_selection", action="store_true", help="A.9.7: select on val only; no test-set selection")
+    f(
+        "--fix_selection",
+        action="store_true",
+        help="A.9.7: select on val only; no test-set selection",
+    )
     f("--fix_all", action="store_true", help="all of: " + ", ".join(FIXES))
     p.set_defaults(recipe=r)
     return p
@@ -149,7 +268,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
         for name in FIXES:
             setattr(args, name, True)
     if args.fp_encoder not in D.FP_ENCODERS:
-        raise ValueError(f"unknown --fp_encoder {args.fp_encoder!r}; expected one of {D.FP_ENCODERS}")
+        raise ValueError(
+            f"unknown --fp_encoder {args.fp_encoder!r}; expected one of {D.FP_ENCODERS}"
+        )
     L.ddim_timesteps(args.ddim_n_step, L.NUM_TIMESTEPS)  # raises on an out-of-range step count
     args.dataset = D.parse_noise_type(args).dataset  # raises on an unknown --noise_type
     if args.val_size is None:  # the original holds out the last 5k CIFAR images; digits has no val
@@ -166,7 +287,9 @@ def resolve(args: argparse.Namespace) -> argparse.Namespace:
     args.lr_horizon = args.nepoch if fixed or r.lr_horizon is None else r.lr_horizon
     args.selection = r.selection
     if args.fix_selection:
-        args.selection = {"val_test_tracker": "val", "best_test": "last"}.get(r.selection, r.selection)
+        args.selection = {"val_test_tracker": "val", "best_test": "last"}.get(
+            r.selection, r.selection
+        )
     if args.val_split is None and args.selection == "val":
         args.selection = "last"
     args.eval_from = args.warmup_epochs if r.eval_from_warmup else 0
@@ -192,26 +315,38 @@ class Run:
         dev = args.device
         fp_dim = 2048 if data.fp_encoder is not None else data.features["train"].shape[1]
         self.schedule = L.Schedule.cosine(L.NUM_TIMESTEPS, dev)
-        self.timesteps = L.ddim_timesteps(args.ddim_n_step, L.NUM_TIMESTEPS, exact=args.fix_ddim_steps)
+        self.timesteps = L.ddim_timesteps(
+            args.ddim_n_step, L.NUM_TIMESTEPS, exact=args.fix_ddim_steps
+        )
         # the original's construction order (model_diffusion.py: Diffusion builds the encoder, then the
         # denoiser), so that a seed gives its initial weights
-        self.encoder = L.build_image_encoder(args.diff_encoder, args.feature_dim, args.encoder_weights,
-                                             torchvision_init=args.torchvision_init).to(dev)
+        self.encoder = L.build_image_encoder(
+            args.diff_encoder,
+            args.feature_dim,
+            args.encoder_weights,
+            torchvision_init=args.torchvision_init,
+        ).to(dev)
         self.denoiser = L.Denoiser(data.num_classes, fp_dim, args.feature_dim).to(dev)
         if data.fp_encoder is not None:
-            D.online_features(args, data)  # prepare_fp_x, after the networks as in train_CIFAR.py's train()
+            D.online_features(
+                args, data
+            )  # prepare_fp_x, after the networks as in train_CIFAR.py's train()
         elif isinstance(data.loaders["train"], OriginalLoader):
             draw_int64()  # prepare_fp_x's DataLoader draws its base seed (train_CIFAR.py: train)
         params = list(self.denoiser.parameters())
         if args.train_encoder:
             params += list(self.encoder.parameters())
-        self.optimizer = torch.optim.Adam(params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+        self.optimizer = torch.optim.Adam(
+            params, lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+        )
         self.ema = EMA(self.denoiser, args.ema_decay)
         self.db = data.features["train"][data.train_idx]
         # the kNN search's device time (the table once, or every batch with --knn_per_batch), recorded
         self.knn_timer = DeviceTimer(dev)
         self.table_from_cache = False
-        online = data.fp_encoder is not None  # online queries: searched every batch, as the original
+        online = (
+            data.fp_encoder is not None
+        )  # online queries: searched every batch, as the original
         self.table = None if args.knn_per_batch or online else self.retrieval_table()
         self.nets = self.parallel()
 
@@ -222,8 +357,13 @@ class Run:
         requested = getattr(self.args, "gpu_devices", None) or []
         ids = data_parallel_ids(requested, self.args.device.index or 0, torch.cuda.device_count())
         if ids != list(requested):
-            self.log.info("--gpu_devices %s: DataParallel over %s (visible GPUs: %d, model on cuda:%d)",
-                          requested, ids or "none", torch.cuda.device_count(), self.args.device.index or 0)
+            self.log.info(
+                "--gpu_devices %s: DataParallel over %s (visible GPUs: %d, model on cuda:%d)",
+                requested,
+                ids or "none",
+                torch.cuda.device_count(),
+                self.args.device.index or 0,
+            )
         if len(ids) > 1:
             return nn.DataParallel(self.denoiser, ids), nn.DataParallel(self.encoder, ids)
         return self.denoiser, self.encoder
@@ -231,10 +371,17 @@ class Run:
     def retrieval_table(self) -> torch.Tensor:
         """Tensor[n, k + 1] of neighbour labels plus the own label, cached in ``<out>/knn_table.pt``."""
         a, noisy = self.args, self.data.noisy
-        fingerprint = hashlib.sha256(self.db.double().sum().cpu().numpy().tobytes()
-                                     + noisy.cpu().numpy().tobytes()).hexdigest()
-        key = {"k": a.k, "metric": a.knn_metric, "exclude_self": a.exclude_self, "layout": a.table_layout,
-               "n": len(noisy), "fingerprint": fingerprint}
+        fingerprint = hashlib.sha256(
+            self.db.double().sum().cpu().numpy().tobytes() + noisy.cpu().numpy().tobytes()
+        ).hexdigest()
+        key = {
+            "k": a.k,
+            "metric": a.knn_metric,
+            "exclude_self": a.exclude_self,
+            "layout": a.table_layout,
+            "n": len(noisy),
+            "fingerprint": fingerprint,
+        }
         path = Path(a.out) / "knn_table.pt"
         if path.is_file():
             cached = torch.load(path, map_location="cpu", weights_only=True)
@@ -242,11 +389,23 @@ class Run:
                 self.table_from_cache = True
                 return cached["table"].to(a.device)
         with self.knn_timer():
-            table = L.neighbour_candidates(self.db, noisy, a.k, self.data.num_classes, metric=a.knn_metric,
-                                           exclude_self=a.exclude_self, layout=a.table_layout,
-                                           backend=a.knn_backend)
-        self.log.info("kNN table (n=%d, k=%d, %s backend): %.3f s", len(noisy), a.k, a.knn_backend,
-                      self.knn_timer.seconds)
+            table = L.neighbour_candidates(
+                self.db,
+                noisy,
+                a.k,
+                self.data.num_classes,
+                metric=a.knn_metric,
+                exclude_self=a.exclude_self,
+                layout=a.table_layout,
+                backend=a.knn_backend,
+            )
+        self.log.info(
+            "kNN table (n=%d, k=%d, %s backend): %.3f s",
+            len(noisy),
+            a.k,
+            a.knn_backend,
+            self.knn_timer.seconds,
+        )
         torch.save({"key": key, "table": table.cpu()}, path)
         return table
 
@@ -255,9 +414,18 @@ class Run:
             return self.table[idx]
         a = self.args
         with self.knn_timer():
-            return L.batch_candidates(queries, idx, self.db, self.data.noisy, a.k, self.data.num_classes,
-                                      metric=a.knn_metric, exclude_self=a.exclude_self, layout=a.table_layout,
-                                      backend=a.knn_backend)
+            return L.batch_candidates(
+                queries,
+                idx,
+                self.db,
+                self.data.noisy,
+                a.k,
+                self.data.num_classes,
+                metric=a.knn_metric,
+                exclude_self=a.exclude_self,
+                layout=a.table_layout,
+                backend=a.knn_backend,
+            )
 
     def prior(self, images: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         """f_p of a training batch: the online SimCLR embedding of the augmented images, or the
@@ -286,11 +454,14 @@ class Run:
             images, idx = images.to(a.device, non_blocking=True), idx.to(a.device)
             lr = self.set_lr(epoch + i / steps)
             fp = self.prior(images, idx)
-            labels, weights = L.sample_retrieved(self.candidates(idx, fp), self.data.num_classes,
-                                                 a.knn_weights == "count")
+            labels, weights = L.sample_retrieved(
+                self.candidates(idx, fp), self.data.num_classes, a.knn_weights == "count"
+            )
             y0 = F.one_hot(labels, self.data.num_classes).float()
             with autocast(a.device, a.amp):
-                with torch.set_grad_enabled(a.train_encoder):  # no wasted backward into a frozen net (A.9.3)
+                with torch.set_grad_enabled(
+                    a.train_encoder
+                ):  # no wasted backward into a frozen net (A.9.3)
                     x_embed = encoder(images)
                 loss = L.diffusion_loss(denoiser, x_embed, fp, y0, weights, self.schedule)
             guard.watch(i, diffusion_loss=loss)
@@ -320,8 +491,15 @@ class Run:
                 images, targets = images.to(a.device), targets.to(a.device)
                 with autocast(a.device, a.amp):
                     x_embed = encoder(images).float()
-                y = L.ddim_sample(denoiser, x_embed, feats[idx.to(a.device)], self.schedule, self.timesteps,
-                                  self.data.num_classes, return_y0=a.fix_ddim_output)
+                y = L.ddim_sample(
+                    denoiser,
+                    x_embed,
+                    feats[idx.to(a.device)],
+                    self.schedule,
+                    self.timesteps,
+                    self.data.num_classes,
+                    return_y0=a.fix_ddim_output,
+                )
                 pred = L.predict(y.float(), "argmax" if a.predict_argmax else "closest_to_one")
                 correct += int((pred == targets).sum())
                 seen += targets.shape[0]
@@ -329,8 +507,16 @@ class Run:
 
     def knn_accuracy(self) -> float:
         a = self.args
-        return L.vote_accuracy(self.data.eval_features["test"], self.db, self.data.noisy, self.data.test_targets,
-                               a.k, self.data.num_classes, metric=a.knn_metric, backend=a.knn_backend)
+        return L.vote_accuracy(
+            self.data.eval_features["test"],
+            self.db,
+            self.data.noisy,
+            self.data.test_targets,
+            a.k,
+            self.data.num_classes,
+            metric=a.knn_metric,
+            backend=a.knn_backend,
+        )
 
     def checkpoint_objects(self) -> tuple[dict, dict]:
         return {"denoiser": self.denoiser, "encoder": self.encoder}, {"opt": self.optimizer}
@@ -389,14 +575,29 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
     """Build the run, resume it when asked, train with evaluations, write the results line."""
     run = Run(args, data, log)
     models, opts = run.checkpoint_objects()
-    follows_length = args.lr_horizon == args.nepoch  # the cosine ends at --nepoch: a longer run is another
-    runner = Runner(args, log, models=models, optimizers=opts, state={"tracker": 0.0, "test_acc": None},
-                    length_flag="nepoch" if follows_length else None,
-                    pack=lambda state: {**state, "knn_seconds": run.knn_timer.seconds, "ema": run.ema.state_dict()},
-                    unpack=dict, checkpoint_args=lambda: _plain(vars(args)))
+    follows_length = (
+        args.lr_horizon == args.nepoch
+    )  # the cosine ends at --nepoch: a longer run is another
+    runner = Runner(
+        args,
+        log,
+        models=models,
+        optimizers=opts,
+        state={"tracker": 0.0, "test_acc": None},
+        length_flag="nepoch" if follows_length else None,
+        pack=lambda state: {
+            **state,
+            "knn_seconds": run.knn_timer.seconds,
+            "ema": run.ema.state_dict(),
+        },
+        unpack=dict,
+        checkpoint_args=lambda: _plain(vars(args)),
+    )
     if runner.resume() is not None:
         run.ema.load_state_dict(runner.state.pop("ema"))
-        if run.table is None or run.table_from_cache:  # else the table was searched again: count that once
+        if (
+            run.table is None or run.table_from_cache
+        ):  # else the table was searched again: count that once
             run.knn_timer.total += runner.state.get("knn_seconds", 0.0)
     state = runner.state
     state.setdefault("knn_acc", run.knn_accuracy())
@@ -412,19 +613,40 @@ def train_and_report(args: argparse.Namespace, data: D.LRAData, log) -> dict:
         return metrics
 
     def record(epoch: int, metrics: dict) -> None:
-        runner.log_metrics(epoch, {"train_loss": metrics["train_loss"], "lr": metrics["lr"],
-                                   "knn_seconds": run.knn_timer.seconds}, stream="train")
+        runner.log_metrics(
+            epoch,
+            {
+                "train_loss": metrics["train_loss"],
+                "lr": metrics["lr"],
+                "knn_seconds": run.knn_timer.seconds,
+            },
+            stream="train",
+        )
         if "test_acc" in metrics or "val_acc" in metrics:
             runner.log_metrics(epoch, {**metrics, "knn_acc": state["knn_acc"]})
 
     runner.run(args.nepoch, step, record)
-    return runner.finish(RunRecord(
-        method=METHOD, dataset=args.dataset, noise=args.noise_type, seed=args.seed, epochs=args.nepoch,
-        test_acc=state["test_acc"], best_acc=state["best_acc"], seconds=runner.seconds, run_dir=args.out,
-        subset=subset_of(args),  # only then: a full run's record keeps its fields
-        extra={"fp_encoder": args.fp_encoder, "fixes": [f for f in FIXES if getattr(args, f)],
-               "val_acc": state.get("val_acc"), "knn_acc": state["knn_acc"],
-               "knn_seconds": round(run.knn_timer.seconds, 3)}))
+    return runner.finish(
+        RunRecord(
+            method=METHOD,
+            dataset=args.dataset,
+            noise=args.noise_type,
+            seed=args.seed,
+            epochs=args.nepoch,
+            test_acc=state["test_acc"],
+            best_acc=state["best_acc"],
+            seconds=runner.seconds,
+            run_dir=args.out,
+            subset=subset_of(args),  # only then: a full run's record keeps its fields
+            extra={
+                "fp_encoder": args.fp_encoder,
+                "fixes": [f for f in FIXES if getattr(args, f)],
+                "val_acc": state.get("val_acc"),
+                "knn_acc": state["knn_acc"],
+                "knn_seconds": round(run.knn_timer.seconds, 3),
+            },
+        )
+    )
 
 
 def _plain(values: dict) -> dict:

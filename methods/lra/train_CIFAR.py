@@ -25,10 +25,29 @@ from methods.lra import lra_train
 from methods.lra.lra_train import Recipe, main  # noqa: F401  (main is this entry point's)
 
 RECIPE = Recipe(
-    title="LRA-Diffusion (CIFAR)", dataset="cifar10", noise_type="cifar10-1-0.35", nepoch=200, batch_size=200,
-    num_workers=4, warmup_epochs=5, feature_dim=512, k=10, fp_encoder="SimCLR", diff_encoder="resnet34",
-    weighted=True, train_encoder=False, lr_warmup=None, lr_horizon=1000, selection="val",
-    val_split="holdout", test_split="test", eval_freq=5, eval_from_warmup=True, val_size=None, online_simclr=True)
+    title="LRA-Diffusion (CIFAR)",
+    dataset="cifar10",
+    noise_type="cifar10-1-0.35",
+    nepoch=200,
+    batch_size=200,
+    num_workers=4,
+    warmup_epochs=5,
+    feature_dim=512,
+    k=10,
+    fp_encoder="SimCLR",
+    diff_encoder="resnet34",
+    weighted=True,
+    train_encoder=False,
+    lr_warmup=None,
+    lr_horizon=1000,
+    selection="val",
+    val_split="holdout",
+    test_split="test",
+    eval_freq=5,
+    eval_from_warmup=True,
+    val_size=None,
+    online_simclr=True,
+)
 
 
 def get_args_parser():

@@ -24,11 +24,31 @@ from methods.lra import lra_train
 from methods.lra.lra_train import Recipe, main  # noqa: F401
 
 RECIPE = Recipe(
-    title="LRA-Diffusion (Clothing1M)", dataset="clothing1m", noise_type="real", nepoch=300, batch_size=256,
-    num_workers=4, warmup_epochs=1, feature_dim=1024, k=20, fp_encoder="CC", diff_encoder="resnet50_l",
-    weighted=False, train_encoder=True, lr_warmup=1, lr_horizon=None, selection="val_test_tracker",
-    val_split="val", test_split="test", eval_freq=1, eval_from_warmup=False, samples_per_class=10_000,
-    gpu_devices=True, eval_batch_size=400, drop_last=True)
+    title="LRA-Diffusion (Clothing1M)",
+    dataset="clothing1m",
+    noise_type="real",
+    nepoch=300,
+    batch_size=256,
+    num_workers=4,
+    warmup_epochs=1,
+    feature_dim=1024,
+    k=20,
+    fp_encoder="CC",
+    diff_encoder="resnet50_l",
+    weighted=False,
+    train_encoder=True,
+    lr_warmup=1,
+    lr_horizon=None,
+    selection="val_test_tracker",
+    val_split="val",
+    test_split="test",
+    eval_freq=1,
+    eval_from_warmup=False,
+    samples_per_class=10_000,
+    gpu_devices=True,
+    eval_batch_size=400,
+    drop_last=True,
+)
 
 
 def get_args_parser():

@@ -24,11 +24,31 @@ from methods.lra import lra_train
 from methods.lra.lra_train import Recipe, main  # noqa: F401
 
 RECIPE = Recipe(
-    title="LRA-Diffusion (Food-101N)", dataset="food101n", noise_type="real", nepoch=100, batch_size=256,
-    num_workers=4, warmup_epochs=1, feature_dim=1024, k=10, fp_encoder="CLIP", diff_encoder="resnet50_l",
-    weighted=True, train_encoder=False, lr_warmup=10, lr_horizon=200, selection="best_test", val_split=None,
-    test_split="test", eval_freq=1, eval_from_warmup=False, gpu_devices=True, table_layout="food",
-    eval_batch_size=512, drop_last=True)
+    title="LRA-Diffusion (Food-101N)",
+    dataset="food101n",
+    noise_type="real",
+    nepoch=100,
+    batch_size=256,
+    num_workers=4,
+    warmup_epochs=1,
+    feature_dim=1024,
+    k=10,
+    fp_encoder="CLIP",
+    diff_encoder="resnet50_l",
+    weighted=True,
+    train_encoder=False,
+    lr_warmup=10,
+    lr_horizon=200,
+    selection="best_test",
+    val_split=None,
+    test_split="test",
+    eval_freq=1,
+    eval_from_warmup=False,
+    gpu_devices=True,
+    table_layout="food",
+    eval_batch_size=512,
+    drop_last=True,
+)
 
 
 def get_args_parser():

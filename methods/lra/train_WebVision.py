@@ -23,11 +23,31 @@ from methods.lra import lra_train
 from methods.lra.lra_train import Recipe, main  # noqa: F401
 
 RECIPE = Recipe(
-    title="LRA-Diffusion (WebVision)", dataset="webvision", noise_type="real", nepoch=300, batch_size=256,
-    num_workers=16, warmup_epochs=1, feature_dim=1024, k=50, fp_encoder="CLIP", diff_encoder="resnet50_l",
-    weighted=False, train_encoder=True, lr_warmup=1, lr_horizon=None, selection="best_test", val_split=None,
-    test_split="val", eval_freq=1, eval_from_warmup=False, samples_per_class=500, gpu_devices=True,
-    eval_batch_size=512, drop_last=True)
+    title="LRA-Diffusion (WebVision)",
+    dataset="webvision",
+    noise_type="real",
+    nepoch=300,
+    batch_size=256,
+    num_workers=16,
+    warmup_epochs=1,
+    feature_dim=1024,
+    k=50,
+    fp_encoder="CLIP",
+    diff_encoder="resnet50_l",
+    weighted=False,
+    train_encoder=True,
+    lr_warmup=1,
+    lr_horizon=None,
+    selection="best_test",
+    val_split=None,
+    test_split="val",
+    eval_freq=1,
+    eval_from_warmup=False,
+    samples_per_class=500,
+    gpu_devices=True,
+    eval_batch_size=512,
+    drop_last=True,
+)
 
 
 def get_args_parser():

@@ -63,7 +63,9 @@ def _lnl_split(name: str, location: Path, split: str) -> Split:
     if info.folder is not None:  # --data-location may be the dataset folder or its parent
         root = location / info.folder if (location / info.folder).is_dir() else location
     ds = get_dataset(name, root, split)
-    return Split(name, split, ds.images, ds.targets, ds.num_classes, f"lnl:{name}:{root}", ds.classes)
+    return Split(
+        name, split, ds.images, ds.targets, ds.num_classes, f"lnl:{name}:{root}", ds.classes
+    )
 
 
 def _rgb(image):
@@ -84,9 +86,14 @@ def _torchvision_split(key: str, location: Path, split: str, store_size: int) ->
         raise DatasetNotFoundError(
             f"dataset {cls_name} not found under --data-location {location.resolve()}: put "
             f"torchvision's {cls_name} files there (the layout torchvision.datasets.{cls_name}"
-            f"(root, download=True) creates; nothing is downloaded here). ({exc})") from exc
-    ds.transform = T.Compose([_rgb, T.Resize(store_size), T.CenterCrop(store_size), T.PILToTensor()])
-    loader = torch.utils.data.DataLoader(ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1))
+            f"(root, download=True) creates; nothing is downloaded here). ({exc})"
+        ) from exc
+    ds.transform = T.Compose(
+        [_rgb, T.Resize(store_size), T.CenterCrop(store_size), T.PILToTensor()]
+    )
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=256, num_workers=min(4, os.cpu_count() or 1)
+    )
     images, labels = [], []
     for x, y in progress(loader, desc=f"decoding {cls_name}/{split}", total=len(loader)):
         images.append(x.permute(0, 2, 3, 1).contiguous())
@@ -94,7 +101,15 @@ def _torchvision_split(key: str, location: Path, split: str, store_size: int) ->
     labels = torch.cat(labels)
     names = list(getattr(ds, "classes", None) or []) or None
     classes = len(names) if names else int(labels.max()) + 1
-    return Split(key, split, torch.cat(images), labels, classes, f"tv:{cls_name}:{location}:{store_size}", names)
+    return Split(
+        key,
+        split,
+        torch.cat(images),
+        labels,
+        classes,
+        f"tv:{cls_name}:{location}:{store_size}",
+        names,
+    )
 
 
 def load_split(name: str, data_location: str, split: str, store_size: int = 256) -> Split:
@@ -163,17 +178,22 @@ def first_rows(split: Split, n: int | None) -> Split:
     The cut is part of ``source``, so cached features of a subset never stand in for the full split's."""
     if n is None or n >= len(split.labels):
         return split
-    return replace(split, images=split.images[:n], labels=split.labels[:n], source=f"{split.source}|first{n}")
+    return replace(
+        split, images=split.images[:n], labels=split.labels[:n], source=f"{split.source}|first{n}"
+    )
 
 
-def subset_rows(train: Split, keep: Tensor, labels: Tensor, n: int,
-                num_shots: float | None) -> tuple[Split, Tensor, Tensor]:
+def subset_rows(
+    train: Split, keep: Tensor, labels: Tensor, n: int, num_shots: float | None
+) -> tuple[Split, Tensor, Tensor]:
     """Cut the train split to its first ``n`` images after ``--num-shots`` and ``--noise-ratio`` were
     drawn over the whole split: a kept image has the full run's label."""
     check_subset_size(n, train.num_classes, train.name)
     inside = keep < n
     if not bool(inside.any()):
-        raise ValueError(f"--subset {n} with --num-shots {num_shots}: none of the first {n} images is kept")
+        raise ValueError(
+            f"--subset {n} with --num-shots {num_shots}: none of the first {n} images is kept"
+        )
     return first_rows(train, n), keep[inside], labels[inside]
 
 
@@ -185,10 +205,18 @@ def load_downstream(args: argparse.Namespace, log) -> Downstream:
     labels = downstream_noise(train.labels[keep], args.noise_ratio, train.num_classes, args.seed)
     if args.subset is not None:
         train, keep, labels = subset_rows(train, keep, labels, args.subset, args.num_shots)
-    evals = {name: first_rows(load_split(name, args.data_location, "test", args.store_size), args.subset)
-             for name in args.eval_datasets}
-    log.info("%s: %d of %d train images, %d classes; eval %s", train.name, len(keep), len(train.labels),
-             train.num_classes, {k: len(v.labels) for k, v in evals.items()})
+    evals = {
+        name: first_rows(load_split(name, args.data_location, "test", args.store_size), args.subset)
+        for name in args.eval_datasets
+    }
+    log.info(
+        "%s: %d of %d train images, %d classes; eval %s",
+        train.name,
+        len(keep),
+        len(train.labels),
+        train.num_classes,
+        {k: len(v.labels) for k, v in evals.items()},
+    )
     return Downstream(train, keep.to(args.device), labels.to(args.device), evals)
 
 
@@ -202,8 +230,14 @@ def top1(logits: Tensor, labels: Tensor) -> float:
 
 
 @torch.no_grad()
-def encode_split(encoder: ImageEncoder, images: Tensor, device: torch.device, batch_size: int,
-                 amp: bool = False, desc: str = "encoding") -> Tensor:
+def encode_split(
+    encoder: ImageEncoder,
+    images: Tensor,
+    device: torch.device,
+    batch_size: int,
+    amp: bool = False,
+    desc: str = "encoding",
+) -> Tensor:
     """Features of every image under the val pipeline: ``Tensor[N, D]`` float32 on ``device``."""
     encoder.eval()
     chunks = []
@@ -225,25 +259,37 @@ def encoder_id(args: argparse.Namespace, encoder: ImageEncoder) -> str:
     return f"{args.model_source}|{args.model}|{weights}|{encoder.preprocess}"
 
 
-def cached_features(args: argparse.Namespace, encoder: ImageEncoder, split: Split,
-                    rows: Tensor | None = None) -> Tensor:
+def cached_features(
+    args: argparse.Namespace, encoder: ImageEncoder, split: Split, rows: Tensor | None = None
+) -> Tensor:
     """Val-pipeline features of ``split`` (of its ``rows`` only, when given).
 
     With ``--cache-dir`` the whole split is encoded once and kept on disk (reusable by any
     ``--num-shots``), then indexed; without it only ``rows`` are encoded.
     """
+
     def encode(images: Tensor) -> Tensor:
-        return encode_split(encoder, images, args.device, max(args.batch_size, 256), args.amp,
-                            desc=f"encoding {split.name}/{split.split}")
+        return encode_split(
+            encoder,
+            images,
+            args.device,
+            max(args.batch_size, 256),
+            args.amp,
+            desc=f"encoding {split.name}/{split.split}",
+        )
 
     if not args.cache_dir:
         return encode(split.images if rows is None else split.images[rows.cpu()])
-    key = hashlib.sha1(f"{encoder_id(args, encoder)}|{split.source}|{split.split}".encode()).hexdigest()
+    key = hashlib.sha1(
+        f"{encoder_id(args, encoder)}|{split.source}|{split.split}".encode()
+    ).hexdigest()
     path = Path(args.cache_dir).expanduser() / f"{split.name}_{split.split}_{key[:16]}.pt"
     if path.is_file():
         feats = torch.load(path, map_location=args.device, weights_only=True)["features"]
     else:
         feats = encode(split.images)
-        atomic_save({"features": feats.cpu(), "labels": split.labels, "encoder": encoder_id(args, encoder)},
-                    path)
+        atomic_save(
+            {"features": feats.cpu(), "labels": split.labels, "encoder": encoder_id(args, encoder)},
+            path,
+        )
     return feats if rows is None else feats[rows.to(feats.device)]

@@ -26,8 +26,14 @@ class ResidualMLP(nn.Module):
     ``Z = s ⊙ h(F) + F`` with a learnable per-dimension ``s`` (init ``res_scale_init``) when
     ``residual``, else ``Z = h(F)`` (parameter names follow the original's)."""
 
-    def __init__(self, dim: int, ratio: float = 4, layers: int = 1, residual: bool = True,
-                 res_scale_init: float = 1.0):
+    def __init__(
+        self,
+        dim: int,
+        ratio: float = 4,
+        layers: int = 1,
+        residual: bool = True,
+        res_scale_init: float = 1.0,
+    ):
         super().__init__()
         dims = [dim] + [int(dim * ratio)] * layers + [dim]
         blocks: list[nn.Module] = []
@@ -35,7 +41,9 @@ class ResidualMLP(nn.Module):
             blocks += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out), nn.ReLU()]
         blocks.append(nn.Linear(dims[-2], dims[-1]))
         self.mlp_after = nn.Sequential(*blocks)
-        self.scale_after = nn.Parameter(torch.full((1, dim), float(res_scale_init))) if residual else None
+        self.scale_after = (
+            nn.Parameter(torch.full((1, dim), float(res_scale_init))) if residual else None
+        )
 
     def forward(self, feats: Tensor) -> Tensor:
         """``Tensor[N, D] -> Tensor[N, D]``."""
@@ -69,15 +77,19 @@ def zero_shot_templates(name: str) -> list:
     prompt; ``openai_imagenet_template`` CLIP's 80 ImageNet prompts (as open_clip ships them)."""
     import open_clip
 
-    known = {"simple_template": [lambda c: f"a photo of a {c}."],
-             "openai_imagenet_template": list(open_clip.OPENAI_IMAGENET_TEMPLATES)}
+    known = {
+        "simple_template": [lambda c: f"a photo of a {c}."],
+        "openai_imagenet_template": list(open_clip.OPENAI_IMAGENET_TEMPLATES),
+    }
     if name not in known:
         raise ValueError(f"--template {name!r}: expected one of {', '.join(known)}")
     return known[name]
 
 
 @torch.no_grad()
-def zero_shot_head(model: nn.Module, tokenizer, class_names: list[str], templates: list) -> ClassificationHead:
+def zero_shot_head(
+    model: nn.Module, tokenizer, class_names: list[str], templates: list
+) -> ClassificationHead:
     """``--load-zero-shot-classifier True`` : row c is the mean of the unit text embeddings of
     every template filled with class c's name, renormalised and multiplied by ``exp(logit_scale)``;
     the head normalises image features, so its logits are CLIP's scaled cosine similarities.
@@ -91,7 +103,9 @@ def zero_shot_head(model: nn.Module, tokenizer, class_names: list[str], template
     device = model.logit_scale.device
     rows = []
     for name in class_names:
-        text = tokenizer([t(name) for t in templates]).to(device)  # names as the dataset spells them
+        text = tokenizer([t(name) for t in templates]).to(
+            device
+        )  # names as the dataset spells them
         emb = F.normalize(model.encode_text(text).float(), dim=-1)
         rows.append(F.normalize(emb.mean(0), dim=0))
     weight = torch.stack(rows) * model.logit_scale.exp().float()
@@ -112,7 +126,9 @@ class Preprocess:
     interpolation: str  # "bilinear" or "bicubic"
     scale: tuple[float, float]  # RandomResizedCrop area range of the train view
     hflip: bool = True  # timm's train pipeline flips; open_clip's does not (its transform.py)
-    fast: bool = False  # --fast-preprocess: one float grid_sample per batch instead of PIL per image
+    fast: bool = (
+        False  # --fast-preprocess: one float grid_sample per batch instead of PIL per image
+    )
 
 
 class ImageEncoder(nn.Module):
@@ -122,10 +138,16 @@ class ImageEncoder(nn.Module):
     open_clip: the visual tower (``encode_image`` without normalisation).
     """
 
-    def __init__(self, net: nn.Module, kind: str, num_features: int, preprocess: Preprocess,
-                 meta: dict):
+    def __init__(
+        self, net: nn.Module, kind: str, num_features: int, preprocess: Preprocess, meta: dict
+    ):
         super().__init__()
-        self.net, self.kind, self.num_features, self.preprocess = net, kind, num_features, preprocess
+        self.net, self.kind, self.num_features, self.preprocess = (
+            net,
+            kind,
+            num_features,
+            preprocess,
+        )
         self.meta = meta  # the checkpoint's lnl_pretrain record (noise of the pre-training), if any
 
     def forward(self, x: Tensor) -> Tensor:
@@ -137,8 +159,10 @@ class ImageEncoder(nn.Module):
 # The original's unpublished noisy ResNet-50 cfgs and where its timm fork expected them.
 ORIGINAL_TIMM_CHECKPOINTS = {
     "resnet50_orig": "pretrained_models/r50_in1k_clean/model.pth.tar",
-    **{f"resnet50_noise_{r}": f"pretrained_models/r50_in1k_random_noise_{r}/model.pth.tar"
-       for r in (5, 10, 20, 30)},
+    **{
+        f"resnet50_noise_{r}": f"pretrained_models/r50_in1k_random_noise_{r}/model.pth.tar"
+        for r in (5, 10, 20, 30)
+    },
 }
 _ORIGINAL_TAG = re.compile(r"^(?P<arch>[a-z0-9]+)_(orig|noise_\w+|cifar100_noise_\w+)$")
 
@@ -160,7 +184,9 @@ def read_checkpoint(path: str | os.PathLike) -> tuple[dict[str, Tensor], dict]:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:  # timm's train.py also pickles its argparse Namespace
         raw = torch.load(path, map_location="cpu", weights_only=False)
-    extra = {k: raw[k] for k in ("pretrained_cfg", "lnl_pretrain") if isinstance(raw, dict) and k in raw}
+    extra = {
+        k: raw[k] for k in ("pretrained_cfg", "lnl_pretrain") if isinstance(raw, dict) and k in raw
+    }
     for key in ("state_dict", "model", "net"):
         if isinstance(raw, dict) and isinstance(raw.get(key), dict):
             raw = raw[key]
@@ -177,14 +203,18 @@ def load_weights(net: nn.Module, state: dict[str, Tensor], path, what: str) -> N
     except RuntimeError as exc:  # shape mismatches
         raise ValueError(f"--pretrained {path} does not fit {what}: {exc}") from exc
     if missing or unexpected:
-        raise ValueError(f"--pretrained {path} does not match {what}: {len(missing)} missing keys "
-                         f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}")
+        raise ValueError(
+            f"--pretrained {path} does not match {what}: {len(missing)} missing keys "
+            f"{missing[:5]}, {len(unexpected)} unexpected keys {unexpected[:5]}"
+        )
 
 
 def _no_weights(name: str, tag: str | None) -> ValueError:
     why = f"pretrained tag {tag!r} cannot be downloaded here" if tag else "no weights were given"
-    return ValueError(f"--model {name}: {why}; pass --pretrained PATH (a local checkpoint), or "
-                      "--pretrained none for a randomly initialised encoder (tests only)")
+    return ValueError(
+        f"--model {name}: {why}; pass --pretrained PATH (a local checkpoint), or "
+        "--pretrained none for a randomly initialised encoder (tests only)"
+    )
 
 
 def _timm_encoder(name: str, pretrained: str | None) -> ImageEncoder:
@@ -196,12 +226,16 @@ def _timm_encoder(name: str, pretrained: str | None) -> ImageEncoder:
         if pretrained is None and name in ORIGINAL_TIMM_CHECKPOINTS:
             pretrained = ORIGINAL_TIMM_CHECKPOINTS[name]
             if not Path(pretrained).is_file():
-                raise FileNotFoundError(f"--model {name} is one of the original's unpublished noisy "
-                                        f"checkpoints, expected at {Path(pretrained).resolve()}; "
-                                        "put it there or pass --pretrained PATH")
+                raise FileNotFoundError(
+                    f"--model {name} is one of the original's unpublished noisy "
+                    f"checkpoints, expected at {Path(pretrained).resolve()}; "
+                    "put it there or pass --pretrained PATH"
+                )
     if not timm.is_model(arch):
-        raise ValueError(f"--model {name!r} is not a timm model (--model_source timm); "
-                         f"e.g. {', '.join(timm.list_models('resnet5*')[:4])}")
+        raise ValueError(
+            f"--model {name!r} is not a timm model (--model_source timm); "
+            f"e.g. {', '.join(timm.list_models('resnet5*')[:4])}"
+        )
     if pretrained is None:
         raise _no_weights(name, name if match else None)
     net = timm.create_model(arch, pretrained=False, num_classes=0)
@@ -214,8 +248,14 @@ def _timm_encoder(name: str, pretrained: str | None) -> ImageEncoder:
         load_weights(net, state, pretrained, f"timm model {arch}")
         cfg.update(extra.get("pretrained_cfg", {}))
         meta = extra.get("lnl_pretrain", {})
-    prep = Preprocess(int(cfg["input_size"][-1]), float(cfg.get("crop_pct", 0.875)), tuple(cfg["mean"]),
-                      tuple(cfg["std"]), cfg.get("interpolation", "bicubic"), (0.8, 1.0))
+    prep = Preprocess(
+        int(cfg["input_size"][-1]),
+        float(cfg.get("crop_pct", 0.875)),
+        tuple(cfg["mean"]),
+        tuple(cfg["std"]),
+        cfg.get("interpolation", "bicubic"),
+        (0.8, 1.0),
+    )
     return ImageEncoder(net, "timm", net.num_features, prep, meta)
 
 
@@ -226,8 +266,10 @@ def _open_clip_model(name: str, pretrained: str | None) -> tuple[nn.Module, str,
 
     arch, _, tag = name.partition("_")  # the original splits "<arch>_<tag>" at the first "_"
     if arch not in open_clip.list_models():
-        raise ValueError(f"--model {name!r}: {arch!r} is not an open_clip model (--model_source "
-                         f"open_clip); e.g. RN50, ViT-B-16, ViT-B-32")
+        raise ValueError(
+            f"--model {name!r}: {arch!r} is not an open_clip model (--model_source "
+            f"open_clip); e.g. RN50, ViT-B-16, ViT-B-32"
+        )
     if pretrained is None:
         raise _no_weights(name, tag or None)
     model = open_clip.create_model(arch, pretrained=None)
@@ -246,8 +288,15 @@ def _open_clip_encoder(name: str, pretrained: str | None) -> ImageEncoder:
     visual = model.visual
     size = visual.image_size
     size = int(size if isinstance(size, int) else size[-1])
-    prep = Preprocess(size, 1.0, tuple(open_clip.OPENAI_DATASET_MEAN), tuple(open_clip.OPENAI_DATASET_STD),
-                      "bicubic", (0.9, 1.0), hflip=False)
+    prep = Preprocess(
+        size,
+        1.0,
+        tuple(open_clip.OPENAI_DATASET_MEAN),
+        tuple(open_clip.OPENAI_DATASET_STD),
+        "bicubic",
+        (0.9, 1.0),
+        hflip=False,
+    )
     return ImageEncoder(visual, "open_clip", int(visual.output_dim), prep, meta)
 
 
@@ -262,8 +311,10 @@ def build_encoder(source: str, name: str, pretrained: str | None) -> ImageEncode
         raise ValueError("--model is required (a timm name, or open_clip '<arch>[_<tag>]')")
     builders = {"timm": _timm_encoder, "open_clip": _open_clip_encoder}
     if source not in builders:
-        raise ValueError(f"--model_source {source!r}: expected one of {', '.join(builders)} "
-                         "(OpenAI 'clip' is not ported: use open_clip with the same weights)")
+        raise ValueError(
+            f"--model_source {source!r}: expected one of {', '.join(builders)} "
+            "(OpenAI 'clip' is not ported: use open_clip with the same weights)"
+        )
     return builders[source](name, pretrained)
 
 
@@ -277,10 +328,16 @@ def build_zero_shot_head(args, class_names: list[str] | None, device) -> Classif
     import open_clip
 
     if args.model_source != "open_clip":
-        raise ValueError("--load-zero-shot-classifier True needs a CLIP text tower (--model_source open_clip); "
-                         "the original gives timm models a fresh head")
+        raise ValueError(
+            "--load-zero-shot-classifier True needs a CLIP text tower (--model_source open_clip); "
+            "the original gives timm models a fresh head"
+        )
     if not class_names:
-        raise ValueError(f"--load-zero-shot-classifier True: dataset {args.train_dataset} has no class names")
+        raise ValueError(
+            f"--load-zero-shot-classifier True: dataset {args.train_dataset} has no class names"
+        )
     model, arch, _ = _open_clip_model(args.model, args.pretrained)
     model = model.to(device).eval()
-    return zero_shot_head(model, open_clip.get_tokenizer(arch), class_names, zero_shot_templates(args.template))
+    return zero_shot_head(
+        model, open_clip.get_tokenizer(arch), class_names, zero_shot_templates(args.template)
+    )

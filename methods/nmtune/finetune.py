@@ -46,8 +46,12 @@ from methods.nmtune.views import batches, cosine_lr, epoch_generator, train_view
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = L.get_args_parser("Linear probing / fine-tuning (NMTune's finetune.py)", lr=None, wd=None,
-                          template="simple_template")
+    p = L.get_args_parser(
+        "Linear probing / fine-tuning (NMTune's finetune.py)",
+        lr=None,
+        wd=None,
+        template="simple_template",
+    )
     p.add_argument("--ls", type=float, default=0.0, help="label smoothing")
     return p
 
@@ -86,16 +90,26 @@ def _train_loop(args, optimizer, batches, loss_of, epoch: int, desc: str) -> dic
 def linear_probe_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downstream) -> L.Job:
     """Train ``head`` on cached frozen features."""
     feats = cached_features(args, encoder, data.train, data.keep)
-    evals = {name: (cached_features(args, encoder, s), s.labels.to(args.device))
-             for name, s in data.evals.items()}
+    evals = {
+        name: (cached_features(args, encoder, s), s.labels.to(args.device))
+        for name, s in data.evals.items()
+    }
     optimizer = torch.optim.AdamW(head.parameters(), lr=args.lr, weight_decay=args.wd)
 
     def train_epoch(epoch: int) -> dict:
         head.train()
         g = epoch_generator(args.device, args.seed, epoch)
         order = batches(len(feats), args.batch_size, g, L.shuffles(args, linear_probe=True))
-        return _train_loop(args, optimizer, order, lambda idx: F.cross_entropy(
-            head(feats[idx]), data.labels[idx], label_smoothing=args.ls), epoch, "probe")
+        return _train_loop(
+            args,
+            optimizer,
+            order,
+            lambda idx: F.cross_entropy(
+                head(feats[idx]), data.labels[idx], label_smoothing=args.ls
+            ),
+            epoch,
+            "probe",
+        )
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -105,8 +119,15 @@ def linear_probe_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: D
     return L.Job("linear-probe", {"head": head}, optimizer, train_epoch, evaluate, "", 0.0)
 
 
-def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downstream, *,
-                 method: str = "finetune", regulariser: Callable[[Tensor], Tensor] | None = None) -> L.Job:
+def finetune_job(
+    args,
+    encoder: ImageEncoder,
+    head: torch.nn.Linear,
+    data: Downstream,
+    *,
+    method: str = "finetune",
+    regulariser: Callable[[Tensor], Tensor] | None = None,
+) -> L.Job:
     """Train encoder and head end to end on the train pipeline (BN in train mode, as the original);
     ``regulariser(features)`` is added to the CE loss (``nml_finetune.py``'s feature terms)."""
     images = data.train.images[data.keep.cpu()].to(args.device).permute(0, 3, 1, 2)
@@ -131,15 +152,23 @@ def finetune_job(args, encoder: ImageEncoder, head: torch.nn.Linear, data: Downs
         head.eval()
         out = {}
         for name, split in data.evals.items():
-            f = encode_split(encoder, split.images, args.device, max(args.batch_size, 256), args.amp)
+            f = encode_split(
+                encoder, split.images, args.device, max(args.batch_size, 256), args.amp
+            )
             out[name] = top1(head(f), split.labels.to(args.device))
         return out
 
-    return L.Job(method, {"encoder": encoder, "head": head}, optimizer, train_epoch, evaluate, "", 0.0)
+    return L.Job(
+        method, {"encoder": encoder, "head": head}, optimizer, train_epoch, evaluate, "", 0.0
+    )
 
 
-def main(args: argparse.Namespace, *, method: str | None = None,
-         regulariser: Callable[[Tensor], Tensor] | None = None) -> dict:
+def main(
+    args: argparse.Namespace,
+    *,
+    method: str | None = None,
+    regulariser: Callable[[Tensor], Tensor] | None = None,
+) -> dict:
     """Probe or fine-tune, evaluating and checkpointing every epoch; returns the results record.
     ``method``/``regulariser``: ``nml_finetune.py``'s name and feature terms (full fine-tuning only)."""
     started = time.perf_counter()
@@ -157,8 +186,12 @@ def main(args: argparse.Namespace, *, method: str | None = None,
         job = finetune_job(args, encoder, head, data, method=method, regulariser=regulariser)
     job.noise = L.noise_label(args, encoder)
     job.setup_seconds = time.perf_counter() - started
-    log.info("%s: %d-d features, %d steps per epoch", job.method, encoder.num_features,
-             math.ceil(len(data.keep) / args.batch_size))
+    log.info(
+        "%s: %d-d features, %d steps per epoch",
+        job.method,
+        encoder.num_features,
+        math.ceil(len(data.keep) / args.batch_size),
+    )
     return L.run_job(args, log, job)
 
 

@@ -38,6 +38,7 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def feature_regulariser(cov_weight: float, svd_weight: float):
     """``feats -> w_cov·L_COV(feats) − w_svd·mean(ŝ_1..5(feats))``, skipping zero-weight terms."""
+
     def regularise(feats: Tensor) -> Tensor:
         loss = feats.new_zeros(())
         if svd_weight:
@@ -45,15 +46,21 @@ def feature_regulariser(cov_weight: float, svd_weight: float):
         if cov_weight:
             loss = loss + cov_weight * covariance_loss(feats)
         return loss
+
     return regularise
 
 
 def main(args: argparse.Namespace) -> dict:
     if args.freeze_encoder:
-        raise ValueError("nml_finetune.py regularises the encoder's features while training it; with "
-                         "--freeze-encoder they are constants: use finetune.py --freeze-encoder (linear probe)")
-    return finetune.main(args, method="nml-finetune",
-                         regulariser=feature_regulariser(args.cov_loss_weight, args.svd_loss_weight))
+        raise ValueError(
+            "nml_finetune.py regularises the encoder's features while training it; with "
+            "--freeze-encoder they are constants: use finetune.py --freeze-encoder (linear probe)"
+        )
+    return finetune.main(
+        args,
+        method="nml-finetune",
+        regulariser=feature_regulariser(args.cov_loss_weight, args.svd_loss_weight),
+    )
 
 
 if __name__ == "__main__":

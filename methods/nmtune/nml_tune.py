@@ -55,7 +55,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 class Tuner(torch.nn.Module):
     """Encoder → residual MLP → head; ``features`` returns ``(F, Z)``."""
 
-    def __init__(self, encoder: ImageEncoder, mlp: ResidualMLP, head: torch.nn.Linear, frozen: bool):
+    def __init__(
+        self, encoder: ImageEncoder, mlp: ResidualMLP, head: torch.nn.Linear, frozen: bool
+    ):
         super().__init__()
         self.encoder, self.mlp, self.head, self.frozen = encoder, mlp, head, frozen
 
@@ -66,8 +68,14 @@ class Tuner(torch.nn.Module):
         return feats, self.mlp(feats)
 
 
-def train_step(model: Tuner, optimizer, views: torch.Tensor, labels: torch.Tensor, weights: LossWeights,
-               amp: bool = False) -> tuple[torch.Tensor, dict]:
+def train_step(
+    model: Tuner,
+    optimizer,
+    views: torch.Tensor,
+    labels: torch.Tensor,
+    weights: LossWeights,
+    amp: bool = False,
+) -> tuple[torch.Tensor, dict]:
     """One NMTune step on the stacked views ``[x_w; x_s]``: the objective, backward, the optimiser."""
     feats, z = model.features(views, amp)
     loss, parts = nmtune_objective(feats, z, model.head(z), labels, weights)
@@ -93,14 +101,18 @@ def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tenso
         for i, idx in enumerate(progress(order, desc=f"nmtune {epoch}", total=nb)):
             set_lr(optimizer, cosine_lr(epoch * nb + i, args.lr, args.warmup_length, total))
             x = images[idx]
-            views = torch.cat([train_view(x, prep, g), train_view(x, prep, g, args.use_weak_strong)])
+            views = torch.cat(
+                [train_view(x, prep, g), train_view(x, prep, g, args.use_weak_strong)]
+            )
             loss, parts = train_step(model, optimizer, views, labels[idx], weights, args.amp)
             guard.watch(i, loss=loss, **parts)
             for k, v in {"loss": loss, **parts}.items():
                 sums[k] = sums.get(k, 0) + v
         # One host sync per epoch.
         guard.check()
-        return {f"train_{k}": float(v) / nb for k, v in sums.items()} | {"lr": optimizer.param_groups[0]["lr"]}
+        return {f"train_{k}": float(v) / nb for k, v in sums.items()} | {
+            "lr": optimizer.param_groups[0]["lr"]
+        }
 
     return train_epoch
 
@@ -108,8 +120,14 @@ def train_epoch_fn(args, model: Tuner, images: torch.Tensor, labels: torch.Tenso
 def evaluate_fn(args, model: Tuner, data: Downstream):
     """Top-1 on every eval split: frozen encoder → test features encoded once, on the device."""
     bs = max(args.batch_size, 256)
-    cached = {name: (cached_features(args, model.encoder, s), s.labels.to(args.device))
-              for name, s in data.evals.items()} if model.frozen else {}
+    cached = (
+        {
+            name: (cached_features(args, model.encoder, s), s.labels.to(args.device))
+            for name, s in data.evals.items()
+        }
+        if model.frozen
+        else {}
+    )
 
     @torch.no_grad()
     def evaluate() -> dict:
@@ -136,18 +154,34 @@ def main(args: argparse.Namespace) -> dict:
     encoder = L.build_frozen_or_tuned_encoder(args)
     data = load_downstream(args, log)
     d = encoder.num_features
-    mlp = ResidualMLP(d, args.mlp_after_ratio, args.mlp_after_layers, args.mlp_with_res,
-                        args.mlp_res_scale_init)
-    model = Tuner(encoder, mlp, L.build_head(args, encoder, data.train, log), args.freeze_encoder).to(args.device)
+    mlp = ResidualMLP(
+        d, args.mlp_after_ratio, args.mlp_after_layers, args.mlp_with_res, args.mlp_res_scale_init
+    )
+    model = Tuner(
+        encoder, mlp, L.build_head(args, encoder, data.train, log), args.freeze_encoder
+    ).to(args.device)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=args.wd)
     images = data.train.images[data.keep.cpu()].to(args.device).permute(0, 3, 1, 2)
-    modules = {"mlp": mlp, "head": model.head} | ({} if args.freeze_encoder else {"encoder": encoder})
-    job = L.Job("nmtune", modules, optimizer, train_epoch_fn(args, model, images, data.labels, optimizer),
-                evaluate_fn(args, model, data), L.noise_label(args, encoder), 0.0)
+    modules = {"mlp": mlp, "head": model.head} | (
+        {} if args.freeze_encoder else {"encoder": encoder}
+    )
+    job = L.Job(
+        "nmtune",
+        modules,
+        optimizer,
+        train_epoch_fn(args, model, images, data.labels, optimizer),
+        evaluate_fn(args, model, data),
+        L.noise_label(args, encoder),
+        0.0,
+    )
     job.setup_seconds = time.perf_counter() - started
-    log.info("nmtune: %d-d features, MLP %s, %d trainable parameters", d, list(mlp.mlp_after),
-             sum(p.numel() for p in params))
+    log.info(
+        "nmtune: %d-d features, MLP %s, %d trainable parameters",
+        d,
+        list(mlp.mlp_after),
+        sum(p.numel() for p in params),
+    )
     return L.run_job(args, log, job)
 
 

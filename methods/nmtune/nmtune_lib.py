@@ -46,44 +46,108 @@ def get_args_parser(description: str, **defaults) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description, parents=[default_argument_parser()])
     a = p.add_argument
     a("--seed", type=int, default=3907)
-    a("--train-dataset", "--dataset", dest="train_dataset", default="CIFAR10",
-      help="lnl name (CIFAR10, CIFAR100, digits, ...) or torchvision's (--dataset: lnl's name)")
-    a("--eval-datasets", default=None, type=lambda s: s.split(","), help="comma list (default: train dataset)")
-    a("--model", default=None, help="timm name, or open_clip '<arch>[_<tag>]' (split at the first '_')")
+    a(
+        "--train-dataset",
+        "--dataset",
+        dest="train_dataset",
+        default="CIFAR10",
+        help="lnl name (CIFAR10, CIFAR100, digits, ...) or torchvision's (--dataset: lnl's name)",
+    )
+    a(
+        "--eval-datasets",
+        default=None,
+        type=lambda s: s.split(","),
+        help="comma list (default: train dataset)",
+    )
+    a(
+        "--model",
+        default=None,
+        help="timm name, or open_clip '<arch>[_<tag>]' (split at the first '_')",
+    )
     a("--model_source", default="timm", help="timm or open_clip")
-    a("--pretrained", default=None, help="local checkpoint of the encoder; 'none': random init (tests)")
-    a("--epochs", "--num_epochs", dest="epochs", type=int, default=30, help="(--num_epochs: lnl's name)")
+    a(
+        "--pretrained",
+        default=None,
+        help="local checkpoint of the encoder; 'none': random init (tests)",
+    )
+    a(
+        "--epochs",
+        "--num_epochs",
+        dest="epochs",
+        type=int,
+        default=30,
+        help="(--num_epochs: lnl's name)",
+    )
     a("--lr", type=float, default=defaults.get("lr", 1e-3), help="AdamW learning rate")
     a("--wd", type=float, default=defaults.get("wd", 1e-4), help="AdamW weight decay")
     a("--batch-size", type=int, default=64)
     a("--warmup_length", type=int, default=0, help="linear warmup steps")
     a("--save", default=None, help="folder for checkpoints (default: --out)")
-    a("--results-db", "--results", dest="results_db", default=None,
-      help="legacy results file, one line per epoch (default: <save>/results.jsonl)")
-    a("--data-location", "--data_path", dest="data_location", default=os.environ.get("LNL_DATA", "~/data"),
-      help="datasets root, or the dataset's own folder (--data_path: lnl's name)")
-    a("--store-size", type=int, default=256, help="torchvision datasets: decoded side length in memory")
-    a("--cache-dir", default=None, help="cache frozen-encoder features of the deterministic splits here")
+    a(
+        "--results-db",
+        "--results",
+        dest="results_db",
+        default=None,
+        help="legacy results file, one line per epoch (default: <save>/results.jsonl)",
+    )
+    a(
+        "--data-location",
+        "--data_path",
+        dest="data_location",
+        default=os.environ.get("LNL_DATA", "~/data"),
+        help="datasets root, or the dataset's own folder (--data_path: lnl's name)",
+    )
+    a(
+        "--store-size",
+        type=int,
+        default=256,
+        help="torchvision datasets: decoded side length in memory",
+    )
+    a(
+        "--cache-dir",
+        default=None,
+        help="cache frozen-encoder features of the deterministic splits here",
+    )
     a("--freeze-encoder", action="store_true")
-    a("--template", default=defaults.get("template"),
-      help="zero-shot head prompts: simple_template or openai_imagenet_template")
+    a(
+        "--template",
+        default=defaults.get("template"),
+        help="zero-shot head prompts: simple_template or openai_imagenet_template",
+    )
     a("--load-zero-shot-classifier", type=str2bool, default=False)
     a("--num-shots", type=optional_float, default=None, help="fraction of each class kept")
     a("--noise-ratio", type=float, default=None, help="downstream symmetric label noise")
-    a("--fast-preprocess", type=str2bool, default=False,
-      help="one float grid_sample per batch on the device instead of the original's PIL pipeline")
-    a("--shuffle", type=str2bool, default=None,
-      help="shuffle the training batches (default: as the original, which does not on CIFAR100/Country211)")
+    a(
+        "--fast-preprocess",
+        type=str2bool,
+        default=False,
+        help="one float grid_sample per batch on the device instead of the original's PIL pipeline",
+    )
+    a(
+        "--shuffle",
+        type=str2bool,
+        default=None,
+        help="shuffle the training batches (default: as the original, which does not on CIFAR100/Country211)",
+    )
     add_subset_flag(p)
-    a("--pretrain-if-missing", default=None, metavar="DATASET:RATE[:EPOCHS]",
-      help="pre-train --model (timm) with RATE symmetric noise into --pretrained unless it exists (README)")
+    a(
+        "--pretrain-if-missing",
+        default=None,
+        metavar="DATASET:RATE[:EPOCHS]",
+        help="pre-train --model (timm) with RATE symmetric noise into --pretrained unless it exists (README)",
+    )
     return p
 
 
 def add_nmtune_flags(p: argparse.ArgumentParser) -> None:
     """NMTune's own flags, README values as defaults."""
     a = p.add_argument
-    a("--use-weak-strong", type=str2bool, default=False, help="RandAugment(3, 5) on the second view")
+    a(
+        "--use-weak-strong",
+        type=str2bool,
+        default=False,
+        help="RandAugment(3, 5) on the second view",
+    )
     a("--mlp-with-res", type=str2bool, default=True)
     a("--mlp-res-scale-init", type=float, default=1.0)
     a("--mlp-after-ratio", type=int, default=4)
@@ -126,7 +190,9 @@ def resolve_paths(args: argparse.Namespace, method: str) -> None:
     args.eval_datasets = args.eval_datasets or [args.train_dataset]
 
 
-def build_head(args: argparse.Namespace, encoder: ImageEncoder, train: Split, log) -> ClassificationHead:
+def build_head(
+    args: argparse.Namespace, encoder: ImageEncoder, train: Split, log
+) -> ClassificationHead:
     """The classification head on ``args.device``: CLIP's zero-shot head for ``--model_source
     open_clip --load-zero-shot-classifier True``, else a fresh kaiming-uniform ``Linear`` (the
     original gives timm models a fresh head whatever the flag says)."""
@@ -134,7 +200,10 @@ def build_head(args: argparse.Namespace, encoder: ImageEncoder, train: Split, lo
         log.info("zero-shot head: %d classes x template %s", train.num_classes, args.template)
         return build_zero_shot_head(args, train.classes, args.device)
     if args.load_zero_shot_classifier:
-        log.info("--load-zero-shot-classifier ignored for --model_source %s (fresh head)", args.model_source)
+        log.info(
+            "--load-zero-shot-classifier ignored for --model_source %s (fresh head)",
+            args.model_source,
+        )
     return make_head(encoder.num_features, train.num_classes).to(args.device)
 
 
@@ -157,11 +226,19 @@ def ensure_pretrained(args: argparse.Namespace, log) -> None:
         args.pretrained = str(cache_dir() / "nmtune" / name)
     if Path(args.pretrained).expanduser().is_file():
         return
-    log.info("pre-training %s on %s with %s noise into %s", args.model, dataset, rate, args.pretrained)
+    log.info(
+        "pre-training %s on %s with %s noise into %s", args.model, dataset, rate, args.pretrained
+    )
     cuda = [args.device.index or 0] if args.device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
-        pretrain(dataset=dataset, rate=float(rate), model=args.model, out=Path(args.pretrained).expanduser(),
-                 epochs=epochs, device=str(args.device))
+        pretrain(
+            dataset=dataset,
+            rate=float(rate),
+            model=args.model,
+            out=Path(args.pretrained).expanduser(),
+            epochs=epochs,
+            device=str(args.device),
+        )
 
 
 def noise_label(args: argparse.Namespace, encoder: ImageEncoder) -> str:
@@ -174,8 +251,10 @@ def noise_label(args: argparse.Namespace, encoder: ImageEncoder) -> str:
 def legacy_results_line(args: argparse.Namespace, epoch: int, top1: dict[str, float]) -> dict:
     """One ``results.jsonl`` line as the original writes it: every CLI argument (``vars(args)``),
     ``device``, ``current_epoch`` and ``"<EvalDataset>:top1"`` (a fraction)."""
-    plain = {k: (v if isinstance(v, (int, float, str, bool, list, type(None))) else str(v))
-             for k, v in vars(args).items()}
+    plain = {
+        k: (v if isinstance(v, (int, float, str, bool, list, type(None))) else str(v))
+        for k, v in vars(args).items()
+    }
     return {**plain, "current_epoch": epoch, **{f"{name}:top1": acc for name, acc in top1.items()}}
 
 
@@ -208,8 +287,14 @@ class Job:
 def run_job(args: argparse.Namespace, log, job: Job) -> dict:
     """Train ``args.epochs`` epochs with evaluation, logging, results lines and a checkpoint after
     each; resume from ``<out>/last.pth`` (``--resume auto``). Returns the results record."""
-    runner = Runner(args, log, models=job.modules, optimizers={"opt": job.optimizer}, state={"last_acc": None},
-                    length_flag="epochs")  # the cosine schedule spans --epochs
+    runner = Runner(
+        args,
+        log,
+        models=job.modules,
+        optimizers={"opt": job.optimizer},
+        state={"last_acc": None},
+        length_flag="epochs",
+    )  # the cosine schedule spans --epochs
     if runner.resume() is not None:
         drop_results_after(args.results_db, args.save, runner.first_epoch)
     state = runner.state
@@ -223,7 +308,9 @@ def run_job(args: argparse.Namespace, log, job: Job) -> dict:
     def record(epoch: int, metrics: dict) -> None:
         state["best_acc"] = max(state["best_acc"], metrics["test_acc"])
         state["last_acc"] = metrics["test_acc"]
-        runner.logger.log(epoch, {**metrics, "seconds": runner.clock.elapsed + job.setup_seconds}, stream="eval")
+        runner.logger.log(
+            epoch, {**metrics, "seconds": runner.clock.elapsed + job.setup_seconds}, stream="eval"
+        )
         top1 = {k[: -len(":top1")]: v for k, v in metrics.items() if k.endswith(":top1")}
         Path(args.results_db).parent.mkdir(parents=True, exist_ok=True)
         with open(args.results_db, "a") as f:
@@ -232,9 +319,18 @@ def run_job(args: argparse.Namespace, log, job: Job) -> dict:
     runner.run(args.epochs, step, record)
     # lnl's record, as every entry point writes it (launchers/collect.py reads it); with the README's
     # `--results <save>/results.jsonl` it follows the original's per-epoch lines in the same file.
-    return runner.finish(RunRecord(
-        method=job.method, dataset=dataset_key(args.train_dataset), noise=job.noise, seed=args.seed,
-        epochs=args.epochs, test_acc=state["last_acc"], best_acc=state["best_acc"],
-        seconds=round(runner.clock.elapsed + job.setup_seconds, 2), run_dir=args.out,
-        subset=args.subset,  # trained and tested on the first N images only
-        extra={"model": args.model}))
+    return runner.finish(
+        RunRecord(
+            method=job.method,
+            dataset=dataset_key(args.train_dataset),
+            noise=job.noise,
+            seed=args.seed,
+            epochs=args.epochs,
+            test_acc=state["last_acc"],
+            best_acc=state["best_acc"],
+            seconds=round(runner.clock.elapsed + job.setup_seconds, 2),
+            run_dir=args.out,
+            subset=args.subset,  # trained and tested on the first N images only
+            extra={"model": args.model},
+        )
+    )

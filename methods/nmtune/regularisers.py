@@ -78,8 +78,9 @@ class LossWeights:
     svd: float = 0.001
 
 
-def nmtune_objective(feats: Tensor, z: Tensor, logits: Tensor, labels: Tensor,
-                     w: LossWeights) -> tuple[Tensor, dict[str, Tensor]]:
+def nmtune_objective(
+    feats: Tensor, z: Tensor, logits: Tensor, labels: Tensor, w: LossWeights
+) -> tuple[Tensor, dict[str, Tensor]]:
     """``L = CE + w_mse·L_MSE + w_cov·L_COV − w_svd·mean(ŝ_1..5)`` (README weights 1, 0.04, 0.001).
 
     Args:

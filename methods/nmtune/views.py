@@ -28,8 +28,9 @@ from methods.nmtune.encoders import Preprocess
 def _sample(images: Tensor, theta: Tensor, size: int, prep: Preprocess) -> Tensor:
     """Resample ``images`` (uint8 ``[B, 3, H, W]``) through per-sample affine maps to ``size²``."""
     grid = F.affine_grid(theta, [images.shape[0], 3, size, size], align_corners=False)
-    out = F.grid_sample(images.float(), grid, mode=prep.interpolation, padding_mode="border",
-                        align_corners=False)
+    out = F.grid_sample(
+        images.float(), grid, mode=prep.interpolation, padding_mode="border", align_corners=False
+    )
     return out.clamp_(0, 255)
 
 
@@ -41,9 +42,13 @@ def _normalize(x255: Tensor, prep: Preprocess) -> Tensor:
 # Built once per device: a host-to-device copy waits for the GPU's queue, so making these per batch
 # would stall every step.
 @functools.cache
-def _mean_std_255(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> tuple[Tensor, Tensor]:
-    return (torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
-            torch.tensor(std, device=device).view(1, 3, 1, 1) * 255)
+def _mean_std_255(
+    mean: tuple[float, ...], std: tuple[float, ...], device: torch.device
+) -> tuple[Tensor, Tensor]:
+    return (
+        torch.tensor(mean, device=device).view(1, 3, 1, 1) * 255,
+        torch.tensor(std, device=device).view(1, 3, 1, 1) * 255,
+    )
 
 
 def fast_val_view(images: Tensor, prep: Preprocess) -> Tensor:
@@ -65,8 +70,9 @@ def fast_val_view(images: Tensor, prep: Preprocess) -> Tensor:
     return _normalize(_sample(images, theta, s, prep), prep)
 
 
-def fast_train_view(images: Tensor, prep: Preprocess, generator: torch.Generator,
-                    randaug: bool = False) -> Tensor:
+def fast_train_view(
+    images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False
+) -> Tensor:
     """``--fast-preprocess``: ``RandomResizedCrop(S, scale) + RandomHorizontalFlip (+ RandAugment(3, 5))
     + Normalize`` as one resampling.
 
@@ -137,23 +143,37 @@ def pil_val_image(image: Image.Image, prep: Preprocess) -> Image.Image:
     """The original's val transform before ``ToTensor``: ``Resize(ceil(S/crop_pct))`` of the short side
     and ``CenterCrop(S)``, PIL resampling (``src/models/modeling.py`` ``timm_load``; open_clip's
     ``Resize(S) + CenterCrop(S)`` is crop_pct 1)."""
-    resized = TF.resize(image, math.ceil(prep.input_size / prep.crop_pct), interpolation=_PIL_MODES[prep.interpolation])
+    resized = TF.resize(
+        image,
+        math.ceil(prep.input_size / prep.crop_pct),
+        interpolation=_PIL_MODES[prep.interpolation],
+    )
     return TF.center_crop(resized, prep.input_size)
 
 
-def pil_crop_image(image: Image.Image, box: tuple[int, int, int, int], flip: bool, prep: Preprocess) -> Image.Image:
+def pil_crop_image(
+    image: Image.Image, box: tuple[int, int, int, int], flip: bool, prep: Preprocess
+) -> Image.Image:
     """``RandomResizedCrop`` with a drawn box ``(top, left, height, width)``, then the mirror."""
-    out = TF.resized_crop(image, *box, [prep.input_size, prep.input_size],
-                          interpolation=_PIL_MODES[prep.interpolation])
+    out = TF.resized_crop(
+        image,
+        *box,
+        [prep.input_size, prep.input_size],
+        interpolation=_PIL_MODES[prep.interpolation],
+    )
     return TF.hflip(out) if flip else out
 
 
-def crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], generator: torch.Generator) -> list:
+def crop_boxes(
+    b: int, h: int, w: int, scale: tuple[float, float], generator: torch.Generator
+) -> list:
     """``b`` boxes ``(top, left, height, width)`` drawn as torchvision's ``RandomResizedCrop.get_params``
     (ratio (3/4, 4/3), up to 10 tries with integer sides, else the ratio-clamped centre crop), from
     ``generator`` (one host sync per batch)."""
     dev = generator.device
-    area = (scale[0] + (scale[1] - scale[0]) * torch.rand(10, b, device=dev, generator=generator)).tolist()
+    area = (
+        scale[0] + (scale[1] - scale[0]) * torch.rand(10, b, device=dev, generator=generator)
+    ).tolist()
     lo, hi = math.log(3 / 4), math.log(4 / 3)
     log_ratio = (lo + (hi - lo) * torch.rand(10, b, device=dev, generator=generator)).tolist()
     offsets = torch.rand(2, b, device=dev, generator=generator).tolist()
@@ -163,7 +183,9 @@ def crop_boxes(b: int, h: int, w: int, scale: tuple[float, float], generator: to
             target, aspect = h * w * area[t][k], math.exp(log_ratio[t][k])
             cw, ch = int(round(math.sqrt(target * aspect))), int(round(math.sqrt(target / aspect)))
             if 0 < cw <= w and 0 < ch <= h:
-                boxes.append((int(offsets[0][k] * (h - ch + 1)), int(offsets[1][k] * (w - cw + 1)), ch, cw))
+                boxes.append(
+                    (int(offsets[0][k] * (h - ch + 1)), int(offsets[1][k] * (w - cw + 1)), ch, cw)
+                )
                 break
         else:
             boxes.append(_centre_box(h, w))
@@ -182,10 +204,14 @@ def _centre_box(h: int, w: int) -> tuple[int, int, int, int]:
 
 def pil_val_view(images: Tensor, prep: Preprocess) -> Tensor:
     """The original's val pipeline on a uint8 ``[B, 3, H, W]`` batch: ``[B, 3, S, S]`` float32."""
-    return _to_tensor_normalize([pil_val_image(_pil(x), prep) for x in images.cpu()], prep, images.device)
+    return _to_tensor_normalize(
+        [pil_val_image(_pil(x), prep) for x in images.cpu()], prep, images.device
+    )
 
 
-def pil_train_view(images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False) -> Tensor:
+def pil_train_view(
+    images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False
+) -> Tensor:
     """The original's train pipeline: ``RandomResizedCrop`` (PIL) ``[+ RandAugment(3, 5)] +
     RandomHorizontalFlip + ToTensor + Normalize`` (the flip after RandAugment, where the original
     inserts it; open_clip's pipeline has no flip)."""
@@ -194,11 +220,19 @@ def pil_train_view(images: Tensor, prep: Preprocess, generator: torch.Generator,
     flips = (torch.rand(b, device=generator.device, generator=generator) < 0.5).tolist()
     if not randaug:
         flips = [f and prep.hflip for f in flips]
-        return _to_tensor_normalize([pil_crop_image(_pil(x), box, f, prep)
-                                     for x, box, f in zip(images.cpu(), boxes, flips)], prep, images.device)
+        return _to_tensor_normalize(
+            [
+                pil_crop_image(_pil(x), box, f, prep)
+                for x, box, f in zip(images.cpu(), boxes, flips)
+            ],
+            prep,
+            images.device,
+        )
     from lnl.data.autoaugment import rand_augment
 
-    crops = [np.asarray(pil_crop_image(_pil(x), box, False, prep)) for x, box in zip(images.cpu(), boxes)]
+    crops = [
+        np.asarray(pil_crop_image(_pil(x), box, False, prep)) for x, box in zip(images.cpu(), boxes)
+    ]
     x = torch.from_numpy(np.stack(crops)).to(images.device).permute(0, 3, 1, 2).contiguous()
     x = rand_augment(x, generator, num_ops=3, magnitude=5)
     mirror = torch.tensor(flips, device=x.device) & prep.hflip
@@ -211,7 +245,9 @@ def val_view(images: Tensor, prep: Preprocess) -> Tensor:
     return fast_val_view(images, prep) if prep.fast else pil_val_view(images, prep)
 
 
-def train_view(images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False) -> Tensor:
+def train_view(
+    images: Tensor, prep: Preprocess, generator: torch.Generator, randaug: bool = False
+) -> Tensor:
     """A train view of a uint8 ``[B, 3, H, W]`` batch: the original's PIL pipeline, or the fast one."""
     if prep.fast:
         return fast_train_view(images, prep, generator, randaug)
@@ -226,10 +262,15 @@ def epoch_generator(device: torch.device, seed: int, epoch: int) -> torch.Genera
     return torch.Generator(device=device).manual_seed(epoch_seed(seed, epoch))
 
 
-def batches(n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True) -> list[Tensor]:
+def batches(
+    n: int, batch_size: int, generator: torch.Generator, shuffle: bool = True
+) -> list[Tensor]:
     """A partition of ``range(n)`` into batches, shuffled or in order (last one short; ``drop_last=False``)."""
-    order = (torch.randperm(n, device=generator.device, generator=generator) if shuffle
-             else torch.arange(n, device=generator.device))
+    order = (
+        torch.randperm(n, device=generator.device, generator=generator)
+        if shuffle
+        else torch.arange(n, device=generator.device)
+    )
     return list(order.split(batch_size))
 
 

@@ -40,6 +40,8 @@ def strong_view(aug: str, dataset: str) -> str | None:
     """The GPU loader view of ``--aug`` on ``dataset`` (None: not provided there)."""
     view = STRONG_VIEW.get(aug)
     return "autoaug_imagenet" if view == "autoaug_cifar" and dataset in IMAGENET_STYLE else view
+
+
 PROTO_M = 0.99
 
 
@@ -74,17 +76,27 @@ def warmup_crl_loss(z: Tensor, views: int, kind: str, temperature: float = 0.1) 
     n = z.shape[0]
     b = n // views
     with torch.autocast(z.device.type, enabled=False):  # similarities in float32, also under --amp
-        z = F.normalize(z.float(), dim=1)  # a no-op but for rounding: the original's InfoNCELoss normalises again
+        z = F.normalize(
+            z.float(), dim=1
+        )  # a no-op but for rounding: the original's InfoNCELoss normalises again
         raw = z @ z.t()
     sim = raw / temperature
     # Index arithmetic instead of boolean-mask selection, which would synchronise with the device.
     rows = torch.arange(n, device=z.device)
     same = (rows[:, None] % b) == (rows[None, :] % b)
-    pos_cols = ((rows[:, None] + b * torch.arange(1, views, device=z.device)) % n).sort(dim=1).values
+    pos_cols = (
+        ((rows[:, None] + b * torch.arange(1, views, device=z.device)) % n).sort(dim=1).values
+    )
     positives = sim.gather(1, pos_cols)  # [n, V-1], in column order (P10's "column 0" is the first)
-    if kind == "flat":  # (negatives − Σ positives) / τ over the n − V negative columns, as the original
-        neg_cols = torch.argsort(same.int(), dim=1, stable=True)[:, : n - views]  # ascending, as its mask keeps them
-        logits = (raw.gather(1, neg_cols) - raw.gather(1, pos_cols).sum(1, keepdim=True)) / temperature
+    if (
+        kind == "flat"
+    ):  # (negatives − Σ positives) / τ over the n − V negative columns, as the original
+        neg_cols = torch.argsort(same.int(), dim=1, stable=True)[
+            :, : n - views
+        ]  # ascending, as its mask keeps them
+        logits = (
+            raw.gather(1, neg_cols) - raw.gather(1, pos_cols).sum(1, keepdim=True)
+        ) / temperature
         v = torch.logsumexp(logits, dim=1)
         return torch.exp(v - v.detach()).mean()
     lse_all = torch.logsumexp(sim.masked_fill(rows[:, None] == rows[None, :], float("-inf")), dim=1)
@@ -117,7 +129,9 @@ def init_prototypes(net, q: Tensor, labels: Tensor, num_classes: int) -> None:
     sums = torch.zeros(num_classes, q.shape[1], device=q.device).index_add_(0, labels, q)
     counts = torch.bincount(labels, minlength=num_classes)
     if bool((counts == 0).any()):
-        raise ValueError(f"prototype init: classes {(counts == 0).nonzero().flatten().tolist()} have no sample")
+        raise ValueError(
+            f"prototype init: classes {(counts == 0).nonzero().flatten().tolist()} have no sample"
+        )
     _protos(net).copy_(F.normalize(sums / counts[:, None], dim=1))
 
 
@@ -126,7 +140,9 @@ def _protos(net) -> Tensor:
 
 
 @torch.no_grad()
-def self_adaptive_update(net, src: dict, state: dict, *, epoch: int, num_epochs: int, semi_m: float) -> dict:
+def self_adaptive_update(
+    net, src: dict, state: dict, *, epoch: int, num_epochs: int, semi_m: float
+) -> dict:
     """FreeMatch-style selection and prototype EMA (``pseudo_selection``), vectorised.
 
     Args:
@@ -174,17 +190,23 @@ class PLReMix(CoDivide):
     def __init__(self, args, nets, optimizers, data, log):
         strong = strong_view(args.aug, args.dataset)
         if strong is None:
-            raise ValueError(f"--aug {args.aug}: the GPU-resident pipeline provides {sorted(STRONG_VIEW)} "
-                             "(simclr's colour jitter/blur is not implemented there)")
-        if args.dataset in IMAGENET_STYLE:  # Tiny-ImageNet: RandomCrop(64) without padding (data_loader.py)
+            raise ValueError(
+                f"--aug {args.aug}: the GPU-resident pipeline provides {sorted(STRONG_VIEW)} "
+                "(simclr's colour jitter/blur is not implemented there)"
+            )
+        if (
+            args.dataset in IMAGENET_STYLE
+        ):  # Tiny-ImageNet: RandomCrop(64) without padding (data_loader.py)
             data.train_loader.crop_padding = 0
         self.semi_views = ("weak", "weak", strong, strong)
         self.warmup_views = ("weak", strong, strong)
         self.mix_views = (2, 3) if args.aug in ("autoaug", "randaug") else (0, 1)
         super().__init__(args, nets, optimizers, data, log)
         c = self.num_classes
-        self.state.update(tau_t=torch.tensor(1.0 / c, device=args.device),
-                          p_model=torch.full((c,), 1.0 / c, device=args.device))
+        self.state.update(
+            tau_t=torch.tensor(1.0 / c, device=args.device),
+            p_model=torch.full((c,), 1.0 / c, device=args.device),
+        )
         self.state.pop("history")
 
     def lr_at(self, epoch: int) -> float:
@@ -212,6 +234,7 @@ class PLReMix(CoDivide):
         def extra(net, views: tuple, idx: Tensor) -> Tensor:
             z = project_views(net, list(views[1:]))
             return weight * warmup_crl_loss(z, len(views) - 1, self.warmup_kind(len(views) - 1))
+
         return extra
 
     def semi_extra(self, k: int, other: dict):
@@ -226,10 +249,18 @@ class PLReMix(CoDivide):
             idx = torch.cat([ix, iu])
             from lnl.ops import plr_loss
 
-            loss = plr_loss(q, cand_all[rows(idx, len(ix))], self.noisy[idx], kappa=kappa,
-                            flat=self.args.crl == "flat_plr", num_classes=self.num_classes,
-                            validate=False, backend=self.args.plr_backend)
+            loss = plr_loss(
+                q,
+                cand_all[rows(idx, len(ix))],
+                self.noisy[idx],
+                kappa=kappa,
+                flat=self.args.crl == "flat_plr",
+                num_classes=self.num_classes,
+                validate=False,
+                backend=self.args.plr_backend,
+            )
             return self.args.lambda_c * loss
+
         return extra
 
     def _cand_rows(self, other: dict):
@@ -239,26 +270,44 @@ class PLReMix(CoDivide):
     def after_warmup(self, epoch: int) -> dict:
         for k in (0, 1):
             loader, index = self.eval_loader(epoch, k)
-            outs = cd.collect_outputs(self.nets[k], loader, len(index), forward=self.eval_forward,
-                                      rows=self.rows_lookup(index), amp=self.args.amp)
+            outs = cd.collect_outputs(
+                self.nets[k],
+                loader,
+                len(index),
+                forward=self.eval_forward,
+                rows=self.rows_lookup(index),
+                amp=self.args.amp,
+            )
             init_prototypes(self.nets[k], outs["q"], outs["labels"], self.num_classes)
         return {}
 
     def after_semi(self, k: int, own: dict, other: dict, epoch: int) -> dict:
         src = own if self.args.fix_p2 else other
-        res = self_adaptive_update(self.nets[k], src, self.state, epoch=epoch, num_epochs=self.args.num_epochs,
-                                   semi_m=self.args.semi_m)
+        res = self_adaptive_update(
+            self.nets[k],
+            src,
+            self.state,
+            epoch=epoch,
+            num_epochs=self.args.num_epochs,
+            semi_m=self.args.semi_m,
+        )
         return {f"net{k + 1}_proto_selected": float(res["selected"]), "tau_t": float(res["tau_t"])}
 
     def train(self, epoch: int) -> dict:
         self._epoch = epoch
-        return {**super().train(epoch), "kappa": kappa_at(epoch, self.kappa_milestones, self.args.topk)}
+        return {
+            **super().train(epoch),
+            "kappa": kappa_at(epoch, self.kappa_milestones, self.args.topk),
+        }
 
 
 # ----------------------------------------------------------------------------- entry-point helpers
 FIXES = ("fix_p1", "fix_p2", "fix_p8", "fix_p10")
-BACKBONES = {"preact_resnet18": "dividemix_preact_resnet18", "resnet50": "torchvision_resnet50",
-             "inception": "timm_inception_resnet_v2"}
+BACKBONES = {
+    "preact_resnet18": "dividemix_preact_resnet18",
+    "resnet50": "torchvision_resnet50",
+    "inception": "timm_inception_resnet_v2",
+}
 
 
 def add_plremix_args(p, r: Recipe) -> None:
@@ -266,44 +315,93 @@ def add_plremix_args(p, r: Recipe) -> None:
     ``--noise_file``, ``--warm_up``, ``--arch`` and the opt-in ``--fix_*`` switches."""
     g = p.add_argument_group("PLReMix (lxysl/PLReMix @ b0c4ec3)")
     g.add_argument("--dataset", default=r.dataset, choices=r.datasets)
-    g.add_argument("--num_classes", type=int, default=r.num_classes, help="overwritten by the dataset")
-    g.add_argument("--data_path", default=r.data_path, help="dataset folder (default: $LNL_DATA/<dataset>)")
+    g.add_argument(
+        "--num_classes", type=int, default=r.num_classes, help="overwritten by the dataset"
+    )
+    g.add_argument(
+        "--data_path", default=r.data_path, help="dataset folder (default: $LNL_DATA/<dataset>)"
+    )
     g.add_argument("--noise_mode", default="sym", help="sym or asym")
     g.add_argument("--r", type=float, default=0.5, help="noise ratio")
-    g.add_argument("--noise_file", default=None, help="noise labels file (default: the original's ./data/noise_file/..., else generated; README)")
-    g.add_argument("--backbone", default=r.backbone, help=f"{', '.join(BACKBONES)} or any lnl model name")
-    g.add_argument("--arch", default=None, help="lnl model name overriding --backbone (tests: small_cnn)")
+    g.add_argument(
+        "--noise_file",
+        default=None,
+        help="noise labels file (default: the original's ./data/noise_file/..., else generated; README)",
+    )
+    g.add_argument(
+        "--backbone", default=r.backbone, help=f"{', '.join(BACKBONES)} or any lnl model name"
+    )
+    g.add_argument(
+        "--arch", default=None, help="lnl model name overriding --backbone (tests: small_cnn)"
+    )
     g.add_argument("--pretrain", action="store_true", help="ImageNet weights (resnet50 only)")
-    g.add_argument("--batch_size", type=int, default=r.batch_size, help="labeled and unlabeled batch")
+    g.add_argument(
+        "--batch_size", type=int, default=r.batch_size, help="labeled and unlabeled batch"
+    )
     g.add_argument("--lr", "--learning_rate", dest="lr", type=float, default=r.lr)
     g.add_argument("--wd", type=float, default=r.weight_decay)
     g.add_argument("--cos", action="store_true", help="cosine LR instead of the step")
-    g.add_argument("--num_epochs", type=int, default=r.num_epochs, help="epochs 0..num_epochs inclusive")
-    g.add_argument("--warm_up", type=int, default=None, help="default: the original's per-dataset value")
+    g.add_argument(
+        "--num_epochs", type=int, default=r.num_epochs, help="epochs 0..num_epochs inclusive"
+    )
+    g.add_argument(
+        "--warm_up", type=int, default=None, help="default: the original's per-dataset value"
+    )
     g.add_argument("--num_workers", type=int, default=16, help="file-list datasets only")
     g.add_argument("--gpu", type=int, default=0, help="accepted for compatibility; use --device")
-    g.add_argument("--seed", type=int, default=123, help="(an int here; the original passed a string, P7)")
+    g.add_argument(
+        "--seed", type=int, default=123, help="(an int here; the original passed a string, P7)"
+    )
     g.add_argument("--alpha", type=float, default=r.alpha, help="Beta(α, α) of mixup")
-    g.add_argument("--lambda_u", type=float, default=r.lambda_u, help="unlabeled loss weight (ramped)")
+    g.add_argument(
+        "--lambda_u", type=float, default=r.lambda_u, help="unlabeled loss weight (ramped)"
+    )
     g.add_argument("--lambda_c", type=float, default=1.0, help="PLR loss weight")
-    g.add_argument("--lambda_warmup_crl", type=float, default=1.0,
-                   help="weight of the warm-up contrastive term (lnl's; 1 = the original; README: Numbers)")
+    g.add_argument(
+        "--lambda_warmup_crl",
+        type=float,
+        default=1.0,
+        help="weight of the warm-up contrastive term (lnl's; 1 = the original; README: Numbers)",
+    )
     g.add_argument("--p_threshold", type=float, default=0.5, help="clean-posterior threshold")
     g.add_argument("--T", type=float, default=0.5, help="sharpening temperature")
     g.add_argument("--topk", type=int, default=3, help="initial κ (scheduled 3/2/1)")
-    g.add_argument("--semi_m", type=float, default=0.99, help="EMA momentum of the self-adaptive selection")
+    g.add_argument(
+        "--semi_m", type=float, default=0.99, help="EMA momentum of the self-adaptive selection"
+    )
     g.add_argument("--aug", default="autoaug", choices=("train", "simclr", "autoaug", "randaug"))
     g.add_argument("--crl", default=r.flags["crl"], choices=("plr", "flat_plr"))
     g.add_argument("--mcrop", action="store_true", help="multi-crop (Clothing1M/WebVision)")
-    g.add_argument("--wo_wandb", "--no_wandb", dest="wo_wandb", action="store_true",
-                   help="no-op: lnl logs to wandb only with --wandb (the README's --no_wandb is accepted, P3)")
-    g.add_argument("--resume_id", default="", help="continue this wandb run (turns wandb on; the training state "
-                                                    "resumes from <out>/last.pth)")
+    g.add_argument(
+        "--wo_wandb",
+        "--no_wandb",
+        dest="wo_wandb",
+        action="store_true",
+        help="no-op: lnl logs to wandb only with --wandb (the README's --no_wandb is accepted, P3)",
+    )
+    g.add_argument(
+        "--resume_id",
+        default="",
+        help="continue this wandb run (turns wandb on; the training state "
+        "resumes from <out>/last.pth)",
+    )
     f = p.add_argument_group("fixes of the original's bugs (README; default: original behaviour)")
-    f.add_argument("--fix_p1", action="store_true", help="P1: PLR candidates of the right rows (Clothing1M/WebVision)")
-    f.add_argument("--fix_p2", action="store_true", help="P2: update a net's prototypes with its own projections")
-    f.add_argument("--fix_p8", action="store_true", help="P8: CIFAR warm-up with --crl plr uses InfoNCE")
-    f.add_argument("--fix_p10", action="store_true", help="P10: multi-positive warm-up InfoNCE with --mcrop")
+    f.add_argument(
+        "--fix_p1",
+        action="store_true",
+        help="P1: PLR candidates of the right rows (Clothing1M/WebVision)",
+    )
+    f.add_argument(
+        "--fix_p2",
+        action="store_true",
+        help="P2: update a net's prototypes with its own projections",
+    )
+    f.add_argument(
+        "--fix_p8", action="store_true", help="P8: CIFAR warm-up with --crl plr uses InfoNCE"
+    )
+    f.add_argument(
+        "--fix_p10", action="store_true", help="P10: multi-positive warm-up InfoNCE with --mcrop"
+    )
     f.add_argument("--fix_all", action="store_true", help="all of the above")
 
 
@@ -326,7 +424,11 @@ def default_noise_file(args) -> str | None:
     """The original's noise file path ``./data/noise_file/<dataset>/<r:.2f>[_asym].json`` if present."""
     from pathlib import Path
 
-    path = Path("data/noise_file") / args.dataset / f"{args.r:.2f}{'_asym' if args.noise_mode == 'asym' else ''}.json"
+    path = (
+        Path("data/noise_file")
+        / args.dataset
+        / f"{args.r:.2f}{'_asym' if args.noise_mode == 'asym' else ''}.json"
+    )
     return str(path) if path.is_file() else None
 
 
@@ -336,14 +438,20 @@ def proto_nets(args, num_classes: int, *, input_size: int = 32) -> tuple[list, l
     from lnl.models import create_model
 
     name = args.arch or BACKBONES.get(args.backbone, args.backbone)
-    kwargs = {"input_size": input_size} if name in ("dividemix_preact_resnet18", "textbook_preact_resnet18") else {}
+    kwargs = (
+        {"input_size": input_size}
+        if name in ("dividemix_preact_resnet18", "textbook_preact_resnet18")
+        else {}
+    )
     if name == "torchvision_resnet50":
         kwargs["pretrained"] = bool(args.pretrain)
 
     def make_net():
         return create_model("proto_net", backbone=name, num_classes=num_classes, **kwargs)
 
-    return build_nets(make_net, device=args.device, lr=args.lr, weight_decay=args.wd, compile=args.compile)
+    return build_nets(
+        make_net, device=args.device, lr=args.lr, weight_decay=args.wd, compile=args.compile
+    )
 
 
 # ----------------------------------------------------------------------------- Clothing1M / WebVision

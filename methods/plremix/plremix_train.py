@@ -25,7 +25,11 @@ def get_args_parser(r: Recipe) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(r.title, parents=[default_argument_parser()])
     lib.add_plremix_args(p, r)
     if not r.file_list:
-        p.add_argument("--preset", action="store_true", help="per-setting defaults from lnl/presets/plremix.yaml")
+        p.add_argument(
+            "--preset",
+            action="store_true",
+            help="per-setting defaults from lnl/presets/plremix.yaml",
+        )
         add_subset_flag(p)
     p.set_defaults(recipe=r)
     return p
@@ -42,7 +46,10 @@ def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
     """CIFAR-10/100, Tiny-ImageNet (and digits) with synthetic noise, tested on the test split every epoch."""
     args.noise_file = args.noise_file or lib.default_noise_file(args)
     noise = NoiseSettings.from_args(args)
-    args.out = args.out or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
+    args.out = (
+        args.out
+        or f"runs/{METHOD}/{args.dataset}-{noise.name}-s{args.seed}{subset_suffix(args.subset)}"
+    )
     log = default_setup(args)
     if args.warm_up is None:
         args.warm_up = r.warm_up_epochs[args.dataset]
@@ -65,8 +72,10 @@ def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
 def main_file_list(args: argparse.Namespace, r: Recipe) -> dict:
     """Clothing1M (val every epoch, the last epoch's nets tested) or WebVision (both val sets every epoch)."""
     if r.evaluation not in ("val_last", "webvision"):
-        raise ValueError(f"{r.title}: evaluation {r.evaluation!r}; PLReMix's file-list runs provide "
-                         "'val_last', 'webvision'")
+        raise ValueError(
+            f"{r.title}: evaluation {r.evaluation!r}; PLReMix's file-list runs provide "
+            "'val_last', 'webvision'"
+        )
     args.out = args.out or f"runs/{METHOD}/{r.dataset}-s{args.seed}"
     log = default_setup(args)
     args.warm_up = r.warm_up_epochs[r.dataset] if args.warm_up is None else args.warm_up
@@ -76,13 +85,28 @@ def main_file_list(args: argparse.Namespace, r: Recipe) -> dict:
     train_set = get_dataset(r.dataset, root, "train")
     tf = transforms_for(r.crops, train_set.mean, train_set.std, aug=args.aug)
     nets, optimizers = lib.proto_nets(args, r.num_classes)
-    method = lib.FilePLReMix(args, nets, optimizers, file_data(train_set), log, recipe=r, milestones=r.milestones,
-                             penalty=r.penalty, tf=tf)
+    method = lib.FilePLReMix(
+        args,
+        nets,
+        optimizers,
+        file_data(train_set),
+        log,
+        recipe=r,
+        milestones=r.milestones,
+        penalty=r.penalty,
+        tf=tf,
+    )
     record = {"method": METHOD, "dataset": r.dataset, "noise": "real", "seed": args.seed}
     if r.evaluation == "webvision":
         loaders = webvision_tests(root, tf, args)
-        return fit(args, method, log, test=topk_tests(method, loaders, batch_mean=True), result=record,
-                   logger_options=lib.wandb_options(args))
+        return fit(
+            args,
+            method,
+            log,
+            test=topk_tests(method, loaders, batch_mean=True),
+            result=record,
+            logger_options=lib.wandb_options(args),
+        )
     val_set, test_set = get_dataset(r.dataset, root, "val"), get_dataset(r.dataset, root, "test")
     bs = 2 * args.batch_size
     val = eval_file_loader(val_set, tf["val"], bs, args.num_workers, args.device)
@@ -91,8 +115,20 @@ def main_file_list(args: argparse.Namespace, r: Recipe) -> dict:
     def final() -> dict:
         res = method.test(test, topk=(1, 5))
         # the original's test() averages per-batch accuracies: both are recorded, named
-        return {"test_acc": res["top1"], "test_top5": res["top5"], "test_top1_batchmean": res["top1_batchmean"],
-                "test_top5_batchmean": res["top5_batchmean"]}
+        return {
+            "test_acc": res["top1"],
+            "test_top5": res["top5"],
+            "test_top1_batchmean": res["top1_batchmean"],
+            "test_top5_batchmean": res["top5_batchmean"],
+        }
 
-    return fit(args, method, log, test=lambda: {"val_acc": method.test(val)["top1"]}, result=record,
-               track="val_acc", final=final, logger_options=lib.wandb_options(args))
+    return fit(
+        args,
+        method,
+        log,
+        test=lambda: {"val_acc": method.test(val)["top1"]},
+        result=record,
+        track="val_acc",
+        final=final,
+        logger_options=lib.wandb_options(args),
+    )

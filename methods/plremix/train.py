@@ -26,10 +26,21 @@ from methods.plremix import plremix_train
 from methods.plremix.plremix_train import main  # noqa: F401  (main is this entry point's)
 
 RECIPE = Recipe(
-    title="PLReMix (CIFAR-10/100, Tiny-ImageNet)", dataset="cifar10",
-    datasets=("cifar10", "cifar100", "tiny_imagenet", "digits"), num_classes=10, data_path=None,
-    backbone="preact_resnet18", batch_size=64, lr=0.02, weight_decay=5e-4, num_epochs=400, alpha=4, lambda_u=25,
-    warm_up_epochs={"cifar10": 10, "cifar100": 30, "tiny_imagenet": 10, "digits": 3}, flags={"crl": "flat_plr"})
+    title="PLReMix (CIFAR-10/100, Tiny-ImageNet)",
+    dataset="cifar10",
+    datasets=("cifar10", "cifar100", "tiny_imagenet", "digits"),
+    num_classes=10,
+    data_path=None,
+    backbone="preact_resnet18",
+    batch_size=64,
+    lr=0.02,
+    weight_decay=5e-4,
+    num_epochs=400,
+    alpha=4,
+    lambda_u=25,
+    warm_up_epochs={"cifar10": 10, "cifar100": 30, "tiny_imagenet": 10, "digits": 3},
+    flags={"crl": "flat_plr"},
+)
 
 
 def get_args_parser():

@@ -26,11 +26,28 @@ from methods.plremix.plremix_train import main  # noqa: F401  (main is this entr
 
 # class-balanced 64,000-image warm-up and eval subsets (DivideMix's eval subsets: 32,000)
 RECIPE = Recipe(
-    title="PLReMix (Clothing1M)", dataset="clothing1m", datasets=("clothing1m",), num_classes=14,
-    data_path="~/Documents/Clothing1M", backbone="resnet50", batch_size=64, lr=0.004, weight_decay=1e-3,
-    num_epochs=100, alpha=0.5, lambda_u=0, warm_up_epochs={"clothing1m": 1}, milestones=(40, 80), penalty=True,
-    crops=CLOTHING1M_CROPS, warmup_samples=64_000, eval_samples=64_000, evaluation="val_last", pretrained=True,
-    flags={"crl": "plr"})
+    title="PLReMix (Clothing1M)",
+    dataset="clothing1m",
+    datasets=("clothing1m",),
+    num_classes=14,
+    data_path="~/Documents/Clothing1M",
+    backbone="resnet50",
+    batch_size=64,
+    lr=0.004,
+    weight_decay=1e-3,
+    num_epochs=100,
+    alpha=0.5,
+    lambda_u=0,
+    warm_up_epochs={"clothing1m": 1},
+    milestones=(40, 80),
+    penalty=True,
+    crops=CLOTHING1M_CROPS,
+    warmup_samples=64_000,
+    eval_samples=64_000,
+    evaluation="val_last",
+    pretrained=True,
+    flags={"crl": "plr"},
+)
 
 
 def get_args_parser():

@@ -23,10 +23,25 @@ from methods.plremix import plremix_train
 from methods.plremix.plremix_train import main  # noqa: F401  (main is this entry point's)
 
 RECIPE = Recipe(
-    title="PLReMix (WebVision)", dataset="webvision", datasets=("webvision",), num_classes=50,
-    data_path="~/Documents/WebVision", backbone="inception", batch_size=48, lr=0.015, weight_decay=5e-4,
-    num_epochs=150, alpha=0.5, lambda_u=0, warm_up_epochs={"webvision": 2}, milestones=(60, 120), penalty=False,
-    crops=WEBVISION_CROPS, evaluation="webvision", flags={"crl": "plr"})
+    title="PLReMix (WebVision)",
+    dataset="webvision",
+    datasets=("webvision",),
+    num_classes=50,
+    data_path="~/Documents/WebVision",
+    backbone="inception",
+    batch_size=48,
+    lr=0.015,
+    weight_decay=5e-4,
+    num_epochs=150,
+    alpha=0.5,
+    lambda_u=0,
+    warm_up_epochs={"webvision": 2},
+    milestones=(60, 120),
+    penalty=False,
+    crops=WEBVISION_CROPS,
+    evaluation="webvision",
+    flags={"crl": "plr"},
+)
 
 
 def get_args_parser():

@@ -17,7 +17,9 @@ def _bimodal(n_clean=600, n_noisy=400, dims=1, seed=0):
     clean = 0.1 + 0.05 * torch.randn(n_clean, dims, generator=g).abs()
     noisy = 0.7 + 0.1 * torch.randn(n_noisy, dims, generator=g)
     x = torch.cat([clean, noisy])
-    truth = torch.cat([torch.ones(n_clean, dtype=torch.bool), torch.zeros(n_noisy, dtype=torch.bool)])
+    truth = torch.cat(
+        [torch.ones(n_clean, dtype=torch.bool), torch.zeros(n_noisy, dtype=torch.bool)]
+    )
     return cd.minmax(x), truth
 
 
@@ -90,12 +92,15 @@ def test_ensemble_eval_top1_top5():
 
 def test_ensemble_eval_batch_mean_weighs_a_short_batch_as_a_full_one():
     """PLReMix's WebVision/Clothing1M protocol: the mean of per-batch accuracies (batches of 2 and 1)."""
+
     class Fixed(torch.nn.Module):
         def forward(self, x):
             return torch.tensor([[1.0, 0.0]]).expand(x.shape[0], 2)
 
-    batches = [(torch.zeros(2, 1), torch.tensor([0, 1]), torch.arange(2)),
-               (torch.zeros(1, 1), torch.tensor([0]), torch.arange(1))]
+    batches = [
+        (torch.zeros(2, 1), torch.tensor([0, 1]), torch.arange(2)),
+        (torch.zeros(1, 1), torch.tensor([0]), torch.arange(1)),
+    ]
     res = cd.ensemble_eval([Fixed()], batches, topk=(1,))
     assert res["top1"] == 2 / 3 and res["top1_batchmean"] == (0.5 + 1.0) / 2
 
@@ -121,10 +126,24 @@ def test_a_non_finite_warmup_or_semi_loss_stops_before_the_step():
     with pytest.raises(NonFiniteLossError, match="ce=nan"):
         cd.warmup_epoch(net, opt, batches, penalty=False)
     assert torch.equal(net[1].weight, before)
-    labeled = type("L", (list,), {})([((torch.ones(2, 4), torch.ones(2, 4)), torch.tensor([0, 1]), torch.arange(2))])
+    labeled = type("L", (list,), {})(
+        [((torch.ones(2, 4), torch.ones(2, 4)), torch.tensor([0, 1]), torch.arange(2))]
+    )
     labeled.indices, labeled.batch_size = torch.arange(2), 2
     unlabeled = [((torch.ones(2, 4), torch.ones(2, 4)), None, torch.arange(2))]
     with pytest.raises(NonFiniteLossError, match="lx=nan"):
-        cd.semi_epoch(net, net, opt, labeled, unlabeled, torch.ones(2), epoch=0, warm_up=0, lambda_u=1.0,
-                      temperature=0.5, alpha=4.0, num_classes=3)
+        cd.semi_epoch(
+            net,
+            net,
+            opt,
+            labeled,
+            unlabeled,
+            torch.ones(2),
+            epoch=0,
+            warm_up=0,
+            lambda_u=1.0,
+            temperature=0.5,
+            alpha=4.0,
+            num_classes=3,
+        )
     assert torch.equal(net[1].weight, before)

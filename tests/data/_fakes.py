@@ -113,9 +113,7 @@ def make_clothing1m(root: Path, annotations_subdir: bool = False) -> dict:
         clean[p] = i % 14
     for p in train + val + test:
         save_image(root / p, 10)
-    write = lambda name, lines: (ann / name).write_text(
-        "".join(f"{s}\n" for s in lines)
-    )  # noqa: E731
+    write = lambda name, lines: (ann / name).write_text("".join(f"{s}\n" for s in lines))  # noqa: E731
     write("noisy_label_kv.txt", [f"{p} {y}" for p, y in noisy.items()])
     write("clean_label_kv.txt", [f"{p} {y}" for p, y in clean.items()])
     write("noisy_train_key_list.txt", train)
@@ -173,7 +171,9 @@ def make_food101n(root: Path) -> list[str]:
     return classes
 
 
-def make_imagenet(root: Path, wnids: list[str], train_per_class: int = 2, val_per_class: int = 1) -> None:
+def make_imagenet(
+    root: Path, wnids: list[str], train_per_class: int = 2, val_per_class: int = 1
+) -> None:
     """ImageNet folders as lnl reads them: ``train/<WNID>/*.JPEG`` (IEG's WebVision probe),
     ``val/<WNID>/*.JPEG`` and ``synsets.txt`` (``ilsvrc12_val``); pixel values differ per class."""
     (root / "synsets.txt").parent.mkdir(parents=True, exist_ok=True)

@@ -141,7 +141,11 @@ def test_each_op_on_cuda_equals_the_cpu_op(batch, op):
     cpu = apply_ops(batch, ops, mag, fill=128)
     gpu = apply_ops(batch.cuda(), ops.cuda(), mag.cuda(), fill=128).cpu()
     diff = (cpu.int() - gpu.int()).abs()
-    assert int(diff.max()) <= (1 if op == "Contrast" else 0), (op, int(diff.max()), int((diff > 0).sum()))
+    assert int(diff.max()) <= (1 if op == "Contrast" else 0), (
+        op,
+        int(diff.max()),
+        int((diff > 0).sum()),
+    )
 
 
 def test_mixed_ops_in_one_batch_equal_per_image_ops(batch):
@@ -264,7 +268,15 @@ def test_dense_public_augments_equal_sorted_bitwise(augment, fill):
 #: The Python-level ways to wait for a tensor's values on the host (``len()`` only reads the shape:
 #: the sync of ``len(x.nonzero())`` is ``nonzero``).
 _HOST_READS = (
-    "tolist", "item", "nonzero", "cpu", "numpy", "__bool__", "__int__", "__float__", "__index__"
+    "tolist",
+    "item",
+    "nonzero",
+    "cpu",
+    "numpy",
+    "__bool__",
+    "__int__",
+    "__float__",
+    "__index__",
 )
 
 
@@ -337,7 +349,9 @@ def test_rand_augment_takes_a_device_magnitude(no_host_reads):
     """A 0-d tensor magnitude (IEG draws its level on the device) gives the int's images, no sync."""
     x = _mixed_images(60, seed=5)
     want = rand_augment(x, torch.Generator().manual_seed(3), num_ops=2, magnitude=12, dense=True)
-    got = rand_augment(x, torch.Generator().manual_seed(3), num_ops=2, magnitude=torch.tensor(12), dense=True)
+    got = rand_augment(
+        x, torch.Generator().manual_seed(3), num_ops=2, magnitude=torch.tensor(12), dense=True
+    )
     assert torch.equal(got, want) and not torch.equal(got, x)
 
 

@@ -167,7 +167,8 @@ def test_cifar_from_npz_and_cifar_n(tmp_path, cifar10_test, capsys, private_cach
     )
     out = capsys.readouterr().out
     assert (
-        "clean labels match" in out and len([line for line in out.splitlines() if line[:64].isalnum()]) >= 3
+        "clean labels match" in out
+        and len([line for line in out.splitlines() if line[:64].isalnum()]) >= 3
     )
 
 
@@ -398,10 +399,27 @@ def test_extract_features_cc_loads_the_original_checkpoint_layout(tmp_path):
     dr = torch.nn.Linear(2048, 128)
     state = {f"model_resnet.{k}": v for k, v in backbone.state_dict().items()}
     state.update({f"dr.{k}": v for k, v in dr.state_dict().items()})
-    state.update({"classification_fc.weight": torch.zeros(14, 2048), "fc1.fc3.weight": torch.zeros(14, 64)})
+    state.update(
+        {"classification_fc.weight": torch.zeros(14, 2048), "fc1.fc3.weight": torch.zeros(14, 64)}
+    )
     torch.save(state, tmp_path / "CC_net.pt")
-    run("extract_features", "--dataset", "digits", "--encoder", "cc", "--weights", tmp_path / "CC_net.pt",
-        "--image-size", "32", "--limit", "3", "--num-workers", "0", "--out", tmp_path / "cc")
+    run(
+        "extract_features",
+        "--dataset",
+        "digits",
+        "--encoder",
+        "cc",
+        "--weights",
+        tmp_path / "CC_net.pt",
+        "--image-size",
+        "32",
+        "--limit",
+        "3",
+        "--num-workers",
+        "0",
+        "--out",
+        tmp_path / "cc",
+    )
     ds = get_dataset("digits", None, "train")
     tf = T.Compose([T.Resize(256), T.CenterCrop(32), T.ToTensor(), T.Normalize(ds.mean, ds.std)])
     from PIL import Image
@@ -411,10 +429,25 @@ def test_extract_features_cc_loads_the_original_checkpoint_layout(tmp_path):
         ref = dr(backbone.eval()(x)).numpy().astype(np.float16)
     feats = np.load(tmp_path / "cc_features.npy")
     assert feats.shape == (3, 128) and np.allclose(feats, ref, atol=2e-3, rtol=1e-2)
-    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "other.pt")  # e.g. a plain ResNet's file
+    torch.save(
+        {"conv1.weight": torch.zeros(1)}, tmp_path / "other.pt"
+    )  # e.g. a plain ResNet's file
     with pytest.raises(SystemExit, match="is not a CC_net checkpoint"):
-        run("extract_features", "--dataset", "digits", "--encoder", "cc", "--weights", tmp_path / "other.pt",
-            "--limit", "1", "--num-workers", "0", "--out", tmp_path / "bad")
+        run(
+            "extract_features",
+            "--dataset",
+            "digits",
+            "--encoder",
+            "cc",
+            "--weights",
+            tmp_path / "other.pt",
+            "--limit",
+            "1",
+            "--num-workers",
+            "0",
+            "--out",
+            tmp_path / "bad",
+        )
 
 
 def test_extract_features_open_clip_tiny_config(tmp_path):
@@ -461,7 +494,9 @@ def test_imagenet_train_unpacks_only_the_webvision_mini_classes(tmp_path):
     import io
     import tarfile
 
-    make_webvision(tmp_path / "wv")  # its synsets.txt: n00001000 ... n00001059, the first 50 are kept
+    make_webvision(
+        tmp_path / "wv"
+    )  # its synsets.txt: n00001000 ... n00001059, the first 50 are kept
     wnids = [f"n{1000 + c:08d}" for c in (0, 49, 50)]
     outer_path = tmp_path / "ILSVRC2012_img_train.tar"
     with tarfile.open(outer_path, "w") as outer:  # a tar of per-class tars, as ImageNet ships it
@@ -475,26 +510,55 @@ def test_imagenet_train_unpacks_only_the_webvision_mini_classes(tmp_path):
             info.size = len(inner_bytes.getvalue())
             outer.addfile(info, io.BytesIO(inner_bytes.getvalue()))
     with pytest.raises(SystemExit, match="no train images for 48 of 50 classes"):
-        run("webvision", "--root", tmp_path / "wv", "--imagenet-root", tmp_path / "im", "--train-images",
-            outer_path)
-    kept = sorted(p.relative_to(tmp_path / "im").as_posix() for p in (tmp_path / "im" / "train").rglob("*.JPEG"))
-    assert kept == [f"train/{w}/{w}_{k}.JPEG" for w in wnids[:2] for k in range(2)]  # class 50 is not mini
+        run(
+            "webvision",
+            "--root",
+            tmp_path / "wv",
+            "--imagenet-root",
+            tmp_path / "im",
+            "--train-images",
+            outer_path,
+        )
+    kept = sorted(
+        p.relative_to(tmp_path / "im").as_posix()
+        for p in (tmp_path / "im" / "train").rglob("*.JPEG")
+    )
+    assert kept == [
+        f"train/{w}/{w}_{k}.JPEG" for w in wnids[:2] for k in range(2)
+    ]  # class 50 is not mini
     assert (tmp_path / "im" / "train" / wnids[0] / f"{wnids[0]}_1.JPEG").read_bytes() == (
-        tmp_path / "src" / f"{wnids[0]}_1.JPEG").read_bytes()
+        tmp_path / "src" / f"{wnids[0]}_1.JPEG"
+    ).read_bytes()
 
 
 def _tiny_clip_config(tmp_path):
     import open_clip
 
-    cfg = {"embed_dim": 16, "vision_cfg": {"image_size": 32, "layers": 2, "width": 32, "head_width": 16, "patch_size": 8},
-           "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 16,
+        "vision_cfg": {
+            "image_size": 32,
+            "layers": 2,
+            "width": 32,
+            "head_width": 16,
+            "patch_size": 8,
+        },
+        "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 16, "heads": 2, "layers": 1},
+    }
     (tmp_path / "lnl-tiny-qg.json").write_text(json.dumps(cfg))
     open_clip.add_model_config(tmp_path / "lnl-tiny-qg.json")
     return "lnl-tiny-qg"
 
 
-@pytest.mark.parametrize("pretrained,flag,quick", [("openai", "auto", True), ("none", "auto", False),
-                                                   ("laion2b_s32b_b82k", "auto", False), ("none", "on", True)])
+@pytest.mark.parametrize(
+    "pretrained,flag,quick",
+    [
+        ("openai", "auto", True),
+        ("none", "auto", False),
+        ("laion2b_s32b_b82k", "auto", False),
+        ("none", "on", True),
+    ],
+)
 def test_clip_for_openai_weights_has_quick_gelu(tmp_path, monkeypatch, pretrained, flag, quick):
     """OpenAI's weights were trained with QuickGELU; open_clip's ViT-L-14 config has it off (issue 21,
     item 1). The architecture is built without downloading weights (pretrained=None)."""
@@ -502,11 +566,27 @@ def test_clip_for_openai_weights_has_quick_gelu(tmp_path, monkeypatch, pretraine
 
     mod = script("extract_features")
     build = open_clip.create_model_and_transforms
-    monkeypatch.setattr(open_clip, "create_model_and_transforms",
-                        lambda name, pretrained=None, **kw: build(name, pretrained=None, **kw))
-    args = mod.get_args_parser().parse_args(["--dataset", "digits", "--encoder", "open_clip", "--model",
-                                             _tiny_clip_config(tmp_path), "--pretrained", pretrained,
-                                             "--quick-gelu", flag, "--out", str(tmp_path / "x")])
+    monkeypatch.setattr(
+        open_clip,
+        "create_model_and_transforms",
+        lambda name, pretrained=None, **kw: build(name, pretrained=None, **kw),
+    )
+    args = mod.get_args_parser().parse_args(
+        [
+            "--dataset",
+            "digits",
+            "--encoder",
+            "open_clip",
+            "--model",
+            _tiny_clip_config(tmp_path),
+            "--pretrained",
+            pretrained,
+            "--quick-gelu",
+            flag,
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     model, _ = mod.create_clip(args)
     acts = [type(b.mlp.gelu).__name__ for b in model.visual.transformer.resblocks]
     assert acts == ["QuickGELU" if quick else "GELU"] * 2
@@ -519,16 +599,30 @@ def test_lra_clip_preprocessing_is_a_float_resize_of_the_normalised_tensor(tmp_p
     from PIL import Image
 
     mod = script("extract_features")
-    args = mod.get_args_parser().parse_args(["--dataset", "digits", "--encoder", "open_clip", "--preprocess", "lra",
-                                             "--out", str(tmp_path / "x")])
+    args = mod.get_args_parser().parse_args(
+        [
+            "--dataset",
+            "digits",
+            "--encoder",
+            "open_clip",
+            "--preprocess",
+            "lra",
+            "--out",
+            str(tmp_path / "x"),
+        ]
+    )
     ds = get_dataset("digits", None, "train")
     tf = mod.lra_clip_transform(args, ds, 24)
     img = ds.images[0].numpy()
     x = torch.from_numpy(img).permute(2, 0, 1).float().div(255).unsqueeze(0)
     ref = F.interpolate(x, size=(24, 24), mode="bicubic", align_corners=False)[0]
-    ref = (ref - torch.tensor(mod.CLIP_MEAN).view(3, 1, 1)) / torch.tensor(mod.CLIP_STD).view(3, 1, 1)
+    ref = (ref - torch.tensor(mod.CLIP_MEAN).view(3, 1, 1)) / torch.tensor(mod.CLIP_STD).view(
+        3, 1, 1
+    )
     assert torch.allclose(tf(Image.fromarray(img)), ref, atol=1e-5)
-    cifar100 = type("DS", (), {"name": "cifar100", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)})()
+    cifar100 = type(
+        "DS", (), {"name": "cifar100", "mean": (0.5, 0.5, 0.5), "std": (0.25, 0.25, 0.25)}
+    )()
     assert mod.normalisation(args, cifar100) == (mod.CIFAR10_MEAN, mod.CIFAR10_STD)
     args.dataset_norm = True
     assert mod.normalisation(args, cifar100) == ((0.5, 0.5, 0.5), (0.25, 0.25, 0.25))
@@ -537,16 +631,45 @@ def test_lra_clip_preprocessing_is_a_float_resize_of_the_normalised_tensor(tmp_p
 def test_simclr_reads_lra_simclr_encoder_layout():
     """LRA's SimCLR_encoder saves f.0 (conv1), f.1 (bn1), f.3-f.6 (layer1-4) and the g head."""
     mod = script("extract_features")
-    raw = {"f.0.weight": 0, "f.1.running_mean": 1, "f.3.0.conv1.weight": 2, "f.6.2.bn3.bias": 3, "g.0.weight": 4}
-    assert mod.clean_state_dict(raw) == {"conv1.weight": 0, "bn1.running_mean": 1, "layer1.0.conv1.weight": 2,
-                                         "layer4.2.bn3.bias": 3}
+    raw = {
+        "f.0.weight": 0,
+        "f.1.running_mean": 1,
+        "f.3.0.conv1.weight": 2,
+        "f.6.2.bn3.bias": 3,
+        "g.0.weight": 4,
+    }
+    assert mod.clean_state_dict(raw) == {
+        "conv1.weight": 0,
+        "bn1.running_mean": 1,
+        "layer1.0.conv1.weight": 2,
+        "layer4.2.bn3.bias": 3,
+    }
 
 
 def test_make_noise_base_overlays_the_pmd_file_as_plc(noise_dir, tmp_path):
     """--base: PLC's RandomState(77) overlay on LRA's base PMD file gives the shipped hybrid file."""
     base = noise_dir / "lra_pmd" / "cifar10-1-0.35.npy"
     labels = tmp_path / "clean.npy"
-    np.save(labels, np.load(base))  # the actual rate is not checked here; any clean labels of the length do
-    run("make_noise", "--labels", labels, "--num-classes", "10", "--dataset", "cifar10", "--noise", "pmd+U",
-        "--rate", "0.3", "--base", base, "--out", tmp_path / "u.npy")
-    assert np.array_equal(np.load(tmp_path / "u.npy"), np.load(noise_dir / "lra_pmd" / "cifar10-1-0.35_U_0.3.npy"))
+    np.save(
+        labels, np.load(base)
+    )  # the actual rate is not checked here; any clean labels of the length do
+    run(
+        "make_noise",
+        "--labels",
+        labels,
+        "--num-classes",
+        "10",
+        "--dataset",
+        "cifar10",
+        "--noise",
+        "pmd+U",
+        "--rate",
+        "0.3",
+        "--base",
+        base,
+        "--out",
+        tmp_path / "u.npy",
+    )
+    assert np.array_equal(
+        np.load(tmp_path / "u.npy"), np.load(noise_dir / "lra_pmd" / "cifar10-1-0.35_U_0.3.npy")
+    )

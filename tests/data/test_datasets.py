@@ -169,7 +169,9 @@ def test_cifar10n_human_labels(cifar10_test, tmp_path):
     write_cifar_pickles(tmp_path / "cifar-10-batches-py", x, y_full[:25])
     keys = ["aggre_label", "worse_label", "random_label1", "random_label2", "random_label3"]
     _human_file(tmp_path / "CIFAR-10_human.pt", y_full, keys)
-    for i, (name, _key) in enumerate(zip(["aggre", "worst", "random1", "random2", "random3"], keys)):
+    for i, (name, _key) in enumerate(
+        zip(["aggre", "worst", "random1", "random2", "random3"], keys)
+    ):
         ds = get_dataset("cifar10n", tmp_path, "train", label_set=name)
         assert ds.name == "cifar10n" and torch.equal(ds.targets, torch.from_numpy(y_full[:20]))
         assert ds.noisy_targets.tolist() == ((y_full[:20] + i + 1) % 10).tolist()
@@ -227,8 +229,9 @@ def test_webvision_ilsvrc_food(tmp_path):
     ds = get_dataset("ilsvrc12_val", im, "val")
     assert len(ds) == 6 and ds.targets.tolist() == [0, 0, 1, 1, 49, 49]
     classes = make_food101n(tmp_path / "food")
-    tr, te = get_dataset("food101n", tmp_path / "food", "train"), get_dataset(
-        "food101n", tmp_path / "food", "test"
+    tr, te = (
+        get_dataset("food101n", tmp_path / "food", "train"),
+        get_dataset("food101n", tmp_path / "food", "test"),
     )
     assert tr.classes == classes and tr.targets.tolist() == [0, 0, 0, 1, 1, 1, 2, 2, 2]
     assert tr.clean_targets.tolist() == [-1, 0, -1, 1, -1, 1, -1, 2, -1]

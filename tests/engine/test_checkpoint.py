@@ -55,18 +55,31 @@ def test_round_trip_restores_model_optimizer_scheduler_rng_and_method_state(tmp_
     model(torch.randn(8, 4)).sum().backward()
     opt.step()
     sched.step()
-    save_checkpoint(tmp_path, epoch=5, models={"m": model}, optimizers={"o": opt},
-                    schedulers={"s": sched}, method_state={"history": [1, 2]}, args={"lr": 0.1})
+    save_checkpoint(
+        tmp_path,
+        epoch=5,
+        models={"m": model},
+        optimizers={"o": opt},
+        schedulers={"s": sched},
+        method_state={"history": [1, 2]},
+        args={"lr": 0.1},
+    )
     expected = (random.random(), np.random.rand(), torch.rand(1))
 
     fresh_model, fresh_opt, fresh_sched = _objects(1)
-    state = load_checkpoint(find_resume_path(tmp_path, "auto"), models={"m": fresh_model},
-                            optimizers={"o": fresh_opt}, schedulers={"s": fresh_sched})
+    state = load_checkpoint(
+        find_resume_path(tmp_path, "auto"),
+        models={"m": fresh_model},
+        optimizers={"o": fresh_opt},
+        schedulers={"s": fresh_sched},
+    )
     assert state["epoch"] == 5 and state["method_state"] == {"history": [1, 2]}
     assert torch.equal(fresh_model.weight, model.weight)
     assert fresh_sched.last_epoch == 1
-    assert torch.equal(fresh_opt.state_dict()["state"][0]["momentum_buffer"],
-                       opt.state_dict()["state"][0]["momentum_buffer"])
+    assert torch.equal(
+        fresh_opt.state_dict()["state"][0]["momentum_buffer"],
+        opt.state_dict()["state"][0]["momentum_buffer"],
+    )
     assert (random.random(), np.random.rand(), torch.rand(1)) == expected
 
 
@@ -74,7 +87,9 @@ def test_a_checkpoint_of_another_subset_is_refused(tmp_path):
     """A --subset run and a full run in one folder must not resume each other (the launcher and an
     explicit --out can put them there)."""
     model, opt, _ = _objects(0)
-    save_checkpoint(tmp_path, epoch=1, models={"m": model}, optimizers={"o": opt}, args={"subset": 256})
+    save_checkpoint(
+        tmp_path, epoch=1, models={"m": model}, optimizers={"o": opt}, args={"subset": 256}
+    )
     path = find_resume_path(tmp_path, "auto")
     with pytest.raises(ValueError, match="--subset 256, this run has --subset None"):
         load_checkpoint(path, models={"m": model}, run_args={"subset": None, "lr": 0.1})
@@ -82,14 +97,29 @@ def test_a_checkpoint_of_another_subset_is_refused(tmp_path):
     assert load_checkpoint(path, models={"m": model})["epoch"] == 1  # no run args: no check
 
 
-@pytest.mark.parametrize("saved, now, message", [
-    ({"noise_mode": "sym", "r": 0.5}, {"noise_mode": "sym", "r": 0.8}, "--r 0.5, this run has --r 0.8"),
-    ({"dataset": "cifar10"}, {"dataset": "cifar100"}, "--dataset cifar10, this run has --dataset cifar100"),
-    ({"noise_type": "cifar10-1-0.35"}, {"noise_type": "cifar10-1-0.25"}, "--noise_type cifar10-1-0.35"),
-    ({"seed": 1}, {"seed": 2}, "--seed 1, this run has --seed 2"),
-    ({"train_dataset": "CIFAR10"}, {"train_dataset": "CIFAR100"}, "--train-dataset CIFAR10"),
-    ({"noise_file": "a/0.50.json"}, {"noise_file": "a/0.80.json"}, "--noise_file a/0.50.json"),
-])
+@pytest.mark.parametrize(
+    "saved, now, message",
+    [
+        (
+            {"noise_mode": "sym", "r": 0.5},
+            {"noise_mode": "sym", "r": 0.8},
+            "--r 0.5, this run has --r 0.8",
+        ),
+        (
+            {"dataset": "cifar10"},
+            {"dataset": "cifar100"},
+            "--dataset cifar10, this run has --dataset cifar100",
+        ),
+        (
+            {"noise_type": "cifar10-1-0.35"},
+            {"noise_type": "cifar10-1-0.25"},
+            "--noise_type cifar10-1-0.35",
+        ),
+        ({"seed": 1}, {"seed": 2}, "--seed 1, this run has --seed 2"),
+        ({"train_dataset": "CIFAR10"}, {"train_dataset": "CIFAR100"}, "--train-dataset CIFAR10"),
+        ({"noise_file": "a/0.50.json"}, {"noise_file": "a/0.80.json"}, "--noise_file a/0.50.json"),
+    ],
+)
 def test_a_checkpoint_of_other_data_is_refused(tmp_path, saved, now, message):
     """Another dataset, noise, noise file or seed in the same folder is another run, not a resume."""
     model, opt, _ = _objects(0)
@@ -102,8 +132,12 @@ def test_a_resume_compares_only_what_both_runs_have(tmp_path):
     """Other hyperparameters may change on resume; a moved noise file (same name, the old path gone)
     still resumes; a name one side lacks (a checkpoint from before a flag existed) is not compared."""
     model, opt, _ = _objects(0)
-    save_checkpoint(tmp_path, epoch=1, models={"m": model},
-                    args={"noise_file": "/old/data/0.50.json", "seed": 0, "lr": 0.1, "num_epochs": 10})
+    save_checkpoint(
+        tmp_path,
+        epoch=1,
+        models={"m": model},
+        args={"noise_file": "/old/data/0.50.json", "seed": 0, "lr": 0.1, "num_epochs": 10},
+    )
     run = {"noise_file": "/new/data/0.50.json", "seed": 0, "lr": 0.01, "num_epochs": 20, "r": 0.5}
     assert load_checkpoint(tmp_path / "last.pth", models={"m": model}, run_args=run)["epoch"] == 1
 
@@ -117,13 +151,24 @@ def test_noise_files_that_both_exist_compare_by_content(tmp_path, key):
     (tmp_path / "b" / "purified_labels.json").write_text("[0, 1, 2]")
     (tmp_path / "c" / "purified_labels.json").write_text("[0, 1, 1]")
     model, _, _ = _objects(0)
-    save_checkpoint(tmp_path / "run", epoch=1, models={"m": model}, args={key: str(tmp_path / "a" / "purified_labels.json")})
+    save_checkpoint(
+        tmp_path / "run",
+        epoch=1,
+        models={"m": model},
+        args={key: str(tmp_path / "a" / "purified_labels.json")},
+    )
     ckpt = tmp_path / "run" / "last.pth"
     with pytest.raises(ValueError, match=f"--{key} .*a/purified_labels.json, this run has"):
-        load_checkpoint(ckpt, models={"m": model}, run_args={key: str(tmp_path / "b" / "purified_labels.json")})
-    assert load_checkpoint(ckpt, models={"m": model}, run_args={key: str(tmp_path / "c" / "purified_labels.json")})
+        load_checkpoint(
+            ckpt, models={"m": model}, run_args={key: str(tmp_path / "b" / "purified_labels.json")}
+        )
+    assert load_checkpoint(
+        ckpt, models={"m": model}, run_args={key: str(tmp_path / "c" / "purified_labels.json")}
+    )
     if key == "noise_type":  # a noise-type name, not a path, compares as a name
-        save_checkpoint(tmp_path / "run", epoch=1, models={"m": model}, args={key: "cifar10-1-0.35"})
+        save_checkpoint(
+            tmp_path / "run", epoch=1, models={"m": model}, args={key: "cifar10-1-0.35"}
+        )
         with pytest.raises(ValueError, match="--noise_type cifar10-1-0.35"):
             load_checkpoint(ckpt, models={"m": model}, run_args={key: "cifar10-1-0.25"})
 
@@ -136,9 +181,27 @@ def test_find_resume_path(tmp_path):
 
 
 def _train_cmd(out: Path, epochs: int) -> list[str]:
-    return [sys.executable, str(REPO / "methods/standard/train.py"), "--dataset", "digits",
-            "--noise_mode", "sym", "--r", "0.4", "--num_epochs", str(epochs), "--batch_size", "32",
-            "--device", "cpu", "--seed", "7", "--out", str(out), "--no-tensorboard"]
+    return [
+        sys.executable,
+        str(REPO / "methods/standard/train.py"),
+        "--dataset",
+        "digits",
+        "--noise_mode",
+        "sym",
+        "--r",
+        "0.4",
+        "--num_epochs",
+        str(epochs),
+        "--batch_size",
+        "32",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
+        "--out",
+        str(out),
+        "--no-tensorboard",
+    ]
 
 
 def _env() -> dict:
@@ -152,13 +215,18 @@ def _final_weights(out: Path) -> dict:
 @pytest.mark.slow
 def test_killed_run_resumes_to_the_same_final_weights(tmp_path):
     epochs = 6
-    subprocess.run(_train_cmd(tmp_path / "whole", epochs), check=True, env=_env(), capture_output=True)
+    subprocess.run(
+        _train_cmd(tmp_path / "whole", epochs), check=True, env=_env(), capture_output=True
+    )
 
     out = tmp_path / "killed"
-    proc = subprocess.Popen(_train_cmd(out, epochs), env=_env(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        _train_cmd(out, epochs), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.time() + 120
-    while len(read_jsonl(out / "eval.jsonl")) < 2 and proc.poll() is None and time.time() < deadline:
+    while (
+        len(read_jsonl(out / "eval.jsonl")) < 2 and proc.poll() is None and time.time() < deadline
+    ):
         time.sleep(0.05)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
@@ -209,10 +277,14 @@ def test_each_rank_resumes_its_own_rng_streams(tmp_path):
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    procs = [ctx.Process(target=_rank_resume, args=(r, 2, str(tmp_path), port, out)) for r in range(2)]
+    procs = [
+        ctx.Process(target=_rank_resume, args=(r, 2, str(tmp_path), port, out)) for r in range(2)
+    ]
     for p in procs:
         p.start()
-    results = dict((rank, (first, again)) for rank, first, again in (out.get(timeout=120) for _ in procs))
+    results = dict(
+        (rank, (first, again)) for rank, first, again in (out.get(timeout=120) for _ in procs)
+    )
     for p in procs:
         p.join(timeout=60)
         assert p.exitcode == 0

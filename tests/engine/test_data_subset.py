@@ -16,8 +16,15 @@ def _settings(tmp_path, *extra: str, noise_file: str | None = None) -> DataSetti
     p = argparse.ArgumentParser()
     add_subset_flag(p)
     subset = p.parse_args(list(extra)).subset
-    return DataSettings(dataset="digits", noise=NoiseSettings("sym", 0.4, seed=3, file=noise_file),
-                        out=str(tmp_path), device="cpu", batch_size=32, seed=3, subset=subset)
+    return DataSettings(
+        dataset="digits",
+        noise=NoiseSettings("sym", 0.4, seed=3, file=noise_file),
+        out=str(tmp_path),
+        device="cpu",
+        batch_size=32,
+        seed=3,
+        subset=subset,
+    )
 
 
 def test_subset_keeps_the_first_images_and_their_noisy_labels(tmp_path):
@@ -50,7 +57,9 @@ def test_a_subset_runs_label_file_is_read_back_by_a_run_with_that_subset(tmp_pat
     assert torch.equal(build_noisy_data(again).noisy.labels, part.noisy.labels)
     for extra in ((), ("--subset", "50")):
         other = _settings(tmp_path / "other", *extra, noise_file=written)
-        with pytest.raises(ValueError, match="labels of a --subset 100 run .* read it with --subset 100"):
+        with pytest.raises(
+            ValueError, match="labels of a --subset 100 run .* read it with --subset 100"
+        ):
             build_noisy_data(other)
 
 
@@ -60,7 +69,14 @@ def test_a_subset_file_of_a_whole_small_split_and_of_another_dataset(tmp_path):
     whole = build_noisy_data(_settings(tmp_path / "whole", "--subset", "5000"))
     written = str(tmp_path / "whole" / "noisy_labels.npz")
     again = _settings(tmp_path / "again", "--subset", "5000", noise_file=written)
-    assert len(whole.train) == 1437 and torch.equal(build_noisy_data(again).noisy.labels, whole.noisy.labels)
+    assert len(whole.train) == 1437 and torch.equal(
+        build_noisy_data(again).noisy.labels, whole.noisy.labels
+    )
     with pytest.raises(ValueError, match="holds labels of digits, not cifar10"):
-        noisy_labels_for(NoiseSettings(file=written), torch.zeros(50000, dtype=torch.long), 10, dataset="cifar10",
-                         subset=5000)
+        noisy_labels_for(
+            NoiseSettings(file=written),
+            torch.zeros(50000, dtype=torch.long),
+            10,
+            dataset="cifar10",
+            subset=5000,
+        )

@@ -54,10 +54,20 @@ def test_entry_points_refuse_shared_switches_they_do_not_honour(tmp_path):
     from methods.ieg import main as ieg
 
     with pytest.raises(ValueError, match="--amp is not supported"):
-        DMLP.main(DMLP.get_args_parser().parse_args(["--out", str(tmp_path / "d"), "--amp", "--device", "cpu"]))
+        DMLP.main(
+            DMLP.get_args_parser().parse_args(
+                ["--out", str(tmp_path / "d"), "--amp", "--device", "cpu"]
+            )
+        )
     with pytest.raises(ValueError, match="--compile is not supported"):
-        ieg.main(ieg.get_args_parser().parse_args(["--out", str(tmp_path / "i"), "--compile", "--device", "cpu"]))
-    assert not (tmp_path / "d").exists() and not (tmp_path / "i").exists()  # refused before any output
+        ieg.main(
+            ieg.get_args_parser().parse_args(
+                ["--out", str(tmp_path / "i"), "--compile", "--device", "cpu"]
+            )
+        )
+    assert (
+        not (tmp_path / "d").exists() and not (tmp_path / "i").exists()
+    )  # refused before any output
 
 
 class _FakeWandb:
@@ -77,18 +87,29 @@ class _FakeWandb:
         pass
 
 
-@pytest.mark.parametrize("flags, expect", [
-    (dict(), None),
-    (dict(wandb=True), dict(id=None, resume="allow", mode=None)),
-    (dict(wandb_offline=True), dict(id=None, resume="allow", mode="offline")),  # the originals' --offline
-    (dict(wandb_id="abc123"), dict(id="abc123", resume="must", mode=None)),  # PLReMix's --resume_id
-])
+@pytest.mark.parametrize(
+    "flags, expect",
+    [
+        (dict(), None),
+        (dict(wandb=True), dict(id=None, resume="allow", mode=None)),
+        (
+            dict(wandb_offline=True),
+            dict(id=None, resume="allow", mode="offline"),
+        ),  # the originals' --offline
+        (
+            dict(wandb_id="abc123"),
+            dict(id="abc123", resume="must", mode=None),
+        ),  # PLReMix's --resume_id
+    ],
+)
 def test_offline_and_resume_id_turn_wandb_on(tmp_path, monkeypatch, flags, expect):
     fake = _FakeWandb()
     monkeypatch.setitem(sys.modules, "wandb", fake)
     before = os.environ.get("WANDB_MODE")
     MetricLogger(tmp_path, tensorboard=False, stdout=False, **flags).close()
-    assert os.environ.get("WANDB_MODE") == before  # offline by argument, not by a process-wide variable
+    assert (
+        os.environ.get("WANDB_MODE") == before
+    )  # offline by argument, not by a process-wide variable
     if expect is None:
         assert fake.inits == []
         return

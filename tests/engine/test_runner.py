@@ -22,11 +22,21 @@ LOG = logging.getLogger("test_runner")
 
 
 def _args(out: Path, epochs: int, resume: str = "auto") -> argparse.Namespace:
-    return argparse.Namespace(out=str(out), resume=resume, tensorboard=False, wandb=False, offline=False,
-                              num_epochs=epochs, seed=0, dataset="toy")
+    return argparse.Namespace(
+        out=str(out),
+        resume=resume,
+        tensorboard=False,
+        wandb=False,
+        offline=False,
+        num_epochs=epochs,
+        seed=0,
+        dataset="toy",
+    )
 
 
-def _toy_run(out: Path, epochs: int, stop_after: int | None = None, bad_epoch: int | None = None) -> dict | None:
+def _toy_run(
+    out: Path, epochs: int, stop_after: int | None = None, bad_epoch: int | None = None
+) -> dict | None:
     """A linear model on noisy random data, one SGD step per epoch drawing from the global RNG (so a
     resume must restore the RNG state too). ``stop_after``: the process dies after that epoch."""
     torch.manual_seed(0)
@@ -34,8 +44,14 @@ def _toy_run(out: Path, epochs: int, stop_after: int | None = None, bad_epoch: i
     model = torch.nn.Linear(5, 3)
     opt = torch.optim.SGD(model.parameters(), lr=0.5, momentum=0.9)
     args = _args(out, epochs)
-    runner = Runner(args, LOG, models={"model": model}, optimizers={"opt": opt}, state={"last_acc": None},
-                    length_flag="num_epochs")
+    runner = Runner(
+        args,
+        LOG,
+        models={"model": model},
+        optimizers={"opt": opt},
+        state={"last_acc": None},
+        length_flag="num_epochs",
+    )
     runner.resume()
     state = runner.state
 
@@ -64,9 +80,20 @@ def _toy_run(out: Path, epochs: int, stop_after: int | None = None, bad_epoch: i
     except KeyboardInterrupt:
         runner.close()
         return None
-    return runner.finish(RunRecord(method="toy", dataset="toy", noise="sym0.5", seed=0, epochs=epochs,
-                                   test_acc=state["last_acc"], best_acc=state["best_acc"],
-                                   seconds=runner.seconds, run_dir=str(out), extra={"fixes": ["a"]}))
+    return runner.finish(
+        RunRecord(
+            method="toy",
+            dataset="toy",
+            noise="sym0.5",
+            seed=0,
+            epochs=epochs,
+            test_acc=state["last_acc"],
+            best_acc=state["best_acc"],
+            seconds=runner.seconds,
+            run_dir=str(out),
+            extra={"fixes": ["a"]},
+        )
+    )
 
 
 def _weights(out: Path) -> dict:
@@ -88,7 +115,9 @@ def test_a_resumed_run_equals_a_straight_one(tmp_path):
     assert _eval_rows(tmp_path / "resumed") == _eval_rows(tmp_path / "straight")
     assert [r["step"] for r in _eval_rows(tmp_path / "resumed")] == list(range(6))
     drop = ("seconds", "run_dir")
-    assert {k: v for k, v in resumed.items() if k not in drop} == {k: v for k, v in straight.items() if k not in drop}
+    assert {k: v for k, v in resumed.items() if k not in drop} == {
+        k: v for k, v in straight.items() if k not in drop
+    }
     assert straight["epochs"] == 6 and straight["test_acc"] is not None
 
 
@@ -106,22 +135,41 @@ def test_a_longer_relaunch_is_refused(tmp_path):
 
 
 def test_the_record_round_trips_through_results_jsonl_and_collect(tmp_path):
-    record = RunRecord(method="toy", dataset="digits", noise="sym0.4", seed=3, epochs=5, test_acc=0.5,
-                       best_acc=0.75, seconds=1.25, run_dir=str(tmp_path / "run"), subset=200,
-                       extra={"auc": 0.9, "fixes": ["fix_p1"], "val_acc": None})
+    record = RunRecord(
+        method="toy",
+        dataset="digits",
+        noise="sym0.4",
+        seed=3,
+        epochs=5,
+        test_acc=0.5,
+        best_acc=0.75,
+        seconds=1.25,
+        run_dir=str(tmp_path / "run"),
+        subset=200,
+        extra={"auc": 0.9, "fixes": ["fix_p1"], "val_acc": None},
+    )
     record.append_to(tmp_path / "run")
-    with open(tmp_path / "run" / "results.jsonl", "a") as f:  # NMTune's per-epoch lines share the file
+    with open(
+        tmp_path / "run" / "results.jsonl", "a"
+    ) as f:  # NMTune's per-epoch lines share the file
         f.write(json.dumps({"train_dataset": "CIFAR10", "current_epoch": 0}) + "\n")
     (back,) = read_records(tmp_path / "run" / "results.jsonl")
     assert back == record
     (found,) = collect.find_results([tmp_path])
     assert found == {**record.to_line(), "run_dir": str(tmp_path / "run"), "settings": {}}
     (row,) = collect.summarize([found])
-    assert (row["method"], row["epochs"], row["test_acc"], row["best_acc"], row["subset"]) == ("toy", "5", 50.0,
-                                                                                              75.0, 200)
+    assert (row["method"], row["epochs"], row["test_acc"], row["best_acc"], row["subset"]) == (
+        "toy",
+        "5",
+        50.0,
+        75.0,
+        200,
+    )
 
 
 def test_a_line_without_the_record_keys_is_refused():
-    assert RunRecord.from_line({"method": "toy", "dataset": "d", "noise": "n", "steps": 9}).steps == 9
+    assert (
+        RunRecord.from_line({"method": "toy", "dataset": "d", "noise": "n", "steps": 9}).steps == 9
+    )
     with pytest.raises(ValueError, match="needs method, dataset, noise"):
         RunRecord.from_line({"method": "toy", "current_epoch": 0})

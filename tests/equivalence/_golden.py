@@ -27,8 +27,16 @@ META_KEYS = ("__original__", "__commit__", "__generator__")
 
 
 # ---------------------------------------------------------------- deterministic inputs and weights
-def det_array(shape: Iterable[int], seed: int, name: str, *, kind: str = "normal", scale: float = 1.0,
-              low: float = 0.0, high: float = 1.0) -> np.ndarray:
+def det_array(
+    shape: Iterable[int],
+    seed: int,
+    name: str,
+    *,
+    kind: str = "normal",
+    scale: float = 1.0,
+    low: float = 0.0,
+    high: float = 1.0,
+) -> np.ndarray:
     """A float32 array drawn from PCG64 seeded by ``(seed, crc32(name))``: the same on every machine
     (numpy's bit-generator stream is stable across versions)."""
     rng = np.random.Generator(np.random.PCG64([int(seed), zlib.crc32(name.encode())]))
@@ -59,7 +67,9 @@ def det_value(key: str, shape: tuple[int, ...], seed: int) -> np.ndarray:
     return det_array(shape, seed, key, scale=1.0 / np.sqrt(fan_in))
 
 
-def fill_state(module: torch.nn.Module, seed: int, rename: Callable[[str], str] = lambda k: k) -> dict:
+def fill_state(
+    module: torch.nn.Module, seed: int, rename: Callable[[str], str] = lambda k: k
+) -> dict:
     """Overwrite every floating entry of ``module``'s state_dict with ``det_value(rename(key))``.
 
     Args:
@@ -84,15 +94,24 @@ def fill_state(module: torch.nn.Module, seed: int, rename: Callable[[str], str] 
 # ---------------------------------------------------------------- fixtures
 def save_golden(path: Path, *, original: str, commit: str, generator: str, **arrays) -> None:
     """Write ``arrays`` (tensors or arrays) to ``path`` (.npz) with the original's name and commit."""
-    out = {k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v)) for k, v in arrays.items()}
-    out.update(__original__=np.asarray(original), __commit__=np.asarray(commit), __generator__=np.asarray(generator))
+    out = {
+        k: (v.detach().cpu().numpy() if isinstance(v, torch.Tensor) else np.asarray(v))
+        for k, v in arrays.items()
+    }
+    out.update(
+        __original__=np.asarray(original),
+        __commit__=np.asarray(commit),
+        __generator__=np.asarray(generator),
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     # np.savez_compressed stamps the time into the zip: fixed stamps and order keep a regenerated
     # fixture byte-identical unless its content changed, so `git diff` shows real drift only
     with zipfile.ZipFile(path, "w") as zf:
         for name in sorted(out):
             buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, np.require(out[name], requirements="C"), allow_pickle=False)
+            np.lib.format.write_array(
+                buffer, np.require(out[name], requirements="C"), allow_pickle=False
+            )
             info = zipfile.ZipInfo(f"{name}.npy", date_time=(1980, 1, 1, 0, 0, 0))
             zf.writestr(info, buffer.getvalue(), compress_type=zipfile.ZIP_DEFLATED)
     print(f"wrote {path} ({len(out) - len(META_KEYS)} arrays)")
@@ -102,26 +121,34 @@ def load_golden(method: str, name: str) -> dict[str, np.ndarray]:
     """The fixture ``fixtures/<method>/<name>.npz`` as a dict (its meta keys included)."""
     path = FIXTURES / method / f"{name}.npz"
     if not path.exists():
-        raise FileNotFoundError(f"{path}: golden fixture missing; regenerate it (tests/equivalence/README.md)")
+        raise FileNotFoundError(
+            f"{path}: golden fixture missing; regenerate it (tests/equivalence/README.md)"
+        )
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
 
 
-def assert_close(actual, expected, *, rtol: float = 1e-6, atol_scale: float = 1e-6, name: str = "") -> None:
+def assert_close(
+    actual, expected, *, rtol: float = 1e-6, atol_scale: float = 1e-6, name: str = ""
+) -> None:
     """float: ``|a − e| ≤ rtol·|e| + atol_scale·max|e|`` everywhere; integers and bools: exact."""
     a = actual.detach().cpu().numpy() if isinstance(actual, torch.Tensor) else np.asarray(actual)
     e = np.asarray(expected)
     assert a.shape == e.shape, f"{name}: shape {a.shape} != golden {e.shape}"
     if not np.issubdtype(e.dtype, np.floating):
         mismatch = int((a != e).sum())
-        assert mismatch == 0, f"{name}: {mismatch} of {e.size} entries differ from the golden output"
+        assert mismatch == 0, (
+            f"{name}: {mismatch} of {e.size} entries differ from the golden output"
+        )
         return
     a64, e64 = a.astype(np.float64), e.astype(np.float64)
     tol = rtol * np.abs(e64) + atol_scale * max(float(np.abs(e64).max(initial=0.0)), 1e-30)
     err = np.abs(a64 - e64)
     bad = err > tol
-    assert not bad.any(), (f"{name}: {int(bad.sum())} of {e.size} entries off; max |diff| {err.max():.3g} "
-                           f"(max |golden| {np.abs(e64).max():.3g})")
+    assert not bad.any(), (
+        f"{name}: {int(bad.sum())} of {e.size} entries off; max |diff| {err.max():.3g} "
+        f"(max |golden| {np.abs(e64).max():.3g})"
+    )
 
 
 def grad_sample(grad: torch.Tensor, n: int = 64) -> np.ndarray:
@@ -154,7 +181,9 @@ def import_original(root: Path, module: str) -> ModuleType:
     return sys.modules[module]
 
 
-def load_definitions(path: Path, namespace: dict | None = None, *, skip: Iterable[str] = ()) -> dict:
+def load_definitions(
+    path: Path, namespace: dict | None = None, *, skip: Iterable[str] = ()
+) -> dict:
     """Execute only the imports, functions and classes of a script (never its top-level statements:
     the originals parse flags and start training at import), in ``namespace``.
 
@@ -163,7 +192,9 @@ def load_definitions(path: Path, namespace: dict | None = None, *, skip: Iterabl
     """
     tree = ast.parse(Path(path).read_text(), filename=str(path))
     keep = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.ClassDef)
-    tree.body = [n for n in tree.body if isinstance(n, keep) and getattr(n, "name", None) not in set(skip)]
+    tree.body = [
+        n for n in tree.body if isinstance(n, keep) and getattr(n, "name", None) not in set(skip)
+    ]
     namespace = {} if namespace is None else namespace
     namespace.setdefault("__name__", f"original:{Path(path).name}")
     exec(compile(tree, str(path), "exec"), namespace)
@@ -175,8 +206,9 @@ def git_commit(root: Path, fallback: str) -> str:
     import subprocess
 
     try:
-        return subprocess.check_output(["git", "-C", str(root), "rev-parse", "HEAD"], text=True,
-                                       stderr=subprocess.DEVNULL).strip()
+        return subprocess.check_output(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], text=True, stderr=subprocess.DEVNULL
+        ).strip()
     except (OSError, subprocess.CalledProcessError):
         return fallback
 
@@ -190,4 +222,5 @@ def load_checked(method: str, name: str, commit: str) -> dict[str, np.ndarray]:
 
 def check_meta(golden: Mapping[str, np.ndarray], commit: str) -> None:
     assert str(golden["__commit__"]).startswith(commit[:7]), (
-        f"fixture from commit {golden['__commit__']}, expected {commit}: regenerate it")
+        f"fixture from commit {golden['__commit__']}, expected {commit}: regenerate it"
+    )

@@ -42,7 +42,9 @@ COMMITS = {
 
 
 # ================================================================== LR schedules (basemodel.py)
-def cosine_decay_restarts(lr0: float, step: int, first: int, t_mul: float, m_mul: float) -> np.float32:
+def cosine_decay_restarts(
+    lr0: float, step: int, first: int, t_mul: float, m_mul: float
+) -> np.float32:
     """TF ``tf.train.cosine_decay_restarts(lr0, global_step, first, t_mul, m_mul)`` (alpha 0), float32
     throughout as TF builds it (basemodel.py ``set_lr_schedule``, branch ``startswith('cosine')``)."""
     f = np.float32
@@ -58,7 +60,9 @@ def cosine_decay_restarts(lr0: float, step: int, first: int, t_mul: float, m_mul
     return f(lr0) * ((f(1) - f(0)) * decayed + f(0))
 
 
-def cosine_warmup(lr0: float, step: int, first: int, t_mul: float, m_mul: float, warmup_steps: int) -> np.float32:
+def cosine_warmup(
+    lr0: float, step: int, first: int, t_mul: float, m_mul: float, warmup_steps: int
+) -> np.float32:
     """``cosine_warmup``: cosine on ``max(0, step − warmup)``; below ``warmup`` the ramp
     ``slope·step`` with ``slope = (lr0 − 0)/warmup`` (a Python float, cast to float32 by TF)."""
     if step < warmup_steps:
@@ -89,7 +93,9 @@ def custom_step_lrs(lr0: float, boundaries: list[int], rate: float, iterations: 
     return np.array(out, np.float32)
 
 
-def evaluation_iterations(first: int, t_mul: float, eval_freq: int, max_iteration: int) -> tuple[list[int], list[int]]:
+def evaluation_iterations(
+    first: int, t_mul: float, eval_freq: int, max_iteration: int
+) -> tuple[list[int], list[int]]:
     """basemodel.py ``time_for_evaluation`` run over iterations 1..max (lr_schedule cosine): returns
     (iterations where ``do`` is set, i.e. the cycle ends it estimates, all evaluated iterations)."""
     cos_eval_step, cos_eval_tot_step = first, 1
@@ -113,8 +119,8 @@ def weak_view(img: np.ndarray, offset_h: int, offset_w: int, flip: bool) -> np.n
     (``random_uniform(maxval = 36 − 32 + 1)``), ``random_flip_left_right``."""
     h, w, _ = img.shape
     padded = np.zeros((h + 4, w + 4, 3), img.dtype)
-    padded[2:2 + h, 2:2 + w] = img
-    out = padded[offset_h:offset_h + h, offset_w:offset_w + w]
+    padded[2 : 2 + h, 2 : 2 + w] = img
+    out = padded[offset_h : offset_h + h, offset_w : offset_w + w]
     return out[:, ::-1] if flip else out
 
 
@@ -126,8 +132,8 @@ def strong_crop(img: np.ndarray, top: int, left: int, flip: bool, fill: float) -
     ``fill`` (0 in [−1, 1] = grey), ``top, left = np.random.randint(0, 8)``, flip."""
     h, w, _ = img.shape
     padded = np.full((h + 8, w + 8, 3), fill, img.dtype)
-    padded[4:4 + h, 4:4 + w] = img
-    out = padded[top:top + h, left:left + w]
+    padded[4 : 4 + h, 4 : 4 + w] = img
+    out = padded[top : top + h, left : left + w]
     return out[:, ::-1] if flip else out
 
 
@@ -178,7 +184,11 @@ def softmax_ce(labels, logits):
 def crossentropy_minimize(mixed_logits, mixed_targets, b, ce_factor):
     """model.py ``crossentropy_minimize`` after the forward: logit norm per split [B | B | B], mean
     CE on the probe split plus ``ce_factor`` × mean CE on the other 2B rows (``tf.losses`` mean)."""
-    parts = [logit_norm(mixed_logits[:b]), logit_norm(mixed_logits[b:2 * b]), logit_norm(mixed_logits[2 * b:])]
+    parts = [
+        logit_norm(mixed_logits[:b]),
+        logit_norm(mixed_logits[b : 2 * b]),
+        logit_norm(mixed_logits[2 * b :]),
+    ]
     u_logit = np.concatenate(parts[1:])
     l_loss = softmax_ce(mixed_targets[:b], parts[0]).mean()
     u_loss = softmax_ce(mixed_targets[b:], u_logit).mean()
@@ -205,8 +215,14 @@ def meta_weights(grad_target, grad_eps, init_eps_val):
 # network (flatten -> dense -> batch norm (training mode, batch statistics) -> ReLU -> dense) whose
 # variables stand for WRN's ``net.trainable_variables`` (all decayed with wd, as WRN does).
 def mlp_shapes(d_in, hidden, classes):
-    return {"dense1/kernel": (d_in, hidden), "dense1/bias": (hidden,), "bn/gamma": (hidden,),
-            "bn/beta": (hidden,), "dense2/kernel": (hidden, classes), "dense2/bias": (classes,)}
+    return {
+        "dense1/kernel": (d_in, hidden),
+        "dense1/bias": (hidden,),
+        "bn/gamma": (hidden,),
+        "bn/beta": (hidden,),
+        "dense2/kernel": (hidden, classes),
+        "dense2/bias": (classes,),
+    }
 
 
 def mlp_forward(theta: dict, images):
@@ -233,7 +249,7 @@ def flatten(theta: dict) -> np.ndarray:
 def unflatten(vec, like: dict) -> dict:
     out, at = {}, 0
     for k, v in like.items():
-        out[k] = vec[at:at + v.size].reshape(v.shape)
+        out[k] = vec[at : at + v.size].reshape(v.shape)
         at += v.size
     return out
 
@@ -290,7 +306,11 @@ def ieg_step(theta, momentum, batch, draws, cfg):
     grad_cost, grad_deps = jac[:, :b], jac[:, b:]
     reg_grad = cfg["wd"] * flatten(real)  # ∇ of wd·Σ‖θ‖²/2
     var_grads = grad_cost.sum(1) * init_eps_val + reg_grad
-    actual = cfg["meta_momentum"] * flatten(momentum) + var_grads if cfg["meta_momentum"] > 0 else var_grads
+    actual = (
+        cfg["meta_momentum"] * flatten(momentum) + var_grads
+        if cfg["meta_momentum"] > 0
+        else var_grads
+    )
     static_vars = unflatten(flatten(real) - cfg["meta_stepsize"] * actual, real)
 
     def meta_loss_fn(th):
@@ -309,7 +329,9 @@ def ieg_step(theta, momentum, batch, draws, cfg):
     def net_loss(th):
         z, zs, _ = views(th)
         x_all = np.concatenate([batch["xp"][draws["pick"]], batch["xw"], batch["xs"]])
-        t_all = np.concatenate([probe_onehot[draws["pick"]], g0, g0])  # tf.stop_gradient(guessed_label)
+        t_all = np.concatenate(
+            [probe_onehot[draws["pick"]], g0, g0]
+        )  # tf.stop_gradient(guessed_label)
         x_mix, t_mix = mixup(x_all, t_all, mix, draws["perm"])
         xe = crossentropy_minimize(mlp_forward(th, x_mix), t_mix, b, cfg["ce_factor"])
         cs = consistency_loss(z0, zs, cfg["consistency_factor"], c)  # stop_gradient(logits)
@@ -322,10 +344,22 @@ def ieg_step(theta, momentum, batch, draws, cfg):
 
     losses = net_loss(real)
     grads = complex_grad(lambda th: net_loss(th)[:1], real)[:, 0]
-    return {"weight": weight, "new_eps": new_eps, "raw_weight": raw, "meta_loss": meta_loss,
-            "grad_target": grad_target, "grad_eps": grad_eps, "pseudo_label": g0, "logits": z0,
-            "loss": losses[0], "xemin": losses[1], "mixup": losses[2], "consistency": losses[3],
-            "grad": grads, "mix": mix}
+    return {
+        "weight": weight,
+        "new_eps": new_eps,
+        "raw_weight": raw,
+        "meta_loss": meta_loss,
+        "grad_target": grad_target,
+        "grad_eps": grad_eps,
+        "pseudo_label": g0,
+        "logits": z0,
+        "loss": losses[0],
+        "xemin": losses[1],
+        "mixup": losses[2],
+        "consistency": losses[3],
+        "grad": grads,
+        "mix": mix,
+    }
 
 
 def l2r_step(theta, batch, cfg):
@@ -336,10 +370,14 @@ def l2r_step(theta, batch, cfg):
     onehot, probe_onehot = np.eye(c)[batch["y"]], np.eye(c)[batch["yp"]]
     real = {k: v.astype(np.float64) for k, v in theta.items()}
     grad_cost = complex_grad(lambda th: softmax_ce(onehot, mlp_forward(th, batch["xw"])), real)
-    static_vars = unflatten(flatten(real) - cfg["meta_stepsize"] * (cfg["wd"] * flatten(real)), real)
+    static_vars = unflatten(
+        flatten(real) - cfg["meta_stepsize"] * (cfg["wd"] * flatten(real)), real
+    )
 
     def meta_loss_fn(th):
-        return softmax_ce(probe_onehot, mlp_forward(th, batch["xp"])).mean() + l2_loss_sum(th, cfg["wd"])
+        return softmax_ce(probe_onehot, mlp_forward(th, batch["xp"])).mean() + l2_loss_sum(
+            th, cfg["wd"]
+        )
 
     v = complex_grad(meta_loss_fn, static_vars)
     grad_target = -cfg["meta_stepsize"] * (grad_cost.T @ v)
@@ -347,11 +385,19 @@ def l2r_step(theta, batch, cfg):
     weight = unorm / (unorm.sum() + 0.00001)
 
     def net_loss(th):
-        return np.array([(softmax_ce(onehot, mlp_forward(th, batch["xw"])) * weight).sum()
-                         + l2_loss_sum(th, cfg["wd"])])
+        return np.array(
+            [
+                (softmax_ce(onehot, mlp_forward(th, batch["xw"])) * weight).sum()
+                + l2_loss_sum(th, cfg["wd"])
+            ]
+        )
 
-    return {"weight": weight, "meta_loss": meta_loss_fn(static_vars), "loss": net_loss(real)[0],
-            "grad": complex_grad(net_loss, real)[:, 0]}
+    return {
+        "weight": weight,
+        "meta_loss": meta_loss_fn(static_vars),
+        "loss": net_loss(real)[0],
+        "grad": complex_grad(net_loss, real)[:, 0],
+    }
 
 
 def momentum_update(theta_vec, accum, grad, lr, momentum):
@@ -396,7 +442,7 @@ def conv2d_same(x, w, stride):
     out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
     for i in range(k):
         for j in range(k):
-            patch = xp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :]
+            patch = xp[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :]
             out += patch @ w[i, j]
     return out
 
@@ -410,7 +456,7 @@ def batch_norm_train(x, gamma, beta):
 
 def avg_pool_valid(x, k):
     n, h, w, c = x.shape
-    return x[:, :h // k * k, :w // k * k].reshape(n, h // k, k, w // k, k, c).mean((2, 4))
+    return x[:, : h // k * k, : w // k * k].reshape(n, h // k, k, w // k, k, c).mean((2, 4))
 
 
 def zero_pad_channels(x, cin, cout):
@@ -431,7 +477,10 @@ def wrn_variables(wrn_size: int, num_classes: int) -> dict[str, tuple]:
         for i in range(4):
             cin = filters[block - 1] if i == 0 else filters[block]
             unit = f"model/unit_{block}_{i}"
-            bn(f"{unit}/{'shared_activation' if block == 1 and i == 0 else 'residual_only_activation'}/init_bn", cin)
+            bn(
+                f"{unit}/{'shared_activation' if block == 1 and i == 0 else 'residual_only_activation'}/init_bn",
+                cin,
+            )
             out[f"{unit}/sub1/conv1/weights"] = (3, 3, cin, filters[block])
             bn(f"{unit}/sub2/bn2", filters[block])
             out[f"{unit}/sub2/conv2/weights"] = (3, 3, filters[block], filters[block])
@@ -470,10 +519,18 @@ def wrn_forward(v: dict, images, wrn_size: int):
     x = conv2d_same(images, v["model/init/init_conv/weights"], 1)
     first_x = orig_x = x
     for block in range(1, 4):
-        x = residual_block(x, f"model/unit_{block}_0", filters[block - 1], filters[block], strides[block - 1],
-                           block == 1)
+        x = residual_block(
+            x,
+            f"model/unit_{block}_0",
+            filters[block - 1],
+            filters[block],
+            strides[block - 1],
+            block == 1,
+        )
         for i in range(1, 4):
-            x = residual_block(x, f"model/unit_{block}_{i}", filters[block], filters[block], 1, False)
+            x = residual_block(
+                x, f"model/unit_{block}_{i}", filters[block], filters[block], 1, False
+            )
         x, orig_x = res_add(filters[block - 1], filters[block], strides[block - 1], x, orig_x)
     x, _ = res_add(filters[0], filters[3], int(np.prod(strides)), x, first_x)
     x = bn_relu(x, "model/unit_last/final_bn").mean((1, 2))
@@ -497,7 +554,11 @@ def resnet29_conv_fans(num_res_blocks: int = 3, num_filters_in: int = 16) -> lis
     for stage in range(3):
         out = num_filters_in * (4 if stage == 0 else 2)
         for block in range(num_res_blocks):
-            fans += [(channels, num_filters_in), (9 * num_filters_in, 9 * num_filters_in), (num_filters_in, out)]
+            fans += [
+                (channels, num_filters_in),
+                (9 * num_filters_in, 9 * num_filters_in),
+                (num_filters_in, out),
+            ]
             if block == 0:
                 fans.append((channels, out))
             channels = out
@@ -520,7 +581,7 @@ def transform_argument(name: str, level: int) -> float:
     if name in ("TranslateX", "TranslateY"):
         return int(level * 10 / 10)
     if name in ("Color", "Contrast", "Brightness", "Sharpness"):
-        return float(level) * 1.8 / 10 + .1
+        return float(level) * 1.8 / 10 + 0.1
     if name == "Posterize":
         return 4 - int(level * 4 / 10)
     if name == "Solarize":
@@ -530,9 +591,28 @@ def transform_argument(name: str, level: int) -> float:
     return 0.0
 
 
-TRANSFORM_NAMES = ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY", "Color", "Contrast", "Brightness",
-                   "Sharpness", "Posterize", "Solarize", "Cutout", "AutoContrast", "Equalize", "Invert")
-CIFAR_POLICY_GROUPS = (20, 35, 40)  # autoaugment.py cifar10_policies: exp0s, exp1s, exp2s (5 per exp)
+TRANSFORM_NAMES = (
+    "Rotate",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Color",
+    "Contrast",
+    "Brightness",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "Cutout",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+)
+CIFAR_POLICY_GROUPS = (
+    20,
+    35,
+    40,
+)  # autoaugment.py cifar10_policies: exp0s, exp1s, exp2s (5 per exp)
 
 
 # ================================================================== ResNet-50 v2 (models/resnet50.py)
@@ -581,12 +661,20 @@ def conv2d_fixed_padding(x, w, stride):
     k = w.shape[0]
     if stride == 1:
         return conv2d_same(x, w, 1)
-    xp = np.pad(x, ((0, 0), ((k - 1) // 2, k - 1 - (k - 1) // 2), ((k - 1) // 2, k - 1 - (k - 1) // 2), (0, 0)))
+    xp = np.pad(
+        x,
+        (
+            (0, 0),
+            ((k - 1) // 2, k - 1 - (k - 1) // 2),
+            ((k - 1) // 2, k - 1 - (k - 1) // 2),
+            (0, 0),
+        ),
+    )
     ho, wo = (xp.shape[1] - k) // stride + 1, (xp.shape[2] - k) // stride + 1
     out = np.zeros((x.shape[0], ho, wo, w.shape[3]))
     for i in range(k):
         for j in range(k):
-            out += xp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :] @ w[i, j]
+            out += xp[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :] @ w[i, j]
     return out
 
 
@@ -601,7 +689,9 @@ def max_pool_same(x, k, stride):
     out = np.full((x.shape[0], ho, wo, x.shape[3]), -np.inf)
     for i in range(k):
         for j in range(k):
-            out = np.maximum(out, xp[:, i:i + stride * ho:stride, j:j + stride * wo:stride, :])
+            out = np.maximum(
+                out, xp[:, i : i + stride * ho : stride, j : j + stride * wo : stride, :]
+            )
     return out
 
 

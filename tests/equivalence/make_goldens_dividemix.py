@@ -97,7 +97,9 @@ def eval_table(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Logits Tensor[50000, 10] and noisy labels where 60 % of rows agree with the logits' argmax
     (low loss) and the rest are random (high loss): a bimodal loss as the GMM sees in training."""
     logits = G.det_tensor((EVAL_ROWS, 10), DATA_SEED, f"eval_logits_{epoch}", scale=3.0)
-    random_labels = G.det_tensor((EVAL_ROWS,), DATA_SEED, f"eval_labels_{epoch}", kind="int", low=0, high=10)
+    random_labels = G.det_tensor(
+        (EVAL_ROWS,), DATA_SEED, f"eval_labels_{epoch}", kind="int", low=0, high=10
+    )
     clean = torch.arange(EVAL_ROWS) % 5 < 3
     return logits, torch.where(clean, logits.argmax(1), random_labels)
 
@@ -105,8 +107,10 @@ def eval_table(epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
 def eval_batches(epoch: int, batch: int = 1000):
     logits, targets = eval_table(epoch)
     rows = torch.arange(EVAL_ROWS)
-    return logits, [(rows[i:i + batch, None].float(), targets[i:i + batch], rows[i:i + batch])
-                    for i in range(0, EVAL_ROWS, batch)]
+    return logits, [
+        (rows[i : i + batch, None].float(), targets[i : i + batch], rows[i : i + batch])
+        for i in range(0, EVAL_ROWS, batch)
+    ]
 
 
 def gmm_seed(call: int) -> int:
@@ -115,20 +119,41 @@ def gmm_seed(call: int) -> int:
 
 def semi_batches():
     """Two labeled batches (x, x2, labels, w) of 4 and one unlabeled batch (u, u2) of 4."""
-    lab = [(images(4, f"x1_{b}"), images(4, f"x2_{b}"), labels(4, f"y_{b}"),
-            G.det_tensor((4,), DATA_SEED, f"w_{b}", kind="uniform", low=0.5, high=1.0)) for b in range(2)]
+    lab = [
+        (
+            images(4, f"x1_{b}"),
+            images(4, f"x2_{b}"),
+            labels(4, f"y_{b}"),
+            G.det_tensor((4,), DATA_SEED, f"w_{b}", kind="uniform", low=0.5, high=1.0),
+        )
+        for b in range(2)
+    ]
     unl = [(images(4, "u1"), images(4, "u2"))]
     return lab, unl
 
 
-SEMI = dict(batch_size=4, labeled_len=8, epoch=12, warm_up=10, lambda_u=25.0, T=0.5, alpha=4.0, lr=0.02,
-            mix_seed=7)
+SEMI = dict(
+    batch_size=4,
+    labeled_len=8,
+    epoch=12,
+    warm_up=10,
+    lambda_u=25.0,
+    T=0.5,
+    alpha=4.0,
+    lr=0.02,
+    mix_seed=7,
+)
 
 
 # ----------------------------------------------------------------------------- helpers
 def bn_buffers(net: torch.nn.Module) -> np.ndarray:
-    return np.concatenate([v.detach().double().flatten().numpy() for k, v in net.state_dict().items()
-                           if k.endswith(("running_mean", "running_var"))])
+    return np.concatenate(
+        [
+            v.detach().double().flatten().numpy()
+            for k, v in net.state_dict().items()
+            if k.endswith(("running_mean", "running_var"))
+        ]
+    )
 
 
 def grad_table(net: torch.nn.Module) -> np.ndarray:
@@ -136,7 +161,9 @@ def grad_table(net: torch.nn.Module) -> np.ndarray:
 
 
 def delta_table(net: torch.nn.Module, before: dict) -> np.ndarray:
-    return np.concatenate([G.grad_sample(p.detach() - before[k]) for k, p in net.named_parameters()])
+    return np.concatenate(
+        [G.grad_sample(p.detach() - before[k]) for k, p in net.named_parameters()]
+    )
 
 
 def snapshot(net):
@@ -175,8 +202,14 @@ def golden_network(orig):
     with torch.no_grad():
         logits_eval = net(x)
     keys = np.array([k for k, v in net.state_dict().items() if v.is_floating_point()])
-    return dict(logits_train=logits_train, logits_eval=logits_eval, bn_buffers=buffers, grads=grad_table(net),
-                keys=keys, shapes=np.array([str(tuple(net.state_dict()[k].shape)) for k in keys]))
+    return dict(
+        logits_train=logits_train,
+        logits_eval=logits_eval,
+        bn_buffers=buffers,
+        grads=grad_table(net),
+        keys=keys,
+        shapes=np.array([str(tuple(net.state_dict()[k].shape)) for k in keys]),
+    )
 
 
 def golden_warmup(orig, noise_mode: str):
@@ -193,7 +226,9 @@ def golden_warmup(orig, noise_mode: str):
     optimizer = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
     batches = [(images(8, f"warm_x_{b}"), labels(8, f"warm_y_{b}"), None) for b in range(2)]
     ns["warmup"](0, net, optimizer, Batches(batches, 16, 8))
-    return dict(ce=torch.stack(losses).detach(), deltas=delta_table(net, before), bn_buffers=bn_buffers(net))
+    return dict(
+        ce=torch.stack(losses).detach(), deltas=delta_table(net, before), bn_buffers=bn_buffers(net)
+    )
 
 
 def golden_eval_train(orig, r: float, epochs: int):
@@ -204,7 +239,9 @@ def golden_eval_train(orig, r: float, epochs: int):
     for epoch in range(epochs):
         logits, batches = eval_batches(epoch)
         ns["eval_loader"] = batches
-        np.random.seed(gmm_seed(epoch))  # the original leaves random_state unset: its k-means init reads this
+        np.random.seed(
+            gmm_seed(epoch)
+        )  # the original leaves random_state unset: its k-means init reads this
         prob, all_loss = ns["eval_train"](TableNet(logits), all_loss)
         out[f"prob_sample_{epoch}"] = prob[::25].astype(np.float64)
         out[f"prob_sum_{epoch}"] = np.float64(prob.sum())
@@ -214,9 +251,17 @@ def golden_eval_train(orig, r: float, epochs: int):
 
 def golden_train(orig):
     ns = orig
-    ns["args"] = SimpleNamespace(batch_size=SEMI["batch_size"], num_class=10, T=SEMI["T"], alpha=SEMI["alpha"],
-                                 lambda_u=SEMI["lambda_u"], dataset="cifar10", r=0.5, noise_mode="sym",
-                                 num_epochs=300)
+    ns["args"] = SimpleNamespace(
+        batch_size=SEMI["batch_size"],
+        num_class=10,
+        T=SEMI["T"],
+        alpha=SEMI["alpha"],
+        lambda_u=SEMI["lambda_u"],
+        dataset="cifar10",
+        r=0.5,
+        noise_mode="sym",
+        num_epochs=300,
+    )
     ns["warm_up"] = SEMI["warm_up"]
     terms = []
     criterion = ns["SemiLoss"]()
@@ -237,16 +282,30 @@ def golden_train(orig):
     lab, unl = semi_batches()
     np.random.seed(SEMI["mix_seed"])
     torch.manual_seed(SEMI["mix_seed"])
-    ns["train"](SEMI["epoch"], net, net2, optimizer, Batches(lab, SEMI["labeled_len"], SEMI["batch_size"]),
-                Batches(unl, 4, SEMI["batch_size"]))
-    return dict(terms=np.array(terms), outputs=torch.cat([o.flatten() for o in outputs]), grads=np.stack(grads),
-                deltas=delta_table(net, before), bn_buffers=bn_buffers(net), bn_buffers_net2=bn_buffers(net2))
+    ns["train"](
+        SEMI["epoch"],
+        net,
+        net2,
+        optimizer,
+        Batches(lab, SEMI["labeled_len"], SEMI["batch_size"]),
+        Batches(unl, 4, SEMI["batch_size"]),
+    )
+    return dict(
+        terms=np.array(terms),
+        outputs=torch.cat([o.flatten() for o in outputs]),
+        grads=np.stack(grads),
+        deltas=delta_table(net, before),
+        bn_buffers=bn_buffers(net),
+        bn_buffers_net2=bn_buffers(net2),
+    )
 
 
 def lr_statements(script: Path) -> types.CodeType:
     """The main loop's LR statements (``lr=args.lr`` and ``if epoch >= 150: lr /= 10``), compiled."""
     tree = ast.parse(script.read_text())
-    loop = next(n for n in tree.body if isinstance(n, ast.For) and getattr(n.target, "id", "") == "epoch")
+    loop = next(
+        n for n in tree.body if isinstance(n, ast.For) and getattr(n.target, "id", "") == "epoch"
+    )
     body = [s for s in loop.body[:2]]
     assert ast.unparse(body[0]).replace(" ", "") == "lr=args.lr", ast.unparse(body[0])
     return compile(ast.Module(body=body, type_ignores=[]), str(script), "exec")
@@ -286,24 +345,42 @@ def write_cifar_pickles(npz_dir: Path, dataset: str, dest: Path) -> None:
         with np.load(npz_dir / "train_labels_full.npz") as z:
             fine = z["y"]  # the fine labels
         with open(dest / "train", "wb") as f:
-            pickle.dump({"data": np.zeros((50_000, 3072), np.uint8), "fine_labels": [int(v) for v in fine]}, f)
+            pickle.dump(
+                {"data": np.zeros((50_000, 3072), np.uint8), "fine_labels": [int(v) for v in fine]},
+                f,
+            )
 
 
 def golden_noise(root: Path, npz: dict[str, Path]):
     loader = G.import_original(root, "dataloader_cifar")
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for dataset, mode, r in (("cifar10", "sym", 0.5), ("cifar10", "asym", 0.4), ("cifar100", "sym", 0.5)):
+        for dataset, mode, r in (
+            ("cifar10", "sym", 0.5),
+            ("cifar10", "asym", 0.4),
+            ("cifar100", "sym", 0.5),
+        ):
             folder = Path(tmp) / dataset
             if not folder.exists():
                 write_cifar_pickles(npz[dataset], dataset, folder)
-            random.seed(123)  # Train_cifar.py: random.seed(args.seed), default 123, before the first dataset
-            ds = loader.cifar_dataset(dataset, r, mode, str(folder), None, "all", noise_file=str(folder / "n.json"))
+            random.seed(
+                123
+            )  # Train_cifar.py: random.seed(args.seed), default 123, before the first dataset
+            ds = loader.cifar_dataset(
+                dataset, r, mode, str(folder), None, "all", noise_file=str(folder / "n.json")
+            )
             out[f"{dataset}_{mode}_{r}"] = np.array(ds.noise_label, dtype=np.uint8)
             (folder / "n.json").unlink()
         for dataset in ("cifar10", "cifar100"):
-            tf = loader.cifar_dataloader(dataset, r=0.5, noise_mode="sym", batch_size=4, num_workers=0,
-                                         root_dir=tmp, log=None).transform_test.transforms[1]
+            tf = loader.cifar_dataloader(
+                dataset,
+                r=0.5,
+                noise_mode="sym",
+                batch_size=4,
+                num_workers=0,
+                root_dir=tmp,
+                log=None,
+            ).transform_test.transforms[1]
             out[f"{dataset}_mean"], out[f"{dataset}_std"] = np.array(tf.mean), np.array(tf.std)
     return out
 
@@ -318,13 +395,22 @@ def stub_torchnet() -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--original", type=Path, required=True, help="a DivideMix checkout at d9d3058")
-    p.add_argument("--cifar10", type=Path, default=Path("../shared/data/cifar10"), help="CIFAR-10 .npz folder")
-    p.add_argument("--cifar100", type=Path, default=Path("../shared/data/cifar100"), help="CIFAR-100 .npz folder")
+    p.add_argument(
+        "--cifar10", type=Path, default=Path("../shared/data/cifar10"), help="CIFAR-10 .npz folder"
+    )
+    p.add_argument(
+        "--cifar100",
+        type=Path,
+        default=Path("../shared/data/cifar100"),
+        help="CIFAR-100 .npz folder",
+    )
     p.add_argument("--only", nargs="*", default=None, help="fixture names to write (default: all)")
     args = p.parse_args()
     root = args.original.resolve()
     commit = G.git_commit(root, COMMIT)
-    torch.set_num_threads(1)  # one thread: the reductions' order, hence the float32 results, is fixed
+    torch.set_num_threads(
+        1
+    )  # one thread: the reductions' order, hence the float32 results, is fixed
     stub_torchnet()
     script = root / "Train_cifar.py"
     defs = lambda: G.load_definitions(script)  # noqa: E731  (fresh globals per component)
@@ -341,8 +427,13 @@ def main() -> None:
     with G.cpu_only():
         for name, make in components.items():
             if args.only is None or name in args.only:
-                G.save_golden(OUT / f"{name}.npz", original="LiJunnan1992/DivideMix", commit=commit,
-                              generator=Path(__file__).name, **make())
+                G.save_golden(
+                    OUT / f"{name}.npz",
+                    original="LiJunnan1992/DivideMix",
+                    commit=commit,
+                    generator=Path(__file__).name,
+                    **make(),
+                )
 
 
 if __name__ == "__main__":

@@ -56,7 +56,12 @@ def _apply(tf, images):
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--original", required=True, type=Path, help="a checkout of LiJunnan1992/DivideMix at d9d3058")
+    p.add_argument(
+        "--original",
+        required=True,
+        type=Path,
+        help="a checkout of LiJunnan1992/DivideMix at d9d3058",
+    )
     args = p.parse_args()
     root = args.original.resolve()
     sys.path.insert(0, str(root))
@@ -79,12 +84,21 @@ def main() -> None:
     image = file_image()
     clothing = dataloader_clothing1M.clothing_dataloader("unused", 8, 1, 0)
     webvision = dataloader_webvision.webvision_dataloader(8, 50, 0, "unused", None)
-    for name, tf in (("clothing1m/train", clothing.transform_train), ("clothing1m/test", clothing.transform_test),
-                     ("webvision/train", webvision.transform_train), ("webvision/test", webvision.transform_test),
-                     ("webvision/imagenet", webvision.transform_imagenet)):
+    for name, tf in (
+        ("clothing1m/train", clothing.transform_train),
+        ("clothing1m/test", clothing.transform_test),
+        ("webvision/train", webvision.transform_train),
+        ("webvision/test", webvision.transform_test),
+        ("webvision/imagenet", webvision.transform_imagenet),
+    ):
         out[name] = digest(_apply(tf, image[None])[0])
-    save_golden(FIXTURES / "dividemix" / "aug_views.npz", original=ORIGINAL, commit=git_commit(root, fallback=COMMIT),
-                generator=Path(__file__).name, **out)
+    save_golden(
+        FIXTURES / "dividemix" / "aug_views.npz",
+        original=ORIGINAL,
+        commit=git_commit(root, fallback=COMMIT),
+        generator=Path(__file__).name,
+        **out,
+    )
 
 
 if __name__ == "__main__":

@@ -36,8 +36,15 @@ from tests.equivalence._golden import FIXTURES, cpu_only, det_array, git_commit,
 ORIGINAL = "yuanpengtu/DMLP"
 COMMIT = "ba9795cc9800628ccf3446efd22b791713c45d78"
 SEED = 0
-CONSTANTS = {"train_num": 230, "val_num": 40, "test_num": 60, "batchsize": 70, "batchsize_fc": 30,
-             "epoch": 5, "epoch_T": 4}
+CONSTANTS = {
+    "train_num": 230,
+    "val_num": 40,
+    "test_num": 60,
+    "batchsize": 70,
+    "batchsize_fc": 30,
+    "epoch": 5,
+    "epoch_T": 4,
+}
 NUM_CLASSES, DIM = 10, 12  # the script's num_classes; the feature width
 LABEL_FILE_ROWS = 50000  # the script counts noise over range(50000) of trainlabels/correctlabels
 
@@ -51,9 +58,13 @@ def inputs() -> dict[str, np.ndarray]:
     test_labels = det_array((t,), SEED, "test_labels", kind="int", high=NUM_CLASSES)
     flip = det_array((n,), SEED, "flip", kind="uniform") < 0.3
     other = det_array((n,), SEED, "other", kind="int", high=NUM_CLASSES)
-    return {"train": centres[clean] + det_array((n, DIM), SEED, "train_noise"),
-            "test": centres[test_labels] + det_array((t, DIM), SEED, "test_noise"),
-            "clean": clean, "noisy": np.where(flip, other, clean), "test_labels": test_labels}
+    return {
+        "train": centres[clean] + det_array((n, DIM), SEED, "train_noise"),
+        "test": centres[test_labels] + det_array((t, DIM), SEED, "test_noise"),
+        "clean": clean,
+        "noisy": np.where(flip, other, clean),
+        "test_labels": test_labels,
+    }
 
 
 def write_original_files(folder: Path, data: dict[str, np.ndarray]) -> None:
@@ -84,14 +95,18 @@ def recording_adam(records: list):
     class Recording(base):
         def __init__(self, params, *a, **k):
             super().__init__(params, *a, **k)
-            rec = {"init": [p.detach().clone() for g in self.param_groups for p in g["params"]],
-                   "grads": [], "params": []}
+            rec = {
+                "init": [p.detach().clone() for g in self.param_groups for p in g["params"]],
+                "grads": [],
+                "params": [],
+            }
             records.append(rec)
 
             def hook(opt, _args, _kwargs):
                 ps = [p for g in opt.param_groups for p in g["params"]]
                 rec["grads"].append([p.grad.detach().clone() for p in ps])
                 rec["params"].append([p.detach().clone() for p in ps])
+
             self.register_step_post_hook(hook)
 
     torch.optim.Adam = Recording
@@ -129,28 +144,57 @@ def main() -> None:
     per_epoch = len(labels_v1["params"]) // CONSTANTS["epoch"]
     meta = dict(original=ORIGINAL, commit=git_commit(root, COMMIT), generator=Path(__file__).name)
     out = FIXTURES / "dmlp"
-    save_golden(out / "split.npz", **meta, idx_to_train=ns["idx_to_train"], idx_to_meta=ns["idx_to_meta"],
-                head_v1_weight=head_v1["init"][0], head_v1_bias=head_v1["init"][1],
-                head_v2_weight=head_v2["init"][0], head_v2_bias=head_v2["init"][1])
-    save_golden(out / "ipc.npz", **meta,
-                grads_v1_epoch0=torch.stack([g[0] for g in labels_v1["grads"][:per_epoch]]),
-                labels_v1_after_step0=labels_v1["params"][0][0],
-                labels_v1_after_ipc=torch.stack([labels_v1["params"][k][0]
-                                                 for k in range(per_epoch - 1, len(labels_v1["params"]), per_epoch)]),
-                labels_v2_after_ipc=torch.stack([labels_v2["params"][k][0]
-                                                 for k in range(per_epoch - 1, len(labels_v2["params"]), per_epoch)]))
-    save_golden(out / "eac.npz", **meta,
-                head_v1_weights=torch.stack([p[0] for p in head_v1["params"]]),
-                head_v1_biases=torch.stack([p[1] for p in head_v1["params"]]),
-                head_v1_grad0=head_v1["grads"][0][0],
-                head_v2_weights=torch.stack([p[0] for p in head_v2["params"]]),
-                head_v2_biases=torch.stack([p[1] for p in head_v2["params"]]))
-    save_golden(out / "final.npz", **meta,
-                labels_v1=ns["train_labels_v1"], labels_v2=ns["train_labels_v2"],
-                hard_v1=ns["train_labels_v1"].argmax(1), w_v1=ns["W1_v1"], w_v2=ns["W1_v2"],
-                test_predict_fcv1=ns["test_predict_fcv1"], test_predict_fcv2=ns["test_predict_fcv2"],
-                acc_testv1=float(ns["acc_testv1"]), acc_test_fcv1=float(ns["acc_test_fcv1"]),
-                ensemacc=float(ns["ensemacc"]))
+    save_golden(
+        out / "split.npz",
+        **meta,
+        idx_to_train=ns["idx_to_train"],
+        idx_to_meta=ns["idx_to_meta"],
+        head_v1_weight=head_v1["init"][0],
+        head_v1_bias=head_v1["init"][1],
+        head_v2_weight=head_v2["init"][0],
+        head_v2_bias=head_v2["init"][1],
+    )
+    save_golden(
+        out / "ipc.npz",
+        **meta,
+        grads_v1_epoch0=torch.stack([g[0] for g in labels_v1["grads"][:per_epoch]]),
+        labels_v1_after_step0=labels_v1["params"][0][0],
+        labels_v1_after_ipc=torch.stack(
+            [
+                labels_v1["params"][k][0]
+                for k in range(per_epoch - 1, len(labels_v1["params"]), per_epoch)
+            ]
+        ),
+        labels_v2_after_ipc=torch.stack(
+            [
+                labels_v2["params"][k][0]
+                for k in range(per_epoch - 1, len(labels_v2["params"]), per_epoch)
+            ]
+        ),
+    )
+    save_golden(
+        out / "eac.npz",
+        **meta,
+        head_v1_weights=torch.stack([p[0] for p in head_v1["params"]]),
+        head_v1_biases=torch.stack([p[1] for p in head_v1["params"]]),
+        head_v1_grad0=head_v1["grads"][0][0],
+        head_v2_weights=torch.stack([p[0] for p in head_v2["params"]]),
+        head_v2_biases=torch.stack([p[1] for p in head_v2["params"]]),
+    )
+    save_golden(
+        out / "final.npz",
+        **meta,
+        labels_v1=ns["train_labels_v1"],
+        labels_v2=ns["train_labels_v2"],
+        hard_v1=ns["train_labels_v1"].argmax(1),
+        w_v1=ns["W1_v1"],
+        w_v2=ns["W1_v2"],
+        test_predict_fcv1=ns["test_predict_fcv1"],
+        test_predict_fcv2=ns["test_predict_fcv2"],
+        acc_testv1=float(ns["acc_testv1"]),
+        acc_test_fcv1=float(ns["acc_test_fcv1"]),
+        ensemacc=float(ns["ensemacc"]),
+    )
 
 
 if __name__ == "__main__":

@@ -62,52 +62,77 @@ HYBRIDS = (("U", 0.3), ("U", 0.6), ("A", 0.3))
 
 
 def denoiser_inputs(seed: int = 7) -> dict:
-    return {"x_embed": det_tensor((B, F_DIM), seed, "x_embed"), "y": det_tensor((B, C), seed, "y"),
-            "t": det_tensor((B,), seed, "t", kind="int", low=0, high=T + 1),
-            "fp": det_tensor((B, FP), seed, "fp"), "eps": det_tensor((B, C), seed, "eps"),
-            "w": det_tensor((B,), seed, "w", kind="uniform", low=0.0, high=0.25)}
+    return {
+        "x_embed": det_tensor((B, F_DIM), seed, "x_embed"),
+        "y": det_tensor((B, C), seed, "y"),
+        "t": det_tensor((B,), seed, "t", kind="int", low=0, high=T + 1),
+        "fp": det_tensor((B, FP), seed, "fp"),
+        "eps": det_tensor((B, C), seed, "eps"),
+        "w": det_tensor((B,), seed, "w", kind="uniform", low=0.0, high=0.25),
+    }
 
 
 def knn_inputs(seed: int = 11) -> dict:
-    return {"db": det_tensor((KNN_N, KNN_D), seed, "db"),
-            "labels": det_tensor((KNN_N,), seed, "labels", kind="int", low=0, high=KNN_C),
-            "idx": det_tensor((B,), seed, "idx", kind="int", low=0, high=KNN_N),
-            "online": det_tensor((B, KNN_D), seed, "online", scale=0.3)}
+    return {
+        "db": det_tensor((KNN_N, KNN_D), seed, "db"),
+        "labels": det_tensor((KNN_N,), seed, "labels", kind="int", low=0, high=KNN_C),
+        "idx": det_tensor((B,), seed, "idx", kind="int", low=0, high=KNN_N),
+        "online": det_tensor((B, KNN_D), seed, "online", scale=0.3),
+    }
 
 
 def step_inputs(seed: int = 13) -> dict:
     n = 40
-    return {"images": det_tensor((2, B, 3, 32, 32), seed, "images"),
-            "db": det_tensor((n, FP), seed, "db"),
-            "labels": det_tensor((n,), seed, "labels", kind="int", low=0, high=C),
-            "idx": det_tensor((2, B), seed, "idx", kind="int", low=0, high=n)}
+    return {
+        "images": det_tensor((2, B, 3, 32, 32), seed, "images"),
+        "db": det_tensor((n, FP), seed, "db"),
+        "labels": det_tensor((n,), seed, "labels", kind="int", low=0, high=C),
+        "idx": det_tensor((2, B), seed, "idx", kind="int", low=0, high=n),
+    }
 
 
 def save(name: str, commit: str, original: str, **arrays) -> None:
-    save_golden(OUT / f"{name}.npz", original=original, commit=commit, generator=GENERATOR, **arrays)
+    save_golden(
+        OUT / f"{name}.npz", original=original, commit=commit, generator=GENERATOR, **arrays
+    )
 
 
 def params_sample(module: nn.Module) -> dict:
     """A strided sample and the norm of every floating state entry, by the original's key."""
-    return {f"p:{k}": grad_sample(v) for k, v in module.state_dict().items() if v.is_floating_point()}
+    return {
+        f"p:{k}": grad_sample(v) for k, v in module.state_dict().items() if v.is_floating_point()
+    }
 
 
 # ------------------------------------------------------------------------------------------------ LRA
 def build_diffusion(md, steps: int = 10):
-    return md.Diffusion(nn.Identity(), num_timesteps=T, n_class=C, fp_dim=FP, device="cpu",
-                        feature_dim=F_DIM, encoder_type="resnet18", ddim_num_steps=steps)
+    return md.Diffusion(
+        nn.Identity(),
+        num_timesteps=T,
+        n_class=C,
+        fp_dim=FP,
+        device="cpu",
+        feature_dim=F_DIM,
+        encoder_type="resnet18",
+        ddim_num_steps=steps,
+    )
 
 
 def gen_schedule(md, du, learning, commit: str) -> None:
     diff = build_diffusion(md)
-    out = {"betas": diff.betas, "alphas_cumprod": diff.alphas_cumprod,
-           "ddim_alphas": diff.ddim_alphas, "ddim_alphas_prev": diff.ddim_alphas_prev}
+    out = {
+        "betas": diff.betas,
+        "alphas_cumprod": diff.alphas_cumprod,
+        "ddim_alphas": diff.ddim_alphas,
+        "ddim_alphas_prev": diff.ddim_alphas_prev,
+    }
     for s in DDIM_STEPS:
         out[f"ddim_timesteps_{s}"] = du.make_ddim_timesteps("uniform", s, T)
     opt = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=0.1)
     for warm, horizon in ((5, 1000), (10, 200), (1, 300)):
-        out[f"lr_{warm}_{horizon}"] = np.array([learning.adjust_learning_rate(opt, e, warm, horizon, 0.001)
-                                                for e in LR_POINTS])
+        out[f"lr_{warm}_{horizon}"] = np.array(
+            [learning.adjust_learning_rate(opt, e, warm, horizon, 0.001) for e in LR_POINTS]
+        )
     save("schedule", commit, "puar-playground/LRA-diffusion", **out)
 
 
@@ -117,9 +142,14 @@ def gen_init(md, r32, commit: str) -> None:
     torch.manual_seed(22)
     enc = r32.resnet18(num_classes=F_DIM, num_input_channels=3)
     next_draw = torch.rand(4)
-    save("init", commit, "puar-playground/LRA-diffusion",
-         **{f"denoiser/{k}": v for k, v in params_sample(model).items()},
-         **{f"encoder/{k}": v for k, v in params_sample(enc).items()}, encoder_next_draw=next_draw)
+    save(
+        "init",
+        commit,
+        "puar-playground/LRA-diffusion",
+        **{f"denoiser/{k}": v for k, v in params_sample(model).items()},
+        **{f"encoder/{k}": v for k, v in params_sample(enc).items()},
+        encoder_next_draw=next_draw,
+    )
 
 
 def gen_denoiser(md, commit: str) -> None:
@@ -135,22 +165,50 @@ def gen_denoiser(md, commit: str) -> None:
     loss = torch.mean(torch.matmul(x["w"], nn.MSELoss(reduction="none")(x["eps"], out)))
     loss.backward()
     grads = {f"g:{k}": grad_sample(p.grad) for k, p in model.named_parameters()}
-    save("denoiser", commit, "puar-playground/LRA-diffusion", out_eval=out_eval, out_train=out, loss=loss,
-         grad_x_embed=x_embed.grad, grad_fp=fp.grad,
-         running_mean=model.unetnorm1.running_mean, running_var=model.unetnorm1.running_var, **grads)
+    save(
+        "denoiser",
+        commit,
+        "puar-playground/LRA-diffusion",
+        out_eval=out_eval,
+        out_train=out,
+        loss=loss,
+        grad_x_embed=x_embed.grad,
+        grad_fp=fp.grad,
+        running_mean=model.unetnorm1.running_mean,
+        running_var=model.unetnorm1.running_var,
+        **grads,
+    )
 
 
 def gen_knn(knn_utils, commit: str) -> None:
     x = knn_inputs()
     out = {}
     torch.manual_seed(31)
-    lab, w = knn_utils.sample_knn_labels(x["db"][x["idx"]], x["labels"][x["idx"]], x["db"], x["labels"],
-                                         k=KNN_K, n_class=KNN_C, weighted=True)
+    lab, w = knn_utils.sample_knn_labels(
+        x["db"][x["idx"]],
+        x["labels"][x["idx"]],
+        x["db"],
+        x["labels"],
+        k=KNN_K,
+        n_class=KNN_C,
+        weighted=True,
+    )
     out.update(rows_labels=lab, rows_weights=w)
     torch.manual_seed(32)
-    lab, w = knn_utils.sample_knn_labels(x["online"], x["labels"][x["idx"]], x["db"], x["labels"],
-                                         k=KNN_K, n_class=KNN_C, weighted=False)
-    out.update(online_labels=lab, online_weights=w, online_neighbours=knn_utils.knn(x["online"], x["db"], KNN_K)[1])
+    lab, w = knn_utils.sample_knn_labels(
+        x["online"],
+        x["labels"][x["idx"]],
+        x["db"],
+        x["labels"],
+        k=KNN_K,
+        n_class=KNN_C,
+        weighted=False,
+    )
+    out.update(
+        online_labels=lab,
+        online_weights=w,
+        online_neighbours=knn_utils.knn(x["online"], x["db"], KNN_K)[1],
+    )
     with tempfile.TemporaryDirectory() as tmp:
         table = knn_utils.prepare_knn(x["labels"], x["db"], str(Path(tmp) / "fp_knn.npy"), k=KNN_K)
     torch.manual_seed(33)
@@ -165,8 +223,14 @@ def gen_train_step(md, knn_utils, learning, commit: str) -> None:
     fill_state(diff.model, seed=4)
     fill_state(diff.diffusion_encoder, seed=5)
     x = step_inputs()
-    opt = torch.optim.Adam(diff.model.parameters(), lr=0.0001, weight_decay=0.0, betas=(0.9, 0.999),
-                           amsgrad=False, eps=1e-08)
+    opt = torch.optim.Adam(
+        diff.model.parameters(),
+        lr=0.0001,
+        weight_decay=0.0,
+        betas=(0.9, 0.999),
+        amsgrad=False,
+        eps=1e-08,
+    )
     mse = nn.MSELoss(reduction="none")
     torch.manual_seed(41)
     out = {}
@@ -174,19 +238,32 @@ def gen_train_step(md, knn_utils, learning, commit: str) -> None:
         diff.model.train()
         idx = x["idx"][step]
         fp = x["db"][idx]
-        lab, w = knn_utils.sample_knn_labels(fp, x["labels"][idx], x["db"], x["labels"], k=4, n_class=C,
-                                             weighted=True)
+        lab, w = knn_utils.sample_knn_labels(
+            fp, x["labels"][idx], x["db"], x["labels"], k=4, n_class=C, weighted=True
+        )
         y0, _ = learning.cast_label_to_one_hot_and_prototype(lab.to(torch.int64), n_class=C)
-        lr = learning.adjust_learning_rate(opt, step / 10 + 0.0, warmup_epochs=5, n_epochs=1000, lr_input=0.001)
+        lr = learning.adjust_learning_rate(
+            opt, step / 10 + 0.0, warmup_epochs=5, n_epochs=1000, lr_input=0.001
+        )
         t = torch.randint(low=0, high=T, size=(B // 2 + 1,))
         t = torch.cat([t, T - 1 - t], dim=0)[:B]
         output, e = diff.forward_t(y0, x["images"][step], t, fp)
         loss = torch.mean(torch.matmul(w, mse(e, output)))
         opt.zero_grad()
         loss.backward()
-        out.update({f"s{step}/labels": lab, f"s{step}/weights": w, f"s{step}/t": t, f"s{step}/e": e,
-                    f"s{step}/loss": loss, f"s{step}/lr": np.array(lr)})
-        out.update({f"s{step}/g:{k}": grad_sample(p.grad) for k, p in diff.model.named_parameters()})
+        out.update(
+            {
+                f"s{step}/labels": lab,
+                f"s{step}/weights": w,
+                f"s{step}/t": t,
+                f"s{step}/e": e,
+                f"s{step}/loss": loss,
+                f"s{step}/lr": np.array(lr),
+            }
+        )
+        out.update(
+            {f"s{step}/g:{k}": grad_sample(p.grad) for k, p in diff.model.named_parameters()}
+        )
         out[f"s{step}/grad_norm"] = torch.nn.utils.clip_grad_norm_(diff.model.parameters(), 1.0)
         opt.step()
     out.update({f"final/{k}": v for k, v in params_sample(diff.model).items()})
@@ -204,14 +281,25 @@ def gen_simclr(model_simclr, commit: str) -> None:
     fill_state(enc, seed=6)
     with torch.no_grad():
         feats = enc.eval()(det_tensor((2, 3, 32, 32), 62, "images"))
-    save("simclr", commit, "puar-playground/LRA-diffusion", **init, next_draw=next_draw, features=feats,
-         keys=np.array(list(enc.state_dict())))
+    save(
+        "simclr",
+        commit,
+        "puar-playground/LRA-diffusion",
+        **init,
+        next_draw=next_draw,
+        features=feats,
+        keys=np.array(list(enc.state_dict())),
+    )
 
 
 def loader_inputs(seed: int = 71) -> dict:
-    return {"images": det_array((40, 32, 32, 3), seed, "images", kind="int", low=0, high=256).astype(np.uint8),
-            "labels": det_array((40,), seed, "labels", kind="int", low=0, high=C),
-            "weights": det_tensor((3 * 32 * 32,), seed, "weights").double()}
+    return {
+        "images": det_array((40, 32, 32, 3), seed, "images", kind="int", low=0, high=256).astype(
+            np.uint8
+        ),
+        "labels": det_array((40,), seed, "labels", kind="int", low=0, high=C),
+        "weights": det_tensor((3 * 32 * 32,), seed, "weights").double(),
+    }
 
 
 def loader_record(batches, weights) -> dict:
@@ -232,8 +320,14 @@ def gen_loader(data_utils, commit: str) -> None:
     import torchvision.transforms as T
 
     x = loader_inputs()
-    train_tf = T.Compose([T.RandomCrop(32, padding=4), T.RandomHorizontalFlip(), T.ToTensor(),
-                          T.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
+    train_tf = T.Compose(
+        [
+            T.RandomCrop(32, padding=4),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+        ]
+    )
     train = data_utils.Custom_dataset(x["images"], list(x["labels"]), transform=train_tf)
     loader = torch.utils.data.DataLoader(train, batch_size=B, shuffle=True, num_workers=4)
     out = {}
@@ -264,8 +358,15 @@ EPOCH_SPLITS = {"train": 40, "val": 16, "test": 16}
 
 
 def epoch_inputs(seed: int = 91) -> dict:
-    return {s: (det_array((n, 32, 32, 3), seed, f"{s}_images", kind="int", low=0, high=256).astype(np.uint8),
-                det_array((n,), seed, f"{s}_labels", kind="int", low=0, high=C)) for s, n in EPOCH_SPLITS.items()}
+    return {
+        s: (
+            det_array((n, 32, 32, 3), seed, f"{s}_images", kind="int", low=0, high=256).astype(
+                np.uint8
+            ),
+            det_array((n,), seed, f"{s}_labels", kind="int", low=0, high=C),
+        )
+        for s, n in EPOCH_SPLITS.items()
+    }
 
 
 def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
@@ -279,7 +380,9 @@ def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
 
     import torchvision.transforms as tv
 
-    sys.modules.setdefault("clip", types.ModuleType("clip"))  # imported by clip_wrapper.py, never called here
+    sys.modules.setdefault(
+        "clip", types.ModuleType("clip")
+    )  # imported by clip_wrapper.py, never called here
     ns = load_definitions(root / "train_CIFAR.py")
     agree = ns["cnt_agree"]
     ns["cnt_agree"] = lambda output, target: torch.tensor([agree(output, target)])
@@ -287,26 +390,62 @@ def gen_epochs(root: Path, md, data_utils, commit: str) -> None:
     seen = {"acc": [], "embed": []}
     original_test, original_prepare = ns["test"], ns["prepare_fp_x"]
     ns["test"] = lambda *a: seen["acc"].append(original_test(*a)) or seen["acc"][-1]
-    ns["prepare_fp_x"] = lambda *a, **k: seen["embed"].append(original_prepare(*a, **k)) or seen["embed"][-1]
+    ns["prepare_fp_x"] = lambda *a, **k: (
+        seen["embed"].append(original_prepare(*a, **k)) or seen["embed"][-1]
+    )
     x = epoch_inputs()
-    train_tf = tv.Compose([tv.RandomCrop(32, padding=4), tv.RandomHorizontalFlip(), tv.ToTensor(),
-                           tv.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010))])
-    datasets = {s: data_utils.Custom_dataset(x[s][0], list(x[s][1]),
-                                             **({"transform": train_tf} if s == "train" else {}))
-                for s in EPOCH_SPLITS}
+    train_tf = tv.Compose(
+        [
+            tv.RandomCrop(32, padding=4),
+            tv.RandomHorizontalFlip(),
+            tv.ToTensor(),
+            tv.Normalize((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+        ]
+    )
+    datasets = {
+        s: data_utils.Custom_dataset(
+            x[s][0], list(x[s][1]), **({"transform": train_tf} if s == "train" else {})
+        )
+        for s in EPOCH_SPLITS
+    }
     stub = PriorStub()
     fill_state(stub, seed=8)
     torch.manual_seed(92)
-    diff = md.Diffusion(stub, num_timesteps=T, n_class=C, fp_dim=FP, device="cpu", feature_dim=F_DIM,
-                        encoder_type="resnet18", ddim_num_steps=10)
+    diff = md.Diffusion(
+        stub,
+        num_timesteps=T,
+        n_class=C,
+        fp_dim=FP,
+        device="cpu",
+        feature_dim=F_DIM,
+        encoder_type="resnet18",
+        ddim_num_steps=10,
+    )
     args = ap.Namespace(nepoch=2, k=4, warmup_epochs=0)
     with tempfile.TemporaryDirectory() as tmp:
-        ns["train"](diff, datasets["train"], datasets["val"], datasets["test"], str(Path(tmp) / "m.pt"), args,
-                    real_fp=False)
-    save("epochs", commit, "puar-playground/LRA-diffusion", accuracies=np.array(seen["acc"]),
-         train_embed=seen["embed"][0], next_draw=torch.rand(3),
-         **{f"final/{k}": v for k, v in params_sample(diff.model).items()},
-         **{f"encoder/{k}": v for k, v in params_sample(diff.diffusion_encoder).items() if "running" in k})
+        ns["train"](
+            diff,
+            datasets["train"],
+            datasets["val"],
+            datasets["test"],
+            str(Path(tmp) / "m.pt"),
+            args,
+            real_fp=False,
+        )
+    save(
+        "epochs",
+        commit,
+        "puar-playground/LRA-diffusion",
+        accuracies=np.array(seen["acc"]),
+        train_embed=seen["embed"][0],
+        next_draw=torch.rand(3),
+        **{f"final/{k}": v for k, v in params_sample(diff.model).items()},
+        **{
+            f"encoder/{k}": v
+            for k, v in params_sample(diff.diffusion_encoder).items()
+            if "running" in k
+        },
+    )
 
 
 def gen_ddim(md, commit: str) -> None:
@@ -321,7 +460,9 @@ def gen_ddim(md, commit: str) -> None:
         torch.manual_seed(51)
         y = diff.reverse_ddim(x["images"][0], stochastic=False, fp_x=x["db"][:B])
         out[f"label_{steps}"] = y
-        out[f"next_draw_{steps}"] = torch.randn(5)  # reverse_ddim's draws advance the global generator
+        out[f"next_draw_{steps}"] = torch.randn(
+            5
+        )  # reverse_ddim's draws advance the global generator
     save("ddim", commit, "puar-playground/LRA-diffusion", **out)
 
 
@@ -333,29 +474,42 @@ def load_plc_noise(plc: Path) -> types.ModuleType:
     if old not in src:
         raise RuntimeError(f"{plc}/cifar/noise.py: expected line not found (another PLC commit?)")
     mod = types.ModuleType("plc_noise")
-    exec(compile(src.replace(old, old + "[0]"), str(plc / "cifar" / "noise.py"), "exec"), mod.__dict__)
+    exec(
+        compile(src.replace(old, old + "[0]"), str(plc / "cifar" / "noise.py"), "exec"),
+        mod.__dict__,
+    )
     return mod
 
 
 def load_label_noise(plc: Path):
     """PLC's ``utils.py: label_noise`` with the numpy ≥ 2 patch of the module docstring (``binomial(...,
     1)`` is a 1-element array PLC assigns to a scalar; ``[0]`` assigns the same value)."""
-    sys.modules.setdefault("termcolor", types.SimpleNamespace(cprint=print))  # imported by utils.py, unused
+    sys.modules.setdefault(
+        "termcolor", types.SimpleNamespace(cprint=print)
+    )  # imported by utils.py, unused
     src = (plc / "utils.py").read_text()
     old = "noise_level[i]/factor, 1)"
     if src.count(old) != 3:
-        raise RuntimeError(f"{plc}/utils.py: expected PMD draw lines not found (another PLC commit?)")
+        raise RuntimeError(
+            f"{plc}/utils.py: expected PMD draw lines not found (another PLC commit?)"
+        )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "plc_utils.py"
         path.write_text(src.replace(old, old + "[0]"))
         return load_definitions(path)["label_noise"]
 
 
-def plc_overlay(noise, base: np.ndarray, num_classes: int, kind: str, rate: float, seed: int = 77) -> np.ndarray:
+def plc_overlay(
+    noise, base: np.ndarray, num_classes: int, kind: str, rate: float, seed: int = 77
+) -> np.ndarray:
     """What PLC's ``cifar/train.py`` does to the loaded file with ``--noise_type uniform|asymmetric``."""
     if kind == "U":
-        return noise.noisify_with_P(base.copy(), nb_classes=num_classes, noise=rate, random_state=seed)[0]
-    fn = noise.noisify_cifar10_asymmetric if num_classes == 10 else noise.noisify_cifar100_asymmetric
+        return noise.noisify_with_P(
+            base.copy(), nb_classes=num_classes, noise=rate, random_state=seed
+        )[0]
+    fn = (
+        noise.noisify_cifar10_asymmetric if num_classes == 10 else noise.noisify_cifar100_asymmetric
+    )
     return fn(base.copy(), noise=rate, random_state=seed)[0]
 
 
@@ -377,24 +531,33 @@ def gen_pmd(plc: Path, shipped: Path | None, commit: str) -> None:
         base = det_array((600,), 61, f"base{num_classes}", kind="int", low=0, high=num_classes)
         out[f"base_{num_classes}"] = base
         for kind, rate in HYBRIDS:
-            out[f"small_{num_classes}_{kind}_{rate}"] = plc_overlay(noise, base, num_classes, kind, rate)
+            out[f"small_{num_classes}_{kind}_{rate}"] = plc_overlay(
+                noise, base, num_classes, kind, rate
+            )
         if shipped is None:
             continue
         ds = "cifar10" if num_classes == 10 else "cifar100"
         full = np.load(shipped / f"{ds}-1-0.35.npy")
         for kind, rate in HYBRIDS:
             labels = plc_overlay(noise, full, num_classes, kind, rate)
-            out[f"sha256_{ds}-1-0.35_{kind}_{rate}"] = np.array(hashlib.sha256(labels.astype(np.int64).tobytes())
-                                                                 .hexdigest())
+            out[f"sha256_{ds}-1-0.35_{kind}_{rate}"] = np.array(
+                hashlib.sha256(labels.astype(np.int64).tobytes()).hexdigest()
+            )
     save("pmd_hybrids", commit, "pxiangwu/PLC", **out)
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--original", type=Path, required=True, help="LRA-diffusion checkout at 231e587")
-    p.add_argument("--plc", type=Path, default=None, help="PLC checkout at 8c2bcfd (the PMD overlay fixture)")
-    p.add_argument("--shipped", type=Path, default=None,
-                   help="folder of LRA's noise_label/*.npy (default: <original>/noise_label)")
+    p.add_argument(
+        "--plc", type=Path, default=None, help="PLC checkout at 8c2bcfd (the PMD overlay fixture)"
+    )
+    p.add_argument(
+        "--shipped",
+        type=Path,
+        default=None,
+        help="folder of LRA's noise_label/*.npy (default: <original>/noise_label)",
+    )
     args = p.parse_args()
     torch.set_num_threads(1)
     commit = git_commit(args.original, LRA_COMMIT)
@@ -414,8 +577,11 @@ def main() -> None:
     gen_epochs(args.original, md, import_original(args.original, "utils.data_utils"), commit)
     if args.plc is not None:
         shipped = args.shipped or args.original / "noise_label"
-        gen_pmd(args.plc, shipped if (shipped / "cifar10-1-0.35.npy").is_file() else None,
-                git_commit(args.plc, PLC_COMMIT))
+        gen_pmd(
+            args.plc,
+            shipped if (shipped / "cifar10-1-0.35.npy").is_file() else None,
+            git_commit(args.plc, PLC_COMMIT),
+        )
 
 
 if __name__ == "__main__":

@@ -50,10 +50,20 @@ SEED = 0
 SIZE, DIM, NUM_CLASSES = 8, 16, 5  # encoder input side, feature width, classes
 BATCHES = (6, 10)  # N = 2B = 12 < 16 (the port's Gram path), then 20 > 16
 LR, WD = 0.01, 0.1
-WEIGHTINGS = {"ce": (0.0, 0.0, 0.0), "mse": (1.0, 0.0, 0.0), "cov": (0.0, 1.0, 0.0), "svd": (0.0, 0.0, 1.0),
-              "readme": (1.0, 0.04, 0.001)}  # (mse, cov, svd) loss weights
-PREP_CFG = {"input_size": (3, 24, 24), "crop_pct": 0.875, "interpolation": "bicubic",
-            "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+WEIGHTINGS = {
+    "ce": (0.0, 0.0, 0.0),
+    "mse": (1.0, 0.0, 0.0),
+    "cov": (0.0, 1.0, 0.0),
+    "svd": (0.0, 0.0, 1.0),
+    "readme": (1.0, 0.04, 0.001),
+}  # (mse, cov, svd) loss weights
+PREP_CFG = {
+    "input_size": (3, 24, 24),
+    "crop_pct": 0.875,
+    "interpolation": "bicubic",
+    "mean": (0.485, 0.456, 0.406),
+    "std": (0.229, 0.224, 0.225),
+}
 PREP_SEEDS = (0, 1, 2, 3)
 
 
@@ -113,17 +123,24 @@ class _State:
 
 def install_stubs() -> None:
     _module("clip").clip = _module("clip.clip")
-    _module("open_clip").open_clip = _module("open_clip.open_clip", create_model_and_transforms=None)
+    _module("open_clip").open_clip = _module(
+        "open_clip.open_clip", create_model_and_transforms=None
+    )
     create = lambda name, pretrained=True: TinyTimm(cfg=_State.timm_cfg)  # noqa: E731
     _module("timm").models = _module("timm.models", create_model=create)
 
     class Fake:
-        def __init__(self, preprocess, location=None, batch_size=None, num_shots=None, noise_ratio=None):
+        def __init__(
+            self, preprocess, location=None, batch_size=None, num_shots=None, noise_ratio=None
+        ):
             self.train_loader = _State.loader
 
     datasets = _module("src.datasets", Fake=Fake, dataset2classes={"Fake": NUM_CLASSES})
-    datasets.common = _module("src.datasets.common", maybe_dictionarize=lambda b: b,
-                              get_dataloader=lambda dataset, is_train, args, image_encoder=None: dataset.train_loader)
+    datasets.common = _module(
+        "src.datasets.common",
+        maybe_dictionarize=lambda b: b,
+        get_dataloader=lambda dataset, is_train, args, image_encoder=None: dataset.train_loader,
+    )
     _module("src.models.eval", evaluate=lambda *a, **k: {})
 
 
@@ -131,10 +148,34 @@ def original_args(root: Path, weights: tuple[float, float, float], extra=()) -> 
     from src.args import parse_arguments  # noqa: E402  (the original's flags and defaults)
 
     mse, cov, svd = weights
-    argv = ["--model", "tiny", "--model_source", "timm", "--train-dataset", "Fake", "--epochs", "1",
-            "--lr", str(LR), "--wd", str(WD), "--warmup_length", "0", "--freeze-encoder", "--mlp-with-res", "True",
-            "--mlp-res-scale-init", "1.0", "--mse-loss-weight", str(mse), "--cov-loss-weight", str(cov),
-            "--svd-loss-weight", str(svd), *extra]
+    argv = [
+        "--model",
+        "tiny",
+        "--model_source",
+        "timm",
+        "--train-dataset",
+        "Fake",
+        "--epochs",
+        "1",
+        "--lr",
+        str(LR),
+        "--wd",
+        str(WD),
+        "--warmup_length",
+        "0",
+        "--freeze-encoder",
+        "--mlp-with-res",
+        "True",
+        "--mlp-res-scale-init",
+        "1.0",
+        "--mse-loss-weight",
+        str(mse),
+        "--cov-loss-weight",
+        str(cov),
+        "--svd-loss-weight",
+        str(svd),
+        *extra,
+    ]
     saved = sys.argv
     sys.argv = ["nml_tune.py", *argv]
     try:
@@ -148,7 +189,11 @@ def recording(records: dict):
     """Capture the classifier, fill it before AdamW's first step, record every step and loss."""
     from src.models import modeling
 
-    init, adamw, backward = modeling.ImageClassifier.__init__, torch.optim.AdamW, torch.Tensor.backward
+    init, adamw, backward = (
+        modeling.ImageClassifier.__init__,
+        torch.optim.AdamW,
+        torch.Tensor.backward,
+    )
 
     def classifier_init(self, *a, **k):
         init(self, *a, **k)
@@ -165,9 +210,14 @@ def recording(records: dict):
 
             def hook(opt, _a, _k):
                 ps = [p for g in opt.param_groups for p in g["params"]]
-                records["steps"].append({"grads": [p.grad.detach().clone() for p in ps],
-                                         "params": [p.detach().clone() for p in ps],
-                                         "lr": opt.param_groups[0]["lr"]})
+                records["steps"].append(
+                    {
+                        "grads": [p.grad.detach().clone() for p in ps],
+                        "params": [p.detach().clone() for p in ps],
+                        "lr": opt.param_groups[0]["lr"],
+                    }
+                )
+
             self.register_step_post_hook(hook)
 
     def loss_backward(self, *a, **k):
@@ -220,15 +270,21 @@ def preprocessing(root: Path) -> dict:
     for s in PREP_SEEDS:
         torch.manual_seed(s)
         out[f"train{s}"] = train(image)
-        torch.manual_seed(s)  # the draws Compose makes: RandomResizedCrop's box, then the flip's coin
-        out[f"box{s}"] = np.array(transforms.RandomResizedCrop.get_params(image, crop.scale, crop.ratio))
+        torch.manual_seed(
+            s
+        )  # the draws Compose makes: RandomResizedCrop's box, then the flip's coin
+        out[f"box{s}"] = np.array(
+            transforms.RandomResizedCrop.get_params(image, crop.scale, crop.ratio)
+        )
         out[f"flip{s}"] = np.array(bool(torch.rand(1) < 0.5))
     return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--original", required=True, type=Path, help="checkout of Hhhhhhao/Noisy-Model-Learning")
+    ap.add_argument(
+        "--original", required=True, type=Path, help="checkout of Hhhhhhao/Noisy-Model-Learning"
+    )
     root = ap.parse_args().original.resolve()
     torch.set_num_threads(1)
     install_stubs()
@@ -238,8 +294,11 @@ def main() -> None:
     save_golden(out / "head.npz", **meta, **head_forward(root))
     for name, weights in WEIGHTINGS.items():
         rec = run_steps(root, weights)
-        arrays = {"names": np.array(rec["names"]), "losses": torch.stack(rec["losses"]),
-                  "lrs": np.array([s["lr"] for s in rec["steps"]])}
+        arrays = {
+            "names": np.array(rec["names"]),
+            "losses": torch.stack(rec["losses"]),
+            "lrs": np.array([s["lr"] for s in rec["steps"]]),
+        }
         for k, step in enumerate(rec["steps"]):
             for n, g, p in zip(rec["names"], step["grads"], step["params"]):
                 arrays[f"grad{k}:{n}"], arrays[f"param{k}:{n}"] = g, p

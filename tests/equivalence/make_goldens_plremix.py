@@ -46,8 +46,22 @@ COMMIT = "b0c4ec373068705e5eba63202341738617a56711"
 OUT = G.FIXTURES / "plremix"
 NET_SEED, NET2_SEED, DATA_SEED = 11, 12, 3
 GMM_ROWS = 2000
-TRAIN = dict(batch_size=4, rows=16, epoch=12, warm_up=10, num_epochs=400, lambda_u=25.0, lambda_c=1.0, T=0.5,
-             alpha=4.0, lr=0.02, topk=3, semi_m=0.99, mix_seed=9, num_classes=10)
+TRAIN = dict(
+    batch_size=4,
+    rows=16,
+    epoch=12,
+    warm_up=10,
+    num_epochs=400,
+    lambda_u=25.0,
+    lambda_c=1.0,
+    T=0.5,
+    alpha=4.0,
+    lr=0.02,
+    topk=3,
+    semi_m=0.99,
+    mix_seed=9,
+    num_classes=10,
+)
 
 
 def build_net(root_modules, seed: int, input_size: int = 32):
@@ -89,7 +103,10 @@ def gmm_table(rows: int = GMM_ROWS):
 def gmm_batches(batch: int = 500):
     logits, proto_logits, q, targets = gmm_table()
     idx = torch.arange(GMM_ROWS)
-    return [(idx[i:i + batch, None].float(), targets[i:i + batch], idx[i:i + batch]) for i in range(0, GMM_ROWS, batch)]
+    return [
+        (idx[i : i + batch, None].float(), targets[i : i + batch], idx[i : i + batch])
+        for i in range(0, GMM_ROWS, batch)
+    ]
 
 
 def other_net_outputs():
@@ -118,8 +135,16 @@ def train_batches():
 
 
 def warmup_batches():
-    return [(images(8, f"pw_x_{b}"), images(8, f"pw_a1_{b}"), images(8, f"pw_a2_{b}"), labels(8, f"pw_y_{b}"),
-             torch.arange(8)) for b in range(2)]
+    return [
+        (
+            images(8, f"pw_x_{b}"),
+            images(8, f"pw_a1_{b}"),
+            images(8, f"pw_a2_{b}"),
+            labels(8, f"pw_y_{b}"),
+            torch.arange(8),
+        )
+        for b in range(2)
+    ]
 
 
 # ----------------------------------------------------------------------------- components
@@ -129,16 +154,28 @@ def golden_network(mods):
     net.train()
     logits, proto_logits, q = net(x, forward_pass="all")
     (F.cross_entropy(logits, y) + (q * proj_weights()).sum()).backward()
-    out = dict(logits=logits, proto_logits=proto_logits, q=q, bn_buffers=bn_buffers(net), grads=grad_table(net))
+    out = dict(
+        logits=logits,
+        proto_logits=proto_logits,
+        q=q,
+        bn_buffers=bn_buffers(net),
+        grads=grad_table(net),
+    )
     net.eval()
     with torch.no_grad():
-        for name, value in zip(("eval_logits", "eval_proto_logits", "eval_q"), net(x, forward_pass="all")):
+        for name, value in zip(
+            ("eval_logits", "eval_proto_logits", "eval_q"), net(x, forward_pass="all")
+        ):
             out[name] = value
     keys = [k for k, v in net.state_dict().items() if v.is_floating_point()]
-    out.update(keys=np.array(keys), shapes=np.array([str(tuple(net.state_dict()[k].shape)) for k in keys]))
+    out.update(
+        keys=np.array(keys), shapes=np.array([str(tuple(net.state_dict()[k].shape)) for k in keys])
+    )
     tiny = build_net(mods, NET_SEED, input_size=64).eval()
     with torch.no_grad():
-        out["tiny_logits"] = tiny(G.det_tensor((2, 3, 64, 64), DATA_SEED, "tiny_x"), forward_pass="cls")
+        out["tiny_logits"] = tiny(
+            G.det_tensor((2, 3, 64, 64), DATA_SEED, "tiny_x"), forward_pass="cls"
+        )
     features = F.normalize(G.det_tensor((40, 128), DATA_SEED, "proto_features"), dim=1)
     net.init_prototypes(features, torch.arange(40) % 10)
     out["init_prototypes"] = net.prototypes
@@ -151,9 +188,21 @@ def golden_warmup(tu, noise_mode: str):
     net = build_net(MODS, NET_SEED)
     before = snapshot(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
-    info_nce = losses_mod.InfoNCELoss(temperature=0.1, batch_size=8, flat=True, n_views=2)  # train.py: 2·bs
-    tu.uniform_warmup(args, 0, net, optimizer, Batches(warmup_batches(), 16, 8), torch.nn.CrossEntropyLoss(),
-                      info_nce, losses_mod.NegEntropy(), None, "cpu")
+    info_nce = losses_mod.InfoNCELoss(
+        temperature=0.1, batch_size=8, flat=True, n_views=2
+    )  # train.py: 2·bs
+    tu.uniform_warmup(
+        args,
+        0,
+        net,
+        optimizer,
+        Batches(warmup_batches(), 16, 8),
+        torch.nn.CrossEntropyLoss(),
+        info_nce,
+        losses_mod.NegEntropy(),
+        None,
+        "cpu",
+    )
     return dict(deltas=delta_table(net, before), bn_buffers=bn_buffers(net))
 
 
@@ -162,21 +211,46 @@ def golden_gmm(tu):
     args = SimpleNamespace(num_classes=10, p_threshold=0.5, dataset="cifar10", wo_wandb=True)
     eval_loader = Batches(gmm_batches(), GMM_ROWS, 500)
     np.random.seed(77)  # the original leaves random_state unset: its k-means init reads this
-    prob, clean, noisy, *_ = tu.gmm_selection(args, "net1", TableModel(logits, proto_logits, q), [], [], eval_loader,
-                                              torch.nn.CrossEntropyLoss(reduction="none"), "cpu", 12)
+    prob, clean, noisy, *_ = tu.gmm_selection(
+        args,
+        "net1",
+        TableModel(logits, proto_logits, q),
+        [],
+        [],
+        eval_loader,
+        torch.nn.CrossEntropyLoss(reduction="none"),
+        "cpu",
+        12,
+    )
     return dict(prob=prob, clean=clean, noisy=noisy)
 
 
 def golden_train(tu):
     losses_mod = sys.modules["losses.losses"]
     s = TRAIN
-    args = SimpleNamespace(num_classes=10, batch_size=s["batch_size"], T=s["T"], alpha=s["alpha"], aug="autoaug",
-                           lambda_u=s["lambda_u"], lambda_c=s["lambda_c"], warm_up=s["warm_up"],
-                           num_epochs=s["num_epochs"], wo_wandb=True)
+    args = SimpleNamespace(
+        num_classes=10,
+        batch_size=s["batch_size"],
+        T=s["T"],
+        alpha=s["alpha"],
+        aug="autoaug",
+        lambda_u=s["lambda_u"],
+        lambda_c=s["lambda_c"],
+        warm_up=s["warm_up"],
+        num_epochs=s["num_epochs"],
+        wo_wandb=True,
+    )
     logits, proto_logits, q, noisy = other_net_outputs()
-    meta_info = {"cls_outputs": logits, "proj_outputs": proto_logits, "features": q, "pred_label": logits.argmax(1),
-                 "topk": s["topk"], "semi_m": s["semi_m"], "p_model": torch.ones(10) / 10,
-                 "time_p": (torch.ones(10) / 10).mean()}
+    meta_info = {
+        "cls_outputs": logits,
+        "proj_outputs": proto_logits,
+        "features": q,
+        "pred_label": logits.argmax(1),
+        "topk": s["topk"],
+        "semi_m": s["semi_m"],
+        "p_model": torch.ones(10) / 10,
+        "time_p": (torch.ones(10) / 10).mean(),
+    }
     net, net2 = build_net(MODS, NET_SEED), build_net(MODS, NET2_SEED)
     outputs = record_outputs(net, net2)
     before = snapshot(net)
@@ -185,19 +259,40 @@ def golden_train(tu):
     lab, unl = train_batches()
     np.random.seed(s["mix_seed"])
     torch.manual_seed(s["mix_seed"])
-    tu.uniform_train(args, s["epoch"], net, net2, optimizer, Batches(lab, 8, s["batch_size"]),
-                     Batches(unl, 4, s["batch_size"]), losses_mod.SemiLoss(), losses_mod.PLRLoss(flat=True),
-                     meta_info, None, "cpu")
-    return dict(outputs=torch.cat([o.flatten() for o in outputs]), grads=np.stack(grads),
-                deltas=delta_table(net, before), bn_buffers=bn_buffers(net), prototypes=net.prototypes,
-                time_p=meta_info["time_p"], p_model=meta_info["p_model"])
+    tu.uniform_train(
+        args,
+        s["epoch"],
+        net,
+        net2,
+        optimizer,
+        Batches(lab, 8, s["batch_size"]),
+        Batches(unl, 4, s["batch_size"]),
+        losses_mod.SemiLoss(),
+        losses_mod.PLRLoss(flat=True),
+        meta_info,
+        None,
+        "cpu",
+    )
+    return dict(
+        outputs=torch.cat([o.flatten() for o in outputs]),
+        grads=np.stack(grads),
+        deltas=delta_table(net, before),
+        bn_buffers=bn_buffers(net),
+        prototypes=net.prototypes,
+        time_p=meta_info["time_p"],
+        p_model=meta_info["p_model"],
+    )
 
 
 def topk_statements(script: Path) -> types.CodeType:
     """``main``'s κ statements (``milestone1, milestone2 = ...``, ``topk_list = ...`` and its two ifs)."""
-    main = next(n for n in ast.parse(script.read_text()).body if isinstance(n, ast.FunctionDef) and n.name == "main")
+    main = next(
+        n
+        for n in ast.parse(script.read_text()).body
+        if isinstance(n, ast.FunctionDef) and n.name == "main"
+    )
     start = next(i for i, s in enumerate(main.body) if "milestone1" in ast.unparse(s))
-    body = main.body[start:start + 4]
+    body = main.body[start : start + 4]
     assert "topk_list[milestone2:]" in ast.unparse(body[3]), ast.unparse(body[3])
     return compile(ast.Module(body=body, type_ignores=[]), str(script), "exec")
 
@@ -219,7 +314,10 @@ def golden_schedules(tu, script: Path):
         out[f"kappa_{topk}"] = np.array(scope["topk_list"])
     current = np.linspace(0, 40, 161)
     semi = sys.modules["losses.losses"].SemiLoss()
-    out["rampup_current"], out["rampup"] = current, np.array([semi.linear_rampup(25.0, c, 10) for c in current])
+    out["rampup_current"], out["rampup"] = (
+        current,
+        np.array([semi.linear_rampup(25.0, c, 10) for c in current]),
+    )
     return out
 
 
@@ -254,8 +352,13 @@ def main() -> None:
     }
     for name, make in components.items():
         if args.only is None or name in args.only:
-            G.save_golden(OUT / f"{name}.npz", original="lxysl/PLReMix", commit=commit,
-                          generator=Path(__file__).name, **make())
+            G.save_golden(
+                OUT / f"{name}.npz",
+                original="lxysl/PLReMix",
+                commit=commit,
+                generator=Path(__file__).name,
+                **make(),
+            )
 
 
 if __name__ == "__main__":

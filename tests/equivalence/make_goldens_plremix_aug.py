@@ -46,15 +46,40 @@ ORIGINAL = "lxysl/PLReMix"
 COMMIT = "b0c4ec3"
 SEED = 20
 #: Original op key → port name (lnl.data.pil_augment.AA_OPS).
-AA_KEYS = {"shearX": "ShearX", "shearY": "ShearY", "translateX": "TranslateX", "translateY": "TranslateY",
-           "rotate": "Rotate", "color": "Color", "posterize": "Posterize", "solarize": "Solarize",
-           "contrast": "Contrast", "sharpness": "Sharpness", "brightness": "Brightness",
-           "autocontrast": "AutoContrast", "equalize": "Equalize", "invert": "Invert"}
-AA_SIGNED = ("shearX", "shearY", "translateX", "translateY", "color", "contrast", "sharpness", "brightness")
+AA_KEYS = {
+    "shearX": "ShearX",
+    "shearY": "ShearY",
+    "translateX": "TranslateX",
+    "translateY": "TranslateY",
+    "rotate": "Rotate",
+    "color": "Color",
+    "posterize": "Posterize",
+    "solarize": "Solarize",
+    "contrast": "Contrast",
+    "sharpness": "Sharpness",
+    "brightness": "Brightness",
+    "autocontrast": "AutoContrast",
+    "equalize": "Equalize",
+    "invert": "Invert",
+}
+AA_SIGNED = (
+    "shearX",
+    "shearY",
+    "translateX",
+    "translateY",
+    "color",
+    "contrast",
+    "sharpness",
+    "brightness",
+)
 AA_UNSIGNED = ("autocontrast", "equalize", "invert")  # no magnitude: one output
 FIXMATCH_VALUES = np.linspace(0.0, 1.0, 11)  # u in low + (high - low)·u
 CUTOUT_FRACTIONS = (0.05, 0.2, 0.35, 0.5)
-CUTOUT_CENTRES = ((0.1, 0.9), (0.5, 0.3), (1.0, 1.0))  # × image size: np.random.uniform(w) lies in (1, w]
+CUTOUT_CENTRES = (
+    (0.1, 0.9),
+    (0.5, 0.3),
+    (1.0, 1.0),
+)  # × image size: np.random.uniform(w) lies in (1, w]
 VIEW_COUNTS = {"cifar10": 8, "cifar100": 4, "tiny_imagenet": 3}
 FILE_CASES = (("autoaug", False), ("autoaug", True), ("randaug", False))  # (--aug, --mcrop)
 FILE_IMAGE = (52, 40)  # (H, W) of the file-list test image; Resize upsamples it
@@ -64,7 +89,9 @@ def aug_images(n: int, size: int, name: str, height: int | None = None) -> np.nd
     """``n`` uint8 ``[size(or height), size, 3]`` images: 4×4 blocks of grey levels in [30, 220] plus
     ±6 noise, so that geometric ops move edges and AutoContrast/Equalize have a range to stretch."""
     h = height or size
-    coarse = det_array((n, -(-h // 4), -(-size // 4), 3), SEED, f"{name}/coarse", kind="uniform", low=30, high=220)
+    coarse = det_array(
+        (n, -(-h // 4), -(-size // 4), 3), SEED, f"{name}/coarse", kind="uniform", low=30, high=220
+    )
     blocks = np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2)[:, :h, :size]
     noise = det_array((n, h, size, 3), SEED, f"{name}/noise", scale=6.0)
     return np.clip(np.round(blocks + noise), 0, 255).astype(np.uint8)
@@ -119,7 +146,9 @@ def ops_golden(size: int, OA, OR) -> dict:
     for frac in CUTOUT_FRACTIONS:
         for c, (cx, cy) in enumerate(CUTOUT_CENTRES):
             with _fixed_uniform([cx * size, cy * size]):
-                out[f"cutout/{frac}/{c}"] = keep(per_image(lambda img, frac=frac: OR.Cutout(img, frac), images[:1]))
+                out[f"cutout/{frac}/{c}"] = keep(
+                    per_image(lambda img, frac=frac: OR.Cutout(img, frac), images[:1])
+                )
     return out
 
 
@@ -136,8 +165,11 @@ def _fixed_uniform(values):
 
 def policies_golden(OA, OR) -> dict:
     out = {}
-    for name, cls, size, n in (("cifar", OA.CIFARPolicy, 32, 48), ("imagenet", OA.ImageNetPolicy, 32, 48),
-                               ("imagenet64", OA.ImageNetPolicy, 64, 12)):
+    for name, cls, size, n in (
+        ("cifar", OA.CIFARPolicy, 32, 48),
+        ("imagenet", OA.ImageNetPolicy, 32, 48),
+        ("imagenet64", OA.ImageNetPolicy, 64, 12),
+    ):
         images = aug_images(n, size, f"policy/{name}")
         random.seed(SEED)
         out[f"policy/{name}"] = per_image_digest(per_image(cls(), images))
@@ -180,8 +212,10 @@ def file_views_golden(root: Path, DL) -> dict:
     out = {"image_digest": digest(image)}
     with tempfile.TemporaryDirectory() as tmp:
         Image.fromarray(image).save(Path(tmp) / "item.png")
-        for dataset, cls, path in (("clothing1m", clothing, str(Path(tmp) / "item.png")),
-                                   ("webvision", webvision, "item.png")):
+        for dataset, cls, path in (
+            ("clothing1m", clothing, str(Path(tmp) / "item.png")),
+            ("webvision", webvision, "item.png"),
+        ):
             for aug, mcrop in FILE_CASES:
                 for mode in ("all", "labeled"):
                     item = _item(cls, DL, dataset, aug, mode, mcrop, tmp, path)
@@ -216,7 +250,9 @@ def _flatten(ds_index) -> list:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--original", required=True, type=Path, help="a checkout of lxysl/PLReMix at b0c4ec3")
+    p.add_argument(
+        "--original", required=True, type=Path, help="a checkout of lxysl/PLReMix at b0c4ec3"
+    )
     args = p.parse_args()
     root = args.original.resolve()
     sys.path.insert(0, str(root))
@@ -226,8 +262,12 @@ def main() -> None:
     from data import rand_augment as OR
 
     torch.set_num_threads(1)
-    meta = dict(original=ORIGINAL, commit=git_commit(root, fallback=COMMIT), generator=Path(__file__).name,
-                pillow=PIL.__version__)
+    meta = dict(
+        original=ORIGINAL,
+        commit=git_commit(root, fallback=COMMIT),
+        generator=Path(__file__).name,
+        pillow=PIL.__version__,
+    )
     out = FIXTURES / "plremix"
     for size in (32, 64):
         save_golden(out / f"aug_ops_{size}.npz", **meta, **ops_golden(size, OA, OR))

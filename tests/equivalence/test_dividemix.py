@@ -26,7 +26,6 @@ def golden(name: str) -> dict:
     return G.load_checked("dividemix", name, COMMIT)
 
 
-
 def original_key(key: str) -> str:
     """Port state_dict key -> the original ``PreResNet.ResNet`` key."""
     key = re.sub(r"^layers\.(\d)\.", lambda m: f"layer{int(m.group(1)) + 1}.", key)
@@ -55,7 +54,11 @@ class Loader:
 def test_network_keys_and_shapes_are_the_originals():
     g = golden("network")
     net = port_net()
-    mapped = {original_key(k): str(tuple(v.shape)) for k, v in net.state_dict().items() if v.is_floating_point()}
+    mapped = {
+        original_key(k): str(tuple(v.shape))
+        for k, v in net.state_dict().items()
+        if v.is_floating_point()
+    }
     assert mapped == dict(zip(g["keys"].tolist(), g["shapes"].tolist()))
 
 
@@ -66,7 +69,9 @@ def test_network_forward_buffers_and_gradients():
     logits = net(x)
     G.assert_close(logits, g["logits_train"], name="train-mode logits")
     F.cross_entropy(logits, y).backward()
-    G.assert_close(gen.bn_buffers(net), g["bn_buffers"], name="BN buffers after a train-mode forward")
+    G.assert_close(
+        gen.bn_buffers(net), g["bn_buffers"], name="BN buffers after a train-mode forward"
+    )
     G.assert_close(gen.grad_table(net), g["grads"], rtol=1e-5, name="CE gradients")
     net.eval()
     with torch.no_grad():
@@ -87,7 +92,10 @@ def test_warmup_steps(mode):
     net = port_net()
     before = gen.snapshot(net)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
-    batches = [(gen.images(8, f"warm_x_{b}"), gen.labels(8, f"warm_y_{b}"), torch.arange(8)) for b in range(2)]
+    batches = [
+        (gen.images(8, f"warm_x_{b}"), gen.labels(8, f"warm_y_{b}"), torch.arange(8))
+        for b in range(2)
+    ]
     res = cd.warmup_epoch(net, optimizer, batches, penalty=mode == "asym")
     G.assert_close(res["ce"], g["ce"].mean(), name="mean warm-up CE")
     G.assert_close(gen.delta_table(net, before), g["deltas"], rtol=1e-5, name="parameter updates")
@@ -101,7 +109,11 @@ def port_clean_prob(r: float, epochs: int, backend: str) -> list[torch.Tensor]:
         logits, batches = gen.eval_batches(epoch)
         outs = cd.collect_outputs(gen.TableNet(logits), batches, gen.EVAL_ROWS)
         x = CoDivide.gmm_input(host, 0, outs)
-        probs.append(cd.clean_probability(x, backend=backend, seed=gen.gmm_seed(epoch), sklearn_dtype=torch.float64))
+        probs.append(
+            cd.clean_probability(
+                x, backend=backend, seed=gen.gmm_seed(epoch), sklearn_dtype=torch.float64
+            )
+        )
     return probs
 
 
@@ -110,17 +122,35 @@ def test_eval_train_gmm_probability_and_partition(r, epochs):
     """Per-sample CE, min-max, (at r = 0.9 the last 5 epochs' mean), sklearn's GMM on float64 input."""
     g = golden(f"eval_train_r{r}")
     for epoch, prob in enumerate(port_clean_prob(r, epochs, "sklearn")):
-        G.assert_close(prob[::25], g[f"prob_sample_{epoch}"], name=f"clean probability, epoch {epoch}")
-        G.assert_close(prob.double().sum(), g[f"prob_sum_{epoch}"], name=f"probability sum, epoch {epoch}")
-        G.assert_close(np.packbits((prob > 0.5).numpy()), g[f"clean_bits_{epoch}"], name=f"partition, epoch {epoch}")
+        G.assert_close(
+            prob[::25], g[f"prob_sample_{epoch}"], name=f"clean probability, epoch {epoch}"
+        )
+        G.assert_close(
+            prob.double().sum(), g[f"prob_sum_{epoch}"], name=f"probability sum, epoch {epoch}"
+        )
+        G.assert_close(
+            np.packbits((prob > 0.5).numpy()),
+            g[f"clean_bits_{epoch}"],
+            name=f"partition, epoch {epoch}",
+        )
 
 
 def test_eval_train_partition_on_the_default_gmm_backend():
     """The compiled (or reference) GMM users run by default divides as the original's sklearn fit."""
     g = golden("eval_train_r0.9")
     for epoch, prob in enumerate(port_clean_prob(0.9, 6, "auto")):
-        G.assert_close(prob[::25], g[f"prob_sample_{epoch}"], rtol=0, atol_scale=1e-5, name=f"probability e{epoch}")
-        G.assert_close(np.packbits((prob > 0.5).numpy()), g[f"clean_bits_{epoch}"], name=f"partition, epoch {epoch}")
+        G.assert_close(
+            prob[::25],
+            g[f"prob_sample_{epoch}"],
+            rtol=0,
+            atol_scale=1e-5,
+            name=f"probability e{epoch}",
+        )
+        G.assert_close(
+            np.packbits((prob > 0.5).numpy()),
+            g[f"clean_bits_{epoch}"],
+            name=f"partition, epoch {epoch}",
+        )
 
 
 def test_train_step_outputs_losses_gradients_and_buffers():
@@ -141,19 +171,38 @@ def test_train_step_outputs_losses_gradients_and_buffers():
     unlabeled = [((u1, u2), None, torch.arange(4)) for u1, u2 in unl]
     np.random.seed(s["mix_seed"])
     torch.manual_seed(s["mix_seed"])
-    res = cd.semi_epoch(net, net2, optimizer, Loader(labeled, s["labeled_len"], s["batch_size"]), unlabeled, prob,
-                        epoch=s["epoch"], warm_up=s["warm_up"], lambda_u=s["lambda_u"], temperature=s["T"],
-                        alpha=s["alpha"], num_classes=10)
-    G.assert_close(torch.cat([o.flatten() for o in outputs]), g["outputs"], name="forward outputs in call order")
+    res = cd.semi_epoch(
+        net,
+        net2,
+        optimizer,
+        Loader(labeled, s["labeled_len"], s["batch_size"]),
+        unlabeled,
+        prob,
+        epoch=s["epoch"],
+        warm_up=s["warm_up"],
+        lambda_u=s["lambda_u"],
+        temperature=s["T"],
+        alpha=s["alpha"],
+        num_classes=10,
+    )
+    G.assert_close(
+        torch.cat([o.flatten() for o in outputs]),
+        g["outputs"],
+        name="forward outputs in call order",
+    )
     G.assert_close(res["lx"], g["terms"][:, 0].mean(), name="Lx")
     G.assert_close(res["lu"], g["terms"][:, 1].mean(), name="Lu")
     num_iter = s["labeled_len"] // s["batch_size"] + 1
-    ramp = [mm.linear_rampup(s["epoch"] + b / num_iter, s["warm_up"], s["lambda_u"]) for b in range(2)]
+    ramp = [
+        mm.linear_rampup(s["epoch"] + b / num_iter, s["warm_up"], s["lambda_u"]) for b in range(2)
+    ]
     G.assert_close(np.array(ramp), g["terms"][:, 2], name="λ_u ramp")
     G.assert_close(np.stack(grads), g["grads"], rtol=1e-5, name="gradients of each step")
     G.assert_close(gen.delta_table(net, before), g["deltas"], rtol=1e-5, name="parameter updates")
     G.assert_close(gen.bn_buffers(net), g["bn_buffers"], name="BN buffers of the trained net")
-    G.assert_close(gen.bn_buffers(net2), g["bn_buffers_net2"], name="BN buffers of the co-guessing net")
+    G.assert_close(
+        gen.bn_buffers(net2), g["bn_buffers_net2"], name="BN buffers of the co-guessing net"
+    )
 
 
 @pytest.mark.parametrize("num_epochs", [300, 100, 9])
@@ -170,8 +219,9 @@ def test_lambda_u_rampup():
     G.assert_close(np.array(ramp), g["rampup"], name="linear_rampup")
 
 
-@pytest.mark.parametrize("dataset,mode,r", [("cifar10", "sym", 0.5), ("cifar10", "asym", 0.4),
-                                            ("cifar100", "sym", 0.5)])
+@pytest.mark.parametrize(
+    "dataset,mode,r", [("cifar10", "sym", 0.5), ("cifar10", "asym", 0.4), ("cifar100", "sym", 0.5)]
+)
 def test_noise_generation(shared_data, dataset, mode, r):
     from lnl.data.noise import make_noise
 
@@ -182,8 +232,12 @@ def test_noise_generation(shared_data, dataset, mode, r):
     else:
         with np.load(shared_data / "cifar100" / "train_labels_full.npz") as z:
             clean = z["y"]
-    noisy = make_noise(clean, mode, r, num_classes=10 if dataset == "cifar10" else 100, seed=123, dataset=dataset)
-    G.assert_close(np.asarray(noisy.labels).astype(np.uint8), g[f"{dataset}_{mode}_{r}"], name="noisy labels")
+    noisy = make_noise(
+        clean, mode, r, num_classes=10 if dataset == "cifar10" else 100, seed=123, dataset=dataset
+    )
+    G.assert_close(
+        np.asarray(noisy.labels).astype(np.uint8), g[f"{dataset}_{mode}_{r}"], name="noisy labels"
+    )
 
 
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])

@@ -18,8 +18,10 @@ from tests.equivalence._golden import assert_close, check_meta, load_golden
 
 #: DivideMix's own normalisation (``dataloader_cifar.py``). Which constants the port's DivideMix passes
 #: is issue 20 item 5's check; here the pipeline is checked with the original's constants.
-DIVIDEMIX_CIFAR = {"cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-                   "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276))}
+DIVIDEMIX_CIFAR = {
+    "cifar10": ((0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
+    "cifar100": ((0.507, 0.487, 0.441), (0.267, 0.256, 0.276)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -35,8 +37,15 @@ def test_cifar_train_and_test_views(golden, dataset):
 
     mean, std = DIVIDEMIX_CIFAR[dataset]
     images = torch.from_numpy(G.cifar_images(dataset))
-    loader = GPULoader(images, torch.zeros(len(images), dtype=torch.long), len(images), mean=mean, std=std,
-                       views=("weak",), crop_padding=4)
+    loader = GPULoader(
+        images,
+        torch.zeros(len(images), dtype=torch.long),
+        len(images),
+        mean=mean,
+        std=std,
+        views=("weak",),
+        crop_padding=4,
+    )
     torch.manual_seed(G.SEED)
     train = loader.apply(loader.images, "weak", loader.draws_like_original(loader.images, "weak"))
     assert_close(train, golden[f"{dataset}/train"], name=f"{dataset} train")
@@ -53,12 +62,25 @@ def test_clothing1m_and_webvision_views(golden):
 
     image = Image.fromarray(G.file_image())
     for dataset, recipe, mean, std, cases in (
-            ("clothing1m", Train_clothing1M.RECIPE, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD,
-             (("train", "weak"), ("test", "val"))),
-            ("webvision", Train_webvision.RECIPE, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD,
-             (("train", "weak"), ("test", "val"), ("imagenet", "val")))):
+        (
+            "clothing1m",
+            Train_clothing1M.RECIPE,
+            webscale.CLOTHING1M_MEAN,
+            webscale.CLOTHING1M_STD,
+            (("train", "weak"), ("test", "val")),
+        ),
+        (
+            "webvision",
+            Train_webvision.RECIPE,
+            webscale.IMAGENET_MEAN,
+            webscale.IMAGENET_STD,
+            (("train", "weak"), ("test", "val"), ("imagenet", "val")),
+        ),
+    ):
         tf = transforms_for(recipe.crops, mean, std)
         for original, port in cases:
             torch.manual_seed(G.SEED)
             got = G.digest(tf[port](image))
-            assert np.array_equal(got, golden[f"{dataset}/{original}"]), f"{dataset} {original} vs {port}"
+            assert np.array_equal(got, golden[f"{dataset}/{original}"]), (
+                f"{dataset} {original} vs {port}"
+            )

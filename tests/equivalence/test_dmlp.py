@@ -17,9 +17,22 @@ from tests.equivalence.make_goldens_dmlp import COMMIT, CONSTANTS, NUM_CLASSES, 
 def _args(*extra):
     k = CONSTANTS
     return DMLP.get_args_parser().parse_args(
-        ["--num_classes", str(NUM_CLASSES), "--meta_size", str(k["val_num"]), "--batch", str(k["batchsize"]),
-         "--batch_fc", str(k["batchsize_fc"]), "--epochs", str(k["epoch"]), "--epoch_T", str(k["epoch_T"]),
-         *extra])
+        [
+            "--num_classes",
+            str(NUM_CLASSES),
+            "--meta_size",
+            str(k["val_num"]),
+            "--batch",
+            str(k["batchsize"]),
+            "--batch_fc",
+            str(k["batchsize_fc"]),
+            "--epochs",
+            str(k["epoch"]),
+            "--epoch_T",
+            str(k["epoch_T"]),
+            *extra,
+        ]
+    )
 
 
 def _record(opt: torch.optim.Optimizer) -> dict:
@@ -30,6 +43,7 @@ def _record(opt: torch.optim.Optimizer) -> dict:
         ps = [p for g in o.param_groups for p in g["params"]]
         rec["grads"].append([p.grad.detach().clone() for p in ps])
         rec["params"].append([p.detach().clone() for p in ps])
+
     opt.register_step_post_hook(hook)
     return rec
 
@@ -68,14 +82,26 @@ def test_ipc_steps_match_the_original(port):
     check_meta(g, COMMIT)
     (lab1, _), (lab2, _) = recs
     per_epoch = len(bounds)
-    assert per_epoch == CONSTANTS["train_num"] // CONSTANTS["batchsize"]  # floored: 3 batches, not 4
+    assert (
+        per_epoch == CONSTANTS["train_num"] // CONSTANTS["batchsize"]
+    )  # floored: 3 batches, not 4
     assert len(lab1["params"]) == len(g["labels_v1_after_ipc"]) * per_epoch
     for j in range(per_epoch):
         assert_close(lab1["grads"][j][0], g["grads_v1_epoch0"][j], name=f"dL/dY step {j}")
-    assert_close(lab1["params"][0][0], g["labels_v1_after_step0"], name="Y after the first IPC step")
+    assert_close(
+        lab1["params"][0][0], g["labels_v1_after_step0"], name="Y after the first IPC step"
+    )
     ends = range(per_epoch - 1, len(lab1["params"]), per_epoch)
-    assert_close(torch.stack([lab1["params"][k][0] for k in ends]), g["labels_v1_after_ipc"], name="Y v1 per epoch")
-    assert_close(torch.stack([lab2["params"][k][0] for k in ends]), g["labels_v2_after_ipc"], name="Y v2 per epoch")
+    assert_close(
+        torch.stack([lab1["params"][k][0] for k in ends]),
+        g["labels_v1_after_ipc"],
+        name="Y v1 per epoch",
+    )
+    assert_close(
+        torch.stack([lab2["params"][k][0] for k in ends]),
+        g["labels_v2_after_ipc"],
+        name="Y v2 per epoch",
+    )
 
 
 def test_eac_steps_match_the_original(port):
@@ -87,15 +113,21 @@ def test_eac_steps_match_the_original(port):
     assert len(head1["params"]) == len(g["head_v1_weights"]) == 30
     assert_close(head1["grads"][0][0], g["head_v1_grad0"], name="head grad, first EAC step")
     for k, rec in ((1, head1), (2, head2)):
-        assert_close(torch.stack([p[0] for p in rec["params"]]), g[f"head_v{k}_weights"], name=f"head v{k} W")
-        assert_close(torch.stack([p[1] for p in rec["params"]]), g[f"head_v{k}_biases"], name=f"head v{k} b")
+        assert_close(
+            torch.stack([p[0] for p in rec["params"]]), g[f"head_v{k}_weights"], name=f"head v{k} W"
+        )
+        assert_close(
+            torch.stack([p[1] for p in rec["params"]]), g[f"head_v{k}_biases"], name=f"head v{k} b"
+        )
 
 
 def test_exchange_final_labels_and_test_predictions_match_the_original(port):
     views, _, _, args = port
     g = load_golden("dmlp", "final")
     check_meta(g, COMMIT)
-    assert L.exchange_due(args.epochs - 1, args.epochs, args.epoch_T, fix=False)  # it fires in this setting
+    assert L.exchange_due(
+        args.epochs - 1, args.epochs, args.epoch_T, fix=False
+    )  # it fires in this setting
     assert_close(views[0].labels.y.detach(), g["labels_v1"], name="final Y v1 (after the exchange)")
     assert_close(views[1].labels.y.detach(), g["labels_v2"], name="final Y v2")
     assert_close(views[0].labels.y.detach().argmax(1), g["hard_v1"], name="final hard labels")
@@ -119,8 +151,12 @@ def test_leftover_rows_are_untouched_by_ipc_and_trained_with_fix_short_batches(p
     covered = bounds[-1][1]
     assert covered == 210
     (lab1, _), _ = recs
-    assert max(float(g[0][covered:].abs().max()) for g in lab1["grads"]) == 0.0  # no loss term reaches them
-    assert not torch.equal(lab1["params"][-1][0][covered:], lab1["params"][0][0][covered:])  # Adam's decay does
+    assert (
+        max(float(g[0][covered:].abs().max()) for g in lab1["grads"]) == 0.0
+    )  # no loss term reaches them
+    assert not torch.equal(
+        lab1["params"][-1][0][covered:], lab1["params"][0][0][covered:]
+    )  # Adam's decay does
     fixed_views, fixed_recs, fixed_bounds, _ = _run_port("--fix_short_batches")
     assert fixed_bounds[-1] == (210, 230) and len(fixed_recs[0][1]["params"]) == 5 * (3 * 3 + 1)
     g = load_golden("dmlp", "final")

@@ -37,8 +37,13 @@ def golden(name: str, commit_key: str) -> dict:
 def stand_in(inp: dict) -> nn.Module:
     """flatten → dense → BN → ReLU → dense (float64), with the fixture's TF-layout weights."""
     theta = inp["theta"]
-    net = nn.Sequential(nn.Flatten(), nn.Linear(*theta["dense1/kernel"].shape), nn.BatchNorm1d(G.HIDDEN),
-                        nn.ReLU(), nn.Linear(*theta["dense2/kernel"].shape)).double()
+    net = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(*theta["dense1/kernel"].shape),
+        nn.BatchNorm1d(G.HIDDEN),
+        nn.ReLU(),
+        nn.Linear(*theta["dense2/kernel"].shape),
+    ).double()
     with torch.no_grad():
         for key, value in port_state(theta).items():
             net.get_parameter(key).copy_(value)
@@ -48,38 +53,67 @@ def stand_in(inp: dict) -> nn.Module:
 def port_state(tf: dict) -> dict[str, torch.Tensor]:
     """TF names (dense kernels [in, out]) → the stand-in's parameters (Linear weights [out, in])."""
     t = {k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in tf.items()}
-    return {"1.weight": t["dense1/kernel"].T, "1.bias": t["dense1/bias"], "2.weight": t["bn/gamma"],
-            "2.bias": t["bn/beta"], "4.weight": t["dense2/kernel"].T, "4.bias": t["dense2/bias"]}
+    return {
+        "1.weight": t["dense1/kernel"].T,
+        "1.bias": t["dense1/bias"],
+        "2.weight": t["bn/gamma"],
+        "2.bias": t["bn/beta"],
+        "4.weight": t["dense2/kernel"].T,
+        "4.bias": t["dense2/bias"],
+    }
 
 
 def tf_flat(grads: dict[str, torch.Tensor]) -> np.ndarray:
     """The port's per-parameter tensors flattened in the reference's order and layout."""
-    tf = {"dense1/kernel": grads["1.weight"].T, "dense1/bias": grads["1.bias"], "bn/gamma": grads["2.weight"],
-          "bn/beta": grads["2.bias"], "dense2/kernel": grads["4.weight"].T, "dense2/bias": grads["4.bias"]}
+    tf = {
+        "dense1/kernel": grads["1.weight"].T,
+        "dense1/bias": grads["1.bias"],
+        "bn/gamma": grads["2.weight"],
+        "bn/beta": grads["2.bias"],
+        "dense2/kernel": grads["4.weight"].T,
+        "dense2/bias": grads["4.bias"],
+    }
     return np.concatenate([v.detach().numpy().ravel() for v in tf.values()])
 
 
-def run_step(method: str, meta_jvp: bool, detach: bool, monkeypatch) -> tuple[dict, dict, np.ndarray]:
+def run_step(
+    method: str, meta_jvp: bool, detach: bool, monkeypatch
+) -> tuple[dict, dict, np.ndarray]:
     """One port step (``steps.STEPS[method]``) on the fixture inputs; returns (metrics, meta result,
     ∇ of loss + R in the reference's layout)."""
     inp = G.step_inputs()
     net = stand_in(inp).train()
     cfg = G.STEP_CFG
-    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=cfg["meta_momentum"], weight_decay=cfg["wd"])
+    opt = torch.optim.SGD(
+        net.parameters(), lr=0.1, momentum=cfg["meta_momentum"], weight_decay=cfg["wd"]
+    )
     moment = port_state(inp["momentum"])
     for name, p in net.named_parameters():
         opt.state[p]["momentum_buffer"] = moment[name].clone()
-    args = Namespace(ce_factor=cfg["ce_factor"], consistency_factor=cfg["consistency_factor"],
-                     grad_eps_init=cfg["grad_eps_init"], meta_stepsize=cfg["meta_stepsize"],
-                     meta_momentum=cfg["meta_momentum"], meta_jvp=meta_jvp, detach_pseudo_label=detach)
+    args = Namespace(
+        ce_factor=cfg["ce_factor"],
+        consistency_factor=cfg["consistency_factor"],
+        grad_eps_init=cfg["grad_eps_init"],
+        meta_stepsize=cfg["meta_stepsize"],
+        meta_momentum=cfg["meta_momentum"],
+        meta_jvp=meta_jvp,
+        detach_pseudo_label=detach,
+    )
     names = [n for n, _ in net.named_parameters()]
     setup = S.StepSetup(net, opt, G.C, names, cfg["wd"], cfg["wd"], args)
     captured = {}
     real_meta = setup.meta
     setup.meta = lambda *a, **k: captured.setdefault("res", real_meta(*a, **k))
     d = inp["draws"]
-    monkeypatch.setattr(L, "mixup_draws", lambda n, b, dev, g: (torch.from_numpy(d["pick"]),
-                        L.mixup_coefficient(torch.from_numpy(d["u"].astype(np.float64))), torch.from_numpy(d["perm"])))
+    monkeypatch.setattr(
+        L,
+        "mixup_draws",
+        lambda n, b, dev, g: (
+            torch.from_numpy(d["pick"]),
+            L.mixup_coefficient(torch.from_numpy(d["u"].astype(np.float64))),
+            torch.from_numpy(d["perm"]),
+        ),
+    )
     batch = {k: torch.from_numpy(np.asarray(v)) for k, v in inp["batch"].items()}
     batch = {k: v.double() if v.is_floating_point() else v.long() for k, v in batch.items()}
     loss, metrics = S.STEPS[method](setup, batch, torch.Generator())
@@ -111,8 +145,10 @@ def test_the_look_ahead_keeps_g_and_the_final_loss_stops_it():
     assert np.abs(kept["raw_weight"] - detached["raw_weight"]).max() > 1e-4
     inp = G.step_inputs()
     theta, batch = G.as64(inp["theta"]), G.as64(inp["batch"])
-    z_grad = R.complex_grad(lambda th: R.guess_label(R.mlp_forward(th, batch["xw"]), R.mlp_forward(th, batch["xs"])),
-                            theta)
+    z_grad = R.complex_grad(
+        lambda th: R.guess_label(R.mlp_forward(th, batch["xw"]), R.mlp_forward(th, batch["xs"])),
+        theta,
+    )
     assert np.abs(z_grad).max() > 1e-3  # g does depend on θ: stopping it is a real difference
 
 
@@ -133,8 +169,12 @@ def test_update_and_ema_order(method):
     opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
     moment = port_state(inp["momentum"])
     vec = R.flatten(G.as64(inp["theta"]))
-    grad = R.unflatten(G.det_array(vec.shape, G.SEED, "update/grad").astype(np.float64), inp["theta"])
-    shadow = R.unflatten(G.det_array(vec.shape, G.SEED, "update/shadow").astype(np.float64), inp["theta"])
+    grad = R.unflatten(
+        G.det_array(vec.shape, G.SEED, "update/grad").astype(np.float64), inp["theta"]
+    )
+    shadow = R.unflatten(
+        G.det_array(vec.shape, G.SEED, "update/shadow").astype(np.float64), inp["theta"]
+    )
     for name, p in net.named_parameters():
         opt.state[p]["momentum_buffer"] = moment[name].clone()
         p.grad = port_state(grad)[name].clone()
@@ -143,24 +183,44 @@ def test_update_and_ema_order(method):
         ema.shadow[name].copy_(value)
     setup = S.StepSetup(net, opt, G.C, [], 0.0, 0.0, None)
     ieg_main.update_and_average(setup, ema, 7, ema_first=method == "supervised")
-    assert_close(tf_flat(dict(net.named_parameters())), ref[f"{method}_theta"], name="θ after the update")
+    assert_close(
+        tf_flat(dict(net.named_parameters())), ref[f"{method}_theta"], name="θ after the update"
+    )
     assert_close(tf_flat(ema.shadow), ref[f"{method}_shadow"], name="EMA")
 
 
 # ---------------------------------------------------------------- schedules
-def _lr(schedule: str, step: int, decay_steps: str = "500", warmup_epochs: int = 0,
-        dataset: str = "cifar100_uniform_0.8"):
-    args = Namespace(lr_schedule=schedule, learning_rate=0.1, decay_steps=decay_steps, decay_rate=0.1,
-                     cos_t_mul=1.5, cos_m_mul=0.9, warmup_epochs=warmup_epochs, max_iteration=200000, dataset=dataset)
+def _lr(
+    schedule: str,
+    step: int,
+    decay_steps: str = "500",
+    warmup_epochs: int = 0,
+    dataset: str = "cifar100_uniform_0.8",
+):
+    args = Namespace(
+        lr_schedule=schedule,
+        learning_rate=0.1,
+        decay_steps=decay_steps,
+        decay_rate=0.1,
+        cos_t_mul=1.5,
+        cos_m_mul=0.9,
+        warmup_epochs=warmup_epochs,
+        max_iteration=200000,
+        dataset=dataset,
+    )
     return ieg_main.learning_rate(args, step, steps_per_epoch=490)
 
 
 def test_learning_rate_schedules_at_chosen_steps():
     ref = golden("schedules", "model")
     steps = ref["steps"].tolist()
-    cases = {"cosine_500": ("cosine", {}), "cosine_490": ("cosine", {"decay_steps": "490"}),
-             "cosine_warmup_980": ("cosine_warmup", {"warmup_epochs": 2}),
-             "exponential_500": ("exponential", {}), "cosine_one_200000": ("cosine_one", {})}
+    cases = {
+        "cosine_500": ("cosine", {}),
+        "cosine_490": ("cosine", {"decay_steps": "490"}),
+        "cosine_warmup_980": ("cosine_warmup", {"warmup_epochs": 2}),
+        "exponential_500": ("exponential", {}),
+        "cosine_one_200000": ("cosine_one", {}),
+    }
     for key, (schedule, kw) in cases.items():
         got = np.array([_lr(schedule, s, **kw) for s in steps], np.float32)
         assert_close(got, ref[key], name=key)
@@ -222,8 +282,11 @@ def wrn_port_key_to_tf(key: str) -> str:
     if layer == "bn1":
         act = "shared_activation" if s == 0 and b == 0 else "residual_only_activation"
         return f"{unit}/{act}/init_bn/{leaf[kind]}"
-    return {"conv1": f"{unit}/sub1/conv1/weights", "bn2": f"{unit}/sub2/bn2/{leaf.get(kind, kind)}",
-            "conv2": f"{unit}/sub2/conv2/weights"}[layer]
+    return {
+        "conv1": f"{unit}/sub1/conv1/weights",
+        "bn2": f"{unit}/sub2/bn2/{leaf.get(kind, kind)}",
+        "conv2": f"{unit}/sub2/conv2/weights",
+    }[layer]
 
 
 def test_wrn_forward_with_tf_weights_uses_same_padding():
@@ -248,8 +311,10 @@ def test_resnet29_init_is_tf_truncated_glorot_normal():
     ref = golden("resnet29_init", "wrn")
     torch.manual_seed(0)
     convs = [m for m in resnet29(10).modules() if isinstance(m, nn.Conv2d)]
-    fans = [(w.shape[2] * w.shape[3] * w.shape[1], w.shape[2] * w.shape[3] * w.shape[0])
-            for w in (c.weight for c in convs)]
+    fans = [
+        (w.shape[2] * w.shape[3] * w.shape[1], w.shape[2] * w.shape[3] * w.shape[0])
+        for w in (c.weight for c in convs)
+    ]
     assert sorted(fans) == sorted(map(tuple, ref["fans"].tolist()))  # the same convolutions as TF's
     stats = {tuple(f): s for f, s in zip(ref["fans"].tolist(), ref["bound_std"])}
     for conv, fan in zip(convs, fans):
@@ -269,7 +334,10 @@ def test_policy_arguments_and_the_95_cifar_sub_policies():
     got = np.array([[AUG.tf_argument(n, lv) for lv in range(11)] for n in ref["names"].tolist()])
     assert_close(got, ref["arguments"], name="TF level -> argument")
     assert len(AUG.CIFAR_POLICIES) == int(ref["groups"].sum()) == 95
-    assert all(len(sp) == 2 and all(0 <= lv <= 10 and 0 <= p <= 1 for _, p, lv in sp) for sp in AUG.CIFAR_POLICIES)
+    assert all(
+        len(sp) == 2 and all(0 <= lv <= 10 and 0 <= p <= 1 for _, p, lv in sp)
+        for sp in AUG.CIFAR_POLICIES
+    )
     assert {o for sp in AUG.CIFAR_POLICIES for o, _, _ in sp} <= set(ref["names"].tolist())
 
 
@@ -278,12 +346,15 @@ def _recorded_ops(policy, monkeypatch, batches: int = 6) -> list[set[int]]:
     from methods.ieg import augment as AUG
 
     seen, real = [], AUG.apply_ops
+
     def recording(x, op, *a, **k):
         seen.append(set(op.tolist()) - {0})
         return real(x, op, *a, **k)
 
     monkeypatch.setattr(AUG, "apply_ops", recording)
-    images = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
+    images = torch.randint(
+        0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
     out = []
     for b in range(batches):
         seen.clear()
@@ -296,7 +367,9 @@ def test_randaugment_shares_its_ops_across_the_batch_and_autoaugment_draws_per_i
     from methods.ieg import augment as AUG
 
     rand = _recorded_ops(AUG.tf_randaugment, monkeypatch)
-    assert all(len(ops) <= 2 for ops in rand) and len(set().union(*rand)) > 2  # 2 per batch, new each batch
+    assert (
+        all(len(ops) <= 2 for ops in rand) and len(set().union(*rand)) > 2
+    )  # 2 per batch, new each batch
     auto = _recorded_ops(AUG.tf_autoaugment, monkeypatch)
     assert all(len(ops) > 4 for ops in auto)  # 64 images, each with its own sub-policy
 
@@ -309,8 +382,15 @@ def resnet_v2_port_keys_in_tf_order(net) -> list[str]:
             p = f"stages.{i}.{b}"
             keys += [f"{p}.bn1.weight", f"{p}.bn1.bias"]
             keys += [f"{p}.project.weight"] if block.project is not None else []
-            keys += [f"{p}.conv1.weight", f"{p}.bn2.weight", f"{p}.bn2.bias", f"{p}.conv2.weight",
-                     f"{p}.bn3.weight", f"{p}.bn3.bias", f"{p}.conv3.weight"]
+            keys += [
+                f"{p}.conv1.weight",
+                f"{p}.bn2.weight",
+                f"{p}.bn2.bias",
+                f"{p}.conv2.weight",
+                f"{p}.bn3.weight",
+                f"{p}.bn3.bias",
+                f"{p}.conv3.weight",
+            ]
     return keys + ["bn.weight", "bn.bias", "fc.weight", "fc.bias"]
 
 
@@ -327,9 +407,17 @@ def test_resnet50_v2_forward_with_tf_weights():
     with torch.no_grad():
         for key, name in zip(keys, names):
             value = torch.from_numpy(weights[name].astype(np.float64))
-            value = value.permute(3, 2, 0, 1) if value.ndim == 4 else value.T if value.ndim == 2 else value
+            value = (
+                value.permute(3, 2, 0, 1)
+                if value.ndim == 4
+                else value.T
+                if value.ndim == 2
+                else value
+            )
             net.get_parameter(key).copy_(value)
-    images = torch.from_numpy(G.det_array(c["input"], G.SEED, "resnet_v2/images").astype(np.float64))
+    images = torch.from_numpy(
+        G.det_array(c["input"], G.SEED, "resnet_v2/images").astype(np.float64)
+    )
     assert_close(net(images.permute(0, 3, 1, 2)), ref["logits"], name="ResNet-50 v2 logits")
     with torch.device("meta"):  # shapes only
         assert sum(p.numel() for p in ResNetV2(50).parameters()) == pytest.approx(23.6e6, rel=0.01)

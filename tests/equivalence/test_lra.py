@@ -81,12 +81,17 @@ def test_cosine_schedule_and_ddim_parameters():
     steps = L.ddim_timesteps(10, G.T)
     ab = schedule.alphas_cumprod
     assert_close(ab[steps], g["ddim_alphas"], name="ddim_alphas")
-    assert_close(torch.cat([ab[:1], ab[steps[:-1]]]), g["ddim_alphas_prev"], name="ddim_alphas_prev")
+    assert_close(
+        torch.cat([ab[:1], ab[steps[:-1]]]), g["ddim_alphas_prev"], name="ddim_alphas_prev"
+    )
 
 
 @pytest.mark.parametrize("steps", G.DDIM_STEPS)
 def test_ddim_timesteps(steps):
-    assert_close(np.array(L.ddim_timesteps(steps, G.T)), golden("schedule")[f"ddim_timesteps_{steps}"].astype(np.int64))
+    assert_close(
+        np.array(L.ddim_timesteps(steps, G.T)),
+        golden("schedule")[f"ddim_timesteps_{steps}"].astype(np.int64),
+    )
 
 
 @pytest.mark.parametrize("warm,horizon", [(5, 1000), (10, 200), (1, 300)])
@@ -116,7 +121,9 @@ def test_denoiser_forward_and_gradients():
     x = G.denoiser_inputs()
     model.eval()
     with torch.no_grad():
-        assert_close(model(x["x_embed"], x["y"], x["t"], x["fp"]), g["out_eval"], name="eval forward")
+        assert_close(
+            model(x["x_embed"], x["y"], x["t"], x["fp"]), g["out_eval"], name="eval forward"
+        )
     model.train()
     x_embed, fp = x["x_embed"].clone().requires_grad_(), x["fp"].clone().requires_grad_()
     out = model(x_embed, x["y"], x["t"], fp)
@@ -147,7 +154,9 @@ def test_simclr_encoder_init_and_features():
     assert_close(torch.rand(4), g["next_draw"], name="generator after the encoder")
     fill_state(enc, seed=6)
     with torch.no_grad():
-        assert_close(enc.eval()(det_tensor((2, 3, 32, 32), 62, "images")), g["features"], name="features")
+        assert_close(
+            enc.eval()(det_tensor((2, 3, 32, 32), 62, "images")), g["features"], name="features"
+        )
 
 
 # ------------------------------------------------------------------------------------ kNN prior
@@ -200,7 +209,9 @@ def test_two_training_steps():
     g, x = golden("train_step"), G.step_inputs()
     denoiser, encoder = step_nets()
     schedule = L.Schedule.cosine(G.T)
-    opt = torch.optim.Adam(denoiser.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0)
+    opt = torch.optim.Adam(
+        denoiser.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0
+    )
     table = L.neighbour_candidates(x["db"], x["labels"], 4, G.C)
     torch.manual_seed(41)
     for step in range(2):
@@ -216,13 +227,21 @@ def test_two_training_steps():
         np.testing.assert_allclose(lr, g[f"s{step}/lr"], rtol=1e-12)
         with torch.no_grad():
             x_embed = encoder(x["images"][step])
-        loss = L.diffusion_loss(denoiser, x_embed, x["db"][idx], F.one_hot(labels, G.C).float(), weights, schedule)
+        loss = L.diffusion_loss(
+            denoiser, x_embed, x["db"][idx], F.one_hot(labels, G.C).float(), weights, schedule
+        )
         assert_close(loss, g[f"s{step}/loss"], name=f"loss {step}")
         opt.zero_grad()
         loss.backward()
         for key, p in denoiser.named_parameters():
-            assert_close(grad_sample(p.grad), g[f"s{step}/g:{denoiser_key(key)}"], name=f"grad {key}")
-        assert_close(nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0), g[f"s{step}/grad_norm"], name="norm")
+            assert_close(
+                grad_sample(p.grad), g[f"s{step}/g:{denoiser_key(key)}"], name=f"grad {key}"
+            )
+        assert_close(
+            nn.utils.clip_grad_norm_(denoiser.parameters(), 1.0),
+            g[f"s{step}/grad_norm"],
+            name="norm",
+        )
         opt.step()
     compare_params(denoiser, g, "final/p:", denoiser_key)
 
@@ -236,7 +255,9 @@ def test_ddim_sample_and_its_random_draws(steps):
     torch.manual_seed(51)
     with torch.no_grad():
         x_embed = encoder(x["images"][0])
-    y = L.ddim_sample(denoiser, x_embed, x["db"][: G.B], L.Schedule.cosine(G.T), L.ddim_timesteps(steps, G.T), G.C)
+    y = L.ddim_sample(
+        denoiser, x_embed, x["db"][: G.B], L.Schedule.cosine(G.T), L.ddim_timesteps(steps, G.T), G.C
+    )
     assert_close(y, g[f"label_{steps}"], name="DDIM output")
     assert_close(torch.randn(5), g[f"next_draw_{steps}"], name="generator after DDIM")
 
@@ -253,7 +274,9 @@ def test_plc_overlay(num_classes, kind, rate):
     assert_close(out, g[f"small_{num_classes}_{kind}_{rate}"], name="overlay")
 
 
-@pytest.mark.skipif(not (SHIPPED / "cifar10-1-0.35.npy").is_file(), reason="needs the shipped LRA noise files")
+@pytest.mark.skipif(
+    not (SHIPPED / "cifar10-1-0.35.npy").is_file(), reason="needs the shipped LRA noise files"
+)
 @pytest.mark.parametrize("dataset", ["cifar10", "cifar100"])
 @pytest.mark.parametrize("kind,rate", G.HYBRIDS)
 def test_plc_overlay_reproduces_the_shipped_hybrid_files(dataset, kind, rate):
@@ -272,7 +295,9 @@ def _compare_loader(g: dict, prefix: str, loader, weights) -> None:
     got = G.loader_record(loader, weights)
     for key in ("idx", "labels", "proj"):
         assert_close(got[key], g[f"{prefix}/{key}"], name=f"{prefix} {key}")
-    assert_close(torch.rand(3), g[f"{prefix}/next_draw"], name=f"{prefix}: generator after the epoch")
+    assert_close(
+        torch.rand(3), g[f"{prefix}/next_draw"], name=f"{prefix}: generator after the epoch"
+    )
 
 
 def test_original_loaders_shuffle_crop_flip_and_draw_as_the_dataloader():
@@ -288,8 +313,12 @@ def test_original_loaders_shuffle_crop_flip_and_draw_as_the_dataloader():
     torch.manual_seed(72)
     for epoch in range(2):
         _compare_loader(g, f"train{epoch}", train, x["weights"])
-    _compare_loader(g, "eval", OriginalLoader(images, labels, G.B, shuffle=False, augment=False, **common),
-                    x["weights"])
+    _compare_loader(
+        g,
+        "eval",
+        OriginalLoader(images, labels, G.B, shuffle=False, augment=False, **common),
+        x["weights"],
+    )
 
 
 # ------------------------------------------------------------------------------------ two epochs
@@ -312,21 +341,63 @@ def test_two_epochs_of_train_cifar_end_to_end(tmp_path):
     common = dict(mean=CIFAR10_MEAN, std=CIFAR10_STD, device="cpu")
     images = {s: torch.from_numpy(x[s][0]) for s in G.EPOCH_SPLITS}
     labels = {s: torch.from_numpy(x[s][1]) for s in G.EPOCH_SPLITS}
-    loaders = {"train": OriginalLoader(images["train"], labels["train"], G.B, shuffle=True, augment=True, **common)}
+    loaders = {
+        "train": OriginalLoader(
+            images["train"], labels["train"], G.B, shuffle=True, augment=True, **common
+        )
+    }
     feats = {"train": torch.from_numpy(g["train_embed"])}
     for s in ("val", "test"):
-        loaders[s] = OriginalLoader(images[s], labels[s], G.B, shuffle=False, augment=False, **common)
+        loaders[s] = OriginalLoader(
+            images[s], labels[s], G.B, shuffle=False, augment=False, **common
+        )
         with torch.no_grad():
-            feats[s] = torch.cat([stub(xb) for xb, _, _ in OriginalLoader(images[s], labels[s], G.B, shuffle=False,
-                                                                        augment=False, **common)])
-    data = D.LRAData(G.C, torch.arange(40), labels["train"], feats, loaders,
-                     {"val": feats["val"], "test": feats["test"]}, labels["test"], {})
+            feats[s] = torch.cat(
+                [
+                    stub(xb)
+                    for xb, _, _ in OriginalLoader(
+                        images[s], labels[s], G.B, shuffle=False, augment=False, **common
+                    )
+                ]
+            )
+    data = D.LRAData(
+        G.C,
+        torch.arange(40),
+        labels["train"],
+        feats,
+        loaders,
+        {"val": feats["val"], "test": feats["test"]},
+        labels["test"],
+        {},
+    )
     args = types.SimpleNamespace(
-        device=torch.device("cpu"), feature_dim=G.F_DIM, diff_encoder="resnet18", encoder_weights="none",
-        torchvision_init=False, train_encoder=False, ema_decay=0.9999, knn_per_batch=False, k=4, knn_metric="l2",
-        exclude_self=False, table_layout="own_last", knn_backend="reference", out=str(tmp_path), lr=1e-3,
-        lr_warmup=0, lr_horizon=1000, amp=False, ddim_n_step=10, fix_ddim_steps=False, fix_ddim_output=False,
-        predict_argmax=False, use_ema=False, knn_weights="count", selection="val", nepoch=2)
+        device=torch.device("cpu"),
+        feature_dim=G.F_DIM,
+        diff_encoder="resnet18",
+        encoder_weights="none",
+        torchvision_init=False,
+        train_encoder=False,
+        ema_decay=0.9999,
+        knn_per_batch=False,
+        k=4,
+        knn_metric="l2",
+        exclude_self=False,
+        table_layout="own_last",
+        knn_backend="reference",
+        out=str(tmp_path),
+        lr=1e-3,
+        lr_warmup=0,
+        lr_horizon=1000,
+        amp=False,
+        ddim_n_step=10,
+        fix_ddim_steps=False,
+        fix_ddim_output=False,
+        predict_argmax=False,
+        use_ema=False,
+        knn_weights="count",
+        selection="val",
+        nepoch=2,
+    )
     torch.manual_seed(92)
     run = lra_train.Run(args, data, logging.getLogger("lnl"))
     state, accuracies = {"tracker": 0.0, "best_acc": 0.0}, []
@@ -354,5 +425,18 @@ def test_pmd_draws_as_plc_label_noise(pmd_type):
 
     eta = G.pmd_probs()
     y = eta.argmax(1).numpy()
-    out = make_noise(y, "pmd", 0.3, num_classes=G.C, seed=64, probs=eta.numpy(), pmd_type=pmd_type, pmd_factor=1.2)
-    assert_close(out.labels.numpy(), golden("pmd_hybrids")[f"label_noise_{pmd_type}"].astype(np.int64), name="labels")
+    out = make_noise(
+        y,
+        "pmd",
+        0.3,
+        num_classes=G.C,
+        seed=64,
+        probs=eta.numpy(),
+        pmd_type=pmd_type,
+        pmd_factor=1.2,
+    )
+    assert_close(
+        out.labels.numpy(),
+        golden("pmd_hybrids")[f"label_noise_{pmd_type}"].astype(np.int64),
+        name="labels",
+    )

@@ -38,20 +38,26 @@ from tests.equivalence.make_goldens_nmtune import (
     train_batches,
 )
 
-PREFIXES = {"encoder.": "image_encoder.model.model.", "mlp.": "image_encoder.", "head.": "classification_head."}
+PREFIXES = {
+    "encoder.": "image_encoder.model.model.",
+    "mlp.": "image_encoder.",
+    "head.": "classification_head.",
+}
 
 
 def original_name(key: str) -> str:
     """The port's ``Tuner`` state_dict key as the original's ``ImageClassifier`` names it."""
     for port, orig in PREFIXES.items():
         if key.startswith(port):
-            return orig + key[len(port):]
+            return orig + key[len(port) :]
     raise KeyError(key)
 
 
 def _tuner() -> Tuner:
     encoder = TinyTimm().requires_grad_(False)
-    tuner = Tuner(encoder, ResidualMLP(DIM, 4, 1, True, 1.0), make_head(DIM, NUM_CLASSES), frozen=True)
+    tuner = Tuner(
+        encoder, ResidualMLP(DIM, 4, 1, True, 1.0), make_head(DIM, NUM_CLASSES), frozen=True
+    )
     fill_state(tuner, SEED, original_name)
     return tuner.train()
 
@@ -61,7 +67,9 @@ def test_mlp_and_head_forward_match_the_original_with_a_mapped_state_dict():
     check_meta(g, COMMIT)
     tuner = _tuner()
     mapped = {original_name(k) for k in tuner.state_dict()}
-    assert mapped <= set(g["keys"].tolist())  # every port entry has its original (plus TimmWrapper's fc alias)
+    assert mapped <= set(
+        g["keys"].tolist()
+    )  # every port entry has its original (plus TimmWrapper's fc alias)
     feats, z = tuner.features(head_inputs(), amp=False)
     assert_close(feats, g["feats"], name="encoder features")
     assert_close(z, g["z"], name="Z = s * MLP(F) + F (BN in train mode)")
@@ -81,8 +89,13 @@ def _assert_step(named: dict, g: dict, k: int, rtol: float) -> None:
         tol = rtol * np.abs(want) + max(rtol * float(np.abs(want).max()), floor)
         assert (err <= tol).all(), f"grad {name}, step {k}: max |diff| {err.max():.3g}"
         signal = np.abs(want) > 10 * floor
-        assert_close(p.detach().numpy()[signal], g[f"param{k}:{name}"][signal], rtol=rtol, atol_scale=rtol,
-                     name=f"{name} after step {k}")
+        assert_close(
+            p.detach().numpy()[signal],
+            g[f"param{k}:{name}"][signal],
+            rtol=rtol,
+            atol_scale=rtol,
+            name=f"{name} after step {k}",
+        )
 
 
 @pytest.mark.parametrize("weighting", list(WEIGHTINGS))
@@ -95,7 +108,9 @@ def test_training_steps_match_the_original(weighting):
     tuner = _tuner()
     named = {original_name(n): p for n, p in tuner.named_parameters() if p.requires_grad}
     assert sorted(named) == sorted(g["names"].tolist())
-    opt = torch.optim.AdamW([p for p in tuner.parameters() if p.requires_grad], lr=LR, weight_decay=WD)
+    opt = torch.optim.AdamW(
+        [p for p in tuner.parameters() if p.requires_grad], lr=LR, weight_decay=WD
+    )
     weights = LossWeights(*WEIGHTINGS[weighting])
     # The Gram path computes singular values in float64; the original's fp32 torch.svd rounds differently.
     rtol = 1e-5 if weights.svd else 1e-6
@@ -105,14 +120,18 @@ def test_training_steps_match_the_original(weighting):
         loss, _ = train_step(tuner, opt, torch.cat([xw, xs]), y, weights)
         assert_close(loss, g["losses"][k], rtol=rtol, name=f"loss, step {k}")
         _assert_step(named, g, k, rtol)
-        with torch.no_grad():  # the next step starts from the original's parameters (noise entries included)
+        with (
+            torch.no_grad()
+        ):  # the next step starts from the original's parameters (noise entries included)
             for name, p in named.items():
                 p.copy_(torch.from_numpy(g[f"param{k}:{name}"]))
 
 
 def _prep() -> Preprocess:
     c = PREP_CFG
-    return Preprocess(c["input_size"][-1], c["crop_pct"], c["mean"], c["std"], c["interpolation"], (0.8, 1.0))
+    return Preprocess(
+        c["input_size"][-1], c["crop_pct"], c["mean"], c["std"], c["interpolation"], (0.8, 1.0)
+    )
 
 
 def test_val_preprocessing_is_the_originals_pil_pipeline():
@@ -120,7 +139,9 @@ def test_val_preprocessing_is_the_originals_pil_pipeline():
     check_meta(g, COMMIT)
     prep = _prep()
     image = prep_image()
-    out = _to_tensor_normalize([pil_val_image(Image.fromarray(image), prep)], prep, torch.device("cpu"))[0]
+    out = _to_tensor_normalize(
+        [pil_val_image(Image.fromarray(image), prep)], prep, torch.device("cpu")
+    )[0]
     assert_close(out, g["val"], name="val view")
     batch = torch.from_numpy(image).permute(2, 0, 1)[None]
     assert_close(val_view(batch, prep)[0], g["val"], name="val_view (default: PIL)")
@@ -144,5 +165,9 @@ def test_fast_preprocessing_is_not_the_originals_pipeline():
     g = load_golden("nmtune", "preprocess")
     prep = replace(_prep(), fast=True)
     batch = torch.from_numpy(prep_image()).permute(2, 0, 1)[None]
-    grey_levels = (val_view(batch, prep)[0] - torch.from_numpy(g["val"])) * torch.tensor(prep.std).view(3, 1, 1) * 255
+    grey_levels = (
+        (val_view(batch, prep)[0] - torch.from_numpy(g["val"]))
+        * torch.tensor(prep.std).view(3, 1, 1)
+        * 255
+    )
     assert float(grey_levels.abs().max()) > 1.0

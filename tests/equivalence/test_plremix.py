@@ -34,16 +34,19 @@ def golden(name: str) -> dict:
     return G.load_checked("plremix", name, COMMIT)
 
 
-
 def original_key(key: str) -> str:
     """Port ``proto_net`` key -> the original ``PLReMixModel`` key."""
-    key = re.sub(r"^backbone\.layers\.(\d)\.", lambda m: f"backbone.layer{int(m.group(1)) + 1}.", key)
+    key = re.sub(
+        r"^backbone\.layers\.(\d)\.", lambda m: f"backbone.layer{int(m.group(1)) + 1}.", key
+    )
     key = key.replace("shortcut.weight", "shortcut.0.weight")
     return key.replace("backbone.linear.", "cls_head.")
 
 
 def port_net(seed: int = gen.NET_SEED, input_size: int = 32):
-    net = create_model("proto_net", backbone="dividemix_preact_resnet18", num_classes=10, input_size=input_size)
+    net = create_model(
+        "proto_net", backbone="dividemix_preact_resnet18", num_classes=10, input_size=input_size
+    )
     G.fill_state(net, seed, original_key)
     return net
 
@@ -59,19 +62,47 @@ def grads(net, keys) -> np.ndarray:
 
 
 def deltas(net, before: list[torch.Tensor], keys) -> np.ndarray:
-    return np.concatenate([G.grad_sample(p.detach() - b) for p, b in zip(in_original_order(net, keys), before)])
+    return np.concatenate(
+        [G.grad_sample(p.detach() - b) for p, b in zip(in_original_order(net, keys), before)]
+    )
 
 
 def method(noisy: torch.Tensor, nets, optimizers) -> lib.PLReMix:
     s = gen.TRAIN
-    args = SimpleNamespace(aug="autoaug", crl="flat_plr", fix_p1=False, fix_p2=False, fix_p8=False, fix_p10=False,
-                           lambda_warmup_crl=1.0, lambda_c=s["lambda_c"], topk=s["topk"], plr_backend="auto",
-                           device=torch.device("cpu"), num_epochs=s["num_epochs"], semi_m=s["semi_m"], seed=0,
-                           noise_mode="sym", r=0.5, gmm_backend="sklearn", amp=False, cos=False, lr=s["lr"],
-                           warm_up=s["warm_up"], T=s["T"], alpha=s["alpha"], lambda_u=s["lambda_u"], p_threshold=0.5,
-                           dataset="cifar10")
-    data = SimpleNamespace(num_classes=10, noisy=SimpleNamespace(labels=noisy), train=SimpleNamespace(targets=noisy),
-                           train_loader=None)
+    args = SimpleNamespace(
+        aug="autoaug",
+        crl="flat_plr",
+        fix_p1=False,
+        fix_p2=False,
+        fix_p8=False,
+        fix_p10=False,
+        lambda_warmup_crl=1.0,
+        lambda_c=s["lambda_c"],
+        topk=s["topk"],
+        plr_backend="auto",
+        device=torch.device("cpu"),
+        num_epochs=s["num_epochs"],
+        semi_m=s["semi_m"],
+        seed=0,
+        noise_mode="sym",
+        r=0.5,
+        gmm_backend="sklearn",
+        amp=False,
+        cos=False,
+        lr=s["lr"],
+        warm_up=s["warm_up"],
+        T=s["T"],
+        alpha=s["alpha"],
+        lambda_u=s["lambda_u"],
+        p_threshold=0.5,
+        dataset="cifar10",
+    )
+    data = SimpleNamespace(
+        num_classes=10,
+        noisy=SimpleNamespace(labels=noisy),
+        train=SimpleNamespace(targets=noisy),
+        train_loader=None,
+    )
     return lib.PLReMix(args, nets, optimizers, data, logging.getLogger("test"))
 
 
@@ -81,16 +112,17 @@ class Loader(list):
         self.indices, self.batch_size = torch.arange(num_samples), batch_size
 
 
-
-
 def keys():
     return golden("network")["keys"].tolist()
 
 
 def test_network_keys_and_shapes_are_the_originals():
     g = golden("network")
-    mapped = {original_key(k): str(tuple(v.shape)) for k, v in port_net().state_dict().items()
-              if v.is_floating_point()}
+    mapped = {
+        original_key(k): str(tuple(v.shape))
+        for k, v in port_net().state_dict().items()
+        if v.is_floating_point()
+    }
     assert mapped == dict(zip(g["keys"].tolist(), g["shapes"].tolist()))
 
 
@@ -109,8 +141,11 @@ def test_network_all_forward_buffers_gradients_and_prototype_init():
         for name, value in zip(("logits", "proto_logits", "q"), net(x, mode="all")):
             G.assert_close(value, g[f"eval_{name}"], name=f"eval-mode {name}")
         tiny = port_net(input_size=64).eval()
-        G.assert_close(tiny(G.det_tensor((2, 3, 64, 64), gen.DATA_SEED, "tiny_x")), g["tiny_logits"],
-                       name="64x64 (Tiny-ImageNet, 2048-d) logits")
+        G.assert_close(
+            tiny(G.det_tensor((2, 3, 64, 64), gen.DATA_SEED, "tiny_x")),
+            g["tiny_logits"],
+            name="64x64 (Tiny-ImageNet, 2048-d) logits",
+        )
     features = F.normalize(G.det_tensor((40, 128), gen.DATA_SEED, "proto_features"), dim=1)
     lib.init_prototypes(net, features, torch.arange(40) % 10, 10)
     G.assert_close(net.prototypes, g["init_prototypes"], name="initial prototypes")
@@ -121,7 +156,9 @@ def test_warmup_steps(mode):
     g = golden(f"warmup_{mode}")
     net = port_net()
     optimizer = torch.optim.SGD(net.parameters(), lr=0.02, momentum=0.9, weight_decay=5e-4)
-    m = method(torch.zeros(16, dtype=torch.long), [net, port_net(gen.NET2_SEED)], [optimizer, optimizer])
+    m = method(
+        torch.zeros(16, dtype=torch.long), [net, port_net(gen.NET2_SEED)], [optimizer, optimizer]
+    )
     before = [p.detach().clone() for p in in_original_order(net, keys())]
     batches = [((x, a1, a2), y, idx) for x, a1, a2, y, idx in gen.warmup_batches()]
     cd.warmup_epoch(net, optimizer, batches, penalty=mode == "asym", extra_loss=m.warmup_extra(0))
@@ -138,9 +175,12 @@ def test_gmm_selection_probability_and_partition():
     g = golden("gmm_selection")
     logits, proto_logits, q, targets = gen.gmm_table()
     m = method(targets, [port_net(), port_net()], [None, None])
-    outs = cd.collect_outputs(PortTable(logits, proto_logits, q), gen.gmm_batches(), gen.GMM_ROWS,
-                              forward=m.eval_forward)
-    prob = cd.clean_probability(m.gmm_input(0, outs), backend="sklearn", seed=77, sklearn_dtype=m.gmm_sklearn_dtype)
+    outs = cd.collect_outputs(
+        PortTable(logits, proto_logits, q), gen.gmm_batches(), gen.GMM_ROWS, forward=m.eval_forward
+    )
+    prob = cd.clean_probability(
+        m.gmm_input(0, outs), backend="sklearn", seed=77, sklearn_dtype=m.gmm_sklearn_dtype
+    )
     G.assert_close(prob, g["prob"].astype(np.float32), name="clean probability")
     clean, noisy = cd.divide(prob, 0.5)
     G.assert_close(clean, g["clean"], name="clean set")
@@ -154,8 +194,13 @@ def test_train_step_semi_plr_selection_and_prototypes():
     optimizer = torch.optim.SGD(net.parameters(), lr=s["lr"], momentum=0.9, weight_decay=5e-4)
     m = method(noisy, [net, net2], [optimizer, optimizer])
     m._epoch = s["epoch"]
-    other = {"logits": logits, "proto_logits": proto_logits, "q": q, "labels": noisy,
-             "index": torch.arange(s["rows"])}
+    other = {
+        "logits": logits,
+        "proto_logits": proto_logits,
+        "q": q,
+        "labels": noisy,
+        "index": torch.arange(s["rows"]),
+    }
     outputs = record_outputs(net, net2)
     before = [p.detach().clone() for p in in_original_order(net, keys())]
     step_grads = record_gradients(optimizer, lambda: grads(net, keys()))
@@ -168,11 +213,28 @@ def test_train_step_semi_plr_selection_and_prototypes():
     unlabeled = [(tuple(views), y, idx) for *views, y, idx in unl]
     np.random.seed(s["mix_seed"])
     torch.manual_seed(s["mix_seed"])
-    cd.semi_epoch(net, net2, optimizer, Loader(labeled, 8, s["batch_size"]), unlabeled, prob, epoch=s["epoch"],
-                  warm_up=s["warm_up"], lambda_u=s["lambda_u"], temperature=s["T"], alpha=s["alpha"],
-                  num_classes=10, mix_views=m.mix_views, extra_loss=m.semi_extra(0, other))
+    cd.semi_epoch(
+        net,
+        net2,
+        optimizer,
+        Loader(labeled, 8, s["batch_size"]),
+        unlabeled,
+        prob,
+        epoch=s["epoch"],
+        warm_up=s["warm_up"],
+        lambda_u=s["lambda_u"],
+        temperature=s["T"],
+        alpha=s["alpha"],
+        num_classes=10,
+        mix_views=m.mix_views,
+        extra_loss=m.semi_extra(0, other),
+    )
     m.after_semi(0, {}, other, s["epoch"])
-    G.assert_close(torch.cat([o.flatten() for o in outputs]), g["outputs"], name="forward outputs in call order")
+    G.assert_close(
+        torch.cat([o.flatten() for o in outputs]),
+        g["outputs"],
+        name="forward outputs in call order",
+    )
     G.assert_close(np.stack(step_grads), g["grads"], rtol=1e-5, name="gradients of each step")
     G.assert_close(deltas(net, before, keys()), g["deltas"], rtol=1e-5, name="parameter updates")
     G.assert_close(bn_buffers(net), g["bn_buffers"], name="BN buffers")
@@ -195,9 +257,17 @@ def test_lr_of_every_epoch(cos, num_epochs):
 def test_kappa_schedule(topk):
     g = golden("schedules")
     # the original's slice assignments grow topk_list past num_epochs + 1; epochs 0..100 are read
-    G.assert_close(np.array([lib.kappa_at(e, (40, 70), topk) for e in range(101)]), g[f"kappa_{topk}"][:101], name="κ")
+    G.assert_close(
+        np.array([lib.kappa_at(e, (40, 70), topk) for e in range(101)]),
+        g[f"kappa_{topk}"][:101],
+        name="κ",
+    )
 
 
 def test_lambda_u_rampup():
     g = golden("schedules")
-    G.assert_close(np.array([mm.linear_rampup(c, 10, 25.0) for c in g["rampup_current"]]), g["rampup"], name="ramp")
+    G.assert_close(
+        np.array([mm.linear_rampup(c, 10, 25.0) for c in g["rampup_current"]]),
+        g["rampup"],
+        name="ramp",
+    )

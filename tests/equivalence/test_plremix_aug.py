@@ -48,8 +48,10 @@ def _hwc(x: torch.Tensor) -> np.ndarray:
 def _assert_digests(images: np.ndarray, expected: np.ndarray, name: str) -> None:
     got = G.per_image_digest(images)
     bad = [i for i in range(len(got)) if not np.array_equal(got[i], expected[i])]
-    assert not bad, (f"{name}: images {bad} differ from the original's "
-                     f"(strided pixels port {got[bad[0], 1:9]} vs original {expected[bad[0], 1:9]})")
+    assert not bad, (
+        f"{name}: images {bad} differ from the original's "
+        f"(strided pixels port {got[bad[0], 1:9]} vs original {expected[bad[0], 1:9]})"
+    )
 
 
 def _cases(golden: dict, prefix: str) -> list[str]:
@@ -65,7 +67,7 @@ def _run_cases(x: torch.Tensor, cases: list, ops, golden: dict) -> None:
     arg = torch.tensor([c[2] for c in cases], dtype=torch.float64).repeat_interleave(n)
     out = _hwc(P.apply_per_image(batch, op, arg, ops, dense=False))
     for i, (key, _, _) in enumerate(cases):
-        _assert_digests(out[i * n:(i + 1) * n], golden[key], key)
+        _assert_digests(out[i * n : (i + 1) * n], golden[key], key)
 
 
 @pytest.mark.parametrize("size", SIZES)
@@ -78,7 +80,9 @@ def test_every_autoaugment_op_at_every_bin_and_sign(size):
         _, name, b, sign = key.split("/")
         mag = P.aa_magnitudes(name)[int(b)] * (int(sign) if name in P.AA_SIGNED else 1)
         cases.append((key, P.AA_ID[name], mag))
-    assert len(cases) == 8 * 10 * 2 + 3 * 10 + 3  # signed ops × bins × signs, Rotate/Posterize/Solarize, 3 plain
+    assert (
+        len(cases) == 8 * 10 * 2 + 3 * 10 + 3
+    )  # signed ops × bins × signs, Rotate/Posterize/Solarize, 3 plain
     _run_cases(_batch(images), cases, P.aa_ops(128), golden)
 
 
@@ -91,7 +95,9 @@ def test_every_fixmatch_op_across_its_range(size):
     for key in _cases(golden, "fm/"):
         _, name, k = key.split("/")
         i = position[name]
-        value = float(low[i] + span[i] * torch.tensor(G.FIXMATCH_VALUES[int(k)], dtype=torch.float64))
+        value = float(
+            low[i] + span[i] * torch.tensor(G.FIXMATCH_VALUES[int(k)], dtype=torch.float64)
+        )
         cases.append((key, i + 1, value))
     assert len(cases) == 14 * len(G.FIXMATCH_VALUES)
     _run_cases(_batch(G.aug_images(2, size, f"ops{size}")), cases, P.fixmatch_ops(), golden)
@@ -111,8 +117,11 @@ def test_cutout(size):
 @pytest.mark.parametrize("dense", [False, True])
 def test_whole_policies_with_the_originals_draws(dense):
     golden = _golden("aug_policies")
-    for name, policy, size, n in (("cifar", "cifar", 32, 48), ("imagenet", "imagenet", 32, 48),
-                                  ("imagenet64", "imagenet", 64, 12)):
+    for name, policy, size, n in (
+        ("cifar", "cifar", 32, 48),
+        ("imagenet", "imagenet", 32, 48),
+        ("imagenet64", "imagenet", 64, 12),
+    ):
         x = _batch(G.aug_images(n, size, f"policy/{name}"))
         random.seed(G.SEED)
         out = P.auto_augment(x, policy, P.policy_draws_python(policy, n), dense=dense)
@@ -127,8 +136,11 @@ def test_whole_policies_with_the_originals_draws(dense):
 def _normalisation(dataset: str):
     from lnl.data import cifar, small
 
-    return {"cifar10": (cifar.CIFAR10_MEAN, cifar.CIFAR10_STD), "cifar100": (cifar.CIFAR100_MEAN, cifar.CIFAR100_STD),
-            "tiny_imagenet": (small.IMAGENET_MEAN, small.IMAGENET_STD)}[dataset]
+    return {
+        "cifar10": (cifar.CIFAR10_MEAN, cifar.CIFAR10_STD),
+        "cifar100": (cifar.CIFAR100_MEAN, cifar.CIFAR100_STD),
+        "tiny_imagenet": (small.IMAGENET_MEAN, small.IMAGENET_STD),
+    }[dataset]
 
 
 @pytest.mark.parametrize("dataset", list(G.VIEW_COUNTS))
@@ -146,8 +158,15 @@ def test_gpu_loader_views_of_each_dataset(dataset):
     padding = 0 if dataset in lib.IMAGENET_STYLE else 4
     for aug in ("train", "autoaug", "randaug"):
         view = lib.strong_view(aug, dataset)
-        loader = GPULoader(images, torch.zeros(n, dtype=torch.long), n, mean=mean, std=std, views=(view,),
-                           crop_padding=padding)
+        loader = GPULoader(
+            images,
+            torch.zeros(n, dtype=torch.long),
+            n,
+            mean=mean,
+            std=std,
+            views=(view,),
+            crop_padding=padding,
+        )
         G.seed_all(G.SEED)
         out = loader.apply(loader.images, view, loader.draws_like_original(loader.images, view))
         assert_close(out, golden[f"{dataset}/{aug}"], name=f"{dataset} {aug} ({view})")
@@ -176,8 +195,11 @@ def test_file_list_views_of_warmup_and_labeled_items(dataset):
     h, w = G.FILE_IMAGE
     image = G.aug_images(1, w, "file", height=h)[0]
     assert np.array_equal(G.digest(image), golden["image_digest"])
-    crops, mean, std = ((CLOTHING1M_CROPS, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD) if dataset == "clothing1m"
-                        else (WEBVISION_CROPS, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD))
+    crops, mean, std = (
+        (CLOTHING1M_CROPS, webscale.CLOTHING1M_MEAN, webscale.CLOTHING1M_STD)
+        if dataset == "clothing1m"
+        else (WEBVISION_CROPS, webscale.IMAGENET_MEAN, webscale.IMAGENET_STD)
+    )
     for aug, mcrop in G.FILE_CASES:
         tf = transforms_for(crops, mean, std, aug=aug)
         warmup, labeled = file_view_names(dataset, mcrop)
@@ -187,7 +209,9 @@ def test_file_list_views_of_warmup_and_labeled_items(dataset):
             prefix = f"{dataset}/{aug}/{mode}/mcrop{int(mcrop)}/"
             assert len(views) == len(_cases(golden, prefix)), prefix
             for i, v in enumerate(views):
-                assert np.array_equal(G.digest(v), golden[f"{prefix}{i}"]), f"{prefix}{i} ({names[i]})"
+                assert np.array_equal(G.digest(v), golden[f"{prefix}{i}"]), (
+                    f"{prefix}{i} ({names[i]})"
+                )
 
 
 def test_the_gpu_loaders_own_draws_follow_the_originals_distributions():
@@ -196,8 +220,12 @@ def test_the_gpu_loaders_own_draws_follow_the_originals_distributions():
     g = torch.Generator().manual_seed(0)
     draws = P.policy_draws("imagenet", 4000, g, torch.device("cpu"))
     probs = torch.tensor([[p for _, p, _ in sp] for sp in P.IMAGENET_POLICY], dtype=torch.float64)
-    rate = torch.stack([draws.apply[draws.sub == k].double().mean(0) for k in range(len(P.IMAGENET_POLICY))])
-    assert rate[12, 0] == 0 and rate[7, 1] == 1  # ("Equalize", 0.0, 7) never, ("Equalize", 1.0, 2) always
+    rate = torch.stack(
+        [draws.apply[draws.sub == k].double().mean(0) for k in range(len(P.IMAGENET_POLICY))]
+    )
+    assert (
+        rate[12, 0] == 0 and rate[7, 1] == 1
+    )  # ("Equalize", 0.0, 7) never, ("Equalize", 1.0, 2) always
     assert torch.allclose(rate, probs, atol=0.12)
     assert set(draws.sign.unique().tolist()) == {-1.0, 1.0}
     assert torch.bincount(draws.sub, minlength=25).min() > 100
@@ -208,10 +236,37 @@ def test_gpu_loader_transform_runs_each_new_view():
 
     images = torch.from_numpy(G.aug_images(6, 32, "loader"))
     for view in ("autoaug_cifar", "autoaug_imagenet", "randaug_fixmatch", "weak"):
-        loader = GPULoader(images, torch.zeros(6, dtype=torch.long), 6, mean=(0.5,) * 3, std=(0.25,) * 3,
-                           views=(view,), seed=3)
-        (a, _, _), (b, _, _) = next(iter(loader)), next(iter(GPULoader(
-            images, torch.zeros(6, dtype=torch.long), 6, mean=(0.5,) * 3, std=(0.25,) * 3, views=(view,), seed=3)))
-        assert a.shape == (6, 3, 32, 32) and torch.equal(a, b), view  # a pure function of (seed, epoch)
+        loader = GPULoader(
+            images,
+            torch.zeros(6, dtype=torch.long),
+            6,
+            mean=(0.5,) * 3,
+            std=(0.25,) * 3,
+            views=(view,),
+            seed=3,
+        )
+        (a, _, _), (b, _, _) = (
+            next(iter(loader)),
+            next(
+                iter(
+                    GPULoader(
+                        images,
+                        torch.zeros(6, dtype=torch.long),
+                        6,
+                        mean=(0.5,) * 3,
+                        std=(0.25,) * 3,
+                        views=(view,),
+                        seed=3,
+                    )
+                )
+            ),
+        )
+        assert a.shape == (6, 3, 32, 32) and torch.equal(a, b), (
+            view
+        )  # a pure function of (seed, epoch)
         pixels = a * 0.25 * 255 + 0.5 * 255  # back to uint8 levels: whole numbers in [0, 255]
-        assert ((pixels - pixels.round()).abs() < 1e-3).all() and pixels.min() > -1e-3 and pixels.max() < 255.001
+        assert (
+            ((pixels - pixels.round()).abs() < 1e-3).all()
+            and pixels.min() > -1e-3
+            and pixels.max() < 255.001
+        )

@@ -28,8 +28,11 @@ DAEMONS = ("munged", "slurmctld", "slurmd")
 
 def missing_requirements() -> str | None:
     """Why a real cluster cannot start here, or None."""
-    absent = [d for d in DAEMONS + ("sbatch", "sinfo", "scontrol") if shutil.which(d) is None
-              and not Path(f"/usr/sbin/{d}").exists()]
+    absent = [
+        d
+        for d in DAEMONS + ("sbatch", "sinfo", "scontrol")
+        if shutil.which(d) is None and not Path(f"/usr/sbin/{d}").exists()
+    ]
     if absent:
         return f"SLURM is not installed ({', '.join(absent)} missing; run launchers/install_slurm.sh as root)"
     if os.geteuid() != 0:
@@ -124,17 +127,31 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
 
     def _spawn(self, name: str, args: list[str]) -> None:
         log = open(self.root / "log" / f"{name}.out", "ab")
-        proc = subprocess.Popen([_bin(name), *args], stdout=log, stderr=subprocess.STDOUT,
-                                env=self.env(), start_new_session=True)
+        proc = subprocess.Popen(
+            [_bin(name), *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env(),
+            start_new_session=True,
+        )
         self.procs[name] = proc.pid
 
     def start(self, timeout_s: float = 90.0) -> LocalSlurm:
         """Write the config, start the three daemons (foreground, so their pids are ours) and wait."""
         self.write_config()
         m = self.root / "munge"
-        self._spawn("munged", ["-F", "--force", f"--socket={self.munge_socket}", f"--key-file={m}/munge.key",
-                               f"--pid-file={m}/munged.pid", f"--log-file={m}/munged.log",
-                               f"--seed-file={m}/munged.seed"])
+        self._spawn(
+            "munged",
+            [
+                "-F",
+                "--force",
+                f"--socket={self.munge_socket}",
+                f"--key-file={m}/munge.key",
+                f"--pid-file={m}/munged.pid",
+                f"--log-file={m}/munged.log",
+                f"--seed-file={m}/munged.seed",
+            ],
+        )
         self._wait(lambda: self.munge_socket.exists(), 20, "munged socket")
         self._spawn("slurmctld", ["-D", "-i", "-f", str(self.conf)])
         self._spawn("slurmd", ["-D", "-N", self.host, "-f", str(self.conf)])
@@ -143,8 +160,9 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
         return self
 
     def node_idle(self) -> bool:
-        out = subprocess.run(["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True,
-                             env=self.env())
+        out = subprocess.run(
+            ["sinfo", "-h", "-N", "-o", "%t"], capture_output=True, text=True, env=self.env()
+        )
         return out.returncode == 0 and out.stdout.strip().rstrip("*") == "idle"
 
     def _wait(self, ready, timeout_s: float, what: str) -> None:
@@ -154,10 +172,14 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
                 return
             for name, pid in self.procs.items():
                 if _exited(pid):
-                    raise RuntimeError(f"{name} exited while waiting for {what}; logs in "
-                                       f"{self.root / 'log'}:\n" + self.logs())
+                    raise RuntimeError(
+                        f"{name} exited while waiting for {what}; logs in "
+                        f"{self.root / 'log'}:\n" + self.logs()
+                    )
             time.sleep(0.5)
-        raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for {what}; logs:\n" + self.logs())
+        raise TimeoutError(
+            f"timed out after {timeout_s:.0f} s waiting for {what}; logs:\n" + self.logs()
+        )
 
     def logs(self, tail: int = 30) -> str:
         parts = []
@@ -170,10 +192,14 @@ PartitionName=debug Nodes={self.host} Default=YES MaxTime=INFINITE State=UP
     def drain(self, timeout_s: float = 30.0) -> None:
         """Cancel every job of this cluster and wait until the queue is empty (a job's result file
         appears before its steps finish; stopping slurmd earlier would orphan them)."""
-        subprocess.run(["scancel", "--user", str(os.geteuid())], env=self.env(), capture_output=True)
+        subprocess.run(
+            ["scancel", "--user", str(os.geteuid())], env=self.env(), capture_output=True
+        )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            out = subprocess.run(["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=self.env())
+            out = subprocess.run(
+                ["squeue", "-h", "-o", "%i"], capture_output=True, text=True, env=self.env()
+            )
             if out.returncode != 0 or not out.stdout.strip():
                 return
             time.sleep(0.5)

@@ -22,8 +22,11 @@ DOCKER = REPO / "docker"
 
 def instructions(path: Path) -> list[tuple[str, str]]:
     """``(INSTRUCTION, arguments)`` pairs, continuation lines joined and comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(ln for ln in path.read_text().splitlines()
-                                        if not ln.lstrip().startswith("#")))
+    text = re.sub(
+        r"\\\n",
+        " ",
+        "\n".join(ln for ln in path.read_text().splitlines() if not ln.lstrip().startswith("#")),
+    )
     out = []
     for line in text.splitlines():
         if line.strip():
@@ -49,7 +52,9 @@ def base_default(path: Path) -> str:
     """The default of the ``ARG BASE`` that the first ``FROM ${BASE}`` uses."""
     ops = instructions(path)
     assert ("FROM", "${BASE}") in ops, f"{path.name} must build FROM the BASE argument"
-    return next(args.split("=", 1)[1] for op, args in ops if op == "ARG" and args.startswith("BASE="))
+    return next(
+        args.split("=", 1)[1] for op, args in ops if op == "ARG" and args.startswith("BASE=")
+    )
 
 
 def make_recipe(target: str) -> str:
@@ -57,7 +62,7 @@ def make_recipe(target: str) -> str:
     lines = (REPO / "Makefile").read_text().splitlines()
     start = next(i for i, ln in enumerate(lines) if re.match(rf"^{re.escape(target)}\s*:", ln))
     recipe = []
-    for ln in lines[start + 1:]:
+    for ln in lines[start + 1 :]:
         if not ln.startswith("\t"):
             break
         recipe.append(ln.strip())
@@ -69,7 +74,9 @@ def pins(path: Path) -> dict[str, str]:
     return dict(ln.split("==") for ln in lines if "==" in ln and not ln.startswith("#"))
 
 
-REQUIREMENTS = r"-r (requirements\.txt|docker/requirements-cuda\.txt|docker/requirements-cuda-toolkit\.txt)"
+REQUIREMENTS = (
+    r"-r (requirements\.txt|docker/requirements-cuda\.txt|docker/requirements-cuda-toolkit\.txt)"
+)
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
@@ -82,8 +89,12 @@ def test_image_installs_like_ci(name):
     assert any("requirements.txt" in srcs and "Makefile" in srcs for srcs in copied)
     for srcs in copied:
         for src in srcs:
-            assert src == "." or (REPO / src).exists(), f"{name} copies {src}, which is not in the repository"
-    install = next(i for i, s in enumerate(steps) if re.match(r"make install PYTHON_BOOT=python3\b", s))
+            assert src == "." or (REPO / src).exists(), (
+                f"{name} copies {src}, which is not in the repository"
+            )
+    install = next(
+        i for i, s in enumerate(steps) if re.match(r"make install PYTHON_BOOT=python3\b", s)
+    )
     build = next(i for i, s in enumerate(steps) if re.search(r"\bmake build\b", s))
     assert install < build
     # The system packages come from docker/system-deps.sh, before anything else runs.
@@ -96,7 +107,9 @@ def test_image_installs_like_ci(name):
     user = [args for op, args in instructions(path) if op == "USER"]
     assert user and user[-1] not in ("root", "0") and ops.index("USER") > build
     ignore = (DOCKER / f"{name}.dockerignore").read_text().splitlines()
-    assert ".venv" in ignore and ".git" in ignore  # never the host's venv; the commit is a build arg
+    assert (
+        ".venv" in ignore and ".git" in ignore
+    )  # never the host's venv; the commit is a build arg
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.cpu"])
@@ -109,17 +122,24 @@ def test_image_records_commit_base_and_date(name):
     recipe = make_recipe("image-cuda" if name == "Dockerfile" else "image-cpu")
     assert f"image_args,docker/{name})" in recipe
     makefile = (REPO / "Makefile").read_text()
-    assert "--build-arg GIT_SHA=$(GIT_SHA) --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)" in makefile
+    assert (
+        "--build-arg GIT_SHA=$(GIT_SHA) --build-arg SOURCE_DATE_EPOCH=$(SOURCE_DATE_EPOCH)"
+        in makefile
+    )
     setup = (REPO / "setup.py").read_text()
     assert all(key in setup for key in ('"LNL_GIT_SHA"', '"LNL_IMAGE_BASE"', '"SOURCE_DATE_EPOCH"'))
 
 
 def test_cuda_image():
     path = DOCKER / "Dockerfile"
-    assert re.fullmatch(r"nvidia/cuda:13\.\d+\.\d+-devel-ubuntu24\.04@sha256:[0-9a-f]{64}", base_default(path))
+    assert re.fullmatch(
+        r"nvidia/cuda:13\.\d+\.\d+-devel-ubuntu24\.04@sha256:[0-9a-f]{64}", base_default(path)
+    )
     e = env(path)
     archs = e["TORCH_CUDA_ARCH_LIST"].split(";")
-    assert {a.removesuffix("+PTX") for a in archs} >= {"8.0", "8.6", "9.0"} and e["LNL_FORCE_CUDA"] == "1"
+    assert {a.removesuffix("+PTX") for a in archs} >= {"8.0", "8.6", "9.0"} and e[
+        "LNL_FORCE_CUDA"
+    ] == "1"
     assert archs[-1].endswith("+PTX")  # PTX of the newest architecture: GPUs after Hopper JIT it
     steps = runs(path)
     joined = " && ".join(steps)
@@ -129,7 +149,9 @@ def test_cuda_image():
     assert gpu == {"faiss-gpu": cpu["faiss-cpu"]}  # the same faiss version as CI
     assert "pip uninstall -y faiss-cpu" in joined
     # A base without a toolkit gets nvcc from NVIDIA's wheels, after the venv and before the build.
-    toolkit = next(i for i, s in enumerate(steps) if s.startswith("sh docker/cuda-toolkit.sh .venv/bin/pip"))
+    toolkit = next(
+        i for i, s in enumerate(steps) if s.startswith("sh docker/cuda-toolkit.sh .venv/bin/pip")
+    )
     assert toolkit < next(i for i, s in enumerate(steps) if "make build" in s)
     assert e["CUDA_HOME"] == "/usr/local/cuda"
 
@@ -139,13 +161,26 @@ def test_cuda_toolkit_wheels_match_torch():
     import torch
 
     toolkit = pins(DOCKER / "requirements-cuda-toolkit.txt")
-    assert {"nvidia-cuda-nvcc", "nvidia-cuda-crt", "nvidia-nvvm", "nvidia-cuda-cccl", "nvidia-cuda-runtime"} == set(toolkit)
+    assert {
+        "nvidia-cuda-nvcc",
+        "nvidia-cuda-crt",
+        "nvidia-nvvm",
+        "nvidia-cuda-cccl",
+        "nvidia-cuda-runtime",
+    } == set(toolkit)
     if torch.version.cuda is None:
         pytest.skip("this torch is a CPU build: no CUDA release to compare with")
-    assert all(v.startswith(torch.version.cuda + ".") for v in toolkit.values()), (torch.version.cuda, toolkit)
-    runtime = [r for r in importlib.metadata.requires("torch") or [] if r.startswith("nvidia-cuda-runtime")]
+    assert all(v.startswith(torch.version.cuda + ".") for v in toolkit.values()), (
+        torch.version.cuda,
+        toolkit,
+    )
+    runtime = [
+        r for r in importlib.metadata.requires("torch") or [] if r.startswith("nvidia-cuda-runtime")
+    ]
     if runtime:  # PyPI's Linux wheel lists it; other builds bundle their runtime
-        assert f"nvidia-cuda-runtime=={toolkit['nvidia-cuda-runtime']}" in runtime[0].replace(" ", "")
+        assert f"nvidia-cuda-runtime=={toolkit['nvidia-cuda-runtime']}" in runtime[0].replace(
+            " ", ""
+        )
 
 
 def test_cpu_image_runs_make_demo():
@@ -158,10 +193,18 @@ def test_cpu_image_runs_make_demo():
 
 def test_readme_documents_build_run_and_apptainer():
     text = (DOCKER / "README.md").read_text()
-    for needle in ("docker build -f docker/Dockerfile -t lnl:cuda .", "docker run --gpus all",
-                   "python methods/lra/train_CIFAR.py --device cuda:0", "make image-cpu", "make image-cuda",
-                   "apptainer build lnl.sif docker-daemon://lnl:cuda", "docker-archive:", "podman save",
-                   "make test-images", "-v "):
+    for needle in (
+        "docker build -f docker/Dockerfile -t lnl:cuda .",
+        "docker run --gpus all",
+        "python methods/lra/train_CIFAR.py --device cuda:0",
+        "make image-cpu",
+        "make image-cuda",
+        "apptainer build lnl.sif docker-daemon://lnl:cuda",
+        "docker-archive:",
+        "podman save",
+        "make test-images",
+        "-v ",
+    ):
         assert needle in text, needle
 
 
@@ -175,27 +218,52 @@ def run_in_image(image: str, cmd: list[str], runs: Path) -> subprocess.Completed
     or with IMAGE_RUNNER=buildah through ``buildah run`` (where podman cannot start containers, as on
     our development machine: no rlimits, hybrid cgroups)."""
     if os.environ.get("IMAGE_RUNNER") != "buildah":
-        return subprocess.run([ENGINE, "run", "--rm", "-e", "OMP_NUM_THREADS=1", "-v", f"{runs}:/runs", image, *cmd],
-                              capture_output=True, text=True, timeout=3600)
+        return subprocess.run(
+            [ENGINE, "run", "--rm", "-e", "OMP_NUM_THREADS=1", "-v", f"{runs}:/runs", image, *cmd],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
     name = f"lnl-test-{uuid.uuid4().hex[:8]}"
     subprocess.run(["buildah", "from", "--name", name, image], check=True, capture_output=True)
     try:
-        return subprocess.run(["buildah", "run", "--isolation", "chroot", "--env", "OMP_NUM_THREADS=1",
-                               "-v", f"{runs}:/runs", name, "--", *cmd],
-                              capture_output=True, text=True, timeout=3600)
+        return subprocess.run(
+            [
+                "buildah",
+                "run",
+                "--isolation",
+                "chroot",
+                "--env",
+                "OMP_NUM_THREADS=1",
+                "-v",
+                f"{runs}:/runs",
+                name,
+                "--",
+                *cmd,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=3600,
+        )
     finally:
         subprocess.run(["buildah", "rm", name], capture_output=True)
 
 
 def host_commit() -> str:
-    out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=40"], cwd=REPO,
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        ["git", "describe", "--always", "--dirty", "--abbrev=40"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     return out.stdout.strip() or "unknown"
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("LNL_TEST_IMAGES") != "1",
-                    reason="builds lnl:cpu (tens of minutes, downloads the pinned wheels): `make test-images`")
+@pytest.mark.skipif(
+    os.environ.get("LNL_TEST_IMAGES") != "1",
+    reason="builds lnl:cpu (tens of minutes, downloads the pinned wheels): `make test-images`",
+)
 def test_built_image_trains_on_digits(tmp_path):
     """`make image-cpu` (ENGINE, BASE, ENGINE_ARGS from the environment), then lnl.info and a 2-epoch
     digits run inside the image; its results match the same run in this process."""
@@ -204,7 +272,9 @@ def test_built_image_trains_on_digits(tmp_path):
     from lnl.engine import read_jsonl
     from methods import demo
 
-    build = subprocess.run(["make", "image-cpu"], cwd=REPO, capture_output=True, text=True, timeout=7200)
+    build = subprocess.run(
+        ["make", "image-cpu"], cwd=REPO, capture_output=True, text=True, timeout=7200
+    )
     assert build.returncode == 0, build.stdout[-3000:] + build.stderr[-3000:]
     runs = tmp_path / "runs"
     runs.mkdir()
@@ -213,12 +283,18 @@ def test_built_image_trains_on_digits(tmp_path):
     info = run_in_image("lnl:cpu", ["python", "-m", "lnl.info"], runs)
     assert info.returncode == 0, info.stdout + info.stderr
     assert "lnl._C: loaded" in info.stdout and "compiled backends: cpu" in info.stdout
-    build_info = json.loads(next(ln for ln in info.stdout.splitlines() if ln.startswith("build info: "))[12:])
+    build_info = json.loads(
+        next(ln for ln in info.stdout.splitlines() if ln.startswith("build info: "))[12:]
+    )
     assert build_info["git_sha"] == host_commit() and not build_info["with_cuda"]
-    assert build_info["image_base"] == (os.environ.get("BASE") or base_default(DOCKER / "Dockerfile.cpu"))
+    assert build_info["image_base"] == (
+        os.environ.get("BASE") or base_default(DOCKER / "Dockerfile.cpu")
+    )
 
     flags = ["--methods", "standard", "--epochs", "2", "--device", "cpu", "--seed", "0"]
-    run = run_in_image("lnl:cpu", ["python", "-m", "methods.demo", *flags, "--out", "/runs/demo"], runs)
+    run = run_in_image(
+        "lnl:cpu", ["python", "-m", "methods.demo", *flags, "--out", "/runs/demo"], runs
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     (record,) = read_jsonl(runs / "demo" / "results.jsonl")
     threads = torch.get_num_threads()
@@ -227,5 +303,9 @@ def test_built_image_trains_on_digits(tmp_path):
         (host,) = demo.main([*flags, "--out", str(tmp_path / "host")])
     finally:
         torch.set_num_threads(threads)
-    assert (record["method"], record["dataset"], record["noise"]) == ("standard", "digits", host["noise"])
+    assert (record["method"], record["dataset"], record["noise"]) == (
+        "standard",
+        "digits",
+        host["noise"],
+    )
     assert record["test_acc"] == pytest.approx(host["test_acc"], abs=1e-9)

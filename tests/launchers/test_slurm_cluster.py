@@ -48,13 +48,19 @@ def wait_until(predicate, timeout_s: float, what: str, cluster=None) -> None:
             return
         time.sleep(1)
     queue = subprocess.run(["squeue", "-o", "%i %T %r %M"], capture_output=True, text=True).stdout
-    pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\nsqueue:\n{queue}"
-                + (f"\n{cluster.logs(10)}" if cluster else ""))
+    pytest.fail(
+        f"timed out after {timeout_s:.0f} s waiting for {what}\nsqueue:\n{queue}"
+        + (f"\n{cluster.logs(10)}" if cluster else "")
+    )
 
 
 def finish(run: Launch, cluster) -> tuple[list[dict], list[str]]:
-    wait_until(lambda: all(j.done() for j in run.jobs), JOB_TIMEOUT_S, f"jobs {[j.job_id for j in run.jobs]}",
-               cluster)
+    wait_until(
+        lambda: all(j.done() for j in run.jobs),
+        JOB_TIMEOUT_S,
+        f"jobs {[j.job_id for j in run.jobs]}",
+        cluster,
+    )
     return slurm.report(run.jobs, run.specs)
 
 
@@ -74,8 +80,21 @@ def method_argv(method: str, root: Path) -> list[str]:
     length, own = ["--epochs", "2"], []
     if run.length_flag not in METHODS[method].setting_flags("epochs"):
         length, own = [], [run.length_flag, str(2 * run.units_per_epoch)]
-    return ["--method", method, "--dataset", "digits", *length, "--output_dir", str(root),
-            "--job_dir", str(root / "jobs" / "%j"), "--", *run.flags, *own, *FAST]
+    return [
+        "--method",
+        method,
+        "--dataset",
+        "digits",
+        *length,
+        "--output_dir",
+        str(root),
+        "--job_dir",
+        str(root / "jobs" / "%j"),
+        "--",
+        *run.flags,
+        *own,
+        *FAST,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -85,14 +104,51 @@ def early(slurm_cluster, tmp_path_factory):
     subs: dict[str, Launch | str | Exception] = {}
     for method in METHODS:
         try:
-            subs[method] = method_skip_reason(method) or launch(method_argv(method, root / "methods"))
+            subs[method] = method_skip_reason(method) or launch(
+                method_argv(method, root / "methods")
+            )
         except slurm.LaunchError as e:  # reported by that method's test, not the whole module
             subs[method] = e
-    subs["sweep"] = launch(["--method", "standard", "--dataset", "digits", "--epochs", "1",
-                            "--seeds", "1", "2", "3", "--noise", "sym:0.4", "--array_parallelism", "2",
-                            "--output_dir", str(root / "sweep"), "--", "--batch_size", "128", *FAST])
-    subs["fail"] = launch(["--method", "standard", "--dataset", "digits", "--epochs", "1", "--output_dir",
-                           str(root / "fail"), "--", "--arch", "no_such_model", *FAST])
+    subs["sweep"] = launch(
+        [
+            "--method",
+            "standard",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--seeds",
+            "1",
+            "2",
+            "3",
+            "--noise",
+            "sym:0.4",
+            "--array_parallelism",
+            "2",
+            "--output_dir",
+            str(root / "sweep"),
+            "--",
+            "--batch_size",
+            "128",
+            *FAST,
+        ]
+    )
+    subs["fail"] = launch(
+        [
+            "--method",
+            "standard",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--output_dir",
+            str(root / "fail"),
+            "--",
+            "--arch",
+            "no_such_model",
+            *FAST,
+        ]
+    )
     return root, subs
 
 
@@ -121,7 +177,11 @@ def test_sweep_is_one_array_and_collects_mean_std(early, slurm_cluster, tmp_path
     run = subs["sweep"]
     assert len(run.jobs) == 3
     array_ids = {j.job_id.split("_")[0] for j in run.jobs}
-    assert len(array_ids) == 1 and sorted(j.job_id.split("_")[1] for j in run.jobs) == ["0", "1", "2"]
+    assert len(array_ids) == 1 and sorted(j.job_id.split("_")[1] for j in run.jobs) == [
+        "0",
+        "1",
+        "2",
+    ]
     (script,) = [p.read_text() for p in (root / "sweep" / "jobs").rglob("*_submission.sh")]
     assert "#SBATCH --array=0-2%2" in script
     results, failures = finish(run, slurm_cluster)
@@ -132,7 +192,11 @@ def test_sweep_is_one_array_and_collects_mean_std(early, slurm_cluster, tmp_path
     accs = [100 * r["test_acc"] for r in results]
     mean = sum(accs) / 3
     std = (sum((a - mean) ** 2 for a in accs) / 2) ** 0.5
-    assert (row["seeds"], row["test_acc"], row["test_std"]) == ("1 2 3", round(mean, 2), round(std, 2))
+    assert (row["seeds"], row["test_acc"], row["test_std"]) == (
+        "1 2 3",
+        round(mean, 2),
+        round(std, 2),
+    )
     assert "| standard | digits | sym0.4 | 1 2 3 |" in (tmp_path / "table.md").read_text()
     assert (tmp_path / "table.csv").read_text().startswith("method,dataset,noise,seeds")
 
@@ -157,8 +221,26 @@ def test_preemption_and_requeue_resume_from_last_checkpoint(slurm_cluster, tmp_p
     # Enough epochs of enough steps that the job is still running well after `scontrol requeue`:
     # SLURM's SIGTERM is caught by submitit, and a job that finishes within KillWait is not rerun.
     epochs = 10
-    run = launch(["--method", "standard", "--dataset", "digits", "--epochs", str(epochs), "--seeds", "7",
-                  "--noise", "sym:0.4", "--output_dir", str(tmp_path), "--", "--batch_size", "32", *FAST])
+    run = launch(
+        [
+            "--method",
+            "standard",
+            "--dataset",
+            "digits",
+            "--epochs",
+            str(epochs),
+            "--seeds",
+            "7",
+            "--noise",
+            "sym:0.4",
+            "--output_dir",
+            str(tmp_path),
+            "--",
+            "--batch_size",
+            "32",
+            *FAST,
+        ]
+    )
     (spec,), (job,) = run.specs, run.jobs
     out, evals = Path(spec.out), Path(spec.out) / "eval.jsonl"
     stdout = Path(job.paths.stdout)
@@ -166,12 +248,21 @@ def test_preemption_and_requeue_resume_from_last_checkpoint(slurm_cluster, tmp_p
     # The run's own log.txt is appended across restarts; SLURM may truncate the job's stderr on requeue.
     run_log = out / "log.txt"
     resumes = lambda: run_log.read_text().count("resumed from") if run_log.exists() else 0  # noqa: E731
-    wait_until(lambda: (out / LAST_CHECKPOINT).exists(), JOB_TIMEOUT_S, "the first checkpoint", slurm_cluster)
+    wait_until(
+        lambda: (out / LAST_CHECKPOINT).exists(),
+        JOB_TIMEOUT_S,
+        "the first checkpoint",
+        slurm_cluster,
+    )
     # 1. Preemption as submitit sees it: SIGTERM + USR2 -> Trainer.checkpoint() -> scontrol requeue.
     job._interrupt()
     wait_until(lambda: resumes() == 1, JOB_TIMEOUT_S, "the resume after USR2", slurm_cluster)
     seen = lines()
-    wait_until(lambda: lines() > seen and _state(job.job_id) == "RUNNING", JOB_TIMEOUT_S, "an epoch after it")
+    wait_until(
+        lambda: lines() > seen and _state(job.job_id) == "RUNNING",
+        JOB_TIMEOUT_S,
+        "an epoch after it",
+    )
     assert lines() <= epochs - 4, "too few epochs left before the second requeue; raise epochs"
     # 2. SLURM's own requeue (an admin, or PreemptMode=REQUEUE): the pickled spec is rerun.
     subprocess.run(["scontrol", "requeue", job.job_id], check=True)
@@ -184,8 +275,26 @@ def test_preemption_and_requeue_resume_from_last_checkpoint(slurm_cluster, tmp_p
 
 
 def test_two_task_ddp_job(slurm_cluster, tmp_path):
-    run = launch(["--method", "standard", "--dataset", "digits", "--epochs", "2", "--tasks_per_node", "2",
-                  "--cpus_per_task", "1", "--output_dir", str(tmp_path), "--", "--batch_size", "128", *FAST])
+    run = launch(
+        [
+            "--method",
+            "standard",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "2",
+            "--tasks_per_node",
+            "2",
+            "--cpus_per_task",
+            "1",
+            "--output_dir",
+            str(tmp_path),
+            "--",
+            "--batch_size",
+            "128",
+            *FAST,
+        ]
+    )
     results, failures = finish(run, slurm_cluster)
     assert not failures, failures
     (job,), (spec,) = run.jobs, run.specs

@@ -18,11 +18,22 @@ METHOD = "toy"
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser("Toy: nearest class means with relabelling", parents=[default_argument_parser()])
-    p.add_argument("--dataset", default="digits", choices=("digits",), help="the only dataset it reads")
-    p.add_argument("--noise_mode", default="sym", choices=("sym",), help="uniform relabelling (may redraw the class)")
+    p = argparse.ArgumentParser(
+        "Toy: nearest class means with relabelling", parents=[default_argument_parser()]
+    )
+    p.add_argument(
+        "--dataset", default="digits", choices=("digits",), help="the only dataset it reads"
+    )
+    p.add_argument(
+        "--noise_mode",
+        default="sym",
+        choices=("sym",),
+        help="uniform relabelling (may redraw the class)",
+    )
     p.add_argument("--r", type=float, default=0.4, help="noise rate")
-    p.add_argument("--rounds", type=int, default=3, help="relabelling rounds (the launcher's --epochs)")
+    p.add_argument(
+        "--rounds", type=int, default=3, help="relabelling rounds (the launcher's --epochs)"
+    )
     p.add_argument("--seed", type=int, default=0)
     return p
 
@@ -50,8 +61,16 @@ def main(args: argparse.Namespace) -> dict:
         means = torch.stack([x[labels == c].mean(0) for c in range(10)])
         accs.append(float((nearest_mean(x_test, means) == y_test).float().mean()))
         labels = nearest_mean(x, means)
-    result = {"method": METHOD, "dataset": "digits", "noise": f"sym{args.r:g}", "seed": args.seed,
-              "epochs": args.rounds, "test_acc": accs[-1], "best_acc": max(accs),
-              "seconds": round(time.perf_counter() - start, 2), "run_dir": args.out}
+    result = {
+        "method": METHOD,
+        "dataset": "digits",
+        "noise": f"sym{args.r:g}",
+        "seed": args.seed,
+        "epochs": args.rounds,
+        "test_acc": accs[-1],
+        "best_acc": max(accs),
+        "seconds": round(time.perf_counter() - start, 2),
+        "run_dir": args.out,
+    }
     append_jsonl(Path(args.out) / "results.jsonl", result)
     return result

@@ -18,14 +18,18 @@ def _shrink(ds, n: int, size: int = 16):
     x = ds.images[:n].permute(0, 3, 1, 2).float()
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     images = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
-    return InMemoryDataset(ds.name, ds.split, images, ds.targets[:n], ds.num_classes, ds.mean, ds.std)
+    return InMemoryDataset(
+        ds.name, ds.split, images, ds.targets[:n], ds.num_classes, ds.mean, ds.std
+    )
 
 
 def tiny_digits(monkeypatch, n_train: int = 160, n_test: int = 100) -> None:
     """Make ``build_noisy_data`` see a reduced digits (the real dataset, fewer and smaller images)."""
+
     def fake(name, root=None, split="train", **kw):
         ds = get_dataset(name, root, split, **kw)
         return _shrink(ds, n_train if split == "train" else n_test) if name == "digits" else ds
+
     monkeypatch.setattr(engine_data, "get_dataset", fake)
 
 
@@ -39,7 +43,18 @@ def run_main(module, out, *argv):
 # 40 % symmetric noise, the same batch size, LR, number of epochs and LR schedule (the originals' ÷10
 # step halfway) for every method. With cosine annealing CE wins 10-epoch runs by its final low-LR
 # epochs alone: DivideMix's warm-up by itself (plain CE, step LR) is 13 points under it (RESULTS.md).
-INTEGRATION = ["--dataset", "digits", "--noise_mode", "sym", "--r", "0.4", "--batch_size", "32", "--lr", "0.05"]
+INTEGRATION = [
+    "--dataset",
+    "digits",
+    "--noise_mode",
+    "sym",
+    "--r",
+    "0.4",
+    "--batch_size",
+    "32",
+    "--lr",
+    "0.05",
+]
 INTEGRATION_EPOCHS = 10  # CE: --num_epochs 10; co-divide methods: --num_epochs 9 (epochs 0..9)
 _CE: dict = {}
 
@@ -50,8 +65,15 @@ def ce_baseline(monkeypatch, out) -> dict:
         from methods.standard import train as standard
 
         tiny_digits(monkeypatch, n_train=1437, n_test=360)
-        _CE["result"] = run_main(standard, out, *INTEGRATION, "--num_epochs", str(INTEGRATION_EPOCHS),
-                                 "--lr_schedule", "step")
+        _CE["result"] = run_main(
+            standard,
+            out,
+            *INTEGRATION,
+            "--num_epochs",
+            str(INTEGRATION_EPOCHS),
+            "--lr_schedule",
+            "step",
+        )
     return _CE["result"]
 
 
@@ -93,9 +115,14 @@ def fake_clothing1m(root, per_class: int = 2) -> None:
             else:
                 clean.append(f"{key} {c}")
                 (val if j == per_class else test).append(key)
-    for name, lines in [("noisy_label_kv.txt", noisy), ("clean_label_kv.txt", clean),
-                        ("noisy_train_key_list.txt", train), ("clean_train_key_list.txt", train[:3]),
-                        ("clean_val_key_list.txt", val), ("clean_test_key_list.txt", test)]:
+    for name, lines in [
+        ("noisy_label_kv.txt", noisy),
+        ("clean_label_kv.txt", clean),
+        ("noisy_train_key_list.txt", train),
+        ("clean_train_key_list.txt", train[:3]),
+        ("clean_val_key_list.txt", val),
+        ("clean_test_key_list.txt", test),
+    ]:
         (root / name).write_text("\n".join(lines) + "\n")
 
 
@@ -104,7 +131,9 @@ def fake_webvision(root, classes: int = 50, per_class: int = 1) -> None:
     rearranged ILSVRC12 val under ``imagenet/val/<WNID>/``), plus one class-50 image that is dropped."""
     (root / "info").mkdir(parents=True)
     wnids = [f"n{c:08d}" for c in range(classes + 1)]
-    (root / "info" / "synsets.txt").write_text("".join(f"{w} class {i}\n" for i, w in enumerate(wnids)))
+    (root / "info" / "synsets.txt").write_text(
+        "".join(f"{w} class {i}\n" for i, w in enumerate(wnids))
+    )
     train, val = [], []
     for c in range(classes + 1):
         for j in range(per_class):

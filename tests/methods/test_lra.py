@@ -21,14 +21,30 @@ from methods.lra import lra_lib as L
 from methods.lra import lra_train, train_CIFAR
 
 # A few-second digits run: tiny denoiser, 2 DDIM steps.
-TINY = ["--noise_type", "digits-sym-0.4", "--fp_encoder", "pixels", "--diff_encoder", "small_cnn",
-        "--feature_dim", "16", "--batch_size", "256", "--ddim_n_step", "2", "--eval_freq", "2",
-        "--warmup_epochs", "1"]
+TINY = [
+    "--noise_type",
+    "digits-sym-0.4",
+    "--fp_encoder",
+    "pixels",
+    "--diff_encoder",
+    "small_cnn",
+    "--feature_dim",
+    "16",
+    "--batch_size",
+    "256",
+    "--ddim_n_step",
+    "2",
+    "--eval_freq",
+    "2",
+    "--warmup_epochs",
+    "1",
+]
 
 
 def _args(out, *extra):
-    return train_CIFAR.get_args_parser().parse_args(["--out", str(out), "--device", "cpu", "--no-tensorboard",
-                                                     "--resume", "none", *extra])
+    return train_CIFAR.get_args_parser().parse_args(
+        ["--out", str(out), "--device", "cpu", "--no-tensorboard", "--resume", "none", *extra]
+    )
 
 
 # -------------------------------------------------------------------------------------------------- schedule
@@ -80,8 +96,9 @@ def test_one_ddim_step_matches_closed_form():
     for c in range(3):  # by hand, element by element
         y0 = (y[0, c].item() - math.sqrt(1 - a_t) * eps[0, c].item()) / math.sqrt(a_t)
         assert y0_hat[0, c].item() == pytest.approx(y0, abs=1e-14)
-        assert y_prev[0, c].item() == pytest.approx(math.sqrt(a_prev) * y0 + math.sqrt(1 - a_prev) * eps[0, c].item(),
-                                                    abs=1e-14)
+        assert y_prev[0, c].item() == pytest.approx(
+            math.sqrt(a_prev) * y0 + math.sqrt(1 - a_prev) * eps[0, c].item(), abs=1e-14
+        )
 
 
 class _OracleDenoiser(torch.nn.Module):
@@ -107,7 +124,9 @@ def test_ddim_sample_with_exact_noise_recovers_y0_and_uses_the_original_timestep
     assert net.seen == [901, 801, 701, 601, 501, 401, 301, 201, 101, 1]
     # The last step maps to ᾱ[0], so y = √ᾱ_0·y0 + √(1−ᾱ_0)·ε (issue #2); ŷ_0 is y0 itself.
     a0 = sched.alphas_cumprod[0]
-    y0_hat = L.ddim_sample(net, torch.zeros(2, 1), torch.zeros(2, 1), sched, steps, 4, return_y0=True)
+    y0_hat = L.ddim_sample(
+        net, torch.zeros(2, 1), torch.zeros(2, 1), sched, steps, 4, return_y0=True
+    )
     torch.testing.assert_close(y0_hat, y0, atol=1e-4, rtol=0)
     eps_last = (y - a0.sqrt() * y0) / (1 - a0).sqrt()
     torch.testing.assert_close(y, a0.sqrt() * y0 + (1 - a0).sqrt() * eps_last)
@@ -117,7 +136,9 @@ def test_ddim_sample_with_exact_noise_recovers_y0_and_uses_the_original_timestep
 def test_ddim_timesteps_original_values_crash_cases_and_every_step_count():
     assert L.ddim_timesteps(10) == list(range(1, 1000, 100))
     assert L.ddim_timesteps(3) == [1, 334, 667]  # the original indexes ᾱ[1000] here and crashes
-    assert L.ddim_timesteps(7) == list(range(1, 1000, 142))  # a non-divisor: 8 steps, as the original
+    assert L.ddim_timesteps(7) == list(
+        range(1, 1000, 142)
+    )  # a non-divisor: 8 steps, as the original
     for s in range(1, 1001):
         for exact in (False, True):
             ts = L.ddim_timesteps(s, exact=exact)
@@ -158,7 +179,9 @@ def test_retrieval_table_and_per_batch_mode_match_brute_force(exclude_self, back
     if not exclude_self:  # the sample is its own nearest neighbour: own label twice (A.9.9)
         assert torch.equal(table[:, 0], labels)
     pos = torch.tensor([3, 17, 42])
-    batch = L.batch_candidates(x[pos], pos, x, labels, 6, 4, exclude_self=exclude_self, backend=backend)
+    batch = L.batch_candidates(
+        x[pos], pos, x, labels, 6, 4, exclude_self=exclude_self, backend=backend
+    )
     assert torch.equal(batch, table[pos])
 
 
@@ -170,7 +193,9 @@ def test_retrieval_sampler_distribution_and_weights():
     for row, probs in ((0, [0.6, 0.2, 0.2]), (1, [0.0, 0.6, 0.4])):
         freq = torch.bincount(draws[:, row], minlength=3).double() / n
         # 5 standard errors of a binomial proportion
-        assert torch.allclose(freq, torch.tensor(probs, dtype=torch.float64), atol=5 * math.sqrt(0.25 / n))
+        assert torch.allclose(
+            freq, torch.tensor(probs, dtype=torch.float64), atol=5 * math.sqrt(0.25 / n)
+        )
     torch.manual_seed(1)
     labels, w = L.sample_retrieved(cands, 3, True)
     counts = torch.tensor([float((cands[i] == labels[i]).sum()) for i in range(2)])
@@ -182,7 +207,9 @@ def test_retrieval_sampler_distribution_and_weights():
 def test_learning_rate_schedule():
     assert L.learning_rate(2.5, 5, 1000) == pytest.approx(1e-3 * 0.5)
     assert L.learning_rate(5, 5, 1000) == pytest.approx(1e-3)
-    assert L.learning_rate(105, 5, 1000) == pytest.approx(1e-3 * 0.5 * (1 + math.cos(math.pi * 100 / 995)))
+    assert L.learning_rate(105, 5, 1000) == pytest.approx(
+        1e-3 * 0.5 * (1 + math.cos(math.pi * 100 / 995))
+    )
     assert L.learning_rate(200, 5, 200) == pytest.approx(0.0, abs=1e-18)
 
 
@@ -214,8 +241,13 @@ def test_ema_update_swap_and_state():
 
 
 def test_lra_noise_file_lines_up_with_the_first_45k_cifar_images(shared_data):
-    args = _args("unused", "--noise_type", "cifar10-1-0.35", "--noise_dir",
-                 str(shared_data / "noise_labels" / "lra_pmd"))
+    args = _args(
+        "unused",
+        "--noise_type",
+        "cifar10-1-0.35",
+        "--noise_dir",
+        str(shared_data / "noise_labels" / "lra_pmd"),
+    )
     spec = D.parse_noise_type(args)
     assert spec.dataset == "cifar10" and spec.path.name == "cifar10-1-0.35.npy"
 
@@ -231,15 +263,33 @@ def test_lra_noise_file_lines_up_with_the_first_45k_cifar_images(shared_data):
         D.noisy_labels(spec, Train(), 40000, 0)
 
 
-@pytest.mark.parametrize("flags, error, match", [
-    (["--noise_type", "cifar10-sym"], ValueError, "unknown --noise_type"),
-    (["--noise_type", "digits-pmd-0.3"], ValueError, "unknown --noise_type"),
-    (["--noise_type", "cifar10-1-0.35", "--noise_dir", "/nonexistent"], FileNotFoundError, "not found"),
-    (["--noise_type", "digits-sym-0.4", "--fp_encoder", "BYOL"], ValueError, "unknown --fp_encoder"),
-    (["--noise_type", "digits-sym-0.4", "--ddim_n_step", "1001"], ValueError, "ddim_n_step 1001"),
-    (["--noise_type", "digits-sym-0.4", "--fp_encoder", "CLIP"], FileNotFoundError,
-     "extract_features.py --dataset digits"),
-])
+@pytest.mark.parametrize(
+    "flags, error, match",
+    [
+        (["--noise_type", "cifar10-sym"], ValueError, "unknown --noise_type"),
+        (["--noise_type", "digits-pmd-0.3"], ValueError, "unknown --noise_type"),
+        (
+            ["--noise_type", "cifar10-1-0.35", "--noise_dir", "/nonexistent"],
+            FileNotFoundError,
+            "not found",
+        ),
+        (
+            ["--noise_type", "digits-sym-0.4", "--fp_encoder", "BYOL"],
+            ValueError,
+            "unknown --fp_encoder",
+        ),
+        (
+            ["--noise_type", "digits-sym-0.4", "--ddim_n_step", "1001"],
+            ValueError,
+            "ddim_n_step 1001",
+        ),
+        (
+            ["--noise_type", "digits-sym-0.4", "--fp_encoder", "CLIP"],
+            FileNotFoundError,
+            "extract_features.py --dataset digits",
+        ),
+    ],
+)
 def test_bad_input_raises_a_clear_error(tmp_path, flags, error, match):
     with pytest.raises(error, match=match):
         train_CIFAR.main(_args(tmp_path / "run", *flags))
@@ -250,8 +300,12 @@ def test_bad_input_raises_a_clear_error(tmp_path, flags, error, match):
 
 def _tiny_encoder(name, feature_dim, weights, torchvision_init=False):
     """A cheap stand-in image encoder with BatchNorm (its running stats must survive the resume too)."""
-    return torch.nn.Sequential(torch.nn.AvgPool2d(8), torch.nn.Flatten(), torch.nn.Linear(48, feature_dim),
-                               torch.nn.BatchNorm1d(feature_dim))
+    return torch.nn.Sequential(
+        torch.nn.AvgPool2d(8),
+        torch.nn.Flatten(),
+        torch.nn.Linear(48, feature_dim),
+        torch.nn.BatchNorm1d(feature_dim),
+    )
 
 
 def _final_state(out):
@@ -262,11 +316,17 @@ def _final_state(out):
 @pytest.mark.parametrize("fixes", [[], ["--fix_all"]], ids=["original", "fix_all"])
 def test_stop_and_resume_equals_one_run(tmp_path, monkeypatch, fixes):
     """A run stopped after epoch 1 of 4 and resumed from last.pth ends in the same state."""
-    monkeypatch.setattr(L, "build_image_encoder", _tiny_encoder)  # the CNN is not what is tested here
+    monkeypatch.setattr(
+        L, "build_image_encoder", _tiny_encoder
+    )  # the CNN is not what is tested here
     whole = train_CIFAR.main(_args(tmp_path / "whole", *TINY, "--nepoch", "4", *fixes))
     run_epochs = runner.run_epochs
     with monkeypatch.context() as m:  # stop after epoch 1, as if killed after its checkpoint
-        m.setattr(runner, "run_epochs", lambda first, n, step, after_epoch: run_epochs(first, 2, step, after_epoch))
+        m.setattr(
+            runner,
+            "run_epochs",
+            lambda first, n, step, after_epoch: run_epochs(first, 2, step, after_epoch),
+        )
         train_CIFAR.main(_args(tmp_path / "half", *TINY, "--nepoch", "4", *fixes))
     assert torch.load(tmp_path / "half" / "last.pth", weights_only=False)["epoch"] == 1
     resumed = _args(tmp_path / "half", *TINY, "--nepoch", "4", *fixes)
@@ -283,8 +343,13 @@ def test_stop_and_resume_equals_one_run(tmp_path, monkeypatch, fixes):
         assert torch.equal(opt_a[i]["exp_avg"], opt_b[i]["exp_avg"])
     for name, value in state_a["ema"]["shadow"].items():
         assert torch.equal(value, state_b["ema"]["shadow"][name])
-    rows_a, rows_b = ([{k: v for k, v in r.items() if k not in ("seconds", "time")}
-                       for r in read_jsonl(tmp_path / run / "eval.jsonl")] for run in ("whole", "half"))
+    rows_a, rows_b = (
+        [
+            {k: v for k, v in r.items() if k not in ("seconds", "time")}
+            for r in read_jsonl(tmp_path / run / "eval.jsonl")
+        ]
+        for run in ("whole", "half")
+    )
     assert rows_a == rows_b and [r["step"] for r in rows_a] == [2, 3]
 
 
@@ -299,15 +364,46 @@ def test_clothing1m_entry_point_on_a_fake_file_list_dataset(tmp_path):
     g = np.random.default_rng(0)
     for split, n in sizes.items():
         (tmp_path / "feat").mkdir(exist_ok=True)
-        np.save(tmp_path / "feat" / f"c1m_{split}_cc_features.npy", g.normal(size=(n, 6)).astype(np.float16))
+        np.save(
+            tmp_path / "feat" / f"c1m_{split}_cc_features.npy",
+            g.normal(size=(n, 6)).astype(np.float16),
+        )
     args = train_Clothing1M.get_args_parser().parse_args(
-        ["--out", str(tmp_path / "run"), "--device", "cpu", "--no-tensorboard", "--resume", "none",
-         "--data_path", str(tmp_path / "c1m"), "--feature_file", str(tmp_path / "feat" / "c1m_train_cc"),
-         "--diff_encoder", "linear", "--feature_dim", "8", "--batch_size", "8", "--nepoch", "2", "--k", "3",
-         "--samples_per_class", "1", "--num_workers", "0", "--ddim_n_step", "3"])
+        [
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--no-tensorboard",
+            "--resume",
+            "none",
+            "--data_path",
+            str(tmp_path / "c1m"),
+            "--feature_file",
+            str(tmp_path / "feat" / "c1m_train_cc"),
+            "--diff_encoder",
+            "linear",
+            "--feature_dim",
+            "8",
+            "--batch_size",
+            "8",
+            "--nepoch",
+            "2",
+            "--k",
+            "3",
+            "--samples_per_class",
+            "1",
+            "--num_workers",
+            "0",
+            "--ddim_n_step",
+            "3",
+        ]
+    )
     res = train_Clothing1M.main(args)
     rows = read_jsonl(tmp_path / "run" / "eval.jsonl")
-    assert [r["step"] for r in rows] == [0, 1] and all("val_acc" in r and "test_acc" in r for r in rows)
+    assert [r["step"] for r in rows] == [0, 1] and all(
+        "val_acc" in r and "test_acc" in r for r in rows
+    )
     assert res["dataset"] == "clothing1m" and 0 <= res["test_acc"] <= 1
     train = read_jsonl(tmp_path / "run" / "train.jsonl")
     assert len(train) == 2  # one row per epoch
@@ -318,9 +414,29 @@ def test_digits_lra_beats_the_ce_baseline(tmp_path):
     10 epochs, methods/standard/train.py --batch_size 64 --lr 0.05 as in make demo: 83-89% over seeds)."""
     from methods.standard import train as standard
 
-    ce = standard.main(standard.get_args_parser().parse_args([
-        "--dataset", "digits", "--noise_mode", "sym", "--r", "0.4", "--batch_size", "64", "--lr", "0.05",
-        "--num_epochs", "10", "--out", str(tmp_path / "ce"), "--device", "cpu", "--no-tensorboard"]))
+    ce = standard.main(
+        standard.get_args_parser().parse_args(
+            [
+                "--dataset",
+                "digits",
+                "--noise_mode",
+                "sym",
+                "--r",
+                "0.4",
+                "--batch_size",
+                "64",
+                "--lr",
+                "0.05",
+                "--num_epochs",
+                "10",
+                "--out",
+                str(tmp_path / "ce"),
+                "--device",
+                "cpu",
+                "--no-tensorboard",
+            ]
+        )
+    )
     res = train_CIFAR.main(_args(tmp_path / "lra", *DEMO_FLAGS, "--nepoch", str(DEMO_EPOCHS)))
     assert res["method"] == "lra" and res["dataset"] == "digits"
     assert res["test_acc"] > ce["test_acc"], (res["test_acc"], ce["test_acc"])
@@ -328,9 +444,23 @@ def test_digits_lra_beats_the_ce_baseline(tmp_path):
     assert rows[-1]["test_acc"] == res["test_acc"]
 
 
-DEMO_FLAGS = ["--noise_type", "digits-sym-0.4", "--fp_encoder", "pixels", "--diff_encoder", "linear",
-              "--feature_dim", "128", "--batch_size", "64", "--lr", "3e-3", "--eval_freq", "10",
-              "--fix_lr_horizon"]
+DEMO_FLAGS = [
+    "--noise_type",
+    "digits-sym-0.4",
+    "--fp_encoder",
+    "pixels",
+    "--diff_encoder",
+    "linear",
+    "--feature_dim",
+    "128",
+    "--batch_size",
+    "64",
+    "--lr",
+    "3e-3",
+    "--eval_freq",
+    "10",
+    "--fix_lr_horizon",
+]
 DEMO_EPOCHS = 150
 
 
@@ -339,18 +469,31 @@ def test_knn_time_is_recorded(tmp_path, per_batch):
     """The issue's GPU run records the kNN time: the table's build, or every batch's search with
     --knn_per_batch, in train.jsonl (running total) and the results record."""
     flags = ["--knn_per_batch"] if per_batch else []
-    res = train_CIFAR.main(_args(tmp_path / "run", *TINY, "--nepoch", "2", "--subset", "300", *flags))
+    res = train_CIFAR.main(
+        _args(tmp_path / "run", *TINY, "--nepoch", "2", "--subset", "300", *flags)
+    )
     seconds = [r["knn_seconds"] for r in read_jsonl(tmp_path / "run" / "train.jsonl")]
-    assert 0 < seconds[0] <= seconds[1] and res["knn_seconds"] == pytest.approx(seconds[1], abs=1e-3)
-    assert (seconds[0] < seconds[1]) == per_batch  # the table is searched once, per-batch mode every step
+    assert 0 < seconds[0] <= seconds[1] and res["knn_seconds"] == pytest.approx(
+        seconds[1], abs=1e-3
+    )
+    assert (
+        seconds[0] < seconds[1]
+    ) == per_batch  # the table is searched once, per-batch mode every step
 
 
 def test_data_parallel_ids_keep_visible_gpus_with_the_model_first():
     from methods.lra.lra_train import data_parallel_ids
 
-    assert data_parallel_ids([0, 1, 2, 3], 0, 1) == [0]  # the scripts' default on one GPU: no DataParallel
+    assert data_parallel_ids([0, 1, 2, 3], 0, 1) == [
+        0
+    ]  # the scripts' default on one GPU: no DataParallel
     assert data_parallel_ids([0, 1, 2, 3], 0, 8) == [0, 1, 2, 3]
-    assert data_parallel_ids([0, 1, 2, 3], 2, 4) == [2, 0, 1, 3]  # device_ids[0] must hold the model
+    assert data_parallel_ids([0, 1, 2, 3], 2, 4) == [
+        2,
+        0,
+        1,
+        3,
+    ]  # device_ids[0] must hold the model
     assert data_parallel_ids([1, 1, 3], 1, 2) == [1]
     assert data_parallel_ids([1, 2], 0, 4) == []  # the model's GPU not requested: no DataParallel
 
@@ -367,23 +510,42 @@ def test_subset_keeps_the_first_images_labels_and_feature_rows(tmp_path):
     """--subset cuts after the noise draw (same labels as the full run's first N) and reads the kept
     images' rows of feature files that cover the whole splits; a 100-image hold-out keeps its first N."""
     g = np.random.default_rng(0)
-    files = {s: g.normal(size=(n, 6)).astype(np.float32) for s, n in (("train", 1437), ("test", 360))}
+    files = {
+        s: g.normal(size=(n, 6)).astype(np.float32) for s, n in (("train", 1437), ("test", 360))
+    }
     for s, x in files.items():
         np.save(tmp_path / f"digits_{s}_clip_features.npy", x)
-    flags = ["--fp_encoder", "CLIP", "--feature_file", str(tmp_path / "digits_train_clip"), "--val_size", "100"]
+    flags = [
+        "--fp_encoder",
+        "CLIP",
+        "--feature_file",
+        str(tmp_path / "digits_train_clip"),
+        "--val_size",
+        "100",
+    ]
     full = _subset_data(tmp_path / "full", *flags)
     part = _subset_data(tmp_path / "part", *flags, "--subset", "60")
     n_train = 1437 - 100
     assert torch.equal(part.train_idx, torch.arange(60))
-    assert torch.equal(part.noisy, full.noisy[:60]) and part.noise_meta["subset"] == 60  # same draw, then cut
-    kept = torch.cat([torch.arange(60), torch.arange(n_train, n_train + 60)])  # 60 trained on, 60 held out
+    assert (
+        torch.equal(part.noisy, full.noisy[:60]) and part.noise_meta["subset"] == 60
+    )  # same draw, then cut
+    kept = torch.cat(
+        [torch.arange(60), torch.arange(n_train, n_train + 60)]
+    )  # 60 trained on, 60 held out
     train_images = full.loaders["train"].images
     assert torch.equal(part.loaders["train"].images, train_images[kept])
-    torch.testing.assert_close(part.features["train"], torch.from_numpy(files["train"][kept.numpy()]))
+    torch.testing.assert_close(
+        part.features["train"], torch.from_numpy(files["train"][kept.numpy()])
+    )
     val = part.loaders["val"]
-    assert torch.equal(val.images[val.indices], train_images[n_train:n_train + 60])
-    assert torch.equal(val.labels[val.indices], full.loaders["val"].labels[n_train:n_train + 60])  # clean labels
-    torch.testing.assert_close(part.eval_features["val"][val.indices], torch.from_numpy(files["train"][kept[60:]]))
+    assert torch.equal(val.images[val.indices], train_images[n_train : n_train + 60])
+    assert torch.equal(
+        val.labels[val.indices], full.loaders["val"].labels[n_train : n_train + 60]
+    )  # clean labels
+    torch.testing.assert_close(
+        part.eval_features["val"][val.indices], torch.from_numpy(files["train"][kept[60:]])
+    )
     assert torch.equal(part.loaders["test"].images, full.loaders["test"].images[:60])
     assert torch.equal(part.test_targets, full.test_targets[:60])
     torch.testing.assert_close(part.eval_features["test"], torch.from_numpy(files["test"][:60]))
@@ -400,8 +562,20 @@ def test_subset_is_refused_on_a_file_list_dataset(tmp_path):
 
     fake_clothing1m(tmp_path / "c1m")
     args = train_Clothing1M.get_args_parser().parse_args(
-        ["--out", str(tmp_path / "run"), "--device", "cpu", "--no-tensorboard", "--resume", "none",
-         "--data_path", str(tmp_path / "c1m"), "--subset", "20"])
+        [
+            "--out",
+            str(tmp_path / "run"),
+            "--device",
+            "cpu",
+            "--no-tensorboard",
+            "--resume",
+            "none",
+            "--data_path",
+            str(tmp_path / "c1m"),
+            "--subset",
+            "20",
+        ]
+    )
     with pytest.raises(ValueError, match="--subset is not supported for clothing1m"):
         train_Clothing1M.main(args)
 
@@ -412,7 +586,9 @@ def test_digits_run_with_subset_completes_and_records_it(tmp_path):
     table = torch.load(tmp_path / "run" / "knn_table.pt", weights_only=True)["table"]
     assert table.shape[0] == 100  # the kNN graph is over the kept images only
     named = _args(None, *TINY, "--subset", "100")
-    assert lra_train.default_out(named).endswith("-pixels-s123-sub100")  # not the full run's folder (resume)
+    assert lra_train.default_out(named).endswith(
+        "-pixels-s123-sub100"
+    )  # not the full run's folder (resume)
 
 
 def test_online_simclr_prior_encodes_every_augmented_batch(tmp_path, monkeypatch):
@@ -424,16 +600,44 @@ def test_online_simclr_prior_encodes_every_augmented_batch(tmp_path, monkeypatch
     torch.save(lra_prior.SimCLREncoder().state_dict(), tmp_path / "simclr.pt")
     calls = []
     encode = lra_prior.encode_batch
-    monkeypatch.setattr(lra_prior, "encode_batch", lambda enc, x: calls.append(len(x)) or encode(enc, x))
-    args = _args(tmp_path / "run", "--noise_type", "digits-sym-0.4", "--fp_encoder", "SimCLR", "--simclr_weights",
-                 str(tmp_path / "simclr.pt"), "--diff_encoder", "linear", "--feature_dim", "16", "--batch_size", "8",
-                 "--ddim_n_step", "2", "--nepoch", "1", "--subset", "16", "--warmup_epochs", "0")
+    monkeypatch.setattr(
+        lra_prior, "encode_batch", lambda enc, x: calls.append(len(x)) or encode(enc, x)
+    )
+    args = _args(
+        tmp_path / "run",
+        "--noise_type",
+        "digits-sym-0.4",
+        "--fp_encoder",
+        "SimCLR",
+        "--simclr_weights",
+        str(tmp_path / "simclr.pt"),
+        "--diff_encoder",
+        "linear",
+        "--feature_dim",
+        "16",
+        "--batch_size",
+        "8",
+        "--ddim_n_step",
+        "2",
+        "--nepoch",
+        "1",
+        "--subset",
+        "16",
+        "--warmup_epochs",
+        "0",
+    )
     result = train_CIFAR.main(args)
     assert args.fp_online and calls == [8, 8] and 0.0 <= result["test_acc"] <= 1.0
     with pytest.raises(ValueError, match="holds no SimCLR_encoder key"):
         torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
         lra_prior.load_simclr(tmp_path / "bad.pt", "cpu")
-    precomputed = _args(tmp_path / "pre", "--noise_type", "digits-sym-0.4", "--fp_encoder", "SimCLR",
-                        "--precomputed_fp")
+    precomputed = _args(
+        tmp_path / "pre",
+        "--noise_type",
+        "digits-sym-0.4",
+        "--fp_encoder",
+        "SimCLR",
+        "--precomputed_fp",
+    )
     lra_train.resolve(precomputed)
     assert not precomputed.fp_online

@@ -45,8 +45,17 @@ def one_thread():
     torch.set_num_threads(before)
 
 
-FAST = ["--train-dataset", "digits", "--model", "test_resnet", "--device", "cpu", "--no-tensorboard",
-        "--batch-size", "64"]
+FAST = [
+    "--train-dataset",
+    "digits",
+    "--model",
+    "test_resnet",
+    "--device",
+    "cpu",
+    "--no-tensorboard",
+    "--batch-size",
+    "64",
+]
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +70,8 @@ def encoder(tmp_path_factory):
 
 def _run(module, tmp_path, *extra, pretrained="none"):
     args = module.get_args_parser().parse_args(
-        ["--out", str(tmp_path), *FAST, "--pretrained", pretrained, *extra])
+        ["--out", str(tmp_path), *FAST, "--pretrained", pretrained, *extra]
+    )
     return module.main(args)
 
 
@@ -86,7 +96,9 @@ def _svd_oracle(z: torch.Tensor, k: int = 5) -> torch.Tensor:
 @pytest.mark.parametrize("n,d", [(16, 40), (48, 12)])
 @pytest.mark.parametrize("use_gram", [True, False])
 def test_covariance_loss_matches_float64_covariance_matrix(n, d, use_gram):
-    z = torch.randn(n, d, generator=torch.Generator().manual_seed(n + d)) * torch.linspace(0.5, 2, d)
+    z = torch.randn(n, d, generator=torch.Generator().manual_seed(n + d)) * torch.linspace(
+        0.5, 2, d
+    )
     z.requires_grad_(True)
     loss = covariance_loss(z, use_gram)
     (grad,) = torch.autograd.grad(loss, z)
@@ -113,13 +125,20 @@ def test_top_singular_share_matches_float64_svd(n, d, use_gram):
 
 def test_gram_singular_values_are_the_svd_ones():
     z = torch.randn(10, 64, generator=torch.Generator().manual_seed(3))
-    torch.testing.assert_close(singular_values(z, use_gram=True).double(),
-                               torch.linalg.svdvals(z.double()), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        singular_values(z, use_gram=True).double(),
+        torch.linalg.svdvals(z.double()),
+        rtol=1e-5,
+        atol=1e-6,
+    )
 
 
 def test_mse_consistency_is_normalised_rows_squared_error_and_stops_the_target_gradient():
     g = torch.Generator().manual_seed(1)
-    zs, fw = torch.randn(6, 9, generator=g, requires_grad=True), torch.randn(6, 9, generator=g, requires_grad=True)
+    zs, fw = (
+        torch.randn(6, 9, generator=g, requires_grad=True),
+        torch.randn(6, 9, generator=g, requires_grad=True),
+    )
     loss = mse_consistency_loss(zs, fw)
     a, b = zs.detach().double(), fw.detach().double()
     ref = ((a / a.norm(dim=1, keepdim=True) - b / b.norm(dim=1, keepdim=True)) ** 2).mean()
@@ -135,8 +154,12 @@ def test_objective_is_ce_plus_weighted_terms_and_zero_weights_skip():
     y = torch.tensor([0, 1, 2, 1])
     loss, parts = nmtune_objective(feats, z, logits, y, LossWeights(1.0, 0.04, 0.001))
     ce = F.cross_entropy(logits, torch.cat([y, y]))
-    hand = (ce + mse_consistency_loss(z[4:], feats[:4]) + 0.04 * _cov_oracle(z).float()
-            - 0.001 * _svd_oracle(z).float())
+    hand = (
+        ce
+        + mse_consistency_loss(z[4:], feats[:4])
+        + 0.04 * _cov_oracle(z).float()
+        - 0.001 * _svd_oracle(z).float()
+    )
     torch.testing.assert_close(loss, hand, rtol=1e-5, atol=1e-6)
     only_ce, parts = nmtune_objective(feats, z, logits, y, LossWeights(0.0, 0.0, 0.0))
     assert set(parts) == {"ce"} and torch.equal(only_ce, ce)
@@ -162,7 +185,11 @@ def test_residual_mlp_shapes_parameters_and_plain_variant():
     plain = ResidualMLP(d, ratio=2, layers=2, residual=False)
     f = torch.randn(5, d)
     assert plain.scale_after is None and torch.equal(plain(f), plain.mlp_after(f))
-    assert [m.out_features for m in plain.mlp_after if isinstance(m, torch.nn.Linear)] == [16, 16, 8]
+    assert [m.out_features for m in plain.mlp_after if isinstance(m, torch.nn.Linear)] == [
+        16,
+        16,
+        8,
+    ]
 
 
 def test_head_is_kaiming_uniform_with_zero_bias():
@@ -177,9 +204,15 @@ def test_head_is_kaiming_uniform_with_zero_bias():
 
 
 def test_fast_val_view_is_resize_then_centre_crop():
-    prep = Preprocess(24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0), fast=True)
-    x = torch.randint(0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
-    resized = F.interpolate(x.float(), size=(32, 32), mode="bilinear", align_corners=False)  # ceil(24/0.75)
+    prep = Preprocess(
+        24, 0.75, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3), "bilinear", (0.8, 1.0), fast=True
+    )
+    x = torch.randint(
+        0, 256, (2, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(0)
+    )
+    resized = F.interpolate(
+        x.float(), size=(32, 32), mode="bilinear", align_corners=False
+    )  # ceil(24/0.75)
     ref = resized[:, :, 4:28, 4:28] / 255
     mean, std = torch.tensor(prep.mean).view(1, 3, 1, 1), torch.tensor(prep.std).view(1, 3, 1, 1)
     torch.testing.assert_close(val_view(x, prep), (ref - mean) / std, rtol=1e-5, atol=1e-4)
@@ -188,14 +221,18 @@ def test_fast_val_view_is_resize_then_centre_crop():
 @pytest.mark.parametrize("fast", [False, True])
 def test_train_view_full_crop_is_the_image_or_its_mirror(fast):
     prep = Preprocess(8, 1.0, (0.0,) * 3, (1.0,) * 3, "bilinear", (1.0, 1.0), fast=fast)
-    x = torch.randint(0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))
+    x = torch.randint(
+        0, 256, (64, 3, 8, 8), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)
+    )
     out = train_view(x, prep, torch.Generator().manual_seed(0)) * 255
     # scale 1: no aspect ratio but 1 fits, so (as torchvision) the whole image, flipped half the time.
     same = (out - x.float()).abs().amax((1, 2, 3)) < 1e-3
     mirrored = (out - x.float().flip(-1)).abs().amax((1, 2, 3)) < 1e-3
     assert out.shape == (64, 3, 8, 8) and bool((same | mirrored).all())
     assert 16 < int(mirrored.sum()) < 48
-    no_flip = train_view(x, replace(prep, hflip=False), torch.Generator().manual_seed(0)) * 255  # open_clip's
+    no_flip = (
+        train_view(x, replace(prep, hflip=False), torch.Generator().manual_seed(0)) * 255
+    )  # open_clip's
     assert (no_flip - x.float()).abs().max() < 1e-3
 
 
@@ -205,7 +242,9 @@ def test_few_shot_fraction_and_downstream_noise():
     assert torch.equal(torch.bincount(labels[keep]), torch.full((10,), 6))
     noisy = downstream_noise(labels, 0.5, 10, seed=0)
     changed = int((noisy != labels).sum())
-    assert 0.5 * 300 * 0.8 < changed <= 150 and int(noisy.max()) < 10  # ⌈0.5·N⌉ redrawn, self possible
+    assert (
+        0.5 * 300 * 0.8 < changed <= 150 and int(noisy.max()) < 10
+    )  # ⌈0.5·N⌉ redrawn, self possible
 
 
 def _downstream(*extra):
@@ -220,7 +259,9 @@ def test_subset_keeps_the_first_images_and_the_full_runs_shots_and_noisy_labels(
     full, part = _downstream(*flags), _downstream(*flags, "--subset", "300")
     inside = full.keep < 300  # shots and noise drawn over the whole split, then cut
     assert torch.equal(part.train.images, full.train.images[:300]) and len(part.train.labels) == 300
-    assert torch.equal(part.keep, full.keep[inside]) and torch.equal(part.labels, full.labels[inside])
+    assert torch.equal(part.keep, full.keep[inside]) and torch.equal(
+        part.labels, full.labels[inside]
+    )
     test, cut = full.evals["digits"], part.evals["digits"]
     assert torch.equal(cut.images, test.images[:300]) and torch.equal(cut.labels, test.labels[:300])
     # the feature cache is keyed by `source`: a subset's features never stand in for the full split's
@@ -232,7 +273,9 @@ def test_subset_too_small_is_a_clear_error():
     split = load_split("digits", "~/data", "train")
     with pytest.raises(ValueError, match="--subset 5 keeps fewer images than digits has classes"):
         _downstream("--subset", "5")
-    with pytest.raises(ValueError, match="--subset 50 with --num-shots 0.1: none of the first 50 images is kept"):
+    with pytest.raises(
+        ValueError, match="--subset 50 with --num-shots 0.1: none of the first 50 images is kept"
+    ):
         subset_rows(split, torch.tensor([60, 70]), torch.tensor([1, 2]), 50, 0.1)
 
 
@@ -246,8 +289,9 @@ def test_torchvision_dataset_is_decoded_to_store_size(tmp_path):
         (data / "images" / name).mkdir(parents=True)
         for i in range(3):
             mode, size = ("L", (40, 30)) if i == 0 else ("RGB", (30, 50))
-            Image.new(mode, size, color=60 * c + 10 * i if mode == "L" else (60 * c, 10 * i, 5)).save(
-                data / "images" / name / f"{name}_{i}.jpg")
+            Image.new(
+                mode, size, color=60 * c + 10 * i if mode == "L" else (60 * c, 10 * i, 5)
+            ).save(data / "images" / name / f"{name}_{i}.jpg")
             lines["train" if i < 2 else "test"].append(f"{name}/{name}_{i}.jpg")
     (data / "labels").mkdir()
     for split, rows in lines.items():
@@ -260,16 +304,20 @@ def test_torchvision_dataset_is_decoded_to_store_size(tmp_path):
 
 # ----------------------------------------------------------------------------- flags and errors
 
-README_LP = ("--seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 --model=resnet50_noise_5 "
-             "--model_source=timm --epochs=30 --lr=0.01 --wd=0.0001 --batch-size=64 --save SAVE_PATH "
-             "--results SAVE_PATH/results.jsonl --data-location=DATA_DIR --freeze-encoder  "
-             "--template=simple_template  --load-zero-shot-classifier False  --num-shots=None")
-README_NMTUNE = ("--seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 --model=RN50_yfcc15m_noise_30 "
-                 "--model_source=open_clip --epochs=30 --lr=0.001 --wd=0.0001 --batch-size=64 --save SAVE_PATH "
-                 "--results  SAVE_PATH/results.jsonl --data-location=DATA_DIR --template=openai_imagenet_template "
-                 "--freeze-encoder --load-zero-shot-classifier False --use-weak-strong=False --mlp-with-res=True "
-                 "--mlp-res-scale-init=1.0 --mlp-after-ratio=4 --mlp-after-layers=1 --mlp-after-layers=1 "
-                 "--mse-loss-weight=1.0 --cov-loss-weight=0.04 --svd-loss-weight=0.001")
+README_LP = (
+    "--seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 --model=resnet50_noise_5 "
+    "--model_source=timm --epochs=30 --lr=0.01 --wd=0.0001 --batch-size=64 --save SAVE_PATH "
+    "--results SAVE_PATH/results.jsonl --data-location=DATA_DIR --freeze-encoder  "
+    "--template=simple_template  --load-zero-shot-classifier False  --num-shots=None"
+)
+README_NMTUNE = (
+    "--seed=3907 --train-dataset=CIFAR10 --eval-datasets=CIFAR10 --model=RN50_yfcc15m_noise_30 "
+    "--model_source=open_clip --epochs=30 --lr=0.001 --wd=0.0001 --batch-size=64 --save SAVE_PATH "
+    "--results  SAVE_PATH/results.jsonl --data-location=DATA_DIR --template=openai_imagenet_template "
+    "--freeze-encoder --load-zero-shot-classifier False --use-weak-strong=False --mlp-with-res=True "
+    "--mlp-res-scale-init=1.0 --mlp-after-ratio=4 --mlp-after-layers=1 --mlp-after-layers=1 "
+    "--mse-loss-weight=1.0 --cov-loss-weight=0.04 --svd-loss-weight=0.001"
+)
 
 
 def test_readme_commands_parse_as_written():
@@ -278,11 +326,22 @@ def test_readme_commands_parse_as_written():
     assert (lp.lr, lp.wd, lp.epochs, lp.load_zero_shot_classifier) == (0.01, 1e-4, 30, False)
     nm = nml_tune.get_args_parser().parse_args(shlex.split(README_NMTUNE))
     assert (nm.use_weak_strong, nm.mlp_with_res, nm.mlp_res_scale_init) == (False, True, 1.0)
-    assert (nm.mlp_after_layers, nm.model, nm.model_source) == (1, "RN50_yfcc15m_noise_30", "open_clip")
+    assert (nm.mlp_after_layers, nm.model, nm.model_source) == (
+        1,
+        "RN50_yfcc15m_noise_30",
+        "open_clip",
+    )
     # Defaults are the README values, not the original argparse's (B3).
     d = nml_tune.get_args_parser().parse_args([])
-    assert (d.use_weak_strong, d.mlp_with_res, d.mlp_res_scale_init, d.wd, d.batch_size, d.epochs, d.seed) == (
-        False, True, 1.0, 1e-4, 64, 30, 3907)
+    assert (
+        d.use_weak_strong,
+        d.mlp_with_res,
+        d.mlp_res_scale_init,
+        d.wd,
+        d.batch_size,
+        d.epochs,
+        d.seed,
+    ) == (False, True, 1.0, 1e-4, 64, 30, 3907)
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path):
@@ -311,8 +370,11 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
 
 # ----------------------------------------------------------------------------- zero-shot head
 
-TINY_CLIP = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
-             "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+TINY_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+}
 
 
 @pytest.fixture(scope="module")
@@ -333,8 +395,21 @@ def tiny_clip(tmp_path_factory):
 
 def _zs_args(ckpt, template):
     return finetune.get_args_parser().parse_args(
-        ["--model_source", "open_clip", "--model", "LnlTinyCLIP", "--pretrained", ckpt, "--template", template,
-         "--load-zero-shot-classifier", "True", "--train-dataset", "digits"])
+        [
+            "--model_source",
+            "open_clip",
+            "--model",
+            "LnlTinyCLIP",
+            "--pretrained",
+            ckpt,
+            "--template",
+            template,
+            "--load-zero-shot-classifier",
+            "True",
+            "--train-dataset",
+            "digits",
+        ]
+    )
 
 
 @torch.no_grad()
@@ -347,11 +422,17 @@ def test_zero_shot_head_gives_clips_own_scaled_cosine_logits(tiny_clip):
     names = ["zero", "one", "two"]
     head = build_zero_shot_head(_zs_args(ckpt, "simple_template"), names, "cpu")
     encoder = build_encoder("open_clip", "LnlTinyCLIP", ckpt).eval()
-    images = torch.randint(0, 256, (4, 3, 40, 40), generator=torch.Generator().manual_seed(1)).to(torch.uint8)
+    images = torch.randint(0, 256, (4, 3, 40, 40), generator=torch.Generator().manual_seed(1)).to(
+        torch.uint8
+    )
     x = val_view(images, encoder.preprocess)
     text = open_clip.get_tokenizer("LnlTinyCLIP")([f"a photo of a {n}." for n in names])
-    image_features, text_features, scale = model(x, text)  # CLIP's forward: unit features, exp(logit_scale)
-    torch.testing.assert_close(head(encoder(x)), scale * image_features @ text_features.T, rtol=1e-4, atol=1e-4)
+    image_features, text_features, scale = model(
+        x, text
+    )  # CLIP's forward: unit features, exp(logit_scale)
+    torch.testing.assert_close(
+        head(encoder(x)), scale * image_features @ text_features.T, rtol=1e-4, atol=1e-4
+    )
 
 
 @torch.no_grad()
@@ -361,7 +442,9 @@ def test_zero_shot_head_averages_unit_prompt_embeddings(tiny_clip):
     from methods.nmtune.encoders import build_zero_shot_head
 
     model, ckpt = tiny_clip
-    head = build_zero_shot_head(_zs_args(ckpt, "openai_imagenet_template"), ["cat_dog", "car"], "cpu")
+    head = build_zero_shot_head(
+        _zs_args(ckpt, "openai_imagenet_template"), ["cat_dog", "car"], "cpu"
+    )
     # the dataset's names as they are spelt, underscores kept (the original's dataset.classnames)
     prompts = [[t(n) for t in open_clip.OPENAI_IMAGENET_TEMPLATES] for n in ("cat_dog", "car")]
     assert len(prompts[0]) == 80
@@ -376,12 +459,36 @@ def test_linear_probe_from_a_zero_shot_head_at_lr_0_keeps_clips_accuracy(tmp_pat
     from methods.nmtune.encoders import build_zero_shot_head
 
     _, ckpt = tiny_clip
-    result = finetune.main(finetune.get_args_parser().parse_args(
-        ["--out", str(tmp_path), *FAST, "--model_source", "open_clip", "--model", "LnlTinyCLIP", "--pretrained",
-         ckpt, "--freeze-encoder", "--load-zero-shot-classifier", "True", "--template", "simple_template",
-         "--epochs", "1", "--lr", "0", "--num-shots", "0.2"]))
+    result = finetune.main(
+        finetune.get_args_parser().parse_args(
+            [
+                "--out",
+                str(tmp_path),
+                *FAST,
+                "--model_source",
+                "open_clip",
+                "--model",
+                "LnlTinyCLIP",
+                "--pretrained",
+                ckpt,
+                "--freeze-encoder",
+                "--load-zero-shot-classifier",
+                "True",
+                "--template",
+                "simple_template",
+                "--epochs",
+                "1",
+                "--lr",
+                "0",
+                "--num-shots",
+                "0.2",
+            ]
+        )
+    )
     saved = torch.load(tmp_path / "last.pth", weights_only=False)["models"]["head"]
-    zero_shot = build_zero_shot_head(_zs_args(ckpt, "simple_template"), [str(c) for c in range(10)], "cpu")
+    zero_shot = build_zero_shot_head(
+        _zs_args(ckpt, "simple_template"), [str(c) for c in range(10)], "cpu"
+    )
     torch.testing.assert_close(saved["weight"], zero_shot.weight)  # lr 0: AdamW changed nothing
     encoder = build_encoder("open_clip", "LnlTinyCLIP", ckpt).eval()
     test = load_split("digits", "", "test")
@@ -399,8 +506,17 @@ def test_zero_shot_flag_on_timm_keeps_a_fresh_head_and_bad_templates_fail(tmp_pa
         build_zero_shot_head(_zs_args(ckpt, "imagenet"), ["a"], "cpu")
     with pytest.raises(ValueError, match="has no class names"):
         build_zero_shot_head(_zs_args(ckpt, "simple_template"), None, "cpu")
-    result = _run(finetune, tmp_path, "--freeze-encoder", "--epochs", "1", "--num-shots", "0.1",
-                  "--load-zero-shot-classifier", "True")
+    result = _run(
+        finetune,
+        tmp_path,
+        "--freeze-encoder",
+        "--epochs",
+        "1",
+        "--num-shots",
+        "0.1",
+        "--load-zero-shot-classifier",
+        "True",
+    )
     assert result["method"] == "linear-probe"
 
 
@@ -408,11 +524,25 @@ def test_zero_shot_flag_on_timm_keeps_a_fresh_head_and_bad_templates_fail(tmp_pa
 
 
 def test_linear_probe_writes_the_legacy_results_schema(tmp_path, encoder):
-    result = _run(finetune, tmp_path, "--freeze-encoder", "--epochs", "2", "--lr", "0.01",
-                  "--eval-datasets", "digits", "--cache-dir", str(tmp_path / "cache"), pretrained=encoder)
+    result = _run(
+        finetune,
+        tmp_path,
+        "--freeze-encoder",
+        "--epochs",
+        "2",
+        "--lr",
+        "0.01",
+        "--eval-datasets",
+        "digits",
+        "--cache-dir",
+        str(tmp_path / "cache"),
+        pretrained=encoder,
+    )
     assert result["method"] == "linear-probe" and result["noise"] == "pre-sym0.3"
     assert 0.5 < result["test_acc"] <= result["best_acc"] <= 1
-    *lines, record = read_jsonl(tmp_path / "results.jsonl")  # the original's lines, then lnl's record
+    *lines, record = read_jsonl(
+        tmp_path / "results.jsonl"
+    )  # the original's lines, then lnl's record
     assert record == result
     args = finetune.get_args_parser().parse_args([])
     assert [r["current_epoch"] for r in lines] == [0, 1]
@@ -420,7 +550,9 @@ def test_linear_probe_writes_the_legacy_results_schema(tmp_path, encoder):
         assert set(vars(args)) | {"current_epoch", "digits:top1"} == set(r)
         assert r["device"] == "cpu" and 0 <= r["digits:top1"] <= 1
     eval_rows = read_jsonl(tmp_path / "eval.jsonl")
-    assert [r["step"] for r in eval_rows] == [0, 1] and eval_rows[-1]["test_acc"] == result["test_acc"]
+    assert [r["step"] for r in eval_rows] == [0, 1] and eval_rows[-1]["test_acc"] == result[
+        "test_acc"
+    ]
     assert len(list((tmp_path / "cache").glob("digits_*.pt"))) == 2  # train and test features
 
 
@@ -443,35 +575,72 @@ def test_interrupted_nmtune_resumes_exactly(tmp_path, encoder, monkeypatch):
         with pytest.raises(KeyboardInterrupt):
             _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
     resumed = _run(nml_tune, tmp_path / "b", *flags, pretrained=encoder)
-    a, b = (torch.load(p / "last.pth", weights_only=False)["models"] for p in (tmp_path / "a", tmp_path / "b"))
+    a, b = (
+        torch.load(p / "last.pth", weights_only=False)["models"]
+        for p in (tmp_path / "a", tmp_path / "b")
+    )
     for name in ("mlp", "head"):
         for key in a[name]:
             assert torch.equal(a[name][key], b[name][key]), (name, key)
-    assert resumed["test_acc"] == straight["test_acc"] and resumed["best_acc"] == straight["best_acc"]
-    assert [r.get("current_epoch", "record") for r in read_jsonl(tmp_path / "b" / "results.jsonl")] == [
-        0, 1, 2, "record"]
+    assert (
+        resumed["test_acc"] == straight["test_acc"] and resumed["best_acc"] == straight["best_acc"]
+    )
+    assert [
+        r.get("current_epoch", "record") for r in read_jsonl(tmp_path / "b" / "results.jsonl")
+    ] == [0, 1, 2, "record"]
     assert [r["step"] for r in read_jsonl(tmp_path / "b" / "eval.jsonl")] == [0, 1, 2]
 
 
 def test_subset_runs_end_to_end_and_caches_apart_from_the_full_split(tmp_path, encoder):
     cache = ["--cache-dir", str(tmp_path / "cache")]
-    probe = _run(finetune, tmp_path / "lp", "--freeze-encoder", "--epochs", "1", "--subset", "200", *cache,
-                 pretrained=encoder)
-    tuned = _run(nml_tune, tmp_path / "nm", "--freeze-encoder", "--epochs", "1", "--subset", "200",
-                 pretrained=encoder)
+    probe = _run(
+        finetune,
+        tmp_path / "lp",
+        "--freeze-encoder",
+        "--epochs",
+        "1",
+        "--subset",
+        "200",
+        *cache,
+        pretrained=encoder,
+    )
+    tuned = _run(
+        nml_tune,
+        tmp_path / "nm",
+        "--freeze-encoder",
+        "--epochs",
+        "1",
+        "--subset",
+        "200",
+        pretrained=encoder,
+    )
     assert probe["subset"] == tuned["subset"] == 200 and 0 <= tuned["test_acc"] <= 1
-    feats = [torch.load(p, weights_only=True)["features"] for p in (tmp_path / "cache").glob("digits_*.pt")]
+    feats = [
+        torch.load(p, weights_only=True)["features"]
+        for p in (tmp_path / "cache").glob("digits_*.pt")
+    ]
     assert sorted(len(f) for f in feats) == [200, 200]  # only the first 200 train and test images
 
 
 def test_full_finetune_trains_the_encoder(tmp_path, encoder):
-    result = _run(finetune, tmp_path, "--epochs", "1", "--num-shots", "0.1", "--lr", "0.001",
-                  pretrained=encoder)
+    result = _run(
+        finetune,
+        tmp_path,
+        "--epochs",
+        "1",
+        "--num-shots",
+        "0.1",
+        "--lr",
+        "0.001",
+        pretrained=encoder,
+    )
     saved = torch.load(tmp_path / "last.pth", weights_only=False)["models"]
     before = build_encoder("timm", "test_resnet", encoder).net.state_dict()
-    after = {k[len("net."):]: v for k, v in saved["encoder"].items()}
+    after = {k[len("net.") :]: v for k, v in saved["encoder"].items()}
     assert result["method"] == "finetune"
-    assert any(not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point())
+    assert any(
+        not torch.equal(before[k], after[k]) for k in before if before[k].is_floating_point()
+    )
 
 
 def test_nml_finetune_regulariser_is_the_weighted_float64_terms():
@@ -479,7 +648,9 @@ def test_nml_finetune_regulariser_is_the_weighted_float64_terms():
 
     f = torch.randn(24, 10, generator=torch.Generator().manual_seed(3)) + 0.2
     got = feature_regulariser(0.04, 0.001)(f)
-    torch.testing.assert_close(got.double(), 0.04 * _cov_oracle(f) - 0.001 * _svd_oracle(f), rtol=1e-4, atol=1e-7)
+    torch.testing.assert_close(
+        got.double(), 0.04 * _cov_oracle(f) - 0.001 * _svd_oracle(f), rtol=1e-4, atol=1e-7
+    )
     assert feature_regulariser(0.0, 0.0)(f).item() == 0.0
 
 
@@ -488,13 +659,34 @@ def test_nml_finetune_with_zero_weights_is_finetune_and_with_weights_differs(tmp
 
     flags = ["--epochs", "1", "--num-shots", "0.1", "--lr", "0.001"]
     plain = _run(finetune, tmp_path / "ft", *flags, pretrained=encoder)
-    zero = _run(nml_finetune, tmp_path / "zero", *flags, "--cov-loss-weight", "0", "--svd-loss-weight", "0",
-                pretrained=encoder)
-    weighted = _run(nml_finetune, tmp_path / "w", *flags, "--cov-loss-weight", "1", "--svd-loss-weight", "1",
-                    pretrained=encoder)
-    assert zero["method"] == weighted["method"] == "nml-finetune" and zero["test_acc"] == plain["test_acc"]
-    ft, z, w = (torch.load(tmp_path / d / "last.pth", weights_only=False)["models"]["encoder"]
-                for d in ("ft", "zero", "w"))
+    zero = _run(
+        nml_finetune,
+        tmp_path / "zero",
+        *flags,
+        "--cov-loss-weight",
+        "0",
+        "--svd-loss-weight",
+        "0",
+        pretrained=encoder,
+    )
+    weighted = _run(
+        nml_finetune,
+        tmp_path / "w",
+        *flags,
+        "--cov-loss-weight",
+        "1",
+        "--svd-loss-weight",
+        "1",
+        pretrained=encoder,
+    )
+    assert (
+        zero["method"] == weighted["method"] == "nml-finetune"
+        and zero["test_acc"] == plain["test_acc"]
+    )
+    ft, z, w = (
+        torch.load(tmp_path / d / "last.pth", weights_only=False)["models"]["encoder"]
+        for d in ("ft", "zero", "w")
+    )
     floats = [k for k in ft if ft[k].is_floating_point()]
     assert all(torch.equal(ft[k], z[k]) for k in floats)
     assert any(not torch.equal(ft[k], w[k]) for k in floats)
@@ -504,8 +696,18 @@ def test_nml_finetune_with_zero_weights_is_finetune_and_with_weights_differs(tmp
 
 def test_pretrain_if_missing_writes_a_noisy_encoder_that_nmtune_reads(tmp_path):
     ckpt = tmp_path / "enc.pth"
-    result = _run(nml_tune, tmp_path / "run", "--freeze-encoder", "--epochs", "1", "--num-shots", "0.2",
-                  "--pretrain-if-missing", "digits:0.3:1", pretrained=str(ckpt))
+    result = _run(
+        nml_tune,
+        tmp_path / "run",
+        "--freeze-encoder",
+        "--epochs",
+        "1",
+        "--num-shots",
+        "0.2",
+        "--pretrain-if-missing",
+        "digits:0.3:1",
+        pretrained=str(ckpt),
+    )
     assert ckpt.is_file() and result["noise"] == "pre-sym0.3"
     meta = torch.load(ckpt, weights_only=True)["lnl_pretrain"]
     assert abs(meta["actual_noise_rate"] - 0.3 * 0.9) < 0.05  # sym noise may redraw the true class
@@ -516,8 +718,15 @@ def test_pretrain_if_missing_writes_a_noisy_encoder_that_nmtune_reads(tmp_path):
 @pytest.mark.slow
 def test_nmtune_vs_linear_probe_on_a_noisily_pretrained_digits_encoder(tmp_path):
     ckpt = tmp_path / "digits_sym0.3.pth"
-    common = ["--freeze-encoder", "--epochs", "10", "--pretrained", str(ckpt),
-              "--pretrain-if-missing", "digits:0.3"]
+    common = [
+        "--freeze-encoder",
+        "--epochs",
+        "10",
+        "--pretrained",
+        str(ckpt),
+        "--pretrain-if-missing",
+        "digits:0.3",
+    ]
     lp = _run(finetune, tmp_path / "lp", *common, "--lr", "0.01")
     nm = _run(nml_tune, tmp_path / "nm", *common)
     print("linear probe", lp, "\nnmtune", nm)

@@ -14,13 +14,25 @@ from methods.standard import train
 
 def _run(tmp_path, *extra):
     args = train.get_args_parser().parse_args(
-        ["--out", str(tmp_path), "--device", "cpu", "--no-tensorboard", *extra])
+        ["--out", str(tmp_path), "--device", "cpu", "--no-tensorboard", *extra]
+    )
     return train.main(args)
 
 
 def test_digits_two_epochs_learns_and_writes_its_records(tmp_path):
-    result = _run(tmp_path, "--dataset", "digits", "--r", "0.4", "--num_epochs", "2", "--batch_size", "32",
-                  "--lr", "0.05")
+    result = _run(
+        tmp_path,
+        "--dataset",
+        "digits",
+        "--r",
+        "0.4",
+        "--num_epochs",
+        "2",
+        "--batch_size",
+        "32",
+        "--lr",
+        "0.05",
+    )
     assert result["method"] == "standard" and result["noise"] == "sym0.4"
     assert result["test_acc"] > 0.3  # 10 classes: chance is 0.1
     assert [r["step"] for r in read_jsonl(tmp_path / "eval.jsonl")] == [0, 1]

@@ -44,14 +44,20 @@ def test_a_gpu_the_build_cannot_load_falls_back_with_a_reason(monkeypatch):
     assert _dispatch._capability_reasons((9, 0), "cuda:0") == []
     assert "8.0+" in _dispatch._capability_reasons((7, 5), "cuda:0")[0]
     # auto skips the cuda backend with that reason and takes the next one
-    choice = _dispatch.choose("knn_labels", "auto", {"cuda": reasons, "cpu": [], "reference": []}, "q")
+    choice = _dispatch.choose(
+        "knn_labels", "auto", {"cuda": reasons, "cpu": [], "reference": []}, "q"
+    )
     assert choice == "cpu"
 
 
 def _setup_functions() -> dict:
     """setup.py's architecture helpers, without running setup() (which importing the file would)."""
     tree = ast.parse((REPO / "setup.py").read_text())
-    wanted = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name in {"_with_ptx", "_arch_list"}]
+    wanted = [
+        n
+        for n in tree.body
+        if isinstance(n, ast.FunctionDef) and n.name in {"_with_ptx", "_arch_list"}
+    ]
     namespace: dict = {}
     exec(compile(ast.Module(body=wanted, type_ignores=[]), "setup.py", "exec"), namespace)
     return namespace
@@ -80,6 +86,7 @@ def test_setup_always_builds_ptx_for_the_newest_architecture(requested, built):
 # --- every tensor argument's device, checked in the kernels' shared checks -------------------------
 # The CPU kernels run these checks too; an argument on the "meta" device stands for "another device"
 # (no second real device exists on a CPU machine), and the call goes straight to the CPU kernel.
+
 
 def _cpu_kernel(op_name: str):
     pytest.importorskip("lnl._C")
@@ -148,12 +155,14 @@ def test_gmm_checks_every_tensor_device():
             kmeans(*_on_meta((x, lengths, uniforms), index), 2)
     resp = torch.nn.functional.one_hot(labels, 2).double()
     weights, means, covs, *_ = em(x, lengths, labels, None, None, None, None, 2, 5, 1e-3, 1e-6)
-    inits = {"lengths": (lengths, labels, None, None, None, None),
-             "init_labels": (lengths, labels.to("meta"), None, None, None, None),
-             "init_resp": (lengths, None, resp.to("meta"), None, None, None),
-             "weights": (lengths, None, None, weights.to("meta"), means, covs),
-             "means": (lengths, None, None, weights, means.to("meta"), covs),
-             "covs": (lengths, None, None, weights, means, covs.to("meta"))}
+    inits = {
+        "lengths": (lengths, labels, None, None, None, None),
+        "init_labels": (lengths, labels.to("meta"), None, None, None, None),
+        "init_resp": (lengths, None, resp.to("meta"), None, None, None),
+        "weights": (lengths, None, None, weights.to("meta"), means, covs),
+        "means": (lengths, None, None, weights, means.to("meta"), covs),
+        "covs": (lengths, None, None, weights, means, covs.to("meta")),
+    }
     inits["lengths"] = (lengths.to("meta"), labels, None, None, None, None)
     for rest in inits.values():
         with pytest.raises(RuntimeError, match="on meta"):

@@ -32,13 +32,22 @@ def emu():
 def test_rewrite_is_mechanical():
     src = "x; foo::k<float, 2>\n    <<<g, 256, 0, s>>>(a, b);\nTORCH_LIBRARY_IMPL(lnl, CUDA, m) {}"
     out = build.emulated_source(src, "knn")
-    assert "::lnl_emu::launch(::lnl_emu::LaunchConfig(g, 256, 0, s), foo::k<float, 2>, a, b);" in out
+    assert (
+        "::lnl_emu::launch(::lnl_emu::LaunchConfig(g, 256, 0, s), foo::k<float, 2>, a, b);" in out
+    )
     assert "TORCH_LIBRARY_IMPL" not in out
     hdr = build.emulated_header("  extern __shared__ __align__(128) unsigned char smem[];")
-    assert "unsigned char* const smem = reinterpret_cast<unsigned char*>(::lnl_emu::g_dynamic_smem);" in hdr
-    hdr = build.emulated_header("  __shared__ int s_stop, s_ok[4];\n  __shared__ __align__(16) float t[2][3];")
-    assert "__shared__ int s_stop, s_ok[4]; ::lnl_emu::poison_once(&s_stop, sizeof(s_stop)); " \
-           "::lnl_emu::poison_once(&s_ok, sizeof(s_ok));" in hdr
+    assert (
+        "unsigned char* const smem = reinterpret_cast<unsigned char*>(::lnl_emu::g_dynamic_smem);"
+        in hdr
+    )
+    hdr = build.emulated_header(
+        "  __shared__ int s_stop, s_ok[4];\n  __shared__ __align__(16) float t[2][3];"
+    )
+    assert (
+        "__shared__ int s_stop, s_ok[4]; ::lnl_emu::poison_once(&s_stop, sizeof(s_stop)); "
+        "::lnl_emu::poison_once(&s_ok, sizeof(s_ok));" in hdr
+    )
     assert "float t[2][3]; ::lnl_emu::poison_once(&t, sizeof(t));" in hdr
 
 
@@ -51,10 +60,10 @@ def _int_points(n, d, seed, low=-3, high=4):
 
 
 KNN_CASES = [  # (Q, N, D, k, C, exclude_self); exclude_self uses the keys as queries
-    (5, 100, 8, 5, 3, False),      # one block, N not a multiple of the 64-key tile
-    (70, 70, 4, 69, 2, True),      # k = N - 1, three query blocks, duplicate points
+    (5, 100, 8, 5, 3, False),  # one block, N not a multiple of the 64-key tile
+    (70, 70, 4, 69, 2, True),  # k = N - 1, three query blocks, duplicate points
     (20, 300, 16, 256, 1000, False),  # the largest fast k, C = 1000
-    (33, 130, 3, 1, 2, True),      # k = 1, Q = 33 (a partial second block)
+    (33, 130, 3, 1, 2, True),  # k = 1, Q = 33 (a partial second block)
     (40, 400, 37, 300, 5, False),  # k > 256: the sort fallback
     (35, 2000, 6, 200, 10, False),  # 32 key tiles streamed through full lists of 200
 ]
@@ -75,7 +84,9 @@ def test_knn_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, c, exclude):
     else:
         want = torch.ops.lnl.knn_labels(queries, keys, labels, k, c, metric, exclude, 0)
     assert torch.equal(got[0], want[0]), "indices"
-    torch.testing.assert_close(got[1], want[1].float(), rtol=0, atol=0 if metric != "cosine" else 1e-6)
+    torch.testing.assert_close(
+        got[1], want[1].float(), rtol=0, atol=0 if metric != "cosine" else 1e-6
+    )
     assert torch.equal(got[2], want[2]), "votes"
     counts = torch.stack([torch.bincount(labels[row], minlength=c) for row in got[0]]).float()
     assert torch.equal(got[2], counts)
@@ -84,8 +95,14 @@ def test_knn_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, c, exclude):
 # Shapes users run: LRA's k on 128-wide (PLReMix's projection) and 512-wide (CLIP ViT-B/32) features,
 # 8 and 32 fp32 stages of 16 dimensions; Q = 64 fills two 32-row blocks, Q = 45 ends in a partial one;
 # N = 200 keys: four 64-key tiles (the last partial), every list full after the first and rewritten.
-KNN_REAL_SHAPES = [(64, 200, 128, 10, "ip"), (45, 200, 128, 20, "cosine"), (64, 200, 128, 50, "l2"),
-                   (45, 200, 512, 10, "l2"), (64, 200, 512, 20, "ip"), (45, 200, 512, 50, "cosine")]
+KNN_REAL_SHAPES = [
+    (64, 200, 128, 10, "ip"),
+    (45, 200, 128, 20, "cosine"),
+    (64, 200, 128, 50, "l2"),
+    (45, 200, 512, 10, "l2"),
+    (64, 200, 512, 20, "ip"),
+    (45, 200, 512, 50, "cosine"),
+]
 
 
 @pytest.mark.parametrize("q,n,d,k,metric", KNN_REAL_SHAPES)
@@ -96,7 +113,9 @@ def test_knn_fp32_real_shapes_equal_cpu_kernel(emu, q, n, d, k, metric):
     got = emu.knn_labels(queries, keys, labels, k, 10, metric, False, 0)
     want = torch.ops.lnl.knn_labels(queries, keys, labels, k, 10, metric, False, 0)
     assert torch.equal(got[0], want[0]), "indices"
-    torch.testing.assert_close(got[1], want[1].float(), rtol=0, atol=0 if metric != "cosine" else 1e-6)
+    torch.testing.assert_close(
+        got[1], want[1].float(), rtol=0, atol=0 if metric != "cosine" else 1e-6
+    )
     assert torch.equal(got[2], want[2]), "votes"
 
 
@@ -137,8 +156,15 @@ def test_knn_tensor_core_path_exact_on_integers(emu, blocks, dtype, metric, d):
 
 # (Q, D, k, metric, dtype): 2 and 8 stages of 64 dimensions; Q = 128 fills both block shapes, 160 only
 # blocks of 32, 150 neither; N = 150: three key tiles, the last partial
-@pytest.mark.parametrize("q,d,k,metric,dtype", [(128, 128, 10, "l2", torch.float16), (150, 128, 50, "ip", torch.bfloat16),
-                                                (160, 512, 20, "l2", torch.bfloat16), (150, 512, 50, "ip", torch.float16)])
+@pytest.mark.parametrize(
+    "q,d,k,metric,dtype",
+    [
+        (128, 128, 10, "l2", torch.float16),
+        (150, 128, 50, "ip", torch.bfloat16),
+        (160, 512, 20, "l2", torch.bfloat16),
+        (150, 512, 50, "ip", torch.float16),
+    ],
+)
 def test_knn_tensor_core_real_shapes_exact_on_integers(emu, blocks, q, d, k, metric, dtype):
     keys = _int_points(150, d, seed=d + k)
     queries = _int_points(q, d, seed=q)
@@ -161,7 +187,11 @@ def test_knn_zero_width_features(emu, dtype):
     labels = torch.arange(150) % 3
     got = emu.knn_labels(x, x, labels, 100, 3, "ip", True, 0)
     want = torch.ops.lnl.knn_labels(x.float(), x.float(), labels, 100, 3, "ip", True, 0)
-    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]) and torch.equal(got[2], want[2])
+    assert (
+        torch.equal(got[0], want[0])
+        and torch.equal(got[1], want[1])
+        and torch.equal(got[2], want[2])
+    )
 
 
 def test_knn_wide_blocks_only_where_their_lists_fit(emu):
@@ -184,11 +214,16 @@ def test_knn_wide_blocks_only_where_their_lists_fit(emu):
 def test_knn_tensor_core_cosine_recall(emu, blocks, dtype):
     """The issue's 16-bit bar: recall@k >= 0.999 against float32 on the same rounded inputs."""
     g = torch.Generator().manual_seed(5)
-    keys, queries = torch.randn(600, 64, generator=g).to(dtype), torch.randn(130, 64, generator=g).to(dtype)
+    keys, queries = (
+        torch.randn(600, 64, generator=g).to(dtype),
+        torch.randn(130, 64, generator=g).to(dtype),
+    )
     labels = torch.zeros(600, dtype=torch.long)
     got = emu.knn_labels(queries, keys, labels, 10, 1, "cosine", False, 0)[0]
     assert _tile_blocks(emu) == math.ceil(130 / blocks)
-    want = torch.ops.lnl.knn_labels(queries.float(), keys.float(), labels, 10, 1, "cosine", False, 0)[0]
+    want = torch.ops.lnl.knn_labels(
+        queries.float(), keys.float(), labels, 10, 1, "cosine", False, 0
+    )[0]
     hits = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(got, want))
     assert hits / want.numel() >= 0.999
 
@@ -248,7 +283,11 @@ def test_gmm_fit_method_shapes(emu, d, major):
         gen = torch.Generator().manual_seed(d)
         clean = torch.rand(1, 13_000, d, generator=gen, dtype=torch.float64) * 0.3  # small losses
         noisy = 1.5 + torch.rand(1, 7_000, d, generator=gen, dtype=torch.float64) * 2.0
-        x = torch.cat([clean, noisy], 1)[:, torch.randperm(20_000, generator=gen)].float().contiguous()
+        x = (
+            torch.cat([clean, noisy], 1)[:, torch.randperm(20_000, generator=gen)]
+            .float()
+            .contiguous()
+        )
         lengths = torch.tensor([20_000])
         u = torch.as_tensor(gref.kmeans_uniforms(0, 2))[None].contiguous()
         emu.launches()
@@ -265,7 +304,9 @@ def test_gmm_fit_method_shapes(emu, d, major):
 def test_gmm_em_given_parameters(emu):
     x, lengths = _mixtures(2, 300, 2, torch.float64, seed=3)
     w = torch.tensor([[0.5, 0.5], [0.3, 0.7]], dtype=torch.float64)
-    means = torch.tensor([[[13.0, 13.0], [10.0, 10.0]], [[12.0, 12.5], [9.0, 10.0]]], dtype=torch.float64)
+    means = torch.tensor(
+        [[[13.0, 13.0], [10.0, 10.0]], [[12.0, 12.5], [9.0, 10.0]]], dtype=torch.float64
+    )
     covs = torch.eye(2, dtype=torch.float64).expand(2, 2, 2, 2).clone()
     covs[1, 0, 0, 1] = covs[1, 0, 1, 0] = 0.3
     args = (x, lengths, None, None, w, means, covs, 2, 20, 1e-3, 1e-6)
@@ -344,8 +385,13 @@ def test_gmm_em_reports_nan_and_inf(emu, n, init):
     if init == "labels":
         starts = ((x[..., 0] > 11.5).long(), None, None, None, None)
     else:
-        starts = (None, None, torch.tensor([[0.5, 0.5]] * 3, dtype=torch.float64),
-                  torch.tensor([[[13.0], [10.0]]] * 3, dtype=torch.float64), torch.ones(3, 2, 1, 1, dtype=torch.float64))
+        starts = (
+            None,
+            None,
+            torch.tensor([[0.5, 0.5]] * 3, dtype=torch.float64),
+            torch.tensor([[[13.0], [10.0]]] * 3, dtype=torch.float64),
+            torch.ones(3, 2, 1, 1, dtype=torch.float64),
+        )
     args = (x, lengths, *starts, 2, 5, 1e-3, 1e-6)
     got, want = emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args)
     assert got[7].tolist() == want[7].tolist() == [2, 0, 2]
@@ -390,9 +436,17 @@ def test_gmm_kmeans_large_problems(emu, shape):
 
 # (problems, points): which get a cluster of 8 blocks each on the emulated H100 (132 SMs)
 # (problems, points) -> (blocks in all, blocks per group, cooperative) on a 16-SM sm_90 device
-TEAM_ROUTES = [((1, 50_000), (8, 8, 0)), ((2, 16_384), (16, 8, 0)), ((3, 16_384), (3, 1, 0)),
-               ((1, 16_383), (1, 1, 0)), ((1, 65_536), (8, 8, 0)), ((1, 65_537), (9, 9, 1)),
-               ((1, 200_000), (16, 16, 1)), ((2, 65_537), (16, 8, 0)), ((3, 65_537), (3, 1, 0))]
+TEAM_ROUTES = [
+    ((1, 50_000), (8, 8, 0)),
+    ((2, 16_384), (16, 8, 0)),
+    ((3, 16_384), (3, 1, 0)),
+    ((1, 16_383), (1, 1, 0)),
+    ((1, 65_536), (8, 8, 0)),
+    ((1, 65_537), (9, 9, 1)),
+    ((1, 200_000), (16, 16, 1)),
+    ((2, 65_537), (16, 8, 0)),
+    ((3, 65_537), (3, 1, 0)),
+]
 
 
 @pytest.mark.parametrize("shape,launch", TEAM_ROUTES)
@@ -412,7 +466,9 @@ def test_gmm_teams_by_problem_shape(emu, shape, launch):
         labels = emu.gmm_kmeans(x, lengths, u, 2)
         emu.gmm_em(x, lengths, labels, None, None, None, None, 2, 3, 1e-3, 1e-6)
         blocks, group, cooperative = launch
-        assert [[row[0], row[3], row[4]] for row in emu.launches()] == [[blocks, group, cooperative]] * 2
+        assert [[row[0], row[3], row[4]] for row in emu.launches()] == [
+            [blocks, group, cooperative]
+        ] * 2
     finally:
         emu.set_device(*H100)
 
@@ -487,15 +543,18 @@ def test_plr_forward_backward_vs_float64_oracle(emu, flat, b, v, d, c, kappa):
     f32 = feats.float()
     tau, tau_b = 0.5, 0.7
     objective, value, lse, n_neg = emu.plr_loss(f32, cand, labels, kappa, c, tau, tau_b, flat)
-    want_obj, want_val, n_valid, want_grad = oracle_grad(feats, cand, labels, kappa, c, tau=tau,
-                                                         tau_b=tau_b, flat=flat)
+    want_obj, want_val, n_valid, want_grad = oracle_grad(
+        feats, cand, labels, kappa, c, tau=tau, tau_b=tau_b, flat=flat
+    )
     assert_rel(objective, want_obj, 1e-5)
     assert_rel(value, want_val, 1e-5)
     assert int((n_neg > 0).sum()) == n_valid
     cpu = torch.ops.lnl.plr_loss(f32, cand, labels, kappa, c, tau, tau_b, flat)
     assert torch.equal(n_neg, cpu[3])
     assert_rel(lse, cpu[2], 1e-5)
-    grad = emu.plr_loss_backward(torch.tensor(1.0), f32, cand, labels, lse, n_neg, kappa, c, tau, tau_b, flat)
+    grad = emu.plr_loss_backward(
+        torch.tensor(1.0), f32, cand, labels, lse, n_neg, kappa, c, tau, tau_b, flat
+    )
     assert_rel(grad, want_grad, 1e-5)
 
 
@@ -507,8 +566,9 @@ def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
     feats, cand, labels = make_inputs(48, 3, d, 50, seed=9)  # 144 rows: three row and column tiles
     rounded = feats.to(dtype)
     objective, value, lse, n_neg = emu.plr_loss(rounded, cand, labels, 1, 50, 0.5, 0.7, flat)
-    want_obj, want_val, _, want_grad = oracle_grad(rounded.double(), cand, labels, 1, 50, tau=0.5, tau_b=0.7,
-                                                   flat=flat)
+    want_obj, want_val, _, want_grad = oracle_grad(
+        rounded.double(), cand, labels, 1, 50, tau=0.5, tau_b=0.7, flat=flat
+    )
     # The emulated tensor cores multiply exactly and accumulate in float32 (the hardware's order may
     # differ, within the issue's 2e-3): here the only error is float32's, as on the SIMT path.
     assert_rel(objective, want_obj, 1e-5)
@@ -516,7 +576,9 @@ def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
     simt = emu.plr_loss(rounded.float(), cand, labels, 1, 50, 0.5, 0.7, flat)
     assert_rel(lse, simt[2], 1e-6)
     assert torch.equal(n_neg, simt[3])
-    grad = emu.plr_loss_backward(torch.tensor(1.0), rounded, cand, labels, lse, n_neg, 1, 50, 0.5, 0.7, flat)
+    grad = emu.plr_loss_backward(
+        torch.tensor(1.0), rounded, cand, labels, lse, n_neg, 1, 50, 0.5, 0.7, flat
+    )
     assert grad.dtype == dtype
     # 1e-5 of the largest entry, plus the gradient's own rounding to 16 bits
     bound = 1e-5 * want_grad.abs().max() + torch.finfo(dtype).eps * want_grad.abs()
@@ -535,4 +597,6 @@ def test_plr_every_pair_overlapping_is_zero(emu):
 @pytest.mark.parametrize("kappa", [0, 1, 3])
 def test_plr_mask_equals_cpu_kernel(emu, kappa):
     _, cand, labels = make_inputs(150, 2, 4, 70, width=4, seed=kappa)
-    assert torch.equal(emu.plr_mask(cand, labels, kappa, 70), torch.ops.lnl.plr_mask(cand, labels, kappa, 70))
+    assert torch.equal(
+        emu.plr_mask(cand, labels, kappa, 70), torch.ops.lnl.plr_mask(cand, labels, kappa, 70)
+    )

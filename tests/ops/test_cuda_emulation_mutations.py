@@ -12,7 +12,9 @@ from tests.ops.cuda_emulation import mutate
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(not os.environ.get("LNL_MUTATE"), reason="an hour or more: set LNL_MUTATE=1 (or make mutate)")
+@pytest.mark.skipif(
+    not os.environ.get("LNL_MUTATE"), reason="an hour or more: set LNL_MUTATE=1 (or make mutate)"
+)
 def test_every_barrier_deletion_is_caught(tmp_path):
     outcomes = mutate.run([m for m in mutate.find_mutations() if m.kind == "barrier"], tmp_path)
     survivors = [o.mutation.where for o in outcomes if o.caught_by is None]
@@ -28,7 +30,10 @@ def test_every_site_is_found_and_switched():
         code = "\n".join(line.split("//")[0] for line in path.read_text().splitlines())
         mine = [m for m in muts if m.path == rel]
         barriers = code.count("__syncthreads()") + code.count("__syncwarp(") + code.count(".sync()")
-        masks = sum(code.count(f"__{c}_sync(") for c in ("shfl", "shfl_xor", "shfl_down", "shfl_up", "ballot"))
+        masks = sum(
+            code.count(f"__{c}_sync(")
+            for c in ("shfl", "shfl_xor", "shfl_down", "shfl_up", "ballot")
+        )
         assert sum(m.kind == "barrier" for m in mine) == barriers, rel
         assert sum(m.kind == "mask" for m in mine) == masks, rel
         text = mutate.instrumented(path.read_text(), mine)

@@ -26,7 +26,10 @@ DIVIDEMIX = dict(max_iter=10, tol=1e-2, reg_covar=5e-4)
 HAS_CPU = _ext.has_kernel("gmm_em", "CPU")
 HAS_CUDA = torch.cuda.is_available() and _ext.has_kernel("gmm_em", "CUDA")
 # The sklearn parity tests hold the reference and the compiled CPU kernel to the tolerances.
-SKLEARN_BACKENDS = ["reference", pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU, reason="no CPU kernel"))]
+SKLEARN_BACKENDS = [
+    "reference",
+    pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU, reason="no CPU kernel")),
+]
 
 
 class GivenRespGMM(GaussianMixture):
@@ -51,7 +54,9 @@ def synth_losses(n: int, d: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     cols = []
     for _ in range(d):
-        loss = np.concatenate([rng.gamma(1.0, 0.05, n // 2), np.clip(rng.normal(2.5, 0.8, n - n // 2), 0, None)])
+        loss = np.concatenate(
+            [rng.gamma(1.0, 0.05, n // 2), np.clip(rng.normal(2.5, 0.8, n - n // 2), 0, None)]
+        )
         rng.shuffle(loss)
         cols.append((loss - loss.min()) / (loss.max() - loss.min()))
     return np.stack(cols, 1)
@@ -71,9 +76,15 @@ def random_resp(n: int, seed: int) -> np.ndarray:
 
 
 def assert_matches_sklearn(res, gm, proba, rtol, patol, g=0):
-    np.testing.assert_allclose(res.weights[g].double().numpy(), gm.weights_, rtol=rtol, atol=rtol * 1e-2)
-    np.testing.assert_allclose(res.means[g].double().numpy(), gm.means_, rtol=rtol, atol=rtol * 1e-2)
-    np.testing.assert_allclose(res.covs[g].double().numpy(), gm.covariances_, rtol=rtol, atol=rtol * 1e-3)
+    np.testing.assert_allclose(
+        res.weights[g].double().numpy(), gm.weights_, rtol=rtol, atol=rtol * 1e-2
+    )
+    np.testing.assert_allclose(
+        res.means[g].double().numpy(), gm.means_, rtol=rtol, atol=rtol * 1e-2
+    )
+    np.testing.assert_allclose(
+        res.covs[g].double().numpy(), gm.covariances_, rtol=rtol, atol=rtol * 1e-3
+    )
     np.testing.assert_allclose(res.resp[g].double().numpy(), proba, atol=patol, rtol=0)
     assert int(res.n_iter[g]) == gm.n_iter_ and bool(res.converged[g]) == gm.converged_
 
@@ -86,7 +97,9 @@ def test_matches_sklearn_given_resp_float64(d, source, settings, backend):
     x = synth_losses(4000, d, 1) if source == "synthetic" else real_losses(d)
     resp0 = random_resp(len(x), 2)
     gm, proba = sklearn_fit(x, resp0, **settings)
-    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend=backend, **settings)
+    res = gmm_fit(
+        torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend=backend, **settings
+    )
     assert_matches_sklearn(res, gm, proba, rtol=1e-5, patol=1e-4)
     assert abs(float(res.lower_bound[0]) - gm.lower_bound_) < 1e-9
 
@@ -102,7 +115,9 @@ def test_matches_sklearn_float32_real(d, snapshot, backend):
     low = x[:, 0] < np.median(x[:, 0])
     resp0 = np.stack([low, ~low], 1).astype(np.float32)
     gm, proba = sklearn_fit(x, resp0, **DIVIDEMIX)
-    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend=backend, **DIVIDEMIX)
+    res = gmm_fit(
+        torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend=backend, **DIVIDEMIX
+    )
     assert_matches_sklearn(res, gm, proba, rtol=1e-4, patol=1e-3)
     assert ((res.resp[0, :, 0].numpy() > 0.5) == (proba[:, 0] > 0.5)).mean() >= 0.999
 
@@ -124,7 +139,9 @@ def test_kmeans_init_three_components_matches_sklearn():
     x = np.concatenate([rng.normal(m, 0.1, (700, 3)) for m in (0.0, 1.0, 2.5)])
     rng.shuffle(x)
     gm, proba = sklearn_fit(x, seed=5, n_components=3, **DIVIDEMIX)
-    res = gmm_fit(torch.from_numpy(x)[None], n_components=3, seed=5, backend="reference", **DIVIDEMIX)
+    res = gmm_fit(
+        torch.from_numpy(x)[None], n_components=3, seed=5, backend="reference", **DIVIDEMIX
+    )
     assert_matches_sklearn(res, gm, proba, rtol=1e-5, patol=1e-4)
 
 
@@ -158,11 +175,15 @@ def test_clean_prob_batched_ragged_equals_single():
     assert bool((p[1, 2000:] == 0).all())
 
 
-@pytest.mark.parametrize("snapshot, clean_key", [("losses_ep5", "clean"), ("r20_ep5", "clean_r20"),
-                                                 ("r80_ep5", "clean_r80")])
+@pytest.mark.parametrize(
+    "snapshot, clean_key",
+    [("losses_ep5", "clean"), ("r20_ep5", "clean_r20"), ("r80_ep5", "clean_r80")],
+)
 def test_clean_prob_separates_real_clean_samples(snapshot, clean_key):
     data = np.load(FIXTURE)
-    prob = gmm_clean_prob(torch.from_numpy(data[snapshot][:, 0]), dims=1, backend="reference").numpy()
+    prob = gmm_clean_prob(
+        torch.from_numpy(data[snapshot][:, 0]), dims=1, backend="reference"
+    ).numpy()
     clean = data[clean_key]
     assert prob[clean].mean() > prob[~clean].mean() + 0.2
 
@@ -173,14 +194,14 @@ def test_batched_ragged_equals_separate_fits():
     x = torch.zeros(3, n, 2, dtype=torch.float64)
     for g, a in enumerate(xs):
         x[g, : len(a)] = torch.from_numpy(a)
-        x[g, len(a):] = 1e6  # padding must be ignored
+        x[g, len(a) :] = 1e6  # padding must be ignored
     lengths = torch.tensor([len(a) for a in xs])
     res = gmm_fit(x, lengths, backend="reference", **DIVIDEMIX)
     for g, a in enumerate(xs):
         one = gmm_fit(torch.from_numpy(a)[None], backend="reference", **DIVIDEMIX)
         torch.testing.assert_close(res.means[g], one.means[0])
         torch.testing.assert_close(res.resp[g, : len(a)], one.resp[0])
-        assert bool((res.resp[g, len(a):] == 0).all())
+        assert bool((res.resp[g, len(a) :] == 0).all())
 
 
 def test_given_params_warm_start_matches_sklearn():
@@ -188,7 +209,9 @@ def test_given_params_warm_start_matches_sklearn():
     w = np.array([0.4, 0.6])
     mu = np.array([[0.1, 0.1], [0.7, 0.6]])
     cov = np.stack([np.eye(2) * 0.02, np.array([[0.05, 0.01], [0.01, 0.04]])])
-    gm = GaussianMixture(2, weights_init=w, means_init=mu, precisions_init=np.linalg.inv(cov), **DIVIDEMIX)
+    gm = GaussianMixture(
+        2, weights_init=w, means_init=mu, precisions_init=np.linalg.inv(cov), **DIVIDEMIX
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         gm.fit(x)
@@ -227,7 +250,11 @@ def test_clean_prob_reads_constant_columns_only_when_the_fit_fails(backend, batc
         pytest.skip("no CPU kernel")
     losses = torch.from_numpy(synth_losses(400, 2, 11))
     losses[:, 1] = 0.7
-    x, lengths = (torch.stack([losses.flip(0), losses]), torch.tensor([400, 300])) if batched else (losses, None)
+    x, lengths = (
+        (torch.stack([losses.flip(0), losses]), torch.tensor([400, 300]))
+        if batched
+        else (losses, None)
+    )
     with pytest.raises(ValueError, match="problem 0, column 1 is constant"):
         gmm_clean_prob(x, dims=2, lengths=lengths, backend=backend)
     if backend == "reference":
@@ -235,8 +262,13 @@ def test_clean_prob_reads_constant_columns_only_when_the_fit_fails(backend, batc
     reads = []  # the compiled path's Python layer is the same for the CPU and CUDA kernels
     for name in ("any", "all"):  # every value check reduces with one of them
         real = getattr(torch.Tensor, name)
-        monkeypatch.setattr(torch.Tensor, name, lambda t, *a, _n=name, _r=real, **k:
-                            reads.append((_n, tuple(t.shape))) or _r(t, *a, **k))
+        monkeypatch.setattr(
+            torch.Tensor,
+            name,
+            lambda t, *a, _n=name, _r=real, **k: (
+                reads.append((_n, tuple(t.shape))) or _r(t, *a, **k)
+            ),
+        )
     good = torch.from_numpy(synth_losses(400, 2, 12))
     prob = gmm_clean_prob(good, dims=2, backend=backend)
     assert reads == [("any", (1,))]  # the fit's status, once
@@ -250,37 +282,55 @@ def test_degenerate_collapsed_component():
     resp0 = np.zeros((500, 2))
     resp0[:, 0] = 1
     gm, proba = sklearn_fit(x, resp0, **DIVIDEMIX)
-    res = gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], backend="reference", **DIVIDEMIX)
+    res = gmm_fit(
+        torch.from_numpy(x)[None],
+        init=torch.from_numpy(resp0)[None],
+        backend="reference",
+        **DIVIDEMIX,
+    )
     assert_matches_sklearn(res, gm, proba, rtol=1e-5, patol=1e-4)
     with pytest.raises(ValueError, match="positive definite"):
-        gmm_fit(torch.from_numpy(x)[None], init=torch.from_numpy(resp0)[None], max_iter=5, reg_covar=0.0,
-                backend="reference")
+        gmm_fit(
+            torch.from_numpy(x)[None],
+            init=torch.from_numpy(resp0)[None],
+            max_iter=5,
+            reg_covar=0.0,
+            backend="reference",
+        )
 
 
 def _x(g=1, n=10, d=1):
     return torch.rand(g, n, d)
 
 
-@pytest.mark.parametrize("call, match", [
-    (lambda: gmm_fit(torch.rand(10)), "Tensor\\[G, N, D\\]"),
-    (lambda: gmm_fit(torch.rand(10, 1)), "Tensor\\[G, N, D\\]"),
-    (lambda: gmm_fit(_x().int()), "float32 or float64"),
-    (lambda: gmm_fit(torch.tensor([[[0.0], [float("nan")], [1.0]]])), "NaN"),
-    (lambda: gmm_fit(torch.tensor([[[0.0], [float("inf")], [1.0]]])), "NaN"),
-    (lambda: gmm_fit(_x(2), torch.tensor([5])), "lengths"),
-    (lambda: gmm_fit(_x(2), torch.tensor([5, 11])), "lengths"),
-    (lambda: gmm_fit(_x(2), torch.tensor([0, 5])), "lengths"),
-    (lambda: gmm_fit(_x(1, 1)), "n_components|lengths"),
-    (lambda: gmm_fit(_x(), n_components=0), "n_components"),
-    (lambda: gmm_fit(_x(), n_components=11), "n_components"),
-    (lambda: gmm_fit(_x(), max_iter=0), "max_iter"),
-    (lambda: gmm_fit(_x(), reg_covar=-1.0), "reg_covar"),
-    (lambda: gmm_fit(_x(), init="random"), "init"),
-    (lambda: gmm_fit(_x(), init=torch.rand(1, 10, 3)), "responsibilities"),
-    (lambda: gmm_fit(_x(), init=GMMParams(torch.ones(1, 2), torch.zeros(1, 2, 2), torch.ones(1, 2, 1, 1))), "means"),
-    (lambda: gmm_clean_prob(torch.rand(10, 2), dims=1), "dims"),
-    (lambda: gmm_clean_prob(torch.rand(10, 2), dims=2, clean="max"), "clean"),
-])
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: gmm_fit(torch.rand(10)), "Tensor\\[G, N, D\\]"),
+        (lambda: gmm_fit(torch.rand(10, 1)), "Tensor\\[G, N, D\\]"),
+        (lambda: gmm_fit(_x().int()), "float32 or float64"),
+        (lambda: gmm_fit(torch.tensor([[[0.0], [float("nan")], [1.0]]])), "NaN"),
+        (lambda: gmm_fit(torch.tensor([[[0.0], [float("inf")], [1.0]]])), "NaN"),
+        (lambda: gmm_fit(_x(2), torch.tensor([5])), "lengths"),
+        (lambda: gmm_fit(_x(2), torch.tensor([5, 11])), "lengths"),
+        (lambda: gmm_fit(_x(2), torch.tensor([0, 5])), "lengths"),
+        (lambda: gmm_fit(_x(1, 1)), "n_components|lengths"),
+        (lambda: gmm_fit(_x(), n_components=0), "n_components"),
+        (lambda: gmm_fit(_x(), n_components=11), "n_components"),
+        (lambda: gmm_fit(_x(), max_iter=0), "max_iter"),
+        (lambda: gmm_fit(_x(), reg_covar=-1.0), "reg_covar"),
+        (lambda: gmm_fit(_x(), init="random"), "init"),
+        (lambda: gmm_fit(_x(), init=torch.rand(1, 10, 3)), "responsibilities"),
+        (
+            lambda: gmm_fit(
+                _x(), init=GMMParams(torch.ones(1, 2), torch.zeros(1, 2, 2), torch.ones(1, 2, 1, 1))
+            ),
+            "means",
+        ),
+        (lambda: gmm_clean_prob(torch.rand(10, 2), dims=1), "dims"),
+        (lambda: gmm_clean_prob(torch.rand(10, 2), dims=2, clean="max"), "clean"),
+    ],
+)
 def test_bad_input_raises_value_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
@@ -307,14 +357,24 @@ def _compare_backends(backend: str, device: str):
             if init == "resp":
                 init_arg = torch.from_numpy(random_resp(len(x), 9)).expand(2, -1, -1).to(dtype)
             elif init == "given":
-                init_arg = GMMParams(*(t[None].expand(2, *t.shape).to(dtype) for t in (
-                    torch.tensor([0.5, 0.5]), torch.tensor([[0.1, 0.2], [0.6, 0.7]]), torch.eye(2).repeat(2, 1, 1) * 0.05)))
+                init_arg = GMMParams(
+                    *(
+                        t[None].expand(2, *t.shape).to(dtype)
+                        for t in (
+                            torch.tensor([0.5, 0.5]),
+                            torch.tensor([[0.1, 0.2], [0.6, 0.7]]),
+                            torch.eye(2).repeat(2, 1, 1) * 0.05,
+                        )
+                    )
+                )
             else:
                 init_arg = init
             want = gmm_fit_reference(xx, lengths, init=init_arg, **DIVIDEMIX)
             dev = lambda t: t.to(device) if isinstance(t, torch.Tensor) else t  # noqa: E731
             init_dev = GMMParams(*map(dev, init_arg)) if init == "given" else dev(init_arg)
-            got = gmm_fit(xx.to(device), lengths.to(device), init=init_dev, backend=backend, **DIVIDEMIX)
+            got = gmm_fit(
+                xx.to(device), lengths.to(device), init=init_dev, backend=backend, **DIVIDEMIX
+            )
             tol = dict(atol=gmm_mod.ATOL[dtype], rtol=gmm_mod.RTOL[dtype])
             for a, b in zip(got, want):
                 torch.testing.assert_close(a.cpu(), b, **tol)
@@ -331,7 +391,9 @@ def test_cpu_kmeans_and_em_match_reference_any_k(k, d):
     from lnl.ops import gmm_reference as ref
 
     rng = np.random.default_rng(k)
-    x = torch.from_numpy(np.concatenate([rng.normal(m, 0.2, (400, d)) for m in range(k)]))[torch.randperm(400 * k)]
+    x = torch.from_numpy(np.concatenate([rng.normal(m, 0.2, (400, d)) for m in range(k)]))[
+        torch.randperm(400 * k)
+    ]
     xx = torch.stack([x, x.flip(0)])
     lengths = torch.tensor([400 * k, 400 * k - 123])
     u = torch.as_tensor(ref.kmeans_uniforms(3, k)).expand(2, -1).contiguous()
@@ -351,7 +413,9 @@ def test_cpu_k2_simd_path_tails_and_underflow_match_reference(d):
     # exercise both; clusters 40 standard deviations apart drive exp(-|delta|) below its -708 clamp.
     rng = np.random.default_rng(d)
     for n in (5, 8, 9, 23, 64, 16384 + 13):
-        x = np.concatenate([rng.normal(0.0, 1.0, (n - n // 2, d)), rng.normal(40.0, 1.0, (n // 2, d))])
+        x = np.concatenate(
+            [rng.normal(0.0, 1.0, (n - n // 2, d)), rng.normal(40.0, 1.0, (n // 2, d))]
+        )
         xx = torch.from_numpy(rng.permutation(x))[None]
         for dtype in (torch.float64, torch.float32):
             got = gmm_fit(xx.to(dtype), backend="cpu", **DIVIDEMIX)
@@ -368,19 +432,27 @@ def test_cpu_kernel_degenerate_and_opcheck():
     resp0 = torch.zeros(1, 200, 2, dtype=torch.float64)
     resp0[..., 0] = 1
     with pytest.raises(ValueError, match="positive definite"):
-        gmm_fit(torch.rand(1, 200, 1, dtype=torch.float64), init=resp0, reg_covar=0.0, backend="cpu")
+        gmm_fit(
+            torch.rand(1, 200, 1, dtype=torch.float64), init=resp0, reg_covar=0.0, backend="cpu"
+        )
     xs = torch.rand(2, 40, 2)
     lengths = torch.tensor([40, 25])
     u = torch.rand(2, 3, dtype=torch.float64)
     torch.library.opcheck(torch.ops.lnl.gmm_kmeans.default, (xs, lengths, u, 2))
     labels = torch.ops.lnl.gmm_kmeans(xs, lengths, u, 2)
-    torch.library.opcheck(torch.ops.lnl.gmm_em.default,
-                          (xs, lengths, labels, None, None, None, None, 2, 10, 1e-2, 5e-4))
+    torch.library.opcheck(
+        torch.ops.lnl.gmm_em.default,
+        (xs, lengths, labels, None, None, None, None, 2, 10, 1e-2, 5e-4),
+    )
 
 
 def _compiled_backends():
-    return [pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU, reason="no CPU kernel")),
-            pytest.param("cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA")])]
+    return [
+        pytest.param("cpu", marks=pytest.mark.skipif(not HAS_CPU, reason="no CPU kernel")),
+        pytest.param(
+            "cuda", marks=[pytest.mark.cuda, pytest.mark.skipif(not HAS_CUDA, reason="no CUDA")]
+        ),
+    ]
 
 
 @pytest.mark.parametrize("backend", _compiled_backends())
@@ -391,11 +463,16 @@ def test_compiled_empty_component_keeps_sklearns_mean(backend):
     x = torch.rand(1, 200, 1, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) + 5
     resp0 = torch.zeros(1, 200, 2, dtype=torch.float64)
     resp0[..., 0] = 1
-    for args in ((x, dict(init=resp0, reg_covar=1e-3)), (torch.full((1, 50, 1), 0.3, dtype=torch.float64), DIVIDEMIX)):
+    for args in (
+        (x, dict(init=resp0, reg_covar=1e-3)),
+        (torch.full((1, 50, 1), 0.3, dtype=torch.float64), DIVIDEMIX),
+    ):
         xx, kw = args
         kw = {k: (v.to(dev) if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
         got = gmm_fit(xx.to(dev), backend=backend, **kw)
-        want = gmm_fit_reference(xx, **{k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()})
+        want = gmm_fit_reference(
+            xx, **{k: (v.cpu() if isinstance(v, torch.Tensor) else v) for k, v in kw.items()}
+        )
         for a, b in zip(got, want):
             torch.testing.assert_close(a.cpu(), b, atol=1e-9, rtol=1e-9)
 
@@ -404,17 +481,28 @@ def test_compiled_empty_component_keeps_sklearns_mean(backend):
 def test_compiled_given_covariances_read_as_symmetric_matrices(backend):
     dev = "cuda" if backend == "cuda" else "cpu"
     x = torch.from_numpy(synth_losses(500, 2, 3))[None]
-    cov = torch.tensor([[[0.05, 0.02], [0.02, 0.05]], [[0.04, -0.01], [-0.01, 0.06]]], dtype=torch.float64)[None]
-    init = GMMParams(torch.tensor([[0.5, 0.5]], dtype=torch.float64), torch.tensor([[[0.1, 0.1], [0.7, 0.6]]],
-                                                                                   dtype=torch.float64), cov)
-    got = gmm_fit(x.to(dev), init=GMMParams(*(t.to(dev) for t in init)), max_iter=1, backend=backend)
+    cov = torch.tensor(
+        [[[0.05, 0.02], [0.02, 0.05]], [[0.04, -0.01], [-0.01, 0.06]]], dtype=torch.float64
+    )[None]
+    init = GMMParams(
+        torch.tensor([[0.5, 0.5]], dtype=torch.float64),
+        torch.tensor([[[0.1, 0.1], [0.7, 0.6]]], dtype=torch.float64),
+        cov,
+    )
+    got = gmm_fit(
+        x.to(dev), init=GMMParams(*(t.to(dev) for t in init)), max_iter=1, backend=backend
+    )
     want = gmm_fit_reference(x, init=init, max_iter=1)
     for a, b in zip(got, want):
         torch.testing.assert_close(a.cpu(), b, atol=1e-9, rtol=1e-9)
     skew = cov.clone()
     skew[0, 0, 0, 1] = 0.0
     with pytest.raises(ValueError, match="symmetric"):
-        gmm_fit(x, init=GMMParams(init.weights, init.means, skew), backend=backend if backend == "cpu" else "reference")
+        gmm_fit(
+            x,
+            init=GMMParams(init.weights, init.means, skew),
+            backend=backend if backend == "cpu" else "reference",
+        )
 
 
 @pytest.mark.cuda
@@ -428,12 +516,16 @@ def test_cuda_large_ragged_and_any_k_match_reference(k, d, g):
 
     rng = np.random.default_rng(10 + k)
     n = 70_000
-    x = torch.from_numpy(np.concatenate([rng.normal(m, 0.3, (n // k + 1, d)) for m in range(k)])[:n])
+    x = torch.from_numpy(
+        np.concatenate([rng.normal(m, 0.3, (n // k + 1, d)) for m in range(k)])[:n]
+    )
     xx = torch.stack([x[torch.randperm(n)], x.flip(0), x])[:g]
     lengths = torch.tensor([n, 8193, 2 * k])[:g]
     u = torch.as_tensor(ref.kmeans_uniforms(4, k)).expand(g, -1).contiguous()
-    assert torch.equal(torch.ops.lnl.gmm_kmeans(xx.cuda(), lengths.cuda(), u.cuda(), k).cpu(),
-                       ref.kmeans_labels(xx, lengths, k, 4))
+    assert torch.equal(
+        torch.ops.lnl.gmm_kmeans(xx.cuda(), lengths.cuda(), u.cuda(), k).cpu(),
+        ref.kmeans_labels(xx, lengths, k, 4),
+    )
     got = gmm_fit(xx.cuda(), lengths.cuda(), n_components=k, seed=4, backend="cuda", **DIVIDEMIX)
     want = gmm_fit_reference(xx, lengths, n_components=k, seed=4, **DIVIDEMIX)
     for a, b in zip(got, want):
@@ -456,12 +548,16 @@ def test_compiled_few_large_problems_match_reference(backend, d):
     dev = "cuda" if backend == "cuda" else "cpu"
     rng = np.random.default_rng(20 + d)
     n = 50_000
-    x = torch.from_numpy(np.concatenate([rng.gamma(2, 0.1, (30_000, d)), rng.gamma(6, 0.3, (20_000, d))]))
+    x = torch.from_numpy(
+        np.concatenate([rng.gamma(2, 0.1, (30_000, d)), rng.gamma(6, 0.3, (20_000, d))])
+    )
     xx = torch.stack([x[torch.randperm(n, generator=torch.Generator().manual_seed(d))], x.flip(0)])
     lengths = torch.tensor([n, 41_000])
     u = torch.as_tensor(ref.kmeans_uniforms(4, 2)).expand(2, -1).contiguous()
-    assert torch.equal(torch.ops.lnl.gmm_kmeans(xx.to(dev), lengths.to(dev), u.to(dev), 2).cpu(),
-                       ref.kmeans_labels(xx, lengths, 2, 4))
+    assert torch.equal(
+        torch.ops.lnl.gmm_kmeans(xx.to(dev), lengths.to(dev), u.to(dev), 2).cpu(),
+        ref.kmeans_labels(xx, lengths, 2, 4),
+    )
     got = gmm_fit(xx.to(dev), lengths.to(dev), seed=4, backend=backend, **DIVIDEMIX)
     want = gmm_fit_reference(xx, lengths, seed=4, **DIVIDEMIX)
     for a, b in zip(got, want):

@@ -31,8 +31,11 @@ def brute_force(q: np.ndarray, k_: np.ndarray, k: int, metric: str, exclude_self
 
 def data(n_q=37, n_k=203, d=9, c=7, seed=0, dtype=torch.float64):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n_q, d, generator=g, dtype=dtype), torch.randn(n_k, d, generator=g, dtype=dtype),
-            torch.randint(0, c, (n_k,), generator=g))
+    return (
+        torch.randn(n_q, d, generator=g, dtype=dtype),
+        torch.randn(n_k, d, generator=g, dtype=dtype),
+        torch.randint(0, c, (n_k,), generator=g),
+    )
 
 
 @pytest.mark.parametrize("metric", METRICS)
@@ -87,20 +90,32 @@ def test_l2_far_from_the_origin_keeps_the_exact_neighbours(backend, offset):
     the shift): the compiled and faiss backends shift both sets first (``l2_shift``)."""
     if backend == "faiss":
         pytest.importorskip("faiss")
-    elif not _ext.has_kernel("knn_labels", backend.upper()) or (backend == "cuda" and not torch.cuda.is_available()):
+    elif not _ext.has_kernel("knn_labels", backend.upper()) or (
+        backend == "cuda" and not torch.cuda.is_available()
+    ):
         pytest.skip(f"no {backend} kernel")
     dev = "cuda" if backend == "cuda" else "cpu"
     g = torch.Generator().manual_seed(5)
     keys = torch.randn(2000, 64, generator=g) + offset
     queries = torch.randn(200, 64, generator=g) + offset
     labels = torch.randint(0, 7, (2000,), generator=g)
-    ref = knn.knn_labels(queries.double(), keys.double(), labels, 10, 7, metric="l2", backend="reference")
-    out = knn.knn_labels(queries.to(dev), keys.to(dev), labels.to(dev), 10, 7, metric="l2", backend=backend)
+    ref = knn.knn_labels(
+        queries.double(), keys.double(), labels, 10, 7, metric="l2", backend="reference"
+    )
+    out = knn.knn_labels(
+        queries.to(dev), keys.to(dev), labels.to(dev), 10, 7, metric="l2", backend=backend
+    )
     assert torch.equal(out.indices.cpu(), ref.indices)
     torch.testing.assert_close(out.scores.double().cpu(), ref.scores, rtol=1e-5, atol=1e-5)
-    graph = knn.knn_graph(keys.to(dev), labels.to(dev), 5, num_classes=7, metric="l2", backend=backend)
-    assert torch.equal(graph.indices.cpu(), knn.knn_graph(keys.double(), labels, 5, num_classes=7, metric="l2",
-                                                          backend="reference").indices)
+    graph = knn.knn_graph(
+        keys.to(dev), labels.to(dev), 5, num_classes=7, metric="l2", backend=backend
+    )
+    assert torch.equal(
+        graph.indices.cpu(),
+        knn.knn_graph(
+            keys.double(), labels, 5, num_classes=7, metric="l2", backend="reference"
+        ).indices,
+    )
 
 
 def test_l2_shift_is_exact_on_integer_data_and_absent_near_the_origin():
@@ -162,8 +177,9 @@ def test_chunking_does_not_change_the_result():
     torch.testing.assert_close(a.scores, b.scores)
 
 
-needs_cpu_kernel = pytest.mark.skipif(not _ext.has_kernel("knn_labels", "CPU"),
-                                      reason="lnl._C CPU kernel not built")
+needs_cpu_kernel = pytest.mark.skipif(
+    not _ext.has_kernel("knn_labels", "CPU"), reason="lnl._C CPU kernel not built"
+)
 
 
 @needs_cpu_kernel
@@ -181,7 +197,9 @@ def test_compiled_cpu_matches_reference(metric, dtype):
 @needs_cpu_kernel
 def test_compiled_cpu_opcheck():
     q, keys, labels = data(dtype=torch.float32)
-    torch.library.opcheck(torch.ops.lnl.knn_labels.default, (q, keys, labels, 3, 7, "cosine", False, 0))
+    torch.library.opcheck(
+        torch.ops.lnl.knn_labels.default, (q, keys, labels, 3, 7, "cosine", False, 0)
+    )
 
 
 def test_forced_unavailable_backend_lists_its_reasons():
@@ -192,20 +210,28 @@ def test_forced_unavailable_backend_lists_its_reasons():
     assert chosen in ("cpu", "reference") and reasons["cuda"]
 
 
-@pytest.mark.parametrize("bad, match", [
-    (dict(queries=torch.randn(5)), "must be 2-D"),
-    (dict(keys=torch.randn(20, 3)), "D=4 but keys have D=3"),
-    (dict(k=21), "k=21 must be in"),
-    (dict(k=0), "k=0 must be in"),
-    (dict(num_classes=3), "key_labels must lie in"),
-    (dict(queries=torch.full((5, 4), float("nan"))), "NaN"),
-    (dict(metric="cos"), "unknown metric"),
-    (dict(key_labels=torch.zeros(19, dtype=torch.long)), "key_labels must be"),
-    (dict(exclude_self=True), "exclude_self needs"),
-])
+@pytest.mark.parametrize(
+    "bad, match",
+    [
+        (dict(queries=torch.randn(5)), "must be 2-D"),
+        (dict(keys=torch.randn(20, 3)), "D=4 but keys have D=3"),
+        (dict(k=21), "k=21 must be in"),
+        (dict(k=0), "k=0 must be in"),
+        (dict(num_classes=3), "key_labels must lie in"),
+        (dict(queries=torch.full((5, 4), float("nan"))), "NaN"),
+        (dict(metric="cos"), "unknown metric"),
+        (dict(key_labels=torch.zeros(19, dtype=torch.long)), "key_labels must be"),
+        (dict(exclude_self=True), "exclude_self needs"),
+    ],
+)
 def test_bad_input_raises_value_error(bad, match):
-    kwargs = dict(queries=torch.randn(5, 4), keys=torch.randn(20, 4),
-                  key_labels=torch.arange(20) % 5, k=3, num_classes=5)
+    kwargs = dict(
+        queries=torch.randn(5, 4),
+        keys=torch.randn(20, 4),
+        key_labels=torch.arange(20) % 5,
+        k=3,
+        num_classes=5,
+    )
     kwargs.update(bad)
     with pytest.raises(ValueError, match=match):
         knn.knn_labels(**kwargs)

@@ -27,16 +27,22 @@ needs_cuda_kernel = pytest.mark.skipif(
 )
 
 
-def oracle_scores(queries: torch.Tensor, keys: torch.Tensor, metric: str,
-                  exclude_self: bool) -> np.ndarray:
+def oracle_scores(
+    queries: torch.Tensor, keys: torch.Tensor, metric: str, exclude_self: bool
+) -> np.ndarray:
     """Float64 score matrix Tensor[Q, N] as 'higher is better' (l2: minus the distance)."""
     q, k = queries.double().numpy(), keys.double().numpy()
     if metric == "cosine":
         q = q / np.maximum(np.linalg.norm(q, axis=1, keepdims=True), 1e-12)
         k = k / np.maximum(np.linalg.norm(k, axis=1, keepdims=True), 1e-12)
     if metric == "l2":  # exact differences, a few rows at a time to bound memory
-        s = np.concatenate([-np.sqrt(((q[i : i + 16, None, :] - k[None]) ** 2).sum(-1))
-                            for i in range(0, q.shape[0], 16)] or [np.zeros((0, k.shape[0]))])
+        s = np.concatenate(
+            [
+                -np.sqrt(((q[i : i + 16, None, :] - k[None]) ** 2).sum(-1))
+                for i in range(0, q.shape[0], 16)
+            ]
+            or [np.zeros((0, k.shape[0]))]
+        )
     else:
         s = q @ k.T
     if exclude_self:
@@ -44,8 +50,9 @@ def oracle_scores(queries: torch.Tensor, keys: torch.Tensor, metric: str,
     return s
 
 
-def assert_matches_oracle(indices, scores, s: np.ndarray, k: int, metric: str, tol: float,
-                          exact_ties: bool = True) -> None:
+def assert_matches_oracle(
+    indices, scores, s: np.ndarray, k: int, metric: str, tol: float, exact_ties: bool = True
+) -> None:
     """Check a kNN answer against the float64 score matrix ``s`` (see the module docstring).
 
     With ``exact_ties=False`` equal float64 scores count as ambiguous too (cosine of different
@@ -115,14 +122,16 @@ def test_cpu_kernel_matches_float64_oracle(shape, metric, dtype):
     keys = torch.randn(n, d, generator=g, dtype=dtype)
     queries = keys if exclude_self else torch.randn(nq, d, generator=g, dtype=dtype)
     labels = torch.randint(0, 10, (n,), generator=g)
-    out = knn_labels(queries, keys, labels, k, 10, metric=metric, exclude_self=exclude_self,
-                     backend="cpu")
+    out = knn_labels(
+        queries, keys, labels, k, 10, metric=metric, exclude_self=exclude_self, backend="cpu"
+    )
     assert out.indices.dtype == torch.int64 and out.scores.dtype == dtype
     s = oracle_scores(queries, keys, metric, exclude_self)
     assert_matches_oracle(out.indices, out.scores, s, k, metric, tol_for(dtype))
     assert_votes(out.indices, out.votes, labels, 10)
-    ref = knn_labels_reference(queries, keys, labels, k, 10, metric=metric,
-                               exclude_self=exclude_self)
+    ref = knn_labels_reference(
+        queries, keys, labels, k, 10, metric=metric, exclude_self=exclude_self
+    )
     torch.testing.assert_close(out.scores, ref.scores, atol=ATOL[dtype], rtol=RTOL[dtype])
 
 
@@ -138,8 +147,9 @@ def test_cpu_kernel_duplicate_points_break_ties_by_lower_index(metric, dtype):
     labels = torch.randint(0, 2, (203,), generator=g)
     for exclude_self, q in ((False, queries), (True, keys)):
         for k in (1, 7, 64, 202):
-            out = knn_labels(q, keys, labels, k, 2, metric=metric, exclude_self=exclude_self,
-                             backend="cpu")
+            out = knn_labels(
+                q, keys, labels, k, 2, metric=metric, exclude_self=exclude_self, backend="cpu"
+            )
             s = oracle_scores(q, keys, metric, exclude_self)
             exact_ties = metric != "cosine"  # distinct vectors may have equal cosines
             assert_matches_oracle(out.indices, out.scores, s, k, metric, tol_for(dtype), exact_ties)
@@ -149,8 +159,9 @@ def test_cpu_kernel_duplicate_points_break_ties_by_lower_index(metric, dtype):
                 # may round columns differently, as it does in the reference.
                 assert_duplicates_in_index_order(out.indices, keys, exclude_self)
             if metric != "cosine":  # exact arithmetic: the whole order is determined
-                ref = knn_labels_reference(q, keys, labels, k, 2, metric=metric,
-                                           exclude_self=exclude_self)
+                ref = knn_labels_reference(
+                    q, keys, labels, k, 2, metric=metric, exclude_self=exclude_self
+                )
                 torch.testing.assert_close(out.indices, ref.indices, atol=0, rtol=0)
             assert_votes(out.indices, out.votes, labels, 2)
 
@@ -239,8 +250,11 @@ def test_opcheck_cuda():
 @pytest.mark.cuda
 @needs_cuda_kernel
 @pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-@pytest.mark.parametrize("shape", SHAPES + [(300, 4099, 96, 256, False), (64, 3000, 40, 300, True)],
-                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize(
+    "shape",
+    SHAPES + [(300, 4099, 96, 256, False), (64, 3000, 40, 300, True)],
+    ids=lambda s: "x".join(map(str, s)),
+)
 def test_cuda_fp32_matches_float64_oracle(shape, metric):
     nq, n, d, k, exclude_self = shape
     nq = n if exclude_self else nq
@@ -248,8 +262,16 @@ def test_cuda_fp32_matches_float64_oracle(shape, metric):
     keys = torch.randn(n, d, generator=g)
     queries = keys if exclude_self else torch.randn(nq, d, generator=g)
     labels = torch.randint(0, 1000, (n,), generator=g)
-    out = knn_labels(queries.cuda(), keys.cuda(), labels.cuda(), k, 1000, metric=metric,
-                     exclude_self=exclude_self, backend="cuda")
+    out = knn_labels(
+        queries.cuda(),
+        keys.cuda(),
+        labels.cuda(),
+        k,
+        1000,
+        metric=metric,
+        exclude_self=exclude_self,
+        backend="cuda",
+    )
     assert out.indices.is_cuda and out.scores.dtype == torch.float32
     s = oracle_scores(queries, keys, metric, exclude_self)
     assert_matches_oracle(out.indices, out.scores, s, k, metric, 5e-5)
@@ -287,6 +309,8 @@ def test_cuda_half_precision_recall(dtype):
     # Against float32 on the same rounded inputs only the kernel's own error remains: the 16-bit values
     # reach the tensor cores once-rounded (cosine scales the dot by float32 inverse norms).
     same = knn_graph(feats.to(dtype).float(), labels, 10, num_classes=10, backend="reference")
-    hits = sum(len(set(a) & set(b)) for a, b in zip(same.indices.tolist(), low.indices.cpu().tolist()))
+    hits = sum(
+        len(set(a) & set(b)) for a, b in zip(same.indices.tolist(), low.indices.cpu().tolist())
+    )
     assert hits / same.indices.numel() >= 0.999
     torch.testing.assert_close(low.scores.cpu(), same.scores, atol=1e-4, rtol=1e-4)

@@ -45,11 +45,18 @@ def oracle_mask(cand, labels, kappa, classes):
 
 def set_mask(cand, labels, kappa):
     """The same mask from Python sets, for small golden cases."""
-    sets = [set(c[: max(kappa, 1)].tolist()) | ({int(y)} if kappa >= 1 else set())
-            for c, y in zip(cand, labels)]
+    sets = [
+        set(c[: max(kappa, 1)].tolist()) | ({int(y)} if kappa >= 1 else set())
+        for c, y in zip(cand, labels)
+    ]
     n = len(sets)
-    return torch.tensor([[1 if i == j else (-1 if not sets[i] & sets[j] else 0) for j in range(n)]
-                         for i in range(n)], dtype=torch.int8)
+    return torch.tensor(
+        [
+            [1 if i == j else (-1 if not sets[i] & sets[j] else 0) for j in range(n)]
+            for i in range(n)
+        ],
+        dtype=torch.int8,
+    )
 
 
 def oracle_terms(feats, cand, labels, kappa, classes, tau=1.0, tau_b=1.0, flat=True):
@@ -78,7 +85,12 @@ def oracle_grad(feats, *args, **kw):
     f = feats.detach().double().requires_grad_()
     objective, value, n_valid = oracle_terms(f, *args, **kw)
     (grad,) = torch.autograd.grad(objective, f, allow_unused=True)
-    return objective.detach(), value.detach(), n_valid, torch.zeros_like(f) if grad is None else grad
+    return (
+        objective.detach(),
+        value.detach(),
+        n_valid,
+        torch.zeros_like(f) if grad is None else grad,
+    )
 
 
 def assert_rel(got, ref, rel):
@@ -91,8 +103,18 @@ def assert_rel(got, ref, rel):
 
 def run_op(feats, cand, labels, kappa, classes, flat, backend, tau=1.0, tau_b=1.0):
     f = feats.detach().clone().requires_grad_()
-    st = plr_loss(f, cand, labels, kappa=kappa, num_classes=classes, flat=flat, temperature=tau,
-                  base_temperature=tau_b, return_stats=True, backend=backend)
+    st = plr_loss(
+        f,
+        cand,
+        labels,
+        kappa=kappa,
+        num_classes=classes,
+        flat=flat,
+        temperature=tau,
+        base_temperature=tau_b,
+        return_stats=True,
+        backend=backend,
+    )
     st.loss.backward()
     return st, f.grad
 
@@ -121,7 +143,9 @@ def test_mask_kappa0_ignores_labels():
 
 
 @needs_cpu
-@pytest.mark.parametrize("kappa,classes", [(0, 10), (1, 14), (2, 64), (3, 100), (3, 1000), (2, 1025)])
+@pytest.mark.parametrize(
+    "kappa,classes", [(0, 10), (1, 14), (2, 64), (3, 100), (3, 1000), (2, 1025)]
+)
 def test_mask_cpu_vs_oracle(kappa, classes):
     _, cand, labels = make_inputs(77, 2, 4, classes, width=4, seed=3)
     got = plr_mask(cand, labels, kappa, num_classes=classes, backend="cpu")
@@ -130,12 +154,16 @@ def test_mask_cpu_vs_oracle(kappa, classes):
 
 # ----------------------------------------------------------------------------- reference loss
 @pytest.mark.parametrize("flat", [True, False])
-@pytest.mark.parametrize("batch,views,classes,kappa", [(2, 2, 10, 0), (16, 2, 10, 1), (24, 3, 14, 2),
-                                                       (32, 8, 50, 3), (40, 2, 100, 2)])
+@pytest.mark.parametrize(
+    "batch,views,classes,kappa",
+    [(2, 2, 10, 0), (16, 2, 10, 1), (24, 3, 14, 2), (32, 8, 50, 3), (40, 2, 100, 2)],
+)
 def test_reference_vs_oracle(flat, batch, views, classes, kappa):
     feats, cand, labels = make_inputs(batch, views, 16, classes, seed=batch)
     tau, tau_b = (1.0, 1.0) if flat else (0.5, 0.7)
-    objective, value, n_valid, grad = oracle_grad(feats, cand, labels, kappa, classes, tau, tau_b, flat)
+    objective, value, n_valid, grad = oracle_grad(
+        feats, cand, labels, kappa, classes, tau, tau_b, flat
+    )
     st, got_grad = run_op(feats, cand, labels, kappa, classes, flat, "reference", tau, tau_b)
     expected_loss = (1.0 if n_valid else 0.0) if flat else float(objective)
     torch.testing.assert_close(st.loss.detach().item(), expected_loss, rtol=1e-10, atol=1e-12)
@@ -162,7 +190,9 @@ def test_flat_drops_rows_without_negatives_and_all_overlap_is_zero():
     cand = torch.tensor([[0], [0], [1], [0]])
     labels = torch.tensor([1, 2, 3, 4])
     for backend in ["reference"] + (["cpu"] if HAS_CPU else []):
-        st = plr_loss(feats, cand, labels, kappa=1, num_classes=10, return_stats=True, backend=backend)
+        st = plr_loss(
+            feats, cand, labels, kappa=1, num_classes=10, return_stats=True, backend=backend
+        )
         assert st.n_neg.tolist() == [0, 2, 4, 2] * 2 and int(st.num_valid) == 6
         assert st.loss.item() == 1.0 and torch.isinf(st.lse[0]) and torch.isinf(st.lse[4])
         torch.testing.assert_close(st.value, oracle_terms(feats, cand, labels, 1, 10)[1])
@@ -174,7 +204,9 @@ def test_flat_drops_rows_without_negatives_and_all_overlap_is_zero():
         (g,) = torch.autograd.grad(st.loss, f)
         assert torch.equal(g, torch.zeros_like(g))
         sup = plr_loss(f, same, labels, kappa=1, num_classes=10, flat=False, backend=backend)
-        assert abs(sup.item()) < 1e-12  # V = 2, no negatives: each row's only column is its positive
+        assert (
+            abs(sup.item()) < 1e-12
+        )  # V = 2, no negatives: each row's only column is its positive
 
 
 def test_default_num_classes():
@@ -238,12 +270,23 @@ def test_forced_unavailable_backend_raises():
 
 # ------------------------------------------------------------------------------ compiled CPU
 GRID = [  # (B, V, C, κ, flat): a sample of B ∈ {2,96,128,512}, V ∈ {2,8}, C, κ ∈ {0..3}
-    (2, 2, 10, 0, True), (2, 8, 14, 3, False), (96, 2, 50, 1, True), (96, 8, 10, 2, False),
-    (96, 2, 14, 3, True), (128, 2, 100, 3, True), (128, 8, 1000, 1, False), (128, 2, 200, 0, False),
-    (512, 2, 200, 2, True), (512, 2, 14, 1, False), (512, 8, 100, 0, True),
+    (2, 2, 10, 0, True),
+    (2, 8, 14, 3, False),
+    (96, 2, 50, 1, True),
+    (96, 8, 10, 2, False),
+    (96, 2, 14, 3, True),
+    (128, 2, 100, 3, True),
+    (128, 8, 1000, 1, False),
+    (128, 2, 200, 0, False),
+    (512, 2, 200, 2, True),
+    (512, 2, 14, 1, False),
+    (512, 8, 100, 0, True),
     (300, 5, 50, 2, False),  # N = 1500: partial row and column blocks of the CPU tiling
     # each C and κ with both variants
-    (96, 2, 100, 2, False), (128, 2, 1000, 3, True), (512, 8, 1000, 0, False), (2, 2, 50, 3, False),
+    (96, 2, 100, 2, False),
+    (128, 2, 1000, 3, True),
+    (512, 8, 1000, 0, False),
+    (2, 2, 50, 3, False),
     pytest.param(4096, 2, 100, 3, True, marks=pytest.mark.slow),  # ~7 s on an idle 2-core CPU
     pytest.param(4096, 2, 1000, 1, False, marks=pytest.mark.slow),
 ]
@@ -291,21 +334,33 @@ def test_cpu_gradcheck(flat):
 
     assert torch.autograd.gradcheck(fn, (feats.clone().requires_grad_(),))
     f = feats.clone().requires_grad_()
-    loss = plr_loss(f, cand, labels, kappa=1, num_classes=10, flat=flat, temperature=0.6,
-                    base_temperature=0.9, backend="cpu")
+    loss = plr_loss(
+        f,
+        cand,
+        labels,
+        kappa=1,
+        num_classes=10,
+        flat=flat,
+        temperature=0.6,
+        base_temperature=0.9,
+        backend="cpu",
+    )
     (got,) = torch.autograd.grad(loss, f)
     (want,) = torch.autograd.grad(fn(f), f)  # public flat loss: value 1, gradient of the objective
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
     if not flat:
         assert torch.autograd.gradcheck(
-            lambda x: plr_loss(x, cand, labels, kappa=1, num_classes=10, flat=False, backend="cpu"), (f,))
+            lambda x: plr_loss(x, cand, labels, kappa=1, num_classes=10, flat=False, backend="cpu"),
+            (f,),
+        )
 
 
 def sample_inputs(device, requires_grad):
     out = []
     for batch, views, kappa, flat in [(6, 2, 1, True), (5, 3, 0, False), (8, 2, 3, True)]:
-        feats, cand, labels = make_inputs(batch, views, 8, 12, width=3, seed=batch, dtype=torch.float32,
-                                          device=device)
+        feats, cand, labels = make_inputs(
+            batch, views, 8, 12, width=3, seed=batch, dtype=torch.float32, device=device
+        )
         out.append((feats.requires_grad_(requires_grad), cand, labels, kappa, 12, 1.0, 1.0, flat))
     return out
 
@@ -325,16 +380,23 @@ def test_cuda_vs_float64_oracle(batch, views, classes, kappa, flat):
     feats, cand, labels = make_inputs(batch, views, 128, classes, width=3, seed=batch + classes)
     objective, value, n_valid, grad = oracle_grad(feats, cand, labels, kappa, classes, flat=flat)
     for dtype, rel in [(torch.float32, 1e-5), (torch.bfloat16, 2e-3), (torch.float16, 2e-3)]:
-        st, got = run_op(feats.to("cuda", dtype), cand.cuda(), labels.cuda(), kappa, classes, flat, "cuda")
+        st, got = run_op(
+            feats.to("cuda", dtype), cand.cuda(), labels.cuda(), kappa, classes, flat, "cuda"
+        )
         torch.testing.assert_close(st.value.item(), float(value), rtol=rel, atol=rel)
         assert int(st.num_valid) == n_valid
         # 16-bit: the gradient against the oracle's at the same rounded features (the issue's 2e-3 is the
         # kernel's error, not the inputs' rounding)
-        want = grad if dtype == torch.float32 else oracle_grad(feats.to(dtype).double(), cand, labels, kappa,
-                                                               classes, flat=flat)[3]
+        want = (
+            grad
+            if dtype == torch.float32
+            else oracle_grad(feats.to(dtype).double(), cand, labels, kappa, classes, flat=flat)[3]
+        )
         assert_rel(got.cpu(), want, rel)
-    assert torch.equal(plr_mask(cand.cuda(), labels.cuda(), kappa, num_classes=classes).cpu(),
-                       oracle_mask(cand, labels, kappa, classes))
+    assert torch.equal(
+        plr_mask(cand.cuda(), labels.cuda(), kappa, num_classes=classes).cpu(),
+        oracle_mask(cand, labels, kappa, classes),
+    )
 
 
 @pytest.mark.cuda
@@ -344,16 +406,34 @@ def test_opcheck_cuda():
         torch.library.opcheck(torch.ops.lnl.plr_loss.default, args)
 
 
-@pytest.mark.parametrize("backend", ["reference", pytest.param("cpu", marks=pytest.mark.skipif(
-    not _ext.has_kernel("plr_loss", "CPU"), reason="lnl._C CPU kernel not built"))])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        "reference",
+        pytest.param(
+            "cpu",
+            marks=pytest.mark.skipif(
+                not _ext.has_kernel("plr_loss", "CPU"), reason="lnl._C CPU kernel not built"
+            ),
+        ),
+    ],
+)
 def test_validate_false_skips_the_value_checks_only(backend):
     feats = F.normalize(torch.randn(8, 4), dim=1)
     feats[0, 0] = float("nan")
     cand, labels = torch.tensor([[0], [1], [2], [3]]), torch.tensor([0, 1, 2, 3])
     with pytest.raises(ValueError, match="NaN"):
         plr_loss(feats, cand, labels, kappa=1, num_classes=4, backend=backend)
-    out = plr_loss(feats, cand, labels, kappa=1, num_classes=4, validate=False, backend=backend,
-                   return_stats=True)
+    out = plr_loss(
+        feats,
+        cand,
+        labels,
+        kappa=1,
+        num_classes=4,
+        validate=False,
+        backend=backend,
+        return_stats=True,
+    )
     assert torch.isnan(out.value)  # the NaN flows through: nothing was read on the host
     with pytest.raises(ValueError, match="cand must be"):  # shapes are still checked
         plr_loss(feats, cand[:, 0], labels, kappa=1, num_classes=4, validate=False, backend=backend)

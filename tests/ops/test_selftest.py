@@ -41,14 +41,8 @@ def test_quick_run_writes_the_documented_report(small, tmp_path, capsys):
     assert selftest.main(["--quick", "--json", str(path)]) == 0
     report = json.loads(path.read_text())
     for field in report:
-        assert f"    {field}:" in selftest.__doc__, (
-            f"JSON field {field!r} is not documented"
-        )
-    assert (
-        report["device"]["type"] == "cpu"
-        and report["failures"] == 0
-        and report["quick"]
-    )
+        assert f"    {field}:" in selftest.__doc__, f"JSON field {field!r} is not documented"
+    assert report["device"]["type"] == "cpu" and report["failures"] == 0 and report["quick"]
     assert report["versions"]["torch"] == torch.__version__
     tested = {(r["op"], r["backend"], r["dtype"]) for r in report["checks"]}
     assert tested == {
@@ -56,9 +50,7 @@ def test_quick_run_writes_the_documented_report(small, tmp_path, capsys):
         for op in ("knn_labels", "gmm_em", "plr_loss")
         for dt in ("float32", "float64")
     } | {("plr_mask", "cpu", "int64")}
-    assert {"nan row", "ties ints 40x90 d4 k10 ip"} <= {
-        r["case"] for r in report["checks"]
-    }
+    assert {"nan row", "ties ints 40x90 d4 k10 ip"} <= {r["case"] for r in report["checks"]}
     names = {(r["op"], r["name"]) for r in report["timings"] if r["ms"] is not None}
     assert {
         ("knn_labels", "cpu"),
@@ -77,26 +69,20 @@ def test_a_wrong_kernel_fails_the_run(small, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.ops.lnl, "plr_loss_backward", lambda *a: 1.1 * right(*a))
     path = tmp_path / "selftest.json"
     assert selftest.main(["--quick", "--json", str(path)]) == 1
-    failed = [
-        r for r in json.loads(path.read_text())["checks"] if r["status"] == "fail"
-    ]
+    failed = [r for r in json.loads(path.read_text())["checks"] if r["status"] == "fail"]
     assert failed and {r["op"] for r in failed} == {"plr_loss"}
     assert all("grad: relative error" in r["detail"] for r in failed)
     assert "FAIL" in capsys.readouterr().out
 
 
-def test_without_compiled_kernels_every_op_is_skipped_with_its_reason(
-    small, monkeypatch
-):
+def test_without_compiled_kernels_every_op_is_skipped_with_its_reason(small, monkeypatch):
     monkeypatch.setattr(
         selftest._dispatch,
         "compiled_reasons",
         lambda op, b, d: ["extension lnl._C is not built"],
     )
     rows = selftest.correctness(torch.device("cpu"), quick=True)
-    assert [(r["op"], r["status"]) for r in rows] == [
-        (op, "skipped") for op in selftest.OPS
-    ]
+    assert [(r["op"], r["status"]) for r in rows] == [(op, "skipped") for op in selftest.OPS]
     assert all("not built" in r["detail"] for r in rows)
 
 
@@ -106,9 +92,7 @@ def test_compare_knn_catches_wrong_scores_and_self_matches():
     want = selftest.run_knn(inp, "reference")
     assert selftest.compare_knn(want, want, inp, case, torch.float64) is None
     shifted = dict(want, scores=want["scores"] + 1e-3)
-    assert "score error" in selftest.compare_knn(
-        shifted, want, inp, case, torch.float64
-    )
+    assert "score error" in selftest.compare_knn(shifted, want, inp, case, torch.float64)
     own = want["indices"].clone()
     own[:, 0] = torch.arange(12)
     bad = dict(

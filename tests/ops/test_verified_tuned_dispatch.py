@@ -53,16 +53,12 @@ def test_a_wrong_kernel_is_caught_warned_once_and_skipped(monkeypatch):
     monkeypatch.setattr(_verify, "VERIFIED", ("cpu",))
     _wrong_knn(monkeypatch)
     x, y = _points()
-    with pytest.warns(
-        UserWarning, match=r"cpu kernel .* disagrees .* neighbours differ"
-    ):
+    with pytest.warns(UserWarning, match=r"cpu kernel .* disagrees .* neighbours differ"):
         got = knn_labels(x, x, y, 5, 4, metric="ip")
     want = knn_labels(x, x, y, 5, 4, metric="ip", backend="reference")
     torch.testing.assert_close(got.indices, want.indices)
     with warnings.catch_warnings():
-        warnings.simplefilter(
-            "error"
-        )  # once per process: the second call neither checks nor warns
+        warnings.simplefilter("error")  # once per process: the second call neither checks nor warns
         assert torch.equal(knn_labels(x, x, y, 5, 4, metric="ip").indices, want.indices)
     assert list(_verify._RESULTS) == [("knn_labels", "cpu", "cpu", torch.float32)]
 
@@ -141,33 +137,19 @@ def test_the_tuner_picks_the_fastest_and_caches_it(monkeypatch):
     monkeypatch.setenv("LNL_AUTOTUNE", "1")
     measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
     big = _tune.MIN_WORK
-    assert (
-        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None)
-        == "reference"
-    )
-    assert (
-        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None)
-        == "reference"
-    )
+    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None) == "reference"
+    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None) == "reference"
     assert measured == ["cpu", "reference"]  # measured once per bucket
     key = _tune.cache_key(CPU)
     assert key["torch"] == torch.__version__ and key["device"] == _tune.device_name(CPU)
     path = _tune.cache_path(key)
     data = json.loads(path.read_text())
-    assert data["key"] == key and data["winners"] == {
-        "knn_labels|s1|cpu/reference": "reference"
-    }
+    assert data["key"] == key and data["winners"] == {"knn_labels|s1|cpu/reference": "reference"}
     monkeypatch.setattr(_tune, "_TABLES", {})  # a new process reads the file back
     assert _tune.read_cache(path, key) == data["winners"]
-    assert (
-        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None)
-        == "reference"
-    )
+    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", big, None) == "reference"
     assert len(measured) == 2
-    assert (
-        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s2", big, None)
-        == "reference"
-    )
+    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s2", big, None) == "reference"
     assert len(measured) == 4  # another bucket is measured again
 
 
@@ -204,15 +186,10 @@ def test_a_damaged_cache_is_refused(monkeypatch, damage):
     measured = _fake_timings(monkeypatch, {"cpu": 1.0, "reference": 2.0})
     with pytest.warns(UserWarning, match="ignoring the autotune cache"):
         assert (
-            _tune.pick(
-                "knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None
-            )
-            == "cpu"
+            _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None) == "cpu"
         )
     assert measured == ["cpu", "reference"]
-    assert _tune.read_cache(path, key) == {
-        "knn_labels|s1|cpu/reference": "cpu"
-    }  # rewritten whole
+    assert _tune.read_cache(path, key) == {"knn_labels|s1|cpu/reference": "cpu"}  # rewritten whole
 
 
 @pytest.mark.parametrize("setting", ["0", None])
@@ -220,10 +197,7 @@ def test_static_rule_when_off_or_on_the_cpu_by_default(monkeypatch, setting):
     if setting is not None:
         monkeypatch.setenv("LNL_AUTOTUNE", setting)
     measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
-    assert (
-        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None)
-        == "cpu"
-    )
+    assert _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK, None) == "cpu"
     assert not measured and not _tune.cache_root().exists()
 
 
@@ -231,10 +205,7 @@ def test_small_problems_use_the_static_rule(monkeypatch):
     monkeypatch.setenv("LNL_AUTOTUNE", "1")
     measured = _fake_timings(monkeypatch, {"cpu": 3.0, "reference": 1.0})
     assert (
-        _tune.pick(
-            "knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK - 1, None
-        )
-        == "cpu"
+        _tune.pick("knn_labels", ["cpu", "reference"], CPU, "s1", _tune.MIN_WORK - 1, None) == "cpu"
     )
     assert not measured
 
@@ -298,7 +269,8 @@ def test_lnl_info_prints_the_cache(monkeypatch):
 
 @pytest.mark.cuda
 @pytest.mark.skipif(
-    not (torch.cuda.is_available() and _ext.has_kernel("knn_labels", "CUDA")), reason="needs a GPU and CUDA kernels"
+    not (torch.cuda.is_available() and _ext.has_kernel("knn_labels", "CUDA")),
+    reason="needs a GPU and CUDA kernels",
 )
 @pytest.mark.parametrize(
     "op, dtypes",

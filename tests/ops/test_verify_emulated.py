@@ -14,9 +14,7 @@ from lnl import _ext
 from lnl.ops import _dispatch, _verify, gmm, knn, knn_labels, plr
 from tests.ops.cuda_emulation import build
 
-pytestmark = pytest.mark.skipif(
-    not _ext.has_kernel("knn_labels", "CPU"), reason="lnl._C not built"
-)
+pytestmark = pytest.mark.skipif(not _ext.has_kernel("knn_labels", "CPU"), reason="lnl._C not built")
 CPU = torch.device("cpu")
 
 
@@ -41,9 +39,7 @@ class EmulatedPlr(torch.autograd.Function):
         features, cand, labels, lse, n_neg = ctx.saved_tensors
         return (
             None,
-            ctx.emu.plr_loss_backward(
-                grad, features, cand, labels, lse, n_neg, *ctx.args
-            ),
+            ctx.emu.plr_loss_backward(grad, features, cand, labels, lse, n_neg, *ctx.args),
         ) + (None,) * 7
 
 
@@ -52,17 +48,13 @@ def emulated(monkeypatch, emu):
     """``torch.ops.lnl`` runs the emulated CUDA kernels under the name "cpu", which takes CUDA's dtypes."""
     for name in ("knn_labels", "gmm_kmeans", "gmm_em", "plr_loss_backward", "plr_mask"):
         monkeypatch.setattr(torch.ops.lnl, name, getattr(emu, name))
-    monkeypatch.setattr(
-        torch.ops.lnl, "plr_loss", lambda *args: EmulatedPlr.apply(emu, *args)
-    )
+    monkeypatch.setattr(torch.ops.lnl, "plr_loss", lambda *args: EmulatedPlr.apply(emu, *args))
     for module in (knn, gmm, plr):
         original = module.not_supported_reasons
         monkeypatch.setattr(
             module,
             "not_supported_reasons",
-            lambda backend, *a, _o=original, **k: (
-                [] if backend == "cpu" else _o(backend, *a, **k)
-            ),
+            lambda backend, *a, _o=original, **k: [] if backend == "cpu" else _o(backend, *a, **k),
         )
     monkeypatch.setattr(_verify, "VERIFIED", ("cpu",))
     monkeypatch.setattr(_verify, "_RESULTS", {})
@@ -113,7 +105,5 @@ def test_the_plr_check_runs_the_emulated_backward(emulated, monkeypatch, dtype):
             "plr_loss_backward": lambda *a: 1.05 * emulated.plr_loss_backward(*a),
         },
     )
-    monkeypatch.setattr(
-        torch.ops.lnl, "plr_loss", lambda *args: EmulatedPlr.apply(wrong, *args)
-    )
+    monkeypatch.setattr(torch.ops.lnl, "plr_loss", lambda *args: EmulatedPlr.apply(wrong, *args))
     assert "in the gradient" in _verify.CHECKS["plr_loss"]("cpu", CPU, dtype)

@@ -11,9 +11,30 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def standard_cmd(out: Path, *extra: str, epochs: int = 1) -> list[str]:
-    return [sys.executable, str(REPO / "methods/standard/train.py"), "--dataset", "digits", "--noise_mode", "sym",
-            "--r", "0.4", "--num_epochs", str(epochs), "--batch_size", "64", "--device", "cpu", "--seed", "7",
-            "--subset", "512", "--out", str(out), "--no-tensorboard", *extra]
+    return [
+        sys.executable,
+        str(REPO / "methods/standard/train.py"),
+        "--dataset",
+        "digits",
+        "--noise_mode",
+        "sym",
+        "--r",
+        "0.4",
+        "--num_epochs",
+        str(epochs),
+        "--batch_size",
+        "64",
+        "--device",
+        "cpu",
+        "--seed",
+        "7",
+        "--subset",
+        "512",
+        "--out",
+        str(out),
+        "--no-tensorboard",
+        *extra,
+    ]
 
 
 def env() -> dict:

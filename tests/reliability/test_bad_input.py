@@ -33,8 +33,13 @@ def test_a_noise_file_label_beyond_the_classes_is_refused_before_training(tmp_pa
     """On a GPU this was a device-side assert deep inside the first epoch."""
     path = tmp_path / "noise.json"
     path.write_text(json.dumps([0, 3, 10, 2]))
-    with pytest.raises(ValueError, match=f"{path} labels span|{path} labels out of range: maximum 10 >= num_classes=10"):
-        noisy_labels_for(NoiseSettings(file=str(path)), torch.zeros(4, dtype=torch.long), 10, dataset="digits")
+    with pytest.raises(
+        ValueError,
+        match=f"{path} labels span|{path} labels out of range: maximum 10 >= num_classes=10",
+    ):
+        noisy_labels_for(
+            NoiseSettings(file=str(path)), torch.zeros(4, dtype=torch.long), 10, dataset="digits"
+        )
     with pytest.raises(ValueError, match="maximum 10 >= num_classes=10"):
         load_noise_file(path, num_classes=10)
 
@@ -44,8 +49,15 @@ def test_float_labels_in_a_dataset_file_are_refused(tmp_path):
     root = _cifar_folder(tmp_path / "c10", np.linspace(0, 0.9, 200), dtype=np.float32)
     with pytest.raises(ValueError, match=r"cifar10 train \(.*c10\) labels must be integers"):
         get_dataset("cifar10", root, "train")
-    whole = InMemoryDataset("x", "train", np.zeros((3, 2, 2, 3), np.uint8), np.array([0.0, 2.0, 1.0]), 3,
-                            (0, 0, 0), (1, 1, 1))
+    whole = InMemoryDataset(
+        "x",
+        "train",
+        np.zeros((3, 2, 2, 3), np.uint8),
+        np.array([0.0, 2.0, 1.0]),
+        3,
+        (0, 0, 0),
+        (1, 1, 1),
+    )
     assert whole.targets.tolist() == [0, 2, 1]  # integral floats are labels
 
 
@@ -99,18 +111,24 @@ def test_malformed_json_noise_file_names_its_path(tmp_path):
 @pytest.mark.parametrize("damage", [_truncate, _flip_a_byte])
 def test_a_damaged_dataset_npz_names_its_path(tmp_path, damage):
     root = _cifar_folder(tmp_path / "c10", np.random.default_rng(0).integers(0, 10, 500))
-    np.savez_compressed(root / "train.npz", x=np.random.default_rng(1).integers(0, 255, (500, 32, 32, 3), np.uint8),
-                        y=np.arange(500) % 10)
+    np.savez_compressed(
+        root / "train.npz",
+        x=np.random.default_rng(1).integers(0, 255, (500, 32, 32, 3), np.uint8),
+        y=np.arange(500) % 10,
+    )
     damage(root / "train.npz")
     with pytest.raises(DataFileError, match=f"CIFAR file {root / 'train.npz'} cannot be read"):
         get_dataset("cifar10", root, "train")
 
 
-@pytest.mark.parametrize("name, says", [
-    ("clothing1m", "request the archives from the authors"),
-    ("food101n", "python data_prep/food101n.py --root {root} --download"),
-    ("food101", "python data_prep/food101n.py --food101-only --root {root} --download"),
-])
+@pytest.mark.parametrize(
+    "name, says",
+    [
+        ("clothing1m", "request the archives from the authors"),
+        ("food101n", "python data_prep/food101n.py --root {root} --download"),
+        ("food101", "python data_prep/food101n.py --food101-only --root {root} --download"),
+    ],
+)
 def test_missing_data_hints_say_how_to_get_the_data(tmp_path, name, says):
     """Clothing1M's hint was the checker that had just failed; Food-101N's lacked --download."""
     root = tmp_path / name

@@ -48,13 +48,25 @@ def test_random_bytes_inside_the_file_are_refused(tmp_path):
         verify_checkpoint(path)
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda p: p.write_bytes(b""), "is empty"),
-    (lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]), "no lnl checkpoint marker"),
-    (lambda p: p.write_bytes(p.read_bytes()[:-200] + p.read_bytes()[-118:]), "length does not match"),
-    (lambda p: p.write_bytes(os.urandom(2048)), "no lnl checkpoint marker"),
-    (lambda p: torch.save({"model": {}}, p), "no lnl checkpoint marker"),  # another program's file
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda p: p.write_bytes(b""), "is empty"),
+        (
+            lambda p: p.write_bytes(p.read_bytes()[: p.stat().st_size // 2]),
+            "no lnl checkpoint marker",
+        ),
+        (
+            lambda p: p.write_bytes(p.read_bytes()[:-200] + p.read_bytes()[-118:]),
+            "length does not match",
+        ),
+        (lambda p: p.write_bytes(os.urandom(2048)), "no lnl checkpoint marker"),
+        (
+            lambda p: torch.save({"model": {}}, p),
+            "no lnl checkpoint marker",
+        ),  # another program's file
+    ],
+)
 def test_a_bad_file_names_its_path_and_both_ways_on(tmp_path, damage, message):
     _save(tmp_path, 0)
     path = _save(tmp_path, 1)  # previous.pth now holds epoch 0
@@ -65,14 +77,19 @@ def test_a_bad_file_names_its_path_and_both_ways_on(tmp_path, damage, message):
     assert message in text and str(path) in text and "--resume never" in text
     assert f"--resume {tmp_path / PREVIOUS_CHECKPOINT}" in text
     previous = load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT, models={"model": _model()})
-    assert previous["epoch"] == 0 and torch.equal(previous["models"]["model"]["weight"], _model(0).weight)
+    assert previous["epoch"] == 0 and torch.equal(
+        previous["models"]["model"]["weight"], _model(0).weight
+    )
 
 
 def test_previous_checkpoint_is_the_one_before_and_resumable(tmp_path):
     for epoch in range(3):
         _save(tmp_path, epoch)
     assert torch.load(tmp_path / LAST_CHECKPOINT, weights_only=False)["epoch"] == 2
-    assert find_resume_path(tmp_path, str(tmp_path / PREVIOUS_CHECKPOINT)) == tmp_path / PREVIOUS_CHECKPOINT
+    assert (
+        find_resume_path(tmp_path, str(tmp_path / PREVIOUS_CHECKPOINT))
+        == tmp_path / PREVIOUS_CHECKPOINT
+    )
     assert load_checkpoint(tmp_path / PREVIOUS_CHECKPOINT, models={"model": _model()})["epoch"] == 1
     assert find_resume_path(tmp_path, "never") is None
 
@@ -80,8 +97,12 @@ def test_previous_checkpoint_is_the_one_before_and_resumable(tmp_path):
 def test_another_methods_checkpoint_is_a_clear_error(tmp_path):
     """Other model names (PLReMix's net1/net2 into the CE baseline) and other shapes name the path."""
     save_checkpoint(tmp_path, epoch=0, models={"net1": _model(), "net2": _model()})
-    with pytest.raises(CheckpointError, match=re.escape(f"{tmp_path / LAST_CHECKPOINT} has no models ['model'] "
-                                                        "(it holds ['net1', 'net2'])")):
+    with pytest.raises(
+        CheckpointError,
+        match=re.escape(
+            f"{tmp_path / LAST_CHECKPOINT} has no models ['model'] (it holds ['net1', 'net2'])"
+        ),
+    ):
         load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": _model()})
     save_checkpoint(tmp_path, epoch=0, models={"model": torch.nn.Linear(3, 2)})
     with pytest.raises(CheckpointError, match="its model 'model' does not fit"):
@@ -93,17 +114,27 @@ def test_another_entry_points_checkpoint_is_refused(tmp_path, monkeypatch):
     monkeypatch.setattr(sys, "argv", [str(REPO / "methods/plremix/train.py")])
     save_checkpoint(tmp_path, epoch=0, models={"net1": _model()})
     monkeypatch.setattr(sys, "argv", [str(REPO / "methods/dividemix/Train_cifar.py")])
-    with pytest.raises(CheckpointError, match="written by plremix/train.py, not dividemix/Train_cifar.py"):
+    with pytest.raises(
+        CheckpointError, match="written by plremix/train.py, not dividemix/Train_cifar.py"
+    ):
         load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"net1": _model()})
 
 
 def test_a_longer_relaunch_is_refused_where_the_schedule_depends_on_it(tmp_path):
     _save(tmp_path, 4, args={"num_epochs": 5})
-    with pytest.raises(ValueError, match="--num_epochs 5, this run asks for --num_epochs 10.*own --out"):
-        load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": _model()}, run_args={"num_epochs": 10},
-                        length_flag="num_epochs")
+    with pytest.raises(
+        ValueError, match="--num_epochs 5, this run asks for --num_epochs 10.*own --out"
+    ):
+        load_checkpoint(
+            tmp_path / LAST_CHECKPOINT,
+            models={"model": _model()},
+            run_args={"num_epochs": 10},
+            length_flag="num_epochs",
+        )
     # a method whose schedule does not depend on the length (DMLP, IEG) extends exactly: not refused
-    assert load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": _model()}, run_args={"num_epochs": 10})
+    assert load_checkpoint(
+        tmp_path / LAST_CHECKPOINT, models={"model": _model()}, run_args={"num_epochs": 10}
+    )
 
 
 _SAVER = """
@@ -118,7 +149,9 @@ for epoch in range(10**6):
 
 def test_kill_during_save_leaves_a_verified_checkpoint(tmp_path):
     """SIGKILL at random moments of back-to-back 4 MB saves: last.pth always verifies and loads."""
-    proc = subprocess.Popen([sys.executable, "-c", _SAVER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SAVER, str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE
+    )
     try:
         assert proc.stdout.readline().strip() == b"ready"
         deadline = time.time() + 60
@@ -130,7 +163,9 @@ def test_kill_during_save_leaves_a_verified_checkpoint(tmp_path):
         proc.wait()
     for name in (LAST_CHECKPOINT, PREVIOUS_CHECKPOINT):
         verify_checkpoint(tmp_path / name)
-    last = load_checkpoint(tmp_path / LAST_CHECKPOINT, models={"model": torch.nn.Linear(1024, 1024)})
+    last = load_checkpoint(
+        tmp_path / LAST_CHECKPOINT, models={"model": torch.nn.Linear(1024, 1024)}
+    )
     assert last["epoch"] >= 1
 
 

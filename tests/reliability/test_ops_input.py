@@ -14,7 +14,10 @@ def test_knn_promotes_mixed_float32_and_float64_as_the_reference(backend):
     if backend == "cpu":
         pytest.importorskip("lnl._C")
     g = torch.Generator().manual_seed(0)
-    queries, keys = torch.randn(20, 8, generator=g), torch.randn(30, 8, generator=g, dtype=torch.float64)
+    queries, keys = (
+        torch.randn(20, 8, generator=g),
+        torch.randn(30, 8, generator=g, dtype=torch.float64),
+    )
     labels = torch.randint(0, 3, (30,), generator=g)
     got = knn_labels(queries, keys, labels, 5, 3, backend=backend)
     want = knn_labels_reference(queries.double(), keys, labels, 5, 3)
@@ -25,8 +28,13 @@ def test_knn_promotes_mixed_float32_and_float64_as_the_reference(backend):
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 def test_plr_messages_are_readable(backend):
     with pytest.raises(ValueError, match=r"plr_loss needs at least one sample: cand has 0 rows"):
-        plr_loss(torch.randn(0, 8), torch.zeros(0, 3, dtype=torch.long), torch.zeros(0, dtype=torch.long),
-                 kappa=2, backend=backend)
+        plr_loss(
+            torch.randn(0, 8),
+            torch.zeros(0, 3, dtype=torch.long),
+            torch.zeros(0, dtype=torch.long),
+            kappa=2,
+            backend=backend,
+        )
     feats = torch.nn.functional.normalize(torch.randn(8, 8), dim=1)
     negative_cand = torch.tensor([[-5, -4], [-3, -5], [-4, -3], [-5, -5]])
     with pytest.raises(ValueError, match=r"cand must be >= 0, got range \[-5, -3\]$"):

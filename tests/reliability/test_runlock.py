@@ -26,8 +26,13 @@ time.sleep(600)
 
 
 def _hold(folder) -> subprocess.Popen:
-    proc = subprocess.Popen([sys.executable, "-c", _HOLDER, str(folder)], cwd=REPO, env=env(),
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, str(folder)],
+        cwd=REPO,
+        env=env(),
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout.readline().strip() == "locked"
     return proc
 
@@ -35,13 +40,17 @@ def _hold(folder) -> subprocess.Popen:
 def test_a_held_folder_is_refused_naming_the_holder_and_a_dead_holders_lock_is_taken(tmp_path):
     holder = _hold(tmp_path)
     try:
-        with pytest.raises(runlock.RunFolderLocked,
-                           match=f"run folder {tmp_path} is in use by pid {holder.pid} on {socket.gethostname()}"):
+        with pytest.raises(
+            runlock.RunFolderLocked,
+            match=f"run folder {tmp_path} is in use by pid {holder.pid} on {socket.gethostname()}",
+        ):
             runlock.acquire(tmp_path)
     finally:
         holder.send_signal(signal.SIGKILL)
         holder.wait()
-    assert json.loads((tmp_path / ".lock").read_text())["pid"] == holder.pid  # left behind by kill -9
+    assert (
+        json.loads((tmp_path / ".lock").read_text())["pid"] == holder.pid
+    )  # left behind by kill -9
     runlock.acquire(tmp_path)
     try:
         assert json.loads((tmp_path / ".lock").read_text())["pid"] == os.getpid()
@@ -56,18 +65,27 @@ def test_without_flock_a_holder_is_judged_by_host_pid_and_slurm_job(monkeypatch)
     dead.wait()
     here = socket.gethostname()
     assert runlock._stale({"host": here, "pid": dead.pid})
-    assert not runlock._stale({"host": here, "pid": os.getpid(), "start": runlock._start_time(os.getpid())})
+    assert not runlock._stale(
+        {"host": here, "pid": os.getpid(), "start": runlock._start_time(os.getpid())}
+    )
     assert runlock._stale({"host": here, "pid": os.getpid(), "start": "0"})  # the pid was reused
     assert not runlock._stale({"host": "another-node", "pid": 1})
     monkeypatch.setenv("SLURM_JOB_ID", "42")
-    assert runlock._stale({"host": "another-node", "pid": 1, "slurm_job": "42"})  # this job, requeued
+    assert runlock._stale(
+        {"host": "another-node", "pid": 1, "slurm_job": "42"}
+    )  # this job, requeued
 
 
 @pytest.mark.slow
 def test_two_concurrent_runs_on_one_folder(tmp_path):
     out = tmp_path / "run"
-    first = subprocess.Popen(standard_cmd(out, epochs=2), env=env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE, text=True)
+    first = subprocess.Popen(
+        standard_cmd(out, epochs=2),
+        env=env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.time() + 120
     while not (out / "args.yaml").exists() and first.poll() is None and time.time() < deadline:
         time.sleep(0.05)

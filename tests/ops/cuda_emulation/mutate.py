@@ -39,9 +39,13 @@ from tests.ops.cuda_emulation.build import CSRC, OPS, ROOT
 TESTS = "tests/ops/test_cuda_emulation.py"
 CHEAPEST_FIRST = ("knn", "plr", "gmm")  # the run's order of ops (their emulation tests' cost)
 PARTIAL_MASK = "0x7fffffffu"  # every lane but 31
-_BARRIER = re.compile(r"__syncthreads\(\)|__syncwarp\([^()]*\)"
-                      r"|(?:(?:\w+::)*this_(?:cluster|grid)\(\)|\b\w+)\.sync\(\)")
-_MASKED = re.compile(r"__(?:shfl(?:_up|_down|_xor)?|ballot|any|all)_sync\(\s*(?P<mask>[^,()]+?)\s*,")
+_BARRIER = re.compile(
+    r"__syncthreads\(\)|__syncwarp\([^()]*\)"
+    r"|(?:(?:\w+::)*this_(?:cluster|grid)\(\)|\b\w+)\.sync\(\)"
+)
+_MASKED = re.compile(
+    r"__(?:shfl(?:_up|_down|_xor)?|ballot|any|all)_sync\(\s*(?P<mask>[^,()]+?)\s*,"
+)
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,11 @@ class Mutation:
 
 
 def sources(csrc: Path = CSRC) -> list[Path]:
-    return sorted(p for op in OPS for p in (*(csrc / op).glob("*_cuda.cu"), *(csrc / op).glob("*_kernels.cuh")))
+    return sorted(
+        p
+        for op in OPS
+        for p in (*(csrc / op).glob("*_cuda.cu"), *(csrc / op).glob("*_kernels.cuh"))
+    )
 
 
 def find_mutations(csrc: Path = CSRC) -> list[Mutation]:
@@ -80,8 +88,13 @@ def find_mutations(csrc: Path = CSRC) -> list[Mutation]:
         rel = path.relative_to(csrc).as_posix()
         for number, line in enumerate(path.read_text().splitlines(), 1):
             code = line.split("//")[0]
-            barriers += [(rel, number, m.start(), "barrier", m.group(0)) for m in _BARRIER.finditer(code)]
-            masks += [(rel, number, m.start("mask"), "mask", m.group("mask")) for m in _MASKED.finditer(code)]
+            barriers += [
+                (rel, number, m.start(), "barrier", m.group(0)) for m in _BARRIER.finditer(code)
+            ]
+            masks += [
+                (rel, number, m.start("mask"), "mask", m.group("mask"))
+                for m in _MASKED.finditer(code)
+            ]
     return [Mutation(i, *site) for i, site in enumerate(barriers + masks)]
 
 
@@ -91,7 +104,7 @@ def instrumented(text: str, mutations: list[Mutation]) -> str:
     for m in sorted(mutations, key=lambda m: (m.line, -m.column)):
         line = lines[m.line - 1]
         end = m.column + len(m.original)
-        assert line[m.column:end] == m.original, f"{m.where}: not {m.original!r}"
+        assert line[m.column : end] == m.original, f"{m.where}: not {m.original!r}"
         lines[m.line - 1] = line[: m.column] + m.switched() + line[end:]
     return "".join(lines)
 
@@ -103,7 +116,9 @@ def instrument(work: Path, mutations: list[Mutation]) -> Path:
         shutil.rmtree(copy)
     shutil.copytree(CSRC, copy)
     for path in {m.path for m in mutations}:
-        (copy / path).write_text(instrumented((CSRC / path).read_text(), [m for m in mutations if m.path == path]))
+        (copy / path).write_text(
+            instrumented((CSRC / path).read_text(), [m for m in mutations if m.path == path])
+        )
     return copy
 
 
@@ -131,22 +146,45 @@ def _summary(output: str) -> tuple[str | None, str]:
 
 def run_tests(env: dict, names: list[str], timeout: float, tests: str = TESTS) -> tuple[int, str]:
     """pytest -x over the named test functions, in that order (pytest keeps the command line's)."""
-    cmd = [sys.executable, "-m", "pytest", "-x", "-q", "-rfE", "-p", "no:cacheprovider",
-           *(f"{tests}::{name}" for name in names)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-x",
+        "-q",
+        "-rfE",
+        "-p",
+        "no:cacheprovider",
+        *(f"{tests}::{name}" for name in names),
+    ]
     try:
-        done = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout
+        )
     except subprocess.TimeoutExpired as e:
         return -1, f"TIMEOUT after {timeout:.0f} s\n{e.stdout or ''}"
     return done.returncode, done.stdout + done.stderr
 
 
-def run(mutations: list[Mutation], work: Path, timeout: float = 1800, log: Path | None = None,
-        echo=print, tests: str = TESTS, baseline: bool = True) -> list[Outcome]:
+def run(
+    mutations: list[Mutation],
+    work: Path,
+    timeout: float = 1800,
+    log: Path | None = None,
+    echo=print,
+    tests: str = TESTS,
+    baseline: bool = True,
+) -> list[Outcome]:
     """Runs each mutation on one instrumented build under `work` (kept between calls: ninja rebuilds
     only what changed). Raises if the instrumented emulation, no mutation on, fails its tests."""
     copy = instrument(work, find_mutations())
     # COLUMNS: pytest's summary lines keep the failure's message only when they fit the width
-    env = {**os.environ, "LNL_EMU_CSRC": str(copy), "LNL_EMU_BUILD": str(work / "build"), "COLUMNS": "400"}
+    env = {
+        **os.environ,
+        "LNL_EMU_CSRC": str(copy),
+        "LNL_EMU_BUILD": str(work / "build"),
+        "COLUMNS": "400",
+    }
     env.pop("LNL_EMU_MUTANT", None)
     order = {op: op_tests(op, tests) for op in CHEAPEST_FIRST if any(m.op == op for m in mutations)}
     for op, names in order.items():
@@ -158,8 +196,14 @@ def run(mutations: list[Mutation], work: Path, timeout: float = 1800, log: Path 
         start = time.monotonic()
         rc, out = run_tests({**env, "LNL_EMU_MUTANT": str(m.id)}, order[m.op], timeout, tests)
         if rc not in (0, 1, -1) or "Error building extension" in out:
-            raise RuntimeError(f"{m.where}: the emulation did not build or pytest broke:\n{out[-3000:]}")
-        test, reason = _summary(out) if rc == 1 else ((None, "") if rc == 0 else ("(timeout)", out.splitlines()[0]))
+            raise RuntimeError(
+                f"{m.where}: the emulation did not build or pytest broke:\n{out[-3000:]}"
+            )
+        test, reason = (
+            _summary(out)
+            if rc == 1
+            else ((None, "") if rc == 0 else ("(timeout)", out.splitlines()[0]))
+        )
         if test is not None and test.split("[")[0] in order[m.op]:  # move to front
             name = test.split("[")[0]
             order[m.op] = [name] + [n for n in order[m.op] if n != name]
@@ -168,8 +212,17 @@ def run(mutations: list[Mutation], work: Path, timeout: float = 1800, log: Path 
         echo(row(outcome))
         if log is not None:
             with log.open("a") as f:
-                f.write(json.dumps({**asdict(m), "caught_by": test, "reason": reason,
-                                    "seconds": round(outcome.seconds, 1)}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            **asdict(m),
+                            "caught_by": test,
+                            "reason": reason,
+                            "seconds": round(outcome.seconds, 1),
+                        }
+                    )
+                    + "\n"
+                )
     return outcomes
 
 
@@ -186,32 +239,53 @@ def counts(outcomes: list[Outcome]) -> str:
         mine = [o for o in outcomes if o.mutation.kind == kind]
         if mine:
             survived = sum(o.caught_by is None for o in mine)
-            parts.append(f"{kind}: {len(mine) - survived} caught, {survived} survived of {len(mine)}")
+            parts.append(
+                f"{kind}: {len(mine) - survived} caught, {survived} survived of {len(mine)}"
+            )
     return "; ".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", choices=["barrier", "mask"], help="only these mutations")
-    ap.add_argument("--only", action="append", default=[], help="only mutations whose file:line contains this")
+    ap.add_argument(
+        "--only", action="append", default=[], help="only mutations whose file:line contains this"
+    )
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--work", type=Path, help="scratch folder (default: a temporary one)")
     ap.add_argument("--log", type=Path, help="append one JSON line per mutation here")
-    ap.add_argument("--tests", default=TESTS, help="the emulation tests (path from the repository root)")
+    ap.add_argument(
+        "--tests", default=TESTS, help="the emulation tests (path from the repository root)"
+    )
     ap.add_argument("--timeout", type=float, default=1800, help="seconds per pytest run")
-    ap.add_argument("--no-baseline", action="store_true", help="skip the unmutated run of each op's tests")
+    ap.add_argument(
+        "--no-baseline", action="store_true", help="skip the unmutated run of each op's tests"
+    )
     args = ap.parse_args(argv)
-    muts = [m for m in find_mutations() if (args.kind in (None, m.kind))
-            and (not args.only or any(s in m.where for s in args.only))]
+    muts = [
+        m
+        for m in find_mutations()
+        if (args.kind in (None, m.kind)) and (not args.only or any(s in m.where for s in args.only))
+    ]
     muts.sort(key=lambda m: (m.kind != "barrier", CHEAPEST_FIRST.index(m.op), m.id))
     if args.list:
         for m in muts:
             print(f"{m.id}\t{m.where}\t{m.kind}\t{m.original}")
         return 0
-    print("| site | mutation | caught by (first failing test) | failure |\n|---|---|---|---|", flush=True)
+    print(
+        "| site | mutation | caught by (first failing test) | failure |\n|---|---|---|---|",
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="lnl-mutate-") as tmp:
-        outcomes = run(muts, args.work or Path(tmp), args.timeout, args.log,
-                       echo=lambda line: print(line, flush=True), tests=args.tests, baseline=not args.no_baseline)
+        outcomes = run(
+            muts,
+            args.work or Path(tmp),
+            args.timeout,
+            args.log,
+            echo=lambda line: print(line, flush=True),
+            tests=args.tests,
+            baseline=not args.no_baseline,
+        )
     print(counts(outcomes))
     return int(any(o.caught_by is None for o in outcomes))
 
