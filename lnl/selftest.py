@@ -45,7 +45,7 @@ import torch.nn.functional as F
 
 import lnl
 from lnl import _ext
-from lnl.ops import OPS, _dispatch, _tune
+from lnl.ops import OPS, _dispatch, _tune, _verify
 from lnl.ops import gmm as gmm_op
 from lnl.ops import knn as knn_op
 from lnl.ops import plr as plr_op
@@ -271,16 +271,8 @@ def run_mask(inp: dict, backend: str) -> dict:
 
 
 def rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got − want| / max(|want|, 1) over finite entries; inf where the non-finite pattern differs."""
-    got, want = got.detach().double().cpu(), want.detach().double().cpu()
-    if got.shape != want.shape or not torch.equal(torch.isfinite(got), torch.isfinite(want)):
-        return float("inf")
-    if not torch.equal(got[~torch.isfinite(want)], want[~torch.isfinite(want)]):
-        return float("inf")
-    finite = torch.isfinite(want)
-    if not finite.any():
-        return 0.0
-    return float((got - want)[finite].abs().max()) / max(float(want[finite].abs().max()), 1.0)
+    """The first-use check's relative error, absolute for values below 1."""
+    return _verify.rel_error(got, want, floor=1.0)
 
 
 def tolerance(dtype: torch.dtype) -> float:

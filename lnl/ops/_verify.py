@@ -45,14 +45,19 @@ def mismatch(op: str, backend: str, device: torch.device, dtype: torch.dtype | N
     return _RESULTS[key]
 
 
-def _rel_error(got: torch.Tensor, want: torch.Tensor) -> float:
-    """max |got − want| / max |want| (0/0 = 0), over the finite entries of ``want``."""
+def rel_error(got: torch.Tensor, want: torch.Tensor, floor: float = 1e-30) -> float:
+    """max |got − want| / max(max |want|, ``floor``) over the finite entries of ``want``; inf where the
+    shapes or the non-finite entries differ. The self-test passes ``floor=1`` (an absolute error for
+    values near 0)."""
     got, want = got.detach().double().cpu(), want.detach().double().cpu()
     finite = torch.isfinite(want)
-    if not torch.equal(finite, torch.isfinite(got)):
+    if got.shape != want.shape or not torch.equal(finite, torch.isfinite(got)):
         return float("inf")
-    err = float((got - want)[finite].abs().max()) if finite.any() else 0.0
-    return err / max(float(want[finite].abs().max()) if finite.any() else 0.0, 1e-30)
+    if not torch.equal(got[~finite], want[~finite]):
+        return float("inf")
+    if not finite.any():
+        return 0.0
+    return float((got - want)[finite].abs().max()) / max(float(want[finite].abs().max()), floor)
 
 
 def _integer_points(rows: int, dim: int, seed: int, device, dtype) -> torch.Tensor:
@@ -72,7 +77,7 @@ def check_knn(backend: str, device, dtype) -> str | None:
     got = knn_labels(q, keys, labels, 5, 7, metric="ip", backend=backend)
     want = knn_labels(q, keys, labels, 5, 7, metric="ip", backend="reference")
     wrong = int((got.indices != want.indices).sum())
-    err = _rel_error(got.scores, want.scores)
+    err = rel_error(got.scores, want.scores)
     if wrong or err > 1e-6 or not torch.equal(got.votes, want.votes):
         return f"{wrong} of {want.indices.numel()} neighbours differ, score error {err:.3g}"
     return None
@@ -87,7 +92,7 @@ def check_gmm(backend: str, device, dtype) -> str | None:
     x = x.to(device, dtype if dtype in RTOL else torch.float32)
     kw = {"n_components": 2, "max_iter": 5, "init": "quantile"}
     got, want = gmm_fit(x, backend=backend, **kw), gmm_fit(x, backend="reference", **kw)
-    err = max(_rel_error(got.resp, want.resp), _rel_error(got.means, want.means))
+    err = max(rel_error(got.resp, want.resp), rel_error(got.means, want.means))
     return f"relative error {err:.3g} in resp/means" if err > 100 * RTOL[x.dtype] else None
 
 
@@ -106,8 +111,8 @@ def check_plr(backend: str, device, dtype) -> str | None:
         stats = plr_loss(f, cand, labels, kappa=1, num_classes=6, return_stats=True, backend=name)
         stats.loss.backward()
         out[name] = (stats.value, f.grad)
-    err_value = _rel_error(out[backend][0], out["reference"][0])
-    err_grad = _rel_error(out[backend][1], out["reference"][1])
+    err_value = rel_error(out[backend][0], out["reference"][0])
+    err_grad = rel_error(out[backend][1], out["reference"][1])
     tol = 10 * RTOL.get(dtype, 1e-5)
     return (
         f"relative error {err_value:.3g} in the value, {err_grad:.3g} in the gradient"
