@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from lnl.data._base import reading
 from lnl.data.noise import make_noise
 from lnl.data.noise_files import load_noise_file, save_noise_file
-from lnl.engine.train_loop import FiniteGuard
+from lnl.engine.train_loop import FiniteGuard, set_lr
 
 # ----------------------------------------------------------------------------------------------------
 # Features
@@ -439,8 +439,7 @@ def _count_correct(pred: torch.Tensor, clean: torch.Tensor | None) -> torch.Tens
 def train_epoch(views: list[View], epoch: int, bounds, yv, clean_t, args, bar=None) -> dict:
     """One epoch of the original's loop: per batch, IPC then EAC for each view, then the exchange."""
     for v in views:
-        for g in v.head_opt.param_groups:
-            g["lr"] = eac_lr(epoch, args.lr_fc, args.lr_fc_decay_epoch)
+        set_lr(v.head_opt, eac_lr(epoch, args.lr_fc, args.lr_fc_decay_epoch))
     dev = views[0].x.device
     sums = {
         k: torch.zeros((), device=dev) for k in ("ipc_loss", "eac_loss", "acc_before", "acc_head")

@@ -41,7 +41,7 @@ from lnl.engine.data import add_subset_flag, check_subset_size, first_images, su
 from lnl.engine.ema import EMA
 from lnl.engine.runner import Runner, RunRecord, subset_of
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import FiniteGuard, evaluate, progress
+from lnl.engine.train_loop import FiniteGuard, evaluate, progress, set_lr
 from methods.ieg import ieg_lib as L
 from methods.ieg import webvision as W
 from methods.ieg.steps import STEPS, StepSetup
@@ -381,8 +381,7 @@ def accuracy(setup: StepSetup, ema: EMA, loaders: dict, args) -> dict[str, float
 def optimize(args, setup: StepSetup, ema: EMA, batch: dict, step: int, guard: FiniteGuard) -> dict:
     """One step of ``--method``: scheduled LR, loss, summed gradients, SGD update, EMA update."""
     lr = learning_rate(args, step, batch["steps_per_epoch"])
-    for group in setup.optimizer.param_groups:
-        group["lr"] = lr
+    set_lr(setup.optimizer, lr)
     generator = L.step_generator(args.device, args.seed, 3, step, comm.get_rank())
     loss, metrics = STEPS[args.method](setup, batch, generator)
     guard.watch(step, loss=loss)

@@ -24,7 +24,7 @@ from lnl.engine.data import add_subset_flag
 from lnl.engine.ema import EMA
 from lnl.engine.runner import Runner, RunRecord, subset_of
 from lnl.engine.threads import cpu_threads, small_run_threads
-from lnl.engine.train_loop import DeviceTimer, FiniteGuard, autocast, progress
+from lnl.engine.train_loop import DeviceTimer, FiniteGuard, autocast, progress, set_lr
 from methods.lra import lra_data as D
 from methods.lra import lra_lib as L
 from methods.lra.lra_loader import OriginalLoader, draw_int64
@@ -436,10 +436,9 @@ class Run:
             return encode_batch(self.data.fp_encoder, images)
         return self.data.features["train"][idx]
 
-    def set_lr(self, epoch: float) -> float:
+    def scheduled_lr(self, epoch: float) -> float:
         lr = L.learning_rate(epoch, self.args.lr_warmup, self.args.lr_horizon, self.args.lr)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
+        set_lr(self.optimizer, lr)
         return lr
 
     def train_epoch(self, epoch: int) -> dict:
@@ -452,7 +451,7 @@ class Run:
         guard = FiniteGuard(f"epoch {epoch}")
         for i, (images, _, idx) in enumerate(progress(loader, desc=f"epoch {epoch}", total=steps)):
             images, idx = images.to(a.device, non_blocking=True), idx.to(a.device)
-            lr = self.set_lr(epoch + i / steps)
+            lr = self.scheduled_lr(epoch + i / steps)
             fp = self.prior(images, idx)
             labels, weights = L.sample_retrieved(
                 self.candidates(idx, fp), self.data.num_classes, a.knn_weights == "count"
