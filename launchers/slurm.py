@@ -253,9 +253,8 @@ def _run_name(ns: argparse.Namespace, dataset: str) -> str:
     from lnl.engine.settings import NoiseSettings
 
     if dataset in REAL_NOISE and not getattr(ns, "noise_file", None):
-        noise = (
-            "real"  # the dataset's own labels, whatever the entry point's unused noise defaults say
-        )
+        # the dataset's own labels, whatever the entry point's unused noise defaults say
+        noise = "real"
     elif hasattr(ns, "noise_mode") and hasattr(ns, "r"):
         try:
             noise = NoiseSettings.from_args(ns).name

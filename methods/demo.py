@@ -39,9 +39,8 @@ from methods.registry import DEMO_EPOCHS, METHODS, DemoRun
 
 NOISE = ("sym", 0.6)  # (make_noise type, rate) of the labels every method reads
 BASELINE = "standard"  # CE: its last accuracy is the bar of the table
-PRETRAIN_NOISE = (
-    "30% sym"  # NMTune's rows: the encoder's pre-training noise (their own flags say so)
-)
+# NMTune's rows: the encoder's pre-training noise (their own flags say so)
+PRETRAIN_NOISE = "30% sym"
 # Measured at 60% sym, DEMO_EPOCHS (RESULTS.md): CE 81.4% last (82.8% best); DivideMix 82.8%, PLReMix 78.9%
 # (below); DMLP, LRA, IEG 7-14 points above.
 EPOCHS = DEMO_EPOCHS

@@ -27,31 +27,30 @@ class Recipe:
     num_epochs: int  # epochs 0..num_epochs inclusive
     alpha: float
     lambda_u: float
-    warm_up: int | None = None  # --warm_up's default (None: ``warm_up_epochs`` of the dataset)
-    warm_up_epochs: Mapping[str, int] = field(
-        default_factory=dict
-    )  # warm-up per --dataset when --warm_up is None
-    milestones: tuple[
-        int, ...
-    ] = ()  # file-list scripts: LR ÷10 at each (in-memory: --lr_milestone)
-    penalty: bool | None = None  # NegEntropy in the warm-up (None: for asym noise only)
-    crops: Crops | None = None  # file-list views (None: an in-memory dataset)
-    warmup_samples: int | None = (
-        None  # class-balanced warm-up subset drawn each epoch (None: all samples)
-    )
-    eval_samples: int | None = None  # class-balanced evaluation subset per net (None: all samples)
-    evaluation: str = (
-        "test"  # "test" (the test split every epoch), "webvision" (WebVision and ILSVRC12 val
-    )
-    #  top-1/5 every epoch), "val_last" (val every epoch, the last epoch's nets tested), "val_best" (val
-    #  every epoch, each net's best-val weights tested)
-    pretrained: bool = False  # ImageNet weights for the backbone by default
-    labeled_only: bool = (
-        False  # DivideMix Clothing1M: MixMatch forwards the labeled mixed rows only, no L_u
-    )
-    flags: Mapping[str, Any] = field(
-        default_factory=dict
-    )  # defaults of the method's own per-script flags
+    # --warm_up's default (None: ``warm_up_epochs`` of the dataset)
+    warm_up: int | None = None
+    # warm-up per --dataset when --warm_up is None
+    warm_up_epochs: Mapping[str, int] = field(default_factory=dict)
+    # file-list scripts: LR ÷10 at each (in-memory: --lr_milestone)
+    milestones: tuple[int, ...] = ()
+    # NegEntropy in the warm-up (None: for asym noise only)
+    penalty: bool | None = None
+    # file-list views (None: an in-memory dataset)
+    crops: Crops | None = None
+    # class-balanced warm-up subset drawn each epoch (None: all samples)
+    warmup_samples: int | None = None
+    # class-balanced evaluation subset per net (None: all samples)
+    eval_samples: int | None = None
+    # "test" (the test split every epoch), "webvision" (WebVision and ILSVRC12 val top-1/5 every
+    # epoch), "val_last" (val every epoch, the last epoch's nets tested), "val_best" (val every
+    # epoch, each net's best-val weights tested)
+    evaluation: str = "test"
+    # ImageNet weights for the backbone by default
+    pretrained: bool = False
+    # DivideMix Clothing1M: MixMatch forwards the labeled mixed rows only, no L_u
+    labeled_only: bool = False
+    # defaults of the method's own per-script flags
+    flags: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def file_list(self) -> bool:

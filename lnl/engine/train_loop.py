@@ -58,9 +58,8 @@ class FiniteGuard:
         self.where = where
         self.defer = defer  # None: defer off the CPU only
         self._names: tuple[str, ...] = ()
-        self._first: torch.Tensor | None = (
-            None  # the first bad step, -1 while every step was finite
-        )
+        # the first bad step, -1 while every step was finite
+        self._first: torch.Tensor | None = None
         self._values: torch.Tensor | None = None  # that step's terms
 
     def watch(self, step: int, **terms) -> None:

@@ -270,17 +270,15 @@ class LRAData:
     num_classes: int
     train_idx: torch.Tensor  # Tensor[n] dataset indices trained on (0..n−1)
     noisy: torch.Tensor  # Tensor[n] noisy labels of train_idx, on the device
-    features: (
-        dict  # split -> Tensor[N_split, d] on the device ("train" covers the held-out rows too)
-    )
+    # split -> Tensor[N_split, d] on the device ("train" covers the held-out rows too)
+    features: dict
     loaders: dict  # "train", "val" (optional), "test"
     eval_features: dict  # "val"/"test" -> the feature table their loader's indices refer to
     test_targets: torch.Tensor  # Tensor[N_test] clean test labels (for the kNN-vote reference)
     noise_meta: dict
     fp_encoder: torch.nn.Module | None = None  # online SimCLR prior: queries are encoded every step
-    datasets: dict | None = (
-        None  # "train"/"test" datasets (the online prior's tables are built from them)
-    )
+    # "train"/"test" datasets (the online prior's tables are built from them)
+    datasets: dict | None = None
 
 
 def normalisation(args: argparse.Namespace, ds) -> tuple[tuple, tuple]:

@@ -68,9 +68,8 @@ class Recipe:
     k: int
     fp_encoder: str
     diff_encoder: str
-    weighted: (
-        bool  # count-weighted kNN loss weights (CIFAR, Food) vs uniform (Clothing1M, WebVision)
-    )
+    # count-weighted kNN loss weights (CIFAR, Food) vs uniform (Clothing1M, WebVision)
+    weighted: bool
     train_encoder: bool  # the CIFAR/Food optimisers leave the image encoder out (A.9.2)
     lr_warmup: float | None  # hard-coded warm-up (None: --warmup_epochs)
     lr_horizon: float | None  # hard-coded cosine horizon (None: --nepoch)
@@ -82,16 +81,14 @@ class Recipe:
     val_size: int | None = 0  # None: 5000 for CIFAR, else 0
     samples_per_class: int = 0
     gpu_devices: bool = False
-    table_layout: str = (
-        "own_last"  # "food": prepare_knn's k + 1 nearest, self first, no own-label column
-    )
-    eval_batch_size: int | None = None  # the original's val/test loader batch (None: --batch_size)
-    drop_last: bool = (
-        False  # the original's Food/Clothing1M/WebVision train loaders drop the short batch
-    )
-    online_simclr: bool = (
-        False  # CIFAR: SimCLR f_p computed online on the augmented batch (real_fp)
-    )
+    # "food": prepare_knn's k + 1 nearest, self first, no own-label column
+    table_layout: str = "own_last"
+    # the original's val/test loader batch (None: --batch_size)
+    eval_batch_size: int | None = None
+    # the original's Food/Clothing1M/WebVision train loaders drop the short batch
+    drop_last: bool = False
+    # CIFAR: SimCLR f_p computed online on the augmented batch (real_fp)
+    online_simclr: bool = False
 
 
 def get_args_parser(r: Recipe) -> argparse.ArgumentParser:

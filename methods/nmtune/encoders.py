@@ -126,9 +126,8 @@ class Preprocess:
     interpolation: str  # "bilinear" or "bicubic"
     scale: tuple[float, float]  # RandomResizedCrop area range of the train view
     hflip: bool = True  # timm's train pipeline flips; open_clip's does not (its transform.py)
-    fast: bool = (
-        False  # --fast-preprocess: one float grid_sample per batch instead of PIL per image
-    )
+    # --fast-preprocess: one float grid_sample per batch instead of PIL per image
+    fast: bool = False
 
 
 class ImageEncoder(nn.Module):

@@ -91,9 +91,8 @@ def warmup_crl_loss(z: Tensor, views: int, kind: str, temperature: float = 0.1) 
     if (
         kind == "flat"
     ):  # (negatives − Σ positives) / τ over the n − V negative columns, as the original
-        neg_cols = torch.argsort(same.int(), dim=1, stable=True)[
-            :, : n - views
-        ]  # ascending, as its mask keeps them
+        # ascending, as its mask keeps them
+        neg_cols = torch.argsort(same.int(), dim=1, stable=True)[:, : n - views]
         logits = (
             raw.gather(1, neg_cols) - raw.gather(1, pos_cols).sum(1, keepdim=True)
         ) / temperature
