@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything a lent GPU has to check for issues 4-8, in stages a session can fit into its device calls
-# (10 minutes a call, 30 minutes in all, 64 MiB carried per call; /work/.library/device/README.md).
+# (10 minutes a call, 15 or 30 minutes in all, 64 MiB carried per call).
 #
 #   bash benchmarks/gpu_session.sh STAGE [STAGE ...]
 #
@@ -18,8 +18,13 @@
 #            noise file, 15 epochs each (time-capped; eval.jsonl has each epoch's seconds), plus
 #            bench_data and tests/data's CUDA tests (they need the data). At most 8 files come back per
 #            call: the run folders stay in /tmp, their logs come back as runs.tar.gz.
+#   first    build, selftest --quick and bench with shorter caps: everything a session with 15 minutes of
+#            device time can fit into one call (about 9 minutes); the kernels' first real run.
 #
-# The three calls (names in `carry`; each call also keeps what the last left on the warm machine):
+# A session with 15 minutes of device time (the machine's start counts): one call, then give_back:
+#   carry []  bash benchmarks/gpu_session.sh first
+# A session with 30 minutes, three calls (names in `carry`; each call also keeps what the last left on the
+# warm machine):
 #   1. carry [.gpu_data/c1]  bash benchmarks/gpu_session.sh build selftest test
 #   2. carry [.gpu_data/c2]  bash benchmarks/gpu_session.sh bench
 #   3. carry [.gpu_data/c3]  bash benchmarks/gpu_session.sh methods
@@ -70,21 +75,24 @@ built() {  # a machine given back between calls comes back bare: build again (co
     $PY -c 'import lnl._C' 2>/dev/null || { log "lnl._C missing: the machine is a fresh one"; stage_build; }
 }
 
-stage_selftest() {  # the full grid: a few minutes; --quick if a call runs short of time
+stage_selftest() {  # the full grid: a few minutes (SELFTEST_ARGS=--quick: under one)
     built
-    log "selftest: python -m lnl.selftest"
-    timeout 300 $PY -m lnl.selftest --json "$OUT/selftest.json" 2>&1 | tee "$OUT/selftest.log" | tail -n 40
+    log "selftest: python -m lnl.selftest ${SELFTEST_ARGS:-}"
+    timeout "${SELFTEST_CAP:-300}" $PY -m lnl.selftest ${SELFTEST_ARGS:-} --json "$OUT/selftest.json" 2>&1 \
+        | tee "$OUT/selftest.log" | tail -n 40
     return "${PIPESTATUS[0]}"
 }
 
-stage_bench() {  # each capped so that the call ends inside its 10 minutes
+stage_bench() {  # each capped so that the call ends inside its 10 minutes (BENCH_SCALE < 1: shorter caps)
     built
+    local scale=${BENCH_SCALE:-1}
+    cap() { $PY -c "print(max(30, int($1 * $scale)))"; }
     log "bench: knn (the issue's GPU sizes, 3 repetitions)"
-    timeout 270 $PY benchmarks/bench_knn.py --device cuda --reps 3 --record 2>&1 | tee "$OUT/bench_knn.log" | tail -n 15
+    timeout "$(cap 270)" $PY benchmarks/bench_knn.py --device cuda --reps 3 --record 2>&1 | tee "$OUT/bench_knn.log" | tail -n 15
     log "bench: gmm"
-    timeout 150 $PY benchmarks/bench_gmm.py --record 2>&1 | tee "$OUT/bench_gmm.log" | tail -n 15
+    timeout "$(cap 150)" $PY benchmarks/bench_gmm.py --record 2>&1 | tee "$OUT/bench_gmm.log" | tail -n 15
     log "bench: plr"
-    timeout 150 $PY benchmarks/bench_plr.py --device cuda --sizes 128 512 1024 4096 8192 --record 2>&1 \
+    timeout "$(cap 150)" $PY benchmarks/bench_plr.py --device cuda --sizes 128 512 1024 4096 8192 --record 2>&1 \
         | tee "$OUT/bench_plr.log" | tail -n 15
 }
 
@@ -128,13 +136,21 @@ stage_methods() {  # caps sum to ~480 s: the call's 600 s include the unpacking 
     tar -C "$runs" -czf "$OUT/runs.tar.gz" --exclude '*.pth' --exclude '*.npz' .
 }
 
-[ $# -gt 0 ] || { sed -n 2,28p "$0"; exit 2; }
+stage_first() {  # one call of ~9 minutes: build ~4, selftest --quick ~1, benchmarks ~4
+    stage_build || return 1
+    SELFTEST_ARGS=--quick SELFTEST_CAP=90 stage_selftest
+    local selftest=$?
+    BENCH_SCALE=0.45 stage_bench
+    return $selftest
+}
+
+[ $# -gt 0 ] || { sed -n 2,35p "$0"; exit 2; }
 status=0
 DATA=${DATA:-$PWD/.gpu_data/data}
 for stage in "$@"; do
     case $stage in
-        pack|build|selftest|test|bench|unpack|methods) "stage_$stage" || status=1 ;;
-        *) echo "unknown stage $stage (pack, build, selftest, test, bench, unpack, methods)"; exit 2 ;;
+        pack|build|selftest|test|bench|unpack|methods|first) "stage_$stage" || status=1 ;;
+        *) echo "unknown stage $stage (pack, build, selftest, test, bench, unpack, methods, first)"; exit 2 ;;
     esac
 done
 cp benchmarks/RESULTS.md "$OUT/RESULTS.md" 2>/dev/null
