@@ -93,13 +93,15 @@ struct TilePlan {
 
 TilePlan plan_tile_launches(int64_t nq, int64_t nk, int64_t d, int64_t k, int64_t bq, int64_t sms) {
   const int64_t macs_per_pair = std::max<int64_t>(d, 1);  // D = 0 still streams every key
-  const int64_t bound = env_count("LNL_KNN_LAUNCH_MACS") > 0 ? env_count("LNL_KNN_LAUNCH_MACS") : kMaxLaunchMacs;
+  const int64_t macs = env_count("LNL_KNN_LAUNCH_MACS"), bound = macs > 0 ? macs : kMaxLaunchMacs;
   TilePlan plan{};
   plan.slice = env_count("LNL_KNN_SLICE_KEYS");
   if (plan.slice == 0) {
     const int64_t qblocks = ceil_div(nq, bq);
     int64_t splits = 1;
-    if (qblocks < kMinBlocksPerSm * sms) splits = std::min(ceil_div(kMinBlocksPerSm * sms, qblocks), kMaxSplits);
+    if (qblocks < kMinBlocksPerSm * sms) {
+      splits = std::min(ceil_div(kMinBlocksPerSm * sms, qblocks), kMaxSplits);
+    }
     splits = std::min(splits, std::max<int64_t>(1, nk / std::max(kMinSliceKeys, 8 * k)));
     // One block's rows against one slice within the bound (binding only for ~10^11-element tables).
     splits = std::max(splits, ceil_div(bq * nk * macs_per_pair, bound));
@@ -111,7 +113,9 @@ TilePlan plan_tile_launches(int64_t nq, int64_t nk, int64_t d, int64_t k, int64_
       std::clamp<int64_t>(bound / (bq * plan.slice * macs_per_pair), 1, std::min(plan.splits, kMaxGridY));
   int64_t blocks = 1;  // query blocks per launch
   if (plan.slices_per_launch == plan.splits) blocks = std::max<int64_t>(1, bound / (bq * nk * macs_per_pair));
-  if (plan.splits > 1) blocks = std::min(blocks, std::max<int64_t>(1, kMaxScratchEntries / (bq * plan.splits * k)));
+  if (plan.splits > 1) {
+    blocks = std::min(blocks, std::max<int64_t>(1, kMaxScratchEntries / (bq * plan.splits * k)));
+  }
   plan.rows_per_launch = std::min(nq, blocks * bq);
   return plan;
 }
@@ -146,8 +150,8 @@ void launch_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const float
       const dim3 grid(static_cast<unsigned>(ceil_div(rows, BQ)),
                       static_cast<unsigned>(std::min(plan.slices_per_launch, plan.splits - s0)));
       kernel<<<grid, kThreads, smem, stream>>>(
-          q.data_ptr<scalar_t>() + r0 * d, keys.data_ptr<scalar_t>(), hs, iq != nullptr ? iq + r0 : nullptr, ik,
-          static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k),
+          q.data_ptr<scalar_t>() + r0 * d, keys.data_ptr<scalar_t>(), hs, iq != nullptr ? iq + r0 : nullptr,
+          ik, static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k),
           static_cast<int>(r0), exclude_self, static_cast<int>(plan.slice), static_cast<int>(s0), out_rank,
           out_index, plan.splits * k);
       C10_CUDA_KERNEL_LAUNCH_CHECK();

@@ -210,8 +210,8 @@ __device__ __forceinline__ void stage_16bit(const uint16_t* __restrict__ src, in
 // BQ x 64 scores as (BQ / 16) x 4 fragments, kFrags per warp along one fragment row (BQ = 32: one
 // each; BQ = 128: a row of four, sharing the A fragment). Stages of kBDH dimensions hold the raw
 // 16-bit values: a_s row-major [BQ][kLdH] (matrix_a row_major) and b_s key-major [kBK][kLdH]
-// (matrix_b col_major: element (dd, key) at key * kLdH + dd), zero-padded past Q, N and D; each warp
-// runs kBDH / 16 k-steps per stage, between one pair of barriers.
+// (matrix_b col_major: element (dd, key) at key * kLdH + dd), zero-padded past Q, nk (the slice's
+// end) and D; each warp runs kBDH / 16 k-steps per stage, between one pair of barriers.
 template <typename scalar_t, typename mma_t, int BQ>
 __device__ void wmma_tile_dots(const scalar_t* __restrict__ queries,
                                const scalar_t* __restrict__ keys, int nq, int nk, int d,
