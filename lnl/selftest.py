@@ -162,6 +162,10 @@ def knn_cases(quick: bool) -> list[Case]:
             _knn_case("tiles 130x1031 d129 k17", 130, 1031, 129, 17),
             _knn_case("k256 64x2000 d64", 64, 2000, 64, 256),
             _knn_case("ties self 515 d31 k50", 515, 515, 31, 50, exclude=True, integers=True),
+            # few query blocks for a GPU's SMs: the CUDA kernel splits the keys into slices and
+            # merges their lists (ties across slices)
+            _knn_case("few queries ties 40x9000 d32 k20", 40, 9000, 32, 20, integers=True),
+            _knn_case("ties self 4500 d16 k10", 4500, 4500, 16, 10, exclude=True, integers=True),
         ]
     return cases
 

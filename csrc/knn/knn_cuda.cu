@@ -1,11 +1,18 @@
 // CUDA kNN label retrieval (Python face: lnl/ops/knn.py; device code: knn_kernels.cuh).
 //  * k <= 256 and float32/float16/bfloat16 inputs: knn_tile_kernel, a fused tiled fp32 GEMM with a
-//    running top-k per query row in shared memory, streaming the keys (no Q x N buffer, any N).
+//    running top-k per query row in shared memory, streaming the keys (no Q x N buffer, any N). Its
+//    grid is (query blocks, key slices): with too few query blocks to fill the device the keys are
+//    split into slices whose partial top-k lists knn_merge_kernel merges, exactly (plan_tile_launches).
+//    The queries (and, for tables of ~10^11 elements, the slices) go in several launches so that none
+//    runs much past a second.
 //  * k > 256 or float64: blocks of query rows through at::mm in float64 on the device, ranks, a stable
 //    descending at::sort of each block (ties by the lower index), the first k columns kept.
 // Both then run knn_finish_kernel (exact l2 distances of the returned pairs, label votes).
 // No host synchronisation: a key label outside [0, num_classes) adds no vote instead of being
 // checked here (the Python face lnl.ops.knn_labels rejects such labels before calling the op).
+// Internal overrides (tests force the split and chunked paths on small shapes; benchmarks compare):
+// LNL_KNN_SLICE_KEYS=n cuts the keys into slices of n (0 or unset: the automatic rule), and
+// LNL_KNN_LAUNCH_MACS=m bounds the multiply-adds of one tile-kernel launch (0 or unset: kMaxLaunchMacs).
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAStream.h>
 #include <c10/cuda/CUDAException.h>
@@ -13,6 +20,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <limits>
 #include <type_traits>
 
@@ -44,24 +52,118 @@ DeviceLimits device_limits() {
   return lim;
 }
 
-// Launches knn_tile_kernel<scalar_t, BQ> after raising its shared-memory limit to attr_bytes: always
-// the instantiation's largest, so that host threads launching with different k never lower it under
-// each other (lists of 32 x 256 entries exceed the default 48 KB).
+// Key slices (issue 23 item 3): ceil(Q / BQ) query blocks fill the device only with about
+// kMinBlocksPerSm blocks per SM; with fewer (LRA's --knn_per_batch: 256 queries, 8 blocks on 132 SMs)
+// the keys are cut into slices, a block per (query block, slice). A slice keeps at least
+// max(kMinSliceKeys, 8 k) keys, so that filling its lists (k inserts at least) and the merge (one
+// entry per slice and list slot) stay small next to its dot products, and at most kMaxSplits slices
+// bound the merge's bisections (splits - 1 per entry).
+constexpr int64_t kMinBlocksPerSm = 2;
+constexpr int64_t kMinSliceKeys = 2048;
+constexpr int64_t kMaxSplits = 64;
+// Work of one launch (issue 23 item 9): at most 2^43 ~ 8.8e12 multiply-adds (query rows x keys x D).
+// The fp32 path reaches perhaps a quarter of an H100's 33.5e12 fp32 FMA/s (a SIMT tile with a running
+// top-k), ~8e12/s, so a launch lasts about a second there (less on the tensor cores, a few seconds on
+// a GPU several times slower) instead of minutes for, say, a million queries against a million keys
+// of 512 dimensions (5e14, some 60 launches). Launches queue on the stream without host waits.
+constexpr int64_t kMaxLaunchMacs = int64_t(1) << 43;
+// Partial-list entries held at once (12 bytes each): more query rows go in further launches.
+constexpr int64_t kMaxScratchEntries = int64_t(1) << 22;
+constexpr int64_t kMaxGridY = 65535;
+
+int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// A non-negative integer from the environment, or 0 when unset or empty.
+int64_t env_count(const char* name) {
+  const char* text = std::getenv(name);
+  if (text == nullptr || *text == '\0') return 0;
+  char* end = nullptr;
+  const long long v = std::strtoll(text, &end, 10);
+  TORCH_CHECK(*end == '\0' && v >= 0, "knn_labels (CUDA): ", name, " must be a non-negative integer, got '",
+              text, "'");
+  return v;
+}
+
+struct TilePlan {
+  int64_t slice;              // keys per slice
+  int64_t splits;             // slices, ceil(N / slice); several: partial lists, then the merge
+  int64_t slices_per_launch;  // grid.y
+  int64_t rows_per_launch;    // query rows per launch (a multiple of BQ unless it is all of Q)
+};
+
+TilePlan plan_tile_launches(int64_t nq, int64_t nk, int64_t d, int64_t k, int64_t bq, int64_t sms) {
+  const int64_t macs_per_pair = std::max<int64_t>(d, 1);  // D = 0 still streams every key
+  const int64_t macs = env_count("LNL_KNN_LAUNCH_MACS"), bound = macs > 0 ? macs : kMaxLaunchMacs;
+  TilePlan plan{};
+  plan.slice = env_count("LNL_KNN_SLICE_KEYS");
+  if (plan.slice == 0) {
+    const int64_t qblocks = ceil_div(nq, bq);
+    int64_t splits = 1;
+    if (qblocks < kMinBlocksPerSm * sms) {
+      splits = std::min(ceil_div(kMinBlocksPerSm * sms, qblocks), kMaxSplits);
+    }
+    splits = std::min(splits, std::max<int64_t>(1, nk / std::max(kMinSliceKeys, 8 * k)));
+    // One block's rows against one slice within the bound (binding only for ~10^11-element tables).
+    splits = std::max(splits, ceil_div(bq * nk * macs_per_pair, bound));
+    plan.slice = ceil_div(ceil_div(nk, splits), knn_cuda::kBK) * knn_cuda::kBK;  // whole tiles
+  }
+  plan.slice = std::min(plan.slice, nk);
+  plan.splits = ceil_div(nk, plan.slice);
+  plan.slices_per_launch =
+      std::clamp<int64_t>(bound / (bq * plan.slice * macs_per_pair), 1, std::min(plan.splits, kMaxGridY));
+  int64_t blocks = 1;  // query blocks per launch
+  if (plan.slices_per_launch == plan.splits) blocks = std::max<int64_t>(1, bound / (bq * nk * macs_per_pair));
+  if (plan.splits > 1) {
+    blocks = std::min(blocks, std::max<int64_t>(1, kMaxScratchEntries / (bq * plan.splits * k)));
+  }
+  plan.rows_per_launch = std::min(nq, blocks * bq);
+  return plan;
+}
+
+// Launches knn_tile_kernel<scalar_t, BQ> as plan_tile_launches says, after raising its shared-memory
+// limit to attr_bytes: always the instantiation's largest, so that host threads launching with
+// different k never lower it under each other (lists of 32 x 256 entries exceed the default 48 KB).
+// With several slices, each launch's blocks write partial lists to scratch and knn_merge_kernel
+// merges a chunk's rows once all its slices are done.
 template <typename scalar_t, int BQ>
 void launch_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const float* hs, const float* iq,
-                        const float* ik, int64_t k, bool exclude_self, size_t attr_bytes, at::Tensor& rank,
-                        at::Tensor& indices) {
-  const int64_t nq = q.size(0);
+                        const float* ik, int64_t k, bool exclude_self, size_t attr_bytes, int sms,
+                        at::Tensor& rank, at::Tensor& indices) {
+  const int64_t nq = q.size(0), nk = keys.size(0), d = q.size(1);
   auto kernel = knn_cuda::knn_tile_kernel<scalar_t, BQ>;
   C10_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                       static_cast<int>(attr_bytes)));
-  const dim3 grid(static_cast<unsigned>((nq + BQ - 1) / BQ));
   const size_t smem = knn_cuda::tile_kernel_smem<BQ>(static_cast<int>(k));
-  kernel<<<grid, kThreads, smem, c10::cuda::getCurrentCUDAStream()>>>(
-      q.data_ptr<scalar_t>(), keys.data_ptr<scalar_t>(), hs, iq, ik, static_cast<int>(nq),
-      static_cast<int>(keys.size(0)), static_cast<int>(q.size(1)), static_cast<int>(k), exclude_self,
-      rank.data_ptr<float>(), indices.data_ptr<int64_t>());
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+  const TilePlan plan = plan_tile_launches(nq, nk, d, k, BQ, sms);
+  const bool split = plan.splits > 1;
+  at::Tensor part_rank, part_index;
+  if (split) {
+    part_rank = at::empty({plan.rows_per_launch, plan.splits, k}, rank.options());
+    part_index = at::empty({plan.rows_per_launch, plan.splits, k}, indices.options());
+  }
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  for (int64_t r0 = 0; r0 < nq; r0 += plan.rows_per_launch) {
+    const int64_t rows = std::min(plan.rows_per_launch, nq - r0);
+    float* out_rank = split ? part_rank.data_ptr<float>() : rank.data_ptr<float>() + r0 * k;
+    int64_t* out_index = split ? part_index.data_ptr<int64_t>() : indices.data_ptr<int64_t>() + r0 * k;
+    for (int64_t s0 = 0; s0 < plan.splits; s0 += plan.slices_per_launch) {
+      const dim3 grid(static_cast<unsigned>(ceil_div(rows, BQ)),
+                      static_cast<unsigned>(std::min(plan.slices_per_launch, plan.splits - s0)));
+      kernel<<<grid, kThreads, smem, stream>>>(
+          q.data_ptr<scalar_t>() + r0 * d, keys.data_ptr<scalar_t>(), hs, iq != nullptr ? iq + r0 : nullptr,
+          ik, static_cast<int>(rows), static_cast<int>(nk), static_cast<int>(d), static_cast<int>(k),
+          static_cast<int>(r0), exclude_self, static_cast<int>(plan.slice), static_cast<int>(s0), out_rank,
+          out_index, plan.splits * k);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+    if (split) {
+      const int64_t entries = rows * plan.splits * k;
+      knn_cuda::knn_merge_kernel<<<static_cast<unsigned>(ceil_div(entries, 256)), 256, 0, stream>>>(
+          part_rank.data_ptr<float>(), part_index.data_ptr<int64_t>(), rows, static_cast<int>(plan.splits),
+          static_cast<int>(k), rank.data_ptr<float>() + r0 * k, indices.data_ptr<int64_t>() + r0 * k);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
+  }
 }
 
 // 16-bit inputs with k <= kMaxWideK take blocks of 128 query rows (each key tile read once per 128
@@ -75,20 +177,21 @@ void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tens
   const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
   const float* iq = inv_qn.defined() ? inv_qn.data_ptr<float>() : nullptr;
   const float* ik = inv_kn.defined() ? inv_kn.data_ptr<float>() : nullptr;
+  const DeviceLimits lim = device_limits();
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, q.scalar_type(), "knn_tile_kernel", [&] {
     if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
-      const DeviceLimits lim = device_limits();
       const size_t wide_attr = std::min(static_cast<size_t>(lim.max_smem_optin),
                                         tile_kernel_smem<kBQWide>(knn_cuda::kMaxWideK));
       const bool wide = k <= knn_cuda::kMaxWideK && tile_kernel_smem<kBQWide>(static_cast<int>(k)) <= wide_attr &&
                         (q.size(0) + kBQWide - 1) / kBQWide >= lim.sms;
       if (wide) {
-        launch_tile_kernel<scalar_t, kBQWide>(q, keys, hs, iq, ik, k, exclude_self, wide_attr, rank, indices);
+        launch_tile_kernel<scalar_t, kBQWide>(q, keys, hs, iq, ik, k, exclude_self, wide_attr, lim.sms, rank,
+                                              indices);
         return;
       }
     }
     launch_tile_kernel<scalar_t, kBQ>(q, keys, hs, iq, ik, k, exclude_self, tile_kernel_smem<kBQ>(kMaxFastK),
-                                      rank, indices);
+                                      lim.sms, rank, indices);
   });
 }
 

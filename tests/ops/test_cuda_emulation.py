@@ -238,6 +238,90 @@ def test_knn_float64_takes_the_exact_fallback(emu):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
 
 
+# Key slices and chunked launches (csrc/knn/knn_cuda.cu plan_tile_launches), forced on small shapes
+# through LNL_KNN_SLICE_KEYS / LNL_KNN_LAUNCH_MACS. (Q, N, D, k, exclude_self, metric, dtype, slice
+# keys, launch multiply-adds, expected (tile-kernel blocks of each launch, merges)); integer points:
+# ranks tie across slices, where the merge must prefer the lower slice.
+KNN_SPLIT_CASES = [
+    # 6 slices of 50 keys (no slice is whole tiles), Q = 45 (a partial block), float4 stages
+    (45, 300, 8, 20, False, "ip", torch.float32, 50, 0, ([12], 1)),
+    # k = 70 > a slice's 40 keys (partial lists end in (-inf, -1)), own keys in every slice
+    (150, 150, 5, 70, True, "l2", torch.float32, 40, 0, ([20], 1)),
+    (37, 250, 40, 12, False, "l2", torch.float16, 100, 0, ([6], 1)),  # wmma, the last slice 50 keys
+    (200, 200, 16, 30, True, "ip", torch.bfloat16, 90, 0, ([21], 1)),
+    (70, 200, 6, 10, False, "cosine", torch.float32, 70, 0, ([9], 1)),
+    # one 32-row block per launch, one slice: 4 launches (the last of 4 rows), no merge
+    (100, 300, 8, 15, False, "l2", torch.float32, 0, 32 * 300 * 8, ([1] * 4, 0)),
+    # exclude_self with query rows offset per launch: 4 row chunks x 4 one-slice launches, 4 merges
+    (100, 100, 8, 15, True, "ip", torch.float32, 30, 32 * 30 * 8, ([1] * 16, 4)),
+    # 16-bit cosine (inverse query norms offset per launch): 2 slices, then 1, per row chunk
+    (100, 300, 16, 10, False, "cosine", torch.float16, 100, 32 * 100 * 16 * 2, ([2, 1] * 4, 4)),
+]
+
+
+def _knn_launches(emu) -> tuple[list[int], int]:
+    """(blocks of each tile-kernel launch, merge launches) since the last call: the tile kernel is the
+    launch with dynamic shared memory; the last launch is the finish kernel."""
+    log = emu.launches()
+    return [row[0] for row in log if row[2] > 0], sum(1 for row in log[:-1] if row[2] == 0)
+
+
+@pytest.mark.parametrize("q,n,d,k,exclude,metric,dtype,slice_keys,macs,launch", KNN_SPLIT_CASES)
+def test_knn_key_slices_and_chunks_equal_unsplit(
+    emu, monkeypatch, q, n, d, k, exclude, metric, dtype, slice_keys, macs, launch
+):
+    """Split and chunked launches give the unsplit kernel's results bit for bit, and the CPU kernel's
+    (indices exactly; scores as the unsplit tests compare them; cosine in 16 bits: the unsplit run)."""
+    keys = _int_points(n, d, seed=n + d + k)
+    queries = keys if exclude else _int_points(q, d, seed=q + k)
+    labels = torch.randint(0, 5, (n,), generator=torch.Generator().manual_seed(k))
+    args = (queries.to(dtype), keys.to(dtype), labels, k, 5, metric, exclude, 0)
+    emu.launches()
+    unsplit = emu.knn_labels(*args)
+    assert _knn_launches(emu) == ([math.ceil(q / 32)], 0)
+    monkeypatch.setenv("LNL_KNN_SLICE_KEYS", str(slice_keys))
+    monkeypatch.setenv("LNL_KNN_LAUNCH_MACS", str(macs))
+    got = emu.knn_labels(*args)
+    assert _knn_launches(emu) == launch
+    for a, b in zip(got, unsplit):
+        assert torch.equal(a, b)
+    if dtype != torch.float32 and metric == "cosine":
+        return
+    want = torch.ops.lnl.knn_labels(queries, keys, labels, k, 5, metric, exclude, 0)
+    assert torch.equal(got[0], want[0]), "indices"
+    torch.testing.assert_close(
+        got[1], want[1].float(), rtol=0, atol=1e-6 if metric == "cosine" else 0
+    )
+    assert torch.equal(got[2], want[2]), "votes"
+
+
+def test_knn_few_query_blocks_split_the_keys(emu):
+    """The automatic rule: 2 query blocks cannot give 132 SMs two blocks each, so N = 4200 keys go in
+    2 slices (of at least 2048 keys, whole tiles: 2112 and 2088) and a merge; with one SM the 2 blocks
+    suffice and the keys stay whole."""
+    keys = _int_points(4200, 4, seed=11)
+    queries = _int_points(40, 4, seed=12)
+    labels = torch.randint(0, 3, (4200,), generator=torch.Generator().manual_seed(3))
+    want = torch.ops.lnl.knn_labels(queries, keys, labels, 10, 3, "l2", False, 0)
+    try:
+        for sms, launch in ((132, ([4], 1)), (1, ([2], 0))):
+            emu.set_device(sms, H100[1])
+            emu.launches()
+            got = emu.knn_labels(queries, keys, labels, 10, 3, "l2", False, 0)
+            assert _knn_launches(emu) == launch
+            for a, b in zip(got, want):
+                assert torch.equal(a, b.to(a.dtype))
+    finally:
+        emu.set_device(*H100)
+
+
+def test_knn_launch_overrides_must_be_counts(emu, monkeypatch):
+    x = _int_points(40, 4, seed=1)
+    monkeypatch.setenv("LNL_KNN_SLICE_KEYS", "ten")
+    with pytest.raises(RuntimeError, match="LNL_KNN_SLICE_KEYS must be a non-negative integer"):
+        emu.knn_labels(x, x, torch.zeros(40, dtype=torch.long), 3, 1, "ip", False, 0)
+
+
 # ------------------------------------------------------------------------------------------ GMM
 def _mixtures(g, n, d, dtype, seed):
     """g ragged 2-cluster problems padded to n points (padding is garbage, which must be ignored)."""
