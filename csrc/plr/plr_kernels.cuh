@@ -524,8 +524,10 @@ __device__ __forceinline__ void backward_wmma(const scalar_t* __restrict__ f,
 }
 
 // dF[:, slice] = coef H F[:, slice] with H = G + G^T (plr::pair_grad); grad has the features' dtype.
+// One CTA per SM: the register accumulator takes ~200 registers (two CTAs' cap of 128 spills); the
+// grid, (N / 64) x (D / 128) CTAs, is a few dozen for PLReMix's shapes, far fewer than the SMs.
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, 1)
     backward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
                     const float* __restrict__ lse, const int* __restrict__ nneg,
                     const float* __restrict__ coef_ptr, scalar_t* __restrict__ grad) {

@@ -629,6 +629,26 @@ def test_plr_backward_slices_vs_float64_oracle(emu, dtype, flat, b, v, d, kappa)
     assert bool((err <= bound).all()), f"max err / bound {float((err / bound).max()):.3g}"
 
 
+def test_plr_bitsets_built_once_per_step(emu):
+    """The forward stores the bitsets behind lse; the backward given that lse launches no bitset
+    kernel (128 threads), given a copy it rebuilds them, with the same gradient."""
+    feats, cand, labels = make_inputs(37, 2, 150, 100, seed=4)  # 2 words, D = 150: two slices
+    f32 = feats.float()
+    emu.launches()
+    _, _, lse, n_neg = emu.plr_loss(f32, cand, labels, 2, 100, 0.5, 0.7, True)
+    assert [launch[1] for launch in emu.launches()] == [128, 256]
+    args = (cand, labels)
+    reused = emu.plr_loss_backward(
+        torch.tensor(1.0), f32, *args, lse, n_neg, 2, 100, 0.5, 0.7, True
+    )
+    assert emu.launches() == [[2 * 2, 256, 0, 1, 0]]  # 2 row blocks x 2 D slices, no bitset kernel
+    rebuilt = emu.plr_loss_backward(
+        torch.tensor(1.0), f32, *args, lse.clone(), n_neg, 2, 100, 0.5, 0.7, True
+    )
+    assert [launch[1] for launch in emu.launches()] == [128, 256]
+    assert torch.equal(reused, rebuilt)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_plr_backward_zero_width_features(emu, dtype):
     _, cand, labels = make_inputs(5, 2, 4, 10, seed=2)
