@@ -444,7 +444,8 @@ __device__ __forceinline__ void backward_simt(const scalar_t* __restrict__ f,
     if (r.row[i] >= p.n) continue;
 #pragma unroll
     for (int j = 0; j < kSliceRegs; ++j) {
-      const int64_t dim = slice0 + (j / (kChunkB / kLanes)) * kChunkB + tx + kLanes * (j % (kChunkB / kLanes));
+      constexpr int kPerChunk = kChunkB / kLanes;  // registers per 64-dim chunk
+      const int64_t dim = slice0 + (j / kPerChunk) * kChunkB + tx + kLanes * (j % kPerChunk);
       if (dim < p.d) grad[r.row[i] * p.d + dim] = static_cast<scalar_t>(g[i][j] * scale);
     }
   }
@@ -500,7 +501,8 @@ __device__ __forceinline__ void backward_wmma(const scalar_t* __restrict__ f,
       for (int t = 0; t < kFragsB; ++t) {
         if (t >= frags) break;  // uniform over the warp
         wmma::fragment<wmma::matrix_b, 16, 16, 16, mma_t, wmma::row_major> b;
-        wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(fs + s * 16 * kLdF + wc * 64 + t * 16), kLdF);
+        const uint16_t* b_at = fs + s * 16 * kLdF + wc * 64 + t * 16;
+        wmma::load_matrix_sync(b, reinterpret_cast<const mma_t*>(b_at), kLdF);
         wmma::mma_sync(g[t], a_hi, b, g[t]);
         wmma::mma_sync(g[t], a_lo, b, g[t]);
       }
