@@ -134,8 +134,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plr_loss_cuda(
   at::Tensor row_val = at::empty({p.n}, opts);
   if (p.n > 0) {
     AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, f.scalar_type(), "plr_loss_cuda", [&] {
-      plr_cuda::forward_kernel<scalar_t>
-          <<<row_blocks(p.n), plr_cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      const auto kernel = plr_cuda::forward_kernel_for<scalar_t>();
+      kernel<<<row_blocks(p.n), plr_cuda::kThreads, 0, c10::cuda::getCurrentCUDAStream()>>>(
               f.data_ptr<scalar_t>(), bits_ptr(bits), p, lse.data_ptr<float>(),
               n_neg.data_ptr<int>(), row_obj.data_ptr<float>(), row_val.data_ptr<float>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();

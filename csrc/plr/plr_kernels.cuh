@@ -268,10 +268,10 @@ __device__ __forceinline__ void finish_rows(const FwdParams& p, const int64_t ro
 // Per row: lse, |N(a)|, and row terms (flat: v_a and softplus(v_a) when N(a) is non-empty, else 0;
 // SupCon: the row loss twice). The host reduces them with ATen (no synchronisation).
 template <typename scalar_t>
-__global__ void __launch_bounds__(kThreads)
-    forward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
-                   float* __restrict__ lse_out, int* __restrict__ nneg_out,
-                   float* __restrict__ row_obj, float* __restrict__ row_val) {
+__device__ __forceinline__ void forward_rows(const scalar_t* __restrict__ f,
+                                             const uint64_t* __restrict__ bits, const FwdParams& p,
+                                             float* __restrict__ lse_out, int* __restrict__ nneg_out,
+                                             float* __restrict__ row_obj, float* __restrict__ row_val) {
   __shared__ __align__(128) unsigned char stage[stage_bytes<scalar_t>()];
   __shared__ __align__(128) float scores[fwd_score_bytes<scalar_t>() / 4];
   const int ty = threadIdx.x / kLanes, tx = threadIdx.x % kLanes;
@@ -308,6 +308,34 @@ __global__ void __launch_bounds__(kThreads)
     }
   }
   finish_rows(p, row, st, pos, nneg, lse_out, nneg_out, row_obj, row_val);
+}
+
+// float32 (two CTAs per SM fit in ~108 registers).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads)
+    forward_kernel(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
+                   float* __restrict__ lse_out, int* __restrict__ nneg_out,
+                   float* __restrict__ row_obj, float* __restrict__ row_val) {
+  forward_rows(f, bits, p, lse_out, nneg_out, row_obj, row_val);
+}
+
+// float16 / bfloat16: one CTA per SM (~165 registers; the default cap of 128 spilled 176 bytes).
+template <typename scalar_t>
+__global__ void __launch_bounds__(kThreads, 1)
+    forward_kernel_tc(const scalar_t* __restrict__ f, const uint64_t* __restrict__ bits, FwdParams p,
+                      float* __restrict__ lse_out, int* __restrict__ nneg_out,
+                      float* __restrict__ row_obj, float* __restrict__ row_val) {
+  forward_rows(f, bits, p, lse_out, nneg_out, row_obj, row_val);
+}
+
+// The forward kernel of the feature type (the other is never instantiated for it).
+template <typename scalar_t>
+constexpr auto forward_kernel_for() {
+  if constexpr (kTensorCores<scalar_t>) {
+    return &forward_kernel_tc<scalar_t>;
+  } else {
+    return &forward_kernel<scalar_t>;
+  }
 }
 
 // ------------------------------------------------------------------------------------- backward
