@@ -44,7 +44,8 @@ def make_inputs(batch: int, args, device: str):
     feats = F.normalize(torch.randn(args.views * batch, args.dim, generator=g), dim=1)
     cand = torch.randn(batch, args.classes, generator=g).topk(args.kappa, dim=1).indices
     labels = torch.randint(0, args.classes, (batch,), generator=g)
-    return feats.to(device).requires_grad_(), cand.to(device), labels.to(device)
+    feats = feats.to(device, getattr(torch, args.dtype))
+    return feats.requires_grad_(), cand.to(device), labels.to(device)
 
 
 def step(name: str, feats, cand, labels, args) -> None:
@@ -153,7 +154,7 @@ def record(rows, args) -> None:
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     what = (
         f"plr_loss fwd+bwd (median of {args.reps}, peak MiB beyond inputs) vs the dense PyTorch "
-        f"formulation: V={args.views} D={args.dim} C={args.classes} kappa={args.kappa} "
+        f"formulation: V={args.views} D={args.dim} {args.dtype} C={args.classes} kappa={args.kappa} "
         f"flat={not args.supcon}; torch {torch.__version__}, git {sha}, "
         f"load average {os.getloadavg()[0]:.2f}"
     )
@@ -173,6 +174,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="B in 128..4096, 5 reps less")
     p.add_argument("--views", type=int, default=2)
     p.add_argument("--dim", type=int, default=128)
+    p.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"])
     p.add_argument("--classes", type=int, default=100)
     p.add_argument("--kappa", type=int, default=3)
     p.add_argument("--supcon", action="store_true", help="flat=False (SupCon form)")

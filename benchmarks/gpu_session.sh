@@ -92,8 +92,11 @@ stage_bench() {  # each capped so that the call ends inside its 10 minutes (BENC
     log "bench: gmm"
     timeout "$(cap 150)" $PY benchmarks/bench_gmm.py --record 2>&1 | tee "$OUT/bench_gmm.log" | tail -n 15
     log "bench: plr"
-    timeout "$(cap 150)" $PY benchmarks/bench_plr.py --device cuda --sizes 128 512 1024 4096 8192 --record 2>&1 \
+    timeout "$(cap 130)" $PY benchmarks/bench_plr.py --device cuda --sizes 128 512 1024 4096 8192 --record 2>&1 \
         | tee "$OUT/bench_plr.log" | tail -n 15
+    log "bench: plr, bfloat16 at D = 512 (the backward's tensor-core H F and four D slices)"
+    timeout 40 $PY benchmarks/bench_plr.py --device cuda --sizes 128 2048 --dim 512 --dtype bfloat16 \
+        --reps 5 --record 2>&1 | tee "$OUT/bench_plr_bf16.log" | tail -n 8
 }
 
 stage_unpack() {  # reassemble the carried chunks once (they stay on the warm machine between calls)

@@ -201,6 +201,9 @@ def plr_cases(quick: bool) -> list[Case]:
         cases += [
             _plr_case("tiles B300 d128 C100 k3", 300, 2, 128, 100, 3),
             _plr_case("supcon B129 V4 d64 C37", 129, 4, 64, 37, 2, flat=False),
+            # the CUDA backward's partial D slices (128 wide) and row blocks (64 rows)
+            _plr_case("slices B37 d150 C6 k1", 37, 2, 150, 6, 1),
+            _plr_case("supcon slices B23 V3 d300 C6 k0", 23, 3, 300, 6, 0, flat=False),
         ]
     return cases
 

@@ -20,6 +20,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> plr_loss_cuda(
     const at::Tensor& features, const at::Tensor& cand, const at::Tensor& labels, int64_t kappa,
     int64_t num_classes, double temperature, double base_temperature, bool flat);
 
+// The CUDA op's lse carries the candidate bitsets in its storage, behind its N values, for the
+// backward (plr_cuda.cu: lse_with_bits); the CPU op's is a plain [N] tensor.
 // d objective / d features, scaled by grad (a 0-d tensor): dF = (G + G^T) F, tiles recomputed.
 at::Tensor plr_loss_backward_cpu(const at::Tensor& grad, const at::Tensor& features,
                                  const at::Tensor& cand, const at::Tensor& labels,

@@ -26,7 +26,9 @@ Equivalent PyTorch (``plr_reference.py``)::
 
 The compiled op ``lnl::plr_loss`` never builds a B×B or N×N tensor: candidate sets become bitsets
 (⌈C/64⌉ words per sample), pair negativity is AND + popcount inside each similarity tile, each row
-keeps an online log-sum-exp, and the backward recomputes tiles and accumulates dF = (G + Gᵀ)F.
+keeps an online log-sum-exp, and the backward recomputes tiles and accumulates dF = (G + Gᵀ)F (CUDA:
+in registers over the column tiles, per 128-wide slice of D; on tensor cores for 16-bit features, with
+G + Gᵀ split into two 16-bit halves to keep float32's accuracy; the bitsets come from the forward).
 Its first output is the *objective* whose gradient is the loss's ((1/R) Σ v_a for flat); this
 wrapper turns it into the original's exp(o − sg(o)). Backends: ``cpu`` (C++, float32/float64, GEMM
 tiles through ATen; exps in the input precision, sums in float64), ``cuda`` (tiles of F·Fᵀ in fp32

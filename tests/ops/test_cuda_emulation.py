@@ -669,6 +669,81 @@ def test_plr_16bit_vs_float64_oracle(emu, dtype, flat, d):
     assert bool(((grad.double() - want_grad).abs() <= bound).all())
 
 
+def _inputs_with_lonely_rows(batch, views, dim, kappa, seed):
+    """Features and candidate sets (C = 6); for kappa >= 1 every fifth sample overlaps every other
+    sample (its rows have no negative), the others have a mix of negatives and neglected pairs."""
+    feats, _, _ = make_inputs(batch, views, dim, 6, seed=seed)
+    g = torch.Generator().manual_seed(seed)
+    if kappa == 0:  # S_i = {cand[i, 0]}: a row lacks a negative only if all samples share its class
+        cand = torch.randint(0, 3, (batch, 1), generator=g)
+        return feats, cand, torch.zeros(batch, dtype=torch.long)
+    lonely = torch.arange(batch) % 5 == 0
+    # S_i = {cand[i, 0], label}: the lonely {0, 3} meets every {0, r} and {3, 4}
+    other = torch.randint(1, 6, (batch,), generator=g)
+    first = torch.where(torch.arange(batch) % 3 == 0, 3, 0)
+    cand = torch.stack([torch.where(lonely, 0, first), torch.zeros(batch, dtype=torch.long)], 1)
+    labels = torch.where(lonely, 3, torch.where(first == 3, 4, other))
+    return feats, cand, labels
+
+
+# (B, V, D, kappa): D slices of 128 (the second partial, D not a multiple of 16), row blocks of 64
+# (N not a multiple), the fp32 H F chunks of 64 (the last partial)
+PLR_BACKWARD_CASES = [(37, 2, 150, 1), (23, 3, 200, 1), (30, 3, 40, 0), (45, 2, 7, 1)]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("flat", [True, False])
+@pytest.mark.parametrize("b,v,d,kappa", PLR_BACKWARD_CASES)
+def test_plr_backward_slices_vs_float64_oracle(emu, dtype, flat, b, v, d, kappa):
+    feats, cand, labels = _inputs_with_lonely_rows(b, v, d, kappa, seed=b + d)
+    rounded = feats.to(dtype)
+    _, _, lse, n_neg = emu.plr_loss(rounded, cand, labels, kappa, 6, 0.5, 0.7, flat)
+    assert bool((n_neg > 0).any()) and (kappa == 0 or bool((n_neg == 0).any()))
+    _, _, _, want = oracle_grad(
+        rounded.double(), cand, labels, kappa, 6, tau=0.5, tau_b=0.7, flat=flat
+    )
+    grad = emu.plr_loss_backward(
+        torch.tensor(1.0), rounded, cand, labels, lse, n_neg, kappa, 6, 0.5, 0.7, flat
+    )
+    assert grad.dtype == dtype and grad.shape == feats.shape
+    # 1e-5 of the largest entry, plus (16-bit) the gradient's own rounding
+    eps = torch.finfo(dtype).eps if dtype != torch.float32 else 0.0
+    bound = 1e-5 * want.abs().max() + eps * want.abs()
+    err = (grad.double() - want).abs()
+    assert bool((err <= bound).all()), f"max err / bound {float((err / bound).max()):.3g}"
+
+
+def test_plr_bitsets_built_once_per_step(emu):
+    """The forward stores the bitsets behind lse; the backward given that lse launches no bitset
+    kernel (128 threads), given a copy it rebuilds them, with the same gradient."""
+    feats, cand, labels = make_inputs(37, 2, 150, 100, seed=4)  # 2 words, D = 150: two slices
+    f32 = feats.float()
+    emu.launches()
+    _, _, lse, n_neg = emu.plr_loss(f32, cand, labels, 2, 100, 0.5, 0.7, True)
+    assert [launch[1] for launch in emu.launches()] == [128, 256]
+    args = (cand, labels)
+    reused = emu.plr_loss_backward(
+        torch.tensor(1.0), f32, *args, lse, n_neg, 2, 100, 0.5, 0.7, True
+    )
+    assert emu.launches() == [[2 * 2, 256, 0, 1, 0]]  # 2 row blocks x 2 D slices, no bitset kernel
+    rebuilt = emu.plr_loss_backward(
+        torch.tensor(1.0), f32, *args, lse.clone(), n_neg, 2, 100, 0.5, 0.7, True
+    )
+    assert [launch[1] for launch in emu.launches()] == [128, 256]
+    assert torch.equal(reused, rebuilt)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_plr_backward_zero_width_features(emu, dtype):
+    _, cand, labels = make_inputs(5, 2, 4, 10, seed=2)
+    feats = torch.zeros(10, 0, dtype=dtype)
+    _, _, lse, n_neg = emu.plr_loss(feats, cand, labels, 1, 10, 1.0, 1.0, True)
+    grad = emu.plr_loss_backward(
+        torch.tensor(1.0), feats, cand, labels, lse, n_neg, 1, 10, 1.0, 1.0, True
+    )
+    assert grad.shape == (10, 0) and grad.dtype == dtype
+
+
 def test_plr_every_pair_overlapping_is_zero(emu):
     feats, _, _ = make_inputs(6, 2, 8, 10, seed=1)
     cand = torch.zeros(6, 3, dtype=torch.long)
