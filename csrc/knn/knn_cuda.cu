@@ -18,6 +18,7 @@
 
 #include "knn/knn.h"
 #include "knn/knn_kernels.cuh"
+#include "knn/knn_select.cuh"
 
 namespace lnl {
 namespace {
@@ -196,6 +197,117 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
   return {indices, scores, votes};
 }
 
-TORCH_LIBRARY_IMPL(lnl, CUDA, m) { m.impl("knn_labels", &knn_labels_cuda); }
+TORCH_LIBRARY_IMPL(lnl, CUDA, m) {
+  m.impl("knn_labels", &knn_labels_cuda);
+  m.impl("knn_labels_gemm", &knn_labels_gemm_cuda);  // the GEMM + select block below
+}
+
+// ===================================================================================================
+// GEMM + select path (lnl::knn_labels_gemm; device code: knn_select.cuh). The design faiss and cuVS
+// use for large problems: cuBLAS multiplies a block of query rows by a tile of keys into a float32
+// score tile at tensor-core GEMM speed (the tile kernel's SIMT fp32 FMAs reach a fraction of it for
+// float32 inputs, and its wmma loop re-stages every key tile per 32 or 128 queries), and one warp per
+// query row offers its scores to the row's running top-k (knn_select_kernel). The cost is the score
+// tile's round trip through memory (8 bytes per score, against D multiply-adds each): it pays for
+// large D, and the tuner measures it against the tile kernel on the user's GPU (lnl/ops/_tune.py).
+// Precision: float32 inputs run an fp32 GEMM; with TF32 (or bf16) float32 matmuls enabled, cuBLAS
+// would round the inputs and rank near-ties differently from the exact kernels, which the first-use
+// check on small integers cannot see: the op refuses float32 inputs then (Python's dispatch lists it
+// as a reason and does not offer the candidate). 16-bit inputs run the 16-bit GEMM with fp32
+// accumulation and output, as the tile kernel's wmma path. Same ranks and tie order as the tile
+// kernel; equal results wherever the dot products are exact (the emulation's tests).
+// ===================================================================================================
+namespace {
+
+constexpr int64_t kGemmTileElements = int64_t(1) << 26;  // 256 MB of float32 scores per tile
+constexpr int64_t kGemmMaxRows = 8192;                     // query rows per block (chunk = 0)
+
+bool reduced_precision_fp32_matmul() {
+  auto& ctx = at::globalContext();
+  return ctx.allowTF32CuBLAS() || ctx.float32MatmulPrecision() != at::Float32MatmulPrecision::HIGHEST;
+}
+
+// Scores a [rows, D] x b [cols, D]^T -> float32 [rows, cols]. 16-bit inputs: fp32 accumulation and
+// output in cuBLAS (aten::mm.dtype); off a GPU (the CPU emulation, which lacks that kernel) float32
+// copies give the same exact products of 16-bit values.
+at::Tensor gemm_scores(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == at::kFloat) return at::mm(a, b.t());
+  if (a.device().type() == at::kCUDA) return at::mm(a, b.t(), at::kFloat);
+  return at::mm(a.to(at::kFloat), b.to(at::kFloat).t());
+}
+
+void launch_select(const at::Tensor& s, int64_t q0, int64_t key0, const float* hs, const float* iq,
+                   const float* ik, bool exclude_self, int64_t k, at::Tensor& list_rank,
+                   at::Tensor& list_index, at::Tensor& list_size, bool last, at::Tensor& indices) {
+  const int64_t rows = s.size(0);
+  const dim3 grid(static_cast<unsigned>((rows + knn_cuda::kSelectWarps - 1) / knn_cuda::kSelectWarps));
+  const size_t smem = knn_cuda::select_kernel_smem(static_cast<int>(k));
+  knn_cuda::knn_select_kernel<<<grid, knn_cuda::kSelectWarps * 32, smem, c10::cuda::getCurrentCUDAStream()>>>(
+      s.data_ptr<float>(), s.stride(0), static_cast<int>(rows), static_cast<int>(s.size(1)),
+      static_cast<int>(q0), static_cast<int>(key0), hs, iq, ik, exclude_self, static_cast<int>(k),
+      list_rank.data_ptr<float>(), list_index.data_ptr<int>(), list_size.data_ptr<int>(), last,
+      indices.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_tiles(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk, int64_t tile_elements) {
+  const KnnMetric m = check_knn_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self);
+  const auto dtype = queries.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "knn_labels_gemm: queries must be float32/float16/bfloat16, got ", dtype);
+  TORCH_CHECK(k <= kMaxFastK, "knn_labels_gemm: k=", k, " must be at most ", kMaxFastK);
+  TORCH_CHECK(dtype != at::kFloat || !reduced_precision_fp32_matmul(),
+              "knn_labels_gemm: float32 inputs while TF32/bf16 float32 matmuls are enabled "
+              "(torch.backends.cuda.matmul.allow_tf32 / set_float32_matmul_precision) would rank in "
+              "reduced precision; use knn_labels");
+  TORCH_CHECK(chunk >= 0 && tile_elements >= 0, "knn_labels_gemm: chunk must be >= 0, got ", chunk);
+  check_device_inputs(queries, keys, key_labels);
+  const c10::cuda::OptionalCUDAGuard guard(queries.device());
+  const at::Tensor labels = key_labels.contiguous();
+  at::Tensor q = queries.contiguous(), kk = keys.contiguous(), inv_qn, inv_kn;
+  if (m == KnnMetric::kCosine && dtype != at::kFloat) {  // as the tile kernel: raw 16-bit dots, scaled
+    inv_qn = q.to(at::kFloat).norm(2, 1).clamp_min(1e-12).reciprocal();
+    inv_kn = kk.to(at::kFloat).norm(2, 1).clamp_min(1e-12).reciprocal();
+  } else if (m == KnnMetric::kCosine) {
+    q = q / q.norm(2, 1, true).clamp_min(1e-12).expand_as(q);
+    kk = kk / kk.norm(2, 1, true).clamp_min(1e-12).expand_as(kk);
+  }
+  const bool l2 = m == KnnMetric::kL2;
+  const at::Tensor half_sq = l2 ? kk.to(at::kFloat).pow(2).sum(1).mul_(0.5) : at::Tensor();
+  const int64_t nq = q.size(0), nk = kk.size(0);
+  at::Tensor indices = at::empty({nq, k}, q.options().dtype(at::kLong));
+  at::Tensor scores = at::empty({nq, k}, q.options().dtype(at::kFloat));  // also the lists' ranks
+  at::Tensor votes = at::zeros({nq, num_classes}, q.options().dtype(at::kFloat));
+  if (nq == 0) return {indices, scores, votes};
+  at::Tensor list_index = at::empty({nq, k}, q.options().dtype(at::kInt));
+  at::Tensor list_size = at::zeros({nq}, q.options().dtype(at::kInt));
+  const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
+  const float* iq = inv_qn.defined() ? inv_qn.data_ptr<float>() : nullptr;
+  const float* ik = inv_kn.defined() ? inv_kn.data_ptr<float>() : nullptr;
+  const int64_t budget = tile_elements > 0 ? tile_elements : kGemmTileElements;
+  const int64_t rows = chunk > 0 ? chunk : std::min(nq, kGemmMaxRows);
+  // a tile at least kBK keys wide; the select kernel offers partial kBK chunks as -inf past `width`
+  const int64_t cols = std::min(nk, std::max<int64_t>(knn_cuda::kBK, budget / std::min(rows, nq)));
+  for (int64_t r0 = 0; r0 < nq; r0 += rows) {
+    const at::Tensor qb = q.narrow(0, r0, std::min(rows, nq - r0));
+    for (int64_t c0 = 0; c0 < nk; c0 += cols) {
+      const at::Tensor s = gemm_scores(qb, kk.narrow(0, c0, std::min(cols, nk - c0)));
+      launch_select(s, r0, c0, hs, iq, ik, exclude_self, k, scores, list_index, list_size, c0 + cols >= nk,
+                    indices);
+    }
+  }
+  run_finish_kernel(q, kk, labels, l2, indices, scores, votes);
+  return {indices, scores, votes};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_cuda(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk) {
+  return knn_labels_gemm_tiles(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk, 0);
+}
 
 }  // namespace lnl
