@@ -20,7 +20,10 @@ NaN/inf check), a call with a new table also once (every check fetched together)
 never synchronises; ``auto``'s first-use check and measurements (once per process / shape bucket) do.
 
 Backends: ``cuda`` and ``cpu`` (the compiled kernels, exact) and ``reference`` (pure PyTorch, exact),
-picked by ``auto`` in that order; ``faiss`` (flat indexes: ``faiss.knn_gpu`` for CUDA inputs when the
+picked by ``auto`` in that order; ``cuda_gemm`` (CUDA only: cuBLAS score tiles and the tile kernel's
+running top-k, k <= 256, float32/float16/bfloat16; not for float32 while TF32 or bf16 float32 matmuls
+are enabled, which would rank near-ties differently) is a candidate that ``auto`` measures against
+``cuda`` on large problems, and runs when forced; ``faiss`` (flat indexes: ``faiss.knn_gpu`` for CUDA inputs when the
 installed faiss has GPU support, else ``faiss.knn``) only when asked for: it is exact up to its own
 order among tied scores, and an optional dependency.
 """
@@ -38,6 +41,12 @@ from lnl import _ext
 from lnl.ops import _dispatch, _tune
 
 OP = "knn_labels"
+GEMM_OP = "knn_labels_gemm"  # the CUDA GEMM + select variant, backend "cuda_gemm"
+# "cuda_gemm" after the tile kernel: the static rule (small problems) keeps the tile kernel, and the
+# tuner measures both on large ones (see knn_cuda.cu's GEMM + select block for the design).
+_dispatch.PRIORITIES[OP] = ("cuda", "cuda_gemm", "cpu", "reference")
+_dispatch.VARIANTS[(OP, "cuda_gemm")] = (GEMM_OP, "cuda")
+_GEMM_MAX_K = 256  # the running lists' capacity (knn_kernels.cuh's kMaxFastK)
 METRICS = ("cosine", "ip", "l2")
 # Scores agree with the float64 oracle to float32 rounding of a dot product of unit vectors.
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -252,19 +261,19 @@ def votes_from_indices(
     return votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float32))
 
 
-if _ext.has_op(OP):
+def _knn_labels_fake(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk):
+    q = queries.shape[0]
+    score_dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+    return (
+        queries.new_empty((q, k), dtype=torch.int64),
+        queries.new_empty((q, k), dtype=score_dtype),
+        queries.new_empty((q, num_classes), dtype=torch.float32),
+    )
 
-    @torch.library.register_fake(f"lnl::{OP}")
-    def _knn_labels_fake(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk):
-        q = queries.shape[0]
-        score_dtype = torch.promote_types(
-            torch.promote_types(queries.dtype, keys.dtype), torch.float32
-        )
-        return (
-            queries.new_empty((q, k), dtype=torch.int64),
-            queries.new_empty((q, k), dtype=score_dtype),
-            queries.new_empty((q, num_classes), dtype=torch.float32),
-        )
+
+for _name in (OP, GEMM_OP):
+    if _ext.has_op(_name):
+        torch.library.register_fake(f"lnl::{_name}")(_knn_labels_fake)
 
 
 def l2_shift(keys: torch.Tensor) -> torch.Tensor | None:
@@ -362,6 +371,24 @@ def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) ->
         reasons.append("queries, keys and key_labels are on different devices")
     if backend == "cpu" and queries.dtype not in (torch.float32, torch.float64):
         reasons.append(f"the CPU kernel takes float32/float64, got {queries.dtype}")
+    if backend == "cuda_gemm":
+        reasons += _gemm_reasons(queries.dtype, k)
+    return reasons
+
+
+def _gemm_reasons(dtype: torch.dtype, k: int) -> list[str]:
+    reasons = []
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        reasons.append(f"the GEMM path takes float32/float16/bfloat16, got {dtype}")
+    if k > _GEMM_MAX_K:
+        reasons.append(f"the GEMM path keeps at most k={_GEMM_MAX_K} neighbours, got k={k}")
+    if dtype == torch.float32 and (
+        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    ):
+        reasons.append(
+            "float32 matmuls may use TF32/bf16 (torch.backends.cuda.matmul.allow_tf32 or "
+            "set_float32_matmul_precision), which would rank near-ties differently from the exact kernels"
+        )
     return reasons
 
 
@@ -378,7 +405,7 @@ def choose_backend(
     verify and measure, see ``_dispatch.choose``)."""
     reasons = {
         b: not_supported_reasons(b, queries, keys, key_labels, k, metric)
-        for b in _dispatch.PRIORITY
+        for b in _dispatch.priority(OP)
     }
     inputs = _dispatch.describe(queries=queries, keys=keys, key_labels=key_labels)
     return _dispatch.choose(OP, requested, reasons, inputs, call), reasons
@@ -407,8 +434,9 @@ def knn_labels(
         metric: "cosine" (inputs normalised once), "ip" or "l2" (Euclidean distance, ascending).
         exclude_self: query i never matches key i (self-kNN; needs Q == N).
         chunk: query rows per block; None picks a block of about 16M scores.
-        backend: "auto", "cuda", "cpu", "reference" (see ``choose_backend``) or "faiss" (only when
-            asked for; ties in faiss's order, see ``knn_labels_faiss``).
+        backend: "auto", "cuda", "cuda_gemm", "cpu", "reference" (see ``choose_backend`` and the
+            module docstring) or "faiss" (only when asked for; ties in faiss's order, see
+            ``knn_labels_faiss``).
 
     Returns:
         KnnResult(indices Tensor[Q, k] int64, scores Tensor[Q, k], votes Tensor[Q, C] float32),
@@ -457,7 +485,8 @@ def knn_labels(
         return knn_labels_faiss(
             queries, keys, key_labels, k, num_classes, metric=metric, exclude_self=exclude_self
         )
-    out = torch.ops.lnl.knn_labels(
+    op = torch.ops.lnl.knn_labels_gemm if chosen == "cuda_gemm" else torch.ops.lnl.knn_labels
+    out = op(
         queries.contiguous(),
         keys.contiguous(),
         key_labels.contiguous().long(),
