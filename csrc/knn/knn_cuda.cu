@@ -236,16 +236,41 @@ at::Tensor gemm_scores(const at::Tensor& a, const at::Tensor& b) {
   return at::mm(a.to(at::kFloat), b.to(at::kFloat).t());
 }
 
-void launch_select(const at::Tensor& s, int64_t q0, int64_t key0, const float* hs, const float* iq,
-                   const float* ik, bool exclude_self, int64_t k, at::Tensor& list_rank,
-                   at::Tensor& list_index, at::Tensor& list_size, bool last, at::Tensor& indices) {
-  const int64_t rows = s.size(0);
-  const dim3 grid(static_cast<unsigned>((rows + knn_cuda::kSelectWarps - 1) / knn_cuda::kSelectWarps));
+// Segments of each key tile: enough select warps for 16 per SM when the query rows are few (LRA's
+// --knn_per_batch: 256 queries), at most 32 (one merge lane each) and none narrower than kBK keys.
+int64_t select_segments(int64_t rows, int64_t cols) {
+  const int64_t want = (int64_t(device_limits().sms) * 16 + rows - 1) / rows;
+  return std::max<int64_t>(1, std::min({want, int64_t(32), (cols + knn_cuda::kBK - 1) / knn_cuda::kBK}));
+}
+
+struct SelectLists {
+  at::Tensor rank, index, size;  // [segments][Q][k] float / int, [segments][Q] int
+  int64_t segments;
+};
+
+void launch_select(const at::Tensor& s, int64_t q0, int64_t key0, int64_t cols, const float* hs,
+                   const float* iq, const float* ik, bool exclude_self, int64_t k, SelectLists& lists,
+                   bool last, at::Tensor& indices) {
+  const int64_t rows = s.size(0), nq = indices.size(0);
+  // segments share a tile's columns in whole kBK chunks (the last tile may leave some segments empty)
+  const int64_t per_segment = (cols + lists.segments * knn_cuda::kBK - 1) / (lists.segments * knn_cuda::kBK);
+  const dim3 grid(static_cast<unsigned>((rows + knn_cuda::kSelectWarps - 1) / knn_cuda::kSelectWarps),
+                  static_cast<unsigned>(lists.segments));
   const size_t smem = knn_cuda::select_kernel_smem(static_cast<int>(k));
   knn_cuda::knn_select_kernel<<<grid, knn_cuda::kSelectWarps * 32, smem, c10::cuda::getCurrentCUDAStream()>>>(
       s.data_ptr<float>(), s.stride(0), static_cast<int>(rows), static_cast<int>(s.size(1)),
-      static_cast<int>(q0), static_cast<int>(key0), hs, iq, ik, exclude_self, static_cast<int>(k),
-      list_rank.data_ptr<float>(), list_index.data_ptr<int>(), list_size.data_ptr<int>(), last,
+      static_cast<int>(per_segment * knn_cuda::kBK), static_cast<int>(q0), static_cast<int>(key0), nq, hs, iq,
+      ik, exclude_self, static_cast<int>(k), lists.rank.data_ptr<float>(), lists.index.data_ptr<int>(),
+      lists.size.data_ptr<int>(), last && lists.segments == 1, indices.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void launch_merge(const SelectLists& lists, int64_t k, at::Tensor& scores, at::Tensor& indices) {
+  const int64_t nq = indices.size(0);
+  const dim3 grid(static_cast<unsigned>((nq + knn_cuda::kSelectWarps - 1) / knn_cuda::kSelectWarps));
+  knn_cuda::knn_merge_kernel<<<grid, knn_cuda::kSelectWarps * 32, 0, c10::cuda::getCurrentCUDAStream()>>>(
+      lists.rank.data_ptr<float>(), lists.index.data_ptr<int>(), lists.size.data_ptr<int>(),
+      static_cast<int>(lists.segments), nq, static_cast<int>(k), scores.data_ptr<float>(),
       indices.data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
 }
@@ -283,8 +308,6 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_tiles(
   at::Tensor scores = at::empty({nq, k}, q.options().dtype(at::kFloat));  // also the lists' ranks
   at::Tensor votes = at::zeros({nq, num_classes}, q.options().dtype(at::kFloat));
   if (nq == 0) return {indices, scores, votes};
-  at::Tensor list_index = at::empty({nq, k}, q.options().dtype(at::kInt));
-  at::Tensor list_size = at::zeros({nq}, q.options().dtype(at::kInt));
   const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
   const float* iq = inv_qn.defined() ? inv_qn.data_ptr<float>() : nullptr;
   const float* ik = inv_kn.defined() ? inv_kn.data_ptr<float>() : nullptr;
@@ -292,14 +315,20 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_tiles(
   const int64_t rows = chunk > 0 ? chunk : std::min(nq, kGemmMaxRows);
   // a tile at least kBK keys wide; the select kernel offers partial kBK chunks as -inf past `width`
   const int64_t cols = std::min(nk, std::max<int64_t>(knn_cuda::kBK, budget / std::min(rows, nq)));
+  SelectLists lists;
+  lists.segments = select_segments(std::min(rows, nq), cols);
+  // one segment: the lists' ranks are the scores output; several: knn_merge_kernel writes it
+  lists.rank = lists.segments == 1 ? scores : at::empty({lists.segments, nq, k}, scores.options());
+  lists.index = at::empty({lists.segments, nq, k}, q.options().dtype(at::kInt));
+  lists.size = at::zeros({lists.segments, nq}, q.options().dtype(at::kInt));
   for (int64_t r0 = 0; r0 < nq; r0 += rows) {
     const at::Tensor qb = q.narrow(0, r0, std::min(rows, nq - r0));
     for (int64_t c0 = 0; c0 < nk; c0 += cols) {
       const at::Tensor s = gemm_scores(qb, kk.narrow(0, c0, std::min(cols, nk - c0)));
-      launch_select(s, r0, c0, hs, iq, ik, exclude_self, k, scores, list_index, list_size, c0 + cols >= nk,
-                    indices);
+      launch_select(s, r0, c0, cols, hs, iq, ik, exclude_self, k, lists, c0 + cols >= nk, indices);
     }
   }
+  if (lists.segments > 1) launch_merge(lists, k, scores, indices);
   run_finish_kernel(q, kk, labels, l2, indices, scores, votes);
   return {indices, scores, votes};
 }

@@ -256,17 +256,32 @@ def _knn_gemm_inputs(q, n, d, c, exclude, dtype=torch.float32):
     return queries.to(dtype), keys.to(dtype), labels
 
 
+@pytest.fixture(params=[1, 132], ids=["one segment", "segments"])
+def select_sms(request, emu):
+    """The emulated SM count: 132 splits each key tile among several select warps per row (few query
+    rows), whose lists knn_merge_kernel joins; 1 keeps one list per row."""
+    emu.set_device(request.param, H100[1])
+    yield request.param
+    emu.set_device(*H100)
+
+
 @pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
 @pytest.mark.parametrize("q,n,d,k,exclude,chunk,tile", KNN_GEMM_CASES)
-def test_knn_gemm_fp32_equals_cpu_kernel(emu, metric, q, n, d, k, exclude, chunk, tile):
+def test_knn_gemm_fp32_equals_cpu_kernel(emu, select_sms, metric, q, n, d, k, exclude, chunk, tile):
     queries, keys, labels = _knn_gemm_inputs(q, n, d, 7, exclude)
     emu.launches()
     got = emu.knn_labels_gemm(queries, keys, labels, k, 7, metric, exclude, chunk, tile)
+    launches = emu.launches()
+    q = queries.shape[0]  # N with exclude_self
+    rows = min(chunk or q, q)
+    cols = min(n, max(64, tile // rows)) if tile else n
+    segments = max(1, min(32, math.ceil(select_sms * 16 / rows), math.ceil(cols / 64)))
     # one select launch per (query block, key tile): 8 warps, each a list of k and a 64-wide chunk
-    select = [launch for launch in emu.launches() if launch[1:3] == [8 * 32, 8 * (8 * k + 4 * 64)]]
-    rows = chunk or q
-    cols = min(n, max(64, tile // min(rows, q))) if tile else n
+    select = [launch for launch in launches if launch[1:3] == [8 * 32, 8 * (8 * k + 4 * 64)]]
     assert len(select) == math.ceil(q / rows) * math.ceil(n / cols)
+    assert select[0][0] == math.ceil(rows / 8) * segments
+    no_smem = [launch for launch in launches if launch[1:3] == [256, 0]]
+    assert len(no_smem) == 1 + (segments > 1)  # the finish kernel, and the merge of the segments
     want = torch.ops.lnl.knn_labels(queries, keys, labels, k, 7, metric, exclude, 0)
     counts = torch.stack([torch.bincount(labels[row], minlength=7) for row in got[0]]).float()
     assert torch.equal(got[2], counts), "votes"
