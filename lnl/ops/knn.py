@@ -20,12 +20,12 @@ NaN/inf check), a call with a new table also once (every check fetched together)
 never synchronises; ``auto``'s first-use check and measurements (once per process / shape bucket) do.
 
 Backends: ``cuda`` and ``cpu`` (the compiled kernels, exact) and ``reference`` (pure PyTorch, exact),
-picked by ``auto`` in that order; ``cuda_gemm`` (CUDA only: cuBLAS score tiles and the tile kernel's
-running top-k, k <= 256, float32/float16/bfloat16; not for float32 while TF32 or bf16 float32 matmuls
-are enabled, which would rank near-ties differently) is a candidate that ``auto`` measures against
-``cuda`` on large problems, and runs when forced; ``faiss`` (flat indexes: ``faiss.knn_gpu`` for CUDA inputs when the
-installed faiss has GPU support, else ``faiss.knn``) only when asked for: it is exact up to its own
-order among tied scores, and an optional dependency.
+picked by ``auto`` in that order. ``cuda_gemm`` (CUDA only: cuBLAS score tiles, then the tile
+kernel's running top-k; k <= 256, float32/float16/bfloat16; not for float32 while TF32 or bf16
+float32 matmuls are enabled, which would rank near-ties differently) is a candidate that ``auto``
+measures against ``cuda`` on large problems, and runs when forced. ``faiss`` (flat indexes:
+``faiss.knn_gpu`` for CUDA inputs when the installed faiss has GPU support, else ``faiss.knn``) runs
+only when asked for: it is exact up to its own order among tied scores, and an optional dependency.
 """
 
 from __future__ import annotations
