@@ -222,9 +222,14 @@ namespace {
 constexpr int64_t kGemmTileElements = int64_t(1) << 26;  // 256 MB of float32 scores per tile
 constexpr int64_t kGemmMaxRows = 8192;                     // query rows per block (chunk = 0)
 
+// Whether cuBLAS may round float32 matmul inputs (TF32 or bf16). The CUDA matmul precision reflects
+// both APIs (allow_tf32 / set_float32_matmul_precision and fp32_precision); the legacy getters raise
+// once the new API was used.
 bool reduced_precision_fp32_matmul() {
   auto& ctx = at::globalContext();
-  return ctx.allowTF32CuBLAS() || ctx.float32MatmulPrecision() != at::Float32MatmulPrecision::HIGHEST;
+  auto precision = ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL);
+  if (precision == at::Float32Precision::NONE) precision = ctx.float32Precision(at::Float32Backend::GENERIC, at::Float32Op::ALL);
+  return precision == at::Float32Precision::TF32 || precision == at::Float32Precision::BF16;
 }
 
 // Scores a [rows, D] x b [cols, D]^T -> float32 [rows, cols]. 16-bit inputs: fp32 accumulation and

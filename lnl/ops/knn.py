@@ -376,18 +376,29 @@ def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) ->
     return reasons
 
 
+def _fp32_matmul_reduced() -> bool:
+    """Whether cuBLAS may round float32 matmul inputs (TF32 or bf16)."""
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if (
+        precision is not None
+    ):  # reflects both APIs; the legacy getters raise once the new one is used
+        return precision not in ("none", "ieee")
+    return (
+        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    )
+
+
 def _gemm_reasons(dtype: torch.dtype, k: int) -> list[str]:
     reasons = []
     if dtype not in (torch.float32, torch.float16, torch.bfloat16):
         reasons.append(f"the GEMM path takes float32/float16/bfloat16, got {dtype}")
     if k > _GEMM_MAX_K:
         reasons.append(f"the GEMM path keeps at most k={_GEMM_MAX_K} neighbours, got k={k}")
-    if dtype == torch.float32 and (
-        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
-    ):
+    if dtype == torch.float32 and _fp32_matmul_reduced():
         reasons.append(
-            "float32 matmuls may use TF32/bf16 (torch.backends.cuda.matmul.allow_tf32 or "
-            "set_float32_matmul_precision), which would rank near-ties differently from the exact kernels"
+            "float32 matmuls may use TF32/bf16 (torch.backends.cuda.matmul.fp32_precision, allow_tf32 "
+            "or set_float32_matmul_precision), which would rank near-ties differently from the exact "
+            "kernels"
         )
     return reasons
 

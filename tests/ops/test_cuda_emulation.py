@@ -329,17 +329,23 @@ def test_knn_gemm_refuses_what_it_cannot_rank_exactly(emu):
         )
     with pytest.raises(RuntimeError, match="float32/float16/bfloat16, got Double"):
         emu.knn_labels_gemm(x.double(), x.double(), labels, 3, 3, "ip", False, 0)
-    previous = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        with pytest.raises(RuntimeError, match="TF32"):
-            emu.knn_labels_gemm(x, x, labels, 3, 3, "ip", False, 0)
-        got = emu.knn_labels_gemm(
-            x.half(), x.half(), labels, 3, 3, "ip", False, 0
-        )  # not fp32: runs
-        assert torch.equal(got[0], torch.ops.lnl.knn_labels(x, x, labels, 3, 3, "ip", False, 0)[0])
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    for enable in (
+        lambda: setattr(matmul, "allow_tf32", True),
+        lambda: setattr(matmul, "fp32_precision", "tf32"),
+    ):
+        enable()
+        try:
+            with pytest.raises(RuntimeError, match="TF32"):
+                emu.knn_labels_gemm(x, x, labels, 3, 3, "ip", False, 0)
+            got = emu.knn_labels_gemm(x.half(), x.half(), labels, 3, 3, "ip", False, 0)  # runs
+            assert torch.equal(
+                got[0], torch.ops.lnl.knn_labels(x, x, labels, 3, 3, "ip", False, 0)[0]
+            )
+        finally:
+            matmul.fp32_precision = previous
+    assert torch.equal(emu.knn_labels_gemm(x, x, labels, 3, 3, "ip", False, 0)[0], got[0])
 
 
 # ------------------------------------------------------------------------------------------ GMM

@@ -340,14 +340,22 @@ def test_gemm_variant_reasons(monkeypatch):
         knn.not_supported_reasons("cuda_gemm", x.double(), x.double(), y, 5, "ip")
     )
     assert "at most k=256" in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 257, "ip"))
-    previous = torch.backends.cuda.matmul.allow_tf32  # a property: monkeypatch cannot set it
-    torch.backends.cuda.matmul.allow_tf32 = True
-    try:
-        assert "TF32" in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 5, "ip"))
-        half = knn.not_supported_reasons("cuda_gemm", x.half(), x.half(), y, 5, "ip")
-        assert "TF32" not in " ".join(half)
-    finally:
-        torch.backends.cuda.matmul.allow_tf32 = previous
+    matmul = torch.backends.cuda.matmul  # properties: monkeypatch cannot set them
+    previous = matmul.fp32_precision
+    for setting in ("legacy", "new", "precision"):
+        if setting == "legacy":
+            matmul.allow_tf32 = True
+        elif setting == "new":
+            matmul.fp32_precision = "tf32"
+        else:
+            torch.set_float32_matmul_precision("medium")
+        try:
+            assert "TF32" in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 5, "ip"))
+            half = knn.not_supported_reasons("cuda_gemm", x.half(), x.half(), y, 5, "ip")
+            assert "TF32" not in " ".join(half)
+        finally:
+            matmul.fp32_precision = previous
+    assert "TF32" not in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 5, "ip"))
     with pytest.raises(ValueError, match="backend 'cuda_gemm' cannot run inputs"):
         knn_labels(x, x, y, 5, 4, backend="cuda_gemm")
 
