@@ -226,6 +226,21 @@ def run_case(q: int, n: int, d: int, k: int, args) -> list[dict]:
             rows.append(
                 measure(f"ours {tag} one slice", one_slice(ours, n), args.reps, args.device)
             )
+        if args.device == "cuda":  # the GEMM + select variant that auto's tuner weighs against it
+
+            def gemm(kq=kq, kk=kk):
+                return knn_labels(
+                    kq,
+                    kk,
+                    labels,
+                    k,
+                    CLASSES,
+                    metric="ip",
+                    exclude_self=q == n,
+                    backend="cuda_gemm",
+                )
+
+            rows.append(measure(f"ours cuda_gemm {tag}", gemm, args.reps, args.device))
         chunk = best_chunk(kq, kk, labels, k, args.device)
         rows.append(
             measure(

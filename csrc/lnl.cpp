@@ -17,6 +17,11 @@ TORCH_LIBRARY(lnl, m) {
   m.def(
       "knn_labels(Tensor queries, Tensor keys, Tensor key_labels, int k, int num_classes, "
       "str metric, bool exclude_self, int chunk) -> (Tensor indices, Tensor scores, Tensor votes)");
+  // The same through cuBLAS score tiles and a running top-k select (CUDA only; k <= 256, no float64):
+  // a candidate that backend="auto"'s tuner measures against knn_labels's tile kernel.
+  m.def(
+      "knn_labels_gemm(Tensor queries, Tensor keys, Tensor key_labels, int k, int num_classes, "
+      "str metric, bool exclude_self, int chunk) -> (Tensor indices, Tensor scores, Tensor votes)");
 
   // >>> gmm schemas (lnl/ops/gmm_reference.py)
   // k-means init replaying sklearn's KMeans(K, n_init=1): uniforms float64 [G, U] are the host's

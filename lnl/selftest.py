@@ -166,6 +166,9 @@ def knn_cases(quick: bool) -> list[Case]:
             # merges their lists (ties across slices)
             _knn_case("few queries ties 40x9000 d32 k20", 40, 9000, 32, 20, integers=True),
             _knn_case("ties self 4500 d16 k10", 4500, 4500, 16, 10, exclude=True, integers=True),
+            _knn_case(
+                "wide d768 100x3000 k10", 100, 3000, 768, 10
+            ),  # where GEMM + select should win
         ]
     return cases
 
@@ -449,7 +452,9 @@ def on_streams(fn: Callable[[], dict], streams: int) -> list[dict]:
 def compiled_backends(op: str, device: torch.device) -> tuple[list[str], list[str]]:
     """The compiled backends of ``op`` that run on ``device``, and why the others do not."""
     runs, why = [], []
-    for backend in ("cuda", "cpu"):
+    for backend in _dispatch.priority(op):  # kNN: cuda, cuda_gemm (its GEMM + select variant), cpu
+        if backend == "reference":
+            continue
         reasons = _dispatch.compiled_reasons(op, backend, device)
         (why if reasons else runs).extend(reasons if reasons else [backend])
     return runs, why
@@ -654,13 +659,13 @@ def print_tables(report: dict) -> None:
     groups: dict[tuple, list[dict]] = {}
     for row in checks:
         groups.setdefault((row["op"], row["backend"], row["dtype"]), []).append(row)
-    print(f"{'op':<12} {'backend':<8} {'dtype':<9} {'checks':>7}  result")
+    print(f"{'op':<12} {'backend':<9} {'dtype':<9} {'checks':>7}  result")
     for (op, backend, dtype), rows in groups.items():
         failed = [r for r in rows if r["status"] == "fail"]
         status = (
             rows[0]["detail"] if rows[0]["status"] == "skipped" else ("FAIL" if failed else "ok")
         )
-        print(f"{op:<12} {backend:<8} {dtype:<9} {len(rows):>7}  {status}")
+        print(f"{op:<12} {backend:<9} {dtype:<9} {len(rows):>7}  {status}")
         for r in failed:
             print(f"    FAIL {r['case']}: {r['detail']}")
     print(f"\n{'op':<12} {'name':<16} {'ms':>10} {'vs best baseline':>17}  size")

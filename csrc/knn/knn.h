@@ -16,6 +16,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
     const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
     int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk);
 
+// GEMM + select variant (knn_cuda.cu): k <= 256, float32/float16/bfloat16. tile_elements: scores per
+// GEMM tile (0 = the default); the emulation's tests pass small tiles.
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_cuda(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk);
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_tiles(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk, int64_t tile_elements);
+
 enum class KnnMetric { kCosine, kInnerProduct, kL2 };
 
 // Shared argument checks of both twins; every message names the argument and the value received.

@@ -26,6 +26,7 @@
 
 #include "knn/knn.h"
 #include "knn/knn_kernels.cuh"
+#include "knn/knn_select.cuh"
 
 namespace lnl {
 namespace {
@@ -182,7 +183,8 @@ void run_tile_kernel(const at::Tensor& q, const at::Tensor& keys, const at::Tens
     if constexpr (std::is_same_v<scalar_t, at::Half> || std::is_same_v<scalar_t, at::BFloat16>) {
       const size_t wide_attr = std::min(static_cast<size_t>(lim.max_smem_optin),
                                         tile_kernel_smem<kBQWide>(knn_cuda::kMaxWideK));
-      const bool wide = k <= knn_cuda::kMaxWideK && tile_kernel_smem<kBQWide>(static_cast<int>(k)) <= wide_attr &&
+      const bool wide = k <= knn_cuda::kMaxWideK &&
+                        tile_kernel_smem<kBQWide>(static_cast<int>(k)) <= wide_attr &&
                         (q.size(0) + kBQWide - 1) / kBQWide >= lim.sms;
       if (wide) {
         launch_tile_kernel<scalar_t, kBQWide>(q, keys, hs, iq, ik, k, exclude_self, wide_attr, lim.sms, rank,
@@ -299,6 +301,154 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_cuda(
   return {indices, scores, votes};
 }
 
-TORCH_LIBRARY_IMPL(lnl, CUDA, m) { m.impl("knn_labels", &knn_labels_cuda); }
+TORCH_LIBRARY_IMPL(lnl, CUDA, m) {
+  m.impl("knn_labels", &knn_labels_cuda);
+  m.impl("knn_labels_gemm", &knn_labels_gemm_cuda);  // the GEMM + select block below
+}
+
+// ===================================================================================================
+// GEMM + select path (lnl::knn_labels_gemm; device code: knn_select.cuh). The design faiss and cuVS
+// use for large problems: cuBLAS multiplies a block of query rows by a tile of keys into a float32
+// score tile at tensor-core GEMM speed (the tile kernel's SIMT fp32 FMAs reach a fraction of it for
+// float32 inputs, and its wmma loop re-stages every key tile per 32 or 128 queries), and one warp per
+// query row offers its scores to the row's running top-k (knn_select_kernel). The cost is the score
+// tile's round trip through memory (8 bytes per score, against D multiply-adds each): it pays for
+// large D, and the tuner measures it against the tile kernel on the user's GPU (lnl/ops/_tune.py).
+// Precision: float32 inputs run an fp32 GEMM; with TF32 (or bf16) float32 matmuls enabled, cuBLAS
+// would round the inputs and rank near-ties differently from the exact kernels, which the first-use
+// check on small integers cannot see: the op refuses float32 inputs then (Python's dispatch lists it
+// as a reason and does not offer the candidate). 16-bit inputs run the 16-bit GEMM with fp32
+// accumulation and output, as the tile kernel's wmma path. Same ranks and tie order as the tile
+// kernel; equal results wherever the dot products are exact (the emulation's tests).
+// ===================================================================================================
+namespace {
+
+constexpr int64_t kGemmTileElements = int64_t(1) << 26;  // 256 MB of float32 scores per tile
+constexpr int64_t kGemmMaxRows = 8192;                     // query rows per block (chunk = 0)
+
+// Whether cuBLAS may round float32 matmul inputs (TF32 or bf16). The CUDA matmul precision reflects
+// both APIs (allow_tf32 / set_float32_matmul_precision and fp32_precision); the legacy getters raise
+// once the new API was used.
+bool reduced_precision_fp32_matmul() {
+  auto& ctx = at::globalContext();
+  auto precision = ctx.float32Precision(at::Float32Backend::CUDA, at::Float32Op::MATMUL);
+  if (precision == at::Float32Precision::NONE) {
+    precision = ctx.float32Precision(at::Float32Backend::GENERIC, at::Float32Op::ALL);
+  }
+  return precision == at::Float32Precision::TF32 || precision == at::Float32Precision::BF16;
+}
+
+// Scores a [rows, D] x b [cols, D]^T -> float32 [rows, cols]. 16-bit inputs: fp32 accumulation and
+// output in cuBLAS (aten::mm.dtype); off a GPU (the CPU emulation, which lacks that kernel) float32
+// copies give the same exact products of 16-bit values.
+at::Tensor gemm_scores(const at::Tensor& a, const at::Tensor& b) {
+  if (a.scalar_type() == at::kFloat) return at::mm(a, b.t());
+  if (a.device().type() == at::kCUDA) return at::mm(a, b.t(), at::kFloat);
+  return at::mm(a.to(at::kFloat), b.to(at::kFloat).t());
+}
+
+// Segments of each key tile: enough select warps for 16 per SM when the query rows are few (LRA's
+// --knn_per_batch: 256 queries), at most 32 (one merge lane each) and none narrower than kBK keys.
+int64_t select_segments(int64_t rows, int64_t cols) {
+  const int64_t want = (int64_t(device_limits().sms) * 16 + rows - 1) / rows;
+  return std::max<int64_t>(1, std::min({want, int64_t(32), (cols + knn_cuda::kBK - 1) / knn_cuda::kBK}));
+}
+
+struct SelectLists {
+  at::Tensor rank, index, size;  // [segments][Q][k] float / int, [segments][Q] int
+  int64_t segments;
+};
+
+void launch_select(const at::Tensor& s, int64_t q0, int64_t key0, int64_t cols, const float* hs,
+                   const float* iq, const float* ik, bool exclude_self, int64_t k, SelectLists& lists,
+                   bool last, at::Tensor& indices) {
+  const int64_t rows = s.size(0), nq = indices.size(0);
+  // segments share a tile's columns in whole kBK chunks (the last tile may leave some segments empty)
+  const int64_t per_segment = (cols + lists.segments * knn_cuda::kBK - 1) / (lists.segments * knn_cuda::kBK);
+  const dim3 grid(static_cast<unsigned>((rows + knn_cuda::kSelectWarps - 1) / knn_cuda::kSelectWarps),
+                  static_cast<unsigned>(lists.segments));
+  const size_t smem = knn_cuda::select_kernel_smem(static_cast<int>(k));
+  knn_cuda::knn_select_kernel<<<grid, knn_cuda::kSelectWarps * 32, smem, c10::cuda::getCurrentCUDAStream()>>>(
+      s.data_ptr<float>(), s.stride(0), static_cast<int>(rows), static_cast<int>(s.size(1)),
+      static_cast<int>(per_segment * knn_cuda::kBK), static_cast<int>(q0), static_cast<int>(key0), nq, hs, iq,
+      ik, exclude_self, static_cast<int>(k), lists.rank.data_ptr<float>(), lists.index.data_ptr<int>(),
+      lists.size.data_ptr<int>(), last && lists.segments == 1, indices.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+void launch_merge(const SelectLists& lists, int64_t k, at::Tensor& scores, at::Tensor& indices) {
+  const int64_t nq = indices.size(0);
+  const dim3 grid(static_cast<unsigned>((nq + knn_cuda::kSelectWarps - 1) / knn_cuda::kSelectWarps));
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  knn_cuda::knn_segment_merge_kernel<<<grid, knn_cuda::kSelectWarps * 32, 0, stream>>>(
+      lists.rank.data_ptr<float>(), lists.index.data_ptr<int>(), lists.size.data_ptr<int>(),
+      static_cast<int>(lists.segments), nq, static_cast<int>(k), scores.data_ptr<float>(),
+      indices.data_ptr<int64_t>());
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
+}  // namespace
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_tiles(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk, int64_t tile_elements) {
+  const KnnMetric m = check_knn_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self);
+  const auto dtype = queries.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kHalf || dtype == at::kBFloat16,
+              "knn_labels_gemm: queries must be float32/float16/bfloat16, got ", dtype);
+  TORCH_CHECK(k <= kMaxFastK, "knn_labels_gemm: k=", k, " must be at most ", kMaxFastK);
+  TORCH_CHECK(dtype != at::kFloat || !reduced_precision_fp32_matmul(),
+              "knn_labels_gemm: float32 inputs while TF32/bf16 float32 matmuls are enabled "
+              "(torch.backends.cuda.matmul.allow_tf32 / set_float32_matmul_precision) would rank in "
+              "reduced precision; use knn_labels");
+  TORCH_CHECK(chunk >= 0 && tile_elements >= 0, "knn_labels_gemm: chunk must be >= 0, got ", chunk);
+  check_device_inputs(queries, keys, key_labels);
+  const c10::cuda::OptionalCUDAGuard guard(queries.device());
+  const at::Tensor labels = key_labels.contiguous();
+  at::Tensor q = queries.contiguous(), kk = keys.contiguous(), inv_qn, inv_kn;
+  if (m == KnnMetric::kCosine && dtype != at::kFloat) {  // as the tile kernel: raw 16-bit dots, scaled
+    inv_qn = q.to(at::kFloat).norm(2, 1).clamp_min(1e-12).reciprocal();
+    inv_kn = kk.to(at::kFloat).norm(2, 1).clamp_min(1e-12).reciprocal();
+  } else if (m == KnnMetric::kCosine) {
+    q = q / q.norm(2, 1, true).clamp_min(1e-12).expand_as(q);
+    kk = kk / kk.norm(2, 1, true).clamp_min(1e-12).expand_as(kk);
+  }
+  const bool l2 = m == KnnMetric::kL2;
+  const at::Tensor half_sq = l2 ? kk.to(at::kFloat).pow(2).sum(1).mul_(0.5) : at::Tensor();
+  const int64_t nq = q.size(0), nk = kk.size(0);
+  at::Tensor indices = at::empty({nq, k}, q.options().dtype(at::kLong));
+  at::Tensor scores = at::empty({nq, k}, q.options().dtype(at::kFloat));  // also the lists' ranks
+  at::Tensor votes = at::zeros({nq, num_classes}, q.options().dtype(at::kFloat));
+  if (nq == 0) return {indices, scores, votes};
+  const float* hs = half_sq.defined() ? half_sq.data_ptr<float>() : nullptr;
+  const float* iq = inv_qn.defined() ? inv_qn.data_ptr<float>() : nullptr;
+  const float* ik = inv_kn.defined() ? inv_kn.data_ptr<float>() : nullptr;
+  const int64_t budget = tile_elements > 0 ? tile_elements : kGemmTileElements;
+  const int64_t rows = chunk > 0 ? chunk : std::min(nq, kGemmMaxRows);
+  // a tile at least kBK keys wide; the select kernel offers partial kBK chunks as -inf past `width`
+  const int64_t cols = std::min(nk, std::max<int64_t>(knn_cuda::kBK, budget / std::min(rows, nq)));
+  SelectLists lists;
+  lists.segments = select_segments(std::min(rows, nq), cols);
+  // one segment: the lists' ranks are the scores output; several: knn_segment_merge_kernel writes it
+  lists.rank = lists.segments == 1 ? scores : at::empty({lists.segments, nq, k}, scores.options());
+  lists.index = at::empty({lists.segments, nq, k}, q.options().dtype(at::kInt));
+  lists.size = at::zeros({lists.segments, nq}, q.options().dtype(at::kInt));
+  for (int64_t r0 = 0; r0 < nq; r0 += rows) {
+    const at::Tensor qb = q.narrow(0, r0, std::min(rows, nq - r0));
+    for (int64_t c0 = 0; c0 < nk; c0 += cols) {
+      const at::Tensor s = gemm_scores(qb, kk.narrow(0, c0, std::min(cols, nk - c0)));
+      launch_select(s, r0, c0, cols, hs, iq, ik, exclude_self, k, lists, c0 + cols >= nk, indices);
+    }
+  }
+  if (lists.segments > 1) launch_merge(lists, k, scores, indices);
+  run_finish_kernel(q, kk, labels, l2, indices, scores, votes);
+  return {indices, scores, votes};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> knn_labels_gemm_cuda(
+    const at::Tensor& queries, const at::Tensor& keys, const at::Tensor& key_labels, int64_t k,
+    int64_t num_classes, c10::string_view metric, bool exclude_self, int64_t chunk) {
+  return knn_labels_gemm_tiles(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk, 0);
+}
 
 }  // namespace lnl

@@ -1,7 +1,8 @@
 """Backend selection shared by every op in ``lnl.ops`` (xformers' dispatch, reduced to three backends).
 
 Each op lists, for every backend, the reasons it cannot run the given inputs (an empty list means it
-can). ``"auto"`` takes the first backend in ``PRIORITY`` with no reasons and warns once per op and
+can). ``"auto"`` takes the first backend in the op's ``priority`` (``PRIORITY`` unless the op has
+kernel variants, such as kNN's ``cuda_gemm``) with no reasons and warns once per op and
 reason when that is the pure-PyTorch reference. Given the call (``Call``), a CUDA kernel must first
 pass its first-use check (``_verify``), and on large problems the runnable backends compete by
 measurement (``_tune``). A forced backend with reasons raises a ``ValueError`` that shows the inputs
@@ -20,13 +21,24 @@ from lnl import _ext
 from lnl.ops import _tune, _verify
 
 PRIORITY = ("cuda", "cpu", "reference")
+# Ops with more than one compiled kernel per device: their backends in static order, and each extra
+# backend's (lnl:: schema, device type), registered by the op's module.
+PRIORITIES: dict[str, tuple[str, ...]] = {}
+VARIANTS: dict[tuple[str, str], tuple[str, str]] = {}
 _WARNED: set[tuple[str, str]] = set()
 
 
+def priority(op: str) -> tuple[str, ...]:
+    """``op``'s backends in the order ``auto`` prefers them (without measurements)."""
+    return PRIORITIES.get(op, PRIORITY)
+
+
 def compiled_reasons(op: str, backend: str, device: torch.device) -> list[str]:
-    """Why the compiled ``backend`` ("cpu" or "cuda") of ``lnl::<op>`` cannot run on ``device``."""
+    """Why the compiled ``backend`` ("cpu", "cuda" or a variant in ``VARIANTS``) of ``lnl::<op>``
+    cannot run on ``device``."""
     if backend == "reference":
         return []
+    op, backend = VARIANTS.get((op, backend), (op, backend))
     if not _ext.available():
         return [f"extension lnl._C is not built ({_ext.load_error()})"]
     key = backend.upper()
@@ -110,21 +122,22 @@ def choose(
 
     Args:
         op: the op's name, for messages.
-        requested: "auto" or one of ``PRIORITY``.
-        reasons: for each backend in ``PRIORITY``, why it cannot run these inputs.
+        requested: "auto" or one of ``priority(op)``.
+        reasons: for each backend in ``priority(op)``, why it cannot run these inputs.
         inputs: ``describe(...)`` of the inputs, shown when a forced backend cannot run.
         call: for "auto": a CUDA kernel is used only once it passed its first-use check
             (``_verify``), and among several runnable backends a large problem takes the measured
-            fastest (``_tune``). Without it, the first runnable backend in ``PRIORITY``.
+            fastest (``_tune``). Without it, the first runnable backend in ``priority(op)``.
 
     Returns:
         The chosen backend name.
     """
+    order = tuple(b for b in priority(op) if b in reasons)  # the backends the caller weighed
     if requested == "auto":
         if call is not None and _tracing(call.device):
             call = None  # no checks or timings inside torch.compile or a CUDA graph capture
         if call is not None:
-            for backend in PRIORITY:
+            for backend in order:
                 failed = (
                     None
                     if reasons[backend]
@@ -134,13 +147,13 @@ def choose(
                     reasons[backend] = [
                         f"the {backend} kernel failed its first-use check ({failed})"
                     ]
-        runnable = [b for b in PRIORITY if not reasons[b]]
+        runnable = [b for b in order if not reasons[b]]
         chosen = (
             runnable[0]
             if call is None
             else _tune.pick(op, runnable, call.device, call.shape, call.work, call.run)
         )
-        skipped = [r for b in PRIORITY[: PRIORITY.index(chosen)] for r in reasons[b]]
+        skipped = [r for b in order[: order.index(chosen)] for r in reasons[b]]
         if (
             runnable[0] == "reference" and skipped
         ):  # not when measured faster than a runnable kernel
@@ -149,10 +162,8 @@ def choose(
                 _WARNED.add(key)
                 warnings.warn(f"lnl.ops.{op}: using the PyTorch reference because {key[1]}")
         return chosen
-    if requested not in PRIORITY:
-        raise ValueError(
-            f"{op}: unknown backend {requested!r}; expected 'auto' or one of {PRIORITY}"
-        )
+    if requested not in order:
+        raise ValueError(f"{op}: unknown backend {requested!r}; expected 'auto' or one of {order}")
     if reasons[requested]:
         raise ValueError(
             f"{op}: backend {requested!r} cannot run inputs [{inputs}]: "

@@ -6,7 +6,7 @@ call's own inputs and keeps the fastest; later calls of that bucket reuse the wi
 cached in ``$LNL_CACHE/autotune/<key>.json`` (default ``~/.cache/lnl``), one file per device name,
 torch version and build of ``lnl._C``, so a new GPU, torch or build measures again. A file that does
 not parse, belongs to another key or fails its checksum is ignored with a warning, never loaded.
-Small problems use the static rule: the first backend of ``_dispatch.PRIORITY`` that can run them.
+Small problems use the static rule: the first backend of the op's ``_dispatch.priority`` that can run them.
 
 ``LNL_AUTOTUNE``: unset measures on CUDA only (the CPU default stays the static rule: the compiled CPU
 kernels beat the reference at every size measured in RESULTS.md); ``1`` measures on the CPU too;

@@ -11,16 +11,27 @@ per sample from its neighbours' noisy labels plus its own (LRA-Diffusion
 
 Metrics: ``cosine`` and ``ip`` rank by similarity (descending); ``l2`` ranks by the Euclidean
 distance (ascending, as ``torch.cdist`` in the original's ``knn()``), and ``scores`` are distances.
-Validation reads every value (NaN/inf check), which synchronises with the device once per call.
+Validation reads every value (NaN/inf and label range checks). What depends on the key table (its
+values are finite, its labels in range, the l2 shift and the shifted copy of the keys, see
+``l2_shift``) is computed once per table and cached while the same tensor objects stay unchanged
+(``check_values``): a call with a known table synchronises with the device once (the queries'
+NaN/inf check), a call with a new table also once (every check fetched together), and a self-search
+(``knn_graph``, queries given as the keys) on a known table not at all. The compiled CUDA op itself
+never synchronises; ``auto``'s first-use check and measurements (once per process / shape bucket) do.
 
 Backends: ``cuda`` and ``cpu`` (the compiled kernels, exact) and ``reference`` (pure PyTorch, exact),
-picked by ``auto`` in that order; ``faiss`` (flat indexes: ``faiss.knn_gpu`` for CUDA inputs when the
-installed faiss has GPU support, else ``faiss.knn``) only when asked for: it is exact up to its own
-order among tied scores, and an optional dependency.
+picked by ``auto`` in that order. ``cuda_gemm`` (CUDA only: cuBLAS score tiles, then the tile
+kernel's running top-k; k <= 256, float32/float16/bfloat16; not for float32 while TF32 or bf16
+float32 matmuls are enabled, which would rank near-ties differently) is a candidate that ``auto``
+measures against ``cuda`` on large problems, and runs when forced. ``faiss`` (flat indexes:
+``faiss.knn_gpu`` for CUDA inputs when the installed faiss has GPU support, else ``faiss.knn``) runs
+only when asked for: it is exact up to its own order among tied scores, and an optional dependency.
 """
 
 from __future__ import annotations
 
+import weakref
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -30,6 +41,12 @@ from lnl import _ext
 from lnl.ops import _dispatch, _tune
 
 OP = "knn_labels"
+GEMM_OP = "knn_labels_gemm"  # the CUDA GEMM + select variant, backend "cuda_gemm"
+# "cuda_gemm" after the tile kernel: the static rule (small problems) keeps the tile kernel, and the
+# tuner measures both on large ones (see knn_cuda.cu's GEMM + select block for the design).
+_dispatch.PRIORITIES[OP] = ("cuda", "cuda_gemm", "cpu", "reference")
+_dispatch.VARIANTS[(OP, "cuda_gemm")] = (GEMM_OP, "cuda")
+_GEMM_MAX_K = 256  # the running lists' capacity (knn_kernels.cuh's kMaxFastK)
 METRICS = ("cosine", "ip", "l2")
 # Scores agree with the float64 oracle to float32 rounding of a dot product of unit vectors.
 ATOL = {torch.float32: 1e-5, torch.float64: 1e-10, torch.float16: 2e-3, torch.bfloat16: 1e-2}
@@ -46,6 +63,12 @@ class KnnResult(NamedTuple):
 
 def check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk) -> None:
     """Raise ``ValueError`` naming the first problem with the arguments of ``knn_labels``."""
+    check_arguments(queries, keys, key_labels, k, metric, exclude_self, chunk)
+    check_values(queries, keys, key_labels, num_classes)
+
+
+def check_arguments(queries, keys, key_labels, k, metric, exclude_self, chunk) -> None:
+    """The checks that read no tensor values (shapes, dtypes, k, metric): no synchronisation."""
     if queries.dim() != 2 or keys.dim() != 2:
         raise ValueError(
             f"queries and keys must be 2-D, got {tuple(queries.shape)} and {tuple(keys.shape)}"
@@ -75,14 +98,117 @@ def check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self
         )
     if chunk is not None and chunk < 1:
         raise ValueError(f"chunk must be a positive number of query rows, got {chunk}")
-    if key_labels.numel() and (int(key_labels.min()) < 0 or int(key_labels.max()) >= num_classes):
+
+
+# ---- per-table facts: checked (and the l2 shift computed) once per key table, not once per call ----
+# id(tensor) -> (weak reference, signature, facts). A table is "the same" while the very tensor object
+# is alive and its signature (storage address, offset, shape, strides, dtype, device and autograd's
+# version counter, which every in-place write through torch bumps) is unchanged. Writes that bypass
+# the version counter (``.data``, a NumPy or DLPack view) are not seen: clear_table_cache() after them.
+_KEY_TABLES: OrderedDict[int, tuple[weakref.ref, tuple, dict]] = OrderedDict()
+_MAX_KEY_TABLES = 8  # least recently used beyond this are dropped (each may hold a shifted copy)
+# Rows per block of the shift's float64 statistics: 16M elements (128 MB in float64) at a time.
+_STAT_ELEMENTS = 1 << 24
+
+
+def clear_table_cache() -> None:
+    """Forget every key table's checks and l2 shift (and free the shifted copies)."""
+    _KEY_TABLES.clear()
+
+
+def _signature(t: torch.Tensor) -> tuple:
+    return (
+        t.data_ptr(),
+        t.storage_offset(),
+        tuple(t.shape),
+        t.stride(),
+        t.dtype,
+        t.device,
+        t._version,
+    )
+
+
+def _facts(t: torch.Tensor) -> dict:
+    """The cached facts of tensor ``t`` (a fresh dict when it is new or changed since)."""
+    if t.is_inference() or torch.compiler.is_compiling():
+        return {}  # no version counter to trust (inference tensors) or nothing to keep (tracing)
+    key, sig = id(t), _signature(t)
+    entry = _KEY_TABLES.get(key)
+    if entry is not None and entry[0]() is t and entry[1] == sig:
+        _KEY_TABLES.move_to_end(key)
+        return entry[2]
+    facts: dict = {}
+    _KEY_TABLES[key] = (weakref.ref(t, lambda _, key=key: _KEY_TABLES.pop(key, None)), sig, facts)
+    _KEY_TABLES.move_to_end(key)
+    while len(_KEY_TABLES) > _MAX_KEY_TABLES:
+        _KEY_TABLES.popitem(last=False)
+    return facts
+
+
+def _fetch(scalars: dict[str, torch.Tensor]) -> dict[str, int]:
+    """Device scalars to host ints: one synchronisation per device involved (usually one)."""
+    by_device: dict[torch.device, list[str]] = {}
+    for name, t in scalars.items():
+        by_device.setdefault(t.device, []).append(name)
+    out = {}
+    for names in by_device.values():
+        values = torch.stack([scalars[n].to(torch.int64) for n in names]).tolist()
+        out.update(zip(names, values))
+    return out
+
+
+def check_values(queries, keys, key_labels, num_classes, want_shift: bool = False):
+    """Raise ``ValueError`` for NaN/inf inputs or labels outside [0, num_classes); with
+    ``want_shift``, return the keys' l2 shift (float64 Tensor[D], see ``l2_shift``) or None.
+
+    What depends on the keys (finite, their shift) and on the labels (range) is computed once per
+    table and cached (``_facts``); every device value needed by this call is fetched in one
+    synchronisation: the queries' NaN/inf check, plus a new table's facts. A call whose queries are
+    the keys (``knn_graph``) on a known table does not synchronise at all.
+    """
+    table, labels = _facts(keys), _facts(key_labels)
+    pending: dict[str, torch.Tensor] = {}
+    if queries is not keys:
+        pending["queries"] = torch.isfinite(queries).all()
+    if "finite" not in table:
+        pending["keys"] = _all_finite(keys)
+    if want_shift and "shift" not in table:
+        shift64 = _shift64(keys)
+        pending["shift"] = (shift64 != 0).any()
+    if "range" not in labels:
+        empty = key_labels.numel() == 0
+        pending["lo"] = key_labels.min() if not empty else key_labels.new_zeros(())
+        pending["hi"] = key_labels.max() if not empty else key_labels.new_zeros(())
+    got = _fetch(pending) if pending else {}
+    if "keys" in got:
+        table["finite"] = bool(got["keys"])
+    if "shift" in got and table["finite"]:
+        table["shift"] = shift64 if got["shift"] else None
+    if "lo" in got:
+        labels["range"] = None if key_labels.numel() == 0 else (got["lo"], got["hi"])
+    lo_hi = labels["range"]
+    if lo_hi is not None and (lo_hi[0] < 0 or lo_hi[1] >= num_classes):
         raise ValueError(
             f"key_labels must lie in [0, num_classes={num_classes}), got range "
-            f"[{int(key_labels.min())}, {int(key_labels.max())}]"
+            f"[{lo_hi[0]}, {lo_hi[1]}]"
         )
-    for name, t in (("queries", queries), ("keys", keys)):
-        if not bool(torch.isfinite(t).all()):
+    for name, ok in (("queries", got.get("queries", table["finite"])), ("keys", table["finite"])):
+        if not ok:
             raise ValueError(f"{name} contains NaN or inf")
+    return table.get("shift") if want_shift else None
+
+
+def _row_blocks(t: torch.Tensor):
+    rows = max(1, _STAT_ELEMENTS // max(t.shape[1], 1))
+    return (t[start : start + rows] for start in range(0, t.shape[0], rows))
+
+
+def _all_finite(t: torch.Tensor) -> torch.Tensor:
+    """A device bool: every value of ``t`` is finite (blocks of rows, no copy of the whole)."""
+    ok = torch.ones((), dtype=torch.bool, device=t.device)
+    for block in _row_blocks(t):
+        ok &= torch.isfinite(block).all()
+    return ok
 
 
 def _block_rows(chunk: int | None, n_keys: int) -> int:
@@ -135,19 +261,19 @@ def votes_from_indices(
     return votes.scatter_add_(1, labels, torch.ones_like(labels, dtype=torch.float32))
 
 
-if _ext.has_op(OP):
+def _knn_labels_fake(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk):
+    q = queries.shape[0]
+    score_dtype = torch.promote_types(torch.promote_types(queries.dtype, keys.dtype), torch.float32)
+    return (
+        queries.new_empty((q, k), dtype=torch.int64),
+        queries.new_empty((q, k), dtype=score_dtype),
+        queries.new_empty((q, num_classes), dtype=torch.float32),
+    )
 
-    @torch.library.register_fake(f"lnl::{OP}")
-    def _knn_labels_fake(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk):
-        q = queries.shape[0]
-        score_dtype = torch.promote_types(
-            torch.promote_types(queries.dtype, keys.dtype), torch.float32
-        )
-        return (
-            queries.new_empty((q, k), dtype=torch.int64),
-            queries.new_empty((q, k), dtype=score_dtype),
-            queries.new_empty((q, num_classes), dtype=torch.float32),
-        )
+
+for _name in (OP, GEMM_OP):
+    if _ext.has_op(_name):
+        torch.library.register_fake(f"lnl::{_name}")(_knn_labels_fake)
 
 
 def l2_shift(keys: torch.Tensor) -> torch.Tensor | None:
@@ -158,15 +284,39 @@ def l2_shift(keys: torch.Tensor) -> torch.Tensor | None:
     do not change when both sets move by the same vector, so both are moved near the keys' mean
     first. The shift is the mean rounded to a power-of-two grid no coarser than the keys' spread in
     that dimension: integer-valued data stay exact (their ties too), and a dimension whose mean is
-    within half a grid step of 0 is not moved.
+    within half a grid step of 0 is not moved. ``knn_labels`` computes it once per key table
+    (``check_values``); this function computes it afresh (one synchronisation).
     """
-    k64 = keys.double()
-    mean, spread = k64.mean(0), k64.std(0, correction=0)
+    shift = _shift64(keys)
+    return shift.to(keys.dtype) if bool((shift != 0).any()) else None
+
+
+def _shift64(keys: torch.Tensor) -> torch.Tensor:
+    """``l2_shift``'s float64 Tensor[D] (zeros: no shift), without a float64 copy of the table: its
+    mean and spread are two passes of float64 sums over blocks of rows, each block converted alone."""
+    n, d = keys.shape
+    total = torch.zeros(d, dtype=torch.float64, device=keys.device)
+    for block in _row_blocks(keys):
+        total += block.double().sum(0)
+    mean = total / max(n, 1)
+    squares = torch.zeros_like(total)
+    for block in _row_blocks(keys):
+        squares += (block.double() - mean).square_().sum(0)
+    spread = (squares / max(n, 1)).sqrt_()
     step = torch.exp2(torch.floor(torch.log2(spread.clamp_min(1e-300))))
-    shift = torch.where(spread > 0, torch.round(mean / step) * step, mean)
-    if not bool((shift != 0).any()):
-        return None
-    return shift.to(keys.dtype)
+    return torch.where(spread > 0, torch.round(mean / step) * step, mean)
+
+
+def _shifted(keys: torch.Tensor, work: torch.Tensor, shift64: torch.Tensor) -> torch.Tensor:
+    """``work - shift`` for the key table ``keys`` (``work``: the keys in the working dtype), kept with
+    the table's facts so that later calls with the same table reuse the copy."""
+    table = _facts(keys)
+    copy = table.get(("shifted", work.dtype))
+    if copy is None:
+        copy = work - shift64.to(work.dtype)
+        if "finite" in table:  # not cached where the facts are not (inference tensors, tracing)
+            table[("shifted", work.dtype)] = copy
+    return copy
 
 
 def knn_labels_faiss(
@@ -221,6 +371,35 @@ def not_supported_reasons(backend: str, queries, keys, key_labels, k, metric) ->
         reasons.append("queries, keys and key_labels are on different devices")
     if backend == "cpu" and queries.dtype not in (torch.float32, torch.float64):
         reasons.append(f"the CPU kernel takes float32/float64, got {queries.dtype}")
+    if backend == "cuda_gemm":
+        reasons += _gemm_reasons(queries.dtype, k)
+    return reasons
+
+
+def _fp32_matmul_reduced() -> bool:
+    """Whether cuBLAS may round float32 matmul inputs (TF32 or bf16)."""
+    precision = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+    if (
+        precision is not None
+    ):  # reflects both APIs; the legacy getters raise once the new one is used
+        return precision not in ("none", "ieee")
+    return (
+        torch.backends.cuda.matmul.allow_tf32 or torch.get_float32_matmul_precision() != "highest"
+    )
+
+
+def _gemm_reasons(dtype: torch.dtype, k: int) -> list[str]:
+    reasons = []
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        reasons.append(f"the GEMM path takes float32/float16/bfloat16, got {dtype}")
+    if k > _GEMM_MAX_K:
+        reasons.append(f"the GEMM path keeps at most k={_GEMM_MAX_K} neighbours, got k={k}")
+    if dtype == torch.float32 and _fp32_matmul_reduced():
+        reasons.append(
+            "float32 matmuls may use TF32/bf16 (torch.backends.cuda.matmul.fp32_precision, allow_tf32 "
+            "or set_float32_matmul_precision), which would rank near-ties differently from the exact "
+            "kernels"
+        )
     return reasons
 
 
@@ -237,7 +416,7 @@ def choose_backend(
     verify and measure, see ``_dispatch.choose``)."""
     reasons = {
         b: not_supported_reasons(b, queries, keys, key_labels, k, metric)
-        for b in _dispatch.PRIORITY
+        for b in _dispatch.priority(OP)
     }
     inputs = _dispatch.describe(queries=queries, keys=keys, key_labels=key_labels)
     return _dispatch.choose(OP, requested, reasons, inputs, call), reasons
@@ -266,17 +445,19 @@ def knn_labels(
         metric: "cosine" (inputs normalised once), "ip" or "l2" (Euclidean distance, ascending).
         exclude_self: query i never matches key i (self-kNN; needs Q == N).
         chunk: query rows per block; None picks a block of about 16M scores.
-        backend: "auto", "cuda", "cpu", "reference" (see ``choose_backend``) or "faiss" (only when
-            asked for; ties in faiss's order, see ``knn_labels_faiss``).
+        backend: "auto", "cuda", "cuda_gemm", "cpu", "reference" (see ``choose_backend`` and the
+            module docstring) or "faiss" (only when asked for; ties in faiss's order, see
+            ``knn_labels_faiss``).
 
     Returns:
         KnnResult(indices Tensor[Q, k] int64, scores Tensor[Q, k], votes Tensor[Q, C] float32),
         best first, ties broken by the lower key index.
     """
-    check_inputs(queries, keys, key_labels, k, num_classes, metric, exclude_self, chunk)
-    if (
-        queries.dtype != keys.dtype
-    ):  # float32 queries, float64 keys: both in the wider type, as the reference
+    check_arguments(queries, keys, key_labels, k, metric, exclude_self, chunk)
+    want_shift = metric == "l2" and backend != "reference"  # the reference needs none
+    shift64 = check_values(queries, keys, key_labels, num_classes, want_shift)
+    table, self_search = keys, queries is keys
+    if queries.dtype != keys.dtype:  # float32 queries, float64 keys: both in the wider type
         dtype = torch.promote_types(queries.dtype, keys.dtype)
         queries, keys = queries.to(dtype), keys.to(dtype)
     if backend == "faiss":
@@ -308,14 +489,15 @@ def knn_labels(
             exclude_self=exclude_self,
             chunk=chunk,
         )
-    shift = l2_shift(keys) if metric == "l2" else None
-    if shift is not None:
-        queries, keys = (keys - shift,) * 2 if queries is keys else (queries - shift, keys - shift)
+    if shift64 is not None:
+        keys = _shifted(table, keys, shift64)
+        queries = keys if self_search else queries - shift64.to(queries.dtype)
     if chosen == "faiss":
         return knn_labels_faiss(
             queries, keys, key_labels, k, num_classes, metric=metric, exclude_self=exclude_self
         )
-    out = torch.ops.lnl.knn_labels(
+    op = torch.ops.lnl.knn_labels_gemm if chosen == "cuda_gemm" else torch.ops.lnl.knn_labels
+    out = op(
         queries.contiguous(),
         keys.contiguous(),
         key_labels.contiguous().long(),

@@ -322,6 +322,116 @@ def test_knn_launch_overrides_must_be_counts(emu, monkeypatch):
         emu.knn_labels(x, x, torch.zeros(40, dtype=torch.long), 3, 1, "ip", False, 0)
 
 
+# The GEMM + select variant (lnl::knn_labels_gemm): (Q, N, D, k, exclude_self, rows per query block
+# (chunk, 0 = automatic), scores per GEMM tile (0 = the default: one tile here)).
+KNN_GEMM_CASES = [
+    (5, 100, 8, 5, False, 0, 0),  # one tile; its last 64-column chunk partial
+    (70, 70, 4, 69, True, 16, 16 * 64),  # k = N - 1, 5 query blocks (the last partial), 2 key tiles
+    (20, 300, 16, 256, False, 7, 7 * 100),  # the largest k, 3 blocks x 3 tiles of 100 keys
+    (33, 130, 3, 1, True, 0, 33 * 50),  # k = 1, tiles of 64 keys (the minimum), the last partial
+    (35, 2000, 37, 200, False, 0, 35 * 333),  # 7 tiles of 333 keys through full lists of 200
+]
+
+
+def _knn_gemm_inputs(q, n, d, c, exclude, dtype=torch.float32):
+    keys = _int_points(n, d, seed=n + d)
+    queries = keys if exclude else _int_points(q, d, seed=q)
+    labels = torch.randint(0, c, (n,), generator=torch.Generator().manual_seed(1))
+    return queries.to(dtype), keys.to(dtype), labels
+
+
+@pytest.fixture(params=[1, 132], ids=["one segment", "segments"])
+def select_sms(request, emu):
+    """The emulated SM count: 132 splits each key tile among several select warps per row (few query
+    rows), whose lists knn_segment_merge_kernel joins; 1 keeps one list per row."""
+    emu.set_device(request.param, H100[1])
+    yield request.param
+    emu.set_device(*H100)
+
+
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+@pytest.mark.parametrize("q,n,d,k,exclude,chunk,tile", KNN_GEMM_CASES)
+def test_knn_gemm_fp32_equals_cpu_kernel(emu, select_sms, metric, q, n, d, k, exclude, chunk, tile):
+    queries, keys, labels = _knn_gemm_inputs(q, n, d, 7, exclude)
+    emu.launches()
+    got = emu.knn_labels_gemm(queries, keys, labels, k, 7, metric, exclude, chunk, tile)
+    launches = emu.launches()
+    q = queries.shape[0]  # N with exclude_self
+    rows = min(chunk or q, q)
+    cols = min(n, max(64, tile // rows)) if tile else n
+    segments = max(1, min(32, math.ceil(select_sms * 16 / rows), math.ceil(cols / 64)))
+    # one select launch per (query block, key tile): 8 warps, each a list of k and a 64-wide chunk
+    select = [launch for launch in launches if launch[1:3] == [8 * 32, 8 * (8 * k + 4 * 64)]]
+    assert len(select) == math.ceil(q / rows) * math.ceil(n / cols)
+    assert select[0][0] == math.ceil(rows / 8) * segments
+    no_smem = [launch for launch in launches if launch[1:3] == [256, 0]]
+    assert len(no_smem) == 1 + (segments > 1)  # the finish kernel, and the merge of the segments
+    want = torch.ops.lnl.knn_labels(queries, keys, labels, k, 7, metric, exclude, 0)
+    counts = torch.stack([torch.bincount(labels[row], minlength=7) for row in got[0]]).float()
+    assert torch.equal(got[2], counts), "votes"
+    if metric == "cosine":
+        # normalised integers tie only up to rounding, which a GEMM orders its own way: each returned
+        # neighbour's float64 cosine must equal the kernel's score at its place (a near-tie swap at most)
+        unit = lambda t: F.normalize(t.double())  # noqa: E731
+        true = (unit(queries)[:, None, :] * unit(keys)[got[0]]).sum(-1)
+        torch.testing.assert_close(true, want[1].double(), rtol=0, atol=1e-6)
+        torch.testing.assert_close(got[1], want[1], rtol=0, atol=1e-6)
+        assert all(len(set(row.tolist())) == k for row in got[0])
+        return
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("metric", ["ip", "cosine", "l2"])
+@pytest.mark.parametrize("q,n,d,k,exclude,chunk,tile", KNN_GEMM_CASES[1:4])
+def test_knn_gemm_16bit_exact_on_integers(emu, dtype, metric, q, n, d, k, exclude, chunk, tile):
+    """16-bit GEMM with fp32 accumulation: integer dots are exact, so the ranks equal the float32 CPU
+    kernel's (ip, l2) and the tile kernel's (cosine: both scale the raw dot by the two inverse norms)."""
+    queries, keys, labels = _knn_gemm_inputs(q, n, d, 7, exclude, dtype)
+    got = emu.knn_labels_gemm(queries, keys, labels, k, 7, metric, exclude, chunk, tile)
+    if metric == "cosine":
+        want = emu.knn_labels(queries, keys, labels, k, 7, metric, exclude, 0)
+    else:
+        want = torch.ops.lnl.knn_labels(
+            queries.float(), keys.float(), labels, k, 7, metric, exclude, 0
+        )
+    assert all(torch.equal(a, b) for a, b in zip(got, want))
+
+
+def test_knn_gemm_refuses_what_it_cannot_rank_exactly(emu):
+    x, labels = _int_points(40, 8, seed=9), torch.arange(40) % 3
+    with pytest.raises(RuntimeError, match="k=257 must be at most 256"):
+        emu.knn_labels_gemm(
+            torch.zeros(300, 8),
+            torch.zeros(300, 8),
+            torch.zeros(300, dtype=torch.long),
+            257,
+            1,
+            "ip",
+            False,
+            0,
+        )
+    with pytest.raises(RuntimeError, match="float32/float16/bfloat16, got Double"):
+        emu.knn_labels_gemm(x.double(), x.double(), labels, 3, 3, "ip", False, 0)
+    matmul = torch.backends.cuda.matmul
+    previous = matmul.fp32_precision
+    for enable in (
+        lambda: setattr(matmul, "allow_tf32", True),
+        lambda: setattr(matmul, "fp32_precision", "tf32"),
+    ):
+        enable()
+        try:
+            with pytest.raises(RuntimeError, match="TF32"):
+                emu.knn_labels_gemm(x, x, labels, 3, 3, "ip", False, 0)
+            got = emu.knn_labels_gemm(x.half(), x.half(), labels, 3, 3, "ip", False, 0)  # runs
+            assert torch.equal(
+                got[0], torch.ops.lnl.knn_labels(x, x, labels, 3, 3, "ip", False, 0)[0]
+            )
+        finally:
+            matmul.fp32_precision = previous
+    assert torch.equal(emu.knn_labels_gemm(x, x, labels, 3, 3, "ip", False, 0)[0], got[0])
+
+
 # ------------------------------------------------------------------------------------------ GMM
 def _mixtures(g, n, d, dtype, seed):
     """g ragged 2-cluster problems padded to n points (padding is garbage, which must be ignored)."""

@@ -235,3 +235,112 @@ def test_bad_input_raises_value_error(bad, match):
     kwargs.update(bad)
     with pytest.raises(ValueError, match=match):
         knn.knn_labels(**kwargs)
+
+
+# ---- the key table's checks and l2 shift, once per table ----
+
+
+def _old_l2_shift(keys):
+    """The shift as first written: statistics of a float64 copy of the whole table."""
+    k64 = keys.double()
+    mean, spread = k64.mean(0), k64.std(0, correction=0)
+    step = torch.exp2(torch.floor(torch.log2(spread.clamp_min(1e-300))))
+    return torch.where(spread > 0, torch.round(mean / step) * step, mean)
+
+
+def _counted(monkeypatch):
+    """Counts of the table statistics computed and of the synchronisations (``knn._fetch``)."""
+    counts = {"stats": 0, "fetch": 0}
+    shift64, fetch = knn._shift64, knn._fetch
+
+    def counted_shift(keys):
+        counts["stats"] += 1
+        return shift64(keys)
+
+    def counted_fetch(scalars):
+        counts["fetch"] += 1
+        return fetch(scalars)
+
+    monkeypatch.setattr(knn, "_shift64", counted_shift)
+    monkeypatch.setattr(knn, "_fetch", counted_fetch)
+    return counts
+
+
+@pytest.fixture
+def few_stat_rows(monkeypatch):
+    """Blocks of 7 rows (of 9 dimensions) in the shift's statistics: several blocks, a partial last."""
+    monkeypatch.setattr(knn, "_STAT_ELEMENTS", 63)
+    knn.clear_table_cache()
+    yield
+    knn.clear_table_cache()
+
+
+def test_blockwise_shift_equals_the_float64_copy(few_stat_rows):
+    g = torch.Generator().manual_seed(1)
+    for keys in (
+        torch.randn(200, 9, generator=g) * torch.rand(9, generator=g) * 10 + 1000,
+        torch.randint(-3, 4, (101, 9), generator=g).float() + 500.0,
+        torch.randn(50, 9, generator=g, dtype=torch.float64).exp() * 1e6,
+    ):
+        assert torch.equal(knn._shift64(keys), _old_l2_shift(keys))
+
+
+@pytest.mark.parametrize("backend", ["cpu", "faiss"])
+def test_a_known_key_table_is_checked_once_and_syncs_once(monkeypatch, few_stat_rows, backend):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    elif not _ext.has_kernel("knn_labels", "CPU"):
+        pytest.skip("no cpu kernel")
+    g = torch.Generator().manual_seed(2)
+    keys, labels = torch.randn(300, 9, generator=g) + 1000, torch.randint(0, 7, (300,), generator=g)
+    queries = [torch.randn(20, 9, generator=g) + 1000 for _ in range(3)]
+    counts = _counted(monkeypatch)
+    got = [knn.knn_labels(q, keys, labels, 5, 7, metric="l2", backend=backend) for q in queries]
+    assert counts == {"stats": 1, "fetch": 3}  # one synchronisation per call, statistics once
+    knn.knn_graph(keys, labels, 5, num_classes=7, metric="l2", backend=backend)
+    assert counts == {"stats": 1, "fetch": 3}  # a self-search on a known table: none at all
+    knn.clear_table_cache()
+    for q, out in zip(queries, got):  # the cached path returns what an uncached call returns
+        fresh = knn.knn_labels(q, keys.clone(), labels, 5, 7, metric="l2", backend=backend)
+        assert all(torch.equal(a, b) for a, b in zip(out, fresh))
+        ref = knn.knn_labels(
+            q.double(), keys.double(), labels, 5, 7, metric="l2", backend="reference"
+        )
+        assert torch.equal(out.indices, ref.indices)
+
+
+@pytest.mark.skipif(not _ext.has_kernel("knn_labels", "CPU"), reason="no cpu kernel")
+def test_the_shifted_key_copy_is_made_once_per_table(monkeypatch, few_stat_rows):
+    seen = []
+    op = torch.ops.lnl.knn_labels
+    monkeypatch.setattr(
+        torch.ops.lnl, "knn_labels", lambda q, kk, *a: seen.append(kk) or op(q, kk, *a)
+    )
+    keys = torch.randn(100, 9, generator=torch.Generator().manual_seed(3)) + 1000
+    labels = torch.arange(100) % 7
+    for _ in range(2):
+        knn.knn_labels(keys[:10] + 0.5, keys, labels, 3, 7, metric="l2", backend="cpu")
+    assert seen[0] is seen[1] and seen[0] is not keys
+    torch.testing.assert_close(seen[0] + knn.l2_shift(keys), keys, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("change", ["nan key", "label out of range", "moved in place"])
+def test_an_in_place_change_of_a_known_table_is_checked_again(few_stat_rows, change):
+    g = torch.Generator().manual_seed(4)
+    keys, labels = torch.randn(60, 9, generator=g) + 100, torch.randint(0, 5, (60,), generator=g)
+    q = torch.randn(8, 9, generator=g) + 100
+    before = knn.knn_labels(q, keys, labels, 3, 5, metric="l2")
+    if change == "nan key":
+        keys[17, 4] = float("nan")
+        with pytest.raises(ValueError, match="keys contains NaN or inf"):
+            knn.knn_labels(q, keys, labels, 3, 5, metric="l2")
+        with pytest.raises(ValueError, match="queries contains NaN or inf"):
+            knn.knn_graph(keys, labels, 3, num_classes=5, metric="l2")
+    elif change == "label out of range":
+        labels[9] = 5
+        with pytest.raises(ValueError, match=r"got range \[0, 5\]"):
+            knn.knn_labels(q, keys, labels, 3, 5, metric="l2")
+    else:  # moved far away in place: a new shift, the same neighbours
+        keys.add_(1e4)
+        got = knn.knn_labels(q + 1e4, keys, labels, 3, 5, metric="l2")
+        assert torch.equal(got.indices, before.indices)

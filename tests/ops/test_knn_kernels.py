@@ -314,3 +314,56 @@ def test_cuda_half_precision_recall(dtype):
     )
     assert hits / same.indices.numel() >= 0.999
     torch.testing.assert_close(low.scores.cpu(), same.scores, atol=1e-4, rtol=1e-4)
+
+
+needs_gemm_kernel = pytest.mark.skipif(
+    not (torch.cuda.is_available() and _ext.has_kernel("knn_labels_gemm", "CUDA")),
+    reason="needs a GPU and the CUDA kernel of lnl::knn_labels_gemm",
+)
+
+
+@pytest.mark.cuda
+@needs_gemm_kernel
+def test_opcheck_cuda_gemm():
+    for args in sample_inputs("cuda"):
+        torch.library.opcheck(torch.ops.lnl.knn_labels_gemm.default, args)
+
+
+@pytest.mark.cuda
+@needs_gemm_kernel
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize("shape", [(300, 4099, 96, 256, False), (1000, 1000, 768, 10, True)])
+def test_cuda_gemm_matches_float64_oracle(shape, metric):
+    """cuBLAS score tiles + the running top-k (fp32 GEMM: TF32 off, as by default)."""
+    nq, n, d, k, exclude_self = shape
+    g = torch.Generator().manual_seed(8)
+    keys = torch.randn(n, d, generator=g)
+    queries = keys if exclude_self else torch.randn(nq, d, generator=g)
+    labels = torch.randint(0, 1000, (n,), generator=g)
+    out = knn_labels(
+        queries.cuda(),
+        keys.cuda(),
+        labels.cuda(),
+        k,
+        1000,
+        metric=metric,
+        exclude_self=exclude_self,
+        backend="cuda_gemm",
+    )
+    s = oracle_scores(queries, keys, metric, exclude_self)
+    assert_matches_oracle(out.indices, out.scores, s, k, metric, 5e-5)
+    assert_votes(out.indices, out.votes, labels, 1000)
+
+
+@pytest.mark.cuda
+@needs_gemm_kernel
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
+def test_cuda_gemm_equals_the_tile_kernel_on_integers(dtype):
+    g = torch.Generator().manual_seed(3)
+    base = torch.randint(-3, 4, (40, 72), generator=g).float()
+    keys = base[torch.randint(0, 40, (5003,), generator=g)].to("cuda", dtype)
+    labels = torch.randint(0, 2, (5003,), generator=g).cuda()
+    for k in (1, 64, 256):
+        args = (keys[:300], keys, labels, k, 2, "l2", False, 0)
+        got, want = torch.ops.lnl.knn_labels_gemm(*args), torch.ops.lnl.knn_labels(*args)
+        assert all(torch.equal(a, b) for a, b in zip(got, want)), k

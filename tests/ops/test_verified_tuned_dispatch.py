@@ -298,3 +298,85 @@ def test_a_candidate_out_of_memory_loses(monkeypatch):
     monkeypatch.setattr(_tune, "time_candidate", fake)
     order = ["reference", "cpu"]  # the failing one first: it would win ties
     assert _tune.pick("plr_loss", order, CPU, "s1", _tune.MIN_WORK, None) == "cpu"
+
+
+# ---- kNN's GEMM + select variant (backend "cuda_gemm"), a candidate after the tile kernel ----
+
+
+def test_the_tuner_can_pick_the_gemm_variant(monkeypatch):
+    monkeypatch.setenv("LNL_AUTOTUNE", "1")
+    monkeypatch.setenv(
+        "LNL_VERIFY", "0"
+    )  # the CUDA kernels cannot run their checks on this machine
+    measured = _fake_timings(monkeypatch, {"cuda": 2.0, "cuda_gemm": 1.0, "reference": 3.0})
+    reasons = {"cuda": [], "cuda_gemm": [], "cpu": ["not this one"], "reference": []}
+    big = _dispatch.Call(CPU, torch.float32, "s1", _tune.MIN_WORK, lambda b: None)
+    assert _dispatch.choose("knn_labels", "auto", dict(reasons), "q", big) == "cuda_gemm"
+    assert measured == ["cuda", "cuda_gemm", "reference"]  # in the op's priority order
+    winners = _tune._TABLES[str(_tune.cache_path(_tune.cache_key(CPU)))]
+    assert winners == {"knn_labels|s1|cuda/cuda_gemm/reference": "cuda_gemm"}
+    small = big._replace(shape="s2", work=_tune.MIN_WORK - 1)
+    assert _dispatch.choose("knn_labels", "auto", dict(reasons), "q", small) == "cuda"
+    # other ops keep their three backends
+    assert _dispatch.priority("gmm_em") == _dispatch.PRIORITY
+
+
+def test_a_failed_gemm_check_leaves_the_tile_kernel(monkeypatch):
+    monkeypatch.setattr(
+        _verify, "_RESULTS", {("knn_labels", "cuda_gemm", "cpu", torch.float32): "bad"}
+    )
+    monkeypatch.setattr(_verify, "VERIFIED", ("cuda_gemm",))
+    reasons = {"cuda": ["no GPU"], "cuda_gemm": [], "cpu": [], "reference": []}
+    call = _dispatch.Call(CPU, torch.float32, "s", 0, lambda b: None)
+    assert _dispatch.choose("knn_labels", "auto", reasons, "q", call) == "cpu"
+    assert "cuda_gemm kernel failed its first-use check (bad)" in reasons["cuda_gemm"][0]
+
+
+def test_gemm_variant_reasons(monkeypatch):
+    x, y = _points()
+    reasons = knn.choose_backend(x, x, y, 5)[1]
+    assert any("lnl::knn_labels_gemm" in r or "not cuda" in r for r in reasons["cuda_gemm"])
+    assert "float32/float16/bfloat16, got torch.float64" in " ".join(
+        knn.not_supported_reasons("cuda_gemm", x.double(), x.double(), y, 5, "ip")
+    )
+    assert "at most k=256" in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 257, "ip"))
+    matmul = torch.backends.cuda.matmul  # properties: monkeypatch cannot set them
+    previous = matmul.fp32_precision
+    for setting in ("legacy", "new", "precision"):
+        if setting == "legacy":
+            matmul.allow_tf32 = True
+        elif setting == "new":
+            matmul.fp32_precision = "tf32"
+        else:
+            torch.set_float32_matmul_precision("medium")
+        try:
+            assert "TF32" in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 5, "ip"))
+            half = knn.not_supported_reasons("cuda_gemm", x.half(), x.half(), y, 5, "ip")
+            assert "TF32" not in " ".join(half)
+        finally:
+            matmul.fp32_precision = previous
+    assert "TF32" not in " ".join(knn.not_supported_reasons("cuda_gemm", x, x, y, 5, "ip"))
+    with pytest.raises(ValueError, match="backend 'cuda_gemm' cannot run inputs"):
+        knn_labels(x, x, y, 5, 4, backend="cuda_gemm")
+
+
+@needs_cpu_kernels
+@pytest.mark.parametrize("metric", ["ip", "l2"])
+def test_the_gemm_backend_runs_the_gemm_op_on_the_shifted_inputs(monkeypatch, metric):
+    """The face's wiring, with the compiled CPU kernel standing in for lnl::knn_labels_gemm."""
+    calls = []
+
+    def stand_in(*args):
+        calls.append(args)
+        return torch.ops.lnl.knn_labels(*args)
+
+    monkeypatch.setattr(torch.ops.lnl, "knn_labels_gemm", stand_in, raising=False)
+    monkeypatch.setattr(
+        knn, "not_supported_reasons", lambda b, *a: ["no GPU"] if b == "cuda" else []
+    )
+    x, y = _points()
+    x = x + 1000  # far from the origin: l2 runs on shifted copies
+    got = knn_labels(x[:7], x, y, 5, 4, metric=metric, backend="cuda_gemm")
+    want = knn_labels(x[:7].double(), x.double(), y, 5, 4, metric=metric, backend="reference")
+    assert len(calls) == 1 and torch.equal(got.indices, want.indices)
+    assert bool(calls[0][1].mean() < 10) is (metric == "l2")  # the keys as the op saw them

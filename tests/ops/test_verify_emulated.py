@@ -107,3 +107,52 @@ def test_the_plr_check_runs_the_emulated_backward(emulated, monkeypatch, dtype):
     )
     monkeypatch.setattr(torch.ops.lnl, "plr_loss", lambda *args: EmulatedPlr.apply(wrong, *args))
     assert "in the gradient" in _verify.CHECKS["plr_loss"]("cpu", CPU, dtype)
+
+
+@pytest.fixture
+def emulated_gemm(emulated, monkeypatch):
+    """Backend "cuda_gemm" runs the emulated lnl::knn_labels_gemm (its reasons emptied here)."""
+    monkeypatch.setattr(torch.ops.lnl, "knn_labels_gemm", emulated.knn_labels_gemm, raising=False)
+    patched = knn.not_supported_reasons
+    monkeypatch.setattr(
+        knn,
+        "not_supported_reasons",
+        lambda backend, *a, _o=patched: [] if backend == "cuda_gemm" else _o(backend, *a),
+    )
+    return emulated
+
+
+def test_the_knn_check_passes_the_emulated_gemm_variant(emulated_gemm):
+    for dtype in (torch.float32, torch.float16, torch.bfloat16):
+        assert _verify.CHECKS["knn_labels"]("cuda_gemm", CPU, dtype) is None, dtype
+    g = torch.Generator().manual_seed(1)  # l2 far from the origin: the face shifts both sets first
+    keys, labels = (
+        torch.randn(300, 16, generator=g) + 1000,
+        torch.randint(0, 7, (300,), generator=g),
+    )
+    queries = torch.randn(20, 16, generator=g) + 1000
+    got = knn_labels(queries, keys, labels, 10, 7, metric="l2", backend="cuda_gemm")
+    want = knn_labels(
+        queries.double(), keys.double(), labels, 10, 7, metric="l2", backend="reference"
+    )
+    assert torch.equal(got.indices, want.indices) and torch.equal(got.votes, want.votes)
+
+
+def test_a_wrong_emulated_gemm_variant_is_caught_and_skipped(emulated_gemm, monkeypatch):
+    right = emulated_gemm.knn_labels_gemm
+    monkeypatch.setattr(
+        torch.ops.lnl,
+        "knn_labels_gemm",
+        lambda q, k, lab, kk, c, metric, *rest: right(
+            q, k, lab, kk, c, "cosine" if metric == "ip" else metric, *rest
+        ),
+    )
+    monkeypatch.setattr(_verify, "VERIFIED", ("cpu", "cuda_gemm"))
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(-3, 4, (50, 6), generator=g).float(), torch.arange(50) % 4
+    with pytest.warns(UserWarning, match="cuda_gemm kernel .* disagrees"):
+        got = knn_labels(x, x, y, 5, 4, metric="ip")
+    want = knn_labels(x, x, y, 5, 4, metric="ip", backend="reference")
+    assert torch.equal(got.indices, want.indices)
+    assert _verify._RESULTS[("knn_labels", "cuda_gemm", "cpu", torch.float32)]
+    assert _verify._RESULTS[("knn_labels", "cpu", "cpu", torch.float32)] is None  # cpu ran instead

@@ -1,7 +1,7 @@
 """Mutation check of the CUDA emulation: does deleting one barrier make an emulation test fail?
 
 The mutations: each ``__syncthreads()``, ``__syncwarp()``, ``cluster.sync()`` and ``grid.sync()`` of
-``csrc/*/*_cuda.cu`` and ``csrc/*/*_kernels.cuh`` (comments aside) deleted, one at a time; then each
+``csrc/*/*_cuda.cu`` and ``csrc/*/*.cuh`` (comments aside) deleted, one at a time; then each
 warp shuffle's and ``__ballot_sync``'s mask made partial (lane 31 left out, though it still calls).
 
 One build serves them all: a scratch copy of csrc/ has every site wrapped in a switch on
@@ -77,7 +77,7 @@ def sources(csrc: Path = CSRC) -> list[Path]:
     return sorted(
         p
         for op in OPS
-        for p in (*(csrc / op).glob("*_cuda.cu"), *(csrc / op).glob("*_kernels.cuh"))
+        for p in (*(csrc / op).glob("*_cuda.cu"), *(csrc / op).glob("*.cuh"))
     )
 
 
