@@ -10,24 +10,34 @@
 // each thread's per-component arrays (responsibilities, log-densities, the EM statistics, k-means'
 // per-cluster sums and k-means++ trials) are indexed only inside loops over a compile-time bound that
 // unroll, so they live in registers. Indexed by a runtime K they lived in local memory (ptxas for
-// sm_90 reported 200-340 byte stack frames and spills, a local-memory round trip per point and
+// sm_90 reported 208-336 byte stack frames and spills, a local-memory round trip per point and
 // component). KT = 2 (DivideMix, PLReMix) sizes them for 2 components; the generic kernels size
-// them for kMaxK and guard each component with k < K.
+// them for kMaxK and guard each component with k < K (float64 with D = 2 still spills ~120 bytes
+// there: 4 components' statistics and fp64 E-step at the 128 registers 512 threads allow).
+// __launch_bounds__(kThreads, 1): left to itself ptxas fitted some kernels (the float32 D = 1 EM,
+// k-means) in 64 registers, two blocks per SM, and spilled; with one block per SM they keep
+// everything in 72-128 registers. The methods' fits are one problem per launch (a block, cluster or
+// grid per problem), where a second resident block would have no work; many small problems in one
+// launch (bench_gmm.py's 1000 per-class fits) lose the second block per SM on those kernels.
 //
 // The E-step runs in the input's precision: a float32 input's log-densities, responsibilities and
 // log-likelihood per point are fp32 (Components<float>), then added to the float64 statistics
 // (the products r (x - shift) are exact in float64; the M-step is float64). FP64 runs at 1/64 of
 // FP32's rate on consumer and workstation GPUs (sm_86, sm_89, sm_120; 1/2 on sm_80 / sm_90), and
 // the fp64 E-step (an exp per extra component, a log and a division per point) was most of a pass's
-// FP64 work; what stays FP64 is 6 adds/FMAs per component and point, and one add for the bound.
+// FP64 work; what stays FP64 is the sums: 8 adds/multiplies/FMAs per component and point (4 for
+// D = 1), z = x - shift and one add for the bound.
 // float64 inputs keep an fp64 E-step (the CPU kernel's to ~1e-15; the op promises 1e-9 for them).
-// Measured (CPU emulation against the float64 CPU kernel, tests/ops/test_cuda_emulation.py),
-// the fp32 E-step moves float32 results by at most ~1e-6 (resp, means, covariances, bound): the
-// op's float32 tolerance is 1e-5. n_iter can differ from the fp64 kernels only when a step's
-// |change of the lower bound| is within ~1e-6 of tol (the bound's fp32 rounding; sklearn's float32
-// fit has the same sensitivity). With nvcc's --use_fast_math, expf is __expf (a few ulp for the
-// exponents that matter) and 1/x an approximate reciprocal; the bound uses log1pf(sum - 1) (full
-// precision). The emulation runs the host's expf, so these few-ulp differences are not in its runs.
+// Measured in the CPU emulation against the CPU kernel's float64 E-step on the same float32 data
+// (DivideMix's CIFAR-10 losses, 5 snapshots x D 1, 2 x DivideMix's and sklearn's default settings;
+// synthetic losses; K = 3, 4 blobs; 31 fits): responsibilities differ by at most 1.6e-6, weights,
+// means, covariances and the bound by at most 2.4e-7 (their float32 rounding), n_iter and converged
+// never. The op's float32 tolerance is 1e-5. n_iter can differ from the float64 E-step's only when
+// a step's |change of the lower bound| lies within the bound's fp32 error (~1e-7 x |bound|) of tol;
+// sklearn's own float32 fit has that sensitivity too. nvcc's --use_fast_math makes expf __expf (a few
+// ulp for the exponents that matter) and 1/x an approximate reciprocal; the bound takes log1pf of
+// the other components' sum (full precision). The emulation runs the host's expf, so the GPU's
+// differences are a few ulp larger than the emulation's.
 #pragma once
 #include <cooperative_groups.h>
 #include <cuda_runtime.h>
@@ -425,7 +435,7 @@ __device__ void store_outputs(const EmArgs<scalar_t>& a, int64_t g, int K, const
 
 // Small problems: one team runs one problem's whole EM (init M-step, iterations, final E-step).
 template <typename scalar_t, int D, int KT, int Kind>
-__global__ void __launch_bounds__(kThreads) em_team_kernel(EmArgs<scalar_t> a, int grid_blocks, double* global_xch) {
+__global__ void __launch_bounds__(kThreads, 1) em_team_kernel(EmArgs<scalar_t> a, int grid_blocks, double* global_xch) {
   constexpr int KS = slots(KT), NS = em_stats(KT);
   __shared__ gmm::Model model;
   __shared__ Components<scalar_t> comps;
@@ -575,9 +585,10 @@ __device__ void kmeanspp(Team<Kind>& team, const scalar_t* x, int64_t n, int K, 
     team_sum(team, pots, smem, xch);
     if (tid == 0) {
       int best = 0;
+      double least = pots[0];  // not pots[best]: a runtime index would put pots in local memory
 #pragma unroll
       for (int t = 1; t < TS; ++t)
-        if (t < trials && pots[t] < pots[best]) best = t;
+        if (t < trials && pots[t] < least) best = t, least = pots[t];
 #pragma unroll
       for (int t = 0; t < TS; ++t)
         if (t == best) c[cc][0] = cx[t][0], c[cc][1] = cx[t][1];
@@ -623,7 +634,7 @@ __device__ void lloyd(Team<Kind>& team, const scalar_t* x, int64_t n, int K, con
 // sklearn's KMeans(K, n_init=1) for one problem per team: k-means++, then Lloyd until labels stop
 // changing or the total squared centre shift is <= 1e-4 * mean feature variance (300 at most).
 template <typename scalar_t, int D, int KT, int Kind>
-__global__ void __launch_bounds__(kThreads) kmeans_team_kernel(const scalar_t* X, const int64_t* lengths,
+__global__ void __launch_bounds__(kThreads, 1) kmeans_team_kernel(const scalar_t* X, const int64_t* lengths,
                                                                const double* uniforms, int64_t ustride,
                                                                int64_t* labels_all, int64_t N, int k_arg,
                                                                int grid_blocks, double* global_xch) {
