@@ -395,13 +395,10 @@ __device__ bool load_given(const EmArgs<scalar_t>& a, int64_t g, int K, gmm::Mod
 
 // Thread 0: the M-step from the team's sums and shift in shared memory (m_step indexes the sums by the
 // runtime K, which would put a register array in local memory), and the E-step's copy of the new
-// model. Not inlined: inlined, its float64 divisions' slow-path calls made ptxas spill the EM loop's
-// registers (sm_90); its arguments are scalars and pointers to shared memory, so the call puts
-// nothing of the caller's on the stack.
+// model.
 template <typename T>
-__device__ __attribute__((noinline)) bool update_model(const double* totals, const double* shift, int K, int D,
-                                                       double n, double reg, double eps10, bool initial,
-                                                       gmm::Model& m, Components<T>& comps) {
+__device__ bool update_model(const double* totals, const double* shift, int K, int D, double n, double reg,
+                             double eps10, bool initial, gmm::Model& m, Components<T>& comps) {
   const bool ok = gmm::m_step(totals, shift, K, D, n, reg, eps10, initial, m);
   set_components(m, K, D, comps);
   return ok;
