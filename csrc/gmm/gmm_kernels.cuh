@@ -35,8 +35,9 @@
 // never. The op's float32 tolerance is 1e-5. n_iter can differ from the float64 E-step's only when
 // a step's |change of the lower bound| lies within the bound's fp32 error (~1e-7 x |bound|) of tol;
 // sklearn's own float32 fit has that sensitivity too. nvcc's --use_fast_math makes expf __expf (a few
-// ulp for the exponents that matter) and 1/x an approximate reciprocal; the bound takes log1pf of
-// the other components' sum (full precision). The emulation runs the host's expf, so the GPU's
+// ulp for the exponents that matter; ex2.approx in the PTX) and 1/x an approximate reciprocal
+// (rcp.approx); the bound takes log1pf of the other components' sum, which fast math leaves a
+// software function (no lg2.approx in the PTX). The emulation runs the host's expf, so the GPU's
 // differences are a few ulp larger than the emulation's.
 #pragma once
 #include <cooperative_groups.h>
