@@ -91,9 +91,11 @@ def sklearn_proba(x: np.ndarray) -> np.ndarray:
 
 
 def backends() -> list[tuple[str, str]]:
-    """(name, device) pairs; on sm_90+ also "cuda-blocks": the CUDA kernels with thread block clusters
-    turned off (LNL_GMM_CLUSTERS=0), to measure what the clusters bring: one block per problem where a
-    cluster would run (the 50k case; one problem over 64k points keeps its cooperative grid)."""
+    """(name, device) pairs; with CUDA also "cuda-fp64": the same data in float64, whose kernels keep
+    the fp64 E-step (float32 takes the fp32 one, csrc/gmm/gmm_kernels.cuh), to measure what it brings;
+    on sm_90+ also "cuda-blocks": the CUDA kernels with thread block clusters turned off
+    (LNL_GMM_CLUSTERS=0), to measure what the clusters bring: one block per problem where a cluster
+    would run (the 50k case; one problem over 64k points keeps its cooperative grid)."""
     found = [("reference", "cpu")]
     for b, dev in (("cpu", "cpu"), ("cuda", "cuda")):
         probe = torch.zeros(
@@ -101,12 +103,16 @@ def backends() -> list[tuple[str, str]]:
         )
         if not gmm_mod.not_supported_reasons(b, probe, 2):
             found.append((b, dev))
+    if ("cuda", "cuda") in found:
+        found.append(("cuda-fp64", "cuda"))
     if ("cuda", "cuda") in found and torch.cuda.get_device_capability()[0] >= 9:
         found.append(("cuda-blocks", "cuda"))
     return found
 
 
 def fit_resp(x: torch.Tensor, backend: str) -> torch.Tensor:
+    if backend == "cuda-fp64":  # x is float64 (run_case)
+        return gmm_fit(x, seed=0, backend="cuda", **SETTINGS).resp
     if backend != "cuda-blocks":
         return gmm_fit(x, seed=0, backend=backend, **SETTINGS).resp
     os.environ["LNL_GMM_CLUSTERS"] = "0"  # read by the launcher at every call
@@ -138,7 +144,7 @@ def run_case(
         )
     ]
     for b, dev in backends():
-        x = torch.from_numpy(xs).to(dev)
+        x = torch.from_numpy(xs.astype(np.float64) if b == "cuda-fp64" else xs).to(dev)
         t, cpu, res = timed(
             lambda x=x, b=b: fit_resp(x, b), reps if b != "reference" else max(3, reps // 3), dev
         )

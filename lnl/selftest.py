@@ -185,6 +185,7 @@ def gmm_cases(quick: bool) -> list[Case]:
     if not quick:
         cases += [
             _gmm_case("large 2x20000 d2 k2", 2, 20000, 2, 2),
+            _gmm_case("one problem 1x70000 d1 k2", 1, 70000, 1, 2),  # CUDA: a cooperative grid
             _gmm_case("k4 4x3001 d2", 4, 3001, 2, 4, ragged=True),
         ]
     return cases

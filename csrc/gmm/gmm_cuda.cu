@@ -6,6 +6,8 @@
 //    each (all clusters resident at once; the loaded code must have clusters);
 //  * otherwise one block per problem (per-class fits; several problems too large for clusters).
 // LNL_GMM_CLUSTERS=0 in the environment turns clusters off (benchmarks/bench_gmm.py compares).
+// Kernels are instantiated per dtype (which also sets the E-step's precision), D, K (2, or the
+// generic kernels for other K) and team kind.
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAStream.h>
@@ -154,6 +156,14 @@ void dispatch_d(int64_t d, const F& f) {
   else f(std::integral_constant<int, 2>{});
 }
 
+// K = 2 (DivideMix, PLReMix, the self-test's usual case) has its own kernels; other K (1..kMaxK, as
+// check_gmm_inputs / check_kmeans_inputs enforce) run the generic ones (see gmm_kernels.cuh).
+template <typename F>
+void dispatch_k(int64_t k, const F& f) {
+  if (k == 2) f(std::integral_constant<int, 2>{});
+  else f(std::integral_constant<int, gmm_cuda::kAnyK>{});
+}
+
 template <typename scalar_t>
 gmm_cuda::EmArgs<scalar_t> make_args(const at::Tensor& x, const at::Tensor& len, const at::Tensor* init,
                                      int mode, std::vector<at::Tensor>& out, int64_t K, int64_t max_iter,
@@ -199,10 +209,14 @@ at::Tensor gmm_kmeans_cuda(const at::Tensor& x_in, const at::Tensor& lengths, co
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
   AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_kmeans_cuda", [&] {
     dispatch_d(x.size(2), [&](auto dc) {
-      constexpr int D = decltype(dc)::value;
-      const auto kernel_for = [](auto kind) { return &gmm_cuda::kmeans_team_kernel<scalar_t, D, decltype(kind)::value>; };
-      launch_teams(kernel_for, G, N, x, stream, x.data_ptr<scalar_t>(), len.data_ptr<int64_t>(), u.data_ptr<double>(),
-                   u.size(1), labels.data_ptr<int64_t>(), N, static_cast<int>(n_components));
+      dispatch_k(n_components, [&](auto kc) {
+        constexpr int D = decltype(dc)::value, KT = decltype(kc)::value;
+        const auto kernel_for = [](auto kind) {
+          return &gmm_cuda::kmeans_team_kernel<scalar_t, D, KT, decltype(kind)::value>;
+        };
+        launch_teams(kernel_for, G, N, x, stream, x.data_ptr<scalar_t>(), len.data_ptr<int64_t>(),
+                     u.data_ptr<double>(), u.size(1), labels.data_ptr<int64_t>(), N, static_cast<int>(n_components));
+      });
     });
   });
   return labels;
@@ -234,9 +248,13 @@ GmmOut gmm_em_cuda(const at::Tensor& x_in, const at::Tensor& lengths,
     AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "gmm_em_cuda", [&] {
       const auto a = make_args<scalar_t>(x, len, init, mode, out, K, max_iter, tol, reg_covar);
       dispatch_d(D, [&](auto dc) {
-        constexpr int DD = decltype(dc)::value;
-        const auto kernel_for = [](auto kind) { return &gmm_cuda::em_team_kernel<scalar_t, DD, decltype(kind)::value>; };
-        launch_teams(kernel_for, G, N, x, stream, a);
+        dispatch_k(K, [&](auto kc) {
+          constexpr int DD = decltype(dc)::value, KT = decltype(kc)::value;
+          const auto kernel_for = [](auto kind) {
+            return &gmm_cuda::em_team_kernel<scalar_t, DD, KT, decltype(kind)::value>;
+          };
+          launch_teams(kernel_for, G, N, x, stream, a);
+        });
       });
     });
   }

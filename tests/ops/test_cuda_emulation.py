@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from lnl import _ext
 from lnl.ops import gmm_reference as gref
 from tests.ops.cuda_emulation import build
+from tests.ops.test_gmm import synth_losses
 from tests.ops.test_plr import assert_rel, make_inputs, oracle_grad
 
 pytestmark = pytest.mark.skipif(
@@ -445,6 +447,11 @@ def _mixtures(g, n, d, dtype, seed):
     return x.to(dtype), lengths
 
 
+# The op's float32 tolerance (lnl.ops.gmm.RTOL): float32 inputs take the fp32 E-step (gmm_kernels.cuh),
+# the CPU kernel a float64 one; float64 inputs are held to 1e-9.
+F32_TOL = 1e-5
+
+
 def _assert_gmm_close(got, want, rtol):
     names = ("weights", "means", "covs", "resp", "lower_bound", "n_iter", "converged", "status")
     for name, a, b in zip(names, got, want):
@@ -456,7 +463,7 @@ def _assert_gmm_close(got, want, rtol):
 
 @pytest.mark.parametrize("d", [1, 2])
 @pytest.mark.parametrize("k", [2, 3, 4])
-@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, 1e-4)])
+@pytest.mark.parametrize("dtype,rtol", [(torch.float64, 1e-9), (torch.float32, F32_TOL)])
 def test_gmm_em_one_block_per_problem(emu, d, k, dtype, rtol):
     x, lengths = _mixtures(3, 400, d, dtype, seed=10 * d + k)
     gen = torch.Generator().manual_seed(k)
@@ -490,7 +497,7 @@ def test_gmm_fit_method_shapes(emu, d, major):
         args = (x, lengths, labels, None, None, None, None, 2, 10, 1e-2, 5e-4)
         got = emu.gmm_em(*args)
         assert [launch[3] for launch in emu.launches()] == [8 if major == 9 else 1] * 2
-        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-4)
+        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), F32_TOL)
     finally:
         emu.set_device(*H100)
 
@@ -522,7 +529,7 @@ def test_gmm_em_two_large_problems(emu, major):
         emu.launches()
         got = emu.gmm_em(*args)
         assert [launch[3:] for launch in emu.launches()] == [[8 if major == 9 else 1, 0]]
-        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-4)
+        _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), F32_TOL)
     finally:
         emu.set_device(*H100)
 
@@ -713,6 +720,85 @@ def test_gmm_em_clusters_equal_cpu_kernel(emu, d, init):
     got = emu.gmm_em(*args)
     assert emu.launches()[-1][3] == 8
     _assert_gmm_close(got, torch.ops.lnl.gmm_em(*args), 1e-9)
+
+
+# float32 inputs take the fp32 E-step (per-point math in fp32, float64 sums and M-step): the tests below
+# hold it to the op's float32 tolerance against the CPU kernel's float64 E-step, with the same iterations.
+def _f32_problems(g, n, d, k, seed):
+    """k = 2: DivideMix-like min-max losses (tests/ops/test_gmm.py); else k blobs of unequal spread.
+    Ragged (lengths n, n - 37, ...), padded with garbage."""
+    rng = np.random.default_rng(seed)
+    if k == 2:
+        x = np.stack([synth_losses(n, d, seed + i) for i in range(g)])
+    else:
+        blob = lambda i: rng.normal(i, 0.15 + 0.1 * i, (n // k + 1, d))  # noqa: E731
+        x = np.stack(
+            [rng.permutation(np.concatenate([blob(i) for i in range(k)]))[:n] for _ in range(g)]
+        )
+    lengths = torch.tensor([n - 37 * i for i in range(g)])
+    for i, m in enumerate(lengths.tolist()):
+        x[i, m:] = 1e6
+    return torch.from_numpy(x).float().contiguous(), lengths
+
+
+F32_SHAPES = [  # (G, N, D, K, launch: blocks in all, blocks per team, cooperative)
+    *[(3, 1_000, d, k, [3, 1, 0]) for d in (1, 2) for k in (2, 3)],  # a block per problem
+    (2, 16_500, 2, 2, [16, 8, 0]),  # clusters of 8 (sm_90)
+    (2, 16_500, 1, 3, [16, 8, 0]),
+    (1, 66_000, 1, 2, [9, 9, 1]),  # a cooperative grid
+    (1, 66_000, 2, 3, [9, 9, 1]),
+]
+
+
+@pytest.mark.parametrize("g,n,d,k,launch", F32_SHAPES)
+def test_gmm_fp32_estep_within_tolerance_of_cpu_kernel(emu, g, n, d, k, launch):
+    """K = 2 (its own kernels) and K = 3 (the generic ones), on each team shape: blocks, clusters of 8
+    (sm_90), a cooperative grid; k-means init, sklearn's default and DivideMix's settings."""
+    x, lengths = _f32_problems(g, n, d, k, seed=40 + 10 * k + d)
+    u = torch.as_tensor(gref.kmeans_uniforms(k, k)).expand(g, -1).contiguous()
+    emu.launches()
+    labels = emu.gmm_kmeans(x, lengths, u, k)
+    assert torch.equal(labels, torch.ops.lnl.gmm_kmeans(x, lengths, u, k))
+    for max_iter, tol, reg in ((100, 1e-3, 1e-6), (10, 1e-2, 5e-4)):
+        args = (x, lengths, labels, None, None, None, None, k, max_iter, tol, reg)
+        _assert_gmm_close(emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args), F32_TOL)
+    assert [[row[0], row[3], row[4]] for row in emu.launches()] == [launch] * 3
+
+
+@pytest.mark.parametrize("d", [1, 2])
+@pytest.mark.parametrize("snapshot", ["losses_ep2", "r80_ep5"])
+def test_gmm_fp32_estep_matches_sklearn_float32(emu, d, snapshot):
+    """DivideMix's real CIFAR-10 losses in float32 from a median split: sklearn's float32 fit within
+    test_gmm.py's float32 tolerances, with sklearn's n_iter and converged flag."""
+    from lnl.ops import GMMResult
+    from tests.ops.test_gmm import DIVIDEMIX, assert_matches_sklearn, real_losses, sklearn_fit
+
+    x = real_losses(d, snapshot).astype(np.float32)
+    low = x[:, 0] < np.median(x[:, 0])
+    resp0 = np.stack([low, ~low], 1).astype(np.float32)
+    xt, rt = torch.from_numpy(x)[None], torch.from_numpy(resp0)[None]
+    for settings in (DIVIDEMIX, dict(max_iter=100, tol=1e-3, reg_covar=1e-6)):
+        gm, proba = sklearn_fit(x, resp0, **settings)
+        fit = (2, settings["max_iter"], settings["tol"], settings["reg_covar"])
+        out = emu.gmm_em(xt, torch.tensor([len(x)]), None, rt, None, None, None, *fit)
+        assert_matches_sklearn(GMMResult(*out[:7]), gm, proba, rtol=1e-4, patol=1e-3)
+
+
+@pytest.mark.parametrize("n", [400, 20_000])
+def test_gmm_fp32_estep_any_k_reports_nan_and_inf(emu, n):
+    """float32, K = 3 (the generic kernels): NaN/inf still give status 2 and zero responsibilities; the
+    clean problem beside them is fitted as the CPU kernel fits it."""
+    x, lengths = _mixtures(3, n, 2, torch.float32, seed=8)
+    x[0, n // 2, 1] = float("nan")
+    x[2, 5, 0] = -float("inf")
+    x[1, n - 1, 0] = float("nan")  # padding (lengths[1] = n - 37): ignored
+    labels = (x[..., 0] > 11.5).long() + (x[..., 1] > 12.5).long()
+    args = (x, lengths, labels, None, None, None, None, 3, 20, 1e-3, 1e-6)
+    got, want = emu.gmm_em(*args), torch.ops.lnl.gmm_em(*args)
+    assert got[7].tolist() == want[7].tolist() == [2, 0, 2]
+    assert torch.equal(got[3][[0, 2]], torch.zeros_like(got[3][[0, 2]]))
+    assert got[5][[0, 2]].tolist() == [0, 0] and not got[6][[0, 2]].any()
+    _assert_gmm_close([t[1:2] for t in got], [t[1:2] for t in want], F32_TOL)
 
 
 # ------------------------------------------------------------------------------------------ PLR
