@@ -75,9 +75,7 @@ class Mutation:
 
 def sources(csrc: Path = CSRC) -> list[Path]:
     return sorted(
-        p
-        for op in OPS
-        for p in (*(csrc / op).glob("*_cuda.cu"), *(csrc / op).glob("*.cuh"))
+        p for op in OPS for p in (*(csrc / op).glob("*_cuda.cu"), *(csrc / op).glob("*.cuh"))
     )
 
 
