@@ -247,18 +247,10 @@ def test_opcheck_cuda():
         torch.library.opcheck(torch.ops.lnl.knn_labels.default, args)
 
 
-@pytest.mark.cuda
-@needs_cuda_kernel
-@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
-@pytest.mark.parametrize(
-    "shape",
-    SHAPES + [(300, 4099, 96, 256, False), (64, 3000, 40, 300, True)],
-    ids=lambda s: "x".join(map(str, s)),
-)
-def test_cuda_fp32_matches_float64_oracle(shape, metric):
+def cuda_matches_float64_oracle(shape, metric, backend, seed):
+    """One random float32 problem on the GPU through ``backend``, against the float64 oracle."""
     nq, n, d, k, exclude_self = shape
-    nq = n if exclude_self else nq
-    g = torch.Generator().manual_seed(7)
+    g = torch.Generator().manual_seed(seed)
     keys = torch.randn(n, d, generator=g)
     queries = keys if exclude_self else torch.randn(nq, d, generator=g)
     labels = torch.randint(0, 1000, (n,), generator=g)
@@ -270,12 +262,24 @@ def test_cuda_fp32_matches_float64_oracle(shape, metric):
         1000,
         metric=metric,
         exclude_self=exclude_self,
-        backend="cuda",
+        backend=backend,
     )
     assert out.indices.is_cuda and out.scores.dtype == torch.float32
     s = oracle_scores(queries, keys, metric, exclude_self)
     assert_matches_oracle(out.indices, out.scores, s, k, metric, 5e-5)
     assert_votes(out.indices, out.votes, labels, 1000)
+
+
+@pytest.mark.cuda
+@needs_cuda_kernel
+@pytest.mark.parametrize("metric", ["cosine", "ip", "l2"])
+@pytest.mark.parametrize(
+    "shape",
+    SHAPES + [(300, 4099, 96, 256, False), (64, 3000, 40, 300, True)],
+    ids=lambda s: "x".join(map(str, s)),
+)
+def test_cuda_fp32_matches_float64_oracle(shape, metric):
+    cuda_matches_float64_oracle(shape, metric, "cuda", seed=7)
 
 
 @pytest.mark.cuda
@@ -335,24 +339,7 @@ def test_opcheck_cuda_gemm():
 @pytest.mark.parametrize("shape", [(300, 4099, 96, 256, False), (1000, 1000, 768, 10, True)])
 def test_cuda_gemm_matches_float64_oracle(shape, metric):
     """cuBLAS score tiles + the running top-k (fp32 GEMM: TF32 off, as by default)."""
-    nq, n, d, k, exclude_self = shape
-    g = torch.Generator().manual_seed(8)
-    keys = torch.randn(n, d, generator=g)
-    queries = keys if exclude_self else torch.randn(nq, d, generator=g)
-    labels = torch.randint(0, 1000, (n,), generator=g)
-    out = knn_labels(
-        queries.cuda(),
-        keys.cuda(),
-        labels.cuda(),
-        k,
-        1000,
-        metric=metric,
-        exclude_self=exclude_self,
-        backend="cuda_gemm",
-    )
-    s = oracle_scores(queries, keys, metric, exclude_self)
-    assert_matches_oracle(out.indices, out.scores, s, k, metric, 5e-5)
-    assert_votes(out.indices, out.votes, labels, 1000)
+    cuda_matches_float64_oracle(shape, metric, "cuda_gemm", seed=8)
 
 
 @pytest.mark.cuda

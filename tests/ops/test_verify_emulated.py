@@ -76,16 +76,17 @@ def test_every_check_passes_the_emulated_cuda_kernels(emulated, op, dtypes):
         assert _verify.CHECKS[op]("cpu", CPU, dtype) is None, (op, dtype)
 
 
+def ip_answered_as_cosine(knn_op):
+    """A wrong kernel variant: ``knn_op`` answering an inner-product query with cosine ranks."""
+    return lambda q, k, lab, kk, c, metric, *rest: knn_op(
+        q, k, lab, kk, c, "cosine" if metric == "ip" else metric, *rest
+    )
+
+
 def test_a_wrong_emulated_variant_is_caught_and_skipped(emulated, monkeypatch):
     """The variant: the emulated kernel of another metric (cosine) answering an inner-product query."""
     right = emulated.knn_labels
-    monkeypatch.setattr(
-        torch.ops.lnl,
-        "knn_labels",
-        lambda q, k, lab, kk, c, metric, *rest: right(
-            q, k, lab, kk, c, "cosine" if metric == "ip" else metric, *rest
-        ),
-    )
+    monkeypatch.setattr(torch.ops.lnl, "knn_labels", ip_answered_as_cosine(right))
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(-3, 4, (50, 6), generator=g).float(), torch.arange(50) % 4
     with pytest.warns(UserWarning, match="disagrees with the PyTorch reference"):
@@ -140,13 +141,7 @@ def test_the_knn_check_passes_the_emulated_gemm_variant(emulated_gemm):
 
 def test_a_wrong_emulated_gemm_variant_is_caught_and_skipped(emulated_gemm, monkeypatch):
     right = emulated_gemm.knn_labels_gemm
-    monkeypatch.setattr(
-        torch.ops.lnl,
-        "knn_labels_gemm",
-        lambda q, k, lab, kk, c, metric, *rest: right(
-            q, k, lab, kk, c, "cosine" if metric == "ip" else metric, *rest
-        ),
-    )
+    monkeypatch.setattr(torch.ops.lnl, "knn_labels_gemm", ip_answered_as_cosine(right))
     monkeypatch.setattr(_verify, "VERIFIED", ("cpu", "cuda_gemm"))
     g = torch.Generator().manual_seed(0)
     x, y = torch.randint(-3, 4, (50, 6), generator=g).float(), torch.arange(50) % 4
