@@ -153,10 +153,10 @@ def choose(
             if call is None
             else _tune.pick(op, runnable, call.device, call.shape, call.work, call.run)
         )
-        skipped = [r for b in order[: order.index(chosen)] for r in reasons[b]]
-        if (
-            runnable[0] == "reference" and skipped
-        ):  # not when measured faster than a runnable kernel
+        # each reason once: a kernel and its variant (cuda, cuda_gemm) often share one
+        skipped = list(dict.fromkeys(r for b in order[: order.index(chosen)] for r in reasons[b]))
+        # not when measured faster than a runnable kernel
+        if runnable[0] == "reference" and skipped:
             key = (op, "; ".join(skipped))
             if key not in _WARNED:
                 _WARNED.add(key)
