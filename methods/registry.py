@@ -123,20 +123,9 @@ DEMO_EPOCHS = 20  # CE's; the co-divide methods run epochs 0..DEMO_EPOCHS-1, as 
 # Clothing1M/WebVision value) instead of CIFAR's 4, as the small CNN fits the labeled set faster in 20
 # epochs (DivideMix 82.8% last vs 76.4% with 4, RESULTS.md); λ_u 25: the DivideMix paper's weight for
 # 50-80% symmetric noise.
-_CODIVIDE_DEMO = [
-    "--dataset",
-    "digits",
-    "--batch_size",
-    "32",
-    "--lr",
-    "0.05",
-    "--warm_up",
-    "5",
-    "--alpha",
-    "0.5",
-    "--lambda_u",
-    "25",
-]
+_CODIVIDE_DEMO = (
+    "--dataset digits --batch_size 32 --lr 0.05 --warm_up 5 --alpha 0.5 --lambda_u 25".split()
+)
 
 # CE on the co-divide methods' schedule (LR / 10 halfway), as the DivideMix paper's CE baseline (best and
 # last); its cosine default anneals to 0 at the last epoch, where CE's accuracy peaks in a short run.
@@ -146,7 +135,7 @@ register(
         "methods.standard.train",
         ddp=True,
         demo=DemoRun(
-            ["--dataset", "digits", "--batch_size", "64", "--lr", "0.05", "--lr_schedule", "step"],
+            "--dataset digits --batch_size 64 --lr 0.05 --lr_schedule step".split(),
             length=DEMO_EPOCHS,
             cost=1.2 * DEMO_EPOCHS,
         ),
@@ -190,19 +179,10 @@ register(
         "dmlp",
         "methods.dmlp.DMLP",
         demo=DemoRun(
-            [
-                "--dataset",
-                "digits",
-                "--feature_file",
-                "pixels",
-                "--meta_size",
-                "100",
-                "--batch",
-                "200",
-                "--batch_fc",
-                "64",
-                "--fix_all",
-            ],
+            (
+                "--dataset digits --feature_file pixels --meta_size 100 --batch 200 --batch_fc 64 "
+                "--fix_all"
+            ).split(),
             length=100,
             cost=4,
         ),
@@ -217,25 +197,11 @@ register(
         "methods.ieg.main",
         ddp=True,
         demo=DemoRun(
-            [
-                "--dataset",
-                "digits_uniform_0.6",
-                "--network_name",
-                "small_cnn",
-                "--probe_dataset_hold_ratio",
-                "0.07",
-                "--ce_factor",
-                "1",
-                "--consistency_factor",
-                "1",
-                "--batch_size",
-                "50",
-                "--eval_freq",
-                "20",
-                "--decay_steps",
-                "100",
-                "--meta_jvp",
-            ],
+            (
+                "--dataset digits_uniform_0.6 --network_name small_cnn "
+                "--probe_dataset_hold_ratio 0.07 --ce_factor 1 --consistency_factor 1 "
+                "--batch_size 50 --eval_freq 20 --decay_steps 100 --meta_jvp"
+            ).split(),
             length=250,
             length_flag="--max_iteration",
             units_per_epoch=26,
@@ -254,23 +220,10 @@ register(
             "webvision": "methods.lra.train_WebVision",
         },
         demo=DemoRun(
-            [
-                "--dataset",
-                "digits",
-                "--fp_encoder",
-                "pixels",
-                "--diff_encoder",
-                "linear",
-                "--feature_dim",
-                "128",
-                "--batch_size",
-                "64",
-                "--lr",
-                "3e-3",
-                "--eval_freq",
-                "10",
-                "--fix_lr_horizon",
-            ],
+            (
+                "--dataset digits --fp_encoder pixels --diff_encoder linear --feature_dim 128 "
+                "--batch_size 64 --lr 3e-3 --eval_freq 10 --fix_lr_horizon"
+            ).split(),
             length=150,
             length_flag="--nepoch",
             units_per_epoch=15,
@@ -287,19 +240,10 @@ register(
         "linear-probe",
         "methods.nmtune.finetune",
         demo=DemoRun(
-            [
-                "--train-dataset",
-                "digits",
-                "--model",
-                "test_resnet",
-                "--model_source",
-                "timm",
-                "--pretrain-if-missing",
-                "digits:0.3",
-                "--freeze-encoder",
-                "--lr",
-                "0.01",
-            ],
+            (
+                "--train-dataset digits --model test_resnet --model_source timm "
+                "--pretrain-if-missing digits:0.3 --freeze-encoder --lr 0.01"
+            ).split(),
             length=10,
             length_flag="--epochs",
             noise_flag=None,
@@ -313,17 +257,10 @@ register(
         "nmtune",
         "methods.nmtune.nml_tune",
         demo=DemoRun(
-            [
-                "--train-dataset",
-                "digits",
-                "--model",
-                "test_resnet",
-                "--model_source",
-                "timm",
-                "--pretrain-if-missing",
-                "digits:0.3",
-                "--freeze-encoder",
-            ],
+            (
+                "--train-dataset digits --model test_resnet --model_source timm "
+                "--pretrain-if-missing digits:0.3 --freeze-encoder"
+            ).split(),
             length=10,
             length_flag="--epochs",
             noise_flag=None,
