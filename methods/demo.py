@@ -1,10 +1,11 @@
 """``make demo``: every method on the embedded ``digits`` dataset (1,797 real 8×8 handwritten digits
 from scikit-learn, upsampled to 32×32) with 60% symmetric noise, on whatever device is there.
 
-With 60% of the labels wrong, plain cross-entropy (CE) on the methods' own schedule is the bar: at seed 0
-it ends below its best test accuracy and below every noisy-label method but PLReMix; the co-divide rows'
-margins are within the spread between seeds (README, RESULTS.md). Every method reads the same noisy labels (``<out>/sym0.6.npz``, drawn once from ``--seed``); NMTune's rows are
-the other kind of noise, in the encoder's pre-training. Each run is its real ``main(args)`` in a fresh
+With 60% of the labels wrong, plain cross-entropy (CE) on the methods' own schedule is the bar: at
+seed 0 it ends below its best test accuracy and below every noisy-label method but PLReMix; the
+co-divide rows' margins are within the spread between seeds (README, RESULTS.md). Every method reads
+the same noisy labels (``<out>/sym0.6.npz``, drawn once from ``--seed``); NMTune's rows are the
+other kind of noise, in the encoder's pre-training. Each run is its real ``main(args)`` in a fresh
 process with pinned threads, so a seed gives the same table twice (on the same machine and build).
 
 Prints a table (method, noise, best and last test accuracy, the margin over CE's last, wall time),
@@ -41,8 +42,8 @@ NOISE = ("sym", 0.6)  # (make_noise type, rate) of the labels every method reads
 BASELINE = "standard"  # CE: its last accuracy is the bar of the table
 # NMTune's rows: the encoder's pre-training noise (their own flags say so)
 PRETRAIN_NOISE = "30% sym"
-# Measured at 60% sym, DEMO_EPOCHS, seed 0 (RESULTS.md): CE 81.4% last (82.8% best); DivideMix 82.8%,
-# PLReMix 78.9% (below); DMLP, LRA, IEG 7-14 points above. Seeds 0-3: CE's last 78.3-87.2%.
+# Measured at 60% sym, DEMO_EPOCHS, seed 0 (RESULTS.md): CE 81.4% last (82.8% best); DivideMix
+# 82.8%, PLReMix 78.9% (below); DMLP, LRA, IEG 7-14 points above. Seeds 0-3: CE's last 78.3-87.2%.
 EPOCHS = DEMO_EPOCHS
 # The registered methods with a demo row, in registration order (the table's).
 DEMO_RUNS: dict[str, DemoRun] = {m.name: m.demo for m in METHODS.values() if m.demo is not None}

@@ -97,9 +97,10 @@ KNOWN_BELOW_CE = {
     "plremix": "78.9% last vs CE's 81.4% (60% sym, 20 epochs): its 2-D GMM selects worse (AUC 0.82, "
     "labeled precision 0.63) than its own CE column would (AUC 0.96, precision 0.71), as the prototype "
     "column is the weaker one on the small CNN (0.74; 0.88 even with prototypes that follow the "
-    "projections); --lambda_c 0.1 fixes the selection (0.965) and still ends at 77.2%; --topk 1, "
-    "--p_threshold 0.7, --lr 0.02, --warm_up 3, --lambda_c 0.5, --aug autoaug do not lift it; over seeds "
-    "0-3 it is above CE's last at 2 of 4 (mean 81.0% vs 81.7%), seed 0 not among them (RESULTS.md)",
+    "projections); --lambda_c 0.1 fixes the selection (0.965) and still ends at 77.2%; "
+    "--topk 1, --p_threshold 0.7, --lr 0.02, --warm_up 3, --lambda_c 0.5, --aug autoaug do not "
+    "lift it; over seeds 0-3 it is above CE's last at 2 of 4 (mean 81.0% vs 81.7%), seed 0 not "
+    "among them (RESULTS.md)",
 }
 
 
