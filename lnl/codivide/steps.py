@@ -72,6 +72,7 @@ def subset_loader(
         indices=indices,
         fill=base.fill,
         crop_padding=base.crop_padding,
+        flip=base.flip,
         dtype=base.dtype,
         channels_last=base.channels_last,
     )

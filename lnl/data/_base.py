@@ -210,6 +210,8 @@ class InMemoryDataset(torch.utils.data.Dataset):
         noisy_targets: ``Tensor[N]`` int64 of the dataset's own noisy labels, or None.
         root: the folder read (None for embedded data).
         transform: optional callable applied to a PIL image in ``__getitem__``.
+        crop_padding, flip: the weak training view the GPU pipeline gives these images
+            (``GPULoader``'s arguments; CIFAR's pad-4 crop and flip unless the dataset says otherwise).
     """
 
     in_memory = True
@@ -227,6 +229,8 @@ class InMemoryDataset(torch.utils.data.Dataset):
         classes: Sequence[str] | None = None,
         noisy_targets: Sequence[int] | np.ndarray | torch.Tensor | None = None,
         root: Path | str | None = None,
+        crop_padding: int = 4,
+        flip: bool = True,
     ) -> None:
         images = torch.as_tensor(images)
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -249,6 +253,7 @@ class InMemoryDataset(torch.utils.data.Dataset):
         )
         self.root = None if root is None else Path(root)
         self.transform: Callable | None = None
+        self.crop_padding, self.flip = int(crop_padding), bool(flip)
 
     def __len__(self) -> int:
         return len(self.targets)

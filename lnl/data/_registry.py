@@ -31,6 +31,7 @@ DATA_PREP_HINT: dict[str, str] = {
     "food101n": "python data_prep/food101n.py --root {root} --download",
     "food101": "python data_prep/food101n.py --food101-only --root {root} --download",
     "digits": "(none: digits ships with scikit-learn)",
+    "digits16": "(none: digits ships with scikit-learn)",
 }
 
 

@@ -8,6 +8,7 @@ name                      module                          kind
 ``cifar10``, ``cifar100``  :mod:`lnl.data.cifar`           in memory, uint8 ``[N, 32, 32, 3]``
 ``cifar10n``, ``cifar100n`` :mod:`lnl.data.cifar`          in memory, CIFAR-N human labels attached
 ``digits``                :mod:`lnl.data.small`           in memory, embedded (scikit-learn)
+``digits16``              :mod:`lnl.data.small`           the same at 16x16, unaugmented (the demo's)
 ``tiny_imagenet``         :mod:`lnl.data.small`           in memory, uint8 ``[N, 64, 64, 3]``
 ``clothing1m``            :mod:`lnl.data.webscale`        file list
 ``webvision``             :mod:`lnl.data.webscale`        file list (mini: first 50 classes)

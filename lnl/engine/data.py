@@ -128,6 +128,8 @@ def first_images(ds: InMemoryDataset, n: int) -> InMemoryDataset:
         classes=ds.classes,
         noisy_targets=noisy,
         root=ds.root,
+        crop_padding=ds.crop_padding,
+        flip=ds.flip,
     )
 
 
@@ -180,7 +182,14 @@ def build_noisy_data(
     )
     bs = settings.batch_size
     train_loader = GPULoader(
-        train.images, noisy.labels, bs, train=True, seed=settings.seed, **common
+        train.images,
+        noisy.labels,
+        bs,
+        train=True,
+        seed=settings.seed,
+        crop_padding=train.crop_padding,
+        flip=train.flip,
+        **common,
     )
     test_loader = GPULoader(test.images, test.targets, max(bs, 256), train=False, **common)
     return NoisyData(train, test, noisy, train.num_classes, train_loader, test_loader)

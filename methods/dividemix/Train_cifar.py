@@ -28,7 +28,7 @@ from methods.dividemix.dividemix_train import main  # noqa: F401  (main is this 
 RECIPE = Recipe(
     title="DivideMix (CIFAR-10/100)",
     dataset="cifar10",
-    datasets=("cifar10", "cifar100", "digits"),
+    datasets=("cifar10", "cifar100", "digits", "digits16"),
     num_classes=10,
     data_path=None,
     backbone="dividemix_preact_resnet18",
@@ -38,7 +38,7 @@ RECIPE = Recipe(
     num_epochs=300,
     alpha=4,
     lambda_u=25,
-    warm_up_epochs={"cifar10": 10, "cifar100": 30, "digits": 3},
+    warm_up_epochs={"cifar10": 10, "cifar100": 30, "digits": 3, "digits16": 3},
     flags={"id": ""},
 )
 

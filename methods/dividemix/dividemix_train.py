@@ -14,6 +14,7 @@ from lnl.codivide.files import eval_file_loader, file_data, topk_tests, webvisio
 from lnl.codivide.recipe import Recipe
 from lnl.data import get_dataset
 from lnl.data.file_views import transforms_for
+from lnl.data.small import DIGITS_DATASETS
 from lnl.engine import default_argument_parser, default_setup
 from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
 from lnl.engine.settings import DataSettings, NoiseSettings
@@ -132,7 +133,7 @@ def main_in_memory(args: argparse.Namespace, r: Recipe) -> dict:
         DataSettings.from_args(args), log, normalisation=NORMALISATION.get(args.dataset)
     )
     args.num_class = data.num_classes
-    if args.arch is None and args.dataset == "digits":
+    if args.arch is None and args.dataset in DIGITS_DATASETS:
         args.arch = "small_cnn"
     nets, optimizers = lib.dividemix_nets(
         args, r.backbone, data.num_classes, weight_decay=CIFAR_WEIGHT_DECAY

@@ -39,6 +39,7 @@ NUM_CLASSES = {
     "cifar100": 100,
     "clothing1m": 14,
     "digits": 10,
+    "digits16": 10,
     "webvision": 50,
     "food101n": 101,
     "tiny_imagenet": 200,

@@ -423,7 +423,8 @@ class StepOrder:
 
 class StepBatches(StepOrder):
     """In-memory images (CIFAR, digits): :class:`StepOrder`'s indices, augmented on the device.
-    Images stay uint8 on the device."""
+    Images stay uint8 on the device. ``flip`` False: the views never mirror (the dataset's ``flip``:
+    digits16), with the same random draws."""
 
     def __init__(
         self,
@@ -439,19 +440,20 @@ class StepBatches(StepOrder):
         aug_type: str,
         rank: int = 0,
         world: int = 1,
+        flip: bool = True,
     ):
         if aug_type not in AUG_TYPES:
             raise ValueError(f"--aug_type {aug_type!r}: choose from {', '.join(AUG_TYPES)}")
         super().__init__(train, probe, batch_size, device, seed, rank, world)
         self.images = images.to(device).permute(0, 3, 1, 2).contiguous()
         self.labels = labels.to(device)
-        self.mean, self.std, self.aug_type = mean, std, aug_type
+        self.mean, self.std, self.aug_type, self.flip = mean, std, aug_type, flip
 
     def get(self, step: int, strong: bool) -> dict[str, Tensor]:
         """``xw``/``y``/``idx`` (train), ``xp``/``yp`` (probe) and, if ``strong``, ``xs``."""
         g = step_generator(self.device, self.seed, 2, step, self.rank)
         idx, pidx = self.train_indices(step), self.probe_indices(step)
-        raw = weak_crop_flip(self.images.index_select(0, idx), g)
+        raw = weak_crop_flip(self.images.index_select(0, idx), g, self.flip)
         out = {
             "xw": A.normalize(raw, self.mean, self.std),
             "y": self.labels[idx],
@@ -470,12 +472,12 @@ class StepBatches(StepOrder):
         if self.aug_type == "default":
             return self.weak(weak_raw, g)
         policy = tf_autoaugment if self.aug_type == "autoaug" else tf_randaugment
-        x = strong_crop_flip(policy(weak_raw, g, fill=128), g, fill=128)
+        x = strong_crop_flip(policy(weak_raw, g, fill=128), g, fill=128, flip=self.flip)
         return cutout(A.normalize(x, self.mean, self.std), CUTOUT, g)
 
     def weak(self, raw: Tensor, g: torch.Generator) -> Tensor:
         """Pad-crop (zero padding) and flip, then normalise: Tensor[B, 3, H, W] float."""
-        return A.normalize(weak_crop_flip(raw, g), self.mean, self.std)
+        return A.normalize(weak_crop_flip(raw, g, self.flip), self.mean, self.std)
 
 
 def _crop_offsets(
@@ -487,20 +489,20 @@ def _crop_offsets(
     return top, left, torch.rand(b, device=device, generator=g) < 0.5
 
 
-def weak_crop_flip(images: Tensor, g: torch.Generator) -> Tensor:
+def weak_crop_flip(images: Tensor, g: torch.Generator, flip: bool = True) -> Tensor:
     """The train/probe view of TF's ``cifar_process`` (dataset_utils/utils.py): zero-pad to H+4
     (``resize_image_with_crop_or_pad`` to 36: 2 px per side), random H×W crop (offsets 0..4, shifts
-    ±2 px), random flip. uint8 Tensor[B, 3, H, W]."""
+    ±2 px), random flip (drawn either way; applied if ``flip``). uint8 Tensor[B, 3, H, W]."""
     top, left, flips = _crop_offsets(images.shape[0], 2 * WEAK_PAD + 1, images.device, g)
-    return A.crop_flip(images, top, left, flips, WEAK_PAD)
+    return A.crop_flip(images, top, left, flips & flip, WEAK_PAD)
 
 
-def strong_crop_flip(images: Tensor, g: torch.Generator, fill: int) -> Tensor:
+def strong_crop_flip(images: Tensor, g: torch.Generator, fill: int, flip: bool = True) -> Tensor:
     """The strong view's ``zero_pad_and_crop(img, 4)`` then ``random_flip``
     (augmentation_transforms.py): 4 px of ``fill`` per side, offsets ``np.random.randint(0, 8)``,
-    i.e. 0..7 (shifts −4..+3: the high end is exclusive)."""
+    i.e. 0..7 (shifts −4..+3: the high end is exclusive); the flip as in :func:`weak_crop_flip`."""
     top, left, flips = _crop_offsets(images.shape[0], 2 * STRONG_PAD, images.device, g)
-    return A.crop_flip(images, top, left, flips, STRONG_PAD, fill)
+    return A.crop_flip(images, top, left, flips & flip, STRONG_PAD, fill)
 
 
 def cutout(x: Tensor, size: int, g: torch.Generator) -> Tensor:

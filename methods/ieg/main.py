@@ -216,6 +216,7 @@ def prepare_data(args: argparse.Namespace, name: L.DatasetName, resumed: bool, l
         args.aug_type,
         comm.get_rank(),
         comm.get_world_size(),
+        flip=train.flip,
     )
     test_loader = GPULoader(
         test.images,

@@ -235,6 +235,8 @@ def _take_rows(ds: InMemoryDataset, rows: torch.Tensor) -> InMemoryDataset:
         classes=ds.classes,
         noisy_targets=noisy,
         root=ds.root,
+        crop_padding=ds.crop_padding,
+        flip=ds.flip,
     )
 
 

@@ -28,7 +28,7 @@ from methods.plremix.plremix_train import main  # noqa: F401  (main is this entr
 RECIPE = Recipe(
     title="PLReMix (CIFAR-10/100, Tiny-ImageNet)",
     dataset="cifar10",
-    datasets=("cifar10", "cifar100", "tiny_imagenet", "digits"),
+    datasets=("cifar10", "cifar100", "tiny_imagenet", "digits", "digits16"),
     num_classes=10,
     data_path=None,
     backbone="preact_resnet18",
@@ -38,7 +38,7 @@ RECIPE = Recipe(
     num_epochs=400,
     alpha=4,
     lambda_u=25,
-    warm_up_epochs={"cifar10": 10, "cifar100": 30, "tiny_imagenet": 10, "digits": 3},
+    warm_up_epochs={"cifar10": 10, "cifar100": 30, "tiny_imagenet": 10, "digits": 3, "digits16": 3},
     flags={"crl": "flat_plr"},
 )
 

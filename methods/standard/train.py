@@ -20,6 +20,7 @@ import torch
 if __package__ in (None, ""):  # run as a script: make `lnl` and `methods` importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from lnl.data.small import DIGITS_DATASETS
 from lnl.engine import comm, default_argument_parser, default_setup, parse_with_config
 from lnl.engine.data import add_subset_flag, build_noisy_data, subset_suffix
 from lnl.engine.runner import Runner, RunRecord
@@ -84,7 +85,7 @@ def main(args: argparse.Namespace) -> dict:
     args.out = args.out or _default_out(args, noise)
     log = default_setup(args)
     data = build_noisy_data(DataSettings.from_args(args), log)
-    arch = args.arch or ("small_cnn" if args.dataset == "digits" else "preact_resnet18")
+    arch = args.arch or ("small_cnn" if args.dataset in DIGITS_DATASETS else "preact_resnet18")
     model = create_model(arch, num_classes=data.num_classes).to(args.device)
     optimizer = torch.optim.SGD(
         model.parameters(), lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay

@@ -23,6 +23,7 @@ ALL = [
     "cifar10n",
     "clothing1m",
     "digits",
+    "digits16",
     "food101",
     "food101n",
     "ilsvrc12_val",
@@ -44,7 +45,7 @@ def test_unknown_dataset_and_split_raise_value_error():
         get_dataset("digits", None, "val")
 
 
-@pytest.mark.parametrize("name", [n for n in ALL if n != "digits"])
+@pytest.mark.parametrize("name", [n for n in ALL if not n.startswith("digits")])
 def test_missing_dataset_names_folder_and_command(name, tmp_path):
     root = tmp_path / "nowhere"
     split = "val" if name == "ilsvrc12_val" else "train"
@@ -82,6 +83,28 @@ def test_digits_split_and_pixels():
     assert train.mean[0] == pytest.approx(img.mean().item() / 255, abs=1e-4)
     assert train.std[0] == pytest.approx((img / 255).std().item(), abs=1e-3)
     assert torch.equal(get_dataset("digits", "/ignored", "train").images, train.images)
+    assert (train.crop_padding, train.flip) == (4, True)  # CIFAR's views
+
+
+def test_digits16_is_the_digits_split_at_16x16_without_augmentation():
+    from sklearn.datasets import load_digits
+
+    raw = load_digits()
+    for split in ("train", "test"):
+        small, big = get_dataset("digits16", None, split), get_dataset("digits", None, split)
+        assert small.images.shape == (len(big), 16, 16, 3)
+        assert torch.equal(small.official_index, big.official_index)
+        assert torch.equal(small.targets, big.targets)
+        assert (small.crop_padding, small.flip) == (0, False)
+    for j, k in enumerate(small.official_index[:20].tolist()):
+        scaled = Image.fromarray((raw.images[k] * 255 / 16).astype(np.float32), mode="F")
+        ref = np.round(np.asarray(scaled.resize((16, 16), Image.BILINEAR)))
+        assert np.array_equal(ref, small.images[j, :, :, 0].numpy()), j
+    img = get_dataset("digits16", None, "train").images.float() / 255
+    assert small.mean[0] != get_dataset("digits", None, "train").mean[0]
+    assert get_dataset("digits16", None, "train").mean[0] == pytest.approx(
+        img.mean().item(), abs=1e-4
+    )
 
 
 def test_cifar10_shared_npz(cifar10_train, cifar10_test):

@@ -354,6 +354,20 @@ def test_step_batches_are_a_pure_function_of_the_step_and_cutout_is_16x16():
     assert zeros.min() >= 64 and zeros.max() == 256
 
 
+def test_views_without_flip_are_the_same_crops_unmirrored():
+    """``flip=False`` (digits16): the crops and every other draw stay those of the flipping views;
+    only the mirror goes."""
+    images = torch.randint(0, 256, (64, 3, 16, 16), dtype=torch.uint8)
+    for view, pad in ((L.weak_crop_flip, L.WEAK_PAD), (L.strong_crop_flip, L.STRONG_PAD)):
+        args = (128,) if view is L.strong_crop_flip else ()
+        flipping = view(images, torch.Generator().manual_seed(5), *args)
+        kept = view(images, torch.Generator().manual_seed(5), *args, flip=False)
+        mirrored = [not torch.equal(f, k) for f, k in zip(flipping, kept)]
+        assert 10 < sum(mirrored) < 54, pad
+        for f, k, m in zip(flipping, kept, mirrored):
+            assert torch.equal(f, k.flip(-1) if m else k)
+
+
 def test_uniform_noise_includes_the_true_class():
     clean = np.repeat(np.arange(10), 5000)
     noisy = L.uniform_noise(clean, 0.8, 10, np.random.RandomState(0))
