@@ -48,7 +48,7 @@ import yaml  # noqa: E402
 from lnl.engine import comm  # noqa: E402
 from lnl.engine.args import default_argument_parser, parse_with_config  # noqa: E402
 from lnl.engine.checkpoint import LAST_CHECKPOINT  # noqa: E402
-from lnl.presets import get_preset, list_methods  # noqa: E402
+from lnl.presets import get_preset, list_methods, matches  # noqa: E402
 from methods.registry import METHODS, module_exists  # noqa: E402
 
 SIGNAL_DELAY_S = 120  # MAE / DINOv2: time to finish the step and write the checkpoint
@@ -402,7 +402,7 @@ def resources(args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, str]]
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     for entry in yaml.safe_load(RESOURCES.read_text()) or []:
-        if all(setting.get(k) == v for k, v in entry["match"].items()):
+        if matches(entry["match"], setting):
             values.update(entry["flags"])
             sources.update({k: f"{RESOURCES.name}: {entry['source']}" for k in entry["flags"]})
     for key in RESOURCE_KEYS:

@@ -21,6 +21,11 @@ SETTING_FLAGS: dict[str, tuple[str, ...]] = {
 }
 
 
+# The demo's dataset is digits16 (lnl.data.small): unaugmented 16x16 digits, on which CE memorises
+# the noise within DEMO_EPOCHS, as CIFAR CE does in the papers' 300.
+DEMO_DATASET = "digits16"
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """A method's ``make demo`` run on digits: its flags, and the flag that sets its length.
@@ -31,7 +36,7 @@ class DemoRun:
     (the co-divide methods count epochs 0..num_epochs). ``noise_flag`` reads the demo's noise file
     (None: the run brings its own noise). Runs of one ``group`` share a process, in order (NMTune's
     two rows share the encoder that the first pre-trains). ``cost``: rough seconds on one idle core,
-    to start the longest runs first."""
+    to start the longest runs first. ``dataset``: the one its flags name (its results' ``dataset``)."""
 
     flags: list[str]
     length: int
@@ -41,6 +46,7 @@ class DemoRun:
     noise_flag: str | None = "--noise_file"
     group: str | None = None
     cost: float = 10.0
+    dataset: str = DEMO_DATASET
 
 
 @dataclass(frozen=True)
@@ -117,9 +123,6 @@ def module_exists(name: str) -> bool:
 
 # The originals' script names (README "Methods" table), in the demo's order. Every demo run also
 # gets --out, --device, --seed, --resume never and its noise flag (the demo's noise file: 60% sym).
-# The demo's dataset is digits16 (lnl.data.small): unaugmented 16x16 digits, on which CE memorises
-# the noise within DEMO_EPOCHS, as CIFAR CE does in the papers' 300.
-DEMO_DATASET = "digits16"
 DEMO_EPOCHS = 40  # CE's; the co-divide methods run epochs 0..DEMO_EPOCHS-1, as many
 
 # The co-divide methods in the demo: warm-up 5, batch 32, lr 0.05; mixup's Beta(0.5, 0.5) (the originals'
@@ -253,6 +256,7 @@ register(
             noise_flag=None,
             group="nmtune",
             cost=30,
+            dataset="digits",
         ),
     )
 )
@@ -270,6 +274,7 @@ register(
             noise_flag=None,
             group="nmtune",
             cost=5,
+            dataset="digits",
         ),
     )
 )

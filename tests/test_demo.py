@@ -21,11 +21,10 @@ def test_demo_one_epoch(tmp_path, capsys):
     records = read_jsonl(tmp_path / "results.jsonl")
     assert records == rows and [r["method"] for r in records] == list(demo.DEMO_RUNS)
     assert all(REQUIRED <= r.keys() for r in records)
-    # NMTune's rows tune an encoder pre-trained on the 32x32 digits; every other row is on digits16.
-    nmtune = {m for m, run in demo.DEMO_RUNS.items() if run.group == "nmtune"}
     assert {r["method"]: r["dataset"] for r in records} == {
-        m: "digits" if m in nmtune else DEMO_DATASET for m in demo.DEMO_RUNS
+        m: run.dataset for m, run in demo.DEMO_RUNS.items()
     }
+    assert [r["dataset"] for r in records].count(DEMO_DATASET) == 6  # all but NMTune's two rows
     assert (tmp_path / "accuracy.png").stat().st_size > 1000
     out = capsys.readouterr().out
     assert "best acc" in out and "last acc" in out and "(the bar)" in out

@@ -20,6 +20,15 @@ def test_specific_entries_override_general_ones():
     assert "digits" in digits.sources["lr"]
 
 
+def test_a_list_in_match_accepts_any_of_its_values():
+    from lnl.presets import matches
+
+    assert matches({"dataset": ["digits", "digits16"]}, {"dataset": "digits16", "r": 0.4})
+    assert not matches({"dataset": ["digits", "digits16"]}, {"dataset": "cifar10"})
+    assert matches({"dataset": ["cifar10"], "r": [0.2, 0.5]}, {"dataset": "cifar10", "r": 0.5})
+    assert not matches({"dataset": ["cifar10"], "r": [0.2, 0.5]}, {"dataset": "cifar10", "r": 0.8})
+
+
 def test_unknown_method_is_a_clear_error():
     with pytest.raises(ValueError, match="no presets for method 'nope'"):
         get_preset("nope")

@@ -3,7 +3,7 @@ the entry points (``--preset``) and the launcher.
 
 Each file is a list of entries::
 
-    - match: {dataset: cifar10, noise_mode: sym, r: 0.5}   # keys of the run's setting
+    - match: {dataset: cifar10, noise_mode: sym, r: 0.5}   # keys of the run's setting (a list: any of)
       flags: {lambda_u: 25, p_threshold: 0.5}              # flag defaults for matching runs
       source: "LiJunnan1992/DivideMix README @ d9d3058"    # where every value comes from
 
@@ -47,10 +47,14 @@ def _entries(method: str) -> tuple[dict, ...]:
     return tuple(entries)
 
 
-def _matches(match: dict[str, Any], setting: dict[str, Any]) -> bool:
+def matches(match: dict[str, Any], setting: dict[str, Any]) -> bool:
+    """Every key of ``match`` has the setting's value (a list: one of its values)."""
     for key, want in match.items():
         have = setting.get(key)
-        if isinstance(want, float) or isinstance(have, float):
+        if isinstance(want, list):
+            if not any(matches({key: w}, setting) for w in want):
+                return False
+        elif isinstance(want, float) or isinstance(have, float):
             if have is None or abs(float(have) - float(want)) > 1e-9:
                 return False
         elif have != want:
@@ -70,7 +74,7 @@ def get_preset(method: str, **setting: Any) -> Preset:
     """
     preset = Preset()
     for entry in _entries(method):
-        if _matches(entry["match"], setting):
+        if matches(entry["match"], setting):
             preset.flags.update(entry["flags"])
             preset.sources.update({k: entry["source"] for k in entry["flags"]})
     return preset

@@ -305,7 +305,7 @@ def test_built_image_trains_on_digits(tmp_path):
         torch.set_num_threads(threads)
     assert (record["method"], record["dataset"], record["noise"]) == (
         "standard",
-        "digits",
+        demo.DEMO_DATASET,
         host["noise"],
     )
     assert record["test_acc"] == pytest.approx(host["test_acc"], abs=1e-9)

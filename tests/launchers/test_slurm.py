@@ -224,6 +224,11 @@ def test_resources_come_from_presets_then_flags(tmp_path):
     values, sources = slurm.resources(args)
     assert (values["mem_gb"], values["gpus_per_node"], values["cpus_per_task"]) == (3, 1, 1)
     assert sources["mem_gb"] == "flag"
+    for cpu_set in ("digits", "digits16"):  # one entry matches either (a list in the match)
+        values, _ = slurm.resources(parse(["--method", "dividemix", "--dataset", cpu_set])[0])
+        assert (values["gpus_per_node"], values["cpus_per_task"]) == (0, 1), cpu_set
+    values, _ = slurm.resources(parse(["--method", "dividemix", "--dataset", "cifar10"])[0])
+    assert values["gpus_per_node"] == 1
 
 
 @pytest.mark.parametrize("image", ["nvcr.io/acme/lnl:cuda", "lnl.sif"])

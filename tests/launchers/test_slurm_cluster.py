@@ -84,7 +84,7 @@ def method_argv(method: str, root: Path) -> list[str]:
         "--method",
         method,
         "--dataset",
-        "digits",
+        run.dataset,
         *length,
         "--output_dir",
         str(root),
@@ -168,7 +168,8 @@ def test_method_runs_on_slurm_and_is_collected(early, slurm_cluster, method):
     if method == "standard":
         assert steps == [0, 1] and results[0]["epochs"] == 2
     rows = collect.summarize(collect.find_results([root / "methods"]))
-    row = next(r for r in rows if r["method"] == results[0]["method"] and r["dataset"] == "digits")
+    ours = (results[0]["method"], METHODS[method].demo.dataset)
+    row = next(r for r in rows if (r["method"], r["dataset"]) == ours)
     assert row["test_acc"] == round(100 * results[0]["test_acc"], 2)
 
 
