@@ -90,7 +90,7 @@ def digits16(root: Path | None, split: str) -> InMemoryDataset:
     """``make demo``'s dataset: the digits split at 16x16, its weak view the image itself.
 
     Without augmentation cross-entropy memorises 60% symmetric noise within 40 epochs (its test
-    accuracy falls about 30 points from its best), the regime the CIFAR papers' methods are for; no
+    accuracy falls 20 to 28 points from its best), the regime the CIFAR papers' methods are for; no
     flip, since a mirrored digit is another shape; an epoch costs a quarter of ``digits``'.
 
     Args:
