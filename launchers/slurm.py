@@ -32,6 +32,7 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
@@ -143,6 +144,10 @@ class Trainer:
         path = resume_path(resumed)
         state = "present" if path.exists() else "not written yet: the run starts over"
         print(f"lnl job: requeued; {spec.out} resumes from {path} ({state})", flush=True)
+        # submitit runs `scontrol requeue` next. A preemption's SIGTERM can reach the job after its
+        # USR2, while that command runs, and kill it: the job then ends without being requeued. An
+        # ignored signal stays ignored in a child, so the command survives it.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         return submitit.helpers.DelayedSubmission(Trainer(), resumed)
 
 

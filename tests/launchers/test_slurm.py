@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -262,7 +265,33 @@ def test_container_runs_the_images_python(tmp_path, image):
         )
 
 
-def test_requeue_resumes_from_the_file_the_engine_writes(tmp_path):
+@pytest.fixture
+def sigterm_restored():
+    """``Trainer.checkpoint`` ignores SIGTERM in its process (a job about to end): restore it here."""
+    before = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, before)
+
+
+def _spec(tmp_path):
+    args, extra = parse(
+        ["--method", "standard", "--dataset", "digits", "--output_dir", str(tmp_path)]
+    )
+    (spec,) = slurm.build_specs(args, extra)
+    return spec
+
+
+def test_the_requeue_command_survives_a_late_sigterm(tmp_path, sigterm_restored):
+    """After ``checkpoint`` the commands the job starts (submitit's ``scontrol requeue``) ignore a
+    SIGTERM that arrives while they run; before it, one is killed by it."""
+    code = "import os, signal, time; os.kill(os.getpid(), signal.SIGTERM); time.sleep(0.2)"
+    assert subprocess.run([sys.executable, "-c", code]).returncode == -signal.SIGTERM
+    slurm.Trainer().checkpoint(_spec(tmp_path))
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_requeue_resumes_from_the_file_the_engine_writes(tmp_path, sigterm_restored):
     """MAE's bug was a launcher looking for checkpoint.pth while the trainer wrote checkpoint-N.pth:
     here the requeued argv must resolve (through the entry point's own --resume logic) to the very
     file save_checkpoint wrote."""
