@@ -258,6 +258,24 @@ class InMemoryDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.targets)
 
+    def take(self, rows: slice | torch.Tensor) -> InMemoryDataset:
+        """The same split cut to ``rows`` (a slice keeps views of the images), every attribute kept."""
+        noisy = None if self.noisy_targets is None else self.noisy_targets[rows]
+        return InMemoryDataset(
+            self.name,
+            self.split,
+            self.images[rows],
+            self.targets[rows],
+            self.num_classes,
+            self.mean,
+            self.std,
+            classes=self.classes,
+            noisy_targets=noisy,
+            root=self.root,
+            crop_padding=self.crop_padding,
+            flip=self.flip,
+        )
+
     def __getitem__(self, i: int):
         img = self.images[i]
         if self.transform is not None:

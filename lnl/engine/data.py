@@ -114,23 +114,7 @@ def subset_suffix(subset: int | None) -> str:
 
 def first_images(ds: InMemoryDataset, n: int) -> InMemoryDataset:
     """The split's first ``n`` images (all of them when it has fewer)."""
-    if n >= len(ds):
-        return ds
-    noisy = None if ds.noisy_targets is None else ds.noisy_targets[:n]
-    return InMemoryDataset(
-        ds.name,
-        ds.split,
-        ds.images[:n],
-        ds.targets[:n],
-        ds.num_classes,
-        ds.mean,
-        ds.std,
-        classes=ds.classes,
-        noisy_targets=noisy,
-        root=ds.root,
-        crop_padding=ds.crop_padding,
-        flip=ds.flip,
-    )
+    return ds if n >= len(ds) else ds.take(slice(0, n))
 
 
 def build_noisy_data(

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from lnl.data import get_dataset
-from lnl.data._base import InMemoryDataset, reading
+from lnl.data._base import reading
 from lnl.data.cifar import CIFAR10_MEAN, CIFAR10_STD
 from lnl.data.gpu import GPULoader
 from lnl.data.noise import NOISE_TYPES, make_noise
@@ -221,25 +221,6 @@ def kept_rows(n: int, n_train: int, subset: int) -> torch.Tensor:
     )
 
 
-def _take_rows(ds: InMemoryDataset, rows: torch.Tensor) -> InMemoryDataset:
-    """The images at ``rows`` (``first_images`` takes a prefix only; the training rows skip a gap)."""
-    noisy = None if ds.noisy_targets is None else ds.noisy_targets[rows]
-    return InMemoryDataset(
-        ds.name,
-        ds.split,
-        ds.images[rows],
-        ds.targets[rows],
-        ds.num_classes,
-        ds.mean,
-        ds.std,
-        classes=ds.classes,
-        noisy_targets=noisy,
-        root=ds.root,
-        crop_padding=ds.crop_padding,
-        flip=ds.flip,
-    )
-
-
 def subset_splits(args: argparse.Namespace, splits: dict, n_train: int) -> tuple[dict, dict]:
     """``--subset N``: the splits cut to their kept images, and split → (full size, kept rows) for
     reading feature files that cover the full splits.
@@ -259,7 +240,7 @@ def subset_splits(args: argparse.Namespace, splits: dict, n_train: int) -> tuple
         for s, ds in splits.items()
     }
     cut = {
-        s: _take_rows(ds, rows[s][1]) if s == "train" else first_images(ds, subset)
+        s: ds.take(rows[s][1]) if s == "train" else first_images(ds, subset)
         for s, ds in splits.items()
     }
     return cut, rows

@@ -42,6 +42,10 @@ def test_digits16_trains_on_the_images_themselves(tmp_path):
     assert all(_weak_is_plain(data, data.train_loader))
     labeled = subset_loader(data.train_loader, torch.arange(200), 32, views=("weak",) * 2, seed=1)
     assert (labeled.crop_padding, labeled.flip) == (0, False)
+    cut = data.train.take(torch.tensor([3, 1]))  # a --subset cut keeps the dataset's views
+    assert (cut.crop_padding, cut.flip) == (0, False) and torch.equal(
+        cut.targets, data.train.targets[[3, 1]]
+    )
     (x1, x2), _, idx = next(iter(labeled))
     ref = _normalised(data, idx)
     assert torch.allclose(x1, ref, atol=1e-5) and torch.allclose(x2, ref, atol=1e-5)
